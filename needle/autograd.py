@@ -1,0 +1,537 @@
+"""The autograd core: graph nodes, tensors and reverse-mode differentiation.
+
+A :class:`Tensor` is a node of a dynamic graph: it remembers the :class:`Op` that made
+it and the input tensors. Calling :meth:`Tensor.backward` walks that graph in reverse
+topological order and gives every node its adjoint (``.grad``). Gradients are built
+from ops themselves, so they are differentiable too (second derivatives work).
+
+Computation is eager: an op's result is computed when the op is applied. When no
+input requires a gradient (or inside :func:`no_grad`) the result is a detached
+constant and no graph is kept.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import traceback
+from typing import Iterator, Sequence
+
+import numpy
+
+from .backends import NDArray, array_api, default_device
+from .backends.numpy_backend import Device
+
+#: When True, an op's result is computed only when :meth:`Value.realize_cached_data` is called.
+LAZY_MODE = False
+#: Number of live graph nodes: +1 for every Value initialised, -1 when one is freed.
+TENSOR_COUNTER = 0
+
+_grad_enabled = True
+_anomaly_enabled = False
+
+Shape = tuple
+
+
+class Op:
+    """An operator: ``compute`` runs it on backend arrays, ``gradient`` differentiates it."""
+
+    def __call__(self, *args):
+        raise NotImplementedError()
+
+    def compute(self, *args: NDArray):
+        """Forward on backend arrays; returns a backend array (or a tuple of them)."""
+        raise NotImplementedError()
+
+    def gradient(self, out_grad: "Value", node: "Value") -> "Value | tuple[Value, ...]":
+        """The partial adjoints of the inputs, built from needle ops.
+
+        ``out_grad`` is the adjoint of ``node`` (this op's output). Returns one tensor
+        per input, each of that input's shape. An op may return ``None`` for an input
+        whose gradient is not needed (it does not require grad).
+        """
+        raise NotImplementedError()
+
+    def gradient_as_tuple(self, out_grad: "Value", node: "Value") -> tuple:
+        """:meth:`gradient`, always as a tuple (one entry per input)."""
+        output = self.gradient(out_grad, node)
+        if isinstance(output, tuple):
+            return output
+        if isinstance(output, list):
+            return tuple(output)
+        return (output,)
+
+    def __repr__(self) -> str:
+        return type(self).__name__
+
+
+class TensorOp(Op):
+    """An op whose output is a :class:`Tensor`."""
+
+    def __call__(self, *args: "Tensor") -> "Tensor":
+        return Tensor.make_from_op(self, args)
+
+
+class TensorTupleOp(Op):
+    """An op whose output is a :class:`TensorTuple`."""
+
+    def __call__(self, *args: "Value") -> "TensorTuple":
+        return TensorTuple.make_from_op(self, args)
+
+
+class Value:
+    """A node of the computational graph.
+
+    Attributes: ``op`` (the Op that made it, None for a leaf), ``inputs`` (tuple of
+    Values), ``cached_data`` (the backend array, None until computed in lazy mode),
+    ``requires_grad``.
+    """
+
+    __slots__ = ("op", "inputs", "cached_data", "requires_grad", "grad", "_trace", "__weakref__")
+
+    def realize_cached_data(self):
+        """The node's backend array, computing it (and its inputs') first if needed."""
+        if self.cached_data is None:
+            self.cached_data = self.op.compute(*[x.realize_cached_data() for x in self.inputs])
+            if _anomaly_enabled:
+                _check_finite(self.cached_data, self, "forward output")
+        return self.cached_data
+
+    def is_leaf(self) -> bool:
+        """True for a node made by no op (data, parameters, constants)."""
+        return self.op is None
+
+    def __del__(self):
+        global TENSOR_COUNTER
+        TENSOR_COUNTER -= 1
+
+    def _init(self, op, inputs, *, num_outputs: int = 1, cached_data=None, requires_grad=None):
+        global TENSOR_COUNTER
+        TENSOR_COUNTER += 1
+        if requires_grad is None:
+            requires_grad = _grad_enabled and any(x.requires_grad for x in inputs)
+        self.op = op
+        self.inputs = tuple(inputs)
+        self.cached_data = cached_data
+        self.requires_grad = requires_grad
+        self.grad = None
+        self._trace = traceback.extract_stack() if _anomaly_enabled else None
+
+    @classmethod
+    def make_const(cls, data, requires_grad: bool = False) -> "Value":
+        """A leaf node holding ``data``: a backend array, or a Value whose array is shared."""
+        if isinstance(data, Value):
+            data = data.realize_cached_data()
+        value = cls.__new__(cls)
+        value._init(None, (), cached_data=data, requires_grad=requires_grad)
+        return value
+
+    @classmethod
+    def make_from_op(cls, op: Op, inputs: Sequence["Value"]) -> "Value":
+        """The node ``op(*inputs)``: computed now unless LAZY_MODE; a constant if no input needs grad."""
+        value = cls.__new__(cls)
+        value._init(op, inputs)
+        if not LAZY_MODE:
+            value.realize_cached_data()
+            if not value.requires_grad:
+                # Nothing upstream needs a gradient: drop the graph so it can be freed.
+                value.op, value.inputs = None, ()
+        return value
+
+
+class TensorTuple(Value):
+    """A tuple of tensors produced by one op (e.g. :func:`needle.split`)."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self.realize_cached_data())
+
+    def __getitem__(self, index: int) -> "Tensor":
+        from .ops import tuple_get_item
+
+        return tuple_get_item(self, index)
+
+    def __iter__(self) -> Iterator["Tensor"]:
+        return (self[i] for i in range(len(self)))
+
+    def tuple(self) -> tuple:
+        """The elements as a Python tuple of Tensors."""
+        return tuple(self)
+
+    def __repr__(self) -> str:
+        return "needle.TensorTuple" + str(self.tuple())
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def __add__(self, other: "TensorTuple") -> "TensorTuple":
+        from .ops import make_tuple
+
+        if not isinstance(other, TensorTuple) or len(self) != len(other):
+            raise TypeError("TensorTuple + : both operands must be TensorTuples of equal length")
+        return make_tuple(*[self[i] + other[i] for i in range(len(self))])
+
+    def detach(self) -> "TensorTuple":
+        """A constant TensorTuple sharing the arrays, outside any graph."""
+        return TensorTuple.make_const(self.realize_cached_data())
+
+
+class Tensor(Value):
+    """An n-dimensional array that records the ops applied to it for differentiation.
+
+    ``array`` may be a list, a NumPy array or a Tensor. With ``dtype=None`` the dtype
+    is NumPy's inference (a NumPy array keeps its dtype; Python floats give float64);
+    from a Tensor, its dtype and device are kept.
+
+    >>> x = Tensor([1.0, 2.0, 3.0])
+    >>> (x * x).sum().backward()
+    >>> x.grad.numpy().tolist()
+    [2.0, 4.0, 6.0]
+    """
+
+    __slots__ = ()
+
+    def __init__(self, array, *, device: Device | None = None, dtype=None,
+                 requires_grad: bool = True, **kwargs):
+        if isinstance(array, Tensor):
+            device = device if device is not None else array.device
+            dtype = dtype if dtype is not None else array.dtype
+            if device == array.device and dtype == array.dtype:
+                cached_data = array.realize_cached_data()
+            else:
+                cached_data = Tensor._array_from_numpy(array.numpy(), device=device, dtype=dtype)
+        else:
+            device = device if device is not None else default_device()
+            cached_data = Tensor._array_from_numpy(array, device=device, dtype=dtype)
+        self._init(None, (), cached_data=cached_data, requires_grad=requires_grad)
+
+    @staticmethod
+    def _array_from_numpy(numpy_array, device: Device, dtype):
+        if array_api is numpy:
+            return numpy.array(numpy_array, dtype=dtype)
+        return array_api.array(numpy_array, device=device, dtype=dtype)
+
+    # ----- properties -------------------------------------------------------------
+    @property
+    def data(self) -> "Tensor":
+        """A detached tensor sharing this tensor's array. Setting it replaces the array."""
+        return self.detach()
+
+    @data.setter
+    def data(self, value: "Tensor") -> None:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"Tensor.data: expected a Tensor, got {type(value).__name__}")
+        if value.dtype != self.dtype:
+            raise TypeError(
+                f"Tensor.data: dtype {value.dtype} does not match the tensor's {self.dtype}; "
+                f"cast first, e.g. Tensor(x, dtype='{self.dtype}')"
+            )
+        self.cached_data = value.realize_cached_data()
+
+    def detach(self) -> "Tensor":
+        """A new leaf tensor sharing this array, outside any graph."""
+        return Tensor.make_const(self.realize_cached_data())
+
+    @property
+    def shape(self) -> Shape:
+        return self.realize_cached_data().shape
+
+    @property
+    def dtype(self):
+        return self.realize_cached_data().dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return self.realize_cached_data().size
+
+    @property
+    def device(self) -> Device:
+        return default_device()
+
+    def numpy(self) -> numpy.ndarray:
+        """The data as a NumPy array (the array itself on the NumPy backend, not a copy)."""
+        data = self.realize_cached_data()
+        return data if array_api is numpy else data.numpy()
+
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python number."""
+        if self.size != 1:
+            raise ValueError(f"Tensor.item: needs a one-element tensor, got shape {self.shape}")
+        return self.numpy().item()
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"needle.Tensor({self.realize_cached_data()!r}{grad})"
+
+    def __str__(self) -> str:
+        return str(self.realize_cached_data())
+
+    # ----- differentiation ----------------------------------------------------------
+    def backward(self, out_grad: "Tensor | None" = None) -> None:
+        """Compute the gradient of this tensor with respect to every node of its graph.
+
+        ``out_grad`` defaults to ones of this tensor's shape (for a non-scalar tensor
+        that is the gradient of its sum — the course's convention; PyTorch would
+        raise). Each node's ``.grad`` is *replaced*, not accumulated.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward(): this tensor does not require grad, so it has no graph to "
+                "differentiate; create its inputs with requires_grad=True (and not inside no_grad())"
+            )
+        if out_grad is None:
+            out_grad = Tensor.make_const(array_api.ones(self.shape, dtype=self.dtype))
+        elif out_grad.shape != self.shape:
+            raise ValueError(
+                f"backward(): out_grad.shape={out_grad.shape} must equal the tensor's shape {self.shape}"
+            )
+        compute_gradient_of_variables(self, out_grad)
+
+    # ----- operators: dispatch only (see needle.ops for the lowering) -----------------
+    def __add__(self, other):
+        from . import ops
+
+        return ops.add(self, other) if isinstance(other, Tensor) else ops.add_scalar(self, other)
+
+    def __mul__(self, other):
+        from . import ops
+
+        if isinstance(other, Tensor):
+            return ops.multiply(self, other)
+        return ops.mul_scalar(self, other)
+
+    def __pow__(self, other):
+        from . import ops
+
+        if isinstance(other, Tensor):
+            return ops.power(self, other)
+        return ops.power_scalar(self, other)
+
+    def __sub__(self, other):
+        from . import ops
+
+        if isinstance(other, Tensor):
+            return ops.add(self, ops.negate(other))
+        return ops.add_scalar(self, -other)
+
+    def __truediv__(self, other):
+        from . import ops
+
+        if isinstance(other, Tensor):
+            return ops.divide(self, other)
+        return ops.divide_scalar(self, other)
+
+    def __matmul__(self, other):
+        from . import ops
+
+        return ops.matmul(self, other)
+
+    def matmul(self, other: "Tensor") -> "Tensor":
+        """Matrix product ``self @ other``."""
+        return self.__matmul__(other)
+
+    def __neg__(self):
+        from . import ops
+
+        return ops.negate(self)
+
+    def __rsub__(self, other):
+        from . import ops
+
+        return ops.add_scalar(ops.negate(self), other)
+
+    def __rtruediv__(self, other):
+        from . import ops
+
+        return ops.mul_scalar(ops.power_scalar(self, -1), other)
+
+    __radd__ = __add__
+    __rmul__ = __mul__
+
+    def sum(self, axes=None) -> "Tensor":
+        """Sum over ``axes`` (None: all; an int; or a tuple), dropping them."""
+        from . import ops
+
+        return ops.summation(self, axes)
+
+    def broadcast_to(self, shape: Shape) -> "Tensor":
+        """This tensor broadcast to ``shape`` (NumPy rules)."""
+        from . import ops
+
+        return ops.broadcast_to(self, shape)
+
+    def reshape(self, shape: Shape) -> "Tensor":
+        """The same elements in ``shape``."""
+        from . import ops
+
+        return ops.reshape(self, shape)
+
+    def transpose(self, axes=None) -> "Tensor":
+        """Swap two axes: the last two by default, else the two in ``axes``."""
+        from . import ops
+
+        return ops.transpose(self, axes)
+
+
+# ----- graph traversal and the backward pass -------------------------------------------
+
+def find_topo_sort(node_list: Sequence[Value]) -> list[Value]:
+    """Nodes reachable from ``node_list``, in topological order (inputs before users).
+
+    A post-order depth-first search from each node in turn, visiting a node's inputs
+    left to right; each node appears once. The search keeps an explicit stack, so deep
+    graphs (long RNN unrolls, thousands of steps) cannot hit Python's recursion limit.
+    """
+    order: list[Value] = []
+    visited: set[int] = set()
+    for root in node_list:
+        if id(root) in visited:
+            continue
+        visited.add(id(root))
+        # Each stack entry: (node, index of the next input to visit).
+        stack = [(root, 0)]
+        while stack:
+            node, next_input = stack[-1]
+            if next_input < len(node.inputs):
+                stack[-1] = (node, next_input + 1)
+                child = node.inputs[next_input]
+                if id(child) not in visited:
+                    visited.add(id(child))
+                    stack.append((child, 0))
+            else:
+                stack.pop()
+                order.append(node)
+    return order
+
+
+def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> None:
+    """Reverse-mode differentiation: set ``.grad`` on every node of the output's graph.
+
+    Nodes are processed in reverse topological order, so a node's adjoint is complete
+    — the sum of the partial adjoints from *all* its users — before it is propagated.
+    With ``b = a + a; c = b + b``, ``b`` gets one partial from each use in ``c``
+    (total 2) and only then passes 2 + 2 = 4 to ``a``; propagating a partial sum
+    early would give ``a`` a wrong gradient. ``.grad`` is replaced, never accumulated.
+    """
+    partial_adjoints: dict[int, list[Value]] = {id(output_tensor): [out_grad]}
+    for node in reversed(find_topo_sort([output_tensor])):
+        partials = partial_adjoints.pop(id(node), None)
+        if partials is None:
+            continue  # no path from this node to the output carries a gradient
+        node.grad = sum_node_list(partials)
+        if node.op is None:
+            continue
+        input_grads = node.op.gradient_as_tuple(node.grad, node)
+        for inp, grad in zip(node.inputs, input_grads):
+            if grad is None or not inp.requires_grad:
+                continue
+            _check_adjoint(node, inp, grad)
+            partial_adjoints.setdefault(id(inp), []).append(grad)
+
+
+def sum_node_list(node_list: list[Value]) -> Value:
+    """The sum of a list of adjoints, built from ops (left to right)."""
+    total = node_list[0]
+    for node in node_list[1:]:
+        total = total + node
+    return total
+
+
+def _check_adjoint(node: Value, inp: Value, grad: Value) -> None:
+    """The engine's invariant: a partial adjoint has its input's shape."""
+    if isinstance(inp, Tensor) and grad.shape != inp.shape:
+        raise RuntimeError(
+            f"{type(node.op).__name__}.gradient returned an adjoint of shape {grad.shape} "
+            f"for an input of shape {inp.shape}; an op's gradient must sum broadcast axes back "
+            f"(see needle.ops.unbroadcast)"
+        )
+    if _anomaly_enabled:
+        _check_finite(grad.realize_cached_data(), node, "gradient")
+
+
+# ----- modes: no_grad and anomaly detection -----------------------------------------------
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Inside this context ops build no graph: every result is a detached constant.
+
+    >>> x = Tensor([1.0], requires_grad=True)
+    >>> with no_grad():
+    ...     y = x * 2
+    >>> y.requires_grad
+    False
+    """
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    """False inside :func:`no_grad`."""
+    return _grad_enabled
+
+
+class AnomalyError(FloatingPointError):
+    """A NaN or Inf appeared in a forward output or a gradient under :func:`detect_anomaly`."""
+
+
+@contextlib.contextmanager
+def detect_anomaly() -> Iterator[None]:
+    """Check every op's output and every gradient for NaN/Inf, raising at the first one.
+
+    The error names the op, its input shapes and where in your code the op was
+    applied. Costs a full scan of every array, so it is off by default (and free
+    when off). Set ``NEEDLE_DETECT_ANOMALY=1`` to turn it on for a whole run.
+    """
+    global _anomaly_enabled
+    previous, _anomaly_enabled = _anomaly_enabled, True
+    try:
+        yield
+    finally:
+        _anomaly_enabled = previous
+
+
+def _check_finite(array, node: Value, what: str) -> None:
+    arrays = array if isinstance(array, tuple) else (array,)
+    for arr in arrays:
+        if arr.dtype.kind == "f" and not bool(array_api.isfinite(arr).all()):
+            bad = "NaN" if bool(array_api.isnan(arr).any()) else "Inf"
+            shapes = ", ".join(str(x.shape) for x in node.inputs if isinstance(x, Tensor))
+            frame = _user_frame(node._trace)
+            where = f"\n  the op was applied at {frame.filename}:{frame.lineno} in {frame.name}" if frame else ""
+            raise AnomalyError(
+                f"detect_anomaly: {what} of {node.op!r} contains {bad} "
+                f"(input shapes: {shapes or 'none'}){where}"
+            )
+
+
+def _user_frame(trace):
+    """The innermost frame of ``trace`` outside the needle package (where the user applied the op)."""
+    for frame in reversed(trace or ()):
+        if not frame.filename.startswith(_PACKAGE_DIR):
+            return frame
+    return None
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _anomaly_from_environment() -> None:
+    global _anomaly_enabled
+    _anomaly_enabled = os.environ.get("NEEDLE_DETECT_ANOMALY", "") not in ("", "0")
+
+
+_anomaly_from_environment()

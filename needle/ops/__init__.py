@@ -1,0 +1,9 @@
+"""The op library. Every op is a class (forward + gradient) with a lowercase function.
+
+Where to add an op: the file for its family (``ops_mathematic`` for elementwise, shape
+and linear algebra; ``ops_logarithmic`` for log-sum-exp style reductions;
+``ops_tuple`` for ops on tuples of tensors), plus one row in ``tests/test_ops.py``'s table.
+"""
+from .ops_logarithmic import *  # noqa: F401,F403
+from .ops_mathematic import *  # noqa: F401,F403
+from .ops_tuple import *  # noqa: F401,F403
