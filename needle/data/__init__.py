@@ -1,0 +1,45 @@
+"""needle.data: datasets, transforms and the batching ``DataLoader``.
+
+Data flows file → :mod:`~needle.data.idx` (validated uint8 arrays) → a
+:class:`Dataset` (float32 samples, optional random transforms) → a
+:class:`DataLoader` (shuffled batches of ``needle.Tensor``). See docs/data.md.
+"""
+
+from .data_basic import DataLoader, Dataset, stack_items
+from .data_transforms import RandomCrop, RandomFlipHorizontal, Transform
+from .datasets import (
+    MNIST,
+    ChecksumMismatchError,
+    DatasetNotFoundError,
+    DownloadError,
+    FashionMNIST,
+    MNISTDataset,
+    NDArrayDataset,
+    content_sha256,
+    default_data_dir,
+    download_file,
+)
+from .idx import IDXFormatError, load_mnist_arrays, read_idx, write_idx
+
+__all__ = [
+    "Dataset",
+    "DataLoader",
+    "stack_items",
+    "Transform",
+    "RandomFlipHorizontal",
+    "RandomCrop",
+    "MNISTDataset",
+    "MNIST",
+    "FashionMNIST",
+    "NDArrayDataset",
+    "DatasetNotFoundError",
+    "default_data_dir",
+    "IDXFormatError",
+    "read_idx",
+    "write_idx",
+    "load_mnist_arrays",
+    "DownloadError",
+    "ChecksumMismatchError",
+    "content_sha256",
+    "download_file",
+]

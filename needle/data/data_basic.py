@@ -1,0 +1,296 @@
+"""``Dataset`` and ``DataLoader``: from indexed samples to batches of Tensors.
+
+A :class:`Dataset` maps an index to a sample, a tuple of NumPy fields such as
+``(image, label)``. A :class:`DataLoader` groups the indices ``0..N-1`` (shuffled or
+not) into consecutive batches and yields each batch as a tuple of Tensors, one per
+field, stacked along a new first axis.
+
+The batch protocol. A dataset may fetch a whole batch at once through
+``get_batch(indices) -> tuple of arrays``. :class:`Dataset` provides it by fetching the
+items one by one and stacking each field (``np.stack``); array-backed datasets
+(``MNISTDataset``, ``NDArrayDataset``) override it with a single fancy index. Both give
+identical arrays and draw identical random numbers (transforms still run item by item,
+in batch order). A subclass that overrides ``__getitem__`` below the class that defined
+``get_batch`` is fetched item by item, so its own ``__getitem__`` is always honoured.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..autograd import Tensor
+
+__all__ = ["Dataset", "DataLoader", "stack_items"]
+
+TransformLike = Callable[[np.ndarray], np.ndarray]
+Batch = tuple[np.ndarray, ...]
+
+
+class Dataset:
+    """Abstract map-style dataset: ``ds[i]`` is a sample, ``len(ds)`` their number.
+
+    Subclasses implement ``__getitem__`` and ``__len__`` and call
+    :meth:`apply_transforms` on the part of a sample the transforms act on.
+
+    Args:
+        transforms: callables applied in order by :meth:`apply_transforms`, or None.
+            A single callable is accepted and treated as a one-item list.
+
+    Example:
+        >>> class Squares(Dataset):
+        ...     def __len__(self): return 4
+        ...     def __getitem__(self, i): return (np.array(i * i),)
+        >>> Squares().get_batch(np.array([1, 3]))
+        (array([1, 9]),)
+    """
+
+    def __init__(self, transforms: Sequence[TransformLike] | TransformLike | None = None) -> None:
+        self.transforms = _check_transforms(type(self).__name__, transforms)
+
+    def __getitem__(self, index: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement __getitem__")
+
+    def __len__(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must implement __len__")
+
+    def apply_transforms(self, x: np.ndarray) -> np.ndarray:
+        """Apply each transform to ``x`` in order and return the result.
+
+        Example:
+            >>> Dataset(transforms=[lambda x: x + 1, lambda x: x * 10]).apply_transforms(1)
+            20
+        """
+        if self.transforms is not None:
+            for transform in self.transforms:
+                x = transform(x)
+        return x
+
+    def get_batch(self, indices: np.ndarray) -> Batch:
+        """Return the samples at ``indices`` stacked field by field.
+
+        Args:
+            indices: 1-D integer array of length k.
+
+        Returns:
+            a tuple with one array per sample field, each of shape ``(k, *field_shape)``.
+        """
+        return stack_items(self, indices)
+
+
+def _check_transforms(owner: str, transforms: Any) -> list[TransformLike] | None:
+    """Return ``transforms`` as a list of callables (or None), raising TypeError otherwise."""
+    if transforms is None:
+        return None
+    if callable(transforms):
+        return [transforms]
+    if not isinstance(transforms, Iterable) or isinstance(transforms, (str, bytes)):
+        raise TypeError(
+            f"{owner}: transforms must be a list of callables or None, "
+            f"got {type(transforms).__name__}"
+        )
+    transforms = list(transforms)
+    for k, t in enumerate(transforms):
+        if not callable(t):
+            raise TypeError(
+                f"{owner}: transforms[{k}] is a {type(t).__name__}, not a callable; "
+                "use e.g. transforms=[RandomCrop(3), RandomFlipHorizontal()]"
+            )
+    return transforms
+
+
+def stack_items(dataset: Any, indices: np.ndarray) -> Batch:
+    """Fetch ``dataset[i]`` for each index in order and stack each field with ``np.stack``.
+
+    A sample that is not a tuple counts as a single field.
+
+    Args:
+        dataset: anything indexable by int.
+        indices: 1-D integer array of length k >= 1.
+
+    Returns:
+        tuple of arrays, each of shape ``(k, *field_shape)``.
+
+    Example:
+        >>> stack_items([(1, 2.0), (3, 4.0)], np.array([1, 0]))
+        (array([3, 1]), array([4., 2.]))
+    """
+    items = [dataset[int(i)] for i in indices]
+    items = [item if isinstance(item, tuple) else (item,) for item in items]
+    n_fields = len(items[0])
+    for k, item in enumerate(items):
+        if len(item) != n_fields:
+            raise ValueError(
+                f"stack_items: sample {int(indices[k])} has {len(item)} fields but sample "
+                f"{int(indices[0])} has {n_fields}; every sample needs the same fields"
+            )
+    return tuple(np.stack([item[f] for item in items]) for f in range(n_fields))
+
+
+def normalize_index(index: Any, length: int, owner: str) -> int | np.ndarray:
+    """Turn a dataset index into a non-negative int or a 1-D int64 array of positions.
+
+    Accepts an int (negative counts from the end, like Python), a slice, a 1-D integer
+    array or list, or a boolean mask of length ``length``.
+
+    Raises:
+        IndexError: an index is outside ``-length .. length-1`` (the message names the
+            index, the length and ``owner``).
+        TypeError: the index is of another type (float, str, ...).
+
+    Example:
+        >>> normalize_index(-1, 5, "ds"), normalize_index(slice(1, 4), 5, "ds").tolist()
+        (4, [1, 2, 3])
+    """
+    if isinstance(index, np.ndarray) and index.ndim == 0 and index.dtype.kind in "iu":
+        index = int(index)  # a 0-d integer array indexes like an int
+    if isinstance(index, (int, np.integer)) and not isinstance(index, (bool, np.bool_)):
+        if not -length <= index < length:
+            raise IndexError(f"{owner}: index {int(index)} is out of range for length {length}")
+        return int(index) % length
+    if isinstance(index, slice):
+        return np.arange(length)[index]
+    return _normalize_array_index(index, length, owner)
+
+
+def _normalize_array_index(index: Any, length: int, owner: str) -> np.ndarray:
+    """The array branch of :func:`normalize_index`."""
+    if not isinstance(index, (np.ndarray, list, tuple, range)):
+        raise TypeError(
+            f"{owner}: cannot index with {type(index).__name__}; use an int, a slice "
+            "or a 1-D integer array"
+        )
+    array = np.asarray(index)
+    if array.dtype == np.bool_:
+        if array.shape != (length,):
+            raise IndexError(
+                f"{owner}: boolean mask of shape {array.shape} does not match length {length}"
+            )
+        return np.flatnonzero(array)
+    if array.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(
+            f"{owner}: index array must be 1-D of integers, got shape {array.shape} "
+            f"dtype {array.dtype}"
+        )
+    bad = np.flatnonzero((array < -length) | (array >= length))
+    if bad.size:
+        raise IndexError(
+            f"{owner}: index {int(array[bad[0]])} is out of range for length {length}"
+        )
+    return array.astype(np.int64) % max(length, 1)
+
+
+def _batch_fetcher(dataset: Any) -> Callable[[np.ndarray], Batch]:
+    """Return the function the loader uses to fetch one batch of ``dataset``.
+
+    ``dataset.get_batch`` is used only if ``__getitem__`` was not overridden in a
+    subclass below the class that defined ``get_batch``; otherwise items are stacked.
+    """
+    get_batch = getattr(dataset, "get_batch", None)
+    if get_batch is None:
+        return lambda indices: stack_items(dataset, indices)
+    mro = type(dataset).__mro__
+    batch_owner = next((k for k, c in enumerate(mro) if "get_batch" in vars(c)), None)
+    item_owner = next((k for k, c in enumerate(mro) if "__getitem__" in vars(c)), None)
+    if batch_owner is not None and item_owner is not None and item_owner < batch_owner:
+        return lambda indices: stack_items(dataset, indices)
+    return get_batch
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    """Return ``batch_size`` as an int, raising ValueError unless it is a positive int."""
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)):
+        raise ValueError(
+            f"DataLoader: batch_size must be a positive int, got {batch_size!r} "
+            f"({type(batch_size).__name__})"
+        )
+    if batch_size < 1:
+        raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size}")
+    return int(batch_size)
+
+
+class DataLoader:
+    """Iterate over a dataset in batches of Tensors.
+
+    Each ``iter(loader)`` builds an order of the N sample indices: with ``shuffle``
+    exactly one call ``np.random.permutation(N)`` (NumPy's global generator, so
+    ``np.random.seed`` fixes it); otherwise ``0..N-1``. Batches are consecutive chunks
+    of ``batch_size`` indices of that order; the last one is short unless ``drop_last``.
+
+    Each batch is a tuple with one ``needle.Tensor`` per sample field, shape
+    ``(batch, *field_shape)``, NumPy dtype kept (MNIST: float32 images, uint8 labels).
+    The tensors have ``requires_grad=False``: data is an input, never a parameter, so
+    no gradient is ever needed for it and no graph is built through it.
+
+    Args:
+        dataset: a :class:`Dataset` (or any object with ``__len__`` and int indexing).
+        batch_size: samples per batch, a positive int.
+        shuffle: draw a new random order at every ``iter()``.
+        drop_last: skip the final batch if it has fewer than ``batch_size`` samples.
+        device: device of the yielded tensors (None: needle's default device).
+
+    Raises:
+        ValueError: ``batch_size`` is not a positive int, or the dataset is empty.
+
+    Example:
+        >>> from needle.data import NDArrayDataset
+        >>> loader = DataLoader(NDArrayDataset(np.arange(5)), batch_size=2)
+        >>> len(loader), [b[0].numpy().tolist() for b in loader]
+        (3, [[0, 1], [2, 3], [4]])
+    """
+
+    def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False,
+                 drop_last: bool = False, *, device: Any = None) -> None:
+        self.dataset = dataset
+        self.batch_size = _check_batch_size(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.device = device
+        self._num_samples()  # fail now, where the loader is built, if the dataset is empty
+
+    def _num_samples(self) -> int:
+        """Return ``len(dataset)``, raising ValueError if it is 0."""
+        n = len(self.dataset)
+        if n == 0:
+            raise ValueError(
+                f"DataLoader: the dataset {type(self.dataset).__name__} is empty (len 0); "
+                "check the files or arrays it was built from"
+            )
+        return n
+
+    def __len__(self) -> int:
+        """The number of batches one iteration yields."""
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def batch_indices(self) -> list[np.ndarray]:
+        """Draw a new order (one ``np.random.permutation`` call if shuffling) and split it.
+
+        Returns:
+            the list of 1-D int arrays of sample indices, one per batch, in order.
+        """
+        n = self._num_samples()
+        order = np.random.permutation(n) if self.shuffle else np.arange(n)
+        stop = n - n % self.batch_size if self.drop_last else n
+        return [order[start:start + self.batch_size] for start in range(0, stop, self.batch_size)]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        """Yield the batches of one pass; the order is drawn when ``iter()`` is called."""
+        # ``ordering`` mirrors the course's attribute of the same name.
+        self.ordering = self.batch_indices()
+        return self._batches(self.ordering, _batch_fetcher(self.dataset))
+
+    def _batches(self, ordering: list[np.ndarray],
+                 fetch: Callable[[np.ndarray], Batch]) -> Iterator[tuple[Tensor, ...]]:
+        """Generator behind ``__iter__`` (kept separate so the order is drawn eagerly)."""
+        for indices in ordering:
+            yield tuple(Tensor(field, device=self.device, requires_grad=False)
+                        for field in fetch(indices))
+
+    def __repr__(self) -> str:
+        return (f"DataLoader({type(self.dataset).__name__}(len={len(self.dataset)}), "
+                f"batch_size={self.batch_size}, shuffle={self.shuffle}, "
+                f"drop_last={self.drop_last})")

@@ -1,0 +1,24 @@
+"""Ready datasets: MNIST-style IDX data, in-memory arrays, and the verified downloader."""
+
+from .download import ChecksumMismatchError, DownloadError, content_sha256, download_file
+from .mnist_dataset import (
+    FashionMNIST,
+    MNIST,
+    DatasetNotFoundError,
+    MNISTDataset,
+    default_data_dir,
+)
+from .ndarray_dataset import NDArrayDataset
+
+__all__ = [
+    "MNISTDataset",
+    "MNIST",
+    "FashionMNIST",
+    "NDArrayDataset",
+    "DatasetNotFoundError",
+    "default_data_dir",
+    "DownloadError",
+    "ChecksumMismatchError",
+    "content_sha256",
+    "download_file",
+]
