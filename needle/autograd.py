@@ -91,7 +91,8 @@ class Value:
     def realize_cached_data(self):
         """The node's backend array, computing it (and its inputs') first if needed."""
         if self.cached_data is None:
-            self.cached_data = self.op.compute(*[x.realize_cached_data() for x in self.inputs])
+            data = self.op.compute(*[x.realize_cached_data() for x in self.inputs])
+            self.cached_data = data if isinstance(data, NDArray) else _as_arrays(data)
             if _anomaly_enabled:
                 _check_finite(self.cached_data, self, "forward output")
         return self.cached_data
@@ -102,11 +103,14 @@ class Value:
 
     def __del__(self):
         global TENSOR_COUNTER
+        try:
+            self._trace  # set last by _init: a Value whose _init never finished was not counted
+        except AttributeError:
+            return
         TENSOR_COUNTER -= 1
 
     def _init(self, op, inputs, *, num_outputs: int = 1, cached_data=None, requires_grad=None):
         global TENSOR_COUNTER
-        TENSOR_COUNTER += 1
         if requires_grad is None:
             requires_grad = _grad_enabled and any(x.requires_grad for x in inputs)
         self.op = op
@@ -115,6 +119,7 @@ class Value:
         self.requires_grad = requires_grad
         self.grad = None
         self._trace = traceback.extract_stack() if _anomaly_enabled else None
+        TENSOR_COUNTER += 1
 
     @classmethod
     def make_const(cls, data, requires_grad: bool = False) -> "Value":
@@ -136,6 +141,13 @@ class Value:
                 # Nothing upstream needs a gradient: drop the graph so it can be freed.
                 value.op, value.inputs = None, ()
         return value
+
+
+def _as_arrays(data):
+    """NumPy returns scalars (np.float64) for 0-d results; keep every cached_data an array."""
+    if isinstance(data, tuple):
+        return tuple(x if isinstance(x, NDArray) else array_api.asarray(x) for x in data)
+    return array_api.asarray(data)
 
 
 class TensorTuple(Value):

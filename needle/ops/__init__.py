@@ -7,3 +7,4 @@ and linear algebra; ``ops_logarithmic`` for log-sum-exp style reductions;
 from .ops_logarithmic import *  # noqa: F401,F403
 from .ops_mathematic import *  # noqa: F401,F403
 from .ops_tuple import *  # noqa: F401,F403
+from .ops_fused import *  # noqa: F401,F403

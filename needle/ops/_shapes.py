@@ -53,16 +53,18 @@ def normalize_axes(op_name: str, axes, ndim: int) -> tuple[int, ...]:
     """
     if axes is None:
         return tuple(range(ndim))
-    if isinstance(axes, numbers.Integral):
+    if isinstance(axes, numbers.Integral) or not hasattr(axes, "__iter__"):
         axes = (axes,)
     result = []
     for axis in axes:
-        if not isinstance(axis, numbers.Integral) or not -ndim <= axis < max(ndim, 1):
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+            raise TypeError(f"{op_name}: axes must be ints, got {axis!r} in {axes!r}")
+        if not -ndim <= axis < ndim:
             raise ValueError(
                 f"{op_name}: axis {axis!r} is out of range for a tensor with {ndim} dimensions "
                 f"(valid: {-ndim} to {ndim - 1})"
             )
-        result.append(int(axis) % max(ndim, 1))
+        result.append(int(axis) % ndim)
     if len(set(result)) != len(result):
         raise ValueError(f"{op_name}: repeated axis in {tuple(axes)}")
     return tuple(sorted(result))

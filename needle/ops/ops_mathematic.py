@@ -296,8 +296,11 @@ class Sigmoid(TensorOp):
     """Logistic sigmoid ``1 / (1 + e^-a)``."""
 
     def compute(self, a: NDArray):
-        # 1/(1+e^-a) overflows e^-a for a << 0; the tanh form is exact and never overflows.
-        return (array_api.tanh(a * 0.5) + 1) * 0.5
+        # 1/(1+e^-a) overflows e^-a for a << 0, and (tanh(a/2)+1)/2 rounds to 0 below
+        # a ~ -19. With e = e^-|a| (never overflows): 1/(1+e) for a >= 0, e/(1+e) below.
+        e = array_api.exp(-array_api.maximum(a, -a))
+        positive = (a >= 0).astype(a.dtype)
+        return (positive + (1 - positive) * e) / (1 + e)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         return out_grad * node * (1 - node)

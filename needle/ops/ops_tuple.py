@@ -6,6 +6,7 @@ from typing import Sequence
 from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp, Value
 from ..backends import NDArray, array_api
 from ._shapes import python_scalar
+from .ops_mathematic import _check_tensor
 
 
 class MakeTensorTuple(TensorTupleOp):
@@ -20,6 +21,8 @@ class MakeTensorTuple(TensorTupleOp):
 
 def make_tuple(*args: Tensor) -> TensorTuple:
     """A TensorTuple of ``args``."""
+    for i, arg in enumerate(args):
+        _check_tensor("make_tuple", arg, f"{i}")
     return MakeTensorTuple()(*args)
 
 
@@ -49,6 +52,10 @@ class TupleGetItem(TensorOp):
 
 def tuple_get_item(value: TensorTuple, index: int) -> Tensor:
     """Element ``index`` of ``value``."""
+    if not isinstance(value, TensorTuple):
+        raise TypeError(
+            f"tuple_get_item: argument must be a needle.TensorTuple, got {type(value).__name__}"
+        )
     length = len(value.realize_cached_data())
     if not -length <= index < length:
         raise IndexError(f"tuple_get_item: index {index} out of range for a tuple of {length}")
@@ -71,6 +78,7 @@ class FusedAddScalars(TensorTupleOp):
 
 def fused_add_scalars(x: Tensor, c0: float, c1: float) -> TensorTuple:
     """The tuple ``(x + c0, x + c1)``."""
+    _check_tensor("fused_add_scalars", x, "x")
     return FusedAddScalars(python_scalar("fused_add_scalars", c0),
                            python_scalar("fused_add_scalars", c1))(x)
 
@@ -93,6 +101,8 @@ def stack(args: Sequence[Tensor], axis: int) -> Tensor:
     args = list(args)
     if not args:
         raise ValueError("stack: needs at least one tensor, got an empty sequence")
+    for i, arg in enumerate(args):
+        _check_tensor("stack", arg, f"args[{i}]")
     shapes = {a.shape for a in args}
     if len(shapes) > 1:
         raise ValueError(f"stack: all tensors must have the same shape, got {[a.shape for a in args]}")
@@ -118,6 +128,7 @@ class Split(TensorTupleOp):
 
 def split(a: Tensor, axis: int) -> TensorTuple:
     """The slices of ``a`` along ``axis`` (each of shape a.shape without ``axis``)."""
+    _check_tensor("split", a)
     ndim = len(a.shape)
     if not -ndim <= axis < ndim:
         raise ValueError(f"split: axis {axis} out of range for shape {a.shape}")

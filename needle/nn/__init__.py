@@ -1,0 +1,28 @@
+"""Neural-network building blocks: ``Parameter``, ``Module`` and the layers.
+
+>>> import needle as ndl
+>>> model = ndl.nn.Sequential(ndl.nn.Linear(4, 8), ndl.nn.ReLU(), ndl.nn.Linear(8, 2))
+>>> model.num_parameters()
+58
+"""
+from .module import IncompatibleKeys, Module, Parameter, StateDictError
+from .nn_basic import (
+    BatchNorm1d,
+    Dropout,
+    Flatten,
+    Identity,
+    LayerNorm1d,
+    Linear,
+    ReLU,
+    Residual,
+    Sequential,
+    Sigmoid,
+    SoftmaxLoss,
+    Tanh,
+)
+
+__all__ = [
+    "Parameter", "Module", "StateDictError", "IncompatibleKeys",
+    "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Sequential", "Residual",
+    "SoftmaxLoss", "LayerNorm1d", "BatchNorm1d", "Dropout",
+]

@@ -1,0 +1,197 @@
+"""Fused ops: a whole layer in one forward op with a hand-derived gradient.
+
+A layer written as a chain of small ops (``BatchNorm1d`` is about fifteen) spends
+most of its time on per-op overhead and temporary arrays, not arithmetic. These ops
+compute the layer in one pass and its input gradients from closed-form formulas.
+
+Their gradients are not built from needle ops, so they cannot be differentiated a
+second time. Rather than return a silently wrong second derivative, each gradient is
+linked into the graph through :class:`HandDerivedGradient`, whose own gradient raises
+an error that says how to get a twice-differentiable layer (``fused=False``).
+The unfused compositions in ``needle.nn`` are the reference the tests check these against.
+"""
+from __future__ import annotations
+
+from ..autograd import Tensor, TensorOp
+from ..backends import NDArray, array_api
+from .ops_mathematic import _check_tensor
+
+
+class HandDerivedGradient(TensorOp):
+    """A gradient that a fused op computed directly on arrays, as a graph node.
+
+    Inputs are the fused op's out_grad and inputs, so the node requires grad exactly
+    when a graph-built gradient would; differentiating it again raises.
+    """
+
+    def __init__(self, value: NDArray, source: str):
+        self.value = value
+        self.source = source
+
+    def compute(self, *args: NDArray):
+        return self.value
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        raise NotImplementedError(
+            f"second derivatives through the fused {self.source} are not supported; "
+            f"build the layer with fused=False to differentiate its gradient again"
+        )
+
+
+def _link_gradients(source: str, out_grad: Tensor, node: Tensor, arrays: tuple) -> tuple:
+    """One HandDerivedGradient node per input (None where the input needs no gradient)."""
+    links = (out_grad, *node.inputs)
+    return tuple(
+        HandDerivedGradient(array, source)(*links) if array is not None and inp.requires_grad else None
+        for array, inp in zip(arrays, node.inputs)
+    )
+
+
+class FusedLinear(TensorOp):
+    """``X @ W + b`` for X (N, in), W (in, out), b (1, out) or absent."""
+
+    def compute(self, X: NDArray, W: NDArray, b: NDArray | None = None):
+        out = X @ W
+        if b is not None:
+            out += b  # in place: the matmul result is a fresh array
+        return out
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        X, W = (t.realize_cached_data() for t in node.inputs[:2])
+        g = out_grad.realize_cached_data()
+        grads = [g @ W.T if node.inputs[0].requires_grad else None, X.T @ g]
+        if len(node.inputs) == 3:
+            grads.append(array_api.sum(g, axis=0, keepdims=True).reshape(node.inputs[2].shape))
+        return _link_gradients("Linear", out_grad, node, tuple(grads))
+
+
+def fused_linear(X: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
+    """``X @ W + b`` as one op: X (N, in), W (in, out), b (1, out) or (out,) or None → (N, out)."""
+    _check_tensor("fused_linear", X, "X")
+    _check_tensor("fused_linear", W, "W")
+    if len(X.shape) != 2 or len(W.shape) != 2 or X.shape[1] != W.shape[0]:
+        raise ValueError(
+            f"fused_linear: X.shape={X.shape}, W.shape={W.shape}: expected X (N, in) and W (in, out)"
+        )
+    if b is None:
+        return FusedLinear()(X, W)
+    if b.size != W.shape[1]:
+        raise ValueError(f"fused_linear: bias has shape {b.shape}, expected {W.shape[1]} elements")
+    return FusedLinear()(X, W, b)
+
+
+class _FusedNorm(TensorOp):
+    """Normalise x (N, D) along ``axis`` with its mean and biased variance, then scale and shift.
+
+    ``axis`` 0 is batch norm (statistics per feature), 1 is layer norm (per example);
+    weight and bias (D,) act per feature either way. The forward keeps ``xhat`` and
+    ``inv_std`` for the gradient and exposes ``mean``/``var`` (batch norm's running stats).
+    """
+
+    name = "norm"
+    axis = 0
+
+    def __init__(self, eps: float):
+        self.eps = eps
+
+    def compute(self, x: NDArray, weight: NDArray, bias: NDArray):
+        n = x.shape[self.axis]
+        self.mean = array_api.sum(x, axis=self.axis, keepdims=True) / n
+        centred = x - self.mean
+        self.var = array_api.sum(centred * centred, axis=self.axis, keepdims=True) / n
+        self.inv_std = (self.var + self.eps) ** -0.5
+        self.xhat = centred * self.inv_std
+        return self.xhat * weight + bias
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        g = out_grad.realize_cached_data()
+        weight = node.inputs[1].realize_cached_data()
+        grad_bias = array_api.sum(g, axis=0)
+        grad_weight = array_api.sum(g * self.xhat, axis=0)
+        # d/dx of (x - mean) * inv_std, applied to gx = g * weight, along the stats axis:
+        # inv_std / n * (n * gx - sum(gx) - xhat * sum(gx * xhat)).
+        gx = g * weight
+        n = g.shape[self.axis]
+        sum_gx = array_api.sum(gx, axis=self.axis, keepdims=True)
+        sum_gx_xhat = array_api.sum(gx * self.xhat, axis=self.axis, keepdims=True)
+        grad_x = (gx * n - sum_gx - self.xhat * sum_gx_xhat) * (self.inv_std / n)
+        return _link_gradients(self.name, out_grad, node, (grad_x, grad_weight, grad_bias))
+
+
+class FusedBatchNorm(_FusedNorm):
+    """Training-mode batch norm of x (N, D) with per-feature weight and bias (D,)."""
+
+    name = "BatchNorm1d"
+    axis = 0
+
+
+class FusedLayerNorm(_FusedNorm):
+    """Layer norm of x (N, D): each row normalised, then per-feature weight and bias (D,)."""
+
+    name = "LayerNorm1d"
+    axis = 1
+
+
+def _check_norm(op_name: str, x: Tensor, weight: Tensor, bias: Tensor) -> None:
+    _check_tensor(op_name, x, "x")
+    if len(x.shape) != 2 or weight.shape != (x.shape[1],) or bias.shape != (x.shape[1],):
+        raise ValueError(
+            f"{op_name}: x.shape={x.shape}, weight.shape={weight.shape}, bias.shape={bias.shape}: "
+            f"expected x (N, D) with weight and bias (D,)"
+        )
+
+
+def fused_batch_norm(x: Tensor, weight: Tensor, bias: Tensor,
+                     eps: float = 1e-5) -> tuple[Tensor, Tensor, Tensor]:
+    """Batch norm with batch statistics as one op.
+
+    Returns ``(out (N, D), batch_mean (D,), batch_var (D,))``; the statistics are
+    constants (for the running averages), the variance biased.
+    """
+    _check_norm("fused_batch_norm", x, weight, bias)
+    op = FusedBatchNorm(eps)
+    out = op(x, weight, bias)
+    shape = (x.shape[1],)
+    return out, Tensor.make_const(op.mean.reshape(shape)), Tensor.make_const(op.var.reshape(shape))
+
+
+def fused_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Layer norm of x (N, D) as one op, weight and bias (D,); returns (N, D)."""
+    _check_norm("fused_layer_norm", x, weight, bias)
+    return FusedLayerNorm(eps)(x, weight, bias)
+
+
+class FusedSoftmaxCrossEntropy(TensorOp):
+    """Mean over the batch of ``logsumexp(logits_i) - logits_i[y_i]``; a 0-d result."""
+
+    def __init__(self, labels: NDArray):
+        self.labels = labels
+
+    def compute(self, logits: NDArray):
+        peak = array_api.max(logits, axis=1, keepdims=True)
+        shifted = logits - peak
+        exps = array_api.exp(shifted)
+        total = array_api.sum(exps, axis=1, keepdims=True)
+        self.softmax = exps / total
+        rows = array_api.arange(logits.shape[0])
+        per_example = array_api.log(total[:, 0]) - shifted[rows, self.labels]
+        return array_api.asarray(array_api.sum(per_example) / logits.shape[0], dtype=logits.dtype)
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        n = self.softmax.shape[0]
+        grad = self.softmax.copy()
+        grad[array_api.arange(n), self.labels] -= 1
+        grad *= out_grad.realize_cached_data() / n
+        return _link_gradients("SoftmaxLoss", out_grad, node, (grad,))
+
+
+def fused_softmax_cross_entropy(logits: Tensor, labels: NDArray) -> Tensor:
+    """Mean softmax cross-entropy of logits (N, K) against integer labels (N,) in [0, K)."""
+    _check_tensor("fused_softmax_cross_entropy", logits, "logits")
+    return FusedSoftmaxCrossEntropy(labels)(logits)
+
+
+__all__ = [
+    "HandDerivedGradient", "FusedLinear", "fused_linear", "FusedBatchNorm", "fused_batch_norm",
+    "FusedLayerNorm", "fused_layer_norm", "FusedSoftmaxCrossEntropy", "fused_softmax_cross_entropy",
+]

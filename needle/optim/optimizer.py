@@ -1,0 +1,277 @@
+"""Optimizers: SGD with momentum and Adam, both with L2 weight decay.
+
+Updates work on the parameters' detached arrays, never on graph tensors: no graph is
+built (the live tensor count stays flat over any number of steps), ``p.grad`` is never
+modified, and each parameter's array is *replaced* by a new one of the same dtype.
+Scalars are Python floats, so float32 parameters stay float32 and the arithmetic is
+the course's, in the course's order (seeded runs give the course's numbers).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..autograd import Tensor
+
+
+def _check_real(owner: str, name: str, value: Any, *, low: float, high: float = math.inf,
+                low_open: bool = False, high_open: bool = True) -> float:
+    """``value`` as a float, or an error naming ``owner``, the argument and the value."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high or math.isnan(value):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{owner}: {name} must be in {interval}, got {value!r}")
+    return value
+
+
+class Optimizer:
+    """Base class: holds the parameter list, the learning rate and per-parameter state.
+
+    ``params`` is a list (or any iterable) of Parameters, e.g. ``model.parameters()``.
+    ``state[i]`` holds the NumPy arrays the optimizer keeps for ``params[i]``.
+    Subclasses implement :meth:`_update` and list their hyper-parameters in
+    ``_hyperparameters``.
+    """
+
+    _hyperparameters: tuple[str, ...] = ("lr",)
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 0.01) -> None:
+        self.params = _check_params(type(self).__name__, params)
+        self.lr = lr
+        self.state: dict[int, dict[str, np.ndarray]] = {}
+
+    @property
+    def lr(self) -> float:
+        """The learning rate (a float ≥ 0); learning-rate schedulers set it."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = _check_real(type(self).__name__, "lr", value, low=0.0)
+
+    # ----- the update ----------------------------------------------------------------------
+    def step(self) -> None:
+        """Update every parameter that has a gradient; those whose ``grad`` is None are skipped."""
+        for index, param in enumerate(self.params):
+            if param.grad is None:
+                continue
+            grad = param.grad.realize_cached_data()
+            data = param.realize_cached_data()
+            # Cast the gradient (not in place) so a float64 loss cannot promote the parameter.
+            grad = grad.astype(data.dtype, copy=False)
+            new = self._update(index, data, grad)
+            param.cached_data = new.astype(data.dtype, copy=False)
+
+    def _update(self, index: int, data: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """The new array for ``params[index]`` given its array and gradient."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _update()")
+
+    def reset_grad(self) -> None:
+        """Set every parameter's ``grad`` to None (call before each ``backward()``)."""
+        for param in self.params:
+            param.grad = None
+
+    def zero_grad(self) -> None:
+        """PyTorch's name for :meth:`reset_grad`."""
+        self.reset_grad()
+
+    def clip_grad_norm(self, max_norm: float = 0.25) -> float:
+        """Scale all gradients so their global L2 norm is at most ``max_norm``.
+
+        Returns the norm before clipping. Each clipped gradient is a new tensor (the
+        old one is not modified).
+        """
+        max_norm = _check_real(f"{type(self).__name__}.clip_grad_norm", "max_norm", max_norm,
+                               low=0.0, low_open=True)
+        with_grad = [p for p in self.params if p.grad is not None]
+        total = math.sqrt(sum(
+            float(np.sum(np.square(p.grad.realize_cached_data(), dtype=np.float64)))
+            for p in with_grad
+        ))
+        # The small constant keeps the clipped norm just under max_norm (as PyTorch does).
+        scale = max_norm / (total + 1e-6)
+        if scale < 1.0:
+            for param in with_grad:
+                grad = param.grad.realize_cached_data()
+                param.grad = Tensor.make_const((grad * scale).astype(grad.dtype, copy=False))
+        return total
+
+    # ----- state --------------------------------------------------------------------------
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        """Hyper-parameters and per-parameter state (NumPy copies), for saving.
+
+        ``{"optimizer": class name, "num_params": n, "hyperparameters": {...},
+        "state": {"0": {"u": array}, ...}, ...}``; the state is keyed by the
+        parameter's index in ``params`` (as a string).
+        """
+        return {
+            "optimizer": type(self).__name__,
+            "num_params": len(self.params),
+            "hyperparameters": {name: getattr(self, name) for name in self._hyperparameters},
+            "state": {
+                str(i): {k: np.array(v, copy=True) for k, v in slots.items()}
+                for i, slots in sorted(self.state.items())
+            },
+            **self._extra_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned; training then continues bit-identically."""
+        owner = f"{type(self).__name__}.load_state_dict"
+        _check_state_header(owner, state, type(self).__name__, len(self.params))
+        per_param = {}
+        for key, slots in state["state"].items():
+            index = _state_index(owner, key, len(self.params))
+            per_param[index] = {
+                name: _state_array(owner, key, name, value, self.params[index])
+                for name, value in slots.items()
+            }
+        for name in self._hyperparameters:
+            if name in state["hyperparameters"]:
+                setattr(self, name, state["hyperparameters"][name])
+        self._load_extra_state(state)
+        self.state = per_param
+
+
+def _check_params(owner: str, params: Iterable[Tensor]) -> list[Tensor]:
+    if isinstance(params, Tensor):
+        raise TypeError(f"{owner}: params must be a list of Parameters, got a single Tensor; "
+                        f"wrap it in a list: [param]")
+    params = list(params)
+    if not params:
+        raise ValueError(f"{owner}: got an empty parameter list; pass model.parameters() "
+                         f"of a model that has parameters")
+    seen = set()
+    for index, param in enumerate(params):
+        if not isinstance(param, Tensor):
+            raise TypeError(f"{owner}: params[{index}] must be a Parameter (needle.Tensor), "
+                            f"got {type(param).__name__}")
+        if id(param) in seen:
+            raise ValueError(f"{owner}: params[{index}] appears more than once in the "
+                             f"parameter list; each parameter would be updated twice")
+        seen.add(id(param))
+    return params
+
+
+def _check_state_header(owner: str, state: Any, kind: str, num_params: int) -> None:
+    required = {"optimizer", "state", "hyperparameters"}
+    if not isinstance(state, dict) or not required <= set(state):
+        got = f"keys {sorted(state)}" if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{owner}: expected a dict from Optimizer.state_dict() with keys "
+                         f"{sorted(required)}, got {got}")
+    if state["optimizer"] != kind:
+        raise ValueError(f"{owner}: the state was saved by {state['optimizer']!r}, not {kind!r}")
+    if state.get("num_params", num_params) != num_params:
+        raise ValueError(f"{owner}: the state is for {state['num_params']} parameters, but this "
+                         f"optimizer has {num_params}; build it on the same model")
+
+
+def _state_index(owner: str, key: Any, num_params: int) -> int:
+    try:
+        index = int(key)
+    except (TypeError, ValueError):
+        index = -1
+    if not 0 <= index < num_params:
+        raise ValueError(f"{owner}: state key {key!r} is not a parameter index in "
+                         f"[0, {num_params})")
+    return index
+
+
+def _state_array(owner: str, key: str, name: str, value: Any, param: Tensor) -> np.ndarray:
+    array = np.array(value.numpy() if isinstance(value, Tensor) else value, copy=True)
+    if array.shape != tuple(param.shape):
+        raise ValueError(f"{owner}: state[{key!r}][{name!r}] has shape {array.shape}, but "
+                         f"params[{key}] has shape {tuple(param.shape)}")
+    if array.dtype != param.dtype:
+        raise ValueError(f"{owner}: state[{key!r}][{name!r}] has dtype {array.dtype}, but "
+                         f"params[{key}] has dtype {param.dtype}")
+    return array
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum (an exponential average) and weight decay.
+
+    Per parameter: ``g = grad + weight_decay * p``;
+    ``u = momentum * u + (1 - momentum) * g`` (u starts at 0); ``p = p - lr * u``.
+    (PyTorch's equivalent is ``SGD(momentum=m, dampening=m)`` with a zero initial buffer.)
+
+    >>> import needle as ndl
+    >>> w = ndl.nn.Parameter(ndl.Tensor([1.0], dtype="float32"))
+    >>> (w * w).sum().backward()
+    >>> SGD([w], lr=0.1).step()
+    >>> w.numpy().tolist()
+    [0.800000011920929]
+    """
+
+    _hyperparameters = ("lr", "momentum", "weight_decay")
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 0.01, momentum: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr)
+        self.momentum = _check_real("SGD", "momentum", momentum, low=0.0, high=1.0)
+        self.weight_decay = _check_real("SGD", "weight_decay", weight_decay, low=0.0)
+
+    def _update(self, index: int, data: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        g = grad + self.weight_decay * data
+        u = self.state.get(index, {}).get("u", 0.0)
+        u = self.momentum * u + (1 - self.momentum) * g
+        self.state[index] = {"u": u}
+        return data - self.lr * u
+
+
+class Adam(Optimizer):
+    """Adam with bias correction and (L2, not decoupled) weight decay.
+
+    ``t`` increases once per :meth:`step`. Per parameter: ``g = grad + weight_decay * p``;
+    ``m = beta1 * m + (1 - beta1) * g``; ``v = beta2 * v + (1 - beta2) * g**2``;
+    ``m_hat = m / (1 - beta1**t)``; ``v_hat = v / (1 - beta2**t)``;
+    ``p = p - lr * m_hat / (sqrt(v_hat) + eps)``.
+    """
+
+    _hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 0.01, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr)
+        self.beta1 = _check_real("Adam", "beta1", beta1, low=0.0, high=1.0)
+        self.beta2 = _check_real("Adam", "beta2", beta2, low=0.0, high=1.0)
+        self.eps = _check_real("Adam", "eps", eps, low=0.0, low_open=True)
+        self.weight_decay = _check_real("Adam", "weight_decay", weight_decay, low=0.0)
+        self.t = 0
+
+    def step(self) -> None:
+        """One Adam step: ``t += 1``, then update every parameter that has a gradient."""
+        self.t += 1
+        super().step()
+
+    def _update(self, index: int, data: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        g = grad + self.weight_decay * data
+        slots = self.state.get(index, {})
+        m = self.beta1 * slots.get("m", 0.0) + (1 - self.beta1) * g
+        v = self.beta2 * slots.get("v", 0.0) + (1 - self.beta2) * g ** 2
+        self.state[index] = {"m": m, "v": v}
+        m_hat = m / (1 - self.beta1 ** self.t)
+        v_hat = v / (1 - self.beta2 ** self.t)
+        return data - self.lr * m_hat / (v_hat ** 0.5 + self.eps)
+
+    def _extra_state(self) -> dict:
+        return {"t": self.t}
+
+    def _load_extra_state(self, state: dict) -> None:
+        t = state.get("t", 0)
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
+            raise ValueError(f"Adam.load_state_dict: step count t must be an int >= 0, got {t!r}")
+        self.t = int(t)
