@@ -289,17 +289,30 @@ class Tensor(Value):
         return str(self.realize_cached_data())
 
     # ----- differentiation ----------------------------------------------------------
-    def backward(self, out_grad: "Tensor | None" = None) -> None:
+    def backward(self, out_grad: "Tensor | None" = None, *, create_graph: bool = False) -> None:
         """Compute the gradient of this tensor with respect to every node of its graph.
 
         ``out_grad`` defaults to ones of this tensor's shape (for a non-scalar tensor
         that is the gradient of its sum — the course's convention; PyTorch would
         raise). Each node's ``.grad`` is *replaced*, not accumulated.
+
+        With ``create_graph=False`` (the default, as in PyTorch) the gradients are
+        constants: no graph is recorded for them, so they cost no extra memory and do
+        not keep the forward graph alive. Pass ``create_graph=True`` to record the
+        gradients' own graph and differentiate them again (second derivatives):
+
+        >>> x = Tensor([2.0])
+        >>> (x ** 3).backward(create_graph=True)
+        >>> x.grad.backward()          # d/dx of 3x^2
+        >>> x.grad.numpy().tolist()
+        [12.0]
         """
         if not self.requires_grad:
             raise RuntimeError(
-                "backward(): this tensor does not require grad, so it has no graph to "
-                "differentiate; create its inputs with requires_grad=True (and not inside no_grad())"
+                f"backward(): this tensor (shape {self.shape}) does not require grad, so it has "
+                f"no graph to differentiate; create its inputs with requires_grad=True (and not "
+                f"inside no_grad()), or, to differentiate a gradient (x.grad), call the first "
+                f"backward() with create_graph=True"
             )
         if out_grad is None:
             out_grad = Tensor.make_const(array_api.ones(self.shape, dtype=self.dtype))
@@ -307,7 +320,7 @@ class Tensor(Value):
             raise ValueError(
                 f"backward(): out_grad.shape={out_grad.shape} must equal the tensor's shape {self.shape}"
             )
-        compute_gradient_of_variables(self, out_grad)
+        compute_gradient_of_variables(self, out_grad, create_graph=create_graph)
 
     # ----- operators: dispatch only (see needle.ops for the lowering) -----------------
     def __add__(self, other):
@@ -426,7 +439,8 @@ def find_topo_sort(node_list: Sequence[Value]) -> list[Value]:
     return order
 
 
-def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> None:
+def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor,
+                                  create_graph: bool = False) -> None:
     """Reverse-mode differentiation: set ``.grad`` on every node of the output's graph.
 
     Nodes are processed in reverse topological order, so a node's adjoint is complete
@@ -434,7 +448,19 @@ def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor) -> No
     With ``b = a + a; c = b + b``, ``b`` gets one partial from each use in ``c``
     (total 2) and only then passes 2 + 2 = 4 to ``a``; propagating a partial sum
     early would give ``a`` a wrong gradient. ``.grad`` is replaced, never accumulated.
+
+    Without ``create_graph`` the gradient ops run as in :func:`no_grad`: every
+    adjoint is a constant, and the gradients hold no reference to the forward graph.
     """
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, _grad_enabled and create_graph
+    try:
+        _backpropagate(output_tensor, out_grad)
+    finally:
+        _grad_enabled = previous
+
+
+def _backpropagate(output_tensor: Tensor, out_grad: Tensor) -> None:
     partial_adjoints: dict[int, list[Value]] = {id(output_tensor): [out_grad]}
     for node in reversed(find_topo_sort([output_tensor])):
         partials = partial_adjoints.pop(id(node), None)

@@ -430,12 +430,20 @@ def test_second_derivative_of_cube():
     values = np.array([-1.5, 0.0, 2.0])
     for cube in (lambda x: x**3, lambda x: x * x * x):
         x = ndl.Tensor(values)
-        cube(x).backward()
+        cube(x).backward(create_graph=True)
         g = x.grad
         np.testing.assert_allclose(g.numpy(), 3 * values**2)
         assert g.requires_grad, "the gradient must itself be a differentiable graph"
         g.backward()
         np.testing.assert_allclose(x.grad.numpy(), 6 * values)
+
+
+def test_default_backward_records_no_gradient_graph():
+    x = ndl.Tensor(np.array([1.0, 2.0]))
+    (x**3).backward()
+    assert not x.grad.requires_grad and x.grad.op is None
+    with pytest.raises(RuntimeError, match="create_graph=True"):
+        x.grad.backward()
 
 
 def _grad_of(f: Callable[..., ndl.Tensor], wrt: int = 0) -> Callable[..., ndl.Tensor]:
@@ -444,7 +452,7 @@ def _grad_of(f: Callable[..., ndl.Tensor], wrt: int = 0) -> Callable[..., ndl.Te
     def grad(*xs: ndl.Tensor) -> ndl.Tensor:
         # gradcheck's finite differences pass detached inputs; give them a graph again.
         xs = [x if x.requires_grad else ndl.Tensor(x, requires_grad=True) for x in xs]
-        f(*xs).backward()
+        f(*xs).backward(create_graph=True)
         grad = xs[wrt].grad
         # A leaf that the gradient graph does not reach keeps this first-order .grad
         # through gradcheck's backward (grads are replaced only on the graph's nodes).
@@ -489,7 +497,7 @@ def test_logsumexp_hessian_vector_product_matches_finite_differences(rng):
         return x.grad.numpy()
 
     x = ndl.Tensor(a)
-    ndl.logsumexp(x, 1).sum().backward()
+    ndl.logsumexp(x, 1).sum().backward(create_graph=True)
     (x.grad * ndl.Tensor(v)).sum().backward()  # d/dx <∇f(x), v> = H v (H is symmetric)
     eps = 1e-6
     numeric = (gradient(a + eps * v) - gradient(a - eps * v)) / (2 * eps)
@@ -503,7 +511,7 @@ def test_logsumexp_hessian_vector_product_matches_finite_differences(rng):
 def test_second_derivative_of_tanh_and_sigmoid(op, second):
     values = np.linspace(-3, 3, 7)
     x = ndl.Tensor(values)
-    op(x).backward()
+    op(x).backward(create_graph=True)
     x.grad.backward()
     y = op(ndl.Tensor(values)).numpy()
     np.testing.assert_allclose(x.grad.numpy(), second(y), rtol=1e-10, atol=1e-12)
