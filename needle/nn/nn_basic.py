@@ -83,14 +83,19 @@ class Linear(Module):
     ``kaiming_uniform(out_features, 1)`` reshaped. Inputs with more leading dimensions,
     (..., in_features), are accepted too.
 
+    ``fused=True`` (the default) computes a 2-D input's ``x @ weight + bias`` as one op
+    with a hand-derived gradient (see ``needle.ops.ops_fused``); ``fused=False`` builds
+    it from ``matmul``, ``broadcast_to`` and ``add``, which can be differentiated twice.
+
     >>> import needle as ndl
     >>> Linear(3, 2)(ndl.init.ones(4, 3)).shape
     (4, 2)
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 device: Device | None = None, dtype: str = "float32") -> None:
+                 device: Device | None = None, dtype: str = "float32", *, fused: bool = True) -> None:
         super().__init__()
+        self.fused = fused
         self.in_features = _positive_int("Linear", "in_features", in_features)
         self.out_features = _positive_int("Linear", "out_features", out_features)
         self.weight = Parameter(init.kaiming_uniform(
@@ -110,6 +115,8 @@ class Linear(Module):
                 f"expected input of shape (N, {self.in_features}), got {tuple(X.shape)}; "
                 f"the last dimension must equal in_features (flatten images with nn.Flatten())"
             )
+        if self.fused and len(X.shape) == 2:
+            return ops.fused_linear(X, self.weight, self.bias)
         out = X @ self.weight
         if self.bias is not None:
             out = out + self.bias.broadcast_to(out.shape)
@@ -242,13 +249,19 @@ def _labels(y: Any, n: int, k: int) -> np.ndarray:
 class SoftmaxLoss(Module):
     """Mean cross-entropy of ``logits`` (N, K) against integer labels ``y`` (N,) → scalar.
 
-    ``loss = mean_i(logsumexp(logits_i) - logits_i[y_i])``, computed stably.
+    ``loss = mean_i(logsumexp(logits_i) - logits_i[y_i])``, computed stably. With
+    ``fused=True`` (the default) in one op with a hand-derived gradient; ``fused=False``
+    composes logsumexp, one_hot, multiply and summation (twice differentiable).
 
     >>> import needle as ndl
     >>> loss = SoftmaxLoss()(ndl.init.zeros(2, 4), ndl.Tensor([0, 3]))
     >>> round(float(loss.numpy()), 4)  # log(4)
     1.3863
     """
+
+    def __init__(self, *, fused: bool = True) -> None:
+        super().__init__()
+        self.fused = fused
 
     def forward(self, logits: Tensor, y: Any) -> Tensor:
         """logits (N, K) and integer labels y (N,) in [0, K) → the scalar mean loss."""
@@ -258,7 +271,10 @@ class SoftmaxLoss(Module):
                 f"SoftmaxLoss: expected logits of shape (N, K), got {tuple(logits.shape)}"
             )
         n, k = logits.shape
-        y_one_hot = init.one_hot(k, _labels(y, n, k), device=logits.device, dtype=logits.dtype)
+        labels = _labels(y, n, k)
+        if self.fused:
+            return ops.fused_softmax_cross_entropy(logits, labels)
+        y_one_hot = init.one_hot(k, labels, device=logits.device, dtype=logits.dtype)
         per_row = ops.logsumexp(logits, axes=(1,)) - ops.summation(logits * y_one_hot, axes=(1,))
         return ops.summation(per_row) / n
 
@@ -270,11 +286,13 @@ class LayerNorm1d(Module):
 
     ``y = weight * (x - mean) / sqrt(var + eps) + bias`` with the row's mean and biased
     variance; ``weight`` = ones(dim), ``bias`` = zeros(dim). (N, dim) → (N, dim).
+    ``fused=True`` (the default) runs it as one op with a hand-derived gradient.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5, device: Device | None = None,
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", *, fused: bool = True) -> None:
         super().__init__()
+        self.fused = fused
         self.dim = _positive_int("LayerNorm1d", "dim", dim)
         self.eps = _real_in("LayerNorm1d", "eps", eps, 0.0, float("inf"),
                             low_open=True, high_open=True)
@@ -284,6 +302,8 @@ class LayerNorm1d(Module):
     def forward(self, x: Tensor) -> Tensor:
         """(N, dim) → (N, dim), each row normalised."""
         _check_features("LayerNorm1d", x, self.dim)
+        if self.fused:
+            return ops.fused_layer_norm(x, self.weight, self.bias, self.eps)
         shape = x.shape
         mean = _over_rows(x.sum(axes=(1,)) / self.dim, shape)
         centred = x - mean
@@ -303,11 +323,13 @@ class BatchNorm1d(Module):
     ``running = (1 - momentum) * running + momentum * batch_stat`` (no graph is built).
     Eval: the running statistics are used. ``running_mean`` = zeros(dim) and
     ``running_var`` = ones(dim) are plain tensors (buffers) of the layer's dtype.
+    ``fused=True`` (the default) runs training mode as one op with a hand-derived gradient.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1,
-                 device: Device | None = None, dtype: str = "float32") -> None:
+                 device: Device | None = None, dtype: str = "float32", *, fused: bool = True) -> None:
         super().__init__()
+        self.fused = fused
         self.dim = _positive_int("BatchNorm1d", "dim", dim)
         self.eps = _real_in("BatchNorm1d", "eps", eps, 0.0, float("inf"),
                             low_open=True, high_open=True)
@@ -321,6 +343,10 @@ class BatchNorm1d(Module):
         """(N, dim) → (N, dim), each column normalised (batch or running stats)."""
         _check_features("BatchNorm1d", x, self.dim)
         shape = x.shape
+        if self.training and self.fused:
+            out, mean, var = ops.fused_batch_norm(x, self.weight, self.bias, self.eps)
+            self._update_running(mean, var)
+            return out
         if self.training:
             mean = x.sum(axes=(0,)) / shape[0]
             centred = x - mean.broadcast_to(shape)
@@ -360,8 +386,12 @@ class Dropout(Module):
         _check_tensor("Dropout", x)
         if not self.training:
             return x
-        mask = init.randb(*x.shape, p=1 - self.p, device=x.device, dtype=x.dtype)
-        return x * mask / (1 - self.p)
+        keep = 1 - self.p
+        # The same draws as randb(*x.shape, p=keep); the mask is scaled before it meets x,
+        # so dropout is one multiply (x * (mask / keep), equal to x * mask / keep up to rounding).
+        mask = x.device.rand(*x.shape) <= keep
+        scaled = (mask / keep).astype(x.dtype, copy=False)
+        return x * Tensor.make_const(scaled)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

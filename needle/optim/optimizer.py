@@ -46,6 +46,7 @@ class Optimizer:
         self.params = _check_params(type(self).__name__, params)
         self.lr = lr
         self.state: dict[int, dict[str, np.ndarray]] = {}
+        self._flat: dict | None = None  # flat buffers behind ``state``, made at the first step
 
     @property
     def lr(self) -> float:
@@ -58,20 +59,74 @@ class Optimizer:
 
     # ----- the update ----------------------------------------------------------------------
     def step(self) -> None:
-        """Update every parameter that has a gradient; those whose ``grad`` is None are skipped."""
-        for index, param in enumerate(self.params):
+        """Update every parameter that has a gradient; those whose ``grad`` is None are skipped.
+
+        When every parameter has a gradient and all share one dtype (the usual case), the
+        update runs once over all of them: gradients are gathered into one flat array and
+        the formula is applied to flat state buffers (``state[i]`` are views into them),
+        instead of a Python loop of small array ops per parameter. The arithmetic, and so
+        every bit of the result, is the same either way.
+        """
+        params = self.params
+        if self._flat is None:
+            self._allocate_state()
+        if self._flat["slots"] is not None and all(p.grad is not None for p in params):
+            self._step_flat()
+            return
+        for index, param in enumerate(params):
             if param.grad is None:
                 continue
-            grad = param.grad.realize_cached_data()
             data = param.realize_cached_data()
             # Cast the gradient (not in place) so a float64 loss cannot promote the parameter.
-            grad = grad.astype(data.dtype, copy=False)
-            new = self._update(index, data, grad)
+            grad = param.grad.realize_cached_data().astype(data.dtype, copy=False)
+            new = self._update(self.state[index], data, grad)
             param.cached_data = new.astype(data.dtype, copy=False)
 
-    def _update(self, index: int, data: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        """The new array for ``params[index]`` given its array and gradient."""
+    def _update(self, slots: dict[str, np.ndarray], data: np.ndarray,
+                grad: np.ndarray) -> np.ndarray:
+        """The new parameter array given its array, its gradient and its state ``slots``.
+
+        ``slots`` (this parameter's, or the flat buffers of all of them) are updated in
+        place; ``data`` and ``grad`` are not modified.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement _update()")
+
+    _slot_names: tuple[str, ...] = ()
+
+    def _allocate_state(self) -> None:
+        """Zero state for every parameter: one flat buffer per slot, ``state[i]`` views of it."""
+        dtypes = {p.dtype for p in self.params}
+        sizes = [p.size for p in self.params]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self._flat = {"offsets": offsets, "slots": None, "data": None, "views": None}
+        if len(dtypes) == 1:
+            dtype = dtypes.pop()
+            flat = {name: np.zeros(offsets[-1], dtype=dtype) for name in self._slot_names}
+            self._flat["slots"] = flat
+            for i, p in enumerate(self.params):
+                self.state[i] = {name: buffer[offsets[i]:offsets[i + 1]].reshape(p.shape)
+                                 for name, buffer in flat.items()}
+        else:
+            for i, p in enumerate(self.params):
+                self.state[i] = {name: np.zeros(p.shape, dtype=p.dtype) for name in self._slot_names}
+
+    def _step_flat(self) -> None:
+        flat, params = self._flat, self.params
+        offsets = flat["offsets"]
+        dtype = params[0].dtype
+        views = flat["views"]
+        if views is not None and all(p.cached_data is v for p, v in zip(params, views)):
+            data = flat["data"]  # the parameters are still the views made by the last step
+        else:
+            data = np.concatenate([p.realize_cached_data().reshape(-1) for p in params], dtype=dtype)
+        grad = np.concatenate([p.grad.realize_cached_data().reshape(-1) for p in params],
+                              dtype=dtype)
+        new = self._update(flat["slots"], data, grad)
+        # Each parameter gets a view of the new array; the old arrays are left untouched.
+        views = [new[offsets[i]:offsets[i + 1]].reshape(p.shape) for i, p in enumerate(params)]
+        for param, view in zip(params, views):
+            param.cached_data = view
+        flat["data"], flat["views"] = new, views
 
     def reset_grad(self) -> None:
         """Set every parameter's ``grad`` to None (call before each ``backward()``)."""
@@ -143,7 +198,13 @@ class Optimizer:
             if name in state["hyperparameters"]:
                 setattr(self, name, state["hyperparameters"][name])
         self._load_extra_state(state)
-        self.state = per_param
+        self._allocate_state()
+        for index, slots in per_param.items():
+            for name, value in slots.items():
+                if name not in self.state[index]:
+                    raise ValueError(f"{owner}: unknown state slot {name!r} for "
+                                     f"{type(self).__name__}; expected {list(self._slot_names)}")
+                self.state[index][name][...] = value
 
 
 def _check_params(owner: str, params: Iterable[Tensor]) -> list[Tensor]:
@@ -224,11 +285,14 @@ class SGD(Optimizer):
         self.momentum = _check_real("SGD", "momentum", momentum, low=0.0, high=1.0)
         self.weight_decay = _check_real("SGD", "weight_decay", weight_decay, low=0.0)
 
-    def _update(self, index: int, data: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    _slot_names = ("u",)
+
+    def _update(self, slots: dict[str, np.ndarray], data: np.ndarray,
+                grad: np.ndarray) -> np.ndarray:
         g = grad + self.weight_decay * data
-        u = self.state.get(index, {}).get("u", 0.0)
-        u = self.momentum * u + (1 - self.momentum) * g
-        self.state[index] = {"u": u}
+        u = slots["u"]
+        u *= self.momentum
+        u += (1 - self.momentum) * g
         return data - self.lr * u
 
 
@@ -257,12 +321,17 @@ class Adam(Optimizer):
         self.t += 1
         super().step()
 
-    def _update(self, index: int, data: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    _slot_names = ("m", "v")
+
+    def _update(self, slots: dict[str, np.ndarray], data: np.ndarray,
+                grad: np.ndarray) -> np.ndarray:
         g = grad + self.weight_decay * data
-        slots = self.state.get(index, {})
-        m = self.beta1 * slots.get("m", 0.0) + (1 - self.beta1) * g
-        v = self.beta2 * slots.get("v", 0.0) + (1 - self.beta2) * g ** 2
-        self.state[index] = {"m": m, "v": v}
+        m, v = slots["m"], slots["v"]
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        g *= g  # g is ours (a fresh array): square it in place
+        v += (1 - self.beta2) * g
         m_hat = m / (1 - self.beta1 ** self.t)
         v_hat = v / (1 - self.beta2 ** self.t)
         return data - self.lr * m_hat / (v_hat ** 0.5 + self.eps)
