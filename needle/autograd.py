@@ -112,7 +112,12 @@ class Value:
     def _init(self, op, inputs, *, num_outputs: int = 1, cached_data=None, requires_grad=None):
         global TENSOR_COUNTER
         if requires_grad is None:
-            requires_grad = _grad_enabled and any(x.requires_grad for x in inputs)
+            requires_grad = False
+            if _grad_enabled:
+                for x in inputs:
+                    if x.requires_grad:
+                        requires_grad = True
+                        break
         self.op = op
         self.inputs = tuple(inputs)
         self.cached_data = cached_data
@@ -246,11 +251,13 @@ class Tensor(Value):
 
     @property
     def shape(self) -> Shape:
-        return self.realize_cached_data().shape
+        data = self.cached_data  # read directly: shape is asked for on every op call
+        return (data if data is not None else self.realize_cached_data()).shape
 
     @property
     def dtype(self):
-        return self.realize_cached_data().dtype
+        data = self.cached_data
+        return (data if data is not None else self.realize_cached_data()).dtype
 
     @property
     def ndim(self) -> int:

@@ -12,7 +12,7 @@ The unfused compositions in ``needle.nn`` are the reference the tests check thes
 """
 from __future__ import annotations
 
-from ..autograd import Tensor, TensorOp
+from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backends import NDArray, array_api
 from .ops_mathematic import _check_tensor
 
@@ -40,6 +40,8 @@ class HandDerivedGradient(TensorOp):
 
 def _link_gradients(source: str, out_grad: Tensor, node: Tensor, arrays: tuple) -> tuple:
     """One HandDerivedGradient node per input (None where the input needs no gradient)."""
+    if not is_grad_enabled():  # no graph is being recorded: plain constants will do
+        return tuple(None if array is None else Tensor.make_const(array) for array in arrays)
     links = (out_grad, *node.inputs)
     return tuple(
         HandDerivedGradient(array, source)(*links) if array is not None and inp.requires_grad else None
@@ -108,14 +110,17 @@ class _FusedNorm(TensorOp):
         weight = node.inputs[1].realize_cached_data()
         grad_bias = array_api.sum(g, axis=0)
         grad_weight = array_api.sum(g * self.xhat, axis=0)
+        return _link_gradients(self.name, out_grad, node,
+                               (self._grad_x(g, weight, grad_weight, grad_bias), grad_weight, grad_bias))
+
+    def _grad_x(self, g: NDArray, weight: NDArray, grad_weight: NDArray, grad_bias: NDArray):
         # d/dx of (x - mean) * inv_std, applied to gx = g * weight, along the stats axis:
         # inv_std / n * (n * gx - sum(gx) - xhat * sum(gx * xhat)).
         gx = g * weight
         n = g.shape[self.axis]
         sum_gx = array_api.sum(gx, axis=self.axis, keepdims=True)
         sum_gx_xhat = array_api.sum(gx * self.xhat, axis=self.axis, keepdims=True)
-        grad_x = (gx * n - sum_gx - self.xhat * sum_gx_xhat) * (self.inv_std / n)
-        return _link_gradients(self.name, out_grad, node, (grad_x, grad_weight, grad_bias))
+        return (gx * n - sum_gx - self.xhat * sum_gx_xhat) * (self.inv_std / n)
 
 
 class FusedBatchNorm(_FusedNorm):
@@ -123,6 +128,14 @@ class FusedBatchNorm(_FusedNorm):
 
     name = "BatchNorm1d"
     axis = 0
+
+    def _grad_x(self, g: NDArray, weight: NDArray, grad_weight: NDArray, grad_bias: NDArray):
+        # With statistics per feature, sum(gx) = weight * grad_bias and
+        # sum(gx * xhat) = weight * grad_weight: the general formula's two extra
+        # reductions are already done.
+        n = g.shape[0]
+        centred_grad = g * n - grad_bias - self.xhat * grad_weight
+        return centred_grad * (weight * self.inv_std / n)
 
 
 class FusedLayerNorm(_FusedNorm):

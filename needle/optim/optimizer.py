@@ -289,11 +289,15 @@ class SGD(Optimizer):
 
     def _update(self, slots: dict[str, np.ndarray], data: np.ndarray,
                 grad: np.ndarray) -> np.ndarray:
-        g = grad + self.weight_decay * data
+        # The course's u = m*u + (1-m)*(grad + wd*p); p - lr*u, in place where the array is ours.
+        g = np.multiply(data, self.weight_decay)
+        g += grad
         u = slots["u"]
         u *= self.momentum
-        u += (1 - self.momentum) * g
-        return data - self.lr * u
+        g *= 1 - self.momentum
+        u += g
+        np.multiply(u, self.lr, out=g)
+        return data - g
 
 
 class Adam(Optimizer):
@@ -325,16 +329,25 @@ class Adam(Optimizer):
 
     def _update(self, slots: dict[str, np.ndarray], data: np.ndarray,
                 grad: np.ndarray) -> np.ndarray:
-        g = grad + self.weight_decay * data
+        # The course's formula, operation for operation (so the bits match), but in place on
+        # two scratch arrays: fresh temporaries of this size cost page faults on every step.
+        g = np.multiply(data, self.weight_decay)
+        g += grad                                   # g = grad + wd * p
         m, v = slots["m"], slots["v"]
+        scratch = np.multiply(g, 1 - self.beta1)
         m *= self.beta1
-        m += (1 - self.beta1) * g
+        m += scratch                                # m = b1 m + (1 - b1) g
+        np.multiply(g, g, out=g)
+        g *= 1 - self.beta2
         v *= self.beta2
-        g *= g  # g is ours (a fresh array): square it in place
-        v += (1 - self.beta2) * g
-        m_hat = m / (1 - self.beta1 ** self.t)
-        v_hat = v / (1 - self.beta2 ** self.t)
-        return data - self.lr * m_hat / (v_hat ** 0.5 + self.eps)
+        v += g                                      # v = b2 v + (1 - b2) g^2
+        m_hat = np.divide(m, 1 - self.beta1 ** self.t, out=scratch)
+        v_hat = np.divide(v, 1 - self.beta2 ** self.t, out=g)
+        np.sqrt(v_hat, out=v_hat)
+        v_hat += self.eps
+        m_hat *= self.lr
+        m_hat /= v_hat                              # lr * m_hat / (sqrt(v_hat) + eps)
+        return data - m_hat
 
     def _extra_state(self) -> dict:
         return {"t": self.t}
