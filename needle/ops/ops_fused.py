@@ -63,7 +63,7 @@ class FusedLinear(TensorOp):
         g = out_grad.realize_cached_data()
         grads = [g @ W.T if node.inputs[0].requires_grad else None, X.T @ g]
         if len(node.inputs) == 3:
-            grads.append(array_api.sum(g, axis=0, keepdims=True).reshape(node.inputs[2].shape))
+            grads.append(g.sum(axis=0, keepdims=True).reshape(node.inputs[2].shape))
         return _link_gradients("Linear", out_grad, node, tuple(grads))
 
 
@@ -98,9 +98,9 @@ class _FusedNorm(TensorOp):
 
     def compute(self, x: NDArray, weight: NDArray, bias: NDArray):
         n = x.shape[self.axis]
-        self.mean = array_api.sum(x, axis=self.axis, keepdims=True) / n
+        self.mean = x.sum(axis=self.axis, keepdims=True) / n
         centred = x - self.mean
-        self.var = array_api.sum(centred * centred, axis=self.axis, keepdims=True) / n
+        self.var = (centred * centred).sum(axis=self.axis, keepdims=True) / n
         self.inv_std = (self.var + self.eps) ** -0.5
         self.xhat = centred * self.inv_std
         return self.xhat * weight + bias
@@ -108,8 +108,8 @@ class _FusedNorm(TensorOp):
     def gradient(self, out_grad: Tensor, node: Tensor):
         g = out_grad.realize_cached_data()
         weight = node.inputs[1].realize_cached_data()
-        grad_bias = array_api.sum(g, axis=0)
-        grad_weight = array_api.sum(g * self.xhat, axis=0)
+        grad_bias = g.sum(axis=0)
+        grad_weight = (g * self.xhat).sum(axis=0)
         return _link_gradients(self.name, out_grad, node,
                                (self._grad_x(g, weight, grad_weight, grad_bias), grad_weight, grad_bias))
 
@@ -118,8 +118,8 @@ class _FusedNorm(TensorOp):
         # inv_std / n * (n * gx - sum(gx) - xhat * sum(gx * xhat)).
         gx = g * weight
         n = g.shape[self.axis]
-        sum_gx = array_api.sum(gx, axis=self.axis, keepdims=True)
-        sum_gx_xhat = array_api.sum(gx * self.xhat, axis=self.axis, keepdims=True)
+        sum_gx = gx.sum(axis=self.axis, keepdims=True)
+        sum_gx_xhat = (gx * self.xhat).sum(axis=self.axis, keepdims=True)
         return (gx * n - sum_gx - self.xhat * sum_gx_xhat) * (self.inv_std / n)
 
 
@@ -181,14 +181,14 @@ class FusedSoftmaxCrossEntropy(TensorOp):
         self.labels = labels
 
     def compute(self, logits: NDArray):
-        peak = array_api.max(logits, axis=1, keepdims=True)
+        peak = logits.max(axis=1, keepdims=True)
         shifted = logits - peak
         exps = array_api.exp(shifted)
-        total = array_api.sum(exps, axis=1, keepdims=True)
+        total = exps.sum(axis=1, keepdims=True)
         self.softmax = exps / total
         rows = array_api.arange(logits.shape[0])
         per_example = array_api.log(total[:, 0]) - shifted[rows, self.labels]
-        return array_api.asarray(array_api.sum(per_example) / logits.shape[0], dtype=logits.dtype)
+        return array_api.asarray(per_example.sum() / logits.shape[0], dtype=logits.dtype)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         n = self.softmax.shape[0]

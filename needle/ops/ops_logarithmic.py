@@ -16,10 +16,10 @@ def _stable_logsumexp(a: NDArray, axes: tuple) -> NDArray:
     """
     if any(a.shape[axis] == 0 for axis in axes):
         return array_api.full(keepdims_shape(a.shape, axes), -array_api.inf, dtype=a.dtype)
-    peak = array_api.max(a, axis=axes, keepdims=True)
+    peak = a.max(axis=axes, keepdims=True)
     peak = array_api.where(array_api.isfinite(peak), peak, 0).astype(a.dtype)
     with array_api.errstate(divide="ignore"):
-        total = array_api.log(array_api.sum(array_api.exp(a - peak), axis=axes, keepdims=True))
+        total = array_api.log(array_api.exp(a - peak).sum(axis=axes, keepdims=True))
     return total + peak
 
 
