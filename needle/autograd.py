@@ -207,6 +207,9 @@ class Tensor(Value):
     """
 
     __slots__ = ()
+    # NumPy must not turn `ndarray + tensor` into an object array of Tensors: with this,
+    # it defers to Tensor's reflected operators, which say what to do instead.
+    __array_ufunc__ = None
 
     def __init__(self, array, *, device: Device | None = None, dtype=None,
                  requires_grad: bool = True, **kwargs):
@@ -351,10 +354,11 @@ class Tensor(Value):
 
     def __sub__(self, other):
         from . import ops
+        from .ops._shapes import python_scalar
 
         if isinstance(other, Tensor):
             return ops.add(self, ops.negate(other))
-        return ops.add_scalar(self, -other)
+        return ops.add_scalar(self, -python_scalar("subtract", other))
 
     def __truediv__(self, other):
         from . import ops

@@ -43,6 +43,8 @@ def gradcheck(fn: Callable[..., Tensor], *inputs, eps: float = 1e-6, atol: float
     if not isinstance(output, Tensor):
         raise TypeError(f"gradcheck: fn must return a needle.Tensor, got {type(output).__name__}")
     weights = np.random.default_rng(seed).standard_normal(output.shape)
+    for leaf in leaves:  # fn may have called backward() itself: start from clean grads
+        leaf.grad = None
     output.backward(Tensor(weights.astype(output.dtype), requires_grad=False))
     for index, leaf in enumerate(leaves):
         analytic = np.zeros(leaf.shape) if leaf.grad is None else leaf.grad.numpy()

@@ -199,3 +199,19 @@ def test_errors_are_raised_before_anything_is_computed():
             call()
     gc.collect()
     assert autograd.TENSOR_COUNTER == start
+
+
+def test_subtracting_a_non_number_names_the_op():
+    with pytest.raises(TypeError, match="subtract: expected a real scalar, got str"):
+        ndl.Tensor([1.0]) - "a"
+
+
+def test_ndarray_plus_tensor_is_refused_with_a_hint():
+    with pytest.raises(TypeError, match="add_scalar: expected a real scalar, got ndarray"):
+        np.array([1.0]) + ndl.Tensor([1.0])
+
+
+def test_one_hot_rejects_labels_out_of_range():
+    with pytest.raises(ValueError, match=r"one_hot: labels must be in \[0, 3\), got values from -1"):
+        ndl.init.one_hot(3, np.array([-1, 1]))
+    assert ndl.init.one_hot(3, [2, 0]).numpy().tolist() == [[0, 0, 1], [1, 0, 0]]

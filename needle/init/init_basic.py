@@ -5,6 +5,8 @@ the CPU), in the course's order, so ``np.random.seed`` reproduces the course's n
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Tensor
 from ..backends import default_device
 from ..backends.numpy_backend import Device
@@ -79,7 +81,11 @@ def one_hot(n: int, i, device: Device | None = None, dtype: str = "float32",
     """
     device = _device(device)
     labels = i.numpy() if isinstance(i, Tensor) else i
-    labels = labels.astype("int64") if hasattr(labels, "astype") else labels
+    labels = np.asarray(labels).astype("int64")
+    if labels.size and (labels.min() < 0 or labels.max() >= n):
+        raise ValueError(
+            f"one_hot: labels must be in [0, {n}), got values from {labels.min()} to {labels.max()}"
+        )
     return Tensor(device.one_hot(n, labels, dtype=dtype), device=device,
                   requires_grad=requires_grad)
 
