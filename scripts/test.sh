@@ -1,15 +1,8 @@
 #!/usr/bin/env bash
-# Install what the tests need (Fashion-MNIST from Debian, the package with its dev
-# extras), then run the test suite (slow end-to-end runs are deselected by default).
+# The test command: install Fashion-MNIST and the package with its dev extras, then run
+# the test suite (the slow end-to-end runs are deselected; `-m slow` selects them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
-      || echo "could not install dataset-fashion-mnist: Fashion-MNIST tests will be skipped"
-  else
-    echo "not root: run 'sudo apt-get install dataset-fashion-mnist' for the Fashion-MNIST tests"
-  fi
-fi
+bash scripts/install-fashion-mnist.sh
 python -m pip install -q -e ".[dev]"
 python -m pytest -q "$@"

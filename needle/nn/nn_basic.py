@@ -7,38 +7,19 @@ received and what it expected.
 """
 from __future__ import annotations
 
-import numbers
+import math
 from typing import Any
 
 import numpy as np
 
 from .. import init, ops
+from .._validation import check_positive_int, check_real
 from ..autograd import Tensor
 from ..backends.numpy_backend import Device
 from .module import Module, Parameter
 
 
 # ----- validation helpers ---------------------------------------------------------------------
-
-def _positive_int(layer: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _real_in(layer: str, name: str, value: Any, low: float, high: float, *,
-             low_open: bool = False, high_open: bool = False) -> float:
-    """``value`` as a float, or a ValueError unless low ≤ (or <) value ≤ (or <) high."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{layer}: {name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high or value != value:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{layer}: {name} must be in {interval}, got {value!r}")
-    return value
-
 
 def _check_tensor(layer: str, x: Any) -> None:
     if not isinstance(x, Tensor):
@@ -96,8 +77,8 @@ class Linear(Module):
                  device: Device | None = None, dtype: str = "float32", *, fused: bool = True) -> None:
         super().__init__()
         self.fused = fused
-        self.in_features = _positive_int("Linear", "in_features", in_features)
-        self.out_features = _positive_int("Linear", "out_features", out_features)
+        self.in_features = check_positive_int("Linear", "in_features", in_features)
+        self.out_features = check_positive_int("Linear", "out_features", out_features)
         self.weight = Parameter(init.kaiming_uniform(
             self.in_features, self.out_features, device=device, dtype=dtype, requires_grad=True))
         self.bias = None
@@ -293,8 +274,8 @@ class LayerNorm1d(Module):
                  dtype: str = "float32", *, fused: bool = True) -> None:
         super().__init__()
         self.fused = fused
-        self.dim = _positive_int("LayerNorm1d", "dim", dim)
-        self.eps = _real_in("LayerNorm1d", "eps", eps, 0.0, float("inf"),
+        self.dim = check_positive_int("LayerNorm1d", "dim", dim)
+        self.eps = check_real("LayerNorm1d", "eps", eps, low=0.0, high=math.inf,
                             low_open=True, high_open=True)
         self.weight = Parameter(init.ones(self.dim, device=device, dtype=dtype, requires_grad=True))
         self.bias = Parameter(init.zeros(self.dim, device=device, dtype=dtype, requires_grad=True))
@@ -330,10 +311,10 @@ class BatchNorm1d(Module):
                  device: Device | None = None, dtype: str = "float32", *, fused: bool = True) -> None:
         super().__init__()
         self.fused = fused
-        self.dim = _positive_int("BatchNorm1d", "dim", dim)
-        self.eps = _real_in("BatchNorm1d", "eps", eps, 0.0, float("inf"),
+        self.dim = check_positive_int("BatchNorm1d", "dim", dim)
+        self.eps = check_real("BatchNorm1d", "eps", eps, low=0.0, high=math.inf,
                             low_open=True, high_open=True)
-        self.momentum = _real_in("BatchNorm1d", "momentum", momentum, 0.0, 1.0)
+        self.momentum = check_real("BatchNorm1d", "momentum", momentum, low=0.0, high=1.0)
         self.weight = Parameter(init.ones(self.dim, device=device, dtype=dtype, requires_grad=True))
         self.bias = Parameter(init.zeros(self.dim, device=device, dtype=dtype, requires_grad=True))
         self.running_mean = init.zeros(self.dim, device=device, dtype=dtype)
@@ -379,7 +360,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        self.p = _real_in("Dropout", "p", p, 0.0, 1.0, high_open=True)
+        self.p = check_real("Dropout", "p", p, low=0.0, high=1.0, high_open=True)
 
     def forward(self, x: Tensor) -> Tensor:
         """Any shape → the same shape; random in training mode, identity in eval."""

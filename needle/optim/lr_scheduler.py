@@ -18,10 +18,9 @@ after that epoch's optimizer steps, as in PyTorch.
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any
 
-from .optimizer import Optimizer, _check_real
+from .._validation import check_positive_int, check_real
+from .optimizer import Optimizer
 
 
 class LRScheduler:
@@ -66,12 +65,6 @@ class LRScheduler:
         self.__dict__.update(state)
 
 
-def _positive_int(owner: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 class StepLR(LRScheduler):
     """Multiply the learning rate by ``gamma`` every ``step_size`` epochs.
 
@@ -79,8 +72,8 @@ class StepLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
-        self.step_size = _positive_int("StepLR", "step_size", step_size)
-        self.gamma = _check_real("StepLR", "gamma", gamma, low=0.0)
+        self.step_size = check_positive_int("StepLR", "step_size", step_size)
+        self.gamma = check_real("StepLR", "gamma", gamma, low=0.0)
         super().__init__(optimizer)
 
     def get_lr(self, epoch: int) -> float:
@@ -95,8 +88,8 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
-        self.T_max = _positive_int("CosineAnnealingLR", "T_max", T_max)
-        self.eta_min = _check_real("CosineAnnealingLR", "eta_min", eta_min, low=0.0)
+        self.T_max = check_positive_int("CosineAnnealingLR", "T_max", T_max)
+        self.eta_min = check_real("CosineAnnealingLR", "eta_min", eta_min, low=0.0)
         super().__init__(optimizer)
 
     def get_lr(self, epoch: int) -> float:

@@ -14,21 +14,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .._validation import check_real
 from ..autograd import Tensor
-
-
-def _check_real(owner: str, name: str, value: Any, *, low: float, high: float = math.inf,
-                low_open: bool = False, high_open: bool = True) -> float:
-    """``value`` as a float, or an error naming ``owner``, the argument and the value."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high or math.isnan(value):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{owner}: {name} must be in {interval}, got {value!r}")
-    return value
 
 
 class Optimizer:
@@ -55,7 +42,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = _check_real(type(self).__name__, "lr", value, low=0.0)
+        self._lr = check_real(type(self).__name__, "lr", value, low=0.0)
 
     # ----- the update ----------------------------------------------------------------------
     def step(self) -> None:
@@ -143,7 +130,7 @@ class Optimizer:
         Returns the norm before clipping. Each clipped gradient is a new tensor (the
         old one is not modified).
         """
-        max_norm = _check_real(f"{type(self).__name__}.clip_grad_norm", "max_norm", max_norm,
+        max_norm = check_real(f"{type(self).__name__}.clip_grad_norm", "max_norm", max_norm,
                                low=0.0, low_open=True)
         with_grad = [p for p in self.params if p.grad is not None]
         total = math.sqrt(sum(
@@ -282,8 +269,8 @@ class SGD(Optimizer):
     def __init__(self, params: Iterable[Tensor], lr: float = 0.01, momentum: float = 0.0,
                  weight_decay: float = 0.0) -> None:
         super().__init__(params, lr)
-        self.momentum = _check_real("SGD", "momentum", momentum, low=0.0, high=1.0)
-        self.weight_decay = _check_real("SGD", "weight_decay", weight_decay, low=0.0)
+        self.momentum = check_real("SGD", "momentum", momentum, low=0.0, high=1.0, high_open=True)
+        self.weight_decay = check_real("SGD", "weight_decay", weight_decay, low=0.0)
 
     _slot_names = ("u",)
 
@@ -314,10 +301,10 @@ class Adam(Optimizer):
     def __init__(self, params: Iterable[Tensor], lr: float = 0.01, beta1: float = 0.9,
                  beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(params, lr)
-        self.beta1 = _check_real("Adam", "beta1", beta1, low=0.0, high=1.0)
-        self.beta2 = _check_real("Adam", "beta2", beta2, low=0.0, high=1.0)
-        self.eps = _check_real("Adam", "eps", eps, low=0.0, low_open=True)
-        self.weight_decay = _check_real("Adam", "weight_decay", weight_decay, low=0.0)
+        self.beta1 = check_real("Adam", "beta1", beta1, low=0.0, high=1.0, high_open=True)
+        self.beta2 = check_real("Adam", "beta2", beta2, low=0.0, high=1.0, high_open=True)
+        self.eps = check_real("Adam", "eps", eps, low=0.0, low_open=True)
+        self.weight_decay = check_real("Adam", "weight_decay", weight_decay, low=0.0)
         self.t = 0
 
     def step(self) -> None:

@@ -1,0 +1,270 @@
+"""Training-step speed of the default MLP ResNet: needle vs PyTorch eager, one thread each.
+
+Each measurement runs in its own subprocess (so peak memory is per framework), and
+the frameworks alternate (needle, torch, needle, torch, ...) so machine drift hits
+both. Prints ms per step (median over runs), the ratio, peak RSS, and the "GEMM
+floor": the step's matrix products alone, timed in NumPy.
+
+    python benchmarks/bench_mlp_resnet.py                # steps: 300 x 5 runs each
+    python benchmarks/bench_mlp_resnet.py --epoch        # also a full epoch, data loading included
+    python benchmarks/bench_mlp_resnet.py --profile      # cProfile of needle's step (top 25)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+BATCH, HIDDEN, BLOCKS, CLASSES = 100, 100, 3, 10
+
+
+def _load_fashion_mnist():
+    import needle as ndl
+
+    train = ndl.data.FashionMNIST(train=True)
+    return train.images, train.labels
+
+
+def _batches(images, labels, steps, seed=0):
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(labels))
+    per_epoch = len(labels) // BATCH
+    for step in range(steps):
+        idx = order[(step % per_epoch) * BATCH:(step % per_epoch + 1) * BATCH]
+        yield images[idx], labels[idx]
+
+
+# ----- workers: each runs in its own process ------------------------------------------------
+
+def _needle_step_fn():
+    import numpy as np
+
+    import needle as ndl
+    from needle.apps.mlp_resnet import MLPResNet
+
+    np.random.seed(4)
+    model = MLPResNet(784, HIDDEN, num_blocks=BLOCKS, num_classes=CLASSES)
+    opt = ndl.optim.Adam(model.parameters(), lr=0.001, weight_decay=0.001)
+    loss_fn = ndl.nn.SoftmaxLoss()
+    model.train()
+
+    def step(x, y):
+        loss = loss_fn(model(ndl.Tensor(x, requires_grad=False)), ndl.Tensor(y, requires_grad=False))
+        opt.reset_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _torch_step_fn():
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(4)
+
+    def block(dim, hidden):
+        inner = torch.nn.Sequential(
+            torch.nn.Linear(dim, hidden), torch.nn.BatchNorm1d(hidden), torch.nn.ReLU(),
+            torch.nn.Dropout(0.1), torch.nn.Linear(hidden, dim), torch.nn.BatchNorm1d(dim))
+        return inner
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = torch.nn.Linear(784, HIDDEN)
+            self.blocks = torch.nn.ModuleList(block(HIDDEN, HIDDEN // 2) for _ in range(BLOCKS))
+            self.last = torch.nn.Linear(HIDDEN, CLASSES)
+
+        def forward(self, x):
+            x = torch.relu(self.first(x))
+            for b in self.blocks:
+                x = torch.relu(b(x) + x)
+            return self.last(x)
+
+    model = Net().train()
+    opt = torch.optim.Adam(model.parameters(), lr=0.001, weight_decay=0.001)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(x, y):
+        loss = loss_fn(model(torch.from_numpy(x)), torch.from_numpy(y.astype("int64")))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _needle_epoch(images, labels):
+    import numpy as np
+
+    import needle as ndl
+    from needle.apps.mlp_resnet import MLPResNet
+
+    np.random.seed(4)
+    model = MLPResNet(784, HIDDEN)
+    opt = ndl.optim.Adam(model.parameters(), lr=0.001, weight_decay=0.001)
+    loader = ndl.data.DataLoader(ndl.data.NDArrayDataset(images, labels), BATCH, shuffle=True)
+    loss_fn = ndl.nn.SoftmaxLoss()
+    model.train()
+    start = time.perf_counter()
+    for x, y in loader:
+        loss = loss_fn(model(x), y)
+        opt.reset_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def _torch_epoch(images, labels):
+    import torch
+
+    step = _torch_step_fn()
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels.astype("int64"))
+    start = time.perf_counter()
+    order = torch.randperm(len(labels))
+    for i in range(0, len(labels), BATCH):
+        idx = order[i:i + BATCH]
+        step(x_all[idx].numpy(), y_all[idx].numpy())
+    return time.perf_counter() - start
+
+
+def worker(framework: str, steps: int, warmup: int, epoch: bool) -> dict:
+    import resource
+
+    images, labels = _load_fashion_mnist()
+    result = {"framework": framework}
+    if epoch:
+        run = _needle_epoch if framework == "needle" else _torch_epoch
+        result["epoch_s"] = run(images, labels)
+    else:
+        step = _needle_step_fn() if framework == "needle" else _torch_step_fn()
+        for x, y in _batches(images, labels, warmup, seed=1):
+            step(x, y)
+        start = time.perf_counter()
+        for x, y in _batches(images, labels, steps):
+            step(x, y)
+        result["ms_per_step"] = (time.perf_counter() - start) / steps * 1e3
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+# ----- the orchestrator ------------------------------------------------------------------------
+
+def gemm_floor_ms(repeats: int = 200) -> float:
+    """The step's matrix products (forward and backward) alone, in NumPy float32."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    dims = [(784, HIDDEN)] + [(HIDDEN, HIDDEN // 2), (HIDDEN // 2, HIDDEN)] * BLOCKS + [(HIDDEN, CLASSES)]
+    mats = [(rng.standard_normal((BATCH, i), dtype=np.float32), rng.standard_normal((i, o), dtype=np.float32),
+             rng.standard_normal((BATCH, o), dtype=np.float32)) for i, o in dims]
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for layer, (x, w, g) in enumerate(mats):
+            x @ w            # forward
+            x.T @ g          # weight gradient
+            if layer:
+                g @ w.T      # input gradient (not needed for the data)
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+def _run_worker(framework: str, args) -> dict | None:
+    env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
+    cmd = [sys.executable, __file__, "--worker", framework, "--steps", str(args.steps),
+           "--warmup", str(args.warmup)] + (["--epoch"] if args.epoch_mode else [])
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        print(f"{framework} worker failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _compare(args, key: str, unit: str, scale: float = 1.0) -> None:
+    frameworks = ["needle"] + (["torch"] if _has_torch() else [])
+    results = {f: [] for f in frameworks}
+    for _ in range(args.runs):
+        for framework in frameworks:  # alternate so drift hits both
+            out = _run_worker(framework, args)
+            if out:
+                results[framework].append(out)
+    for framework, runs in results.items():
+        if not runs:
+            continue
+        values = [r[key] * scale for r in runs]
+        peak = max(r["peak_rss_mb"] for r in runs)
+        print(f"{framework:>7}: {statistics.median(values):8.2f} {unit} (median of {len(values)}; "
+              f"runs {', '.join(f'{v:.2f}' for v in values)})  peak RSS {peak:.0f} MB")
+    if results.get("torch") and results["needle"]:
+        ratio = (statistics.median(r[key] for r in results["needle"])
+                 / statistics.median(r[key] for r in results["torch"]))
+        print(f"  ratio needle / torch = {ratio:.2f}  (<= 1.0: needle is at least as fast)")
+    if not _has_torch():
+        print("  (PyTorch not installed: pip install torch==2.13.0 for the comparison)")
+
+
+def profile_needle(steps: int) -> None:
+    import cProfile
+    import pstats
+
+    images, labels = _load_fashion_mnist()
+    step = _needle_step_fn()
+    for x, y in _batches(images, labels, 20, seed=1):
+        step(x, y)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for x, y in _batches(images, labels, steps):
+        step(x, y)
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--epoch", dest="epoch_mode", action="store_true", help="time full epochs too")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--worker", choices=["needle", "torch"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    # Pin this process too (the GEMM floor is timed here); NumPy is imported lazily, so
+    # the variables take effect.
+    os.environ.update({v: "1" for v in THREAD_VARS})
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.steps, args.warmup, args.epoch_mode)))
+        return
+    if args.profile:
+        profile_needle(args.steps)
+        return
+    print(f"MLP ResNet 784-{HIDDEN}x{BLOCKS} blocks-{CLASSES}, batch {BATCH}, Adam; one thread each; "
+          f"{os.cpu_count()} CPUs")
+    print(f"GEMM floor (matmuls alone, NumPy): {gemm_floor_ms():.3f} ms/step")
+    epoch_mode = args.epoch_mode
+    args.epoch_mode = False
+    print(f"training step ({args.steps} steps after {args.warmup} warm-up, {args.runs} runs each):")
+    _compare(args, "ms_per_step", "ms/step")
+    if epoch_mode:
+        args.epoch_mode = True
+        print("full epoch of 60k images (loader included):")
+        _compare(args, "epoch_s", "s/epoch")
+
+
+if __name__ == "__main__":
+    main()
