@@ -23,7 +23,7 @@ def __getattr__(name: str):
     # The heavier subpackages load on first use so `import needle` stays fast.
     import importlib
 
-    if name in {"nn", "optim", "data", "apps", "testing", "serialization", "cli"}:
+    if name in {"nn", "optim", "data", "apps", "testing", "serialization", "training", "cli"}:
         return importlib.import_module(f".{name}", __name__)
     if name in {"save", "load"}:
         return getattr(importlib.import_module(".serialization", __name__), name)

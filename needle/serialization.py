@@ -30,7 +30,7 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def save(obj: Any, path: "str | os.PathLike[str]") -> None:
     manifest = {"format": FORMAT, "version": VERSION, "root": _encode(obj, "obj", leaves)}
     text = json.dumps(manifest, allow_nan=True, separators=(",", ":"))
     leaves[MANIFEST] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    _atomic_write(os.fspath(path), leaves)
+    atomic_write(path, lambda file: np.savez(file, **leaves))
 
 
 def _encode(value: Any, where: str, leaves: dict) -> dict:
@@ -108,17 +108,23 @@ def _leaf(kind: str, array: np.ndarray, where: str, leaves: dict) -> dict:
     return {"type": kind, "key": key, "dtype": array.dtype.str, "shape": list(array.shape)}
 
 
-def _atomic_write(path: str, arrays: dict) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    The data is flushed and fsync'ed before the rename, so readers (and a machine that
+    crashes) see either the previous file or the complete new one, never a partial one.
+    On any error, or an interrupt, the temporary file is removed and ``path`` is untouched.
+    """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
-            np.savez(file, **arrays)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:
-        # Leave no partial file behind; the previous checkpoint at `path` is untouched.
         if os.path.exists(tmp):
             os.remove(tmp)
         raise

@@ -1,0 +1,217 @@
+"""The ``needle`` command: ``needle train`` and ``needle eval``.
+
+``needle train`` trains the MLP ResNet on Fashion-MNIST (or MNIST) with a progress bar,
+one summary line per epoch, and a checkpoint, a metrics CSV and loss/error curves in
+``--out`` after every epoch; ``--resume`` continues a run bit-identically.
+``needle eval --checkpoint PATH`` re-evaluates a saved model on the test set.
+See ``docs/training.md`` and :mod:`needle.training`.
+
+Exit status: 0 on success, 2 for a usage problem (bad option, missing or damaged data
+files, unreadable checkpoint, mismatched resume, unwritable ``--out``), with a one-line
+``needle …: error:`` message (several lines for missing data: where it looked and how to
+get the data); 130 after Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Callable, Sequence
+
+from needle import training
+from needle.training import TrainConfig
+
+__all__ = ["build_parser", "main"]
+
+EXIT_USAGE = 2
+
+
+# ----- option types (argparse turns their ArgumentTypeError into a usage error) --------
+
+
+def _number(cast: Callable[[str], float], check: Callable[[float], bool],
+            what: str) -> Callable[[str], float]:
+    """An argparse ``type=`` that parses with ``cast`` and requires ``check``."""
+    def parse(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, lambda v: v > 0, "a positive integer")
+non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+non_negative_float = _number(float, lambda v: v >= 0 and v != float("inf"),
+                             "a non-negative number")
+probability = _number(float, lambda v: 0 <= v < 1, "a probability in [0, 1)")
+unit_interval = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+# ----- the parser -------------------------------------------------------------------------
+
+
+def build_parser(*, with_defaults: bool = True) -> argparse.ArgumentParser:
+    """The ``needle`` argument parser.
+
+    Args:
+        with_defaults: False gives a parser whose result holds only the options given
+            on the command line (used to tell them apart when resuming).
+
+    Example:
+        >>> args = build_parser().parse_args(["train", "--epochs", "3"])
+        >>> args.command, args.epochs, args.batch_size
+        ('train', 3, 100)
+    """
+    parser = argparse.ArgumentParser(
+        prog="needle", description="needle: train and evaluate models from the command line.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    suppress = {} if with_defaults else {"argument_default": argparse.SUPPRESS}
+    train = commands.add_parser(
+        "train", help="train the MLP ResNet on (Fashion-)MNIST", **suppress,
+        description="Train the course's MLP ResNet; checkpoint, metrics.csv and curves.png "
+                    "are written into --out after every epoch.")
+    _add_train_options(train)
+    if with_defaults:
+        train.set_defaults(**TrainConfig().to_dict(), resume=False, progress=True,
+                           quiet=False)
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a saved checkpoint on the test set", **suppress,
+        description="Rebuild the model saved in a training checkpoint and print its test "
+                    "loss and error. Options not given are taken from the checkpoint.")
+    _add_eval_options(evaluate)
+    return parser
+
+
+def _add_data_options(group: argparse._ActionsContainer) -> None:
+    """--dataset, --data-dir, --download (shared by train and eval)."""
+    group.add_argument("--dataset", choices=sorted(training.DATASETS),
+                       help="the dataset (default: fashion-mnist)")
+    group.add_argument("--data-dir", metavar="DIR",
+                       help="a folder searched first for the IDX files "
+                            "(train-images-idx3-ubyte[.gz], ...)")
+    group.add_argument("--download", action="store_true",
+                       help="download missing data files (verified) into --data-dir or "
+                            "the cache folder")
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``needle train``."""
+    group = parser.add_argument_group("data")
+    _add_data_options(group)
+    group.add_argument("--limit-train", type=positive_int, metavar="N",
+                       help="use only the first N training samples")
+    group.add_argument("--limit-test", type=positive_int, metavar="N",
+                       help="use only the first N test samples")
+    group.add_argument("--augment", action="store_true",
+                       help="random horizontal flips and crops of the training images")
+    group.add_argument("--crop-padding", type=non_negative_int, metavar="PX",
+                       help="maximal shift of the random crop, in pixels (default: 3)")
+    group = parser.add_argument_group("model")
+    group.add_argument("--hidden-dim", type=positive_int, help="width (default: 100)")
+    group.add_argument("--num-blocks", type=non_negative_int,
+                       help="residual blocks (default: 3)")
+    group.add_argument("--drop-prob", type=probability, help="dropout (default: 0.1)")
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--epochs", type=positive_int, help="total epochs (default: 10)")
+    group.add_argument("--batch-size", type=positive_int, help="(default: 100)")
+    group.add_argument("--optimizer", choices=["adam", "sgd"], help="(default: adam)")
+    group.add_argument("--lr", type=non_negative_float, help="learning rate (default: 0.001)")
+    group.add_argument("--weight-decay", type=non_negative_float, help="(default: 0.001)")
+    group.add_argument("--momentum", type=probability, help="SGD momentum (default: 0)")
+    group.add_argument("--scheduler", choices=["none", "step", "cosine"],
+                       help="per-epoch learning-rate schedule (default: none)")
+    group.add_argument("--step-size", type=positive_int,
+                       help="epochs between decays of the step schedule (default: 5)")
+    group.add_argument("--gamma", type=unit_interval,
+                       help="decay factor of the step schedule (default: 0.1)")
+    group.add_argument("--seed", type=non_negative_int,
+                       help="seeds NumPy once, before the model is built (default: 4)")
+    group = parser.add_argument_group("run")
+    group.add_argument("--out", metavar="DIR", help="output folder (default: runs/latest)")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run saved in --out; options not given are "
+                            "taken from its checkpoint")
+    group.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="no progress bar (it is also off when stderr is not a terminal)")
+    group.add_argument("--quiet", "-q", action="store_true",
+                       help="no progress bar and no per-epoch lines")
+
+
+def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``needle eval``."""
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a checkpoint.npz written by needle train")
+    _add_data_options(parser)
+    parser.add_argument("--batch-size", type=positive_int,
+                        help="(default: the checkpoint's)")
+    parser.add_argument("--limit-test", type=positive_int, metavar="N",
+                        help="use only the first N test samples (default: the checkpoint's)")
+
+
+# ----- commands ---------------------------------------------------------------------------
+
+
+def _train_command(args: argparse.Namespace, explicit: dict) -> None:
+    """Run ``needle train``."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    if args.resume:
+        overrides = {k: v for k, v in explicit.items() if k in fields}
+        config = training.resume_config(args.out, overrides)
+    else:
+        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    log = None if args.quiet else _print_line
+    training.train(config, resume=args.resume, progress=args.progress and not args.quiet,
+                   log=log)
+
+
+def _eval_command(args: argparse.Namespace, explicit: dict) -> None:
+    """Run ``needle eval``; options not given are the checkpoint's."""
+    overrides = {k: v for k, v in explicit.items() if k not in {"command", "checkpoint"}}
+    err, loss, n = training.evaluate_checkpoint(args.checkpoint, **overrides)
+    print(f"test loss {loss:.4f} err {err:.4f}  ({n} samples, {args.checkpoint})", flush=True)
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def _explicit_options(argv: Sequence[str]) -> dict:
+    """The options given on the command line (no defaults filled in)."""
+    return vars(build_parser(with_defaults=False).parse_args(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``needle`` command (and of ``python -m needle``).
+
+    Args:
+        argv: the arguments after the program name (None: ``sys.argv[1:]``).
+
+    Returns:
+        the exit status: 0, or 2 after printing a one-line error to stderr. Bad options
+        raise ``SystemExit(2)`` from argparse, as usual.
+    """
+    from needle.data import IDXFormatError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    explicit = _explicit_options(argv)
+    try:
+        if args.command == "train":
+            _train_command(args, explicit)
+        else:
+            _eval_command(args, explicit)
+    except (training.TrainingError, IDXFormatError, OSError) as e:
+        # OSError covers missing data (DatasetNotFoundError), failed downloads and an
+        # unwritable --out; IDXFormatError a damaged data file.
+        print(f"needle {args.command}: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        hint = "; --resume continues from the last saved epoch" if args.command == "train" else ""
+        print(f"\nneedle {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,576 @@
+"""The training run behind ``needle train`` and ``needle eval``.
+
+A run trains the course's :func:`~needle.apps.mlp_resnet.MLPResNet` on (Fashion-)MNIST
+and, after every epoch, evaluates it on the test set and writes three files into its
+output folder:
+
+* ``checkpoint.npz`` — everything needed to continue: the model and optimizer state,
+  the scheduler state, the number of epochs completed, NumPy's global RNG state, the
+  run's :class:`TrainConfig` and the metrics history (written with :func:`needle.save`,
+  which replaces the file atomically);
+* ``metrics.csv`` — one row per epoch (``epoch, train_loss, train_err, test_loss,
+  test_err, seconds``);
+* ``curves.png`` — loss and error against epoch, train and test (needs matplotlib).
+
+Randomness: NumPy's global generator is seeded once, with ``config.seed``, before the
+model is built. Unlike the course's :func:`~needle.apps.mlp_resnet.epoch` it is *not*
+reseeded every epoch, so each epoch draws a new shuffle and new dropout masks. Because
+the generator's state is saved with every checkpoint, a resumed run draws exactly the
+numbers the uninterrupted run would have: both end with bit-identical weights.
+
+The per-batch work is :func:`needle.apps.mlp_resnet.run_epoch`; this module adds the
+progress bar, the metrics and the files.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+import needle as ndl
+from needle import nn, optim
+from needle.apps.mlp_resnet import BatchResult, MLPResNet, run_epoch
+from needle.serialization import atomic_write
+from needle.data import MNIST, DataLoader, Dataset, FashionMNIST, RandomCrop, RandomFlipHorizontal
+
+__all__ = [
+    "TrainConfig",
+    "EpochMetrics",
+    "TrainingError",
+    "CheckpointError",
+    "ResumeMismatchError",
+    "DATASETS",
+    "CHECKPOINT_NAME",
+    "METRICS_NAME",
+    "CURVES_NAME",
+    "FirstN",
+    "load_split",
+    "build_model",
+    "build_optimizer",
+    "build_scheduler",
+    "train",
+    "resume_config",
+    "load_checkpoint",
+    "evaluate_checkpoint",
+    "write_metrics_csv",
+    "plot_curves",
+    "format_epoch_line",
+]
+
+CHECKPOINT_NAME = "checkpoint.npz"
+METRICS_NAME = "metrics.csv"
+CURVES_NAME = "curves.png"
+#: Identifies (and versions) the layout of a training checkpoint.
+CHECKPOINT_FORMAT = "needle-train-checkpoint-v1"
+
+#: Dataset name (as on the command line) -> its class; both give 28×28 images, 10 classes.
+DATASETS: dict[str, type] = {"fashion-mnist": FashionMNIST, "mnist": MNIST}
+INPUT_DIM = 28 * 28
+NUM_CLASSES = 10
+
+
+class TrainingError(Exception):
+    """A problem with a run the user can fix (bad checkpoint, mismatched resume, ...)."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint file is missing, unreadable or not a needle training checkpoint."""
+
+
+class ResumeMismatchError(TrainingError):
+    """``--resume`` was asked with options that contradict the checkpoint's run."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; the defaults are ``needle train``'s.
+
+    Attributes:
+        dataset: ``"fashion-mnist"`` or ``"mnist"`` (see :data:`DATASETS`).
+        data_dir: a folder searched first for the IDX files (None: the standard places).
+        download: download missing data files.
+        epochs: total number of epochs of the run.
+        batch_size: samples per batch (training and evaluation).
+        lr: learning rate.
+        weight_decay: L2 penalty added to the gradients by the optimizer.
+        hidden_dim: width of the MLP ResNet (its blocks are half as wide inside).
+        num_blocks: number of residual blocks.
+        drop_prob: dropout probability inside the blocks.
+        optimizer: ``"adam"`` or ``"sgd"``.
+        momentum: SGD momentum (ignored by Adam).
+        scheduler: ``"none"``, ``"step"`` (lr × gamma every ``step_size`` epochs) or
+            ``"cosine"`` (cosine annealing from lr to 0 over ``epochs``).
+        step_size: epochs between two decays of the step scheduler.
+        gamma: decay factor of the step scheduler.
+        augment: random horizontal flips and crops of the training images.
+        crop_padding: the padding (maximal shift in pixels) of the random crop.
+        seed: seeds NumPy's global generator once, before the model is built.
+        limit_train: use only the first N training samples (None: all).
+        limit_test: use only the first N test samples (None: all).
+        out: the output folder (checkpoint, metrics, curves).
+    """
+
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    download: bool = False
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 0.001
+    weight_decay: float = 0.001
+    hidden_dim: int = 100
+    num_blocks: int = 3
+    drop_prob: float = 0.1
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    scheduler: str = "none"
+    step_size: int = 5
+    gamma: float = 0.1
+    augment: bool = False
+    crop_padding: int = 3
+    seed: int = 4
+    limit_train: int | None = None
+    limit_test: int | None = None
+    out: str = "runs/latest"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (what a checkpoint stores)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build a config from :meth:`to_dict`'s output; unknown keys raise TypeError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise TypeError(f"TrainConfig: unknown fields {unknown}")
+        return cls(**{k: _plain(v) for k, v in values.items()})
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the matching Python scalar (checkpoints may store either)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+#: Fields a resumed run may change: where the data and files are, and (unless the
+#: cosine schedule depends on it) how many epochs to run in total.
+RESUME_FREE_FIELDS = frozenset({"data_dir", "download", "out", "epochs"})
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """The metrics of one epoch: mean losses and error rates, and its wall time."""
+
+    epoch: int
+    train_loss: float
+    train_err: float
+    test_loss: float
+    test_err: float
+    seconds: float
+
+
+# ----- data -----------------------------------------------------------------------------
+
+
+class FirstN(Dataset):
+    """The first ``n`` samples of another dataset (its transforms still apply).
+
+    Example:
+        >>> from needle.data import NDArrayDataset
+        >>> len(FirstN(NDArrayDataset(np.arange(10)), 3))
+        3
+    """
+
+    def __init__(self, dataset: Any, n: int) -> None:
+        super().__init__()
+        if n < 1:
+            raise ValueError(f"FirstN: n={n} must be positive")
+        self.dataset = dataset
+        self.n = min(int(n), len(dataset))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> Any:
+        if not -self.n <= index < self.n:
+            raise IndexError(f"FirstN: index {index} is out of range for length {self.n}")
+        return self.dataset[index % self.n]
+
+    def get_batch(self, indices: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The batch of ``indices`` (all below ``n``), fetched from the wrapped dataset."""
+        return self.dataset.get_batch(indices)
+
+
+def load_split(config: TrainConfig, train: bool) -> Dataset:
+    """The training (with augmentation if asked) or test set of ``config.dataset``.
+
+    Raises:
+        needle.data.DatasetNotFoundError: the files are missing (the message says how
+            to get them).
+    """
+    transforms = None
+    if train and config.augment:
+        transforms = [RandomFlipHorizontal(), RandomCrop(config.crop_padding)]
+    cls = DATASETS[config.dataset]
+    dataset = cls(root=config.data_dir, train=train, transforms=transforms,
+                  download=config.download)
+    limit = config.limit_train if train else config.limit_test
+    return FirstN(dataset, limit) if limit is not None and limit < len(dataset) else dataset
+
+
+# ----- model, optimizer, scheduler ------------------------------------------------------
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """``MLPResNet(784, hidden_dim, num_blocks, 10, drop_prob=...)`` (draws its weights)."""
+    return MLPResNet(INPUT_DIM, config.hidden_dim, config.num_blocks, NUM_CLASSES,
+                     drop_prob=config.drop_prob)
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> optim.Optimizer:
+    """Adam or SGD (with momentum) over the model's parameters, with weight decay."""
+    if config.optimizer == "adam":
+        return optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                         weight_decay=config.weight_decay)
+    raise ValueError(f"build_optimizer: unknown optimizer {config.optimizer!r}; use adam or sgd")
+
+
+def build_scheduler(opt: optim.Optimizer, config: TrainConfig) -> Any:
+    """The per-epoch learning-rate scheduler of ``config.scheduler``, or None."""
+    if config.scheduler == "none":
+        return None
+    if config.scheduler == "step":
+        return optim.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
+    if config.scheduler == "cosine":
+        return optim.CosineAnnealingLR(opt, T_max=config.epochs)
+    raise ValueError(
+        f"build_scheduler: unknown scheduler {config.scheduler!r}; use none, step or cosine")
+
+
+@dataclass
+class _Run:
+    """The objects of a run: its config, loaders, model, optimizer and scheduler."""
+
+    config: TrainConfig
+    train_loader: DataLoader
+    test_loader: DataLoader
+    model: nn.Module
+    opt: optim.Optimizer
+    scheduler: Any
+
+
+def _build_run(config: TrainConfig) -> _Run:
+    """Seed NumPy with ``config.seed``, load the data, then build model and optimizer.
+
+    The order matters: the model's initial weights are the first random draws.
+    """
+    np.random.seed(config.seed)
+    train_set, test_set = load_split(config, train=True), load_split(config, train=False)
+    model = build_model(config)
+    opt = build_optimizer(model, config)
+    return _Run(config, DataLoader(train_set, config.batch_size, shuffle=True),
+                DataLoader(test_set, config.batch_size, shuffle=False),
+                model, opt, build_scheduler(opt, config))
+
+
+# ----- one epoch, with a progress bar ---------------------------------------------------
+
+
+class _ProgressBar:
+    """A tqdm bar over one pass: batches, running loss and accuracy, samples per second.
+
+    Used as ``run_epoch``'s ``on_batch`` callback. Without tqdm it does nothing.
+    """
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.samples, self.errors, self.loss_sum = 0, 0, 0.0
+        self.start = time.perf_counter()
+        self.bar = _make_tqdm(total, desc) if enabled else None
+
+    def __call__(self, result: BatchResult) -> None:
+        self.samples += result.size
+        self.errors += result.errors
+        self.loss_sum += result.loss * result.size
+        if self.bar is None:
+            return
+        rate = self.samples / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(
+            f"loss {self.loss_sum / self.samples:.4f} "
+            f"acc {1 - self.errors / self.samples:.4f} {rate:,.0f} samples/s",
+            refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _make_tqdm(total: int, desc: str) -> Any:
+    """A transient tqdm bar on stderr, or None if tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def _train_and_evaluate(run: _Run, number: int, progress: bool) -> EpochMetrics:
+    """Train epoch ``number``, step the scheduler, evaluate in ``model.eval()``; time it."""
+    start = time.perf_counter()
+    bar = _ProgressBar(len(run.train_loader), f"epoch {number}/{run.config.epochs}", progress)
+    try:
+        train_err, train_loss = run_epoch(run.train_loader, run.model, run.opt, on_batch=bar)
+    finally:
+        bar.close()
+    if run.scheduler is not None:
+        run.scheduler.step()
+    test_err, test_loss = run_epoch(run.test_loader, run.model)
+    return EpochMetrics(number, train_loss, train_err, test_loss, test_err,
+                        time.perf_counter() - start)
+
+
+def format_epoch_line(metrics: EpochMetrics, epochs: int) -> str:
+    """The one-line summary of an epoch.
+
+    Example:
+        >>> format_epoch_line(EpochMetrics(3, 0.41234, 0.15021, 0.40123, 0.14333, 12.31), 10)
+        'epoch 3/10  train loss 0.4123 err 0.1502  test loss 0.4012 err 0.1433  12.3s'
+    """
+    m = metrics
+    return (f"epoch {m.epoch}/{epochs}  train loss {m.train_loss:.4f} err {m.train_err:.4f}  "
+            f"test loss {m.test_loss:.4f} err {m.test_err:.4f}  {m.seconds:.1f}s")
+
+
+# ----- output files ----------------------------------------------------------------------
+
+
+def write_metrics_csv(path: str | os.PathLike, history: Iterable[EpochMetrics]) -> None:
+    """Write (atomically) one CSV row per epoch with a header naming the columns."""
+    columns = [f.name for f in dataclasses.fields(EpochMetrics)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for m in history:
+        writer.writerow([repr(getattr(m, c)) if c != "seconds" else f"{m.seconds:.3f}"
+                         for c in columns])
+    atomic_write(path, lambda file: file.write(buffer.getvalue().encode()))
+
+
+def plot_curves(path: str | os.PathLike, history: list[EpochMetrics]) -> bool:
+    """Plot loss and error against epoch (train and test) into a PNG, atomically.
+
+    Uses matplotlib's Agg canvas directly, so no GUI backend is touched.
+
+    Returns:
+        False (and writes nothing) if matplotlib is not installed, else True.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        return False
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    epochs = [m.epoch for m in history]
+    for ax, name in zip(fig.subplots(1, 2), ("loss", "err")):
+        for split in ("train", "test"):
+            ax.plot(epochs, [getattr(m, f"{split}_{name}") for m in history],
+                    marker="o", label=split)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("mean loss" if name == "loss" else "error rate")
+        ax.set_title("loss" if name == "loss" else "error")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=100))
+    return True
+
+
+# ----- checkpoints ----------------------------------------------------------------------
+
+
+def _checkpoint_state(run: _Run, epoch: int, history: list[EpochMetrics]) -> dict[str, Any]:
+    """Everything a resumed run needs, as a tree :func:`needle.save` can store."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "config": run.config.to_dict(),
+        "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
+        "rng_state": np.random.get_state(),
+        "history": [dataclasses.asdict(m) for m in history],
+    }
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint written by :func:`train`.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or not a training checkpoint
+            (the message names the file).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = ndl.load(path)
+    except Exception as e:  # any failure to parse means the file is not usable
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(e).__name__}: {e}".splitlines()[0]) from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a needle training checkpoint "
+                              f"(expected format {CHECKPOINT_FORMAT!r})")
+    return state
+
+
+def _checkpoint_config(state: dict[str, Any], path: str | os.PathLike) -> TrainConfig:
+    """The :class:`TrainConfig` stored in a checkpoint, or CheckpointError."""
+    try:
+        return TrainConfig.from_dict(dict(state["config"]))
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{os.fspath(path)}: bad run configuration ({e})") from e
+
+
+def resume_config(out: str | os.PathLike, overrides: dict[str, Any]) -> TrainConfig:
+    """The config of the run saved in ``out``, with ``overrides`` applied.
+
+    Args:
+        out: the run's output folder (holding ``checkpoint.npz``).
+        overrides: option values given explicitly for the resumed run.
+
+    Raises:
+        CheckpointError: no readable checkpoint in ``out``.
+    """
+    path = Path(out) / CHECKPOINT_NAME
+    saved = _checkpoint_config(load_checkpoint(path), path).to_dict()
+    saved.update(overrides, out=os.fspath(out))
+    return TrainConfig.from_dict(saved)
+
+
+def _check_resumable(saved: TrainConfig, config: TrainConfig, path: Path) -> None:
+    """Raise ResumeMismatchError if ``config`` changes what the saved run was."""
+    free = set(RESUME_FREE_FIELDS)
+    if config.scheduler == "cosine":
+        free.discard("epochs")  # the cosine schedule spans exactly `epochs` epochs
+    changed = [f"--{name.replace('_', '-')} {getattr(saved, name)!r} -> {getattr(config, name)!r}"
+               for name in saved.to_dict() if name not in free
+               and getattr(saved, name) != getattr(config, name)]
+    if changed:
+        raise ResumeMismatchError(
+            f"cannot resume {path}: the run was started with other options "
+            f"({'; '.join(changed)}). Resume with the original options (omitted options are "
+            f"taken from the checkpoint), or start a new run with another --out.")
+
+
+def _restore(run: _Run, state: dict[str, Any], path: Path) -> tuple[int, list[EpochMetrics]]:
+    """Load model, optimizer, scheduler and RNG state; return (epochs done, history)."""
+    try:
+        run.model.load_state_dict(state["model"])
+        run.opt.load_state_dict(state["optimizer"])
+        if run.scheduler is not None:
+            run.scheduler.load_state_dict(state["scheduler"])
+        history = [EpochMetrics(**{k: _plain(v) for k, v in m.items()}) for m in state["history"]]
+        epoch = int(state["epoch"])
+        np.random.set_state(tuple(state["rng_state"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot restore from {path}: {e}".splitlines()[0]) from e
+    return epoch, history
+
+
+# ----- the run --------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] | None = print) -> list[EpochMetrics]:
+    """Train ``config``'s MLP ResNet, writing checkpoint, metrics and curves every epoch.
+
+    Args:
+        config: the run (see :class:`TrainConfig`).
+        resume: continue the run saved in ``config.out`` from the epoch after the last
+            completed one; the result is bit-identical to an uninterrupted run.
+        progress: show a tqdm progress bar (only when stderr is a terminal).
+        log: called with the header and each epoch's summary line; None is silent.
+
+    Returns:
+        the metrics of every epoch of the run (including those before a resume).
+
+    Raises:
+        needle.data.DatasetNotFoundError: the data files are missing.
+        CheckpointError: ``resume`` and no readable checkpoint in ``config.out``.
+        ResumeMismatchError: ``resume`` with options that differ from the saved run's.
+    """
+    log = log or (lambda line: None)
+    out = Path(config.out)
+    checkpoint_path = out / CHECKPOINT_NAME
+    state = load_checkpoint(checkpoint_path) if resume else None
+    if state is not None:
+        _check_resumable(_checkpoint_config(state, checkpoint_path), config, checkpoint_path)
+    run = _build_run(config)
+    done, history = _restore(run, state, checkpoint_path) if state is not None else (0, [])
+    log(_header(run, done))
+    out.mkdir(parents=True, exist_ok=True)
+    show_bar = progress and sys.stderr.isatty()
+    for number in range(done + 1, config.epochs + 1):
+        history.append(_train_and_evaluate(run, number, show_bar))
+        _write_outputs(run, out, number, history)
+        log(format_epoch_line(history[-1], config.epochs))
+    return history
+
+
+def _header(run: _Run, done: int) -> str:
+    """The line printed before training starts."""
+    config = run.config
+    n_train, n_test = len(run.train_loader.dataset), len(run.test_loader.dataset)
+    what = (f"MLPResNet(hidden {config.hidden_dim}, {config.num_blocks} blocks) on "
+            f"{config.dataset} ({n_train} train / {n_test} test), {config.optimizer} "
+            f"lr {config.lr:g}, {config.epochs} epochs -> {config.out}")
+    if done >= config.epochs:
+        return f"{what}: already {done} epochs done, nothing to train"
+    return f"{what}, resuming after epoch {done}" if done else what
+
+
+def _write_outputs(run: _Run, out: Path, epoch: int, history: list[EpochMetrics]) -> None:
+    """Write the checkpoint, the metrics CSV and the curves after ``epoch``."""
+    ndl.save(_checkpoint_state(run, epoch, history), out / CHECKPOINT_NAME)
+    write_metrics_csv(out / METRICS_NAME, history)
+    plot_curves(out / CURVES_NAME, history)
+
+
+def evaluate_checkpoint(path: str | os.PathLike, **overrides: Any) -> tuple[float, float, int]:
+    """Rebuild the model saved in a training checkpoint and evaluate it on the test set.
+
+    Args:
+        path: a ``checkpoint.npz`` written by :func:`train`.
+        **overrides: :class:`TrainConfig` fields replacing the saved ones (e.g.
+            ``dataset``, ``data_dir``, ``batch_size``, ``limit_test``).
+
+    Returns:
+        ``(test_err, test_loss, number of test samples)``.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or not a training checkpoint.
+        needle.data.DatasetNotFoundError: the data files are missing.
+    """
+    state = load_checkpoint(path)
+    config = _checkpoint_config(state, path)
+    config = dataclasses.replace(config, **overrides)
+    model = build_model(config)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot load the model from {os.fspath(path)}: {e}") from e
+    test_set = load_split(config, train=False)
+    err, loss = run_epoch(DataLoader(test_set, config.batch_size, shuffle=False), model)
+    return err, loss, len(test_set)
