@@ -123,12 +123,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             write(file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(tmp, _default_file_mode())  # mkstemp makes it 0600; give it the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     _fsync_directory(directory)
+
+
+def _default_file_mode() -> int:
+    """0o666 less the process umask: the mode ``open()`` would have given the file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_directory(directory: str) -> None:

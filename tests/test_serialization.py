@@ -248,3 +248,12 @@ def test_random_byte_flips_never_load_a_wrong_value(tmp_path, flips):
         assert "fuzz.npz" in str(error)
         return
     assert _same(loaded, _sample())
+
+
+def test_saved_file_gets_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        ndl.save({"a": np.ones(2)}, tmp_path / "c.npz")
+    finally:
+        os.umask(umask)
+    assert (os.stat(tmp_path / "c.npz").st_mode & 0o777) == 0o644
