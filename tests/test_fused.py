@@ -160,3 +160,15 @@ def test_flat_step_is_bit_identical_to_per_parameter_step(make):
     assert flat_opt._flat["views"] is not None and loop_opt._flat["views"] is None
     for a, b in zip(flat_params, loop_params):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_softmax_loss_with_minus_inf_logits_is_finite(fused):
+    logits = np.array([[0.0, -np.inf, 1.0], [-np.inf, 2.0, -np.inf]])
+    z = ndl.Tensor(logits)
+    loss = nn.SoftmaxLoss(fused=fused)(z, ndl.Tensor([2, 1]))
+    loss.backward()
+    expected = (np.log(1 + np.e) - 1.0 + 0.0) / 2
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-12)
+    grad = z.grad.numpy()
+    assert np.all(np.isfinite(grad)) and grad[0, 1] == 0 and grad[1, 0] == 0

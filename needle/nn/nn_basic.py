@@ -255,9 +255,13 @@ class SoftmaxLoss(Module):
         labels = _labels(y, n, k)
         if self.fused:
             return ops.fused_softmax_cross_entropy(logits, labels)
-        y_one_hot = init.one_hot(k, labels, device=logits.device, dtype=logits.dtype)
-        per_row = ops.logsumexp(logits, axes=(1,)) - ops.summation(logits * y_one_hot, axes=(1,))
-        return ops.summation(per_row) / n
+        # The target logit, picked as logsumexp(logits + mask) with mask 0 at the label and
+        # -inf elsewhere: exactly logits[i, y_i], and unlike sum(logits * one_hot) it stays
+        # finite when another logit is -inf (0 * -inf is nan). Its gradient is the one-hot.
+        keep = init.one_hot(k, labels, device=logits.device, dtype="bool").numpy()
+        mask = Tensor(np.where(keep, 0.0, -np.inf), dtype=logits.dtype, requires_grad=False)
+        target = ops.logsumexp(logits + mask, axes=(1,))
+        return ops.summation(ops.logsumexp(logits, axes=(1,)) - target) / n
 
 
 # ----- normalisation and dropout -------------------------------------------------------------
