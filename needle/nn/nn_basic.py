@@ -232,7 +232,7 @@ class SoftmaxLoss(Module):
 
     ``loss = mean_i(logsumexp(logits_i) - logits_i[y_i])``, computed stably. With
     ``fused=True`` (the default) in one op with a hand-derived gradient; ``fused=False``
-    composes logsumexp, one_hot, multiply and summation (twice differentiable).
+    composes it from logsumexp and summation (twice differentiable).
 
     >>> import needle as ndl
     >>> loss = SoftmaxLoss()(ndl.init.zeros(2, 4), ndl.Tensor([0, 3]))
