@@ -9,6 +9,7 @@ floor": the step's matrix products alone, timed in NumPy.
     python benchmarks/bench_mlp_resnet.py --epoch        # also a full epoch, data loading included
     python benchmarks/bench_mlp_resnet.py --profile      # cProfile of needle's step (top 25)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,12 @@ def _batches(images, labels, steps, seed=0):
     order = np.random.default_rng(seed).permutation(len(labels))
     per_epoch = len(labels) // BATCH
     for step in range(steps):
-        idx = order[(step % per_epoch) * BATCH:(step % per_epoch + 1) * BATCH]
+        idx = order[(step % per_epoch) * BATCH : (step % per_epoch + 1) * BATCH]
         yield images[idx], labels[idx]
 
 
 # ----- workers: each runs in its own process ------------------------------------------------
+
 
 def _needle_step_fn():
     import numpy as np
@@ -55,7 +57,9 @@ def _needle_step_fn():
     model.train()
 
     def step(x, y):
-        loss = loss_fn(model(ndl.Tensor(x, requires_grad=False)), ndl.Tensor(y, requires_grad=False))
+        loss = loss_fn(
+            model(ndl.Tensor(x, requires_grad=False)), ndl.Tensor(y, requires_grad=False)
+        )
         opt.reset_grad()
         loss.backward()
         opt.step()
@@ -71,8 +75,13 @@ def _torch_step_fn():
 
     def block(dim, hidden):
         inner = torch.nn.Sequential(
-            torch.nn.Linear(dim, hidden), torch.nn.BatchNorm1d(hidden), torch.nn.ReLU(),
-            torch.nn.Dropout(0.1), torch.nn.Linear(hidden, dim), torch.nn.BatchNorm1d(dim))
+            torch.nn.Linear(dim, hidden),
+            torch.nn.BatchNorm1d(hidden),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(0.1),
+            torch.nn.Linear(hidden, dim),
+            torch.nn.BatchNorm1d(dim),
+        )
         return inner
 
     class Net(torch.nn.Module):
@@ -130,7 +139,7 @@ def _torch_epoch(images, labels):
     start = time.perf_counter()
     order = torch.randperm(len(labels))
     for i in range(0, len(labels), BATCH):
-        idx = order[i:i + BATCH]
+        idx = order[i : i + BATCH]
         step(x_all[idx].numpy(), y_all[idx].numpy())
     return time.perf_counter() - start
 
@@ -157,30 +166,49 @@ def worker(framework: str, steps: int, warmup: int, epoch: bool) -> dict:
 
 # ----- the orchestrator ------------------------------------------------------------------------
 
+
 def gemm_floor_ms(repeats: int = 200) -> float:
     """The step's matrix products (forward and backward) alone, in NumPy float32."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    dims = [(784, HIDDEN)] + [(HIDDEN, HIDDEN // 2), (HIDDEN // 2, HIDDEN)] * BLOCKS + [(HIDDEN, CLASSES)]
-    mats = [(rng.standard_normal((BATCH, i), dtype=np.float32), rng.standard_normal((i, o), dtype=np.float32),
-             rng.standard_normal((BATCH, o), dtype=np.float32)) for i, o in dims]
+    dims = (
+        [(784, HIDDEN)]
+        + [(HIDDEN, HIDDEN // 2), (HIDDEN // 2, HIDDEN)] * BLOCKS
+        + [(HIDDEN, CLASSES)]
+    )
+    mats = [
+        (
+            rng.standard_normal((BATCH, i), dtype=np.float32),
+            rng.standard_normal((i, o), dtype=np.float32),
+            rng.standard_normal((BATCH, o), dtype=np.float32),
+        )
+        for i, o in dims
+    ]
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         for layer, (x, w, g) in enumerate(mats):
-            x @ w            # forward
-            x.T @ g          # weight gradient
+            x @ w  # forward
+            x.T @ g  # weight gradient
             if layer:
-                g @ w.T      # input gradient (not needed for the data)
+                g @ w.T  # input gradient (not needed for the data)
         best = min(best, time.perf_counter() - start)
     return best * 1e3
 
 
 def _run_worker(framework: str, args) -> dict | None:
     env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
-    cmd = [sys.executable, __file__, "--worker", framework, "--steps", str(args.steps),
-           "--warmup", str(args.warmup)] + (["--epoch"] if args.epoch_mode else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        framework,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ] + (["--epoch"] if args.epoch_mode else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
         print(f"{framework} worker failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -191,6 +219,7 @@ def _run_worker(framework: str, args) -> dict | None:
 def _has_torch() -> bool:
     try:
         import torch  # noqa: F401
+
         return True
     except ImportError:
         return False
@@ -209,11 +238,14 @@ def _compare(args, key: str, unit: str, scale: float = 1.0) -> None:
             continue
         values = [r[key] * scale for r in runs]
         peak = max(r["peak_rss_mb"] for r in runs)
-        print(f"{framework:>7}: {statistics.median(values):8.2f} {unit} (median of {len(values)}; "
-              f"runs {', '.join(f'{v:.2f}' for v in values)})  peak RSS {peak:.0f} MB")
+        print(
+            f"{framework:>7}: {statistics.median(values):8.2f} {unit} (median of {len(values)}; "
+            f"runs {', '.join(f'{v:.2f}' for v in values)})  peak RSS {peak:.0f} MB"
+        )
     if results.get("torch") and results["needle"]:
-        ratio = (statistics.median(r[key] for r in results["needle"])
-                 / statistics.median(r[key] for r in results["torch"]))
+        ratio = statistics.median(r[key] for r in results["needle"]) / statistics.median(
+            r[key] for r in results["torch"]
+        )
         print(f"  ratio needle / torch = {ratio:.2f}  (<= 1.0: needle is at least as fast)")
     if not _has_torch():
         print("  (PyTorch not installed: pip install torch==2.13.0 for the comparison)")
@@ -236,11 +268,15 @@ def profile_needle(steps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--epoch", dest="epoch_mode", action="store_true", help="time full epochs too")
+    parser.add_argument(
+        "--epoch", dest="epoch_mode", action="store_true", help="time full epochs too"
+    )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--worker", choices=["needle", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -253,8 +289,10 @@ def main() -> None:
     if args.profile:
         profile_needle(args.steps)
         return
-    print(f"MLP ResNet 784-{HIDDEN}x{BLOCKS} blocks-{CLASSES}, batch {BATCH}, Adam; one thread each; "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"MLP ResNet 784-{HIDDEN}x{BLOCKS} blocks-{CLASSES}, batch {BATCH}, Adam; one thread each; "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"GEMM floor (matmuls alone, NumPy): {gemm_floor_ms():.3f} ms/step")
     epoch_mode = args.epoch_mode
     args.epoch_mode = False

@@ -9,6 +9,7 @@ Computation is eager: an op's result is computed when the op is applied. When no
 input requires a gradient (or inside :func:`no_grad`) the result is a detached
 constant and no graph is kept.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -137,7 +138,10 @@ class Value:
 
     @classmethod
     def make_from_op(cls, op: Op, inputs: Sequence["Value"]) -> "Value":
-        """The node ``op(*inputs)``: computed now unless LAZY_MODE; a constant if no input needs grad."""
+        """The node ``op(*inputs)``: computed now unless LAZY_MODE.
+
+        A constant (no graph kept) when no input requires grad.
+        """
         value = cls.__new__(cls)
         value._init(op, inputs)
         if not LAZY_MODE:
@@ -211,8 +215,15 @@ class Tensor(Value):
     # it defers to Tensor's reflected operators, which say what to do instead.
     __array_ufunc__ = None
 
-    def __init__(self, array, *, device: Device | None = None, dtype=None,
-                 requires_grad: bool = True, **kwargs):
+    def __init__(
+        self,
+        array,
+        *,
+        device: Device | None = None,
+        dtype=None,
+        requires_grad: bool = True,
+        **kwargs,
+    ):
         if isinstance(array, Tensor):
             device = device if device is not None else array.device
             dtype = dtype if dtype is not None else array.dtype
@@ -328,7 +339,8 @@ class Tensor(Value):
             out_grad = Tensor.make_const(array_api.ones(self.shape, dtype=self.dtype))
         elif out_grad.shape != self.shape:
             raise ValueError(
-                f"backward(): out_grad.shape={out_grad.shape} must equal the tensor's shape {self.shape}"
+                f"backward(): out_grad.shape={out_grad.shape} must equal the tensor's "
+                f"shape {self.shape}"
             )
         compute_gradient_of_variables(self, out_grad, create_graph=create_graph)
 
@@ -421,6 +433,7 @@ class Tensor(Value):
 
 # ----- graph traversal and the backward pass -------------------------------------------
 
+
 def find_topo_sort(node_list: Sequence[Value]) -> list[Value]:
     """Nodes reachable from ``node_list``, in topological order (inputs before users).
 
@@ -450,8 +463,9 @@ def find_topo_sort(node_list: Sequence[Value]) -> list[Value]:
     return order
 
 
-def compute_gradient_of_variables(output_tensor: Tensor, out_grad: Tensor,
-                                  create_graph: bool = False) -> None:
+def compute_gradient_of_variables(
+    output_tensor: Tensor, out_grad: Tensor, create_graph: bool = False
+) -> None:
     """Reverse-mode differentiation: set ``.grad`` on every node of the output's graph.
 
     Nodes are processed in reverse topological order, so a node's adjoint is complete
@@ -510,6 +524,7 @@ def _check_adjoint(node: Value, inp: Value, grad: Value) -> None:
 
 # ----- modes: no_grad and anomaly detection -----------------------------------------------
 
+
 @contextlib.contextmanager
 def no_grad() -> Iterator[None]:
     """Inside this context ops build no graph: every result is a detached constant.
@@ -560,7 +575,11 @@ def _check_finite(array, node: Value, what: str) -> None:
             bad = "NaN" if bool(array_api.isnan(arr).any()) else "Inf"
             shapes = ", ".join(str(x.shape) for x in node.inputs if isinstance(x, Tensor))
             frame = _user_frame(node._trace)
-            where = f"\n  the op was applied at {frame.filename}:{frame.lineno} in {frame.name}" if frame else ""
+            where = (
+                f"\n  the op was applied at {frame.filename}:{frame.lineno} in {frame.name}"
+                if frame
+                else ""
+            )
             raise AnomalyError(
                 f"detect_anomaly: {what} of {node.op!r} contains {bad} "
                 f"(input shapes: {shapes or 'none'}){where}"
@@ -568,7 +587,7 @@ def _check_finite(array, node: Value, what: str) -> None:
 
 
 def _user_frame(trace):
-    """The innermost frame of ``trace`` outside the needle package (where the user applied the op)."""
+    """The innermost frame of ``trace`` outside the needle package: where the op was applied."""
     for frame in reversed(trace or ()):
         if not frame.filename.startswith(_PACKAGE_DIR):
             return frame

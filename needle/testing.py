@@ -5,6 +5,7 @@
 >>> gradcheck(lambda t: (t * t).sum(), x)
 True
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -27,8 +28,14 @@ def _scalarise(output: Tensor, weights: np.ndarray) -> float:
     return float(np.sum(output.numpy().astype(np.float64) * weights))
 
 
-def gradcheck(fn: Callable[..., Tensor], *inputs, eps: float = 1e-6, atol: float = 1e-5,
-              rtol: float = 1e-4, seed: int = 0) -> bool:
+def gradcheck(
+    fn: Callable[..., Tensor],
+    *inputs,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    seed: int = 0,
+) -> bool:
     """Compare ``backward()`` of ``fn(*inputs)`` with central differences, in float64.
 
     Each input (Tensor or array) is copied to a float64 leaf. A non-scalar output is
@@ -53,8 +60,9 @@ def gradcheck(fn: Callable[..., Tensor], *inputs, eps: float = 1e-6, atol: float
     return True
 
 
-def _numeric_gradient(fn, leaves: list[Tensor], index: int, weights: np.ndarray,
-                      eps: float) -> np.ndarray:
+def _numeric_gradient(
+    fn, leaves: list[Tensor], index: int, weights: np.ndarray, eps: float
+) -> np.ndarray:
     base = leaves[index].numpy()
     numeric = np.zeros(base.shape)
     for element in np.ndindex(base.shape):
@@ -62,18 +70,22 @@ def _numeric_gradient(fn, leaves: list[Tensor], index: int, weights: np.ndarray,
         for step in (eps, -eps):
             shifted = base.copy()
             shifted[element] += step
-            args = [Tensor(shifted, requires_grad=False) if i == index else x.detach()
-                    for i, x in enumerate(leaves)]
+            args = [
+                Tensor(shifted, requires_grad=False) if i == index else x.detach()
+                for i, x in enumerate(leaves)
+            ]
             values.append(_scalarise(fn(*args), weights))
         numeric[element] = (values[0] - values[1]) / (2 * eps)
     return numeric
 
 
-def _compare(index: int, shape: tuple, analytic: np.ndarray, numeric: np.ndarray,
-             atol: float, rtol: float) -> None:
+def _compare(
+    index: int, shape: tuple, analytic: np.ndarray, numeric: np.ndarray, atol: float, rtol: float
+) -> None:
     if analytic.shape != numeric.shape:
         raise GradcheckError(
-            f"gradcheck: input {index} has shape {shape} but its gradient has shape {analytic.shape}"
+            f"gradcheck: input {index} has shape {shape} but its gradient has shape "
+            f"{analytic.shape}"
         )
     error = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
     if error.size and (np.nanmax(error) > 0 or np.isnan(error).any()):

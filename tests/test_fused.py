@@ -1,4 +1,5 @@
 """Fused layers and the flat optimizer step: checked against the unfused compositions."""
+
 import numpy as np
 import pytest
 
@@ -13,14 +14,22 @@ SHAPES = [(4, 3), (1, 5), (7, 1), (2, 2)]
 @pytest.mark.parametrize("shape", SHAPES)
 def test_fused_linear_gradcheck(shape, rng):
     n, k = shape
-    assert gradcheck(ndl.fused_linear, rng.standard_normal((n, k)), rng.standard_normal((k, 3)),
-                     rng.standard_normal((1, 3)))
+    assert gradcheck(
+        ndl.fused_linear,
+        rng.standard_normal((n, k)),
+        rng.standard_normal((k, 3)),
+        rng.standard_normal((1, 3)),
+    )
     assert gradcheck(ndl.fused_linear, rng.standard_normal((n, k)), rng.standard_normal((k, 2)))
 
 
 @pytest.mark.parametrize("shape", [(4, 3), (2, 5), (6, 1)])
 def test_fused_norms_gradcheck(shape, rng):
-    x, w, b = rng.standard_normal(shape), rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    x, w, b = (
+        rng.standard_normal(shape),
+        rng.standard_normal(shape[1]),
+        rng.standard_normal(shape[1]),
+    )
     assert gradcheck(lambda *a: ndl.fused_batch_norm(*a)[0], x, w, b)
     if shape[1] > 1:  # a row of one element has zero variance: output = bias, gradient 0
         assert gradcheck(ndl.fused_layer_norm, x, w, b)
@@ -29,7 +38,9 @@ def test_fused_norms_gradcheck(shape, rng):
 @pytest.mark.parametrize("shape", [(4, 3), (1, 5), (3, 1)])
 def test_fused_softmax_cross_entropy_gradcheck(shape, rng):
     labels = rng.integers(0, shape[1], shape[0])
-    assert gradcheck(lambda z: ndl.fused_softmax_cross_entropy(z, labels), rng.standard_normal(shape))
+    assert gradcheck(
+        lambda z: ndl.fused_softmax_cross_entropy(z, labels), rng.standard_normal(shape)
+    )
 
 
 def _layer_pair(make):
@@ -138,10 +149,13 @@ def test_mlp_resnet_fused_and_unfused_train_alike():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: ndl.optim.Adam(ps, lr=0.01, weight_decay=0.01),
-    lambda ps: ndl.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: ndl.optim.Adam(ps, lr=0.01, weight_decay=0.01),
+        lambda ps: ndl.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
+    ],
+)
 def test_flat_step_is_bit_identical_to_per_parameter_step(make):
     rng = np.random.default_rng(0)
     shapes = [(3, 4), (4,), (2, 2)]

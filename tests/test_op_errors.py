@@ -3,6 +3,7 @@
 One row per error path: the call, the exception type, and the words the message must
 contain (the op's name and the shapes or values involved).
 """
+
 from __future__ import annotations
 
 import re
@@ -22,60 +23,152 @@ ERRORS = [
     ("add shapes", lambda: ndl.add(T(2, 3), T(4)), ValueError, ["add", "(2, 3)", "(4,)"]),
     ("+ shapes", lambda: T(2, 3) + T(3, 2), ValueError, ["add", "(2, 3)", "(3, 2)"]),
     ("- shapes", lambda: T(2, 3) - T(2), ValueError, ["add", "(2, 3)", "(2,)"]),
-    ("multiply shapes", lambda: ndl.multiply(T(2, 3), T(2)), ValueError,
-     ["multiply", "(2, 3)", "(2,)"]),
+    (
+        "multiply shapes",
+        lambda: ndl.multiply(T(2, 3), T(2)),
+        ValueError,
+        ["multiply", "(2, 3)", "(2,)"],
+    ),
     ("* shapes", lambda: T(3) * T(4), ValueError, ["multiply", "(3,)", "(4,)"]),
-    ("divide shapes", lambda: ndl.divide(T(5, 1, 3), T(2, 2)), ValueError,
-     ["divide", "(5, 1, 3)", "(2, 2)"]),
+    (
+        "divide shapes",
+        lambda: ndl.divide(T(5, 1, 3), T(2, 2)),
+        ValueError,
+        ["divide", "(5, 1, 3)", "(2, 2)"],
+    ),
     ("power shapes", lambda: ndl.power(T(2), T(3)), ValueError, ["power", "(2,)", "(3,)"]),
     # matmul
-    ("matmul inner", lambda: ndl.matmul(T(2, 3), T(4, 5)), ValueError,
-     ["matmul: a.shape=(2, 3), b.shape=(4, 5): inner dimensions 3 and 4 differ"]),
-    ("@ inner", lambda: T(2, 2, 3) @ T(2, 5), ValueError,
-     ["matmul", "(2, 2, 3)", "(2, 5)", "3 and 2"]),
-    ("matmul 1-D a", lambda: ndl.matmul(T(3), T(3, 2)), ValueError,
-     ["matmul", "(3,)", "(3, 2)", "at least 2 dimensions"]),
+    (
+        "matmul inner",
+        lambda: ndl.matmul(T(2, 3), T(4, 5)),
+        ValueError,
+        ["matmul: a.shape=(2, 3), b.shape=(4, 5): inner dimensions 3 and 4 differ"],
+    ),
+    (
+        "@ inner",
+        lambda: T(2, 2, 3) @ T(2, 5),
+        ValueError,
+        ["matmul", "(2, 2, 3)", "(2, 5)", "3 and 2"],
+    ),
+    (
+        "matmul 1-D a",
+        lambda: ndl.matmul(T(3), T(3, 2)),
+        ValueError,
+        ["matmul", "(3,)", "(3, 2)", "at least 2 dimensions"],
+    ),
     ("matmul 1-D b", lambda: ndl.matmul(T(2, 3), T(3)), ValueError, ["matmul", "(3,)"]),
-    ("matmul batch", lambda: ndl.matmul(T(2, 3, 4), T(3, 4, 5)), ValueError,
-     ["matmul", "batch", "(2,)", "(3,)"]),
+    (
+        "matmul batch",
+        lambda: ndl.matmul(T(2, 3, 4), T(3, 4, 5)),
+        ValueError,
+        ["matmul", "batch", "(2,)", "(3,)"],
+    ),
     # reshape / broadcast_to / transpose
-    ("reshape size", lambda: ndl.reshape(T(2, 3), (4, 2)), ValueError,
-     ["reshape", "(2, 3)", "(4, 2)", "6", "8"]),
-    ("reshape two -1", lambda: ndl.reshape(T(2, 3), (-1, -1)), ValueError,
-     ["reshape", "one -1", "(-1, -1)"]),
-    ("reshape -1 no fit", lambda: ndl.reshape(T(2, 3), (4, -1)), ValueError,
-     ["reshape", "(2, 3)", "(4, -1)"]),
-    ("reshape negative", lambda: ndl.reshape(T(2, 3), (-2, -3)), ValueError,
-     ["reshape", "(-2, -3)"]),
-    ("broadcast_to", lambda: ndl.broadcast_to(T(2, 3), (3, 3)), ValueError,
-     ["broadcast_to", "(2, 3)", "(3, 3)"]),
-    ("broadcast_to fewer dims", lambda: ndl.broadcast_to(T(2, 3), (3,)), ValueError,
-     ["broadcast_to", "(2, 3)", "(3,)"]),
-    ("transpose three axes", lambda: ndl.transpose(T(2, 3, 4), (0, 1, 2)), ValueError,
-     ["transpose", "two", "(0, 1, 2)"]),
-    ("transpose axis range", lambda: ndl.transpose(T(2, 3), (0, 5)), ValueError,
-     ["transpose", "axis 5", "(2, 3)"]),
-    ("transpose negative range", lambda: ndl.transpose(T(2, 3), (-3, 0)), ValueError,
-     ["transpose", "axis -3"]),
-    ("transpose 1-D", lambda: ndl.transpose(T(3)), ValueError,
-     ["transpose", "(3,)", "2 dimensions"]),
+    (
+        "reshape size",
+        lambda: ndl.reshape(T(2, 3), (4, 2)),
+        ValueError,
+        ["reshape", "(2, 3)", "(4, 2)", "6", "8"],
+    ),
+    (
+        "reshape two -1",
+        lambda: ndl.reshape(T(2, 3), (-1, -1)),
+        ValueError,
+        ["reshape", "one -1", "(-1, -1)"],
+    ),
+    (
+        "reshape -1 no fit",
+        lambda: ndl.reshape(T(2, 3), (4, -1)),
+        ValueError,
+        ["reshape", "(2, 3)", "(4, -1)"],
+    ),
+    (
+        "reshape negative",
+        lambda: ndl.reshape(T(2, 3), (-2, -3)),
+        ValueError,
+        ["reshape", "(-2, -3)"],
+    ),
+    (
+        "broadcast_to",
+        lambda: ndl.broadcast_to(T(2, 3), (3, 3)),
+        ValueError,
+        ["broadcast_to", "(2, 3)", "(3, 3)"],
+    ),
+    (
+        "broadcast_to fewer dims",
+        lambda: ndl.broadcast_to(T(2, 3), (3,)),
+        ValueError,
+        ["broadcast_to", "(2, 3)", "(3,)"],
+    ),
+    (
+        "transpose three axes",
+        lambda: ndl.transpose(T(2, 3, 4), (0, 1, 2)),
+        ValueError,
+        ["transpose", "two", "(0, 1, 2)"],
+    ),
+    (
+        "transpose axis range",
+        lambda: ndl.transpose(T(2, 3), (0, 5)),
+        ValueError,
+        ["transpose", "axis 5", "(2, 3)"],
+    ),
+    (
+        "transpose negative range",
+        lambda: ndl.transpose(T(2, 3), (-3, 0)),
+        ValueError,
+        ["transpose", "axis -3"],
+    ),
+    (
+        "transpose 1-D",
+        lambda: ndl.transpose(T(3)),
+        ValueError,
+        ["transpose", "(3,)", "2 dimensions"],
+    ),
     # reductions
-    ("summation axis range", lambda: ndl.summation(T(2, 3), 2), ValueError,
-     ["summation", "axis 2", "2 dimensions"]),
-    ("summation negative", lambda: ndl.summation(T(2, 3), (0, -3)), ValueError,
-     ["summation", "axis -3"]),
-    ("summation of a scalar", lambda: ndl.summation(T(), 0), ValueError,
-     ["summation", "axis 0", "0 dimensions"]),
-    ("summation repeated", lambda: ndl.summation(T(2, 3), (1, -1)), ValueError,
-     ["summation", "repeated", "(1, -1)"]),
-    ("summation non-int axis", lambda: ndl.summation(T(2, 3), 1.0), TypeError,
-     ["summation", "ints", "1.0"]),
+    (
+        "summation axis range",
+        lambda: ndl.summation(T(2, 3), 2),
+        ValueError,
+        ["summation", "axis 2", "2 dimensions"],
+    ),
+    (
+        "summation negative",
+        lambda: ndl.summation(T(2, 3), (0, -3)),
+        ValueError,
+        ["summation", "axis -3"],
+    ),
+    (
+        "summation of a scalar",
+        lambda: ndl.summation(T(), 0),
+        ValueError,
+        ["summation", "axis 0", "0 dimensions"],
+    ),
+    (
+        "summation repeated",
+        lambda: ndl.summation(T(2, 3), (1, -1)),
+        ValueError,
+        ["summation", "repeated", "(1, -1)"],
+    ),
+    (
+        "summation non-int axis",
+        lambda: ndl.summation(T(2, 3), 1.0),
+        TypeError,
+        ["summation", "ints", "1.0"],
+    ),
     ("flip non-int axis", lambda: ndl.flip(T(2, 3), (0, "1")), TypeError, ["flip", "'1'"]),
     ("Tensor.sum axis", lambda: T(2).sum(1), ValueError, ["summation", "axis 1"]),
-    ("logsumexp axis range", lambda: ndl.logsumexp(T(2, 3), 3), ValueError,
-     ["logsumexp", "axis 3", "2 dimensions"]),
-    ("logsumexp repeated", lambda: ndl.logsumexp(T(2, 3), (0, 0)), ValueError,
-     ["logsumexp", "repeated"]),
+    (
+        "logsumexp axis range",
+        lambda: ndl.logsumexp(T(2, 3), 3),
+        ValueError,
+        ["logsumexp", "axis 3", "2 dimensions"],
+    ),
+    (
+        "logsumexp repeated",
+        lambda: ndl.logsumexp(T(2, 3), (0, 0)),
+        ValueError,
+        ["logsumexp", "repeated"],
+    ),
     ("logsoftmax scalar", lambda: ndl.logsoftmax(T()), ValueError, ["logsoftmax", "()"]),
     # stack / split / flip / dilate / undilate / tuples
     ("stack unequal", lambda: ndl.stack([T(2), T(3)], 0), ValueError, ["stack", "(2,)", "(3,)"]),
@@ -88,25 +181,49 @@ ERRORS = [
     ("dilate negative", lambda: ndl.dilate(T(2, 3), (0,), -1), ValueError, ["dilate", "-1"]),
     ("dilate non-int", lambda: ndl.dilate(T(2, 3), (0,), 1.5), ValueError, ["dilate", "1.5"]),
     ("dilate axis", lambda: ndl.dilate(T(2, 3), (2,), 1), ValueError, ["dilate", "axis 2"]),
-    ("undilate non-multiple", lambda: ndl.undilate(T(5, 3), (0,), 1), ValueError,
-     ["undilate", "(5, 3)", "multiple", "2"]),
+    (
+        "undilate non-multiple",
+        lambda: ndl.undilate(T(5, 3), (0,), 1),
+        ValueError,
+        ["undilate", "(5, 3)", "multiple", "2"],
+    ),
     ("undilate negative", lambda: ndl.undilate(T(4), (0,), -2), ValueError, ["undilate", "-2"]),
-    ("tuple_get_item range", lambda: ndl.tuple_get_item(ndl.make_tuple(T(1), T(2)), 2), IndexError,
-     ["tuple_get_item", "2", "tuple of 2"]),
-    ("TensorTuple + length", lambda: ndl.make_tuple(T(1)) + ndl.make_tuple(T(1), T(1)), TypeError,
-     ["TensorTuple", "equal length"]),
+    (
+        "tuple_get_item range",
+        lambda: ndl.tuple_get_item(ndl.make_tuple(T(1), T(2)), 2),
+        IndexError,
+        ["tuple_get_item", "2", "tuple of 2"],
+    ),
+    (
+        "TensorTuple + length",
+        lambda: ndl.make_tuple(T(1)) + ndl.make_tuple(T(1), T(1)),
+        TypeError,
+        ["TensorTuple", "equal length"],
+    ),
     # scalar ops given something that is not a real number
     ("add_scalar str", lambda: ndl.add_scalar(T(2), "1"), TypeError, ["add_scalar", "str"]),
     ("+ str", lambda: T(2) + "1", TypeError, ["add_scalar", "str"]),
     ("mul_scalar list", lambda: ndl.mul_scalar(T(2), [2.0]), TypeError, ["mul_scalar", "list"]),
     ("* ndarray", lambda: T(2) * np.ones(2), TypeError, ["mul_scalar", "ndarray"]),
-    ("power_scalar None", lambda: ndl.power_scalar(T(2), None), TypeError,
-     ["power_scalar", "NoneType"]),
-    ("divide_scalar complex", lambda: ndl.divide_scalar(T(2), 1j), TypeError,
-     ["divide_scalar", "complex"]),
+    (
+        "power_scalar None",
+        lambda: ndl.power_scalar(T(2), None),
+        TypeError,
+        ["power_scalar", "NoneType"],
+    ),
+    (
+        "divide_scalar complex",
+        lambda: ndl.divide_scalar(T(2), 1j),
+        TypeError,
+        ["divide_scalar", "complex"],
+    ),
     ("/ bool", lambda: T(2) / True, TypeError, ["divide_scalar", "bool"]),
-    ("fused_add_scalars str", lambda: ndl.fused_add_scalars(T(2), 1.0, "x"), TypeError,
-     ["fused_add_scalars", "str"]),
+    (
+        "fused_add_scalars str",
+        lambda: ndl.fused_add_scalars(T(2), 1.0, "x"),
+        TypeError,
+        ["fused_add_scalars", "str"],
+    ),
     # misc tensor API
     ("item of many", lambda: T(2).item(), ValueError, ["item", "(2,)"]),
     ("len of scalar", lambda: len(T()), TypeError, ["0-d"]),
@@ -159,14 +276,16 @@ NEEDS_TENSORS = [
 ]
 
 
-@pytest.mark.parametrize("name, call", NEEDS_TENSORS, ids=[f"{n}-{i}" for i, (n, _) in
-                                                           enumerate(NEEDS_TENSORS)])
+@pytest.mark.parametrize(
+    "name, call", NEEDS_TENSORS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(NEEDS_TENSORS)]
+)
 def test_non_tensor_argument_raises_type_error(name, call):
     with pytest.raises(TypeError, match=rf"^{re.escape(name)}: .*Tensor"):
         call()
 
 
 # ----- the engine's invariant --------------------------------------------------------------------
+
 
 class SumsTooMuch(ndl.autograd.TensorOp):
     """Identity whose gradient forgets the input's shape (returns a scalar)."""
@@ -212,6 +331,8 @@ def test_ndarray_plus_tensor_is_refused_with_a_hint():
 
 
 def test_one_hot_rejects_labels_out_of_range():
-    with pytest.raises(ValueError, match=r"one_hot: labels must be in \[0, 3\), got values from -1"):
+    with pytest.raises(
+        ValueError, match=r"one_hot: labels must be in \[0, 3\), got values from -1"
+    ):
         ndl.init.one_hot(3, np.array([-1, 1]))
     assert ndl.init.one_hot(3, [2, 0]).numpy().tolist() == [[0, 0, 1], [1, 0, 0]]

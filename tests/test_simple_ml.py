@@ -1,4 +1,5 @@
 """needle.apps.simple_ml: parse_mnist, softmax_loss, nn_epoch, loss_err."""
+
 import gzip
 import os
 
@@ -10,7 +11,9 @@ from needle.apps.simple_ml import loss_err, nn_epoch, parse_mnist, softmax_loss
 from needle.data import IDXFormatError, write_idx
 
 FASHION = "/usr/share/datasets/fashion-mnist"
-needs_fashion = pytest.mark.skipif(not os.path.isdir(FASHION), reason="dataset-fashion-mnist not installed")
+needs_fashion = pytest.mark.skipif(
+    not os.path.isdir(FASHION), reason="dataset-fashion-mnist not installed"
+)
 
 
 def _numpy_softmax_loss(Z, y):
@@ -79,8 +82,12 @@ def test_parse_mnist_reports_truncated_file_by_name(tmp_path):
 
 @needs_fashion
 def test_nn_epoch_learns_fashion_mnist():
-    X, y = parse_mnist(f"{FASHION}/train-images-idx3-ubyte.gz", f"{FASHION}/train-labels-idx1-ubyte.gz")
-    Xt, yt = parse_mnist(f"{FASHION}/t10k-images-idx3-ubyte.gz", f"{FASHION}/t10k-labels-idx1-ubyte.gz")
+    X, y = parse_mnist(
+        f"{FASHION}/train-images-idx3-ubyte.gz", f"{FASHION}/train-labels-idx1-ubyte.gz"
+    )
+    Xt, yt = parse_mnist(
+        f"{FASHION}/t10k-images-idx3-ubyte.gz", f"{FASHION}/t10k-labels-idx1-ubyte.gz"
+    )
     assert X.shape == (60000, 784) and X.dtype == np.float32 and 0 <= X.min() and X.max() <= 1
     np.random.seed(0)
     W1 = ndl.Tensor(np.random.randn(784, 100).astype(np.float32) / np.sqrt(100))

@@ -3,6 +3,7 @@
 ``nn_epoch`` trains ``relu(X @ W1) @ W2`` with plain SGD, differentiating with needle's
 autograd, and ``loss_err`` reports the softmax loss and error rate of logits.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,9 @@ def softmax_loss(Z: ndl.Tensor, y_one_hot: ndl.Tensor) -> ndl.Tensor:
     Returns a 0-d Tensor. Uses the stable log-sum-exp.
     """
     if Z.shape != y_one_hot.shape:
-        raise ValueError(f"softmax_loss: Z.shape={Z.shape} and y_one_hot.shape={y_one_hot.shape} differ")
+        raise ValueError(
+            f"softmax_loss: Z.shape={Z.shape} and y_one_hot.shape={y_one_hot.shape} differ"
+        )
     per_example = ndl.logsumexp(Z, axes=(1,)) - ndl.summation(Z * y_one_hot, axes=(1,))
     return ndl.summation(per_example) / Z.shape[0]
 
@@ -39,8 +42,9 @@ def _one_hot(y: np.ndarray, num_classes: int, dtype) -> np.ndarray:
     return one_hot
 
 
-def nn_epoch(X: np.ndarray, y: np.ndarray, W1: ndl.Tensor, W2: ndl.Tensor, lr: float = 0.1,
-             batch: int = 100) -> tuple[ndl.Tensor, ndl.Tensor]:
+def nn_epoch(
+    X: np.ndarray, y: np.ndarray, W1: ndl.Tensor, W2: ndl.Tensor, lr: float = 0.1, batch: int = 100
+) -> tuple[ndl.Tensor, ndl.Tensor]:
     """One epoch of minibatch SGD, in order, on the net ``relu(X @ W1) @ W2``.
 
     X (N, d) float32, y (N,) integer labels, W1 (d, h), W2 (h, k) Tensors. Returns the
@@ -48,8 +52,8 @@ def nn_epoch(X: np.ndarray, y: np.ndarray, W1: ndl.Tensor, W2: ndl.Tensor, lr: f
     """
     num_classes = W2.shape[1]
     for start in range(0, X.shape[0], batch):
-        X_batch = ndl.Tensor(X[start:start + batch], requires_grad=False)
-        y_batch = y[start:start + batch]
+        X_batch = ndl.Tensor(X[start : start + batch], requires_grad=False)
+        y_batch = y[start : start + batch]
         logits = ndl.relu(X_batch @ W1) @ W2
         targets = ndl.Tensor(_one_hot(y_batch, num_classes, logits.dtype), requires_grad=False)
         softmax_loss(logits, targets).backward()

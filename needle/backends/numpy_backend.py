@@ -4,6 +4,7 @@ Random draws go through NumPy's *global* generator (``np.random.rand`` /
 ``np.random.randn``) so that ``np.random.seed`` governs every draw, exactly as in the
 course's reference framework.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,7 +58,7 @@ class CPUDevice(Device):
         return np.random.rand(*shape)
 
     def one_hot(self, n: int, i, dtype: str = "float32") -> np.ndarray:
-        """Rows of the n×n identity picked by the integer labels ``i``: shape ``i.shape + (n,)``."""
+        """Rows of the n×n identity picked by integer labels ``i``: shape ``i.shape + (n,)``."""
         return np.eye(n, dtype=dtype)[i]
 
     def empty(self, shape: tuple, dtype: str = "float32") -> np.ndarray:

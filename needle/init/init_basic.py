@@ -3,6 +3,7 @@
 Random draws go through the device's ``rand``/``randn`` (NumPy's global generator on
 the CPU), in the course's order, so ``np.random.seed`` reproduces the course's numbers.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,14 @@ def _check_shape(name: str, shape: tuple) -> None:
         raise ValueError(f"{name}: shape must be non-negative ints, got {shape!r}")
 
 
-def rand(*shape: int, low: float = 0.0, high: float = 1.0, device: Device | None = None,
-         dtype: str = "float32", requires_grad: bool = False) -> Tensor:
+def rand(
+    *shape: int,
+    low: float = 0.0,
+    high: float = 1.0,
+    device: Device | None = None,
+    dtype: str = "float32",
+    requires_grad: bool = False,
+) -> Tensor:
     """Uniform draws in [low, high): ``device.rand(*shape) * (high - low) + low``.
 
     >>> rand(2, 3).shape
@@ -34,8 +41,14 @@ def rand(*shape: int, low: float = 0.0, high: float = 1.0, device: Device | None
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
-def randn(*shape: int, mean: float = 0.0, std: float = 1.0, device: Device | None = None,
-          dtype: str = "float32", requires_grad: bool = False) -> Tensor:
+def randn(
+    *shape: int,
+    mean: float = 0.0,
+    std: float = 1.0,
+    device: Device | None = None,
+    dtype: str = "float32",
+    requires_grad: bool = False,
+) -> Tensor:
     """Normal draws: ``device.randn(*shape) * std + mean``."""
     _check_shape("randn", shape)
     device = _device(device)
@@ -43,8 +56,13 @@ def randn(*shape: int, mean: float = 0.0, std: float = 1.0, device: Device | Non
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
-def constant(*shape: int, c: float = 1.0, device: Device | None = None, dtype: str = "float32",
-             requires_grad: bool = False) -> Tensor:
+def constant(
+    *shape: int,
+    c: float = 1.0,
+    device: Device | None = None,
+    dtype: str = "float32",
+    requires_grad: bool = False,
+) -> Tensor:
     """A tensor of ``shape`` filled with ``c``."""
     _check_shape("constant", shape)
     device = _device(device)
@@ -52,20 +70,27 @@ def constant(*shape: int, c: float = 1.0, device: Device | None = None, dtype: s
     return Tensor.make_const(array, requires_grad=requires_grad)
 
 
-def ones(*shape: int, device: Device | None = None, dtype: str = "float32",
-         requires_grad: bool = False) -> Tensor:
+def ones(
+    *shape: int, device: Device | None = None, dtype: str = "float32", requires_grad: bool = False
+) -> Tensor:
     """A tensor of ones."""
     return constant(*shape, c=1.0, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
-def zeros(*shape: int, device: Device | None = None, dtype: str = "float32",
-          requires_grad: bool = False) -> Tensor:
+def zeros(
+    *shape: int, device: Device | None = None, dtype: str = "float32", requires_grad: bool = False
+) -> Tensor:
     """A tensor of zeros."""
     return constant(*shape, c=0.0, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
-def randb(*shape: int, p: float = 0.5, device: Device | None = None, dtype: str = "bool",
-          requires_grad: bool = False) -> Tensor:
+def randb(
+    *shape: int,
+    p: float = 0.5,
+    device: Device | None = None,
+    dtype: str = "bool",
+    requires_grad: bool = False,
+) -> Tensor:
     """Bernoulli draws: ``device.rand(*shape) <= p`` (True with probability p)."""
     _check_shape("randb", shape)
     device = _device(device)
@@ -73,8 +98,9 @@ def randb(*shape: int, p: float = 0.5, device: Device | None = None, dtype: str 
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
-def one_hot(n: int, i, device: Device | None = None, dtype: str = "float32",
-            requires_grad: bool = False) -> Tensor:
+def one_hot(
+    n: int, i, device: Device | None = None, dtype: str = "float32", requires_grad: bool = False
+) -> Tensor:
     """One-hot rows: shape ``i.shape + (n,)``, row k has a 1 at column ``i[k]``.
 
     ``i`` is a Tensor or array of integer labels in [0, n).
@@ -86,17 +112,24 @@ def one_hot(n: int, i, device: Device | None = None, dtype: str = "float32",
         raise ValueError(
             f"one_hot: labels must be in [0, {n}), got values from {labels.min()} to {labels.max()}"
         )
-    return Tensor(device.one_hot(n, labels, dtype=dtype), device=device,
-                  requires_grad=requires_grad)
+    return Tensor(
+        device.one_hot(n, labels, dtype=dtype), device=device, requires_grad=requires_grad
+    )
 
 
-def zeros_like(array: Tensor, *, device: Device | None = None, requires_grad: bool = False) -> Tensor:
+def zeros_like(
+    array: Tensor, *, device: Device | None = None, requires_grad: bool = False
+) -> Tensor:
     """Zeros of ``array``'s shape and dtype."""
-    return zeros(*array.shape, dtype=array.dtype, device=device or array.device,
-                 requires_grad=requires_grad)
+    return zeros(
+        *array.shape, dtype=array.dtype, device=device or array.device, requires_grad=requires_grad
+    )
 
 
-def ones_like(array: Tensor, *, device: Device | None = None, requires_grad: bool = False) -> Tensor:
+def ones_like(
+    array: Tensor, *, device: Device | None = None, requires_grad: bool = False
+) -> Tensor:
     """Ones of ``array``'s shape and dtype."""
-    return ones(*array.shape, dtype=array.dtype, device=device or array.device,
-                requires_grad=requires_grad)
+    return ones(
+        *array.shape, dtype=array.dtype, device=device or array.device, requires_grad=requires_grad
+    )

@@ -5,6 +5,7 @@ in the same order and the same arithmetic — so a seeded run gives the course's
 Inputs are validated where they enter a layer, and errors name the layer, the shape
 received and what it expected.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,6 +22,7 @@ from .module import Module, Parameter
 
 # ----- validation helpers ---------------------------------------------------------------------
 
+
 def _check_tensor(layer: str, x: Any) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(
@@ -34,8 +36,11 @@ def _check_features(layer: str, x: Any, dim: int) -> None:
     _check_tensor(layer, x)
     if len(x.shape) == 2 and x.shape[1] == dim:
         return
-    hint = (f"build the layer with dim={x.shape[1]}" if len(x.shape) == 2
-            else "flatten the input first (nn.Flatten())")
+    hint = (
+        f"build the layer with dim={x.shape[1]}"
+        if len(x.shape) == 2
+        else "flatten the input first (nn.Flatten())"
+    )
     raise ValueError(
         f"{layer}(dim={dim}): expected input of shape (N, {dim}), got {tuple(x.shape)}; {hint}"
     )
@@ -47,6 +52,7 @@ def _over_rows(stat: Tensor, shape: tuple) -> Tensor:
 
 
 # ----- simple layers --------------------------------------------------------------------------
+
 
 class Identity(Module):
     """Returns its input unchanged. Any shape → the same shape."""
@@ -73,19 +79,36 @@ class Linear(Module):
     (4, 2)
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 device: Device | None = None, dtype: str = "float32", *, fused: bool = True) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: Device | None = None,
+        dtype: str = "float32",
+        *,
+        fused: bool = True,
+    ) -> None:
         super().__init__()
         self.fused = fused
         self.in_features = check_positive_int("Linear", "in_features", in_features)
         self.out_features = check_positive_int("Linear", "out_features", out_features)
-        self.weight = Parameter(init.kaiming_uniform(
-            self.in_features, self.out_features, device=device, dtype=dtype, requires_grad=True))
+        self.weight = Parameter(
+            init.kaiming_uniform(
+                self.in_features, self.out_features, device=device, dtype=dtype, requires_grad=True
+            )
+        )
         self.bias = None
         if bias:
-            self.bias = Parameter(init.kaiming_uniform(
-                self.out_features, 1, device=device, dtype=dtype, requires_grad=True,
-            ).reshape((1, self.out_features)))
+            self.bias = Parameter(
+                init.kaiming_uniform(
+                    self.out_features,
+                    1,
+                    device=device,
+                    dtype=dtype,
+                    requires_grad=True,
+                ).reshape((1, self.out_features))
+            )
 
     def forward(self, X: Tensor) -> Tensor:
         """(N, in_features) → (N, out_features); also (..., in_features)."""
@@ -104,8 +127,10 @@ class Linear(Module):
         return out
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
 
 
 class Flatten(Module):
@@ -160,8 +185,11 @@ class Sequential(Module):
             if not isinstance(module, Module):
                 raise TypeError(
                     f"Sequential: argument {index} must be a Module, got {type(module).__name__}"
-                    + ("; pass the layers unpacked: Sequential(*layers)"
-                       if isinstance(module, (list, tuple)) else "")
+                    + (
+                        "; pass the layers unpacked: Sequential(*layers)"
+                        if isinstance(module, (list, tuple))
+                        else ""
+                    )
                 )
         self.modules = modules
 
@@ -206,6 +234,7 @@ class Residual(Module):
 
 
 # ----- loss -----------------------------------------------------------------------------------
+
 
 def _labels(y: Any, n: int, k: int) -> np.ndarray:
     """``y`` as int64 labels of shape (n,), each in [0, k), or a ValueError naming the bad ones."""
@@ -266,6 +295,7 @@ class SoftmaxLoss(Module):
 
 # ----- normalisation and dropout -------------------------------------------------------------
 
+
 class LayerNorm1d(Module):
     """Normalise each row of x (N, dim) to zero mean, unit variance; scale and shift.
 
@@ -274,13 +304,21 @@ class LayerNorm1d(Module):
     ``fused=True`` (the default) runs it as one op with a hand-derived gradient.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5, device: Device | None = None,
-                 dtype: str = "float32", *, fused: bool = True) -> None:
+    def __init__(
+        self,
+        dim: int,
+        eps: float = 1e-5,
+        device: Device | None = None,
+        dtype: str = "float32",
+        *,
+        fused: bool = True,
+    ) -> None:
         super().__init__()
         self.fused = fused
         self.dim = check_positive_int("LayerNorm1d", "dim", dim)
-        self.eps = check_real("LayerNorm1d", "eps", eps, low=0.0, high=math.inf,
-                            low_open=True, high_open=True)
+        self.eps = check_real(
+            "LayerNorm1d", "eps", eps, low=0.0, high=math.inf, low_open=True, high_open=True
+        )
         self.weight = Parameter(init.ones(self.dim, device=device, dtype=dtype, requires_grad=True))
         self.bias = Parameter(init.zeros(self.dim, device=device, dtype=dtype, requires_grad=True))
 
@@ -292,7 +330,7 @@ class LayerNorm1d(Module):
         shape = x.shape
         mean = _over_rows(x.sum(axes=(1,)) / self.dim, shape)
         centred = x - mean
-        var = _over_rows((centred ** 2).sum(axes=(1,)) / self.dim, shape)
+        var = _over_rows((centred**2).sum(axes=(1,)) / self.dim, shape)
         normed = centred / (var + self.eps) ** 0.5
         return self.weight.broadcast_to(shape) * normed + self.bias.broadcast_to(shape)
 
@@ -311,13 +349,22 @@ class BatchNorm1d(Module):
     ``fused=True`` (the default) runs training mode as one op with a hand-derived gradient.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1,
-                 device: Device | None = None, dtype: str = "float32", *, fused: bool = True) -> None:
+    def __init__(
+        self,
+        dim: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        device: Device | None = None,
+        dtype: str = "float32",
+        *,
+        fused: bool = True,
+    ) -> None:
         super().__init__()
         self.fused = fused
         self.dim = check_positive_int("BatchNorm1d", "dim", dim)
-        self.eps = check_real("BatchNorm1d", "eps", eps, low=0.0, high=math.inf,
-                            low_open=True, high_open=True)
+        self.eps = check_real(
+            "BatchNorm1d", "eps", eps, low=0.0, high=math.inf, low_open=True, high_open=True
+        )
         self.momentum = check_real("BatchNorm1d", "momentum", momentum, low=0.0, high=1.0)
         self.weight = Parameter(init.ones(self.dim, device=device, dtype=dtype, requires_grad=True))
         self.bias = Parameter(init.zeros(self.dim, device=device, dtype=dtype, requires_grad=True))
@@ -335,7 +382,7 @@ class BatchNorm1d(Module):
         if self.training:
             mean = x.sum(axes=(0,)) / shape[0]
             centred = x - mean.broadcast_to(shape)
-            var = (centred ** 2).sum(axes=(0,)) / shape[0]
+            var = (centred**2).sum(axes=(0,)) / shape[0]
             self._update_running(mean, var)
         else:
             centred = x - self.running_mean.broadcast_to(shape)
@@ -383,6 +430,16 @@ class Dropout(Module):
 
 
 __all__ = [
-    "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Sequential", "Residual",
-    "SoftmaxLoss", "LayerNorm1d", "BatchNorm1d", "Dropout",
+    "Identity",
+    "Linear",
+    "Flatten",
+    "ReLU",
+    "Tanh",
+    "Sigmoid",
+    "Sequential",
+    "Residual",
+    "SoftmaxLoss",
+    "LayerNorm1d",
+    "BatchNorm1d",
+    "Dropout",
 ]

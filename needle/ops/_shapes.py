@@ -4,6 +4,7 @@ Everything here is plain shape arithmetic on tuples (no arrays), so it serves ev
 backend. Errors are raised in the op's *function*, before anything is computed, and
 name the op, the shapes received and what was expected.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -27,7 +28,8 @@ def broadcast_shapes(op_name: str, *shapes: Shape) -> Shape:
             shown = " and ".join(str(tuple(s)) for s in shapes)
             raise ValueError(
                 f"{op_name}: shapes {shown} cannot be broadcast together (axis {axis} has sizes "
-                f"{sorted(sizes)}); each dimension must match or be 1 — reshape or broadcast_to first"
+                f"{sorted(sizes)}); each dimension must match or be 1 — reshape or "
+                f"broadcast_to first"
             )
         result.append(sizes.pop() if sizes else 1)
     return tuple(result)
@@ -89,7 +91,9 @@ def reshape_target(op_name: str, shape: Shape, target: Shape) -> Shape:
             known *= t
     if -1 in target:
         if known == 0 or size % known:
-            raise ValueError(f"{op_name}: cannot reshape {tuple(shape)} ({size} elements) to {target}")
+            raise ValueError(
+                f"{op_name}: cannot reshape {tuple(shape)} ({size} elements) to {target}"
+            )
         target = tuple(size // known if t == -1 else t for t in target)
     elif known != size or any(t < 0 for t in target):
         raise ValueError(

@@ -10,6 +10,7 @@ linked into the graph through :class:`HandDerivedGradient`, whose own gradient r
 an error that says how to get a twice-differentiable layer (``fused=False``).
 The unfused compositions in ``needle.nn`` are the reference the tests check these against.
 """
+
 from __future__ import annotations
 
 from ..autograd import Tensor, TensorOp, is_grad_enabled
@@ -44,7 +45,9 @@ def _link_gradients(source: str, out_grad: Tensor, node: Tensor, arrays: tuple) 
         return tuple(None if array is None else Tensor.make_const(array) for array in arrays)
     links = (out_grad, *node.inputs)
     return tuple(
-        HandDerivedGradient(array, source)(*links) if array is not None and inp.requires_grad else None
+        HandDerivedGradient(array, source)(*links)
+        if array is not None and inp.requires_grad
+        else None
         for array, inp in zip(arrays, node.inputs)
     )
 
@@ -68,12 +71,13 @@ class FusedLinear(TensorOp):
 
 
 def fused_linear(X: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
-    """``X @ W + b`` as one op: X (N, in), W (in, out), b (1, out) or (out,) or None → (N, out)."""
+    """``X @ W + b`` as one op: X (N, in), W (in, out), b (1, out), (out,) or None → (N, out)."""
     _check_tensor("fused_linear", X, "X")
     _check_tensor("fused_linear", W, "W")
     if len(X.shape) != 2 or len(W.shape) != 2 or X.shape[1] != W.shape[0]:
         raise ValueError(
-            f"fused_linear: X.shape={X.shape}, W.shape={W.shape}: expected X (N, in) and W (in, out)"
+            f"fused_linear: X.shape={X.shape}, W.shape={W.shape}: "
+            f"expected X (N, in) and W (in, out)"
         )
     if b is None:
         return FusedLinear()(X, W)
@@ -110,8 +114,12 @@ class _FusedNorm(TensorOp):
         weight = node.inputs[1].realize_cached_data()
         grad_bias = g.sum(axis=0)
         grad_weight = (g * self.xhat).sum(axis=0)
-        return _link_gradients(self.name, out_grad, node,
-                               (self._grad_x(g, weight, grad_weight, grad_bias), grad_weight, grad_bias))
+        return _link_gradients(
+            self.name,
+            out_grad,
+            node,
+            (self._grad_x(g, weight, grad_weight, grad_bias), grad_weight, grad_bias),
+        )
 
     def _grad_x(self, g: NDArray, weight: NDArray, grad_weight: NDArray, grad_bias: NDArray):
         # d/dx of (x - mean) * inv_std, applied to gx = g * weight, along the stats axis:
@@ -154,8 +162,9 @@ def _check_norm(op_name: str, x: Tensor, weight: Tensor, bias: Tensor) -> None:
         )
 
 
-def fused_batch_norm(x: Tensor, weight: Tensor, bias: Tensor,
-                     eps: float = 1e-5) -> tuple[Tensor, Tensor, Tensor]:
+def fused_batch_norm(
+    x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5
+) -> tuple[Tensor, Tensor, Tensor]:
     """Batch norm with batch statistics as one op.
 
     Returns ``(out (N, D), batch_mean (D,), batch_var (D,))``; the statistics are
@@ -205,6 +214,13 @@ def fused_softmax_cross_entropy(logits: Tensor, labels: NDArray) -> Tensor:
 
 
 __all__ = [
-    "HandDerivedGradient", "FusedLinear", "fused_linear", "FusedBatchNorm", "fused_batch_norm",
-    "FusedLayerNorm", "fused_layer_norm", "FusedSoftmaxCrossEntropy", "fused_softmax_cross_entropy",
+    "HandDerivedGradient",
+    "FusedLinear",
+    "fused_linear",
+    "FusedBatchNorm",
+    "fused_batch_norm",
+    "FusedLayerNorm",
+    "fused_layer_norm",
+    "FusedSoftmaxCrossEntropy",
+    "fused_softmax_cross_entropy",
 ]

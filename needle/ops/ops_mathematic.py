@@ -5,6 +5,7 @@ and ``gradient`` (built from needle ops, so it is differentiable too) side by si
 and the lowercase function right below it. The function validates its arguments
 and raises a clear error before anything is computed.
 """
+
 from __future__ import annotations
 
 from ..autograd import Tensor, TensorOp
@@ -21,7 +22,9 @@ from ._shapes import (
 
 def _check_tensor(op_name: str, value, arg: str = "a") -> None:
     if not isinstance(value, Tensor):
-        raise TypeError(f"{op_name}: argument {arg} must be a needle.Tensor, got {type(value).__name__}")
+        raise TypeError(
+            f"{op_name}: argument {arg} must be a needle.Tensor, got {type(value).__name__}"
+        )
 
 
 def _broadcast_pair(op_name: str, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -64,6 +67,7 @@ def _const_like(array: NDArray) -> Tensor:
 
 # ----- elementwise binary ----------------------------------------------------------------
 
+
 class EWiseAdd(TensorOp):
     """``a + b`` elementwise (same shapes; broadcasting is made explicit by :func:`add`)."""
 
@@ -75,7 +79,7 @@ class EWiseAdd(TensorOp):
 
 
 def add(a: Tensor, b: Tensor) -> Tensor:
-    """Elementwise sum with NumPy broadcasting. Shapes ``a.shape``, ``b.shape`` → broadcast shape."""
+    """Elementwise sum with NumPy broadcasting: ``a.shape``, ``b.shape`` → the broadcast shape."""
     return EWiseAdd()(*_broadcast_pair("add", a, b))
 
 
@@ -137,7 +141,7 @@ class EWisePow(TensorOp):
     """``a ** b`` elementwise (``a`` > 0 where the gradient in ``b`` is needed)."""
 
     def compute(self, a: NDArray, b: NDArray):
-        return a ** b
+        return a**b
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         a, b = node.inputs
@@ -158,7 +162,7 @@ class PowerScalar(TensorOp):
         self.scalar = scalar
 
     def compute(self, a: NDArray):
-        return a ** self.scalar
+        return a**self.scalar
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         if self.scalar == 0:
@@ -209,6 +213,7 @@ def divide_scalar(a: Tensor, scalar) -> Tensor:
 
 
 # ----- elementwise unary ---------------------------------------------------------------------
+
 
 class Negate(TensorOp):
     """``-a``."""
@@ -313,6 +318,7 @@ def sigmoid(a: Tensor) -> Tensor:
 
 
 # ----- shape ops ---------------------------------------------------------------------------------
+
 
 class Transpose(TensorOp):
     """Swap two axes (the last two when ``axes`` is None)."""
@@ -431,7 +437,7 @@ class MatMul(TensorOp):
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b`` for ``a`` (..., n, k) and ``b`` (..., k, m) → (..., n, m), batch dims broadcast."""
+    """``a @ b``: a (..., n, k) and b (..., k, m) → (..., n, m), batch dimensions broadcast."""
     _check_tensor("matmul", a, "a")
     _check_tensor("matmul", b, "b")
     if len(a.shape) < 2 or len(b.shape) < 2:
@@ -479,10 +485,14 @@ class Dilate(TensorOp):
 
     def _index(self, ndim: int) -> tuple:
         step = self.dilation + 1
-        return tuple(slice(None, None, step) if i in self.axes else slice(None) for i in range(ndim))
+        return tuple(
+            slice(None, None, step) if i in self.axes else slice(None) for i in range(ndim)
+        )
 
     def compute(self, a: NDArray):
-        shape = tuple(s * (self.dilation + 1) if i in self.axes else s for i, s in enumerate(a.shape))
+        shape = tuple(
+            s * (self.dilation + 1) if i in self.axes else s for i, s in enumerate(a.shape)
+        )
         out = array_api.zeros(shape, dtype=a.dtype)
         out[self._index(a.ndim)] = a
         return out
@@ -534,10 +544,48 @@ def undilate(a: Tensor, axes, dilation: int) -> Tensor:
 
 __all__ = [
     "unbroadcast",
-    "EWiseAdd", "add", "AddScalar", "add_scalar", "EWiseMul", "multiply", "MulScalar",
-    "mul_scalar", "EWisePow", "power", "PowerScalar", "power_scalar", "EWiseDiv", "divide",
-    "DivScalar", "divide_scalar", "Negate", "negate", "Log", "log", "Exp", "exp", "ReLU", "relu",
-    "Tanh", "tanh", "Sigmoid", "sigmoid", "Transpose", "transpose", "Reshape", "reshape",
-    "BroadcastTo", "broadcast_to", "Summation", "summation", "MatMul", "matmul", "Flip", "flip",
-    "Dilate", "dilate", "UnDilate", "undilate",
+    "EWiseAdd",
+    "add",
+    "AddScalar",
+    "add_scalar",
+    "EWiseMul",
+    "multiply",
+    "MulScalar",
+    "mul_scalar",
+    "EWisePow",
+    "power",
+    "PowerScalar",
+    "power_scalar",
+    "EWiseDiv",
+    "divide",
+    "DivScalar",
+    "divide_scalar",
+    "Negate",
+    "negate",
+    "Log",
+    "log",
+    "Exp",
+    "exp",
+    "ReLU",
+    "relu",
+    "Tanh",
+    "tanh",
+    "Sigmoid",
+    "sigmoid",
+    "Transpose",
+    "transpose",
+    "Reshape",
+    "reshape",
+    "BroadcastTo",
+    "broadcast_to",
+    "Summation",
+    "summation",
+    "MatMul",
+    "matmul",
+    "Flip",
+    "flip",
+    "Dilate",
+    "dilate",
+    "UnDilate",
+    "undilate",
 ]

@@ -1,4 +1,5 @@
 """Ops that make or take apart tuples of tensors: stack, split and the tuple plumbing."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -79,8 +80,9 @@ class FusedAddScalars(TensorTupleOp):
 def fused_add_scalars(x: Tensor, c0: float, c1: float) -> TensorTuple:
     """The tuple ``(x + c0, x + c1)``."""
     _check_tensor("fused_add_scalars", x, "x")
-    return FusedAddScalars(python_scalar("fused_add_scalars", c0),
-                           python_scalar("fused_add_scalars", c1))(x)
+    return FusedAddScalars(
+        python_scalar("fused_add_scalars", c0), python_scalar("fused_add_scalars", c1)
+    )(x)
 
 
 class Stack(TensorOp):
@@ -105,7 +107,9 @@ def stack(args: Sequence[Tensor], axis: int) -> Tensor:
         _check_tensor("stack", arg, f"args[{i}]")
     shapes = {a.shape for a in args}
     if len(shapes) > 1:
-        raise ValueError(f"stack: all tensors must have the same shape, got {[a.shape for a in args]}")
+        raise ValueError(
+            f"stack: all tensors must have the same shape, got {[a.shape for a in args]}"
+        )
     ndim = len(args[0].shape) + 1
     if not -ndim <= axis < ndim:
         raise ValueError(f"stack: axis {axis} out of range for stacking into {ndim} dimensions")
@@ -136,6 +140,14 @@ def split(a: Tensor, axis: int) -> TensorTuple:
 
 
 __all__ = [
-    "MakeTensorTuple", "make_tuple", "TupleGetItem", "tuple_get_item", "FusedAddScalars",
-    "fused_add_scalars", "Stack", "stack", "Split", "split",
+    "MakeTensorTuple",
+    "make_tuple",
+    "TupleGetItem",
+    "tuple_get_item",
+    "FusedAddScalars",
+    "fused_add_scalars",
+    "Stack",
+    "stack",
+    "Split",
+    "split",
 ]

@@ -6,6 +6,7 @@ modified, and each parameter's array is *replaced* by a new one of the same dtyp
 Scalars are Python floats, so float32 parameters stay float32 and the arithmetic is
 the course's, in the course's order (seeded runs give the course's numbers).
 """
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,9 @@ class Optimizer:
             new = self._update(self.state[index], data, grad)
             param.cached_data = new.astype(data.dtype, copy=False)
 
-    def _update(self, slots: dict[str, np.ndarray], data: np.ndarray,
-                grad: np.ndarray) -> np.ndarray:
+    def _update(
+        self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray
+    ) -> np.ndarray:
         """The new parameter array given its array, its gradient and its state ``slots``.
 
         ``slots`` (this parameter's, or the flat buffers of all of them) are updated in
@@ -91,11 +93,15 @@ class Optimizer:
             flat = {name: np.zeros(offsets[-1], dtype=dtype) for name in self._slot_names}
             self._flat["slots"] = flat
             for i, p in enumerate(self.params):
-                self.state[i] = {name: buffer[offsets[i]:offsets[i + 1]].reshape(p.shape)
-                                 for name, buffer in flat.items()}
+                self.state[i] = {
+                    name: buffer[offsets[i] : offsets[i + 1]].reshape(p.shape)
+                    for name, buffer in flat.items()
+                }
         else:
             for i, p in enumerate(self.params):
-                self.state[i] = {name: np.zeros(p.shape, dtype=p.dtype) for name in self._slot_names}
+                self.state[i] = {
+                    name: np.zeros(p.shape, dtype=p.dtype) for name in self._slot_names
+                }
 
     def _step_flat(self) -> None:
         flat, params = self._flat, self.params
@@ -105,12 +111,15 @@ class Optimizer:
         if views is not None and all(p.cached_data is v for p, v in zip(params, views)):
             data = flat["data"]  # the parameters are still the views made by the last step
         else:
-            data = np.concatenate([p.realize_cached_data().reshape(-1) for p in params], dtype=dtype)
-        grad = np.concatenate([p.grad.realize_cached_data().reshape(-1) for p in params],
-                              dtype=dtype)
+            data = np.concatenate(
+                [p.realize_cached_data().reshape(-1) for p in params], dtype=dtype
+            )
+        grad = np.concatenate(
+            [p.grad.realize_cached_data().reshape(-1) for p in params], dtype=dtype
+        )
         new = self._update(flat["slots"], data, grad)
         # Each parameter gets a view of the new array; the old arrays are left untouched.
-        views = [new[offsets[i]:offsets[i + 1]].reshape(p.shape) for i, p in enumerate(params)]
+        views = [new[offsets[i] : offsets[i + 1]].reshape(p.shape) for i, p in enumerate(params)]
         for param, view in zip(params, views):
             param.cached_data = view
         flat["data"], flat["views"] = new, views
@@ -130,13 +139,16 @@ class Optimizer:
         Returns the norm before clipping. Each clipped gradient is a new tensor (the
         old one is not modified).
         """
-        max_norm = check_real(f"{type(self).__name__}.clip_grad_norm", "max_norm", max_norm,
-                               low=0.0, low_open=True)
+        max_norm = check_real(
+            f"{type(self).__name__}.clip_grad_norm", "max_norm", max_norm, low=0.0, low_open=True
+        )
         with_grad = [p for p in self.params if p.grad is not None]
-        total = math.sqrt(sum(
-            float(np.sum(np.square(p.grad.realize_cached_data(), dtype=np.float64)))
-            for p in with_grad
-        ))
+        total = math.sqrt(
+            sum(
+                float(np.sum(np.square(p.grad.realize_cached_data(), dtype=np.float64)))
+                for p in with_grad
+            )
+        )
         # The small constant keeps the clipped norm just under max_norm (as PyTorch does).
         scale = max_norm / (total + 1e-6)
         if scale < 1.0:
@@ -189,27 +201,37 @@ class Optimizer:
         for index, slots in per_param.items():
             for name, value in slots.items():
                 if name not in self.state[index]:
-                    raise ValueError(f"{owner}: unknown state slot {name!r} for "
-                                     f"{type(self).__name__}; expected {list(self._slot_names)}")
+                    raise ValueError(
+                        f"{owner}: unknown state slot {name!r} for "
+                        f"{type(self).__name__}; expected {list(self._slot_names)}"
+                    )
                 self.state[index][name][...] = value
 
 
 def _check_params(owner: str, params: Iterable[Tensor]) -> list[Tensor]:
     if isinstance(params, Tensor):
-        raise TypeError(f"{owner}: params must be a list of Parameters, got a single Tensor; "
-                        f"wrap it in a list: [param]")
+        raise TypeError(
+            f"{owner}: params must be a list of Parameters, got a single Tensor; "
+            f"wrap it in a list: [param]"
+        )
     params = list(params)
     if not params:
-        raise ValueError(f"{owner}: got an empty parameter list; pass model.parameters() "
-                         f"of a model that has parameters")
+        raise ValueError(
+            f"{owner}: got an empty parameter list; pass model.parameters() "
+            f"of a model that has parameters"
+        )
     seen = set()
     for index, param in enumerate(params):
         if not isinstance(param, Tensor):
-            raise TypeError(f"{owner}: params[{index}] must be a Parameter (needle.Tensor), "
-                            f"got {type(param).__name__}")
+            raise TypeError(
+                f"{owner}: params[{index}] must be a Parameter (needle.Tensor), "
+                f"got {type(param).__name__}"
+            )
         if id(param) in seen:
-            raise ValueError(f"{owner}: params[{index}] appears more than once in the "
-                             f"parameter list; each parameter would be updated twice")
+            raise ValueError(
+                f"{owner}: params[{index}] appears more than once in the "
+                f"parameter list; each parameter would be updated twice"
+            )
         seen.add(id(param))
     return params
 
@@ -218,13 +240,17 @@ def _check_state_header(owner: str, state: Any, kind: str, num_params: int) -> N
     required = {"optimizer", "state", "hyperparameters"}
     if not isinstance(state, dict) or not required <= set(state):
         got = f"keys {sorted(state)}" if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{owner}: expected a dict from Optimizer.state_dict() with keys "
-                         f"{sorted(required)}, got {got}")
+        raise ValueError(
+            f"{owner}: expected a dict from Optimizer.state_dict() with keys "
+            f"{sorted(required)}, got {got}"
+        )
     if state["optimizer"] != kind:
         raise ValueError(f"{owner}: the state was saved by {state['optimizer']!r}, not {kind!r}")
     if state.get("num_params", num_params) != num_params:
-        raise ValueError(f"{owner}: the state is for {state['num_params']} parameters, but this "
-                         f"optimizer has {num_params}; build it on the same model")
+        raise ValueError(
+            f"{owner}: the state is for {state['num_params']} parameters, but this "
+            f"optimizer has {num_params}; build it on the same model"
+        )
 
 
 def _state_index(owner: str, key: Any, num_params: int) -> int:
@@ -233,19 +259,24 @@ def _state_index(owner: str, key: Any, num_params: int) -> int:
     except (TypeError, ValueError):
         index = -1
     if not 0 <= index < num_params:
-        raise ValueError(f"{owner}: state key {key!r} is not a parameter index in "
-                         f"[0, {num_params})")
+        raise ValueError(
+            f"{owner}: state key {key!r} is not a parameter index in [0, {num_params})"
+        )
     return index
 
 
 def _state_array(owner: str, key: str, name: str, value: Any, param: Tensor) -> np.ndarray:
     array = np.array(value.numpy() if isinstance(value, Tensor) else value, copy=True)
     if array.shape != tuple(param.shape):
-        raise ValueError(f"{owner}: state[{key!r}][{name!r}] has shape {array.shape}, but "
-                         f"params[{key}] has shape {tuple(param.shape)}")
+        raise ValueError(
+            f"{owner}: state[{key!r}][{name!r}] has shape {array.shape}, but "
+            f"params[{key}] has shape {tuple(param.shape)}"
+        )
     if array.dtype != param.dtype:
-        raise ValueError(f"{owner}: state[{key!r}][{name!r}] has dtype {array.dtype}, but "
-                         f"params[{key}] has dtype {param.dtype}")
+        raise ValueError(
+            f"{owner}: state[{key!r}][{name!r}] has dtype {array.dtype}, but "
+            f"params[{key}] has dtype {param.dtype}"
+        )
     return array
 
 
@@ -266,16 +297,22 @@ class SGD(Optimizer):
 
     _hyperparameters = ("lr", "momentum", "weight_decay")
 
-    def __init__(self, params: Iterable[Tensor], lr: float = 0.01, momentum: float = 0.0,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(params, lr)
         self.momentum = check_real("SGD", "momentum", momentum, low=0.0, high=1.0, high_open=True)
         self.weight_decay = check_real("SGD", "weight_decay", weight_decay, low=0.0)
 
     _slot_names = ("u",)
 
-    def _update(self, slots: dict[str, np.ndarray], data: np.ndarray,
-                grad: np.ndarray) -> np.ndarray:
+    def _update(
+        self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray
+    ) -> np.ndarray:
         # The course's u = m*u + (1-m)*(grad + wd*p); p - lr*u, in place where the array is ours.
         g = np.multiply(data, self.weight_decay)
         g += grad
@@ -298,8 +335,15 @@ class Adam(Optimizer):
 
     _hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
-    def __init__(self, params: Iterable[Tensor], lr: float = 0.01, beta1: float = 0.9,
-                 beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 0.01,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(params, lr)
         self.beta1 = check_real("Adam", "beta1", beta1, low=0.0, high=1.0, high_open=True)
         self.beta2 = check_real("Adam", "beta2", beta2, low=0.0, high=1.0, high_open=True)
@@ -314,26 +358,27 @@ class Adam(Optimizer):
 
     _slot_names = ("m", "v")
 
-    def _update(self, slots: dict[str, np.ndarray], data: np.ndarray,
-                grad: np.ndarray) -> np.ndarray:
+    def _update(
+        self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray
+    ) -> np.ndarray:
         # The course's formula, operation for operation (so the bits match), but in place on
         # two scratch arrays: fresh temporaries of this size cost page faults on every step.
         g = np.multiply(data, self.weight_decay)
-        g += grad                                   # g = grad + wd * p
+        g += grad  # g = grad + wd * p
         m, v = slots["m"], slots["v"]
         scratch = np.multiply(g, 1 - self.beta1)
         m *= self.beta1
-        m += scratch                                # m = b1 m + (1 - b1) g
+        m += scratch  # m = b1 m + (1 - b1) g
         np.multiply(g, g, out=g)
         g *= 1 - self.beta2
         v *= self.beta2
-        v += g                                      # v = b2 v + (1 - b2) g^2
-        m_hat = np.divide(m, 1 - self.beta1 ** self.t, out=scratch)
-        v_hat = np.divide(v, 1 - self.beta2 ** self.t, out=g)
+        v += g  # v = b2 v + (1 - b2) g^2
+        m_hat = np.divide(m, 1 - self.beta1**self.t, out=scratch)
+        v_hat = np.divide(v, 1 - self.beta2**self.t, out=g)
         np.sqrt(v_hat, out=v_hat)
         v_hat += self.eps
         m_hat *= self.lr
-        m_hat /= v_hat                              # lr * m_hat / (sqrt(v_hat) + eps)
+        m_hat /= v_hat  # lr * m_hat / (sqrt(v_hat) + eps)
         return data - m_hat
 
     def _extra_state(self) -> dict:
