@@ -37,11 +37,11 @@ def _broadcast_pair(op_name: str, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]
     _check_tensor(op_name, b, "b")
     if a.shape == b.shape:
         return a, b
-    shape = broadcast_shapes(op_name, a.shape, b.shape)
+    shape = broadcast_shapes(op_name, a.shape, b.shape)  # validated here, once
     if a.shape != shape:
-        a = broadcast_to(a, shape)
+        a = BroadcastTo(shape)(a)
     if b.shape != shape:
-        b = broadcast_to(b, shape)
+        b = BroadcastTo(shape)(b)
     return a, b
 
 
