@@ -162,7 +162,9 @@ def serve_split(folder: Path, n: int) -> dict[str, str]:
 
 def test_mnist_download_end_to_end(server, tmp_path, monkeypatch):
     served, base = server
-    hashes = serve_split(served, n=9)
+    serve_split(served, n=9)
+    # MNIST's table holds the hashes of the .gz files themselves.
+    hashes = {p.name[:-3]: hashlib.sha256(p.read_bytes()).hexdigest() for p in served.glob("*.gz")}
     monkeypatch.setattr(download, "MNIST_MIRRORS", (base + "nothing-here/", base))
     monkeypatch.setattr(download, "MNIST_SHA256", hashes)
     ds = MNIST(root=tmp_path / "data", train=False, download=True)

@@ -52,15 +52,13 @@ FASHION_MNIST_MIRRORS: tuple[str, ...] = (
     "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
 )
 
-#: Content SHA-256 (uncompressed IDX bytes) of MNIST's files, keyed by file name.
-#: Not yet known: they could not be computed where this was written (no network).
-#: ``None`` makes a download refuse to run unless ``verify=False`` is passed; fill the
-#: values in from a trusted copy with :func:`content_sha256` (see docs/data.md).
+#: SHA-256 of MNIST's ``.gz`` files as served (the original files, byte for byte, on
+#: both mirrors), keyed by file name; the values TensorFlow Datasets publishes for them.
 MNIST_SHA256: dict[str, str | None] = {
-    "train-images-idx3-ubyte": None,
-    "train-labels-idx1-ubyte": None,
-    "t10k-images-idx3-ubyte": None,
-    "t10k-labels-idx1-ubyte": None,
+    "train-images-idx3-ubyte": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
 
 #: Content SHA-256 (uncompressed IDX bytes) of Fashion-MNIST's files, keyed by file
