@@ -296,7 +296,25 @@ class SoftmaxLoss(Module):
 # ----- normalisation and dropout -------------------------------------------------------------
 
 
-class LayerNorm1d(Module):
+class _Norm1d(Module):
+    """What LayerNorm1d and BatchNorm1d share: width, eps, and weight = ones, bias = zeros."""
+
+    def __init__(
+        self, dim: int, eps: float, device: Device | None, dtype: str, fused: bool
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.fused = fused
+        self.dim = check_positive_int(name, "dim", dim)
+        self.eps = check_real(name, "eps", eps, low=0.0, low_open=True, high_open=True)
+        self.weight = Parameter(init.ones(self.dim, device=device, dtype=dtype, requires_grad=True))
+        self.bias = Parameter(init.zeros(self.dim, device=device, dtype=dtype, requires_grad=True))
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}"
+
+
+class LayerNorm1d(_Norm1d):
     """Normalise each row of x (N, dim) to zero mean, unit variance; scale and shift.
 
     ``y = weight * (x - mean) / sqrt(var + eps) + bias`` with the row's mean and biased
@@ -313,14 +331,7 @@ class LayerNorm1d(Module):
         *,
         fused: bool = True,
     ) -> None:
-        super().__init__()
-        self.fused = fused
-        self.dim = check_positive_int("LayerNorm1d", "dim", dim)
-        self.eps = check_real(
-            "LayerNorm1d", "eps", eps, low=0.0, high=math.inf, low_open=True, high_open=True
-        )
-        self.weight = Parameter(init.ones(self.dim, device=device, dtype=dtype, requires_grad=True))
-        self.bias = Parameter(init.zeros(self.dim, device=device, dtype=dtype, requires_grad=True))
+        super().__init__(dim, eps, device, dtype, fused)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, dim) → (N, dim), each row normalised."""
@@ -334,11 +345,8 @@ class LayerNorm1d(Module):
         normed = centred / (var + self.eps) ** 0.5
         return self.weight.broadcast_to(shape) * normed + self.bias.broadcast_to(shape)
 
-    def extra_repr(self) -> str:
-        return f"{self.dim}, eps={self.eps}"
 
-
-class BatchNorm1d(Module):
+class BatchNorm1d(_Norm1d):
     """Normalise each feature of x (N, dim) over the batch; scale and shift.
 
     Training: the batch mean and biased batch variance (gradients flow through them),
@@ -359,15 +367,8 @@ class BatchNorm1d(Module):
         *,
         fused: bool = True,
     ) -> None:
-        super().__init__()
-        self.fused = fused
-        self.dim = check_positive_int("BatchNorm1d", "dim", dim)
-        self.eps = check_real(
-            "BatchNorm1d", "eps", eps, low=0.0, high=math.inf, low_open=True, high_open=True
-        )
+        super().__init__(dim, eps, device, dtype, fused)
         self.momentum = check_real("BatchNorm1d", "momentum", momentum, low=0.0, high=1.0)
-        self.weight = Parameter(init.ones(self.dim, device=device, dtype=dtype, requires_grad=True))
-        self.bias = Parameter(init.zeros(self.dim, device=device, dtype=dtype, requires_grad=True))
         self.running_mean = init.zeros(self.dim, device=device, dtype=dtype)
         self.running_var = init.ones(self.dim, device=device, dtype=dtype)
 
