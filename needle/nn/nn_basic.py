@@ -8,7 +8,6 @@ received and what it expected.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
