@@ -8,6 +8,7 @@ floor": the step's matrix products alone, timed in NumPy.
     python benchmarks/bench_mlp_resnet.py                # steps: 300 x 5 runs each
     python benchmarks/bench_mlp_resnet.py --epoch        # also a full epoch, data loading included
     python benchmarks/bench_mlp_resnet.py --profile      # cProfile of needle's step (top 25)
+    python benchmarks/bench_mlp_resnet.py --breakdown    # needle's step: data/fwd/bwd/optimizer
 """
 
 from __future__ import annotations
@@ -267,6 +268,37 @@ def profile_needle(steps: int) -> None:
     pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
 
+def breakdown_needle(steps: int, warmup: int) -> None:
+    """Time each phase of needle's step: batch to tensors, forward, backward, optimizer."""
+    import numpy as np
+
+    import needle as ndl
+    from needle.apps.mlp_resnet import MLPResNet
+
+    images, labels = _load_fashion_mnist()
+    np.random.seed(4)
+    model = MLPResNet(784, HIDDEN, num_blocks=BLOCKS, num_classes=CLASSES).train()
+    opt = ndl.optim.Adam(model.parameters(), lr=0.001, weight_decay=0.001)
+    loss_fn = ndl.nn.SoftmaxLoss()
+    totals = dict.fromkeys(["data", "forward", "backward", "optimizer"], 0.0)
+    for step, (x, y) in enumerate(_batches(images, labels, warmup + steps)):
+        t0 = time.perf_counter()
+        x, y = ndl.Tensor(x, requires_grad=False), ndl.Tensor(y, requires_grad=False)
+        t1 = time.perf_counter()
+        loss = loss_fn(model(x), y)
+        t2 = time.perf_counter()
+        opt.reset_grad()
+        loss.backward()
+        t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
+        if step >= warmup:
+            for key, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                totals[key] += dt
+    parts = "  ".join(f"{k} {v / steps * 1e3:.3f}" for k, v in totals.items())
+    print(f"needle ms/step: {parts}  total {sum(totals.values()) / steps * 1e3:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -278,6 +310,7 @@ def main() -> None:
         "--epoch", dest="epoch_mode", action="store_true", help="time full epochs too"
     )
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--worker", choices=["needle", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     # Pin this process too (the GEMM floor is timed here); NumPy is imported lazily, so
@@ -288,6 +321,9 @@ def main() -> None:
         return
     if args.profile:
         profile_needle(args.steps)
+        return
+    if args.breakdown:
+        breakdown_needle(args.steps, args.warmup)
         return
     print(
         f"MLP ResNet 784-{HIDDEN}x{BLOCKS} blocks-{CLASSES}, batch {BATCH}, Adam; one thread each; "
