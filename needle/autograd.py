@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import numpy
 
 from .backends import NDArray, array_api, default_device
+from ._types import Shape
 from .backends.numpy_backend import Device
 
 #: When True, an op's result is computed only when :meth:`Value.realize_cached_data` is called.
@@ -30,7 +31,6 @@ TENSOR_COUNTER = 0
 _grad_enabled = True
 _anomaly_enabled = False
 
-Shape = tuple
 
 
 class Op:
@@ -110,7 +110,7 @@ class Value:
             return
         TENSOR_COUNTER -= 1
 
-    def _init(self, op, inputs, *, num_outputs: int = 1, cached_data=None, requires_grad=None):
+    def _init(self, op, inputs, *, cached_data=None, requires_grad=None):
         global TENSOR_COUNTER
         if requires_grad is None:
             requires_grad = False

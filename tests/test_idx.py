@@ -174,6 +174,17 @@ HEADER = 16
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 
 
+def _read_or_clean_error(path, data: bytearray):
+    """Write ``data`` to ``path`` and read it: the array, or None after an IDXFormatError
+    that names the file (any other exception fails the test)."""
+    path.write_bytes(bytes(data))
+    try:
+        return read_idx(path, expected_magic=IMAGES_MAGIC)
+    except IDXFormatError as e:
+        assert str(path) in str(e)
+        return None
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(changes=st.lists(st.tuples(st.integers(0, len(GOOD) - 1), st.integers(0, 255)),
                         min_size=1, max_size=4),
@@ -184,12 +195,8 @@ def test_random_corruption_is_clean(tmp_path, changes, cut):
         data[position] = value
     if cut is not None:
         data = data[:cut] if cut <= len(GOOD) else data + b"\x07" * (cut - len(GOOD))
-    path = tmp_path / "fuzz-idx3-ubyte"
-    path.write_bytes(bytes(data))
-    try:
-        out = read_idx(path, expected_magic=IMAGES_MAGIC)
-    except IDXFormatError as e:
-        assert str(path) in str(e)
+    out = _read_or_clean_error(tmp_path / "fuzz-idx3-ubyte", data)
+    if out is None:
         return
     if cut in (None, len(GOOD)) and all(p >= HEADER for p, _ in changes):
         assert out.shape == IMAGE.shape
@@ -209,11 +216,7 @@ def test_random_gzip_corruption_is_clean(tmp_path, changes):
     data = bytearray(GOOD_GZ)
     for position, value in changes:
         data[position] = value
-    path = tmp_path / "fuzz-idx3-ubyte.gz"
-    path.write_bytes(bytes(data))
-    try:
-        out = read_idx(path, expected_magic=IMAGES_MAGIC)
-    except IDXFormatError as e:
-        assert str(path) in str(e)
+    out = _read_or_clean_error(tmp_path / "fuzz-idx3-ubyte.gz", data)
+    if out is None:
         return
     assert out.dtype == np.uint8 and out.ndim == 3

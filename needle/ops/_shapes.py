@@ -10,8 +10,7 @@ from __future__ import annotations
 import numbers
 from typing import Sequence
 
-Shape = tuple
-Axes = "int | tuple[int, ...] | None"
+from .._types import Shape
 
 
 def broadcast_shapes(op_name: str, *shapes: Shape) -> Shape:

@@ -61,9 +61,6 @@ def unbroadcast(grad: Tensor, shape: tuple) -> Tensor:
     return reshape(grad, shape)
 
 
-def _const_like(array: NDArray) -> Tensor:
-    return Tensor.make_const(array)
-
 
 # ----- elementwise binary ----------------------------------------------------------------
 
@@ -272,7 +269,7 @@ class ReLU(TensorOp):
     def gradient(self, out_grad: Tensor, node: Tensor):
         # The derivative at exactly 0 is taken as 0 (input > 0 passes the gradient).
         a = node.inputs[0].realize_cached_data()
-        return out_grad * _const_like((a > 0).astype(a.dtype))
+        return out_grad * Tensor.make_const((a > 0).astype(a.dtype))
 
 
 def relu(a: Tensor) -> Tensor:
