@@ -9,6 +9,10 @@ from .data_basic import DataLoader, Dataset, stack_items
 from .data_transforms import RandomCrop, RandomFlipHorizontal, Transform
 from .datasets import (
     MNIST,
+    Corpus,
+    Dictionary,
+    batchify,
+    get_batch,
     ChecksumMismatchError,
     DatasetNotFoundError,
     DownloadError,
@@ -42,4 +46,8 @@ __all__ = [
     "ChecksumMismatchError",
     "content_sha256",
     "download_file",
+    "Dictionary",
+    "Corpus",
+    "batchify",
+    "get_batch",
 ]

@@ -20,9 +20,13 @@ from .nn_basic import (
     SoftmaxLoss,
     Tanh,
 )
+from .nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
+from .nn_transformer import AttentionLayer, MultiHeadAttention, Transformer, TransformerLayer
 
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys",
     "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Sequential", "Residual",
     "SoftmaxLoss", "LayerNorm1d", "BatchNorm1d", "Dropout",
+    "Embedding", "RNNCell", "RNN", "LSTMCell", "LSTM",
+    "MultiHeadAttention", "AttentionLayer", "TransformerLayer", "Transformer",
 ]

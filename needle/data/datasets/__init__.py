@@ -9,6 +9,7 @@ from .mnist_dataset import (
     default_data_dir,
 )
 from .ndarray_dataset import NDArrayDataset
+from .ptb import Corpus, Dictionary, batchify, get_batch
 
 __all__ = [
     "MNISTDataset",
@@ -21,4 +22,8 @@ __all__ = [
     "ChecksumMismatchError",
     "content_sha256",
     "download_file",
+    "Dictionary",
+    "Corpus",
+    "batchify",
+    "get_batch",
 ]
