@@ -78,6 +78,50 @@ def test_lstm_cell_gradcheck(batch, features, size, bias, rng):
     assert gradcheck(lambda *a: ndl.lstm_cell(*a)[1], *inputs)
 
 
+LAYER_SHAPES = [(3, 2, 3, 2), (1, 1, 2, 3), (4, 3, 1, 1)]  # T, B, in, H
+
+
+def _weighted(outputs, rng_seed=1):
+    """A scalar that weights every element of every output differently."""
+    rng = np.random.default_rng(rng_seed)
+    total = None
+    for out in outputs:
+        term = (out * ndl.Tensor(rng.standard_normal(out.shape))).sum()
+        total = term if total is None else total + term
+    return total
+
+
+@pytest.mark.parametrize("T,B,features,size", LAYER_SHAPES)
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_rnn_layer_gradcheck(T, B, features, size, nonlinearity, bias, rng):
+    step = _step_inputs(rng, B, features, size, 1, bias)
+    inputs = [rng.standard_normal((T, B, features))] + step[1:]
+    assert gradcheck(lambda *a: _weighted(ndl.rnn_layer(*a, nonlinearity=nonlinearity)), *inputs)
+
+
+@pytest.mark.parametrize("T,B,features,size", LAYER_SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_lstm_layer_gradcheck(T, B, features, size, bias, rng):
+    step = _step_inputs(rng, B, features, size, 4, bias)
+    inputs = [rng.standard_normal((T, B, features))] + step[1:]
+    assert gradcheck(lambda *a: _weighted(ndl.lstm_layer(*a)), *inputs)
+    assert gradcheck(lambda *a: ndl.lstm_layer(*a)[2], *inputs)  # c_n alone
+
+
+def test_layer_ops_equal_repeated_steps(rng):
+    X = rng.standard_normal((5, 2, 3))
+    h0, c0 = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
+    weights = [ndl.Tensor(rng.standard_normal(s)) for s in ((3, 16), (4, 16), (16,), (16,))]
+    out, h_n, c_n = ndl.lstm_layer(ndl.Tensor(X), ndl.Tensor(h0), ndl.Tensor(c0), *weights)
+    h, c = ndl.Tensor(h0), ndl.Tensor(c0)
+    for t in range(5):
+        h, c = ndl.lstm_cell(ndl.Tensor(X[t]), h, c, *weights)
+        np.testing.assert_allclose(out.numpy()[t], h.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(h_n.numpy(), h.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(c_n.numpy(), c.numpy(), rtol=1e-12)
+
+
 def test_lstm_cell_values_by_hand():
     # One unit, x = 1, h = c = 0.5, W_ih rows [i, f, g, o] = [0.1, 0.2, 0.3, 0.4], W_hh = 0.
     x, h, c = (ndl.Tensor([[v]]) for v in (1.0, 0.5, 0.5))
@@ -171,7 +215,7 @@ def test_step_shape_errors(rng):
         ndl.rnn_cell(x, ndl.Tensor(np.ones((3, 4))), W_ih, W_hh)
     with pytest.raises(ValueError, match=r"'W_ih': \(4, 4\)"):
         ndl.rnn_cell(x, h, ndl.Tensor(np.ones((4, 4))), W_hh)
-    with pytest.raises(ValueError, match="must be 2-D"):
+    with pytest.raises(ValueError, match=r"expected x \(B, in\) and states \(B, H\)"):
         ndl.rnn_cell(ndl.Tensor(np.ones((1, 2, 3))), h, W_ih, W_hh)
     with pytest.raises(ValueError, match="both bias_ih and bias_hh or neither"):
         ndl.rnn_cell(x, h, W_ih, W_hh, ndl.Tensor(np.ones(4)))
@@ -181,3 +225,8 @@ def test_step_shape_errors(rng):
         ndl.lstm_cell(x, h, h, W_ih, W_hh)
     with pytest.raises(TypeError, match="argument c must be a needle.Tensor"):
         ndl.lstm_cell(x, h, np.ones((2, 4)), W_ih, W_hh)
+    with pytest.raises(ValueError, match=r"rnn_layer: expected x \(T, B, in\)"):
+        ndl.rnn_layer(x, h, W_ih, W_hh)
+    with pytest.raises(ValueError, match=r"lstm_layer: got shapes .*'c0': \(2, 3\)"):
+        ndl.lstm_layer(ndl.Tensor(np.ones((5, 2, 3))), h, ndl.Tensor(np.ones((2, 3))),
+                       ndl.Tensor(np.ones((3, 16))), ndl.Tensor(np.ones((4, 16))))

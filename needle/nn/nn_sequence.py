@@ -236,11 +236,18 @@ def _unroll(cells: Sequence[Module], X: Tensor, states: list,
 
 
 class _Recurrent(Module):
-    """What RNN and LSTM share: sizes and the layer list (layer 0 reads the input)."""
+    """What RNN and LSTM share: sizes and the layer list (layer 0 reads the input).
 
-    def _make_cells(self, input_size: int, hidden_size: int, num_layers: int,
+    With ``fused`` (the default) each layer runs the whole sequence as one op
+    (``ops.rnn_layer``/``ops.lstm_layer``), reading its cell's weights at call time;
+    ``fused=False`` steps through the cells' unfused compositions, splitting X and the
+    states along axis 0 and stacking the results.
+    """
+
+    def _make_cells(self, input_size: int, hidden_size: int, num_layers: int, fused: bool,
                     make: Callable[[int], Module]) -> list:
         name = type(self).__name__
+        self.fused = fused
         self.input_size = check_positive_int(name, "input_size", input_size)
         self.hidden_size = check_positive_int(name, "hidden_size", hidden_size)
         self.num_layers = check_positive_int(name, "num_layers", num_layers)
@@ -272,6 +279,12 @@ class _Recurrent(Module):
             )
         return list(ops.split(h, 0))
 
+    def _or_zeros(self, X: Tensor, state: Tensor | None) -> Tensor:
+        """A layer's state, or zeros (B, H) on X's device when None (still fed to W_hh)."""
+        if state is not None:
+            return state
+        return init.zeros(X.shape[1], self.hidden_size, device=X.device, dtype=X.dtype)
+
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
 
@@ -295,7 +308,7 @@ class RNN(_Recurrent):
                  dtype: str = "float32", *, fused: bool = True) -> None:
         super().__init__()
         self.rnn_cells = self._make_cells(
-            input_size, hidden_size, num_layers,
+            input_size, hidden_size, num_layers, fused,
             lambda size: RNNCell(size, hidden_size, bias, nonlinearity, device, dtype,
                                  fused=fused),
         )
@@ -304,8 +317,15 @@ class RNN(_Recurrent):
         """X (T, B, input_size), h0 (L, B, H) or None → (output (T, B, H), h_n (L, B, H))."""
         self._check_sequence(X)
         states = self._layer_states(X, h0, "h0")
-        output, finals = _unroll(self.rnn_cells, X, states, lambda h: h)
-        return output, ops.stack(finals, 0)
+        if not self.fused:
+            output, finals = _unroll(self.rnn_cells, X, states, lambda h: h)
+            return output, ops.stack(finals, 0)
+        finals = []
+        for cell, h in zip(self.rnn_cells, states):
+            X, h_n = ops.rnn_layer(X, self._or_zeros(X, h), cell.W_ih, cell.W_hh, cell.bias_ih,
+                                   cell.bias_hh, cell.nonlinearity)
+            finals.append(h_n)
+        return X, ops.stack(finals, 0)
 
 
 class LSTM(_Recurrent):
@@ -325,7 +345,7 @@ class LSTM(_Recurrent):
                  fused: bool = True) -> None:
         super().__init__()
         self.lstm_cells = self._make_cells(
-            input_size, hidden_size, num_layers,
+            input_size, hidden_size, num_layers, fused,
             lambda size: LSTMCell(size, hidden_size, bias, device, dtype, fused=fused),
         )
 
@@ -334,8 +354,15 @@ class LSTM(_Recurrent):
         self._check_sequence(X)
         h0, c0 = _state_pair(self._describe(), h)
         states = list(zip(self._layer_states(X, h0, "h0"), self._layer_states(X, c0, "c0")))
-        output, finals = _unroll(self.lstm_cells, X, states, lambda state: state[0])
-        return output, (ops.stack([s[0] for s in finals], 0), ops.stack([s[1] for s in finals], 0))
+        if not self.fused:
+            X, finals = _unroll(self.lstm_cells, X, states, lambda state: state[0])
+        else:
+            finals = []
+            for cell, (h, c) in zip(self.lstm_cells, states):
+                X, h_n, c_n = ops.lstm_layer(X, self._or_zeros(X, h), self._or_zeros(X, c),
+                                             cell.W_ih, cell.W_hh, cell.bias_ih, cell.bias_hh)
+                finals.append((h_n, c_n))
+        return X, (ops.stack([s[0] for s in finals], 0), ops.stack([s[1] for s in finals], 0))
 
 
 __all__ = ["Embedding", "RNNCell", "RNN", "LSTMCell", "LSTM"]

@@ -6,9 +6,10 @@
   of the product is one row of ``weight``), without building the one-hot matrix.
 * :func:`rnn_cell` and :func:`lstm_cell` compute one time step of an Elman RNN or an
   LSTM as one op with a hand-derived gradient, like the fused layers of
-  :mod:`needle.ops.ops_fused` (whose second derivatives raise). The compositions in
-  ``needle.nn.nn_sequence`` (``fused=False``) are the reference the tests check them
-  against.
+  :mod:`needle.ops.ops_fused` (whose second derivatives raise); :func:`rnn_layer` and
+  :func:`lstm_layer` run a whole sequence through one layer as one op. The
+  compositions in ``needle.nn.nn_sequence`` (``fused=False``) are the reference the
+  tests check them against.
 
 Backend note: array code here uses only what both array backends offer (slices,
 ``stack``, ``reshape``, ``transpose``, ``@``, elementwise math). The gather and the
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Tensor, TensorOp, TensorTupleOp
+from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp
 from ..backends import NDArray, array_api
 from .ops_fused import _link_gradients
 from .ops_mathematic import Sigmoid, _check_tensor
@@ -144,20 +145,27 @@ def scatter_add_rows(a: Tensor, ids, num_rows: int) -> Tensor:
     return ScatterAddRows(ids, num_rows)(a)
 
 
-# ----- fused recurrent steps -------------------------------------------------------------------
+# ----- recurrent gate arithmetic on arrays (shared by the step and the layer ops) -------------
 
 
 def _pre_activation(x: NDArray, h: NDArray, W_ih: NDArray, W_hh: NDArray, biases) -> NDArray:
     """``x @ W_ih + h @ W_hh (+ b_ih + b_hh)``; the biases broadcast over the batch rows."""
-    out = x @ W_ih + h @ W_hh
+    return _add_biases(x @ W_ih + h @ W_hh, biases)
+
+
+def _add_biases(out: NDArray, biases) -> NDArray:
     for bias in biases:
         out = out + bias.reshape((1, bias.shape[0]))
     return out
 
 
-def _weight_grads(g_pre: NDArray, x: NDArray, h: NDArray, W_ih: NDArray, W_hh: NDArray,
-                  num_biases: int) -> tuple:
-    """Gradients of ``x, h, W_ih, W_hh`` and each bias given that of the pre-activation."""
+def _input_grads(g_pre: NDArray, x: NDArray, h: NDArray, W_ih: NDArray, W_hh: NDArray,
+                 num_biases: int) -> tuple:
+    """Gradients of ``x, h, W_ih, W_hh`` and each bias from that of the pre-activation.
+
+    ``x`` (N, in), ``h`` (N, H) and ``g_pre`` (N, G·H): N is the batch of one step, or
+    all T·B rows of a sequence at once (the weight gradients then sum over time).
+    """
     grads = (
         g_pre @ array_api.transpose(W_ih),
         g_pre @ array_api.transpose(W_hh),
@@ -171,6 +179,52 @@ def _sigmoid(a: NDArray) -> NDArray:
     return Sigmoid().compute(a)  # the overflow-safe formula, shared with ops.sigmoid
 
 
+def _rnn_activate(pre: NDArray, nonlinearity: str) -> NDArray:
+    return array_api.tanh(pre) if nonlinearity == "tanh" else array_api.maximum(pre, 0)
+
+
+def _rnn_pre_grad(g: NDArray, out: NDArray, nonlinearity: str) -> NDArray:
+    # tanh' = 1 - tanh², relu' = [out > 0] (0 at the kink, as ops.relu)
+    return g * (1 - out * out) if nonlinearity == "tanh" else g * (out > 0)
+
+
+def _lstm_gates(gates: NDArray, c: NDArray) -> tuple[NDArray, NDArray, tuple]:
+    """``(h', c', saved)`` from the pre-activation (B, 4H), blocks i, f, g, o, and c (B, H)."""
+    size = c.shape[1]
+    i, f, o = (_sigmoid(gates[:, k * size : (k + 1) * size]) for k in (0, 1, 3))
+    g = array_api.tanh(gates[:, 2 * size : 3 * size])
+    c_new = f * c + i * g
+    tanh_c = array_api.tanh(c_new)
+    return o * tanh_c, c_new, (c, i, f, g, o, tanh_c)
+
+
+def _lstm_gates_grad(grad_h: NDArray, grad_c: NDArray, saved: tuple) -> tuple[NDArray, NDArray]:
+    """``(gradient of the pre-activation (B, 4H), gradient of c)`` from those of h' and c'."""
+    c, i, f, g, o, tanh_c = saved
+    grad_c_total = grad_c + grad_h * o * (1 - tanh_c * tanh_c)
+    grad_gates = (  # through σ' = σ(1 - σ) and tanh' = 1 - tanh², in block order i, f, g, o
+        grad_c_total * g * i * (1 - i),
+        grad_c_total * c * f * (1 - f),
+        grad_c_total * i * (1 - g * g),
+        grad_h * tanh_c * o * (1 - o),
+    )
+    batch, size = c.shape
+    return array_api.stack(grad_gates, axis=1).reshape((batch, 4 * size)), grad_c_total * f
+
+
+def _step(a: NDArray, t: int) -> NDArray:
+    """Time step t of a (T, B, F) array as (B, F); the slice keeps the axis on both backends."""
+    return a[t : t + 1].reshape(a.shape[1:])
+
+
+def _flat(a: NDArray) -> NDArray:
+    """(T, B, F) → (T·B, F)."""
+    return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
+
+
+# ----- fused recurrent steps -------------------------------------------------------------------
+
+
 class RNNCellStep(TensorOp):
     """``act(x @ W_ih + h @ W_hh + b_ih + b_hh)`` with act tanh or relu; inputs as in rnn_cell."""
 
@@ -178,18 +232,13 @@ class RNNCellStep(TensorOp):
         self.nonlinearity = nonlinearity
 
     def compute(self, x, h, W_ih, W_hh, *biases):
-        pre = _pre_activation(x, h, W_ih, W_hh, biases)
-        if self.nonlinearity == "tanh":
-            return array_api.tanh(pre)
-        return array_api.maximum(pre, 0)
+        return _rnn_activate(_pre_activation(x, h, W_ih, W_hh, biases), self.nonlinearity)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         x, h, W_ih, W_hh = (t.realize_cached_data() for t in node.inputs[:4])
-        out = node.realize_cached_data()
-        g = out_grad.realize_cached_data()
-        # tanh' = 1 - tanh², relu' = [out > 0] (0 at the kink, as ops.relu)
-        g_pre = g * (1 - out * out) if self.nonlinearity == "tanh" else g * (out > 0)
-        grads = _weight_grads(g_pre, x, h, W_ih, W_hh, len(node.inputs) - 4)
+        g_pre = _rnn_pre_grad(out_grad.realize_cached_data(), node.realize_cached_data(),
+                              self.nonlinearity)
+        grads = _input_grads(g_pre, x, h, W_ih, W_hh, len(node.inputs) - 4)
         return _link_gradients("RNNCell", out_grad, node, grads)
 
 
@@ -197,48 +246,110 @@ class LSTMCellStep(TensorTupleOp):
     """One LSTM step ``(h', c')``; gate blocks i, f, g, o along the columns of the weights."""
 
     def compute(self, x, h, c, W_ih, W_hh, *biases):
-        gates = _pre_activation(x, h, W_ih, W_hh, biases)
-        size = h.shape[1]
-        i, f, o = (_sigmoid(gates[:, k * size : (k + 1) * size]) for k in (0, 1, 3))
-        g = array_api.tanh(gates[:, 2 * size : 3 * size])
-        c_new = f * c + i * g
-        tanh_c = array_api.tanh(c_new)
-        self.saved = (i, f, g, o, tanh_c)  # for the gradient
-        return o * tanh_c, c_new
+        h_new, c_new, self.saved = _lstm_gates(_pre_activation(x, h, W_ih, W_hh, biases), c)
+        return h_new, c_new
 
     def gradient(self, out_grad, node):
-        x, h, c, W_ih, W_hh = (t.realize_cached_data() for t in node.inputs[:5])
-        grad_h, grad_c = out_grad.realize_cached_data()
-        i, f, g, o, tanh_c = self.saved
-        grad_c_total = grad_c + grad_h * o * (1 - tanh_c * tanh_c)
-        grad_gates = (  # through σ' = σ(1 - σ) and tanh' = 1 - tanh², in block order i, f, g, o
-            grad_c_total * g * i * (1 - i),
-            grad_c_total * c * f * (1 - f),
-            grad_c_total * i * (1 - g * g),
-            grad_h * tanh_c * o * (1 - o),
-        )
-        g_pre = array_api.stack(grad_gates, axis=1).reshape((x.shape[0], 4 * h.shape[1]))
-        grad_x, grad_h0, grad_W_ih, grad_W_hh, *grad_b = _weight_grads(
-            g_pre, x, h, W_ih, W_hh, len(node.inputs) - 5
-        )
-        grads = (grad_x, grad_h0, grad_c_total * f, grad_W_ih, grad_W_hh, *grad_b)
-        return _link_gradients("LSTMCell", out_grad, node, grads)
+        x, h, _, W_ih, W_hh = (t.realize_cached_data() for t in node.inputs[:5])
+        g_pre, grad_c = _lstm_gates_grad(*out_grad.realize_cached_data(), self.saved)
+        grad_x, grad_h, *rest = _input_grads(g_pre, x, h, W_ih, W_hh, len(node.inputs) - 5)
+        return _link_gradients("LSTMCell", out_grad, node, (grad_x, grad_h, grad_c, *rest))
 
 
-def _check_step(op_name: str, x: Tensor, states: dict, W_ih: Tensor, W_hh: Tensor,
-                biases: tuple, gates: int) -> None:
-    """One step's shapes: x (B, in), states (B, H), W_ih (in, GH), W_hh (H, GH), biases (GH,)."""
+# ----- fused recurrent layers: a whole sequence in one op --------------------------------------
+#
+# One op per layer instead of one per step: the input projection of every step is one
+# (T·B, in) @ (in, G·H) product, and backpropagation through time runs as an array loop
+# with the weight gradients again one product each. The graph holds one node per layer.
+
+
+class RNNLayer(TensorTupleOp):
+    """An Elman RNN layer over a sequence: ``(output (T, B, H), h_n (B, H))``."""
+
+    def __init__(self, nonlinearity: str):
+        self.nonlinearity = nonlinearity
+
+    def compute(self, X, h0, W_ih, W_hh, *biases):
+        projected = _add_biases(_flat(X) @ W_ih, biases).reshape(X.shape[:2] + (h0.shape[1],))
+        h, outputs = h0, []
+        for t in range(X.shape[0]):
+            h = _rnn_activate(_step(projected, t) + h @ W_hh, self.nonlinearity)
+            outputs.append(h)
+        return array_api.stack(outputs, axis=0), h
+
+    def gradient(self, out_grad, node):
+        X, h0, W_ih, W_hh = (t.realize_cached_data() for t in node.inputs[:4])
+        output = node.realize_cached_data()[0]
+        grad_output, grad_h = out_grad.realize_cached_data()
+        W_hh_t = array_api.transpose(W_hh)
+        g_pres = [None] * X.shape[0]
+        for t in reversed(range(X.shape[0])):
+            grad = _step(grad_output, t) + grad_h
+            g_pres[t] = _rnn_pre_grad(grad, _step(output, t), self.nonlinearity)
+            grad_h = g_pres[t] @ W_hh_t
+        grads = _sequence_grads(g_pres, X, h0, output, W_ih, W_hh, len(node.inputs) - 4)
+        return _link_gradients("RNN", out_grad, node, (grads[0], grad_h) + grads[2:])
+
+
+class LSTMLayer(TensorTupleOp):
+    """An LSTM layer over a sequence: ``(output (T, B, H), h_n (B, H), c_n (B, H))``."""
+
+    def compute(self, X, h0, c0, W_ih, W_hh, *biases):
+        width = W_hh.shape[1]
+        projected = _add_biases(_flat(X) @ W_ih, biases).reshape(X.shape[:2] + (width,))
+        h, c, outputs, self.saved = h0, c0, [], []
+        for t in range(X.shape[0]):
+            h, c, saved = _lstm_gates(_step(projected, t) + h @ W_hh, c)
+            outputs.append(h)
+            self.saved.append(saved)
+        return array_api.stack(outputs, axis=0), h, c
+
+    def gradient(self, out_grad, node):
+        X, h0, _, W_ih, W_hh = (t.realize_cached_data() for t in node.inputs[:5])
+        output = node.realize_cached_data()[0]
+        grad_output, grad_h, grad_c = out_grad.realize_cached_data()
+        W_hh_t = array_api.transpose(W_hh)
+        g_pres = [None] * X.shape[0]
+        for t in reversed(range(X.shape[0])):
+            g_pres[t], grad_c = _lstm_gates_grad(_step(grad_output, t) + grad_h, grad_c,
+                                                 self.saved[t])
+            grad_h = g_pres[t] @ W_hh_t
+        grads = _sequence_grads(g_pres, X, h0, output, W_ih, W_hh, len(node.inputs) - 5)
+        return _link_gradients("LSTM", out_grad, node, (grads[0], grad_h, grad_c) + grads[2:])
+
+
+def _sequence_grads(g_pres: list, X: NDArray, h0: NDArray, output: NDArray, W_ih: NDArray,
+                    W_hh: NDArray, num_biases: int) -> tuple:
+    """Gradients of X, (unused), W_ih, W_hh and the biases from the per-step pre-activation ones.
+
+    Step t's hidden input was h0 for t = 0 and output[t-1] after: stacked, they are the
+    rows that multiply W_hh, so every gradient is one product over all T·B rows.
+    """
+    g_pre = _flat(array_api.stack(g_pres, axis=0))
+    previous = array_api.stack([h0] + [_step(output, t) for t in range(X.shape[0] - 1)], axis=0)
+    grads = _input_grads(g_pre, _flat(X), _flat(previous), W_ih, W_hh, num_biases)
+    return (grads[0].reshape(X.shape),) + grads[1:]
+
+
+# ----- functions: validation, then the op ------------------------------------------------------
+
+
+def _check_recurrent(op_name: str, x: Tensor, states: dict, W_ih: Tensor, W_hh: Tensor,
+                     biases: tuple, gates: int, x_rank: int) -> None:
+    """Shapes: x (B, in) for a step or (T, B, in) for a layer, states (B, H),
+    W_ih (in, G·H), W_hh (H, G·H), biases (G·H,) with G = ``gates``."""
     tensors = {"x": x, **states, "W_ih": W_ih, "W_hh": W_hh}
     tensors.update({f"bias {i}": bias for i, bias in enumerate(biases)})
     for name, value in tensors.items():
         _check_tensor(op_name, value, name)
     got = {name: value.shape for name, value in tensors.items()}
     first_state = next(iter(states.values()))
-    if len(x.shape) != 2 or len(first_state.shape) != 2:
-        raise ValueError(f"{op_name}: x and the states must be 2-D (B, ·), got shapes {got}")
-    (batch, features), size = x.shape, first_state.shape[1]
+    if len(x.shape) != x_rank or len(first_state.shape) != 2:
+        layout = "(B, in)" if x_rank == 2 else "(T, B, in)"
+        raise ValueError(f"{op_name}: expected x {layout} and states (B, H), got shapes {got}")
+    batch, features, size = x.shape[-2], x.shape[-1], first_state.shape[1]
     width = gates * size
-    expected = {"x": (batch, features), **{name: (batch, size) for name in states},
+    expected = {"x": x.shape[:-1] + (features,), **{name: (batch, size) for name in states},
                 "W_ih": (features, width), "W_hh": (size, width)}
     expected.update({f"bias {i}": (width,) for i in range(len(biases))})
     if got != expected:
@@ -252,6 +363,11 @@ def _check_biases(op_name: str, biases: tuple) -> tuple:
     return present
 
 
+def _check_nonlinearity(op_name: str, nonlinearity: str) -> None:
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"{op_name}: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+
+
 def rnn_cell(x: Tensor, h: Tensor, W_ih: Tensor, W_hh: Tensor, bias_ih: Tensor | None = None,
              bias_hh: Tensor | None = None, nonlinearity: str = "tanh") -> Tensor:
     """One Elman RNN step as one op: ``act(x @ W_ih + b_ih + h @ W_hh + b_hh)`` → (B, H).
@@ -259,15 +375,14 @@ def rnn_cell(x: Tensor, h: Tensor, W_ih: Tensor, W_hh: Tensor, bias_ih: Tensor |
     x (B, in), h (B, H), W_ih (in, H), W_hh (H, H), biases (H,) or both None;
     ``nonlinearity`` is "tanh" or "relu".
     """
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"rnn_cell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    _check_nonlinearity("rnn_cell", nonlinearity)
     biases = _check_biases("rnn_cell", (bias_ih, bias_hh))
-    _check_step("rnn_cell", x, {"h": h}, W_ih, W_hh, biases, 1)
+    _check_recurrent("rnn_cell", x, {"h": h}, W_ih, W_hh, biases, 1, 2)
     return RNNCellStep(nonlinearity)(x, h, W_ih, W_hh, *biases)
 
 
 def lstm_cell(x: Tensor, h: Tensor, c: Tensor, W_ih: Tensor, W_hh: Tensor,
-              bias_ih: Tensor | None = None, bias_hh: Tensor | None = None):
+              bias_ih: Tensor | None = None, bias_hh: Tensor | None = None) -> TensorTuple:
     """One LSTM step as one op; returns the TensorTuple ``(h', c')``, each (B, H).
 
     x (B, in), h and c (B, H), W_ih (in, 4H), W_hh (H, 4H), biases (4H,) or both None.
@@ -275,8 +390,32 @@ def lstm_cell(x: Tensor, h: Tensor, c: Tensor, W_ih: Tensor, W_hh: Tensor,
     ``c' = σ(f)·c + σ(i)·tanh(g)`` and ``h' = σ(o)·tanh(c')``.
     """
     biases = _check_biases("lstm_cell", (bias_ih, bias_hh))
-    _check_step("lstm_cell", x, {"h": h, "c": c}, W_ih, W_hh, biases, 4)
+    _check_recurrent("lstm_cell", x, {"h": h, "c": c}, W_ih, W_hh, biases, 4, 2)
     return LSTMCellStep()(x, h, c, W_ih, W_hh, *biases)
+
+
+def rnn_layer(X: Tensor, h0: Tensor, W_ih: Tensor, W_hh: Tensor, bias_ih: Tensor | None = None,
+              bias_hh: Tensor | None = None, nonlinearity: str = "tanh") -> TensorTuple:
+    """:func:`rnn_cell` over every step of X (T, B, in) as one op, from h0 (B, H).
+
+    Returns the TensorTuple ``(output (T, B, H), h_n (B, H))``; ``output[t]`` is the
+    state after step t and ``h_n`` the last one.
+    """
+    _check_nonlinearity("rnn_layer", nonlinearity)
+    biases = _check_biases("rnn_layer", (bias_ih, bias_hh))
+    _check_recurrent("rnn_layer", X, {"h0": h0}, W_ih, W_hh, biases, 1, 3)
+    return RNNLayer(nonlinearity)(X, h0, W_ih, W_hh, *biases)
+
+
+def lstm_layer(X: Tensor, h0: Tensor, c0: Tensor, W_ih: Tensor, W_hh: Tensor,
+               bias_ih: Tensor | None = None, bias_hh: Tensor | None = None) -> TensorTuple:
+    """:func:`lstm_cell` over every step of X (T, B, in) as one op, from (h0, c0) (B, H).
+
+    Returns the TensorTuple ``(output (T, B, H), h_n (B, H), c_n (B, H))``.
+    """
+    biases = _check_biases("lstm_layer", (bias_ih, bias_hh))
+    _check_recurrent("lstm_layer", X, {"h0": h0, "c0": c0}, W_ih, W_hh, biases, 4, 3)
+    return LSTMLayer()(X, h0, c0, W_ih, W_hh, *biases)
 
 
 __all__ = [
@@ -288,4 +427,8 @@ __all__ = [
     "rnn_cell",
     "LSTMCellStep",
     "lstm_cell",
+    "RNNLayer",
+    "rnn_layer",
+    "LSTMLayer",
+    "lstm_layer",
 ]
