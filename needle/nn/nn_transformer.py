@@ -60,9 +60,7 @@ class MultiHeadAttention(Module):
 
     def __init__(self, *, dropout: float = 0.0, causal: bool = False,
                  device: Device | None = None, dtype: str = "float32") -> None:
-        super().__init__()
-        self.device = device
-        self.dtype = dtype
+        super().__init__()  # device and dtype: the course's signature; the mask follows q
         self.causal = causal
         self.dropout = Dropout(dropout)
 
