@@ -39,6 +39,23 @@ def test_scatter_add_rows_gradcheck_and_values(ids_shape, rng):
     assert gradcheck(lambda t: ndl.scatter_add_rows(t, ids, 4), a)
 
 
+@pytest.mark.parametrize("ids_shape", ID_SHAPES)
+def test_one_hot_fallback_matches_gather_and_scatter_add(ids_shape, rng):
+    # The path a backend without gather/scatter kernels takes, run here on NumPy arrays.
+    from needle.ops.ops_sequence import (
+        _add_rows,
+        _add_rows_by_one_hot,
+        _take_rows,
+        _take_rows_by_one_hot,
+    )
+
+    table = rng.standard_normal((4, 3))
+    ids = rng.integers(0, 4, ids_shape)
+    grad = rng.standard_normal(ids_shape + (3,))
+    np.testing.assert_allclose(_take_rows_by_one_hot(table, ids), _take_rows(table, ids))
+    np.testing.assert_allclose(_add_rows_by_one_hot(grad, ids, 4), _add_rows(grad, ids, 4))
+
+
 def test_embedding_gradient_is_differentiable_again(rng):
     # The gradient of a gather is a scatter-add, itself a needle op: second order works.
     ids = np.array([[0, 2], [2, 1]])

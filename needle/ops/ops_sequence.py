@@ -38,22 +38,31 @@ def _take_rows(table: NDArray, ids: np.ndarray) -> NDArray:
     """
     if isinstance(table, np.ndarray):
         return table[ids]
-    rows = _one_hot_rows(ids, table.shape[0], table) @ table
-    return rows.reshape(ids.shape + (table.shape[1],))
+    return _take_rows_by_one_hot(table, ids)
 
 
 def _add_rows(grad: NDArray, ids: np.ndarray, num_rows: int) -> NDArray:
     """Scatter-add: ``out[ids[k]] += grad[k]`` into zeros (num_rows, D); grad is ids.shape + (D,).
 
-    NumPy uses ``np.add.at`` (repeated ids accumulate); another array type uses the
-    transposed one-hot product.
+    NumPy uses ``np.add.at`` (repeated ids accumulate); another array type falls back
+    to the transposed one-hot product.
     """
-    width = grad.shape[-1]
-    flat = grad.reshape((ids.size, width))
     if isinstance(grad, np.ndarray):
-        out = np.zeros((num_rows, width), dtype=grad.dtype)
-        np.add.at(out, ids.reshape(-1), flat)
+        out = np.zeros((num_rows, grad.shape[-1]), dtype=grad.dtype)
+        np.add.at(out, ids.reshape(-1), grad.reshape((ids.size, grad.shape[-1])))
         return out
+    return _add_rows_by_one_hot(grad, ids, num_rows)
+
+
+def _take_rows_by_one_hot(table: NDArray, ids: np.ndarray) -> NDArray:
+    """:func:`_take_rows` as ``one_hot(ids) @ table``, with only ops every backend has."""
+    rows = _one_hot_rows(ids, table.shape[0], table) @ table
+    return rows.reshape(ids.shape + (table.shape[1],))
+
+
+def _add_rows_by_one_hot(grad: NDArray, ids: np.ndarray, num_rows: int) -> NDArray:
+    """:func:`_add_rows` as ``one_hot(ids)ᵀ @ grad``, with only ops every backend has."""
+    flat = grad.reshape((ids.size, grad.shape[-1]))
     return array_api.transpose(_one_hot_rows(ids, num_rows, grad)) @ flat
 
 
