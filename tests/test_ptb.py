@@ -79,6 +79,8 @@ def test_get_batch_shapes_values_and_short_last_chunk():
         get_batch(batches, 9, 4)
     with pytest.raises(ValueError, match="need bptt >= 1"):
         get_batch(batches, 0, 0)
+    with pytest.raises(ValueError, match=r"0 <= i <= 8"):
+        get_batch(batches, -1, 4)
 
 
 # ----- LanguageModel ---------------------------------------------------------------------------

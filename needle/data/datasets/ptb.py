@@ -114,7 +114,7 @@ def get_batch(batches: np.ndarray, i: int, bptt: int, device: Device | None = No
     ([[0.0, 4.0], [1.0, 5.0]], [1.0, 5.0, 2.0, 6.0])
     """
     length = min(bptt, len(batches) - 1 - i)
-    if length < 1:
+    if length < 1 or i < 0:
         raise ValueError(
             f"get_batch: no chunk at i={i} with bptt={bptt} in {len(batches)} rows; "
             f"need bptt >= 1 and 0 <= i <= {len(batches) - 2}"
