@@ -20,9 +20,11 @@ from .nn_basic import (
     SoftmaxLoss,
     Tanh,
 )
+from .nn_conv import BatchNorm2d, Conv
 
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys",
     "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Sequential", "Residual",
     "SoftmaxLoss", "LayerNorm1d", "BatchNorm1d", "Dropout",
+    "Conv", "BatchNorm2d",
 ]
