@@ -18,13 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+from _harness import alternate, pin_threads, report, run_worker
 BATCH, N_BATCHES = 128, 4
 # (in, out, kernel, stride, input size) of ResNet9's eight convolutions on 32×32 images.
 CONVS = [(3, 16, 7, 4, 32), (16, 32, 3, 2, 8), (32, 32, 3, 1, 4), (32, 32, 3, 1, 4),
@@ -197,49 +194,14 @@ def floor_ms(repeats: int = 10) -> float:
     return best * 1e3
 
 
-def _run_worker(framework: str, args, weights: str) -> dict | None:
-    env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
-    cmd = [sys.executable, __file__, "--worker", framework, "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--weights", weights]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        print(f"{framework} worker failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _has_torch() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def compare(args) -> None:
-    frameworks = ["needle"] + (["torch"] if _has_torch() else [])
-    results = {f: [] for f in frameworks}
+    extra = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "resnet9_seed4.npz")
         save_weights(weights)
-        for _ in range(args.runs):
-            for framework in frameworks:  # alternate so drift hits both
-                out = _run_worker(framework, args, weights)
-                if out:
-                    results[framework].append(out)
-    for framework, runs in results.items():
-        values = [r["ms_per_step"] for r in runs]
-        if values:
-            peak = max(r["peak_rss_mb"] for r in runs)
-            print(f"{framework:>7}: {statistics.median(values):8.1f} ms/step (median of "
-                  f"{len(values)}; runs {', '.join(f'{v:.1f}' for v in values)})  "
-                  f"peak RSS {peak:.0f} MB")
-    if results.get("torch") and results["needle"]:
-        ratio = (statistics.median(r["ms_per_step"] for r in results["needle"])
-                 / statistics.median(r["ms_per_step"] for r in results["torch"]))
-        print(f"  ratio needle / torch = {ratio:.2f}  (<= 1.0: needle is at least as fast)")
-    elif not _has_torch():
-        print("  (PyTorch not installed: pip install torch==2.13.0 for the comparison)")
+        extra += ["--weights", weights]
+        results = alternate(args.runs, lambda f: run_worker(__file__, f, extra))
+    report(results, "ms_per_step", "ms/step")
     print(f"  im2col + GEMM floor: {floor_ms():.1f} ms/step (NumPy, one thread)")
 
 
@@ -272,9 +234,7 @@ def main() -> None:
     parser.add_argument("--worker", choices=["needle", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    # Pin this process too (the floor is timed here); NumPy is imported lazily, so the
-    # variables take effect.
-    os.environ.update({v: "1" for v in THREAD_VARS})
+    pin_threads()  # the floor is timed here; NumPy is imported lazily, so this takes effect
     if args.worker:
         print(json.dumps(worker(args.worker, args.steps, args.warmup, args.weights)))
         return
