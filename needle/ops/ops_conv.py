@@ -146,15 +146,34 @@ class ConvInputGrad(TensorOp):
         self.padding = padding
 
     def compute(self, g: NDArray, b: NDArray):
+        kh, kw = b.shape[:2]
+        (ph, pw), s = self.padding, self.stride
+        if s == 1 and ph < kh and pw < kw:
+            return self._full_convolution(g, b)
+        return self._col2im(g, b)
+
+    def _full_convolution(self, g: NDArray, b: NDArray) -> NDArray:
+        """Stride 1: ``g`` convolved with the flipped weight, padded by K − 1 − p.
+
+        The same numbers as :meth:`_col2im`, computed as im2col + one matmul with an inner
+        dimension of K·K·C_out, which runs faster than K·K strided adds.
+        """
+        kh, kw, c, o = b.shape
+        (h, w), (ph, pw) = self.input_hw, self.padding
+        flipped = array_api.swapaxes(array_api.flip(b, (0, 1)), 2, 3)  # (K_h, K_w, C_out, C_in)
+        cols = _im2col(g, (kh, kw), 1, (kh - 1 - ph, kw - 1 - pw))
+        return (cols @ flipped.reshape((kh * kw * o, c))).reshape((g.shape[0], h, w, c))
+
+    def _col2im(self, g: NDArray, b: NDArray) -> NDArray:
+        """Any stride: ``G @ Wᵀ`` (one matmul), each kernel offset's slab added in place."""
         kh, kw, c, o = b.shape
         n, ho, wo, _ = g.shape
         (h, w), (ph, pw), s = self.input_hw, self.padding, self.stride
-        # cols[n,i,j,u,v,c] = Σ_o g[n,i,j,o]·b[u,v,c,o]: one matmul.
+        # cols[n,i,j,u,v,c] = Σ_o g[n,i,j,o]·b[u,v,c,o]
         b_t = array_api.swapaxes(b.reshape((kh * kw * c, o)), 0, 1)
         cols = (g.reshape((n * ho * wo, o)) @ b_t).reshape((n, ho, wo, kh, kw, c))
-        # col2im: add each kernel offset's slab into the padded input. The accumulator has
-        # two unit axes so that the slab cols[:, :, :, u:u+1, v:v+1] adds without a reshape
-        # (slices, not ints: an NDArray int index keeps its axis, a NumPy one drops it).
+        # The accumulator has two unit axes so that the slab cols[:, :, :, u:u+1, v:v+1]
+        # adds without a reshape (slices, not ints: an NDArray int index keeps its axis).
         acc = array_api.zeros((n, h + 2 * ph, w + 2 * pw, 1, 1, c), dtype=cols.dtype)
         for u in range(kh):
             for v in range(kw):
