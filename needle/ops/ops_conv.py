@@ -6,8 +6,9 @@ The convolution is lowered onto a strided view: the zero-padded input is viewed 
 
 The gradients are two more ops of the same kind, each one matmul:
 
-* :class:`ConvInputGrad` — ``(G @ Wᵀ)`` scattered back onto the input positions (col2im:
-  one strided add per kernel offset, ``K_h·K_w`` of them, never a loop over pixels);
+* :class:`ConvInputGrad` — at stride 1 a full convolution of ``G`` with the flipped
+  weight; otherwise ``(G @ Wᵀ)`` scattered back onto the input positions (col2im: one
+  strided add per kernel offset, ``K_h·K_w`` of them, never a loop over pixels);
 * :class:`ConvWeightGrad` — ``im2col(a)ᵀ @ G``.
 
 The three ops are each other's gradients (``conv`` is bilinear in input and weight), so
