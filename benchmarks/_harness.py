@@ -1,5 +1,6 @@
-"""What the needle-vs-PyTorch benchmarks share: one-thread workers in subprocesses, run in
-alternation, and the report of medians, ratio and peak memory.
+"""Plumbing for needle-vs-PyTorch benchmarks: one-thread workers in subprocesses, run in
+alternation, and the report of medians, ratio and peak memory (used by bench_resnet9;
+bench_mlp_resnet keeps its own copy, which also runs a "needle-graph" variant).
 
 A benchmark script re-runs itself with ``--worker needle|torch ...``; the worker prints
 one JSON object as its last line (``ms_per_step``, ``peak_rss_mb``, ...).

@@ -2,7 +2,9 @@
 
 Each measurement runs in its own subprocess (so peak memory is per framework), and
 the frameworks alternate (needle, torch, needle, torch, ...) so machine drift hits
-both. Prints ms per step (median over runs), the ratio, peak RSS, and the "GEMM
+both. needle runs twice: with backward(create_graph=False), the fast path its training
+loops use, and with backward()'s default (gradients recorded as a graph, "needle-graph").
+Prints ms per step (median over runs), the ratios, peak RSS, and the "GEMM
 floor": the step's matrix products alone, timed in NumPy.
 
     python benchmarks/bench_mlp_resnet.py                # steps: 300 x 5 runs each
@@ -16,9 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
+import sys
 import time
 
-from _harness import alternate, pin_threads, report, run_worker
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 BATCH, HIDDEN, BLOCKS, CLASSES = 100, 100, 3, 10
 
 
@@ -42,7 +47,8 @@ def _batches(images, labels, steps, seed=0):
 # ----- workers: each runs in its own process ------------------------------------------------
 
 
-def _needle_step_fn():
+def _needle_step_fn(create_graph: bool = False):
+    """needle's step; ``create_graph=True`` is backward()'s default (differentiable grads)."""
     import numpy as np
 
     import needle as ndl
@@ -59,7 +65,7 @@ def _needle_step_fn():
             model(ndl.Tensor(x, requires_grad=False)), ndl.Tensor(y, requires_grad=False)
         )
         opt.reset_grad()
-        loss.backward()
+        loss.backward(create_graph=create_graph)
         opt.step()
 
     return step
@@ -124,7 +130,7 @@ def _needle_epoch(images, labels):
     for x, y in loader:
         loss = loss_fn(model(x), y)
         opt.reset_grad()
-        loss.backward()
+        loss.backward(create_graph=False)
         opt.step()
     return time.perf_counter() - start
 
@@ -148,10 +154,15 @@ def worker(framework: str, steps: int, warmup: int, epoch: bool) -> dict:
     images, labels = _load_fashion_mnist()
     result = {"framework": framework}
     if epoch:
-        run = _needle_epoch if framework == "needle" else _torch_epoch
+        run = _torch_epoch if framework == "torch" else _needle_epoch
         result["epoch_s"] = run(images, labels)
     else:
-        step = _needle_step_fn() if framework == "needle" else _torch_step_fn()
+        steps_by_framework = {
+            "needle": _needle_step_fn,
+            "needle-graph": lambda: _needle_step_fn(create_graph=True),
+            "torch": _torch_step_fn,
+        }
+        step = steps_by_framework[framework]()
         for x, y in _batches(images, labels, warmup, seed=1):
             step(x, y)
         start = time.perf_counter()
@@ -195,10 +206,63 @@ def gemm_floor_ms(repeats: int = 200) -> float:
     return best * 1e3
 
 
+def _run_worker(framework: str, args) -> dict | None:
+    env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        framework,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ] + (["--epoch"] if args.epoch_mode else [])
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        print(f"{framework} worker failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
 def _compare(args, key: str, unit: str, scale: float = 1.0) -> None:
-    extra = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
-    extra += ["--epoch"] if args.epoch_mode else []
-    report(alternate(args.runs, lambda f: run_worker(__file__, f, extra)), key, unit, scale)
+    # "needle-graph" is backward()'s default (gradients recorded as a graph); "needle" is
+    # the create_graph=False fast path that needle's own training loops use.
+    needles = ["needle"] if args.epoch_mode else ["needle", "needle-graph"]
+    frameworks = needles + (["torch"] if _has_torch() else [])
+    results = {f: [] for f in frameworks}
+    for _ in range(args.runs):
+        for framework in frameworks:  # alternate so drift hits both
+            out = _run_worker(framework, args)
+            if out:
+                results[framework].append(out)
+    for framework, runs in results.items():
+        if not runs:
+            continue
+        values = [r[key] * scale for r in runs]
+        peak = max(r["peak_rss_mb"] for r in runs)
+        print(
+            f"{framework:>7}: {statistics.median(values):8.2f} {unit} (median of {len(values)}; "
+            f"runs {', '.join(f'{v:.2f}' for v in values)})  peak RSS {peak:.0f} MB"
+        )
+    for needle in needles:
+        if not (results.get("torch") and results[needle]):
+            continue
+        ratio = statistics.median(r[key] for r in results[needle]) / statistics.median(
+            r[key] for r in results["torch"]
+        )
+        print(f"  ratio {needle} / torch = {ratio:.2f}  (<= 1.0: needle is at least as fast)")
+    if not _has_torch():
+        print("  (PyTorch not installed: pip install torch==2.13.0 for the comparison)")
 
 
 def profile_needle(steps: int) -> None:
@@ -237,7 +301,7 @@ def breakdown_needle(steps: int, warmup: int) -> None:
         loss = loss_fn(model(x), y)
         t2 = time.perf_counter()
         opt.reset_grad()
-        loss.backward()
+        loss.backward(create_graph=False)
         t3 = time.perf_counter()
         opt.step()
         t4 = time.perf_counter()
@@ -260,11 +324,13 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--breakdown", action="store_true")
-    parser.add_argument("--worker", choices=["needle", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=["needle", "needle-graph", "torch"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     # Pin this process too (the GEMM floor is timed here); NumPy is imported lazily, so
     # the variables take effect.
-    pin_threads()
+    os.environ.update({v: "1" for v in THREAD_VARS})
     if args.worker:
         print(json.dumps(worker(args.worker, args.steps, args.warmup, args.epoch_mode)))
         return
