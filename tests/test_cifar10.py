@@ -280,3 +280,20 @@ def test_download_of_incomplete_archive_is_refused(server, cifar_dir, tmp_path):
         download_cifar10(root, url=base + "c.tar.gz", md5=hashlib.md5(archive).hexdigest(),
                          timeout=5)
     assert os.listdir(root) == []
+
+
+def test_resnet9_trains_on_a_cifar_folder(cifar_dir):
+    """The whole path: batch files → CIFAR10Dataset → DataLoader → ResNet9 → train/evaluate."""
+    from needle.apps.models import ResNet9
+    from needle.apps.simple_ml import evaluate_cifar10, train_cifar10
+
+    folder, _ = cifar_dir
+    loader = DataLoader(CIFAR10Dataset(folder, train=True), batch_size=8, shuffle=True)
+    np.random.seed(0)
+    model = ResNet9()
+    first_acc, first_loss = train_cifar10(model, loader, n_epochs=1, lr=0.01)
+    acc, loss = train_cifar10(model, loader, n_epochs=3, lr=0.01)
+    assert 0.0 <= first_acc <= 1.0 and loss < first_loss  # 20 images: Adam fits them
+    test = DataLoader(CIFAR10Dataset(folder, train=False), batch_size=8)
+    eval_acc, eval_loss = evaluate_cifar10(model, test)
+    assert 0.0 <= eval_acc <= 1.0 and np.isfinite(eval_loss)
