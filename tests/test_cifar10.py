@@ -283,7 +283,7 @@ def test_download_of_incomplete_archive_is_refused(server, cifar_dir, tmp_path):
 
 
 def test_resnet9_trains_on_a_cifar_folder(cifar_dir):
-    """The whole path: batch files → CIFAR10Dataset → DataLoader → ResNet9 → train/evaluate."""
+    """Batch files → CIFAR10Dataset → DataLoader → ResNet9 → train and evaluate."""
     from needle.apps.models import ResNet9
     from needle.apps.simple_ml import evaluate_cifar10, train_cifar10
 

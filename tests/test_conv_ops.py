@@ -14,7 +14,7 @@ from needle.testing import gradcheck
 
 
 def reference_conv(a: np.ndarray, b: np.ndarray, stride: int, padding) -> np.ndarray:
-    """out[n,i,j,o] = Σ_{u,v,c} a_pad[n, i·s+u, j·s+v, c]·b[u,v,c,o], one output pixel at a time."""
+    """out[n,i,j,o] = Σ_{u,v,c} a_pad[n, i·s+u, j·s+v, c]·b[u,v,c,o], pixel by pixel."""
     ph, pw = (padding, padding) if np.isscalar(padding) else padding
     a = np.pad(a, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
     kh, kw, _, o = b.shape

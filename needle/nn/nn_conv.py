@@ -54,9 +54,9 @@ class Conv(Module):
 
     ``H_o = ⌊(H + 2·(K//2) − K)/stride⌋ + 1`` ("same" size for odd K and stride 1).
 
-    Parameters, created (and drawn) in this order:
-    ``weight`` (K, K, in, out) ~ ``kaiming_uniform(in·K², out·K², shape=...)``, then
-    ``bias`` (out,) ~ U(−1/√(in·K²), 1/√(in·K²)) unless ``bias=False`` (then None, no draw).
+    Parameters, created (and drawn) in this order: ``weight`` (K, K, in, out) ~
+    ``kaiming_uniform(in·K², out·K², shape=...)``, then ``bias`` (out,) ~
+    U(−1/√(in·K²), 1/√(in·K²)), absent (None, no draw) with ``bias=False``.
     PyTorch's ``Conv2d`` weight is ``weight`` permuted by (3, 2, 0, 1).
 
     >>> import needle as ndl

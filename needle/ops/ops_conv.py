@@ -65,7 +65,7 @@ def _compact_strides(shape: tuple) -> tuple:
 
 
 def _out_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Output length of a convolution along one axis: ⌊(size + 2·pad − kernel)/stride⌋ + 1."""
+    """Output length along one axis: ⌊(size + 2·pad − kernel)/stride⌋ + 1."""
     return (size + 2 * pad - kernel) // stride + 1
 
 
