@@ -41,6 +41,12 @@ CASES = [
     (1, 4, 4, 2, 1, 3, 2, 4),  # padding > K - 1
     (1, 4, 5, 2, 2, 2, 1, 3),  # padding > K - 1 at stride 1 (the col2im input gradient)
     (1, 3, 3, 1, 1, 1, 1, 0),  # 1×1 kernel
+    # Kernels larger than the image: taps that only ever see padding are skipped.
+    (2, 1, 1, 3, 2, 3, 1, 1),  # ResNet9's 1×1 layers: only the centre tap is live
+    (2, 2, 2, 2, 3, 3, 2, 1),  # ResNet9's 2×2 → 1×1 layer: taps 1 and 2
+    (1, 1, 4, 2, 2, 3, 1, 1),  # trimmed rows only
+    (1, 2, 2, 1, 2, 5, 1, 2),  # taps 1–3 of 5
+    (1, 1, 1, 1, 1, 1, 5, 1),  # every window in the padding: the output is 0
 ]
 
 
@@ -85,6 +91,7 @@ def test_default_paddings_are_the_courses():
         ((1, 5, 7, 2), (2, 3), 1, (1, 0)),
         ((2, 6, 5, 1), (3, 2), 2, (0, 2)),
         ((1, 4, 9, 2), (4, 6), 3, (2, 1)),
+        ((2, 1, 6, 2), (3, 2), 1, (1, 0)),  # dead kernel rows, live columns
     ],
 )
 def test_conv_op_rectangular_kernel(shape_a, kernel, stride, padding, rng):
@@ -98,7 +105,7 @@ def test_conv_op_rectangular_kernel(shape_a, kernel, stride, padding, rng):
 # ----- the gradient ops are differentiable: second derivatives -----------------------------
 
 
-@pytest.mark.parametrize("case", CASES[:6] + CASES[-2:], ids=str)
+@pytest.mark.parametrize("case", CASES[:6] + CASES[-8:], ids=str)
 def test_gradient_ops_have_correct_gradients(case, rng):
     a, b, s, p = _case_arrays(case, rng)
     g = rng.standard_normal(reference_conv(a, b, s, p).shape)
@@ -130,6 +137,14 @@ def test_second_derivative_through_backward(rng):
             values.append(np.sum(inner(shifted)[0].numpy() * r))
         numeric[idx] = (values[0] - values[1]) / 2e-6
     np.testing.assert_allclose(w.grad.numpy(), numeric, rtol=1e-5, atol=1e-6)
+
+
+def test_dead_taps_are_skipped():
+    from needle.ops.ops_conv import _live_taps
+
+    assert _live_taps((1, 1), (1, 1), (3, 3), 1, (1, 1)) == (slice(1, 2), slice(1, 2))
+    assert _live_taps((2, 8), (1, 4), (3, 3), 2, (1, 1)) == (slice(1, 3), slice(0, 3))
+    assert _live_taps((1, 1), (1, 1), (1, 1), 5, (1, 1)) == (slice(0, 1), slice(0, 1))
 
 
 def test_data_input_gets_no_input_gradient(rng):

@@ -69,34 +69,57 @@ def _out_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def _zero_pad_hw(a: NDArray, ph: int, pw: int) -> NDArray:
-    """``a`` (N, H, W, C) with ``ph`` zero rows and ``pw`` zero columns on each side.
+def _zero_pad_hw(a: NDArray, top: int, bottom: int, left: int, right: int) -> NDArray:
+    """``a`` (N, H, W, C) with zero rows above/below and zero columns left/right.
 
     A zero array and one slice assignment: the same as ``pad`` but without NumPy's
     general ``np.pad`` machinery, which costs more than the copy itself here.
     """
     n, h, w, c = a.shape
-    out = array_api.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=a.dtype)
-    out[:, ph : ph + h, pw : pw + w, :] = a
+    out = array_api.zeros((n, top + h + bottom, left + w + right, c), dtype=a.dtype)
+    out[:, top : top + h, left : left + w, :] = a
     return out
 
 
-def _im2col(a: NDArray, kernel: Pair, stride: int, padding: Pair) -> NDArray:
-    """``a`` (N, H, W, C) zero-padded, as the compact matrix (N·H_o·W_o, K_h·K_w·C).
+def _im2col(a: NDArray, kernel: Pair, stride: int, pad_before: Pair, out_hw: Pair) -> NDArray:
+    """The patches of ``a`` (N, H, W, C) as the compact matrix (N·H_o·W_o, K_h·K_w·C).
 
     Row (n, i, j) holds the receptive field of output pixel (i, j) of image n, in
-    (u, v, c) order, which matches the weight reshaped to (K_h·K_w·C, C_out).
+    (u, v, c) order, which matches the weight reshaped to (K_h·K_w·C, C_out). ``a`` is
+    zero-padded by ``pad_before`` above and left, and below and right by what the
+    ``out_hw`` windows reach.
     """
-    (kh, kw), (ph, pw) = kernel, padding
-    if ph or pw:
-        a = _zero_pad_hw(a, ph, pw)
+    (kh, kw), (top, left), (ho, wo) = kernel, pad_before, out_hw
     n, h, w, c = a.shape
-    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    bottom = max(0, (ho - 1) * stride + kh - top - h)
+    right = max(0, (wo - 1) * stride + kw - left - w)
+    if top or bottom or left or right:
+        a = _zero_pad_hw(a, top, bottom, left, right)
     sn, sh, sw, sc = _compact_strides(a.shape)
     view = _strided_view(
         a, (n, ho, wo, kh, kw, c), (sn, stride * sh, stride * sw, sh, sw, sc)
     )
     return view.reshape((n * ho * wo, kh * kw * c))
+
+
+def _live_taps(in_hw: Pair, out_hw: Pair, kernel: Pair, stride: int,
+               padding: Pair) -> tuple[slice, slice]:
+    """The kernel rows and columns that can meet the input; the others only see padding.
+
+    Kernel row u reads input rows i·s + u − p for i < H_o, so it matters only if
+    p − (H_o − 1)·s ≤ u < p + H. Deep layers on small images drop most of their kernel
+    this way (a 3×3 kernel on a 1×1 image keeps only its centre), and the matmuls skip
+    the zeros. An empty range (every window in the padding) keeps the whole kernel.
+    """
+    live = []
+    for size, out, k, p in zip(in_hw, out_hw, kernel, padding):
+        first, stop = max(0, p - (out - 1) * stride), min(k, p + size)
+        live.append(slice(first, stop) if first < stop else slice(0, k))
+    return live[0], live[1]
+
+
+def _span(taps: slice) -> int:
+    return taps.stop - taps.start
 
 
 # ----- the ops -------------------------------------------------------------------------------
@@ -115,13 +138,14 @@ class Conv(TensorOp):
         self.padding = _pair(padding)
 
     def compute(self, a: NDArray, b: NDArray):
-        kh, kw, c, o = b.shape
         n, h, w, _ = a.shape
-        cols = _im2col(a, (kh, kw), self.stride, self.padding)
-        out = cols @ b.reshape((kh * kw * c, o))
-        ho = _out_size(h, kh, self.stride, self.padding[0])
-        wo = _out_size(w, kw, self.stride, self.padding[1])
-        return out.reshape((n, ho, wo, o))
+        (ph, pw), s = self.padding, self.stride
+        out_hw = (_out_size(h, b.shape[0], s, ph), _out_size(w, b.shape[1], s, pw))
+        rows, cols = _live_taps((h, w), out_hw, b.shape[:2], s, self.padding)
+        b = b[rows, cols]
+        kh, kw, c, o = b.shape
+        patches = _im2col(a, (kh, kw), s, (ph - rows.start, pw - cols.start), out_hw)
+        return (patches @ b.reshape((kh * kw * c, o))).reshape((n,) + out_hw + (o,))
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         a, b = node.inputs
@@ -147,41 +171,45 @@ class ConvInputGrad(TensorOp):
         self.padding = padding
 
     def compute(self, g: NDArray, b: NDArray):
-        kh, kw = b.shape[:2]
         (ph, pw), s = self.padding, self.stride
-        if s == 1 and ph < kh and pw < kw:
-            return self._full_convolution(g, b)
-        return self._col2im(g, b)
+        rows, cols = _live_taps(self.input_hw, g.shape[1:3], b.shape[:2], s, self.padding)
+        b, pad_before = b[rows, cols], (ph - rows.start, pw - cols.start)
+        if s == 1 and pad_before[0] < _span(rows) and pad_before[1] < _span(cols):
+            return self._full_convolution(g, b, pad_before)
+        return self._col2im(g, b, pad_before)
 
-    def _full_convolution(self, g: NDArray, b: NDArray) -> NDArray:
-        """Stride 1: ``g`` convolved with the flipped weight, padded by K − 1 − p.
+    def _full_convolution(self, g: NDArray, b: NDArray, pad_before: Pair) -> NDArray:
+        """Stride 1: ``g`` padded by K − 1 − p, convolved with the flipped weight.
 
         The same numbers as :meth:`_col2im`, computed as im2col + one matmul with an inner
         dimension of K·K·C_out, which runs faster than K·K strided adds.
         """
         kh, kw, c, o = b.shape
-        (h, w), (ph, pw) = self.input_hw, self.padding
+        (h, w), (top, left) = self.input_hw, pad_before
         flipped = array_api.swapaxes(array_api.flip(b, (0, 1)), 2, 3)  # (K_h, K_w, C_out, C_in)
-        cols = _im2col(g, (kh, kw), 1, (kh - 1 - ph, kw - 1 - pw))
-        return (cols @ flipped.reshape((kh * kw * o, c))).reshape((g.shape[0], h, w, c))
+        patches = _im2col(g, (kh, kw), 1, (kh - 1 - top, kw - 1 - left), (h, w))
+        return (patches @ flipped.reshape((kh * kw * o, c))).reshape((g.shape[0], h, w, c))
 
-    def _col2im(self, g: NDArray, b: NDArray) -> NDArray:
+    def _col2im(self, g: NDArray, b: NDArray, pad_before: Pair) -> NDArray:
         """Any stride: ``G @ Wᵀ`` (one matmul), each kernel offset's slab added in place."""
         kh, kw, c, o = b.shape
         n, ho, wo, _ = g.shape
-        (h, w), (ph, pw), s = self.input_hw, self.padding, self.stride
+        (h, w), (top, left), s = self.input_hw, pad_before, self.stride
         # cols[n,i,j,u,v,c] = Σ_o g[n,i,j,o]·b[u,v,c,o]
         b_t = array_api.swapaxes(b.reshape((kh * kw * c, o)), 0, 1)
         cols = (g.reshape((n * ho * wo, o)) @ b_t).reshape((n, ho, wo, kh, kw, c))
-        # The accumulator has two unit axes so that the slab cols[:, :, :, u:u+1, v:v+1]
-        # adds without a reshape (slices, not ints: an NDArray int index keeps its axis).
-        acc = array_api.zeros((n, h + 2 * ph, w + 2 * pw, 1, 1, c), dtype=cols.dtype)
+        # The accumulator (the padded input) has two unit axes so that the slab
+        # cols[:, :, :, u:u+1, v:v+1] adds without a reshape (slices, not ints: an NDArray
+        # int index keeps its axis).
+        acc_h = max(top + h, (ho - 1) * s + kh)
+        acc_w = max(left + w, (wo - 1) * s + kw)
+        acc = array_api.zeros((n, acc_h, acc_w, 1, 1, c), dtype=cols.dtype)
         for u in range(kh):
             for v in range(kw):
                 rows = slice(u, u + (ho - 1) * s + 1, s)
                 columns = slice(v, v + (wo - 1) * s + 1, s)
                 acc[:, rows, columns] += cols[:, :, :, u : u + 1, v : v + 1]
-        return acc[:, ph : ph + h, pw : pw + w].reshape((n, h, w, c))
+        return acc[:, top : top + h, left : left + w].reshape((n, h, w, c))
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         g, b = node.inputs
@@ -205,10 +233,17 @@ class ConvWeightGrad(TensorOp):
         self.padding = padding
 
     def compute(self, a: NDArray, g: NDArray):
-        (kh, kw), c, o = self.kernel, a.shape[3], g.shape[3]
-        cols = _im2col(a, self.kernel, self.stride, self.padding)
-        rows = g.reshape((cols.shape[0], o))
-        return (array_api.swapaxes(cols, 0, 1) @ rows).reshape((kh, kw, c, o))
+        (ph, pw), s, c, o = self.padding, self.stride, a.shape[3], g.shape[3]
+        rows, cols = _live_taps(a.shape[1:3], g.shape[1:3], self.kernel, s, self.padding)
+        live = (_span(rows), _span(cols))
+        patches = _im2col(a, live, s, (ph - rows.start, pw - cols.start), g.shape[1:3])
+        grad_rows = g.reshape((patches.shape[0], o))
+        grad = (array_api.swapaxes(patches, 0, 1) @ grad_rows).reshape(live + (c, o))
+        if live == self.kernel:
+            return grad
+        full = array_api.zeros(self.kernel + (c, o), dtype=grad.dtype)  # dead taps: 0
+        full[rows, cols] = grad
+        return full
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         a, g = node.inputs
