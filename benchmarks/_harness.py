@@ -1,6 +1,6 @@
 """Plumbing for needle-vs-PyTorch benchmarks: one-thread workers in subprocesses, run in
-alternation, and the report of medians, ratio and peak memory (used by bench_resnet9;
-bench_mlp_resnet keeps its own copy, which also runs a "needle-graph" variant).
+alternation, and the report of medians, ratio and peak memory (used by bench_mlp_resnet
+and bench_resnet9).
 
 A benchmark script re-runs itself with ``--worker needle|torch ...``; the worker prints
 one JSON object as its last line (``ms_per_step``, ``peak_rss_mb``, ...).
@@ -13,7 +13,7 @@ import os
 import statistics
 import subprocess
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -43,9 +43,13 @@ def run_worker(script: str, framework: str, extra: list[str]) -> dict | None:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def alternate(runs: int, run_one: Callable[[str], dict | None]) -> dict[str, list[dict]]:
-    """``runs`` rounds of needle then torch (if installed), so machine drift hits both."""
-    frameworks = ["needle"] + (["torch"] if has_torch() else [])
+def alternate(runs: int, run_one: Callable[[str], dict | None],
+              needles: Sequence[str] = ("needle",)) -> dict[str, list[dict]]:
+    """``runs`` rounds of each needle variant, then torch (if installed), in turn.
+
+    Alternating makes machine drift hit every framework alike.
+    """
+    frameworks = list(needles) + (["torch"] if has_torch() else [])
     results = {f: [] for f in frameworks}
     for _ in range(runs):
         for framework in frameworks:
@@ -56,7 +60,7 @@ def alternate(runs: int, run_one: Callable[[str], dict | None]) -> dict[str, lis
 
 
 def report(results: dict[str, list[dict]], key: str, unit: str, scale: float = 1.0) -> None:
-    """Print each framework's median ``key`` (and its runs, peak RSS) and the ratio."""
+    """Print each framework's median ``key`` (its runs, peak RSS) and each needle / torch."""
     for framework, runs in results.items():
         if not runs:
             continue
@@ -66,10 +70,12 @@ def report(results: dict[str, list[dict]], key: str, unit: str, scale: float = 1
             f"{framework:>7}: {statistics.median(values):8.2f} {unit} (median of {len(values)}; "
             f"runs {', '.join(f'{v:.2f}' for v in values)})  peak RSS {peak:.0f} MB"
         )
-    if results.get("torch") and results["needle"]:
-        ratio = statistics.median(r[key] for r in results["needle"]) / statistics.median(
+    for needle in [f for f in results if f != "torch"]:
+        if not (results.get("torch") and results[needle]):
+            continue
+        ratio = statistics.median(r[key] for r in results[needle]) / statistics.median(
             r[key] for r in results["torch"]
         )
-        print(f"  ratio needle / torch = {ratio:.2f}  (<= 1.0: needle is at least as fast)")
+        print(f"  ratio {needle} / torch = {ratio:.2f}  (<= 1.0: needle is at least as fast)")
     if not has_torch():
         print("  (PyTorch not installed: pip install torch==2.13.0 for the comparison)")
