@@ -1,10 +1,11 @@
 """``collapse="module"``: draw each top-level module of a recorded model as one box.
 
-Forward nodes know their module from :func:`needle.viz.record`. Adjoint nodes are made
-by ``backward()``, outside any module call, so they are placed by where they come from:
-an op's gradient nodes take the op node itself (or its inputs) as arguments, so an
-adjoint node goes with the *latest* forward node among its arguments, or else with its
-first adjoint argument. Inside a module this is exact; at a module's border a gradient
+Forward nodes know their module from :func:`needle.viz.record`, and so do the gradient
+nodes of a ``backward()`` run inside the ``record`` block. Other adjoint nodes are
+placed by where they come from: a node that is some forward nodes' ``.grad`` goes with
+the last of them; any other goes with the latest forward node among its arguments (an
+op's gradient takes the op's node or inputs as arguments), else with its first placed
+adjoint argument. That guess is right inside a module; at a module's border a gradient
 node may land in the neighbouring box.
 """
 from __future__ import annotations
@@ -42,16 +43,18 @@ def collapse_modules(g: Graph, required: bool) -> Graph:
 
 def _adjoint_groups(g: Graph) -> dict[str, tuple[str, str]]:
     """node id → (group, group type), for forward nodes as recorded, adjoints as placed."""
-    groups = {n.id: (n.group, n.group_type) for n in g.nodes if n.kind != "adjoint"}
+    groups = {n.id: (n.group, n.group_type) for n in g.nodes}
     order = {n.id: i for i, n in enumerate(g.nodes)}
     is_adjoint = {n.id: n.kind == "adjoint" for n in g.nodes}
     for node in g.nodes:
-        if not is_adjoint[node.id]:
+        if not is_adjoint[node.id] or node.group:
             continue
         args = [a for a in g.inputs_of(node.id) if groups[a][0]]
         forward = [a for a in args if not is_adjoint[a]]
         adjoint = [a for a in args if is_adjoint[a]]
-        if forward:
+        if node.grad_of:
+            groups[node.id] = groups[node.grad_of[-1]]
+        elif forward:
             groups[node.id] = groups[max(forward, key=order.__getitem__)]
         else:
             groups[node.id] = groups[adjoint[0]] if adjoint else ("", "")

@@ -81,13 +81,12 @@ def _node_line(node) -> str:
 
 def _label(node) -> str:
     """``v3  EWiseMul`` / shape and dtype / what it is the gradient of."""
-    lines = [f"{node.id}  {node.title}"]
     if node.kind in ("module", "adjoint-module"):
-        lines.append(f"{node.members} nodes")
-    else:
-        if node.name and node.op:
-            lines.append(node.op)
-        lines.append(f"{_shape_text(node.shape)} {node.dtype}")
+        return f"{node.title}\n{node.members} nodes"
+    lines = [f"{node.id}  {node.title}"]
+    if node.name and node.op:
+        lines.append(node.op)
+    lines.append(f"{_shape_text(node.shape)} {node.dtype}")
     if node.grad_of:
         lines.append("grad of " + ", ".join(node.grad_of))
     return "\n".join(lines)
@@ -100,7 +99,7 @@ def _shape_text(shape: tuple) -> str:
 def _edge_line(edge, numbered: bool) -> str:
     if edge.kind == "grad":
         return (f'  {edge.src} -> {edge.dst} [style=dashed, color="{GRAD_EDGE_COLOUR}", '
-                f'fontcolor="{GRAD_EDGE_COLOUR}", label="grad", constraint=false];')
+                f'fontcolor="{GRAD_EDGE_COLOUR}", label="grad"];')
     return f'  {edge.src} -> {edge.dst} [label=" {edge.index}"];' if numbered else (
         f"  {edge.src} -> {edge.dst};")
 

@@ -7,6 +7,10 @@ block; each call claims the nodes it created — those reachable from its output
 passing through its inputs — for the module's dotted path. The innermost module returns
 first, so a node belongs to the deepest module that made it.
 
+A ``backward()`` inside the block is watched too: the gradient nodes made while
+differentiating a node go with that node's module (the nodes that sum a node's partial
+adjoints go with the node whose gradient uses the sum).
+
 The registry holds weak references: recorded graphs are freed as usual.
 """
 from __future__ import annotations
@@ -16,6 +20,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from .. import autograd
 from ..autograd import Value
 
 __all__ = ["ModulePlace", "record", "module_place", "recorded_name"]
@@ -71,11 +76,17 @@ def record(model) -> Iterator[None]:
     for name, tensor in (*model.named_parameters(), *model.named_buffers()):
         _NAMES[tensor] = name
     modules = [("", model)] + [(n, m) for n, m in model._named_members() if isinstance(m, Module)]
-    for path, module in modules:
-        module.forward = _claiming_forward(module.forward, _place_of(path, model))
+    # The model's inputs (the data) were not made by the backward pass: its walk stops there.
+    model_inputs: dict[int, Value] = {}
+    model.forward = _claiming_forward(model.forward, _place_of("", model), model_inputs)
+    for path, module in modules[1:]:
+        module.forward = _claiming_forward(module.forward, _place_of(path, model), {})
+    previous_hook = autograd._partial_adjoint_hook
+    autograd._partial_adjoint_hook = _claiming_backward(previous_hook, model_inputs)
     try:
         yield
     finally:
+        autograd._partial_adjoint_hook = previous_hook
         for _, module in modules:
             del module.forward  # the instance attribute; the class's forward shows again
 
@@ -112,17 +123,44 @@ def _resolve(model, path: str) -> Any:
     return value
 
 
-def _claiming_forward(forward, place: ModulePlace):
-    """``forward``, followed by claiming the nodes it made for ``place``."""
+def _claiming_forward(forward, place: ModulePlace, inputs_seen: dict[int, Value]):
+    """``forward``, followed by claiming the nodes it made for ``place``.
+
+    Its input nodes are added to ``inputs_seen`` (id → node).
+    """
 
     def recorded_forward(*args, **kwargs):
         out = forward(*args, **kwargs)
+        inputs_seen.update((id(v), v) for v in _values_in((args, kwargs)))
         inputs = {id(v) for v in _values_in((args, kwargs))}
         for node in _made_between(list(_values_in(out)), inputs):
             _PLACES.setdefault(node, place)  # an inner module claimed it first: keep that
         return out
 
     return recorded_forward
+
+
+def _claiming_backward(previous_hook, model_inputs: dict[int, Value]):
+    """A partial-adjoint hook giving the gradient nodes of a node its module's place."""
+    handled: set[int] = set()
+    alive: list[Value] = []  # keeps the handled ids from being reused during the block
+
+    def hook(node: Value, inp: Value, partial: Value) -> None:
+        if previous_hook is not None:
+            previous_hook(node, inp, partial)
+        place = _PLACES.get(node)
+        stack = [partial]
+        while stack:  # the nodes ``node``'s gradient made: new, unplaced ancestors
+            value = stack.pop()
+            if id(value) in handled or id(value) in model_inputs or value in _PLACES:
+                continue
+            handled.add(id(value))
+            alive.append(value)
+            if place is not None:
+                _PLACES[value] = place
+            stack.extend(value.inputs)
+
+    return hook
 
 
 def _values_in(obj: Any) -> Iterator[Value]:

@@ -70,11 +70,14 @@ def trace(loss: Tensor, path: str | None = None, *, model=None,
 def _record_backward(loss: Tensor) -> dict[int, list[tuple[Value, Value]]]:
     """``loss.backward()``; returns id(node) → [(user, partial adjoint), …] in arrival order."""
     received: dict[int, list[tuple[Value, Value]]] = {}
+    previous = autograd._partial_adjoint_hook  # viz.record's, inside its block
 
     def hook(user: Value, inp: Value, partial: Value) -> None:
         received.setdefault(id(inp), []).append((user, partial))
+        if previous is not None:
+            previous(user, inp, partial)
 
-    previous, autograd._partial_adjoint_hook = autograd._partial_adjoint_hook, hook
+    autograd._partial_adjoint_hook = hook
     try:
         loss.backward()
     finally:
