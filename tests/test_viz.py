@@ -478,3 +478,15 @@ def test_repr_counts_nodes():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert repr(viz.graph(x * 2)) == "needle.viz.Graph(2 nodes (0 adjoint), 1 edges)"
+
+
+@needs_graphviz
+def test_docs_first_example_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "viz.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", docs, flags=re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(block, "docs/viz.md", "exec"), namespace)
+    assert (tmp_path / "graph.svg").is_file()
+    assert [(n.id, n.title) for n in namespace["g"].nodes][:2] == [("v0", "x"), ("v1", "EWiseMul")]
