@@ -31,7 +31,7 @@ def titles(g):
     return [n.title for n in g.nodes]
 
 
-# ----- forward graphs ------------------------------------------------------------------------------
+# ----- forward graphs ------------------------------------------------------------------------
 
 
 def test_square_plus_x_nodes_labels_and_argument_order():
@@ -103,13 +103,13 @@ def test_several_outputs_and_tensor_tuples():
     assert g.node("v1").shape == ((3,), (3,))
 
 
-# ----- adjoints --------------------------------------------------------------------------------------
+# ----- adjoints ------------------------------------------------------------------------------
 
 
 def test_adjoints_of_sum_of_squares_by_hand():
     x = tensor([1.0, 2.0, 3.0])
     y = (x * x).sum()
-    y.backward(create_graph=True)
+    y.backward()
     g = viz.graph(y, adjoints=True, names={"x": x})
     # forward: x, x*x, sum. backward: ones () (y.grad), its broadcast (3,) (v1.grad) —
     # both constants, since the seed needs no grad — then the two partials of x*x,
@@ -139,7 +139,7 @@ def test_adjoints_of_shared_subexpression_sum_two_partials():
     a = tensor([1.0, -2.0])
     b = a + a
     c = b * b
-    c.backward(create_graph=True)
+    c.backward()
     g = viz.graph(c, adjoints=True, names={"a": a, "b": b})
     # b.grad: the sum of b * b's two partials, out_grad * b each
     grad_b, = [n for n in g.nodes if n.grad_of == ("v1",)]
@@ -157,7 +157,7 @@ def test_adjoint_of_broadcast_sums_back():
     W = tensor(np.ones((2, 3)))
     b = tensor([1.0, 2.0, 3.0])
     y = (W * (W + b)).sum()
-    y.backward(create_graph=True)
+    y.backward()
     g = viz.graph(y, adjoints=True, names={"W": W, "b": b})
     grad_b, = [n for n in g.nodes if n.grad_of == ("v1",)]
     # unbroadcast: sum over the broadcast axis, then reshape to b's shape
@@ -173,7 +173,7 @@ def test_adjoints_need_a_backward_first():
         viz.graph((x * 2).sum(), adjoints=True)
 
 
-# ----- modules: record and collapse ------------------------------------------------------------------
+# ----- modules: record and collapse ----------------------------------------------------------
 
 
 def small_mlp():
@@ -189,7 +189,7 @@ def recorded_loss(model, backward=False):
         out = model(X)
         loss = nn.SoftmaxLoss(fused=False)(out, np.array([0, 1, 0, 1, 1]))
         if backward:
-            loss.backward(create_graph=True)
+            loss.backward()
     return loss, out
 
 
@@ -235,7 +235,7 @@ def test_collapse_with_adjoints_gives_each_module_a_gradient_box():
     full = viz.graph(loss, adjoints=True, collapse="none")
     boxed = viz.graph(loss, adjoints=True, collapse="module")
     grad_boxes = [n.title for n in boxed.nodes if n.kind == "adjoint-module"]
-    assert sorted(grad_boxes) == ["∇ modules.0", "∇ modules.1", "∇ modules.2", "∇ modules.3"]
+    assert sorted(grad_boxes) == [f"∇ modules.{i}" for i in range(4)]
     total = sum(n.members for n in boxed.nodes)
     assert total == len(full.nodes)
     assert any(e.kind == "grad" and e.src.startswith("m_") and e.dst.startswith("g_")
@@ -259,13 +259,13 @@ def test_collapse_module_without_record_says_how():
         viz.graph(x * 2, collapse="module")
 
 
-# ----- DOT, SVG, PNG ------------------------------------------------------------------------------------
+# ----- DOT, SVG, PNG -------------------------------------------------------------------------
 
 
 def test_dot_text_lists_nodes_colours_and_numbered_edges_in_order():
     x = tensor([1.0, 2.0])
     y = (x * x).sum()
-    y.backward(create_graph=True)
+    y.backward()
     dot = viz.graph(y, adjoints=True, names={"x": x}).to_dot()
     assert dot.startswith("digraph needle {") and dot.rstrip().endswith("}")
     assert 'v0 [label="v0  x\\n(2,) float64"' in dot
@@ -333,7 +333,7 @@ def test_graph_argument_errors():
             pass
 
 
-# ----- trace ---------------------------------------------------------------------------------------------
+# ----- trace ---------------------------------------------------------------------------------
 
 
 def trace_data(page: str) -> dict:
@@ -409,7 +409,7 @@ def test_partial_adjoint_hook_sees_every_edge_once():
                     ("EWiseAdd", True, False), ("EWiseMul", True, False)]
 
 
-# ----- examples and the command --------------------------------------------------------------------------
+# ----- examples and the command --------------------------------------------------------------
 
 
 def test_examples_build_named_recorded_models():
@@ -489,4 +489,5 @@ def test_docs_first_example_runs(tmp_path, monkeypatch):
     namespace = {}
     exec(compile(block, "docs/viz.md", "exec"), namespace)
     assert (tmp_path / "graph.svg").is_file()
-    assert [(n.id, n.title) for n in namespace["g"].nodes][:2] == [("v0", "x"), ("v1", "EWiseMul")]
+    nodes = namespace["g"].nodes
+    assert [(n.id, n.title) for n in nodes][:2] == [("v0", "x"), ("v1", "EWiseMul")]

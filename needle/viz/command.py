@@ -82,7 +82,7 @@ def _target(args: argparse.Namespace) -> tuple[list, object]:
         return [loss], model
     tensors, model = _call_script(args.target)
     if args.adjoints:
-        tensors[0].backward(create_graph=True)
+        tensors[0].backward()
     return tensors, model
 
 

@@ -47,7 +47,7 @@ def _loss(model: nn.Module, features: int, classes: int, batch_size: int,
     with record(model):
         loss = loss_fn(model(X), y)
         if backward:
-            loss.backward(create_graph=True)
+            loss.backward()  # differentiable gradients (the default)
     return loss
 
 
@@ -62,7 +62,7 @@ def example(name: str, batch_size: int = 4, seed: int = 0,
             backward: bool = False) -> tuple[Tensor, nn.Module]:
     """The loss and model of example ``name`` (``mlp`` or ``mlp-resnet``), seeded.
 
-    With ``backward``, ``loss.backward(create_graph=True)`` has run (inside the record
+    With ``backward``, ``loss.backward()`` has run (inside the record
     block, so gradient nodes know their modules).
 
     >>> loss, model = example("mlp")
