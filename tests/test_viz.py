@@ -211,6 +211,17 @@ def test_record_places_nodes_in_the_innermost_module_and_restores_forward():
     assert "modules.3.bias" in titles(g)
 
 
+def test_record_blocks_nest():
+    model = small_mlp()
+    X = ndl.Tensor(np.ones((5, 3)), dtype="float32", requires_grad=False)
+    with viz.record(model):
+        with viz.record(model.modules[2]):
+            out = model(X)
+        assert "forward" in vars(model.modules[2])  # the outer block's wrapper is back
+    assert all("forward" not in vars(m) for m in [model, *model.modules])
+    assert viz.module_place(out).path == "modules.3"
+
+
 def test_collapse_by_module_merges_each_top_level_module():
     model = small_mlp()
     loss, _ = recorded_loss(model)

@@ -76,6 +76,8 @@ def record(model) -> Iterator[None]:
     for name, tensor in (*model.named_parameters(), *model.named_buffers()):
         _NAMES[tensor] = name
     modules = [("", model)] + [(n, m) for n, m in model._named_members() if isinstance(m, Module)]
+    # A forward set on the instance (say, by an enclosing record block) is put back after.
+    own_forwards = [vars(module).get("forward") for _, module in modules]
     # The model's inputs (the data) were not made by the backward pass: its walk stops there.
     model_inputs: dict[int, Value] = {}
     model.forward = _claiming_forward(model.forward, _place_of("", model), model_inputs)
@@ -87,8 +89,11 @@ def record(model) -> Iterator[None]:
         yield
     finally:
         autograd._partial_adjoint_hook = previous_hook
-        for _, module in modules:
-            del module.forward  # the instance attribute; the class's forward shows again
+        for (_, module), own in zip(modules, own_forwards):
+            if own is None:
+                del module.forward  # the instance attribute: the class's forward shows again
+            else:
+                module.forward = own
 
 
 def _place_of(path: str, model) -> ModulePlace:
