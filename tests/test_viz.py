@@ -388,11 +388,31 @@ def test_trace_summarises_large_tensors_and_writes_the_file(tmp_path):
     assert last["norm"] == pytest.approx(norm)
 
 
-def test_trace_page_is_self_contained():
+@pytest.mark.parametrize("picture", [False, None])
+def test_trace_page_is_self_contained(picture):
     x = tensor([1.0])
-    page = viz.trace((x * 3).sum(), title="<b>title</b>")
+    page = viz.trace((x * 3).sum(), title="<b>title</b>", picture=picture)
     assert "&lt;b&gt;title&lt;/b&gt;" in page and "<b>title</b>" not in page
-    assert not re.search(r"https?://|<link|<script[^>]+src=|@import", page)
+    # nothing to fetch: no linked files, scripts, styles or images (an SVG's xmlns is a name)
+    assert not re.search(r"<link|<script[^>]+src=|<img|@import|url\(|(src|href)=", page)
+
+
+@needs_graphviz
+def test_trace_embeds_the_graph_when_graphviz_is_there():
+    x = tensor([1.0, 2.0])
+    page = viz.trace((x * x).sum(), names={"x": x})
+    svg = page[page.index('<div id="picture">'):]
+    assert svg.index("<svg") < svg.index("</div>")
+    assert "<title>v0</title>" in svg and "<?xml" not in page
+    assert "<svg" not in viz.trace((x * x).sum(), picture=False)
+
+
+def test_trace_picture_true_needs_graphviz(monkeypatch):
+    monkeypatch.setitem(sys.modules, "graphviz", None)
+    x = tensor([1.0])
+    assert "<svg" not in viz.trace((x * 3).sum())  # optional: left out
+    with pytest.raises(viz.GraphvizNotFoundError):
+        viz.trace((x * 3).sum(), picture=True)
 
 
 def test_trace_restores_the_hook_after_an_error():

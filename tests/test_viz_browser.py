@@ -6,6 +6,7 @@ The browser is driven through its DevTools protocol over a pipe (tests/browser.p
 from __future__ import annotations
 
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -109,6 +110,23 @@ def test_trace_buttons(browser, tmp_path):
     assert step() == 1
     browser.press("End", 35)
     assert step() == 3
+    assert browser.errors == []
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz not installed")
+def test_trace_picture_highlights_the_step(browser, tmp_path):
+    loss, model = mlp_loss()
+    viz.trace(loss, tmp_path / "trace.html", model=model, picture=True)
+    browser.open(tmp_path / "trace.html")
+    marked = """[...document.querySelectorAll('#picture g.node.current, #picture g.node.user')]
+                .map((g) => [g.querySelector('title').textContent, g.getAttribute('class')])"""
+    for _ in range(4):
+        browser.press(*RIGHT)
+    shown = browser.evaluate(SHOWN)
+    current = [title for title, cls in browser.evaluate(marked) if "current" in cls]
+    users = {title for title, cls in browser.evaluate(marked) if "user" in cls}
+    assert current == [shown["node"]]
+    assert users == {p[0] for p in shown["parts"]}
     assert browser.errors == []
 
 

@@ -21,6 +21,7 @@ import numpy
 
 from .. import autograd
 from ..autograd import Tensor, Value, no_grad
+from .dot import GraphvizNotFoundError, render
 from .graph import graph
 
 __all__ = ["trace", "summarise", "SMALL_TENSOR"]
@@ -29,10 +30,12 @@ __all__ = ["trace", "summarise", "SMALL_TENSOR"]
 SMALL_TENSOR = 16
 _DATA_MARK = "/*NEEDLE_TRACE_DATA*/"
 _TITLE_MARK = "<!--NEEDLE_TRACE_TITLE-->"
+_SVG_MARK = "<!--NEEDLE_TRACE_SVG-->"
 
 
 def trace(loss: Tensor, path: str | None = None, *, model=None,
-          names: Mapping[str, Value] | None = None, title: str = "backward pass") -> str:
+          names: Mapping[str, Value] | None = None, title: str = "backward pass",
+          picture: bool | None = None) -> str:
     """Run ``loss.backward()`` while recording it; return (and write to ``path``) an HTML page.
 
     Every node's ``.grad`` is set, exactly as by ``loss.backward()``.
@@ -42,6 +45,8 @@ def trace(loss: Tensor, path: str | None = None, *, model=None,
         path: where to write the page (None: only return it).
         model, names: labels for the leaves, as in :func:`needle.viz.graph`.
         title: shown at the top of the page.
+        picture: embed the forward graph drawn by Graphviz, its nodes highlighted step
+            by step (None: when Graphviz is installed; True: raise if it is not).
 
     >>> import needle as ndl
     >>> x = ndl.Tensor([1.0, 2.0])
@@ -60,7 +65,7 @@ def trace(loss: Tensor, path: str | None = None, *, model=None,
         "steps": _steps(forward, ids, received, loss),
         "small": SMALL_TENSOR,
     }
-    page = _fill_template(data, title)
+    page = _fill_template(data, title, _picture(forward, picture))
     if path is not None:
         with open(path, "w", encoding="utf-8") as f:
             f.write(page)
@@ -142,8 +147,22 @@ def _number(x: float) -> str:
     return format(float(x), ".6g")
 
 
-def _fill_template(data: dict, title: str) -> str:
+def _picture(forward, wanted: bool | None) -> str:
+    """The forward graph as inline SVG ("" when not wanted, or unavailable and optional)."""
+    if wanted is False:
+        return ""
+    try:
+        svg = render(forward.to_dot(), "svg").decode()
+    except GraphvizNotFoundError:
+        if wanted:
+            raise
+        return ""
+    return svg[svg.index("<svg"):]  # inline: without the XML prolog and DOCTYPE
+
+
+def _fill_template(data: dict, title: str, svg: str) -> str:
     template = resources.files(__package__).joinpath("trace_template.html").read_text("utf-8")
     # "</" inside a <script> would end it early; "<\/" is the same string in JSON.
     payload = json.dumps(data, allow_nan=True).replace("</", "<\\/")
-    return template.replace(_DATA_MARK, payload).replace(_TITLE_MARK, html.escape(title))
+    page = template.replace(_DATA_MARK, payload).replace(_TITLE_MARK, html.escape(title))
+    return page.replace(_SVG_MARK, svg)
