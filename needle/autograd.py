@@ -32,8 +32,9 @@ _grad_enabled = True
 _anomaly_enabled = False
 #: Called as ``hook(node, inp, partial)`` each time the backward pass hands ``inp`` a partial
 #: adjoint from its user ``node``; None (the default) costs one check per edge. Set only
-#: by :func:`needle.viz.trace` while it records a backward pass.
+#: while :func:`needle.viz.trace` or :func:`needle.viz.record` is active.
 _partial_adjoint_hook = None
+
 
 
 class Op:

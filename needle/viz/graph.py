@@ -10,12 +10,15 @@ autodiff.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy
 
 from ..autograd import Tensor, Value, find_topo_sort
 from .modules import module_place, recorded_name
+
+if TYPE_CHECKING:  # for the annotations only: needle.nn is loaded when first needed
+    from ..nn import Module
 
 __all__ = ["Node", "Edge", "Graph", "graph", "op_label", "COLLAPSE_AUTO_NODES"]
 
@@ -136,7 +139,7 @@ class Graph:
                 f"{len(self.edges)} edges)")
 
 
-def graph(*tensors: Value, adjoints: bool = False, model=None,
+def graph(*tensors: Value, adjoints: bool = False, model: Module | None = None,
           names: Mapping[str, Value] | None = None, collapse: str = "auto") -> Graph:
     """The graph that produced ``tensors``: one node per tensor, edges in argument order.
 

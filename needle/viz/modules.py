@@ -18,10 +18,13 @@ from __future__ import annotations
 import contextlib
 import weakref
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import autograd
 from ..autograd import Value
+
+if TYPE_CHECKING:  # for the annotations only: needle.nn is loaded when first needed
+    from ..nn import Module
 
 __all__ = ["ModulePlace", "record", "module_place", "recorded_name"]
 
@@ -55,7 +58,7 @@ def recorded_name(node: Value) -> str | None:
 
 
 @contextlib.contextmanager
-def record(model) -> Iterator[None]:
+def record(model: Module) -> Iterator[None]:
     """Remember, for every node made inside the block, which sub-module of ``model`` made it.
 
     Also remembers the dotted names of ``model``'s parameters and buffers, so

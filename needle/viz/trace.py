@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import json
 from importlib import resources
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy
 
@@ -23,6 +23,9 @@ from .. import autograd
 from ..autograd import Tensor, Value, no_grad
 from .dot import GraphvizNotFoundError, render
 from .graph import graph
+
+if TYPE_CHECKING:  # for the annotations only: needle.nn is loaded when first needed
+    from ..nn import Module
 
 __all__ = ["trace", "summarise", "SMALL_TENSOR"]
 
@@ -33,7 +36,7 @@ _TITLE_MARK = "<!--NEEDLE_TRACE_TITLE-->"
 _SVG_MARK = "<!--NEEDLE_TRACE_SVG-->"
 
 
-def trace(loss: Tensor, path: str | None = None, *, model=None,
+def trace(loss: Tensor, path: str | None = None, *, model: Module | None = None,
           names: Mapping[str, Value] | None = None, title: str = "backward pass",
           picture: bool | None = None) -> str:
     """Run ``loss.backward()`` while recording it; return (and write to ``path``) an HTML page.
