@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -513,7 +515,6 @@ def test_repr_counts_nodes():
 
 @needs_graphviz
 def test_docs_first_example_runs(tmp_path, monkeypatch):
-    from pathlib import Path
     docs = (Path(__file__).resolve().parents[1] / "docs" / "viz.md").read_text()
     block = re.findall(r"```python\n(.*?)```", docs, flags=re.S)[0]
     monkeypatch.chdir(tmp_path)
@@ -522,3 +523,35 @@ def test_docs_first_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "graph.svg").is_file()
     nodes = namespace["g"].nodes
     assert [(n.id, n.title) for n in nodes][:2] == [("v0", "x"), ("v1", "EWiseMul")]
+
+
+# ----- scripts/install-viz-deps.sh ----------------------------------------------------------
+
+
+def run_install_script(tmp_path, programs: dict) -> subprocess.CompletedProcess:
+    """Run the script with PATH holding only fake ``programs`` (name → shell body)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name, body in programs.items():
+        (bindir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bindir / name).chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "install-viz-deps.sh"
+    return subprocess.run(["/bin/bash", str(script)], env={"PATH": str(bindir)},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_install_script_says_what_to_run_when_not_root(tmp_path):
+    proc = run_install_script(tmp_path, {"id": "echo 1000"})
+    assert proc.returncode == 0
+    assert "sudo apt-get install graphviz chromium" in proc.stdout
+
+
+def test_install_script_is_quiet_when_everything_is_there(tmp_path):
+    proc = run_install_script(tmp_path, {"id": "echo 0", "dot": "", "chromium": ""})
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+def test_install_script_never_fails_when_apt_does(tmp_path):
+    proc = run_install_script(tmp_path, {"id": "echo 0", "dot": "", "apt-get": "exit 100"})
+    assert proc.returncode == 0
+    assert "could not install chromium" in proc.stdout
