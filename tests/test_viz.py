@@ -19,7 +19,7 @@ import pytest
 import needle as ndl
 from needle import autograd, nn, viz
 from needle.autograd import find_topo_sort
-from needle.viz import command, examples
+from needle.viz import examples
 
 needs_graphviz = pytest.mark.skipif(shutil.which("dot") is None,
                                     reason="Graphviz not installed (scripts/install-viz-deps.sh)")

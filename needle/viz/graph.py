@@ -25,9 +25,6 @@ __all__ = ["Node", "Edge", "Graph", "graph", "op_label", "COLLAPSE_AUTO_NODES"]
 #: ``collapse="auto"`` collapses modules when the graph has more nodes than this.
 COLLAPSE_AUTO_NODES = 60
 
-#: Node kinds, in the order the legend lists them.
-KINDS = ("input", "parameter", "constant", "op", "adjoint", "module", "adjoint-module")
-
 # Op attributes worth printing: simple values only (fused ops also keep arrays around).
 _SIMPLE = (bool, int, float, str, tuple, type(None))
 
