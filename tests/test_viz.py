@@ -464,8 +464,15 @@ def test_command_writes_dot_and_trace_for_the_examples(tmp_path, capsys):
     assert run_command("--model", "mlp", "--adjoints", "--out", tmp_path / "g.dot") == 0
     dot = (tmp_path / "g.dot").read_text()
     assert "modules.0.weight" in dot and 'fillcolor="#ffccbc"' in dot
+    # auto: the forward graph (60 nodes) is drawn whole, with a box around each module;
+    # with its adjoints (over 60 nodes) each module collapses into one node
     assert run_command("--model", "mlp-resnet", "--out", tmp_path / "r.dot") == 0
-    assert "modules.2 (Sequential)" in (tmp_path / "r.dot").read_text()  # auto-collapsed
+    dot = (tmp_path / "r.dot").read_text()
+    assert 'label="modules.2 (Sequential)"; style="rounded,dashed"' in dot
+    assert "m_modules_2" not in dot
+    assert run_command("--model", "mlp-resnet", "--adjoints", "--out", tmp_path / "a.dot") == 0
+    dot = (tmp_path / "a.dot").read_text()
+    assert 'm_modules_2 [label="modules.2 (Sequential)' in dot and "g_modules_2" in dot
     assert run_command("--model", "mlp-resnet", "--out", tmp_path / "t.html") == 0
     assert "FusedLinear" in (tmp_path / "t.html").read_text()
     assert f"wrote {tmp_path / 't.html'}" in capsys.readouterr().out
