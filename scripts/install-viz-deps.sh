@@ -3,10 +3,13 @@
 # graphviz (the `dot` layout program, for SVG/PNG) and chromium (the headless browser the
 # trace tests drive). Installs when missing and we are root; otherwise says what to run.
 # Never fails: without them, DOT text and the HTML trace still work and those tests skip.
+# --no-browser: graphviz only (what `needle graph` needs; the browser is for the tests).
 missing=""
 command -v dot >/dev/null 2>&1 || missing="$missing graphviz"
-command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
-  || missing="$missing chromium"
+if [ "${1:-}" != --no-browser ]; then
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+    || missing="$missing chromium"
+fi
 if [ -z "$missing" ]; then
   exit 0
 fi
