@@ -1,10 +1,11 @@
-"""The ``needle`` command: ``needle train`` and ``needle eval``.
+"""The ``needle`` command: ``needle train``, ``needle eval`` and ``needle graph``.
 
 ``needle train`` trains the MLP ResNet on Fashion-MNIST (or MNIST) with a progress bar,
 one summary line per epoch, and a checkpoint, a metrics CSV and loss/error curves in
 ``--out`` after every epoch; ``--resume`` continues a run bit-identically.
 ``needle eval --checkpoint PATH`` re-evaluates a saved model on the test set.
-See ``docs/training.md`` and :mod:`needle.training`.
+See ``docs/training.md`` and :mod:`needle.training`. ``needle graph`` draws a
+computational graph or traces a backward pass (:mod:`needle.viz.command`, docs/viz.md).
 
 Exit status: 0 on success, 2 for a usage problem (bad option, missing or damaged data
 files, unreadable checkpoint, mismatched resume, unwritable ``--out``), with a one-line
@@ -20,6 +21,7 @@ from typing import Callable, Sequence
 
 from needle import training
 from needle.training import TrainConfig
+from needle.viz import command as viz_command
 
 __all__ = ["build_parser", "main"]
 
@@ -84,6 +86,7 @@ def build_parser(*, with_defaults: bool = True) -> argparse.ArgumentParser:
         description="Rebuild the model saved in a training checkpoint and print its test "
                     "loss and error. Options not given are taken from the checkpoint.")
     _add_eval_options(evaluate)
+    viz_command.add_parser(commands)
     return parser
 
 
@@ -199,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.command == "graph":
+        return viz_command.run(args)
     explicit = _explicit_options(argv)
     try:
         if args.command == "train":
