@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
-import sys
 import time
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+from _harness import alternate, has_torch, pin_threads, report, run_worker
+
 VOCAB = 10_000
 SETTINGS = {  # model: (batch, sequence length, layers, embedding size, hidden size)
     "rnn": (16, 40, 2, 100, 100),
@@ -59,14 +57,9 @@ def _needle_model(model_name: str):
     return LanguageModel(embedding, VOCAB, hidden, layers, model_name, seq_len=length)
 
 
-def _detach(h):
-    if h is None:
-        return None
-    return tuple(_detach(p) for p in h) if isinstance(h, tuple) else h.detach()
-
-
 def _needle_step_fn(model_name: str):
     import needle as ndl
+    from needle.apps.simple_ml_ptb import _detach  # the training loop's own state detach
 
     model = _needle_model(model_name).train()
     opt = ndl.optim.SGD(model.parameters(), lr=LR)
@@ -239,51 +232,17 @@ def worker(framework: str, model_name: str, steps: int, warmup: int) -> dict:
     }
 
 
-def _run_worker(framework: str, model_name: str, args) -> dict | None:
-    env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
-    cmd = [sys.executable, __file__, "--worker", framework, "--models", model_name,
-           "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        print(f"{framework} {model_name} worker failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _has_torch() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def compare(model_name: str, args) -> None:
-    frameworks = ["needle"] + (["torch"] if _has_torch() else [])
-    results = {f: [] for f in frameworks}
-    for _ in range(args.runs):
-        for framework in frameworks:  # alternate so drift hits both
-            out = _run_worker(framework, model_name, args)
-            if out:
-                results[framework].append(out)
+    extra = ["--models", model_name, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    results = alternate(args.runs, lambda framework: run_worker(__file__, framework, extra))
     batch, length, layers, embedding, hidden = SETTINGS[model_name]
     print(f"{model_name}: batch {batch}, {length} tokens, {layers} layers, embedding "
           f"{embedding}, hidden {hidden}, vocabulary {VOCAB}")
-    if "torch" in results:
+    if has_torch():
         print(f"  same function: max |logits difference| = {check_same_function(model_name):.1e}")
-    for framework, runs in results.items():
-        if runs:
-            values = [r["ms_per_step"] for r in runs]
-            cpu = statistics.median(r["cpu_ms_per_step"] for r in runs)
-            peak = max(r["peak_rss_mb"] for r in runs)
-            print(f"  {framework:>6}: {statistics.median(values):8.1f} ms/step (median of "
-                  f"{len(values)}: {', '.join(f'{v:.1f}' for v in values)}), CPU time "
-                  f"{cpu:.1f} ms/step, peak RSS {peak:.0f} MB")
-    if results.get("torch") and results["needle"]:
-        for key, what in (("ms_per_step", "wall"), ("cpu_ms_per_step", "CPU")):
-            ratio = (statistics.median(r[key] for r in results["needle"])
-                     / statistics.median(r[key] for r in results["torch"]))
-            print(f"  ratio needle / torch ({what} time) = {ratio:.2f}  (goal <= 1.0)")
+    for key, what in (("ms_per_step", "wall"), ("cpu_ms_per_step", "CPU")):
+        print(f" {what} time:")
+        report(results, key, "ms/step")
 
 
 def check_same_function(model_name: str) -> float:
@@ -329,7 +288,7 @@ def main() -> None:
     parser.add_argument("--profile", choices=list(SETTINGS))
     parser.add_argument("--worker", choices=["needle", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    os.environ.update({v: "1" for v in THREAD_VARS})  # before NumPy is imported
+    pin_threads()  # before NumPy is imported
     models = args.models.split(",")
     unknown = set(models) - set(SETTINGS)
     if unknown:
