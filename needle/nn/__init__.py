@@ -20,9 +20,11 @@ from .nn_basic import (
     SoftmaxLoss,
     Tanh,
 )
+from .nn_distributed import DistributedDataParallel
 
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys",
     "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Sequential", "Residual",
     "SoftmaxLoss", "LayerNorm1d", "BatchNorm1d", "Dropout",
+    "DistributedDataParallel",
 ]
