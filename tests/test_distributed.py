@@ -12,13 +12,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import needle as ndl
-from needle import distributed, nn
-from needle.data import DataLoader, DistributedSampler, NDArrayDataset
+from needle import distributed, nn, training
+from needle.data import DataLoader, DistributedSampler, NDArrayDataset, write_idx
 from needle.nn.nn_distributed import _make_buckets
 
 import distributed_worker as worker
@@ -35,15 +36,18 @@ needs_mpiexec = pytest.mark.skipif(
 JOB_TIMEOUT = 120
 
 
-def mpiexec(n: int, *args: str, env: dict | None = None,
-            launcher_options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """Run ``mpiexec -n n python distributed_worker.py ARGS`` with a timeout."""
+def mpiexec(n: int, *args: Any, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``mpiexec -n n python ARGS`` (this checkout first on the path) with a timeout."""
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO), os.environ.get("PYTHONPATH", "")]), **(env or {}))
-    command = [MPIEXEC, *launcher_options, "-n", str(n), sys.executable,
-               str(REPO / "tests" / "distributed_worker.py"), *map(str, args)]
+    command = [MPIEXEC, "-n", str(n), sys.executable, *map(str, args)]
     return subprocess.run(command, env=environment, capture_output=True, text=True,
                           timeout=JOB_TIMEOUT)
+
+
+def run_worker(n: int, *args: Any, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run tests/distributed_worker.py ARGS on ``n`` processes."""
+    return mpiexec(n, REPO / "tests" / "distributed_worker.py", *args, env=env)
 
 
 # ----- DistributedSampler (no MPI) ----------------------------------------------------------
@@ -261,7 +265,7 @@ def test_ddp_of_one_process_keeps_gradients_and_state_dict_keys(one_process):
 @needs_mpiexec
 @pytest.mark.parametrize("n", [2, 3])
 def test_collectives_across_processes(tmp_path, n):
-    job = mpiexec(n, "collectives", tmp_path)
+    job = run_worker(n, "collectives", tmp_path)
     assert job.returncode == 0, job.stderr
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(n)]
     total = sum(r + 1 for r in range(n))
@@ -298,7 +302,7 @@ EQUIVALENCE_ATOL = 2e-6
 @pytest.mark.parametrize("n, optimizer", [(2, "adam"), (3, "sgd")])
 def test_data_parallel_equals_one_process_on_the_global_batch(tmp_path, n, optimizer):
     epochs = 2  # 48 samples / global batch 12 = 4 steps per epoch
-    job = mpiexec(n, "train", tmp_path, optimizer, epochs)
+    job = run_worker(n, "train", tmp_path, optimizer, epochs)
     assert job.returncode == 0, job.stderr
     result = np.load(tmp_path / "result.npz")
     assert result["buckets"] > 1
@@ -316,7 +320,7 @@ def test_data_parallel_equals_one_process_on_the_global_batch(tmp_path, n, optim
 def test_a_killed_rank_ends_the_job(tmp_path):
     """SIGKILL on one rank: the MPI launcher ends the job and names what happened."""
     start = time.monotonic()
-    job = mpiexec(3, "die", tmp_path, "KILL", env={"NEEDLE_DIST_TIMEOUT": "10"})
+    job = run_worker(3, "die", tmp_path, "KILL", env={"NEEDLE_DIST_TIMEOUT": "10"})
     assert time.monotonic() - start < 60
     assert job.returncode != 0
     assert "Killed (signal 9)" in job.stdout + job.stderr
@@ -326,8 +330,68 @@ def test_a_killed_rank_ends_the_job(tmp_path):
 def test_a_hung_rank_makes_the_others_stop_with_a_clear_error(tmp_path):
     """SIGSTOP on one rank (alive, silent): the others give up after the timeout."""
     start = time.monotonic()
-    job = mpiexec(3, "die", tmp_path, "STOP", env={"NEEDLE_DIST_TIMEOUT": "2"})
+    job = run_worker(3, "die", tmp_path, "STOP", env={"NEEDLE_DIST_TIMEOUT": "2"})
     assert time.monotonic() - start < 60
     assert job.returncode == 3, job.stderr
     assert ("rank 0: PeerLostError: distributed.DistributedDataParallel.sync_gradients: "
             "rank 0 of 3 waited 2 s for the other ranks") in job.stderr
+
+
+# ----- mpiexec -n N needle train ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory) -> Path:
+    """A folder with random MNIST-format IDX files: 120 training and 40 test images."""
+    folder = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 120), ("t10k", 40)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz",
+                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz",
+                  rng.integers(0, 10, n, dtype=np.uint8))
+    return folder
+
+
+def needle_train(n: int, data: Path, out: Path, *options: Any) -> subprocess.CompletedProcess:
+    """``mpiexec -n n needle train`` on the tiny data set with a tiny model."""
+    return mpiexec(n, "-m", "needle", "train", "--dataset", "mnist", "--data-dir", data,
+                   "--batch-size", 10, "--hidden-dim", 16, "--num-blocks", 1,
+                   "--out", out, *options)
+
+
+@pytest.mark.slow  # four launches of needle train: ~20 s on 2 cores
+@needs_mpiexec
+def test_needle_train_on_two_processes_writes_once_and_resumes_exactly(tiny_mnist, tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    job = needle_train(2, tiny_mnist, whole, "--epochs", 2)
+    assert job.returncode == 0, job.stderr
+    lines = job.stdout.splitlines()
+    assert "data-parallel on 2 processes, global batch 20" in lines[0]
+    assert [line.split()[1] for line in lines[1:]] == ["1/2", "2/2"]  # rank 0 only
+    assert sorted(p.name for p in whole.iterdir()) == sorted(
+        [training.CHECKPOINT_NAME, training.METRICS_NAME, training.CURVES_NAME])
+    state = ndl.load(whole / training.CHECKPOINT_NAME)
+    assert state["world_size"] == 2 and len(state["rng_states"]) == 2
+    # The two ranks drew different dropout masks: their generators differ.
+    assert not np.array_equal(state["rng_states"][0][1], state["rng_states"][1][1])
+
+    assert needle_train(2, tiny_mnist, split, "--epochs", 1).returncode == 0
+    job = needle_train(2, tiny_mnist, split, "--epochs", 2, "--resume")
+    assert job.returncode == 0, job.stderr
+    resumed = ndl.load(split / training.CHECKPOINT_NAME)
+    for key, value in state["model"].items():
+        np.testing.assert_array_equal(resumed["model"][key], value, err_msg=key)
+    for index, slots in state["optimizer"]["state"].items():
+        for name, value in slots.items():
+            np.testing.assert_array_equal(resumed["optimizer"]["state"][index][name], value)
+    for saved, again in zip(state["rng_states"], resumed["rng_states"]):
+        np.testing.assert_array_equal(saved[1], again[1])
+    strip = [{k: v for k, v in m.items() if k != "seconds"} for m in state["history"]]
+    assert strip == [{k: v for k, v in m.items() if k != "seconds"}
+                     for m in resumed["history"]]
+
+    job = needle_train(3, tiny_mnist, split, "--epochs", 3, "--resume")
+    assert job.returncode == 2
+    assert ("it was a run on 2 processes and this is a run on 3 processes; resume with "
+            "the same number of processes") in job.stderr
