@@ -60,8 +60,9 @@ __all__ = [
 
 #: Seconds a collective may wait for the other ranks before :class:`PeerLostError`.
 DEFAULT_TIMEOUT = 300.0
-#: The longest pause between two polls of a pending collective (keeps latency low).
-_MAX_POLL_PAUSE = 1e-3
+#: A pending collective is polled in a tight loop for this long, then every _POLL_PAUSE s.
+_SPIN_SECONDS = 2e-3
+_POLL_PAUSE = 2e-4
 REDUCE_OPS = ("sum", "mean")
 #: Environment variables by which MPI launchers announce the job size (MPICH, Open MPI).
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
@@ -205,11 +206,11 @@ def abort(code: int = 1) -> None:
 def _wait(request: Any, what: str) -> None:
     """Wait for a non-blocking MPI request; PeerLostError on an MPI error or the deadline.
 
-    Polls with a growing pause (at most ``_MAX_POLL_PAUSE``) instead of a blocking wait,
-    so that a peer that never arrives is noticed.
+    Polls instead of a blocking wait, so that a peer that never arrives is noticed: first
+    in a tight loop (as MPI's own blocking wait does; short collectives finish here), then
+    with short sleeps so a long wait does not burn a core.
     """
     start = time.monotonic()
-    pause = 0.0
     while not _test(request, what):
         waited = time.monotonic() - start
         if waited > _STATE.timeout:
@@ -217,8 +218,8 @@ def _wait(request: Any, what: str) -> None:
                 f"distributed.{what}: rank {rank()} of {world_size()} waited {waited:.0f} s "
                 f"for the other ranks (timeout {_STATE.timeout:g} s); a rank has died or "
                 f"stopped calling {what}. Stop the job (distributed.abort()).")
-        time.sleep(pause)
-        pause = min(2 * pause + 1e-6, _MAX_POLL_PAUSE)
+        if waited > _SPIN_SECONDS:
+            time.sleep(_POLL_PAUSE)
 
 
 def _test(request: Any, what: str) -> bool:
