@@ -3,8 +3,8 @@
 Runs itself under ``mpiexec -n 2`` (one thread per process) and measures, for the default
 MLP ResNet (110,860 parameters) and an MLP ResNet of ~10M parameters:
 
-* ``compute``: one training step (forward, backward, optimizer) on a per-rank batch of
-  100, both ranks computing at once;
+* ``compute``: one training step (forward, backward, optimizer; no communication) on a
+  per-rank batch of 100, both ranks computing at once;
 * ``sync``: ``DistributedDataParallel.sync_gradients()`` for several bucket sizes
   (``per-param``: one message per parameter), copies into and out of the buckets included;
 * ``raw``: a blocking ``MPI_Allreduce`` of all the gradients in one buffer (the MPI floor).
@@ -13,7 +13,8 @@ Bus bandwidth is the ring algorithm's traffic per rank over the time,
 ``2 (N - 1) / N · bytes / t``. Then the ring model ``t = 2 (N - 1) / N · bytes / BW +
 2 (N - 1) · latency`` predicts the step time and scaling efficiency
 (``compute / (compute + all-reduce)``, no overlap) on 8 and 64 workers at 10 and
-100 Gbit/s. See docs/distributed.md.
+100 Gbit/s. Each figure is the median of rounds that time every variant once
+(alternating, so load drift hits all alike). See docs/distributed.md.
 
     python benchmarks/bench_allreduce.py            # 20 repetitions (median)
     python benchmarks/bench_allreduce.py --repeat 5
@@ -36,20 +37,20 @@ BATCH = 100
 #: Assumed per-message latency of each network for the prediction (not measured here).
 NETWORKS = {"10 Gbit/s": (10e9 / 8, 20e-6), "100 Gbit/s": (100e9 / 8, 5e-6)}
 WORKERS = (8, 64)
+#: The last column assumes compute this many times faster (a GPU instead of one core).
+FAST_COMPUTE = 100
 
 
-def median_ms(run, repeat: int) -> float:
-    """Median wall time of ``run()`` in ms, every rank starting together."""
+def timed(run) -> float:
+    """Wall time of ``run()`` in ms on the slowest rank, every rank starting together."""
     from needle import distributed
 
-    times = []
-    for _ in range(repeat):
-        distributed.barrier()
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
+    distributed.barrier()
+    start = time.perf_counter()
+    run()
+    elapsed = np.array([time.perf_counter() - start])
     # The slowest rank sets the pace of a collective: take every rank's worst.
-    return 1e3 * statistics.median(_maximum(np.array(times)))
+    return 1e3 * float(_maximum(elapsed)[0])
 
 
 def _maximum(values: np.ndarray) -> np.ndarray:
@@ -75,35 +76,38 @@ def build(hidden: int, blocks: int):
 
 
 def measure(hidden: int, blocks: int, repeat: int) -> dict:
-    """Every figure of one model, on this rank."""
+    """Every figure of one model, on this rank: medians over ``repeat`` rounds.
+
+    Each round times every variant once, so load drift hits them all alike.
+    """
     from mpi4py import MPI
 
     from needle import nn
 
     model, opt, X, y = build(hidden, blocks)
     loss_fn = nn.SoftmaxLoss()
-    ddp = nn.DistributedDataParallel(model)
 
-    def step() -> None:
-        loss = loss_fn(ddp(X), y)
+    def compute() -> None:  # one step without communication
+        loss = loss_fn(model(X), y)
         opt.reset_grad()
         loss.backward()
-        ddp.sync_gradients()
         opt.step()
 
-    step()  # warm up: allocate the optimizer state
-    figures = {"params": sum(p.size for p in model.parameters()),
-               "step": median_ms(step, repeat)}
-    figures["bytes"] = 4 * figures["params"]
+    compute()  # warm up: gradients exist and the optimizer state is allocated
+    size = sum(p.size for p in model.parameters())
+    flat, out = np.ones(size, dtype=np.float32), np.empty(size, dtype=np.float32)
+    variants = {"compute": compute,
+                "raw": lambda: MPI.COMM_WORLD.Allreduce(flat, out),
+                "latency": lambda: MPI.COMM_WORLD.Allreduce(flat[:1], out[:1])}
     for cap in BUCKETS_MB:
-        wrapped = nn.DistributedDataParallel(model, bucket_cap_mb=cap or 1e-9)
-        figures[f"sync {cap}"] = median_ms(wrapped.sync_gradients, repeat)
-    flat = np.ones(figures["params"], dtype=np.float32)
-    out = np.empty_like(flat)
-    figures["raw"] = median_ms(lambda: MPI.COMM_WORLD.Allreduce(flat, out), repeat)
-    figures["latency"] = median_ms(lambda: MPI.COMM_WORLD.Allreduce(flat[:1], out[:1]),
-                                   10 * repeat)
-    figures["compute"] = figures["step"] - figures["sync 4.0"]
+        ddp = nn.DistributedDataParallel(model, bucket_cap_mb=cap or 1e-9)
+        variants[f"sync {cap}"] = ddp.sync_gradients
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeat):
+        for name, run in variants.items():
+            times[name].append(timed(run))
+    figures = {name: statistics.median(values) for name, values in times.items()}
+    figures.update(params=size, bytes=4 * size)
     return figures
 
 
@@ -122,15 +126,18 @@ def report(results: dict[str, dict], n: int) -> None:
         print(f"{name}: raw all-reduce bus bandwidth {bus / 1e9:.2f} GB/s, one-float "
               f"all-reduce (latency) {f['latency'] * 1e3:.1f} us")
     print("\nRing all-reduce prediction: t = 2(N-1)/N * bytes/BW + 2(N-1)*latency; "
-          "efficiency = compute / (compute + t)")
+          "efficiency = compute / (compute + t); last column: with compute "
+          f"{FAST_COMPUTE}x faster")
     for name, f in results.items():
         for network, (bandwidth, latency) in NETWORKS.items():
             for workers in WORKERS:
                 t = 2 * (workers - 1) / workers * f["bytes"] / bandwidth \
                     + 2 * (workers - 1) * latency
                 step = f["compute"] + 1e3 * t
+                fast = f["compute"] / FAST_COMPUTE
                 print(f"  {name:22} {network:>10} N={workers:<3} all-reduce {1e3 * t:7.2f} ms  "
-                      f"step {step:8.2f} ms  efficiency {f['compute'] / step:5.1%}")
+                      f"step {step:8.2f} ms  efficiency {f['compute'] / step:5.1%}  "
+                      f"{fast / (fast + 1e3 * t):5.1%}")
 
 
 def worker(repeat: int) -> None:
