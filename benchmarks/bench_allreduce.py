@@ -7,7 +7,9 @@ MLP ResNet (110,860 parameters) and an MLP ResNet of ~10M parameters:
   per-rank batch of 100, both ranks computing at once;
 * ``sync``: ``DistributedDataParallel.sync_gradients()`` for several bucket sizes
   (``per-param``: one message per parameter), copies into and out of the buckets included;
-* ``raw``: a blocking ``MPI_Allreduce`` of all the gradients in one buffer (the MPI floor).
+* ``raw``: one ``MPI_Iallreduce`` of all the gradients in one ready buffer, waited for
+  as needle waits (the floor: no copies, one message);
+* ``latency``: the same for a single float.
 
 Bus bandwidth is the ring algorithm's traffic per rank over the time,
 ``2 (N - 1) / N · bytes / t``. Then the ring model ``t = 2 (N - 1) / N · bytes / BW +
@@ -43,9 +45,12 @@ FAST_COMPUTE = 100
 
 def timed(run) -> float:
     """Wall time of ``run()`` in ms on the slowest rank, every rank starting together."""
-    from needle import distributed
+    from mpi4py import MPI
 
-    distributed.barrier()
+    # Two blocking barriers (MPI spins in them): the ranks leave them nearly together, even
+    # on a loaded machine where a rank that slept in the first one wakes up late.
+    MPI.COMM_WORLD.Barrier()
+    MPI.COMM_WORLD.Barrier()
     start = time.perf_counter()
     run()
     elapsed = np.array([time.perf_counter() - start])
@@ -80,9 +85,7 @@ def measure(hidden: int, blocks: int, repeat: int) -> dict:
 
     Each round times every variant once, so load drift hits them all alike.
     """
-    from mpi4py import MPI
-
-    from needle import nn
+    from needle import distributed, nn
 
     model, opt, X, y = build(hidden, blocks)
     loss_fn = nn.SoftmaxLoss()
@@ -95,10 +98,10 @@ def measure(hidden: int, blocks: int, repeat: int) -> dict:
 
     compute()  # warm up: gradients exist and the optimizer state is allocated
     size = sum(p.size for p in model.parameters())
-    flat, out = np.ones(size, dtype=np.float32), np.empty(size, dtype=np.float32)
+    flat, one = np.ones(size, dtype=np.float32), np.ones(1, dtype=np.float32)
     variants = {"compute": compute,
-                "raw": lambda: MPI.COMM_WORLD.Allreduce(flat, out),
-                "latency": lambda: MPI.COMM_WORLD.Allreduce(flat[:1], out[:1])}
+                "raw": lambda: distributed._wait(distributed._start_all_reduce(flat), "raw"),
+                "latency": lambda: distributed._wait(distributed._start_all_reduce(one), "one")}
     for cap in BUCKETS_MB:
         ddp = nn.DistributedDataParallel(model, bucket_cap_mb=cap or 1e-9)
         variants[f"sync {cap}"] = ddp.sync_gradients
