@@ -93,7 +93,7 @@ def measure(hidden: int, blocks: int, repeat: int) -> dict:
     def compute() -> None:  # one step without communication
         loss = loss_fn(model(X), y)
         opt.reset_grad()
-        loss.backward()
+        loss.backward(create_graph=False)
         opt.step()
 
     compute()  # warm up: gradients exist and the optimizer state is allocated

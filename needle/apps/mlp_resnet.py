@@ -175,7 +175,7 @@ def _batch(model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor,
     loss = loss_fn(logits, y)
     if opt is not None:
         opt.reset_grad()
-        loss.backward()
+        loss.backward(create_graph=False)
         if isinstance(model, nn.DistributedDataParallel):
             model.sync_gradients()  # every rank then takes the same step
         opt.step()

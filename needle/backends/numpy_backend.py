@@ -30,7 +30,7 @@ class CPUDevice(Device):
     name = "cpu"
 
     def __repr__(self) -> str:
-        return "needle.cpu()"
+        return "cpu()"
 
     def __hash__(self) -> int:
         return hash(self.name)
