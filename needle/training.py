@@ -534,10 +534,15 @@ def _check_resumable(saved: TrainConfig, config: TrainConfig, path: Path) -> Non
             f"taken from the checkpoint), or start a new run with another --out.")
 
 
+def _processes(count: int) -> str:
+    """``"1 process"``, ``"3 processes"``."""
+    return f"{count} process" if count == 1 else f"{count} processes"
+
+
 def _check_world_size(state: dict[str, Any], path: Path) -> None:
     """Raise ResumeMismatchError unless this run has as many ranks as the saved one."""
     def describe(size: int | None) -> str:
-        return "a single-process run" if size is None else f"a run on {size} processes"
+        return "a single-process run" if size is None else f"a run on {_processes(size)}"
     saved, now = _plain(state.get("world_size")), _world_size()
     if saved != now:
         raise ResumeMismatchError(
@@ -643,7 +648,7 @@ def _header(run: _Run, done: int) -> str:
             f"lr {config.lr:g}, {config.epochs} epochs -> {config.out}")
     ranks = _world_size()
     if ranks is not None:
-        what += (f"; data-parallel on {ranks} processes, global batch "
+        what += (f"; data-parallel on {_processes(ranks)}, global batch "
                  f"{config.batch_size * ranks}")
     if done >= config.epochs:
         return f"{what}: already {done} epochs done, nothing to train"
