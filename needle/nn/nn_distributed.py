@@ -77,7 +77,8 @@ def _make_buckets(tensors: list[Tensor], cap_bytes: float) -> list[_Bucket]:
     buckets = []
     for group in groups:
         offsets = np.concatenate([[0], np.cumsum([t.size for t in group])]).tolist()
-        buckets.append(_Bucket(group, offsets, np.zeros(offsets[-1], dtype=np.dtype(group[0].dtype))))
+        buffer = np.zeros(offsets[-1], dtype=np.dtype(group[0].dtype))
+        buckets.append(_Bucket(group, offsets, buffer))
     return buckets
 
 
