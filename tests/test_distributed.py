@@ -145,7 +145,7 @@ def test_dataloader_rejects_shuffle_with_a_sampler():
 
 
 def test_buckets_keep_order_respect_the_cap_and_split_dtypes():
-    tensors = [ndl.Tensor(np.zeros(shape, dtype=dtype)) for shape, dtype in [
+    tensors = [ndl.Tensor(np.zeros(shape), dtype=dtype) for shape, dtype in [
         ((10,), "float32"), ((5, 2), "float32"), ((30,), "float32"),  # 40, 40, 120 bytes
         ((3,), "float64"), ((2,), "float32")]]
     buckets = _make_buckets(tensors, cap_bytes=100)
