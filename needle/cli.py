@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import traceback
 from typing import Callable, Sequence
 
 from needle import distributed, training
@@ -206,10 +207,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     explicit = _explicit_options(argv)
-    status = _run_command(args, explicit)
-    if status != 0 and distributed.is_initialized() and distributed.world_size() > 1:
+    try:
+        status = _run_command(args, explicit)
+    except BaseException:
+        if _in_job():  # an unexpected error: show it, then end the job (see below)
+            traceback.print_exc()
+            sys.stderr.flush()
+            distributed.abort(1)
+        raise
+    if status != 0 and _in_job():
         distributed.abort(status)  # the other ranks would wait for this one forever
     return status
+
+
+def _in_job() -> bool:
+    """True in a distributed run of more than one process."""
+    return distributed.is_initialized() and distributed.world_size() > 1
 
 
 def _run_command(args: argparse.Namespace, explicit: dict) -> int:
@@ -237,6 +250,6 @@ def _run_command(args: argparse.Namespace, explicit: dict) -> int:
 
 def _rank_note() -> str:
     """`` (rank R of N)`` in a job of several processes, else nothing."""
-    if not distributed.is_initialized() or distributed.world_size() == 1:
+    if not _in_job():
         return ""
     return f" (rank {distributed.rank()} of {distributed.world_size()})"

@@ -375,7 +375,10 @@ def _train_and_evaluate(run: _Run, number: int, progress: bool) -> EpochMetrics:
     if run.scheduler is not None:
         run.scheduler.step()
     tally = _ProgressBar(len(run.test_loader), "test", enabled=False)
-    run_epoch(run.test_loader, run.model, on_batch=tally)
+    if len(run.test_loader):
+        run_epoch(run.test_loader, run.model, on_batch=tally)
+    else:  # a rank with no test sample (fewer than N): it still joins eval()'s collective
+        run.model.eval()
     (train_err, train_loss), (test_err, test_loss) = _epoch_rates(bar), _epoch_rates(tally)
     return EpochMetrics(number, train_loss, train_err, test_loss, test_err,
                         time.perf_counter() - start)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,17 @@ def mpiexec(n: int, *args: Any, env: dict | None = None) -> subprocess.Completed
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO), os.environ.get("PYTHONPATH", "")]), **(env or {}))
     command = [MPIEXEC, "-n", str(n), sys.executable, *map(str, args)]
-    return subprocess.run(command, env=environment, capture_output=True, text=True,
-                          timeout=JOB_TIMEOUT)
+    # A session of its own, so that a job past its timeout is killed with every rank.
+    with subprocess.Popen(command, env=environment, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as job:
+        try:
+            stdout, stderr = job.communicate(timeout=JOB_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            stdout, stderr = job.communicate()
+            pytest.fail(f"mpiexec {' '.join(map(str, args))} ran past {JOB_TIMEOUT} s:\n"
+                        f"{stdout}\n{stderr}")
+    return subprocess.CompletedProcess(command, job.returncode, stdout, stderr)
 
 
 def run_worker(n: int, *args: Any, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -361,10 +372,32 @@ def tiny_mnist(tmp_path_factory) -> Path:
 
 
 def needle_train(n: int, data: Path, out: Path, *options: Any) -> subprocess.CompletedProcess:
-    """``mpiexec -n n needle train`` on the tiny data set with a tiny model."""
+    """``mpiexec -n n needle train`` on the tiny data set with a tiny model.
+
+    One test sample only: every rank but rank 0 has an empty test shard.
+    """
     return mpiexec(n, "-m", "needle", "train", "--dataset", "mnist", "--data-dir", data,
                    "--batch-size", 10, "--hidden-dim", 16, "--num-blocks", 1,
-                   "--out", out, *options)
+                   "--limit-test", 1, "--out", out, *options)
+
+
+@needs_mpiexec
+def test_an_unexpected_error_in_needle_train_ends_the_job(tmp_path):
+    """A bug on one rank (not a usage error) prints its traceback and aborts every rank."""
+    code = textwrap.dedent("""
+        from needle import cli, distributed, training
+        def train(*args, **kwargs):
+            if distributed.rank() == 1:
+                raise RuntimeError("a bug on rank 1")
+            distributed.barrier()  # rank 0 would wait here for ever
+        training.train = train
+        cli.main(["train", "--distributed"])
+    """)
+    start = time.monotonic()
+    job = mpiexec(2, "-c", code)
+    assert time.monotonic() - start < 60
+    assert job.returncode != 0
+    assert "RuntimeError: a bug on rank 1" in job.stderr
 
 
 @needs_mpi4py
