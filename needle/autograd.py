@@ -30,6 +30,10 @@ TENSOR_COUNTER = 0
 
 _grad_enabled = True
 _anomaly_enabled = False
+#: Called as ``hook(node, inp, partial)`` each time the backward pass hands ``inp`` a partial
+#: adjoint from its user ``node``; None (the default) costs one check per edge. Set only
+#: while :func:`needle.viz.trace` or :func:`needle.viz.record` is active.
+_partial_adjoint_hook = None
 
 
 
@@ -505,6 +509,8 @@ def _backpropagate(output_tensor: Tensor, out_grad: Tensor) -> None:
                 continue
             _check_adjoint(node, inp, grad)
             partial_adjoints.setdefault(id(inp), []).append(grad)
+            if _partial_adjoint_hook is not None:
+                _partial_adjoint_hook(node, inp, grad)
 
 
 def sum_node_list(node_list: list[Value]) -> Value:

@@ -1,4 +1,4 @@
-"""The ``needle`` command: ``needle train`` and ``needle eval``.
+"""The ``needle`` command: ``needle train``, ``needle eval`` and ``needle graph``.
 
 ``needle train`` trains the MLP ResNet on Fashion-MNIST (or MNIST) with a progress bar,
 one summary line per epoch, and a checkpoint, a metrics CSV and loss/error curves in
@@ -6,7 +6,9 @@ one summary line per epoch, and a checkpoint, a metrics CSV and loss/error curve
 ``needle eval --checkpoint PATH`` re-evaluates a saved model on the test set.
 ``mpiexec -n N needle train ...`` trains data-parallel on N processes (MPI is joined
 automatically when the launcher starts more than one; ``--distributed`` forces it).
-See ``docs/training.md``, ``docs/distributed.md`` and :mod:`needle.training`.
+``needle graph`` draws a computational graph or traces a backward pass
+(:mod:`needle.viz.command`, docs/viz.md). See ``docs/training.md``,
+``docs/distributed.md`` and :mod:`needle.training`.
 
 Exit status: 0 on success, 2 for a usage problem (bad option, missing or damaged data
 files, unreadable checkpoint, mismatched resume, unwritable ``--out``), with a one-line
@@ -25,6 +27,7 @@ from typing import Callable, Sequence
 
 from needle import distributed, training
 from needle.training import TrainConfig
+from needle.viz import command as viz_command
 
 __all__ = ["build_parser", "main"]
 
@@ -89,6 +92,7 @@ def build_parser(*, with_defaults: bool = True) -> argparse.ArgumentParser:
         description="Rebuild the model saved in a training checkpoint and print its test "
                     "loss and error. Options not given are taken from the checkpoint.")
     _add_eval_options(evaluate)
+    viz_command.add_parser(commands)
     return parser
 
 
@@ -206,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.command == "graph":
+        return viz_command.run(args)
     explicit = _explicit_options(argv)
     try:
         status = _run_command(args, explicit)

@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 bash scripts/install-fashion-mnist.sh
+bash scripts/install-viz-deps.sh
 "$PYTHON" -m pip install -q -e ".[dev]"
 "$PYTHON" -m pytest -q "$@"

@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 bash scripts/install-fashion-mnist.sh
-"$PYTHON" -m pip install -q -e ".[train]"
+bash scripts/install-viz-deps.sh --no-browser
+"$PYTHON" -m pip install -q -e ".[train,viz]"
 exec "$PYTHON" -m needle train "$@"
