@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._validation import check_real
 from .autograd import Tensor
 
 __all__ = [
@@ -151,19 +152,28 @@ def init(timeout: float | None = None) -> None:
 
     Raises:
         MPIUnavailableError: mpi4py is not installed.
-        ValueError: ``timeout`` is not a positive number.
+        ValueError: ``timeout`` (or ``NEEDLE_DIST_TIMEOUT``) is not a positive number.
     """
-    if timeout is None:
-        timeout = float(os.environ.get("NEEDLE_DIST_TIMEOUT", DEFAULT_TIMEOUT))
-    if not timeout > 0:
-        raise ValueError(f"distributed.init: timeout must be a positive number of seconds, "
-                         f"got {timeout!r}")
+    timeout = _timeout_from_environment() if timeout is None else timeout
+    timeout = check_real("distributed.init", "timeout", timeout, low=0.0, low_open=True)
     if _STATE.comm is None:
         _STATE.mpi = _import_mpi()
         # Errors must come back as exceptions (mpi4py's default), never abort silently.
         _STATE.comm = _STATE.mpi.COMM_WORLD
         _STATE.comm.Set_errhandler(_STATE.mpi.ERRORS_RETURN)
-    _STATE.timeout = float(timeout)
+    _STATE.timeout = timeout
+
+
+def _timeout_from_environment() -> float:
+    """``NEEDLE_DIST_TIMEOUT`` as a float, or DEFAULT_TIMEOUT when it is not set."""
+    text = os.environ.get("NEEDLE_DIST_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"distributed.init: NEEDLE_DIST_TIMEOUT={text!r} is not a number of "
+                         f"seconds; use e.g. NEEDLE_DIST_TIMEOUT=600") from None
 
 
 def is_initialized() -> bool:

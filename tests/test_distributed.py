@@ -234,7 +234,10 @@ def test_a_single_process_is_a_job_of_one(one_process):
      "all_reduce: expected a needle.Tensor or a NumPy array, got list"),
     (lambda: distributed.broadcast(np.ones(2), root=1), ValueError,
      r"broadcast: root=1 is not a rank of this job \(0 .. 0\)"),
-    (lambda: distributed.init(timeout=0), ValueError, "timeout must be a positive number"),
+    (lambda: distributed.init(timeout=0), ValueError,
+     r"distributed.init: timeout must be in \(0.0, inf\), got 0.0"),
+    (lambda: distributed.init(timeout="60"), TypeError,
+     "distributed.init: timeout must be a real number, got str"),
     (lambda: nn.DistributedDataParallel(nn.Linear(2, 2), bucket_cap_mb=0), ValueError,
      "bucket_cap_mb must be positive, got 0"),
     (lambda: nn.DistributedDataParallel(lambda x: x), TypeError,
@@ -243,6 +246,16 @@ def test_a_single_process_is_a_job_of_one(one_process):
 def test_collective_errors(one_process, call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@needs_mpi4py
+def test_the_timeout_comes_from_the_environment(one_process, monkeypatch):
+    monkeypatch.setenv("NEEDLE_DIST_TIMEOUT", "12.5")
+    distributed.init()
+    assert distributed._STATE.timeout == 12.5
+    monkeypatch.setenv("NEEDLE_DIST_TIMEOUT", "ten")
+    with pytest.raises(ValueError, match="NEEDLE_DIST_TIMEOUT='ten' is not a number of seconds"):
+        distributed.init()
 
 
 @needs_mpi4py
