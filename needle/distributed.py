@@ -293,7 +293,8 @@ def all_reduce(value: Any, op: str = "sum") -> Any:
         op: ``"sum"`` or ``"mean"`` (floating-point dtypes only).
 
     Returns:
-        a new Tensor (same dtype and device) or a new NumPy array; ``value`` is unchanged.
+        a new constant Tensor (same dtype and device, outside any graph) or a new NumPy
+        array; ``value`` is unchanged.
 
     Raises:
         NotInitializedError: before :func:`init`.
