@@ -9,6 +9,10 @@
   parameters and, per step, whether every rank held bit-identical parameters.
 * ``collectives OUT``: every collective on rank-dependent values; each rank writes
   ``OUT/rank{R}.json`` with what it received.
+* ``replicas OUT``: each rank builds a BatchNorm model from its own seed, wraps it, and
+  records digests of its parameters and buffers: before wrapping, after wrapping, after
+  a training-mode forward pass on its own data, and after ``eval()``; with
+  ``broadcast_buffers`` True and False. Each rank writes ``OUT/rank{R}.json``.
 * ``die OUT SIGNAL``: trains for many steps; at step 3 the last rank sends itself
   ``SIGNAL`` (``KILL``: it dies; ``STOP``: it hangs, alive but silent).
 
@@ -107,6 +111,27 @@ def run_collectives(out: Path) -> None:
     (out / f"rank{rank}.json").write_text(json.dumps(result))
 
 
+def _digests(tensors: list) -> str:
+    return hashlib.sha256(b"".join(t.numpy().tobytes() for t in tensors)).hexdigest()
+
+
+def run_replicas(out: Path) -> None:
+    rank = distributed.rank()
+    result = {}
+    for broadcast in (True, False):
+        np.random.seed(100 + rank)  # every rank starts with other weights
+        model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 2))
+        steps = {"built": (_digests(model.parameters()), _digests(model.buffers()))}
+        ddp = nn.DistributedDataParallel(model, broadcast_buffers=broadcast)
+        steps["wrapped"] = (_digests(model.parameters()), _digests(model.buffers()))
+        ddp(ndl.Tensor(np.random.randn(8, 4).astype(np.float32)))  # own batch statistics
+        steps["trained"] = (_digests(model.parameters()), _digests(model.buffers()))
+        ddp.eval()
+        steps["eval"] = (_digests(model.parameters()), _digests(model.buffers()))
+        result[str(broadcast)] = steps
+    (out / f"rank{rank}.json").write_text(json.dumps(result))
+
+
 def run_die(out: Path, signal_name: str) -> None:
     model = nn.DistributedDataParallel(build_model())
     victim = distributed.world_size() - 1
@@ -129,6 +154,8 @@ def main(argv: list[str]) -> None:
             run_train(out, argv[2], int(argv[3]))
         elif mode == "collectives":
             run_collectives(out)
+        elif mode == "replicas":
+            run_replicas(out)
         else:
             run_die(out, argv[2])
     except distributed.DistributedError as e:

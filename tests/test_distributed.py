@@ -309,6 +309,24 @@ def test_collectives_across_processes(tmp_path, n):
         assert f"rank {n - 1}: (({n},), '<f8', 'sum')" in result["mismatch"]
 
 
+@needs_mpiexec
+def test_replicas_start_from_rank_0_and_eval_takes_rank_0s_buffers(tmp_path):
+    job = run_worker(3, "replicas", tmp_path)
+    assert job.returncode == 0, job.stderr
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
+    for broadcast in ("True", "False"):
+        steps = [r[broadcast] for r in ranks]
+        params = {name: [s[name][0] for s in steps] for name in steps[0]}
+        buffers = {name: [s[name][1] for s in steps] for name in steps[0]}
+        assert len(set(params["built"])) == 3  # the ranks built different weights ...
+        assert params["wrapped"] == [params["built"][0]] * 3  # ... and now hold rank 0's
+        assert len(set(buffers["trained"])) == 3  # each rank's own batch statistics
+        if broadcast == "True":
+            assert buffers["eval"] == [buffers["trained"][0]] * 3  # rank 0's everywhere
+        else:
+            assert buffers["eval"] == buffers["trained"]  # each keeps its own
+
+
 def reference_parameters(optimizer: str, epochs: int) -> dict[str, np.ndarray]:
     """Single-process training on the global batch, with the worker's own code."""
     model = worker.build_model()
