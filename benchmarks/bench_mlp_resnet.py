@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
-import sys
 import time
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+from _harness import alternate, pin_threads, report, run_worker
 BATCH, HIDDEN, BLOCKS, CLASSES = 100, 100, 3, 10
 
 
@@ -206,63 +203,14 @@ def gemm_floor_ms(repeats: int = 200) -> float:
     return best * 1e3
 
 
-def _run_worker(framework: str, args) -> dict | None:
-    env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        framework,
-        "--steps",
-        str(args.steps),
-        "--warmup",
-        str(args.warmup),
-    ] + (["--epoch"] if args.epoch_mode else [])
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        print(f"{framework} worker failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _has_torch() -> bool:
-    try:
-        import torch  # noqa: F401
-
-        return True
-    except ImportError:
-        return False
-
-
 def _compare(args, key: str, unit: str, scale: float = 1.0) -> None:
     # "needle-graph" is backward()'s default (gradients recorded as a graph); "needle" is
     # the create_graph=False fast path that needle's own training loops use.
     needles = ["needle"] if args.epoch_mode else ["needle", "needle-graph"]
-    frameworks = needles + (["torch"] if _has_torch() else [])
-    results = {f: [] for f in frameworks}
-    for _ in range(args.runs):
-        for framework in frameworks:  # alternate so drift hits both
-            out = _run_worker(framework, args)
-            if out:
-                results[framework].append(out)
-    for framework, runs in results.items():
-        if not runs:
-            continue
-        values = [r[key] * scale for r in runs]
-        peak = max(r["peak_rss_mb"] for r in runs)
-        print(
-            f"{framework:>7}: {statistics.median(values):8.2f} {unit} (median of {len(values)}; "
-            f"runs {', '.join(f'{v:.2f}' for v in values)})  peak RSS {peak:.0f} MB"
-        )
-    for needle in needles:
-        if not (results.get("torch") and results[needle]):
-            continue
-        ratio = statistics.median(r[key] for r in results[needle]) / statistics.median(
-            r[key] for r in results["torch"]
-        )
-        print(f"  ratio {needle} / torch = {ratio:.2f}  (<= 1.0: needle is at least as fast)")
-    if not _has_torch():
-        print("  (PyTorch not installed: pip install torch==2.13.0 for the comparison)")
+    extra = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    extra += ["--epoch"] if args.epoch_mode else []
+    results = alternate(args.runs, lambda f: run_worker(__file__, f, extra), needles)
+    report(results, key, unit, scale)
 
 
 def profile_needle(steps: int) -> None:
@@ -330,7 +278,7 @@ def main() -> None:
     args = parser.parse_args()
     # Pin this process too (the GEMM floor is timed here); NumPy is imported lazily, so
     # the variables take effect.
-    os.environ.update({v: "1" for v in THREAD_VARS})
+    pin_threads()
     if args.worker:
         print(json.dumps(worker(args.worker, args.steps, args.warmup, args.epoch_mode)))
         return

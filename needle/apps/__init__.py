@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["mlp_resnet", "simple_ml"]
+__all__ = ["mlp_resnet", "models", "simple_ml"]
 
 
 def __getattr__(name: str) -> ModuleType:

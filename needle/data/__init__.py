@@ -9,6 +9,8 @@ from .data_basic import DataLoader, Dataset, stack_items
 from .data_transforms import RandomCrop, RandomFlipHorizontal, Transform
 from .datasets import (
     MNIST,
+    CIFAR10Dataset,
+    CIFAR10FormatError,
     ChecksumMismatchError,
     DatasetNotFoundError,
     DownloadError,
@@ -17,6 +19,7 @@ from .datasets import (
     NDArrayDataset,
     content_sha256,
     default_data_dir,
+    download_cifar10,
     download_file,
 )
 from .idx import IDXFormatError, load_mnist_arrays, read_idx, write_idx
@@ -44,4 +47,7 @@ __all__ = [
     "ChecksumMismatchError",
     "content_sha256",
     "download_file",
+    "CIFAR10Dataset",
+    "CIFAR10FormatError",
+    "download_cifar10",
 ]

@@ -53,13 +53,21 @@ def xavier_normal(fan_in: int, fan_out: int, gain: float = 1.0, *, shape=None, *
     return randn(*(shape or (fan_in, fan_out)), mean=0.0, std=std, **kwargs)
 
 
-def kaiming_uniform(fan_in: int, fan_out: int, nonlinearity: str = "relu", *, shape=None,
+def kaiming_uniform(fan_in: int, fan_out: int, shape=None, nonlinearity: str = "relu", *,
                     param: float | None = None, **kwargs) -> Tensor:
     """U(-b, b) with b = gain · √(3 / fan_in) (gain √2 for relu); shape (fan_in, fan_out).
 
+    ``shape`` (the third positional parameter, as in the course's hw4) replaces the
+    drawn shape; the fans still set the bound. A ``str`` in that position is taken as
+    ``nonlinearity``, for code written against the earlier order.
+
     >>> kaiming_uniform(4, 3).shape
     (4, 3)
+    >>> kaiming_uniform(27, 36, (3, 3, 3, 4)).shape
+    (3, 3, 3, 4)
     """
+    if isinstance(shape, str):
+        shape, nonlinearity = None, shape
     _check_fans("kaiming_uniform", fan_in, fan_out)
     bound = calculate_gain(nonlinearity, param) * math.sqrt(3.0 / fan_in)
     return rand(*(shape or (fan_in, fan_out)), low=-bound, high=bound, **kwargs)

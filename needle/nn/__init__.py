@@ -20,11 +20,12 @@ from .nn_basic import (
     SoftmaxLoss,
     Tanh,
 )
+from .nn_conv import BatchNorm2d, Conv
 from .nn_distributed import DistributedDataParallel
 
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys",
     "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Sequential", "Residual",
     "SoftmaxLoss", "LayerNorm1d", "BatchNorm1d", "Dropout",
-    "DistributedDataParallel",
+    "Conv", "BatchNorm2d", "DistributedDataParallel",
 ]

@@ -8,3 +8,4 @@ from .ops_logarithmic import *  # noqa: F401,F403
 from .ops_mathematic import *  # noqa: F401,F403
 from .ops_tuple import *  # noqa: F401,F403
 from .ops_fused import *  # noqa: F401,F403
+from .ops_conv import *  # noqa: F401,F403

@@ -110,6 +110,9 @@ def stack(args: Sequence[Tensor], axis: int) -> Tensor:
         raise ValueError(
             f"stack: all tensors must have the same shape, got {[a.shape for a in args]}"
         )
+    devices = {str(a.device) for a in args}
+    if len(devices) > 1:
+        raise ValueError(f"stack: all tensors must be on one device, got {sorted(devices)}")
     ndim = len(args[0].shape) + 1
     if not -ndim <= axis < ndim:
         raise ValueError(f"stack: axis {axis} out of range for stacking into {ndim} dimensions")
@@ -123,8 +126,11 @@ class Split(TensorTupleOp):
         self.axis = axis
 
     def compute(self, a: NDArray):
+        # Slices plus an explicit reshape: an NDArray int index keeps its axis (NumPy's drops
+        # it), so this one body serves both backends.
         lead = (slice(None),) * self.axis
-        return tuple(a[lead + (i,)] for i in range(a.shape[self.axis]))
+        shape = a.shape[: self.axis] + a.shape[self.axis + 1 :]
+        return tuple(a[lead + (slice(i, i + 1),)].reshape(shape) for i in range(a.shape[self.axis]))
 
     def gradient(self, out_grad: TensorTuple, node: TensorTuple):
         return stack(list(out_grad), self.axis)

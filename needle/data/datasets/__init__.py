@@ -1,5 +1,6 @@
-"""Ready datasets: MNIST-style IDX data, in-memory arrays, and the verified downloader."""
+"""Ready datasets: MNIST-style IDX data, CIFAR-10, in-memory arrays, and the verified downloader."""
 
+from .cifar10 import CIFAR10Dataset, CIFAR10FormatError, download_cifar10
 from .download import ChecksumMismatchError, DownloadError, content_sha256, download_file
 from .mnist_dataset import (
     FashionMNIST,
@@ -21,4 +22,7 @@ __all__ = [
     "ChecksumMismatchError",
     "content_sha256",
     "download_file",
+    "CIFAR10Dataset",
+    "CIFAR10FormatError",
+    "download_cifar10",
 ]

@@ -135,7 +135,7 @@ def _fetch(url: str, f, timeout: float) -> None:
 
 def download_file(url: str, dest_path: PathLike, sha256: str | None, *,
                   verify: bool = True, content_hash: bool = False,
-                  timeout: float = 60.0) -> Path:
+                  timeout: float = 60.0, md5: str | None = None) -> Path:
     """Download ``url`` to ``dest_path``, verified and atomically.
 
     Args:
@@ -147,6 +147,8 @@ def download_file(url: str, dest_path: PathLike, sha256: str | None, *,
         content_hash: hash the decompressed content of a gzip file (see
             :func:`content_sha256`) instead of its raw bytes.
         timeout: seconds to wait for the server at each network operation.
+        md5: expected hex MD5 of the raw bytes, checked instead of ``sha256`` when given
+            (for datasets whose authors publish only an MD5, such as CIFAR-10).
 
     Returns:
         ``dest_path`` as a ``Path``.
@@ -165,7 +167,7 @@ def download_file(url: str, dest_path: PathLike, sha256: str | None, *,
         download_file: no known SHA-256 for https://example.org/x.gz
     """
     _check_url(url)
-    if verify and not sha256:
+    if verify and not (sha256 or md5):
         raise ValueError(
             f"download_file: no known SHA-256 for {url}; refusing an unverified download. "
             "Pass the expected hash, or verify=False to accept the file unchecked"
@@ -176,7 +178,9 @@ def download_file(url: str, dest_path: PathLike, sha256: str | None, *,
     try:
         with os.fdopen(fd, "wb") as f:
             _fetch(url, f, timeout)
-        if verify:
+        if verify and md5:
+            _check_digest(url, dest, "MD5", md5.lower(), _file_digest(Path(tmp_name), "md5"))
+        elif verify:
             _verify(url, dest, Path(tmp_name), sha256.lower(), content_hash)
         os.replace(tmp_name, dest)
     finally:
@@ -188,21 +192,26 @@ def download_file(url: str, dest_path: PathLike, sha256: str | None, *,
 def _verify(url: str, dest: Path, tmp: Path, expected: str, content_hash: bool) -> None:
     """Raise ChecksumMismatchError if ``tmp``'s SHA-256 is not ``expected``."""
     try:
-        actual = content_sha256(tmp) if content_hash else _file_sha256(tmp)
+        actual = content_sha256(tmp) if content_hash else _file_digest(tmp, "sha256")
     except ValueError as e:  # corrupt gzip: the content cannot even be hashed
         raise ChecksumMismatchError(
             f"download_file: {url} (for {dest}) is not a valid gzip file: {e}"
         ) from None
+    _check_digest(url, dest, "SHA-256", expected, actual)
+
+
+def _check_digest(url: str, dest: Path, name: str, expected: str, actual: str) -> None:
+    """Raise ChecksumMismatchError naming the URL, the file and both digests if they differ."""
     if actual != expected:
         raise ChecksumMismatchError(
-            f"download_file: SHA-256 mismatch for {url} (for {dest}): expected {expected}, "
+            f"download_file: {name} mismatch for {url} (for {dest}): expected {expected}, "
             f"got {actual}; the file was discarded"
         )
 
 
-def _file_sha256(path: Path) -> str:
-    """Return the hex SHA-256 of a file's raw bytes."""
-    digest = hashlib.sha256()
+def _file_digest(path: Path, algorithm: str) -> str:
+    """Return the hex digest (``hashlib`` name ``algorithm``) of a file's raw bytes."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)

@@ -1,0 +1,81 @@
+"""Plumbing for needle-vs-PyTorch benchmarks: one-thread workers in subprocesses, run in
+alternation, and the report of medians, ratio and peak memory (used by bench_mlp_resnet
+and bench_resnet9).
+
+A benchmark script re-runs itself with ``--worker needle|torch ...``; the worker prints
+one JSON object as its last line (``ms_per_step``, ``peak_rss_mb``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from typing import Callable, Sequence
+
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def pin_threads() -> None:
+    """One BLAS/OpenMP thread in this process (call before NumPy is imported)."""
+    os.environ.update({v: "1" for v in THREAD_VARS})
+
+
+def has_torch() -> bool:
+    """Whether PyTorch is importable here."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_worker(script: str, framework: str, extra: list[str]) -> dict | None:
+    """Run ``script --worker framework *extra`` on one thread; its last stdout line as JSON."""
+    env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
+    cmd = [sys.executable, script, "--worker", framework, *extra]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        print(f"{framework} worker failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def alternate(runs: int, run_one: Callable[[str], dict | None],
+              needles: Sequence[str] = ("needle",)) -> dict[str, list[dict]]:
+    """``runs`` rounds of each needle variant, then torch (if installed), in turn.
+
+    Alternating makes machine drift hit every framework alike.
+    """
+    frameworks = list(needles) + (["torch"] if has_torch() else [])
+    results = {f: [] for f in frameworks}
+    for _ in range(runs):
+        for framework in frameworks:
+            out = run_one(framework)
+            if out:
+                results[framework].append(out)
+    return results
+
+
+def report(results: dict[str, list[dict]], key: str, unit: str, scale: float = 1.0) -> None:
+    """Print each framework's median ``key`` (its runs, peak RSS) and each needle / torch."""
+    for framework, runs in results.items():
+        if not runs:
+            continue
+        values = [r[key] * scale for r in runs]
+        peak = max(r["peak_rss_mb"] for r in runs)
+        print(
+            f"{framework:>7}: {statistics.median(values):8.2f} {unit} (median of {len(values)}; "
+            f"runs {', '.join(f'{v:.2f}' for v in values)})  peak RSS {peak:.0f} MB"
+        )
+    for needle in [f for f in results if f != "torch"]:
+        if not (results.get("torch") and results[needle]):
+            continue
+        ratio = statistics.median(r[key] for r in results[needle]) / statistics.median(
+            r[key] for r in results["torch"]
+        )
+        print(f"  ratio {needle} / torch = {ratio:.2f}  (<= 1.0: needle is at least as fast)")
+    if not has_torch():
+        print("  (PyTorch not installed: pip install torch==2.13.0 for the comparison)")
