@@ -4,22 +4,28 @@
 one summary line per epoch, and a checkpoint, a metrics CSV and loss/error curves in
 ``--out`` after every epoch; ``--resume`` continues a run bit-identically.
 ``needle eval --checkpoint PATH`` re-evaluates a saved model on the test set.
-See ``docs/training.md`` and :mod:`needle.training`. ``needle graph`` draws a
-computational graph or traces a backward pass (:mod:`needle.viz.command`, docs/viz.md).
+``mpiexec -n N needle train ...`` trains data-parallel on N processes (MPI is joined
+automatically when the launcher starts more than one; ``--distributed`` forces it).
+``needle graph`` draws a computational graph or traces a backward pass
+(:mod:`needle.viz.command`, docs/viz.md). See ``docs/training.md``,
+``docs/distributed.md`` and :mod:`needle.training`.
 
 Exit status: 0 on success, 2 for a usage problem (bad option, missing or damaged data
 files, unreadable checkpoint, mismatched resume, unwritable ``--out``), with a one-line
 ``needle …: error:`` message (several lines for missing data: where it looked and how to
-get the data); 130 after Ctrl-C.
+get the data); 130 after Ctrl-C. In a job of several processes, an error on any rank
+prints ``needle train: error (rank R of N): …`` and ends the whole job (``MPI_Abort``)
+with that status, so no rank is left waiting for it.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
+import traceback
 from typing import Callable, Sequence
 
-from needle import training
+from needle import distributed, training
 from needle.training import TrainConfig
 from needle.viz import command as viz_command
 
@@ -80,7 +86,7 @@ def build_parser(*, with_defaults: bool = True) -> argparse.ArgumentParser:
     _add_train_options(train)
     if with_defaults:
         train.set_defaults(**TrainConfig().to_dict(), resume=False, progress=True,
-                           quiet=False)
+                           quiet=False, distributed=False)
     evaluate = commands.add_parser(
         "eval", help="evaluate a saved checkpoint on the test set", **suppress,
         description="Rebuild the model saved in a training checkpoint and print its test "
@@ -143,6 +149,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                        help="no progress bar (it is also off when stderr is not a terminal)")
     group.add_argument("--quiet", "-q", action="store_true",
                        help="no progress bar and no per-epoch lines")
+    group.add_argument("--distributed", action="store_true",
+                       help="train data-parallel over MPI: start with mpiexec -n N; "
+                            "--batch-size is per process (automatic when mpiexec starts "
+                            "more than one process; needs needle-dl[distributed])")
 
 
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
@@ -198,25 +208,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         the exit status: 0, or 2 after printing a one-line error to stderr. Bad options
         raise ``SystemExit(2)`` from argparse, as usual.
     """
-    from needle.data import IDXFormatError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.command == "graph":
         return viz_command.run(args)
     explicit = _explicit_options(argv)
     try:
+        status = _run_command(args, explicit)
+    except BaseException:
+        if _in_job():  # an unexpected error: show it, then end the job (see below)
+            traceback.print_exc()
+            sys.stderr.flush()
+            distributed.abort(1)
+        raise
+    if status != 0 and _in_job():
+        distributed.abort(status)  # the other ranks would wait for this one forever
+    return status
+
+
+def _in_job() -> bool:
+    """True in a distributed run of more than one process."""
+    return distributed.is_initialized() and distributed.world_size() > 1
+
+
+def _run_command(args: argparse.Namespace, explicit: dict) -> int:
+    """Run the command; return the exit status (after a one-line error message)."""
+    from needle.data import IDXFormatError
+
+    try:
         if args.command == "train":
+            if args.distributed or distributed.launched_by_mpi() > 1:
+                distributed.init()
             _train_command(args, explicit)
         else:
             _eval_command(args, explicit)
-    except (training.TrainingError, IDXFormatError, OSError) as e:
+    except (training.TrainingError, IDXFormatError, OSError, distributed.DistributedError) as e:
         # OSError covers missing data (DatasetNotFoundError), failed downloads and an
-        # unwritable --out; IDXFormatError a damaged data file.
-        print(f"needle {args.command}: error: {e}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+        # unwritable --out; IDXFormatError a damaged data file; DistributedError a lost rank.
+        print(f"needle {args.command}: error{_rank_note()}: {e}", file=sys.stderr, flush=True)
+        return EXIT_USAGE if not isinstance(e, distributed.PeerLostError) else 1
     except KeyboardInterrupt:
         hint = "; --resume continues from the last saved epoch" if args.command == "train" else ""
         print(f"\nneedle {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     return 0
+
+
+def _rank_note() -> str:
+    """`` (rank R of N)`` in a job of several processes, else nothing."""
+    if not _in_job():
+        return ""
+    return f" (rank {distributed.rank()} of {distributed.world_size()})"

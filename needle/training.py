@@ -18,6 +18,16 @@ reseeded every epoch, so each epoch draws a new shuffle and new dropout masks. B
 the generator's state is saved with every checkpoint, a resumed run draws exactly the
 numbers the uninterrupted run would have: both end with bit-identical weights.
 
+Data-parallel runs (after :func:`needle.distributed.init`, as ``mpiexec -n N needle
+train`` does): every rank trains a :class:`~needle.nn.DistributedDataParallel` replica on
+its :class:`~needle.data.DistributedSampler` shard of each epoch (seeded with
+``config.seed`` and the epoch), so the global batch is ``batch_size × N``. Every rank
+starts from rank 0's weights, then reseeds NumPy with ``(seed, rank)`` so ranks draw their
+own dropout masks and augmentations. The test set is split over the ranks, and the
+metrics are sums over all ranks. Only rank 0 logs, shows progress and writes the files;
+the checkpoint holds every rank's generator state, so every rank can resume exactly
+(with the same number of processes). See docs/distributed.md.
+
 The per-batch work is :func:`needle.apps.mlp_resnet.run_epoch`; this module adds the
 progress bar, the metrics and the files.
 """
@@ -36,10 +46,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 import needle as ndl
-from needle import nn, optim
+from needle import distributed, nn, optim
 from needle.apps.mlp_resnet import BatchResult, MLPResNet, run_epoch
 from needle.serialization import atomic_write
-from needle.data import MNIST, DataLoader, Dataset, FashionMNIST, RandomCrop, RandomFlipHorizontal
+from needle.data import (MNIST, DataLoader, Dataset, DistributedSampler, FashionMNIST,
+                         RandomCrop, RandomFlipHorizontal)
 
 __all__ = [
     "TrainConfig",
@@ -271,15 +282,41 @@ class _Run:
 def _build_run(config: TrainConfig) -> _Run:
     """Seed NumPy with ``config.seed``, load the data, then build model and optimizer.
 
-    The order matters: the model's initial weights are the first random draws.
+    The order matters: the model's initial weights are the first random draws. In a
+    data-parallel run the model is wrapped (rank 0's weights go to every rank) and
+    each rank then continues with its own random stream.
     """
     np.random.seed(config.seed)
     train_set, test_set = load_split(config, train=True), load_split(config, train=False)
     model = build_model(config)
+    if distributed.is_initialized():
+        model = nn.DistributedDataParallel(model)
+        np.random.seed([config.seed, distributed.rank()])
     opt = build_optimizer(model, config)
-    return _Run(config, DataLoader(train_set, config.batch_size, shuffle=True),
-                DataLoader(test_set, config.batch_size, shuffle=False),
-                model, opt, build_scheduler(opt, config))
+    return _Run(config, *_loaders(config, train_set, test_set), model, opt,
+                build_scheduler(opt, config))
+
+
+def _loaders(config: TrainConfig, train_set: Dataset,
+             test_set: Dataset) -> tuple[DataLoader, DataLoader]:
+    """The training loader (shuffled) and test loader; each rank's shards if distributed."""
+    size = config.batch_size
+    if not distributed.is_initialized():
+        return (DataLoader(train_set, size, shuffle=True),
+                DataLoader(test_set, size, shuffle=False))
+    return (DataLoader(train_set, size, sampler=DistributedSampler(train_set, seed=config.seed)),
+            DataLoader(test_set, size,
+                       sampler=DistributedSampler(test_set, shuffle=False, even=False)))
+
+
+def _is_rank0() -> bool:
+    """True in a single-process run and on rank 0 of a distributed one."""
+    return not distributed.is_initialized() or distributed.rank() == 0
+
+
+def _world_size() -> int | None:
+    """The number of ranks of a distributed run; None for a single-process run."""
+    return distributed.world_size() if distributed.is_initialized() else None
 
 
 # ----- one epoch, with a progress bar ---------------------------------------------------
@@ -288,7 +325,8 @@ def _build_run(config: TrainConfig) -> _Run:
 class _ProgressBar:
     """A tqdm bar over one pass: batches, running loss and accuracy, samples per second.
 
-    Used as ``run_epoch``'s ``on_batch`` callback. Without tqdm it does nothing.
+    Used as ``run_epoch``'s ``on_batch`` callback; it also adds up the pass's samples,
+    errors and losses (the epoch metrics). Disabled or without tqdm it only counts.
     """
 
     def __init__(self, total: int, desc: str, enabled: bool) -> None:
@@ -327,16 +365,32 @@ def _make_tqdm(total: int, desc: str) -> Any:
 def _train_and_evaluate(run: _Run, number: int, progress: bool) -> EpochMetrics:
     """Train epoch ``number``, step the scheduler, evaluate in ``model.eval()``; time it."""
     start = time.perf_counter()
+    if run.train_loader.sampler is not None:
+        run.train_loader.sampler.set_epoch(number - 1)  # explicit, so a resumed run agrees
     bar = _ProgressBar(len(run.train_loader), f"epoch {number}/{run.config.epochs}", progress)
     try:
-        train_err, train_loss = run_epoch(run.train_loader, run.model, run.opt, on_batch=bar)
+        run_epoch(run.train_loader, run.model, run.opt, on_batch=bar)
     finally:
         bar.close()
     if run.scheduler is not None:
         run.scheduler.step()
-    test_err, test_loss = run_epoch(run.test_loader, run.model)
+    tally = _ProgressBar(len(run.test_loader), "test", enabled=False)
+    if len(run.test_loader):
+        run_epoch(run.test_loader, run.model, on_batch=tally)
+    else:  # a rank with no test sample (fewer than N): it still joins eval()'s collective
+        run.model.eval()
+    (train_err, train_loss), (test_err, test_loss) = _epoch_rates(bar), _epoch_rates(tally)
     return EpochMetrics(number, train_loss, train_err, test_loss, test_err,
                         time.perf_counter() - start)
+
+
+def _epoch_rates(tally: _ProgressBar) -> tuple[float, float]:
+    """``(error rate, mean loss)`` of a pass, over the samples of every rank."""
+    errors, loss_sum, samples = tally.errors, tally.loss_sum, tally.samples
+    if distributed.is_initialized():
+        totals = np.array([errors, loss_sum, samples], dtype=np.float64)
+        errors, loss_sum, samples = distributed.all_reduce(totals).tolist()
+    return errors / samples, loss_sum / samples
 
 
 def format_epoch_line(metrics: EpochMetrics, epochs: int) -> str:
@@ -401,7 +455,15 @@ def plot_curves(path: str | os.PathLike, history: list[EpochMetrics]) -> bool:
 
 
 def _checkpoint_state(run: _Run, epoch: int, history: list[EpochMetrics]) -> dict[str, Any]:
-    """Everything a resumed run needs, as a tree :func:`needle.save` can store."""
+    """Everything a resumed run needs, as a tree :func:`needle.save` can store.
+
+    A distributed run adds its ``world_size`` and every rank's generator state
+    (``rng_states``, by rank; gathering them is a collective).
+    """
+    extra = {}
+    if distributed.is_initialized():
+        extra = {"world_size": distributed.world_size(),
+                 "rng_states": distributed.all_gather_object(np.random.get_state())}
     return {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -411,6 +473,7 @@ def _checkpoint_state(run: _Run, epoch: int, history: list[EpochMetrics]) -> dic
         "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
         "rng_state": np.random.get_state(),
         "history": [dataclasses.asdict(m) for m in history],
+        **extra,
     }
 
 
@@ -474,6 +537,23 @@ def _check_resumable(saved: TrainConfig, config: TrainConfig, path: Path) -> Non
             f"taken from the checkpoint), or start a new run with another --out.")
 
 
+def _processes(count: int) -> str:
+    """``"1 process"``, ``"3 processes"``."""
+    return f"{count} process" if count == 1 else f"{count} processes"
+
+
+def _check_world_size(state: dict[str, Any], path: Path) -> None:
+    """Raise ResumeMismatchError unless this run has as many ranks as the saved one."""
+    def describe(size: int | None) -> str:
+        return "a single-process run" if size is None else f"a run on {_processes(size)}"
+    saved, now = _plain(state.get("world_size")), _world_size()
+    if saved != now:
+        raise ResumeMismatchError(
+            f"cannot resume {path}: it was {describe(saved)} and this is {describe(now)}; "
+            f"resume with the same number of processes (the global batch and the "
+            f"per-rank random streams depend on it)")
+
+
 def _restore(run: _Run, state: dict[str, Any], path: Path) -> tuple[int, list[EpochMetrics]]:
     """Load model, optimizer, scheduler and RNG state; return (epochs done, history)."""
     try:
@@ -483,7 +563,10 @@ def _restore(run: _Run, state: dict[str, Any], path: Path) -> tuple[int, list[Ep
             run.scheduler.load_state_dict(state["scheduler"])
         history = [EpochMetrics(**{k: _plain(v) for k, v in m.items()}) for m in state["history"]]
         epoch = int(state["epoch"])
-        np.random.set_state(tuple(state["rng_state"]))
+        rng_state = state["rng_state"]
+        if distributed.is_initialized():
+            rng_state = state["rng_states"][distributed.rank()]
+        np.random.set_state(tuple(rng_state))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"cannot restore from {path}: {e}".splitlines()[0]) from e
     return epoch, history
@@ -502,6 +585,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
             completed one; the result is bit-identical to an uninterrupted run.
         progress: show a tqdm progress bar (only when stderr is a terminal).
         log: called with the header and each epoch's summary line; None is silent.
+            In a distributed run (after :func:`needle.distributed.init`) only rank 0
+            logs, shows progress and writes files; every rank must call ``train``.
 
     Returns:
         the metrics of every epoch of the run (including those before a resume).
@@ -509,25 +594,30 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     Raises:
         needle.data.DatasetNotFoundError: the data files are missing.
         CheckpointError: ``resume`` and no readable checkpoint in ``config.out``.
-        ResumeMismatchError: ``resume`` with options that differ from the saved run's.
+        ResumeMismatchError: ``resume`` with options that differ from the saved run's
+            (or with another number of processes).
+        needle.distributed.PeerLostError: a rank of a distributed run died.
     """
-    log = log or (lambda line: None)
+    rank0 = _is_rank0()
+    log = log if log is not None and rank0 else (lambda line: None)
     out = Path(config.out)
     checkpoint_path = out / CHECKPOINT_NAME
     state = load_checkpoint(checkpoint_path) if resume else None
     if state is not None:
         _check_resumable(_checkpoint_config(state, checkpoint_path), config, checkpoint_path)
+        _check_world_size(state, checkpoint_path)
     run = _build_run(config)
     done, history = _restore(run, state, checkpoint_path) if state is not None else (0, [])
     log(_header(run, done))
-    show_bar = progress and sys.stderr.isatty()
+    show_bar = progress and rank0 and sys.stderr.isatty()
     notice = missing_extras_notice(progress_bar=show_bar)
     if notice:
         log(notice)
-    out.mkdir(parents=True, exist_ok=True)
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
     for number in range(done + 1, config.epochs + 1):
         history.append(_train_and_evaluate(run, number, show_bar))
-        _write_outputs(run, out, number, history)
+        _write_outputs(run, out, number, history, rank0)
         log(format_epoch_line(history[-1], config.epochs))
     return history
 
@@ -559,14 +649,25 @@ def _header(run: _Run, done: int) -> str:
     what = (f"MLPResNet(hidden {config.hidden_dim}, {config.num_blocks} blocks) on "
             f"{config.dataset} ({n_train} train / {n_test} test), {config.optimizer} "
             f"lr {config.lr:g}, {config.epochs} epochs -> {config.out}")
+    ranks = _world_size()
+    if ranks is not None:
+        what += (f"; data-parallel on {_processes(ranks)}, global batch "
+                 f"{config.batch_size * ranks}")
     if done >= config.epochs:
         return f"{what}: already {done} epochs done, nothing to train"
     return f"{what}, resuming after epoch {done}" if done else what
 
 
-def _write_outputs(run: _Run, out: Path, epoch: int, history: list[EpochMetrics]) -> None:
-    """Write the checkpoint, the metrics CSV and the curves after ``epoch``."""
-    ndl.save(_checkpoint_state(run, epoch, history), out / CHECKPOINT_NAME)
+def _write_outputs(run: _Run, out: Path, epoch: int, history: list[EpochMetrics],
+                   write: bool) -> None:
+    """Write the checkpoint, the metrics CSV and the curves after ``epoch`` if ``write``.
+
+    Every rank must call it: the checkpoint state gathers every rank's generator state.
+    """
+    state = _checkpoint_state(run, epoch, history)
+    if not write:
+        return
+    ndl.save(state, out / CHECKPOINT_NAME)
     write_metrics_csv(out / METRICS_NAME, history)
     plot_curves(out / CURVES_NAME, history)
 

@@ -27,11 +27,13 @@ from .datasets import (
     download_file,
 )
 from .idx import IDXFormatError, load_mnist_arrays, read_idx, write_idx
+from .samplers import DistributedSampler
 
 __all__ = [
     "Dataset",
     "DataLoader",
     "stack_items",
+    "DistributedSampler",
     "Transform",
     "RandomFlipHorizontal",
     "RandomCrop",

@@ -217,8 +217,10 @@ class DataLoader:
 
     Each ``iter(loader)`` builds an order of the N sample indices: with ``shuffle``
     exactly one call ``np.random.permutation(N)`` (NumPy's global generator, so
-    ``np.random.seed`` fixes it); otherwise ``0..N-1``. Batches are consecutive chunks
-    of ``batch_size`` indices of that order; the last one is short unless ``drop_last``.
+    ``np.random.seed`` fixes it); with a ``sampler``, the indices it yields (e.g. a
+    :class:`~needle.data.DistributedSampler`'s shard); otherwise ``0..N-1``. Batches are
+    consecutive chunks of ``batch_size`` indices of that order; the last one is short
+    unless ``drop_last``.
 
     Each batch is a tuple with one ``needle.Tensor`` per sample field, shape
     ``(batch, *field_shape)``, NumPy dtype kept (MNIST: float32 images, uint8 labels).
@@ -231,9 +233,12 @@ class DataLoader:
         shuffle: draw a new random order at every ``iter()``.
         drop_last: skip the final batch if it has fewer than ``batch_size`` samples.
         device: device of the yielded tensors (None: needle's default device).
+        sampler: an iterable of sample indices with ``len()``, drawn anew at every
+            ``iter()``; excludes ``shuffle`` (the sampler decides the order).
 
     Raises:
-        ValueError: ``batch_size`` is not a positive int, or the dataset is empty.
+        ValueError: ``batch_size`` is not a positive int, the dataset is empty, or both
+            ``shuffle`` and ``sampler`` are given.
 
     Example:
         >>> from needle.data import NDArrayDataset
@@ -243,10 +248,14 @@ class DataLoader:
     """
 
     def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False,
-                 drop_last: bool = False, *, device: Any = None) -> None:
+                 drop_last: bool = False, *, device: Any = None, sampler: Any = None) -> None:
         self.dataset = dataset
         self.batch_size = _check_batch_size(batch_size)
         self.shuffle = bool(shuffle)
+        if self.shuffle and sampler is not None:
+            raise ValueError("DataLoader: shuffle=True and a sampler were both given; the "
+                             "sampler decides the order (DistributedSampler(shuffle=True))")
+        self.sampler = sampler
         self.drop_last = bool(drop_last)
         self.device = device
         self._num_samples()  # fail now, where the loader is built, if the dataset is empty
@@ -263,7 +272,7 @@ class DataLoader:
 
     def __len__(self) -> int:
         """The number of batches one iteration yields."""
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def batch_indices(self) -> list[np.ndarray]:
@@ -273,7 +282,11 @@ class DataLoader:
             the list of 1-D int arrays of sample indices, one per batch, in order.
         """
         n = self._num_samples()
-        order = np.random.permutation(n) if self.shuffle else np.arange(n)
+        if self.sampler is not None:
+            order = np.fromiter(self.sampler, dtype=np.int64)
+            n = order.size
+        else:
+            order = np.random.permutation(n) if self.shuffle else np.arange(n)
         stop = n - n % self.batch_size if self.drop_last else n
         return [order[start:start + self.batch_size] for start in range(0, stop, self.batch_size)]
 

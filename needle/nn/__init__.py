@@ -21,6 +21,7 @@ from .nn_basic import (
     Tanh,
 )
 from .nn_conv import BatchNorm2d, Conv
+from .nn_distributed import DistributedDataParallel
 from .nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
 from .nn_transformer import AttentionLayer, MultiHeadAttention, Transformer, TransformerLayer
 
@@ -28,7 +29,7 @@ __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys",
     "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Sequential", "Residual",
     "SoftmaxLoss", "LayerNorm1d", "BatchNorm1d", "Dropout",
-    "Conv", "BatchNorm2d",
+    "Conv", "BatchNorm2d", "DistributedDataParallel",
     "Embedding", "RNNCell", "RNN", "LSTMCell", "LSTM",
     "MultiHeadAttention", "AttentionLayer", "TransformerLayer", "Transformer",
 ]
