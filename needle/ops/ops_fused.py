@@ -57,14 +57,15 @@ class FusedLinear(TensorOp):
 
     def compute(self, X: NDArray, W: NDArray, b: NDArray | None = None):
         out = X @ W
-        if b is not None:
-            out += b  # in place: the matmul result is a fresh array
-        return out
+        return out if b is None else out + b
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         X, W = (t.realize_cached_data() for t in node.inputs[:2])
         g = out_grad.realize_cached_data()
-        grads = [g @ W.T if node.inputs[0].requires_grad else None, X.T @ g]
+        grads = [
+            g @ array_api.swapaxes(W, 0, 1) if node.inputs[0].requires_grad else None,
+            array_api.swapaxes(X, 0, 1) @ g,
+        ]
         if len(node.inputs) == 3:
             grads.append(g.sum(axis=0, keepdims=True).reshape(node.inputs[2].shape))
         return _link_gradients("Linear", out_grad, node, tuple(grads))
@@ -184,10 +185,15 @@ def fused_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5)
 
 
 class FusedSoftmaxCrossEntropy(TensorOp):
-    """Mean over the batch of ``logsumexp(logits_i) - logits_i[y_i]``; a 0-d result."""
+    """Mean over the batch of ``logsumexp(logits_i) - logits_i[y_i]``; a 0-d result.
 
-    def __init__(self, labels: NDArray):
-        self.labels = labels
+    The labels arrive one-hot (N, K), so the target logit is a masked row sum — exact,
+    since each row has one non-zero term — and the gradient ``softmax - one_hot`` needs
+    no fancy indexing: the same arithmetic on both backends.
+    """
+
+    def __init__(self, one_hot: NDArray):
+        self.one_hot = one_hot
 
     def compute(self, logits: NDArray):
         peak = logits.max(axis=1, keepdims=True)
@@ -195,22 +201,28 @@ class FusedSoftmaxCrossEntropy(TensorOp):
         exps = array_api.exp(shifted)
         total = exps.sum(axis=1, keepdims=True)
         self.softmax = exps / total
-        rows = array_api.arange(logits.shape[0])
-        per_example = array_api.log(total[:, 0]) - shifted[rows, self.labels]
+        # A -inf logit would make 0 * -inf = nan in the masked sum: clip it to the
+        # dtype's lowest finite value first (shifted is <= 0, so nothing else changes).
+        lowest = -float(array_api.finfo(logits.dtype).max)
+        picked = (array_api.maximum(shifted, lowest) * self.one_hot).sum(axis=1, keepdims=True)
+        per_example = array_api.log(total) - picked
         return array_api.asarray(per_example.sum() / logits.shape[0], dtype=logits.dtype)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         n = self.softmax.shape[0]
-        grad = self.softmax.copy()
-        grad[array_api.arange(n), self.labels] -= 1
-        grad *= out_grad.realize_cached_data() / n
+        grad = (self.softmax - self.one_hot) * (out_grad.realize_cached_data() / n)
         return _link_gradients("SoftmaxLoss", out_grad, node, (grad,))
 
 
-def fused_softmax_cross_entropy(logits: Tensor, labels: NDArray) -> Tensor:
-    """Mean softmax cross-entropy of logits (N, K) against integer labels (N,) in [0, K)."""
+def fused_softmax_cross_entropy(logits: Tensor, one_hot: NDArray) -> Tensor:
+    """Mean softmax cross-entropy of logits (N, K) against one-hot labels (N, K)."""
     _check_tensor("fused_softmax_cross_entropy", logits, "logits")
-    return FusedSoftmaxCrossEntropy(labels)(logits)
+    if tuple(one_hot.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"fused_softmax_cross_entropy: one-hot labels of shape {tuple(one_hot.shape)} "
+            f"for logits of shape {logits.shape}; expected the same shape"
+        )
+    return FusedSoftmaxCrossEntropy(one_hot)(logits)
 
 
 __all__ = [

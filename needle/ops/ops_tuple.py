@@ -123,8 +123,13 @@ class Split(TensorTupleOp):
         self.axis = axis
 
     def compute(self, a: NDArray):
+        # Slices keep the axis on both backends (an int index drops it only in NumPy),
+        # so each piece is reshaped explicitly.
         lead = (slice(None),) * self.axis
-        return tuple(a[lead + (i,)] for i in range(a.shape[self.axis]))
+        shape = a.shape[: self.axis] + a.shape[self.axis + 1 :]
+        return tuple(
+            a[lead + (slice(i, i + 1),)].reshape(shape) for i in range(a.shape[self.axis])
+        )
 
     def gradient(self, out_grad: TensorTuple, node: TensorTuple):
         return stack(list(out_grad), self.axis)

@@ -1,0 +1,199 @@
+"""The NumPy backend module: the spec's flat-buffer kernel API written with NumPy.
+
+It serves two purposes: ``cpu_numpy()`` runs on machines where the compiled module
+could not be built, and it is the oracle the compiled kernels are tested against.
+Every function has the compiled module's signature: handles are flat :class:`Array`
+buffers, shapes/strides/offsets are in elements, results go into ``out``.
+
+Like the compiled bindings, the functions that walk strides check that every element
+they reach lies inside the buffer, and the rest check handle sizes and dtypes, so a
+bad direct call raises ``ValueError``/``TypeError`` instead of reading stray memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__device_name__ = "numpy"
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class Array:
+    """A flat buffer of ``size`` elements of ``dtype`` (uninitialised, like the C++ one).
+
+    >>> a = Array(3)
+    >>> a.size, a.dtype
+    (3, 'float32')
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, size: int, dtype: str = "float32") -> None:
+        if dtype not in _DTYPES:
+            raise TypeError(f"Array: dtype {dtype!r} is not supported; use float32 or float64")
+        if int(size) < 0:
+            raise ValueError(f"Array: size must be >= 0, got {size}")
+        self.array = np.empty(int(size), dtype=_DTYPES[dtype])
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return self.array.size
+
+    @property
+    def dtype(self) -> str:
+        """``"float32"`` or ``"float64"``."""
+        return self.array.dtype.name
+
+    def ptr(self) -> int:
+        """The buffer's base address."""
+        return self.array.ctypes.data
+
+
+def _check_same_dtype(*handles: Array) -> None:
+    dtypes = {h.array.dtype.name for h in handles}
+    if len(dtypes) > 1:
+        raise TypeError(f"all buffers of one call must share a dtype, got {sorted(dtypes)}")
+
+
+def _check_sizes(name: str, *pairs: tuple[Array, int]) -> None:
+    for handle, needed in pairs:
+        if handle.array.size != needed:
+            raise ValueError(f"{name}: a buffer has {handle.array.size} elements, needs {needed}")
+
+
+def _strided(handle: Array, shape, strides, offset: int) -> np.ndarray:
+    """A NumPy view of the elements ``handle[offset + Σ idx·strides]`` (range-checked)."""
+    shape, strides, offset = tuple(shape), tuple(strides), int(offset)
+    if len(shape) != len(strides) or any(s < 0 for s in shape):
+        raise ValueError(f"bad layout: shape {shape}, strides {strides}")
+    size = handle.array.size
+    if all(shape):
+        low = offset + sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
+        high = offset + sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
+        if low < 0 or high >= size:
+            raise ValueError(
+                f"layout shape {shape}, strides {strides}, offset {offset} reaches elements "
+                f"{low}..{high} of a buffer of {size}"
+            )
+    elif not 0 <= offset <= size:
+        raise ValueError(f"offset {offset} is outside a buffer of {size}")
+    item = handle.array.itemsize
+    base = handle.array[offset:] if offset < size else handle.array[size:]
+    return np.lib.stride_tricks.as_strided(
+        base, shape, tuple(s * item for s in strides), writeable=True
+    )
+
+
+def to_numpy(a: Array, shape, strides, offset: int) -> np.ndarray:
+    """A new array of ``shape`` whose element idx is ``a[offset + Σ idx·strides]``."""
+    return _strided(a, shape, strides, offset).copy()
+
+
+def from_numpy(x: np.ndarray, out: Array) -> None:
+    """Copy ``out.size`` values from a C-contiguous array of ``out``'s dtype."""
+    if x.dtype != out.array.dtype or not x.flags.c_contiguous or x.size < out.array.size:
+        raise ValueError(
+            f"from_numpy: needs a C-contiguous {out.dtype} array of >= {out.size} elements, "
+            f"got {x.dtype} of {x.size}"
+        )
+    out.array[:] = x.reshape(-1)[: out.array.size]
+
+
+def fill(out: Array, val) -> None:
+    """Set every element of ``out`` to ``val``."""
+    out.array.fill(val)
+
+
+def compact(a: Array, out: Array, shape, strides, offset: int) -> None:
+    """Gather the strided elements of ``a`` into ``out`` in row-major order."""
+    _check_same_dtype(a, out)
+    view = _strided(a, shape, strides, offset)
+    _check_sizes("compact", (out, view.size))
+    out.array.reshape(view.shape)[...] = view
+
+
+def ewise_setitem(a: Array, out: Array, shape, strides, offset: int) -> None:
+    """Scatter compact ``a`` into the strided elements of ``out``."""
+    _check_same_dtype(a, out)
+    view = _strided(out, shape, strides, offset)
+    _check_sizes("ewise_setitem", (a, view.size))
+    view[...] = a.array.reshape(view.shape)
+
+
+def scalar_setitem(size: int, val, out: Array, shape, strides, offset: int) -> None:
+    """Write ``val`` into the strided elements of ``out``."""
+    view = _strided(out, shape, strides, offset)
+    if view.size != size:
+        raise ValueError(f"scalar_setitem: size {size} does not match shape {tuple(shape)}")
+    view[...] = val
+
+
+def _binary(ufunc):
+    def kernel(a: Array, b: Array, out: Array) -> None:
+        _check_same_dtype(a, b, out)
+        _check_sizes(ufunc.__name__, (a, out.array.size), (b, out.array.size))
+        with np.errstate(all="ignore"):
+            ufunc(a.array, b.array, out=out.array, casting="unsafe")
+
+    kernel.__doc__ = f"``out = {ufunc.__name__}(a, b)`` elementwise (1/0 for comparisons)."
+    return kernel
+
+
+def _scalar(ufunc):
+    def kernel(a: Array, val, out: Array) -> None:
+        _check_same_dtype(a, out)
+        _check_sizes(ufunc.__name__, (a, out.array.size))
+        with np.errstate(all="ignore"):
+            ufunc(a.array, a.array.dtype.type(val), out=out.array, casting="unsafe")
+
+    kernel.__doc__ = f"``out = {ufunc.__name__}(a, val)`` with ``val`` cast to a's dtype."
+    return kernel
+
+
+def _unary(ufunc):
+    def kernel(a: Array, out: Array) -> None:
+        _check_same_dtype(a, out)
+        _check_sizes(ufunc.__name__, (a, out.array.size))
+        with np.errstate(all="ignore"):
+            ufunc(a.array, out=out.array)
+
+    kernel.__doc__ = f"``out = {ufunc.__name__}(a)`` elementwise."
+    return kernel
+
+
+ewise_add, scalar_add = _binary(np.add), _scalar(np.add)
+ewise_mul, scalar_mul = _binary(np.multiply), _scalar(np.multiply)
+ewise_div, scalar_div = _binary(np.divide), _scalar(np.divide)
+ewise_power, scalar_power = _binary(np.power), _scalar(np.power)
+ewise_maximum, scalar_maximum = _binary(np.maximum), _scalar(np.maximum)
+ewise_eq, scalar_eq = _binary(np.equal), _scalar(np.equal)
+ewise_ge, scalar_ge = _binary(np.greater_equal), _scalar(np.greater_equal)
+ewise_log, ewise_exp, ewise_tanh = _unary(np.log), _unary(np.exp), _unary(np.tanh)
+
+
+def matmul(a: Array, b: Array, out: Array, m: int, n: int, p: int) -> None:
+    """Row-major ``(m, n) @ (n, p)`` into ``(m, p)``; overwrites ``out``."""
+    _check_same_dtype(a, b, out)
+    if min(m, n, p) < 0:
+        raise ValueError(f"matmul: negative size in m={m}, n={n}, p={p}")
+    _check_sizes("matmul", (a, m * n), (b, n * p), (out, m * p))
+    np.matmul(a.array.reshape(m, n), b.array.reshape(n, p), out=out.array.reshape(m, p))
+
+
+def _reduce(ufunc, name: str):
+    def kernel(a: Array, out: Array, reduce_size: int) -> None:
+        _check_same_dtype(a, out)
+        if reduce_size < 0 or (reduce_size == 0 and ufunc is np.maximum and out.size):
+            raise ValueError(f"{name}: bad reduce_size {reduce_size}")
+        _check_sizes(name, (a, out.array.size * reduce_size))
+        if out.array.size:  # an empty sum is 0: np.add.reduce gives that too
+            ufunc.reduce(a.array.reshape(out.array.size, reduce_size), axis=1, out=out.array)
+
+    kernel.__doc__ = f"``out[i] = {name[7:]}(a[i*rs:(i+1)*rs])``."
+    return kernel
+
+
+reduce_sum = _reduce(np.add, "reduce_sum")
+reduce_max = _reduce(np.maximum, "reduce_max")
