@@ -423,8 +423,8 @@ class NDArray:
         if len(shape) != len(strides) or any(s < 0 for s in shape):
             raise ValueError(f"as_strided: bad shape {shape} for strides {strides}")
         if prod(shape):
-            low = self._offset + sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
-            high = self._offset + sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
+            low = self._offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
+            high = self._offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
             if low < 0 or high >= self._handle.size:
                 raise ValueError(
                     f"as_strided: shape {shape}, strides {strides} at offset {self._offset} "

@@ -68,19 +68,18 @@ def _strided(handle: Array, shape, strides, offset: int) -> np.ndarray:
     shape, strides, offset = tuple(shape), tuple(strides), int(offset)
     if len(shape) != len(strides) or any(s < 0 for s in shape):
         raise ValueError(f"bad layout: shape {shape}, strides {strides}")
+    if not all(shape):  # an empty view reaches no element, whatever its offset
+        return np.empty(shape, dtype=handle.array.dtype)
     size = handle.array.size
-    if all(shape):
-        low = offset + sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
-        high = offset + sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
-        if low < 0 or high >= size:
-            raise ValueError(
-                f"layout shape {shape}, strides {strides}, offset {offset} reaches elements "
-                f"{low}..{high} of a buffer of {size}"
-            )
-    elif not 0 <= offset <= size:
-        raise ValueError(f"offset {offset} is outside a buffer of {size}")
+    low = offset + sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
+    high = offset + sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
+    if low < 0 or high >= size:
+        raise ValueError(
+            f"layout shape {shape}, strides {strides}, offset {offset} reaches elements "
+            f"{low}..{high} of a buffer of {size}"
+        )
     item = handle.array.itemsize
-    base = handle.array[offset:] if offset < size else handle.array[size:]
+    base = handle.array[offset:]
     return np.lib.stride_tricks.as_strided(
         base, shape, tuple(s * item for s in strides), writeable=True
     )
