@@ -2,7 +2,9 @@
 
 Each measurement runs in its own subprocess (so peak memory is per framework), and
 the frameworks alternate (needle, torch, needle, torch, ...) so machine drift hits
-both. Prints ms per step (median over runs), the ratio, peak RSS, and the "GEMM
+both. needle runs twice: with backward(create_graph=False), the fast path its training
+loops use, and with backward()'s default (gradients recorded as a graph, "needle-graph").
+Prints ms per step (median over runs), the ratios, peak RSS, and the "GEMM
 floor": the step's matrix products alone, timed in NumPy.
 
     python benchmarks/bench_mlp_resnet.py                # steps: 300 x 5 runs each
@@ -45,7 +47,8 @@ def _batches(images, labels, steps, seed=0):
 # ----- workers: each runs in its own process ------------------------------------------------
 
 
-def _needle_step_fn():
+def _needle_step_fn(create_graph: bool = False):
+    """needle's step; ``create_graph=True`` is backward()'s default (differentiable grads)."""
     import numpy as np
 
     import needle as ndl
@@ -62,7 +65,7 @@ def _needle_step_fn():
             model(ndl.Tensor(x, requires_grad=False)), ndl.Tensor(y, requires_grad=False)
         )
         opt.reset_grad()
-        loss.backward()
+        loss.backward(create_graph=create_graph)
         opt.step()
 
     return step
@@ -127,7 +130,7 @@ def _needle_epoch(images, labels):
     for x, y in loader:
         loss = loss_fn(model(x), y)
         opt.reset_grad()
-        loss.backward()
+        loss.backward(create_graph=False)
         opt.step()
     return time.perf_counter() - start
 
@@ -151,10 +154,15 @@ def worker(framework: str, steps: int, warmup: int, epoch: bool) -> dict:
     images, labels = _load_fashion_mnist()
     result = {"framework": framework}
     if epoch:
-        run = _needle_epoch if framework == "needle" else _torch_epoch
+        run = _torch_epoch if framework == "torch" else _needle_epoch
         result["epoch_s"] = run(images, labels)
     else:
-        step = _needle_step_fn() if framework == "needle" else _torch_step_fn()
+        steps_by_framework = {
+            "needle": _needle_step_fn,
+            "needle-graph": lambda: _needle_step_fn(create_graph=True),
+            "torch": _torch_step_fn,
+        }
+        step = steps_by_framework[framework]()
         for x, y in _batches(images, labels, warmup, seed=1):
             step(x, y)
         start = time.perf_counter()
@@ -227,7 +235,10 @@ def _has_torch() -> bool:
 
 
 def _compare(args, key: str, unit: str, scale: float = 1.0) -> None:
-    frameworks = ["needle"] + (["torch"] if _has_torch() else [])
+    # "needle-graph" is backward()'s default (gradients recorded as a graph); "needle" is
+    # the create_graph=False fast path that needle's own training loops use.
+    needles = ["needle"] if args.epoch_mode else ["needle", "needle-graph"]
+    frameworks = needles + (["torch"] if _has_torch() else [])
     results = {f: [] for f in frameworks}
     for _ in range(args.runs):
         for framework in frameworks:  # alternate so drift hits both
@@ -243,11 +254,13 @@ def _compare(args, key: str, unit: str, scale: float = 1.0) -> None:
             f"{framework:>7}: {statistics.median(values):8.2f} {unit} (median of {len(values)}; "
             f"runs {', '.join(f'{v:.2f}' for v in values)})  peak RSS {peak:.0f} MB"
         )
-    if results.get("torch") and results["needle"]:
-        ratio = statistics.median(r[key] for r in results["needle"]) / statistics.median(
+    for needle in needles:
+        if not (results.get("torch") and results[needle]):
+            continue
+        ratio = statistics.median(r[key] for r in results[needle]) / statistics.median(
             r[key] for r in results["torch"]
         )
-        print(f"  ratio needle / torch = {ratio:.2f}  (<= 1.0: needle is at least as fast)")
+        print(f"  ratio {needle} / torch = {ratio:.2f}  (<= 1.0: needle is at least as fast)")
     if not _has_torch():
         print("  (PyTorch not installed: pip install torch==2.13.0 for the comparison)")
 
@@ -288,7 +301,7 @@ def breakdown_needle(steps: int, warmup: int) -> None:
         loss = loss_fn(model(x), y)
         t2 = time.perf_counter()
         opt.reset_grad()
-        loss.backward()
+        loss.backward(create_graph=False)
         t3 = time.perf_counter()
         opt.step()
         t4 = time.perf_counter()
@@ -311,7 +324,9 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--breakdown", action="store_true")
-    parser.add_argument("--worker", choices=["needle", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=["needle", "needle-graph", "torch"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     # Pin this process too (the GEMM floor is timed here); NumPy is imported lazily, so
     # the variables take effect.

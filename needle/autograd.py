@@ -327,20 +327,22 @@ class Tensor(Value):
         return str(self.realize_cached_data())
 
     # ----- differentiation ----------------------------------------------------------
-    def backward(self, out_grad: "Tensor | None" = None, *, create_graph: bool = False) -> None:
+    def backward(self, out_grad: "Tensor | None" = None, *, create_graph: bool = True) -> None:
         """Compute the gradient of this tensor with respect to every node of its graph.
 
         ``out_grad`` defaults to ones of this tensor's shape (for a non-scalar tensor
         that is the gradient of its sum — the course's convention; PyTorch would
         raise). Each node's ``.grad`` is *replaced*, not accumulated.
 
-        With ``create_graph=False`` (the default, as in PyTorch) the gradients are
-        constants: no graph is recorded for them, so they cost no extra memory and do
-        not keep the forward graph alive. Pass ``create_graph=True`` to record the
-        gradients' own graph and differentiate them again (second derivatives):
+        By default (the course's semantics) backward *extends the graph*: every
+        gradient is an ordinary tensor built from ops, so it can be differentiated again
+        with no flag. Such gradients refer to the forward graph and keep it alive while
+        they live. ``create_graph=False`` is the fast path for training loops (PyTorch's
+        default): the gradients are constants, cost no extra graph and hold no
+        reference to the forward graph.
 
         >>> x = Tensor([2.0])
-        >>> (x ** 3).backward(create_graph=True)
+        >>> (x ** 3).backward()
         >>> x.grad.backward()          # d/dx of 3x^2
         >>> x.grad.numpy().tolist()
         [12.0]
@@ -349,8 +351,9 @@ class Tensor(Value):
             raise RuntimeError(
                 f"backward(): this tensor (shape {self.shape}) does not require grad, so it has "
                 f"no graph to differentiate; create its inputs with requires_grad=True (and not "
-                f"inside no_grad()), or, to differentiate a gradient (x.grad), call the first "
-                f"backward() with create_graph=True"
+                f"inside no_grad()); a gradient made by backward(create_graph=False) or inside "
+                f"no_grad() is a constant: leave create_graph at its default (True) to "
+                f"differentiate it"
             )
         if out_grad is None:
             out_grad = Tensor.make_const(self.device.ones(*self.shape, dtype=self.dtype))
@@ -481,7 +484,7 @@ def find_topo_sort(node_list: Sequence[Value]) -> list[Value]:
 
 
 def compute_gradient_of_variables(
-    output_tensor: Tensor, out_grad: Tensor, create_graph: bool = False
+    output_tensor: Tensor, out_grad: Tensor, create_graph: bool = True
 ) -> None:
     """Reverse-mode differentiation: set ``.grad`` on every node of the output's graph.
 
@@ -491,8 +494,10 @@ def compute_gradient_of_variables(
     (total 2) and only then passes 2 + 2 = 4 to ``a``; propagating a partial sum
     early would give ``a`` a wrong gradient. ``.grad`` is replaced, never accumulated.
 
-    Without ``create_graph`` the gradient ops run as in :func:`no_grad`: every
-    adjoint is a constant, and the gradients hold no reference to the forward graph.
+    By default the adjoints are built from ops and recorded like any computation (the
+    course's "extend the graph"). With ``create_graph=False`` the gradient ops run as in
+    :func:`no_grad`: every adjoint is a constant, and the gradients hold no reference to
+    the forward graph.
     """
     global _grad_enabled
     previous, _grad_enabled = _grad_enabled, _grad_enabled and create_graph

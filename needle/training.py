@@ -520,13 +520,36 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     run = _build_run(config)
     done, history = _restore(run, state, checkpoint_path) if state is not None else (0, [])
     log(_header(run, done))
-    out.mkdir(parents=True, exist_ok=True)
     show_bar = progress and sys.stderr.isatty()
+    notice = missing_extras_notice(progress_bar=show_bar)
+    if notice:
+        log(notice)
+    out.mkdir(parents=True, exist_ok=True)
     for number in range(done + 1, config.epochs + 1):
         history.append(_train_and_evaluate(run, number, show_bar))
         _write_outputs(run, out, number, history)
         log(format_epoch_line(history[-1], config.epochs))
     return history
+
+
+def missing_extras_notice(*, progress_bar: bool) -> str | None:
+    """One line saying which training extras are missing and what that turns off, or None.
+
+    ``progress_bar``: whether a progress bar would be shown (so a missing tqdm matters).
+    """
+    import importlib.util
+
+    off = []
+    if progress_bar and importlib.util.find_spec("tqdm") is None:
+        off.append(("tqdm", "no progress bar"))
+    if importlib.util.find_spec("matplotlib") is None:
+        off.append(("matplotlib", f"no {CURVES_NAME}"))
+    if not off:
+        return None
+    what = "; ".join(f"{name} is not installed: {effect}" for name, effect in off)
+    names = " ".join(name for name, _ in off)
+    return (f"note: {what}. Turn it on with: pip install 'needle-dl[train]' "
+            f"(or pip install {names})")
 
 
 def _header(run: _Run, done: int) -> str:

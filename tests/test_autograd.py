@@ -426,3 +426,9 @@ def test_gradcheck_runs_in_float64_and_leaves_the_global_seed_alone():
     np.random.seed(123)
     gradcheck(lambda t: ndl.exp(t).sum(), np.ones(3, np.float32))
     assert np.random.rand() == expected
+
+
+def test_device_is_spelled_as_in_the_course():
+    # Course code branches on str(device) and builds file names from it.
+    assert str(ndl.cpu()) == "cpu()" and repr(ndl.cpu()) == "cpu()"
+    assert str(ndl.Tensor([1.0]).device) == "cpu()"

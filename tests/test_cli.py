@@ -373,3 +373,36 @@ def test_default_recipe_reaches_14_percent_test_error(tmp_path):
     """`needle train` defaults: 10 epochs on all 60k images (a few minutes on 2 cores)."""
     history = training.train(training.TrainConfig(out=str(tmp_path)), progress=False, log=None)
     assert history[-1].test_err <= 0.14, history[-1]
+
+
+# ----- without the training extras ------------------------------------------------------------
+
+
+def test_missing_extras_are_named_with_the_command_that_installs_them(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("tqdm", "matplotlib") else real(name))
+    notice = training.missing_extras_notice(progress_bar=True)
+    assert "tqdm is not installed: no progress bar" in notice
+    assert "matplotlib is not installed: no curves.png" in notice
+    assert "pip install 'needle-dl[train]'" in notice
+    # Without a terminal there is no bar to miss: only matplotlib is worth a word.
+    assert "tqdm" not in training.missing_extras_notice(progress_bar=False)
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    assert training.missing_extras_notice(progress_bar=True) is None
+
+
+@needs_fashion
+def test_train_without_matplotlib_says_so_once_and_writes_no_curves(tmp_path):
+    # A None entry in sys.modules makes `import matplotlib` fail, as when it is not installed.
+    code = ("import sys; sys.modules['matplotlib'] = None; sys.modules['tqdm'] = None; "
+            "from needle import cli; sys.exit(cli.main(sys.argv[1:]))")
+    args = ["train", *SMALL, "--epochs", "2", "--out", str(tmp_path)]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stdout.splitlines() if "not installed" in line]
+    assert len(notes) == 1 and "pip install 'needle-dl[train]'" in notes[0]
+    assert (tmp_path / "metrics.csv").exists() and not (tmp_path / "curves.png").exists()

@@ -326,8 +326,21 @@ def test_subtracting_a_non_number_names_the_op():
 
 
 def test_ndarray_plus_tensor_is_refused_with_a_hint():
-    with pytest.raises(TypeError, match="add_scalar: expected a real scalar, got ndarray"):
-        np.array([1.0]) + ndl.Tensor([1.0])
+    with pytest.raises(
+        TypeError, match=r"add_scalar: expected a real scalar, got ndarray of shape \(2,\)"
+    ):
+        np.array([1.0, 2.0]) + ndl.Tensor([1.0])
+
+
+@pytest.mark.parametrize("scalar", [np.float64(0.5), np.array([0.5]), np.array([[0.5]])])
+@pytest.mark.parametrize("op", ["add_scalar", "mul_scalar", "divide_scalar", "power_scalar"])
+def test_scalar_ops_take_numpy_scalars_and_size_one_arrays(op, scalar):
+    x = np.array([[1.0, 2.0, 3.0]], dtype=np.float32)
+    reference = {"add_scalar": x + 0.5, "mul_scalar": x * 0.5, "divide_scalar": x / 0.5,
+                 "power_scalar": x ** 0.5}[op]
+    out = getattr(ndl, op)(ndl.Tensor(x), scalar=scalar)
+    assert out.shape == x.shape and out.dtype == "float32"
+    np.testing.assert_allclose(out.numpy(), reference, rtol=1e-6)
 
 
 def test_one_hot_rejects_labels_out_of_range():

@@ -438,11 +438,26 @@ def test_second_derivative_of_cube():
         np.testing.assert_allclose(x.grad.numpy(), 6 * values)
 
 
-def test_default_backward_records_no_gradient_graph():
+def test_default_backward_extends_the_graph():
+    # The course's semantics: gradients are tensors built from ops, differentiable with
+    # no flag. y = x*x + x*z: dy/dx = 2x + z, d/dx (dy/dx) = 2, d/dz (dy/dx) = 1.
+    x = ndl.Tensor(np.array([1.0, -2.0]))
+    z = ndl.Tensor(np.array([3.0, 0.5]))
+    y = x * x + x * z
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy() + z.numpy())
+    assert x.grad.requires_grad and x.grad.op is not None
+    x.grad.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0])
+    np.testing.assert_allclose(z.grad.numpy(), [1.0, 1.0])
+
+
+def test_fast_path_backward_records_no_gradient_graph():
     x = ndl.Tensor(np.array([1.0, 2.0]))
-    (x**3).backward()
+    (x**3).backward(create_graph=False)
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 12.0])
     assert not x.grad.requires_grad and x.grad.op is None
-    with pytest.raises(RuntimeError, match="create_graph=True"):
+    with pytest.raises(RuntimeError, match="leave create_graph at its default"):
         x.grad.backward()
 
 

@@ -173,7 +173,7 @@ def _batch(model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor,
     loss = loss_fn(logits, y)
     if opt is not None:
         opt.reset_grad()
-        loss.backward()
+        loss.backward(create_graph=False)
         opt.step()
     errors = int((logits.numpy().argmax(axis=1) != y.numpy()).sum())
     return BatchResult(size=batch_size, loss=float(loss.numpy()), errors=errors)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numbers
 from typing import Sequence
 
+import numpy as np
+
 from .._types import Shape
 
 
@@ -106,11 +108,15 @@ def python_scalar(op_name: str, value) -> int | float:
     """A real number as a plain Python int/float (so float32 tensors stay float32).
 
     NumPy 2 promotes ``float32_array * np.float64(2)`` to float64 but keeps float32 for
-    a Python float, so scalars are converted before they meet an array.
+    a Python float, so scalars are converted before they meet an array. A NumPy array
+    of one element counts as a scalar (course code passes ``np.random.randn(1)``).
     """
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
+        value = value.reshape(()).item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        shape = f" of shape {value.shape}" if isinstance(value, np.ndarray) else ""
         raise TypeError(
-            f"{op_name}: expected a real scalar, got {type(value).__name__}; "
+            f"{op_name}: expected a real scalar, got {type(value).__name__}{shape}; "
             f"for tensors use the elementwise op (e.g. a + b with b a Tensor)"
         )
     return int(value) if isinstance(value, numbers.Integral) else float(value)

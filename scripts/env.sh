@@ -1,0 +1,48 @@
+# Sourced by the README's scripts: choose the Python environment needle installs into.
+#
+# - A virtual environment (or conda env) is active: use it, as a user would expect.
+# - Otherwise: use ./.venv, creating it with `python3 -m venv` on the first run. Debian and
+#   Ubuntu refuse `pip install` into the system Python (PEP 668), and we never override
+#   that with --break-system-packages. If the venv module is missing (Debian's
+#   python3-venv), install it with apt when root, else say exactly what to run.
+#
+# Afterwards `$PYTHON` is the environment's interpreter and its bin/ is first on PATH
+# (so the `needle` command resolves). Activate it yourself with: source .venv/bin/activate
+
+_here=${BASH_SOURCE[0]%/*}
+[ "$_here" = "${BASH_SOURCE[0]}" ] && _here=.
+_repo_root=$(cd "$_here/.." && pwd)
+
+_fail() { echo "needle setup: $*" >&2; exit 1; }
+
+_python_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; }
+
+_make_venv() {
+  local base venv=$_repo_root/.venv
+  base=$(command -v python3) || _fail "no python3 on PATH; install Python >= 3.10 (apt-get install python3)"
+  _python_ok "$base" || _fail "$base is $("$base" -V 2>&1); needle needs Python >= 3.10"
+  if ! "$base" -m venv "$venv" >/dev/null 2>&1; then
+    rm -rf "$venv"
+    local pkg
+    pkg="python$("$base" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')-venv"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "needle setup: installing $pkg (python3 -m venv needs it)" >&2
+      apt-get update -qq && apt-get install -y -qq python3-venv "$pkg" >/dev/null \
+        || _fail "apt-get install python3-venv $pkg failed"
+      "$base" -m venv "$venv" || _fail "python3 -m venv $venv failed"
+    else
+      _fail "python3 -m venv failed: run 'sudo apt-get install python3-venv $pkg', then rerun"
+    fi
+  fi
+  echo "needle setup: created the virtual environment $venv (activate: source .venv/bin/activate)" >&2
+}
+
+if [ -n "${VIRTUAL_ENV:-}" ] || [ -n "${CONDA_PREFIX:-}" ]; then
+  PYTHON=$(command -v python3 || command -v python) || _fail "the active environment has no python"
+else
+  [ -x "$_repo_root/.venv/bin/python" ] || _make_venv
+  PYTHON=$_repo_root/.venv/bin/python
+  export PATH="$_repo_root/.venv/bin:$PATH"
+fi
+_python_ok "$PYTHON" || _fail "$PYTHON is $("$PYTHON" -V 2>&1); needle needs Python >= 3.10"
+export PYTHON
