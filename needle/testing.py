@@ -21,7 +21,7 @@ class GradcheckError(AssertionError):
 
 def _as_float64_leaf(value) -> Tensor:
     array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
-    return Tensor(np.array(array, dtype=np.float64), requires_grad=True)
+    return Tensor(np.array(array, dtype=np.float64), dtype="float64", requires_grad=True)
 
 
 def _scalarise(output: Tensor, weights: np.ndarray) -> float:
@@ -52,7 +52,7 @@ def gradcheck(
     weights = np.random.default_rng(seed).standard_normal(output.shape)
     for leaf in leaves:  # fn may have called backward() itself: start from clean grads
         leaf.grad = None
-    output.backward(Tensor(weights.astype(output.dtype), requires_grad=False))
+    output.backward(Tensor(weights, device=output.device, dtype=output.dtype, requires_grad=False))
     for index, leaf in enumerate(leaves):
         analytic = np.zeros(leaf.shape) if leaf.grad is None else leaf.grad.numpy()
         numeric = _numeric_gradient(fn, leaves, index, weights, eps)
@@ -71,7 +71,9 @@ def _numeric_gradient(
             shifted = base.copy()
             shifted[element] += step
             args = [
-                Tensor(shifted, requires_grad=False) if i == index else x.detach()
+                Tensor(shifted, device=x.device, dtype=x.dtype, requires_grad=False)
+                if i == index
+                else x.detach()
                 for i, x in enumerate(leaves)
             ]
             values.append(_scalarise(fn(*args), weights))

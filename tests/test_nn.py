@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 
 import needle as ndl
+from conftest import scaled_draws, tensor
 from needle import nn
 from needle.testing import gradcheck
 
 
 def _t(array, dtype="float32"):
-    return ndl.Tensor(np.asarray(array, dtype=dtype), requires_grad=False)
+    return tensor(np.asarray(array, dtype=dtype), requires_grad=False)
 
 
 def _uniform(shape, bound):
-    return np.random.rand(*shape) * (bound - (-bound)) + (-bound)
+    return scaled_draws(np.random.rand(*shape), bound - (-bound), -bound)
 
 
 def _normalise_rows(x, eps):
@@ -123,7 +124,7 @@ def test_softmax_loss_gradient():
 def test_softmax_loss_is_stable_for_huge_logits():
     z = np.random.randn(6, 4) * 1e5
     y = np.array([0, 1, 2, 3, 0, 1])
-    logits = ndl.Tensor(z, dtype="float64")
+    logits = tensor(z, dtype="float64")
     loss = nn.SoftmaxLoss()(logits, y)
     loss.backward()
     assert np.isfinite(loss.numpy()) and np.all(np.isfinite(logits.grad.numpy()))
@@ -207,7 +208,7 @@ def test_batchnorm_eval_uses_running_stats():
 
 def test_batchnorm_running_update_builds_no_graph():
     layer = nn.BatchNorm1d(3)
-    x = ndl.Tensor(np.random.randn(4, 3).astype(np.float32), requires_grad=True)
+    x = tensor(np.random.randn(4, 3).astype(np.float32), requires_grad=True)
     buffer = layer.running_mean
     layer(x).sum().backward()
     assert layer.running_mean is buffer and layer.running_mean.is_leaf()
@@ -217,8 +218,8 @@ def test_batchnorm_running_update_builds_no_graph():
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm_gradients(training):
     layer = nn.BatchNorm1d(3, dtype="float64")
-    layer.running_mean.data = ndl.Tensor([0.1, -0.2, 0.3], dtype="float64")
-    layer.running_var.data = ndl.Tensor([0.5, 1.5, 2.0], dtype="float64")
+    layer.running_mean.data = tensor([0.1, -0.2, 0.3], dtype="float64")
+    layer.running_var.data = tensor([0.5, 1.5, 2.0], dtype="float64")
     layer.train(training)
 
     def fn(x, w, b):
@@ -232,9 +233,9 @@ def test_batchnorm_gradients(training):
                                   lambda: nn.BatchNorm1d(4, dtype="float64")])
 def test_zero_variance_input_gives_finite_output_and_gradients(make):
     layer = make()
-    x = ndl.Tensor(np.full((3, 4), 2.5), requires_grad=True)
+    x = tensor(np.full((3, 4), 2.5), requires_grad=True)
     out = layer(x)
-    (out * ndl.Tensor(np.random.randn(3, 4), requires_grad=False)).sum().backward()
+    (out * tensor(np.random.randn(3, 4), requires_grad=False)).sum().backward()
     assert np.all(np.isfinite(out.numpy())) and np.all(np.isfinite(x.grad.numpy()))
     assert np.all(np.isfinite(layer.weight.grad.numpy()))
     np.testing.assert_allclose(out.numpy(), 0.0, atol=1e-12)
@@ -276,7 +277,7 @@ def test_dropout_gradients():
 class _Holder(nn.Module):
     def __init__(self):
         super().__init__()
-        self.first = nn.Parameter(ndl.Tensor([1.0]))
+        self.first = nn.Parameter(tensor([1.0]))
         self.by_name = {"b": nn.Linear(2, 2), "a": nn.BatchNorm1d(2)}
         self.in_list = [nn.Dropout(0.1), (nn.LayerNorm1d(2),)]
         self.shared = self.first
