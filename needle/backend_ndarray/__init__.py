@@ -1,0 +1,1 @@
+"""needle NDArray backend package (the Python side lands with the ndpy branch)."""
