@@ -239,8 +239,10 @@ _DTYPES = {"float32": _FLOAT32, "float64": _FLOAT64}
 
 def _dtype(dtype: Any) -> DType:
     """``dtype`` as ``"float32"``/``"float64"``, or a TypeError naming the two supported."""
-    if type(dtype) is DType:
-        return dtype
+    try:  # the common case: "float32"/"float64" strings (the handles' own dtype)
+        return _DTYPES[dtype]
+    except (KeyError, TypeError):
+        pass
     name = _spelled(dtype) if dtype is not None else None
     if name not in _DTYPES:
         raise TypeError(
@@ -261,6 +263,8 @@ def _shape_tuple(owner: str, shape: Any) -> Shape:
 
 def _scalar_value(owner: str, value: Any) -> float:
     """A Python/NumPy real scalar as a Python number, else a TypeError."""
+    if type(value) is float:  # the hot path: no ABC check
+        return value
     if isinstance(value, (numbers.Real, np.bool_)):
         return float(value)
     if isinstance(value, np.ndarray):
