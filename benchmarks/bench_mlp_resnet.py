@@ -2,8 +2,10 @@
 
 Each measurement runs in its own subprocess (so peak memory is per framework), and
 the frameworks alternate (needle, torch, needle, torch, ...) so machine drift hits
-both. needle runs twice: with backward(create_graph=False), the fast path its training
-loops use, and with backward()'s default (gradients recorded as a graph, "needle-graph").
+both. needle runs three times: on the default NDArray backend with
+backward(create_graph=False), the fast path its training loops use ("needle"); the same
+on the NumPy backend (NEEDLE_BACKEND=np, "needle-np"); and with backward()'s default
+(gradients recorded as a graph, "needle-graph").
 Prints ms per step (median over runs), the ratios, peak RSS, and the "GEMM
 floor": the step's matrix products alone, timed in NumPy.
 
@@ -160,6 +162,7 @@ def worker(framework: str, steps: int, warmup: int, epoch: bool) -> dict:
         steps_by_framework = {
             "needle": _needle_step_fn,
             "needle-graph": lambda: _needle_step_fn(create_graph=True),
+            "needle-np": _needle_step_fn,
             "torch": _torch_step_fn,
         }
         step = steps_by_framework[framework]()
@@ -208,6 +211,8 @@ def gemm_floor_ms(repeats: int = 200) -> float:
 
 def _run_worker(framework: str, args) -> dict | None:
     env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
+    if framework == "needle-np":  # the same step on the NumPy backend
+        env["NEEDLE_BACKEND"] = "np"
     cmd = [
         sys.executable,
         __file__,
@@ -237,7 +242,7 @@ def _has_torch() -> bool:
 def _compare(args, key: str, unit: str, scale: float = 1.0) -> None:
     # "needle-graph" is backward()'s default (gradients recorded as a graph); "needle" is
     # the create_graph=False fast path that needle's own training loops use.
-    needles = ["needle"] if args.epoch_mode else ["needle", "needle-graph"]
+    needles = ["needle", "needle-np"] + ([] if args.epoch_mode else ["needle-graph"])
     frameworks = needles + (["torch"] if _has_torch() else [])
     results = {f: [] for f in frameworks}
     for _ in range(args.runs):
@@ -251,7 +256,7 @@ def _compare(args, key: str, unit: str, scale: float = 1.0) -> None:
         values = [r[key] * scale for r in runs]
         peak = max(r["peak_rss_mb"] for r in runs)
         print(
-            f"{framework:>7}: {statistics.median(values):8.2f} {unit} (median of {len(values)}; "
+            f"{framework:>12}: {statistics.median(values):8.2f} {unit} (median of {len(values)}; "
             f"runs {', '.join(f'{v:.2f}' for v in values)})  peak RSS {peak:.0f} MB"
         )
     for needle in needles:
@@ -261,6 +266,11 @@ def _compare(args, key: str, unit: str, scale: float = 1.0) -> None:
             r[key] for r in results["torch"]
         )
         print(f"  ratio {needle} / torch = {ratio:.2f}  (<= 1.0: needle is at least as fast)")
+    if results.get("needle") and results.get("needle-np"):
+        ratio = statistics.median(r[key] for r in results["needle"]) / statistics.median(
+            r[key] for r in results["needle-np"]
+        )
+        print(f"  ratio needle (nd) / needle-np = {ratio:.2f}  (<= 1.0: nd is at least as fast)")
     if not _has_torch():
         print("  (PyTorch not installed: pip install torch==2.13.0 for the comparison)")
 
@@ -325,7 +335,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument(
-        "--worker", choices=["needle", "needle-graph", "torch"], help=argparse.SUPPRESS
+        "--worker", choices=["needle", "needle-np", "needle-graph", "torch"],
+        help=argparse.SUPPRESS,
     )
     args = parser.parse_args()
     # Pin this process too (the GEMM floor is timed here); NumPy is imported lazily, so
