@@ -9,6 +9,24 @@ import needle.autograd as autograd
 from needle.backends import NDArray
 
 
+def _device_params() -> list:
+    """Under nd every NDArray device (disabled ones skip with a reason); under np its CPU."""
+    if ndl.backends.BACKEND != "nd":
+        return [pytest.param(ndl.cpu(), id="cpu")]
+    return [
+        pytest.param(d, id=d.name)
+        if d.enabled()
+        else pytest.param(d, id=d.name, marks=pytest.mark.skip(reason=f"{d} is not enabled"))
+        for d in ndl.all_devices()
+    ]
+
+
+@pytest.fixture(params=_device_params())
+def device(request):
+    """Each device the current backend offers: tests using it run once per device."""
+    return request.param
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A fresh, seeded generator per test (never NumPy's global one)."""

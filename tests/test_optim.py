@@ -12,9 +12,9 @@ from needle import nn, optim
 GRAD_STEPS = 5
 
 
-def _params(seed=0):
+def _params(seed=0, device=None):
     rng = np.random.default_rng(seed)
-    return [nn.Parameter(tensor(rng.standard_normal(shape).astype(np.float32)))
+    return [nn.Parameter(tensor(rng.standard_normal(shape).astype(np.float32), device=device))
             for shape in [(3, 4), (4,), (2, 1)]]
 
 
@@ -27,14 +27,14 @@ def _grads(step, params):
 def _run(opt, params, steps=GRAD_STEPS):
     for step in range(steps):
         for p, g in zip(params, _grads(step, params)):
-            p.grad = tensor(g, requires_grad=False)
+            p.grad = tensor(g, device=p.device, requires_grad=False)
         opt.step()
 
 
 # ----- update formulas vs NumPy ---------------------------------------------------------------
 
-def test_sgd_momentum_weight_decay_matches_numpy():
-    params = _params()
+def test_sgd_momentum_weight_decay_matches_numpy(device):
+    params = _params(device=device)
     expected = [p.numpy().copy() for p in params]
     lr, momentum, wd = 0.1, 0.9, 0.01
     _run(optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd), params)
@@ -45,7 +45,7 @@ def test_sgd_momentum_weight_decay_matches_numpy():
             u[i] = momentum * u[i] + (1 - momentum) * g
             expected[i] = expected[i] - lr * u[i]
     for p, e in zip(params, expected):
-        assert p.dtype == np.float32
+        assert p.dtype == np.float32 and p.device == device
         np.testing.assert_array_equal(p.numpy(), e)
 
 
@@ -57,8 +57,8 @@ def test_plain_sgd_is_gradient_descent():
         np.testing.assert_array_equal(p.numpy(), s - 0.5 * g)
 
 
-def test_adam_weight_decay_matches_numpy():
-    params = _params()
+def test_adam_weight_decay_matches_numpy(device):
+    params = _params(device=device)
     expected = [p.numpy().copy() for p in params]
     lr, b1, b2, eps, wd = 0.01, 0.8, 0.99, 1e-8, 0.1
     opt = optim.Adam(params, lr=lr, beta1=b1, beta2=b2, eps=eps, weight_decay=wd)
@@ -74,7 +74,7 @@ def test_adam_weight_decay_matches_numpy():
             expected[i] = expected[i] - lr * m_hat / (v_hat ** 0.5 + eps)
     assert opt.t == GRAD_STEPS
     for p, e in zip(params, expected):
-        assert p.dtype == np.float32
+        assert p.dtype == np.float32 and p.device == device
         np.testing.assert_array_equal(p.numpy(), e)
 
 

@@ -211,6 +211,22 @@ class Optimizer:
                 slot[(slice(None),) * len(slot.shape)] = value  # in place: may view a flat buffer
 
 
+def _fused_update(kernel: str, data, grad, slots: tuple, *scalars: float):
+    """The new parameter from the device's one-pass ``kernel`` (``sgd_update``/``adam_update``),
+    which updates the state ``slots`` in place; None where the backend has no such kernel.
+
+    Only NDArray devices have them; they run the same float operations, in the same order,
+    as the array formula in ``_update``, so the results are the same bits.
+    """
+    run = getattr(getattr(data, "device", None), kernel, None) if BACKEND == "nd" else None
+    if run is None:
+        return None
+    out = array_api.empty(data.shape, dtype=data.dtype, device=data.device)
+    run(data.compact()._handle, grad.compact()._handle,
+        *(slot._handle for slot in slots), out._handle, *scalars)
+    return out
+
+
 def _squared_norm(array) -> float:
     """The sum of squares of ``array``'s elements, accumulated in float64."""
     wide = array.astype("float64")
@@ -323,6 +339,11 @@ class SGD(Optimizer):
         self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray
     ) -> np.ndarray:
         # The course's u = m*u + (1-m)*(grad + wd*p); p - lr*u, in place where the array is ours.
+        fused = _fused_update(
+            "sgd_update", data, grad, (slots["u"],), self.lr, self.momentum, self.weight_decay
+        )
+        if fused is not None:
+            return fused
         g = array_api.multiply(data, self.weight_decay)
         g += grad
         u = slots["u"]
@@ -372,6 +393,13 @@ class Adam(Optimizer):
     ) -> np.ndarray:
         # The course's formula, operation for operation (so the bits match), but in place on
         # two scratch arrays: fresh temporaries of this size cost page faults on every step.
+        fused = _fused_update(
+            "adam_update", data, grad, (slots["m"], slots["v"]), self.lr, self.beta1,
+            self.beta2, self.eps, self.weight_decay, 1 - self.beta1**self.t,
+            1 - self.beta2**self.t,
+        )
+        if fused is not None:
+            return fused
         g = array_api.multiply(data, self.weight_decay)
         g += grad  # g = grad + wd * p
         m, v = slots["m"], slots["v"]
