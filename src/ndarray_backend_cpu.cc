@@ -356,38 +356,6 @@ using namespace needle;
 // The strided bindings share one shape: (buffer args..., shape, strides, offset).
 #define NEEDLE_VIEW_ARGS "shape"_a, "strides"_a, "offset"_a
 
-/// Checks the handles of a fused optimizer update: one dtype, every buffer of out's size.
-void check_update(const char* fn, std::initializer_list<const Array*> arrays, const Array& out) {
-  check_same_dtype(fn, arrays);
-  for (const Array* a : arrays) check_size(fn, "every buffer", *a, out.size());
-}
-
-void py_sgd_update(const Array& param, const Array& grad, Array& u, Array& out, double lr,
-                   double momentum, double weight_decay) {
-  check_update("sgd_update", {&param, &grad, &u, &out}, out);
-  dispatch(out.dtype(), [&](auto t) {
-    using T = decltype(t);
-    sgd_update(param.as<T>(), grad.as<T>(), u.as<T>(), out.as<T>(), out.size(),
-               static_cast<T>(lr), static_cast<T>(momentum), static_cast<T>(1 - momentum),
-               static_cast<T>(weight_decay));
-  });
-}
-
-void py_adam_update(const Array& param, const Array& grad, Array& m, Array& v, Array& out,
-                    double lr, double beta1, double beta2, double eps, double weight_decay,
-                    double bias1, double bias2) {
-  check_update("adam_update", {&param, &grad, &m, &v, &out}, out);
-  dispatch(out.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    const AdamScalars<T> c{static_cast<T>(lr),          static_cast<T>(beta1),
-                           static_cast<T>(1 - beta1),   static_cast<T>(beta2),
-                           static_cast<T>(1 - beta2),   static_cast<T>(eps),
-                           static_cast<T>(weight_decay),
-                           static_cast<T>(bias1),       static_cast<T>(bias2)};
-    adam_update(param.as<T>(), grad.as<T>(), m.as<T>(), v.as<T>(), out.as<T>(), out.size(), c);
-  });
-}
-
 NB_MODULE(ndarray_backend_cpu, m) {
   m.doc() = R"(needle's compiled CPU backend (C++17, nanobind): the spec §8 backend API.
 
@@ -487,13 +455,6 @@ Project extras:
   m.def("matmul_tiled", &py_matmul_tiled, "a"_a, "b"_a, "out"_a, "m"_a, "n"_a, "p"_a,
         "Tiled (m,n)@(n,p) on the (r/8, c/8, 8, 8) layout of spec §8.1; zeroes out itself.");
 
-  m.def("sgd_update", &py_sgd_update, "param"_a, "grad"_a, "u"_a, "out"_a, "lr"_a,
-        "momentum"_a, "weight_decay"_a,
-        "Project extra: needle's SGD step for one parameter in one pass (u updated in place).");
-  m.def("adam_update", &py_adam_update, "param"_a, "grad"_a, "m"_a, "v"_a, "out"_a, "lr"_a,
-        "beta1"_a, "beta2"_a, "eps"_a, "weight_decay"_a, "bias1"_a, "bias2"_a,
-        "Project extra: needle's Adam step for one parameter in one pass (m, v updated in\n"
-        "place); bias1 = 1 - beta1**t and bias2 = 1 - beta2**t are the bias corrections.");
   m.def("set_flush_denormal", &set_flush_denormal, "enabled"_a,
         "Set (True) or clear FTZ+DAZ in this thread's MXCSR; False if unsupported here.");
   m.def("get_flush_denormal", &get_flush_denormal,
