@@ -335,7 +335,12 @@ class NDArray:
     ((1, 3), (3, 1), 'float32')
     """
 
-    __slots__ = ("_shape", "_strides", "_offset", "_device", "_handle", "__weakref__")
+    # _dtype mirrors the handle's dtype and _compact caches is_compact() (None: not yet
+    # known): a layout never changes after creation, and both are asked for on every op.
+    __slots__ = (
+        "_shape", "_strides", "_offset", "_device", "_handle", "_dtype", "_compact",
+        "__weakref__",
+    )
     # NumPy defers `numpy_array + nd_array` to our reflected operators (which explain).
     __array_ufunc__ = None
 
@@ -361,15 +366,22 @@ class NDArray:
         Strides default to the compact ones and device to :func:`default_device`; a
         given handle is shared and its dtype wins.
         """
+        shape = tuple(shape)
+        device = default_device() if device is None else device
+        if handle is None and strides is None:
+            device._check_enabled()
+            return _empty(shape, device, _dtype(dtype))
         array = object.__new__(NDArray)
-        array._shape = shape = tuple(shape)
+        array._shape = shape
         array._strides = _compact_strides(shape) if strides is None else tuple(strides)
         array._offset = offset
-        array._device = device = default_device() if device is None else device
+        array._device = device
         if handle is None:
             device._check_enabled()
             handle = device.mod.Array(prod(shape), _dtype(dtype))
         array._handle = handle
+        array._dtype = _DTYPES[handle.dtype]
+        array._compact = None
         return array
 
     @staticmethod
@@ -393,7 +405,7 @@ class NDArray:
     @property
     def dtype(self) -> DType:
         """``"float32"`` or ``"float64"`` (equal to the NumPy dtype too)."""
-        return _DTYPES[self._handle.dtype]
+        return self._dtype
 
     @property
     def ndim(self) -> int:
@@ -406,16 +418,19 @@ class NDArray:
     # ----- layout -------------------------------------------------------------------------
     def is_compact(self) -> bool:
         """Row-major strides over exactly the whole buffer (so offset 0)."""
-        return (
-            self._strides == _compact_strides(self._shape)
-            and prod(self._shape) == self._handle.size
-        )
+        compact = self._compact
+        if compact is None:
+            compact = self._compact = (
+                self._strides == _compact_strides(self._shape)
+                and prod(self._shape) == self._handle.size
+            )
+        return compact
 
     def compact(self) -> "NDArray":
         """``self`` when compact, else a compact copy."""
         if self.is_compact():
             return self
-        out = NDArray.make(self._shape, device=self._device, dtype=self._handle.dtype)
+        out = _empty(self._shape, self._device, self._dtype)
         self._device.mod.compact(
             self._handle, out._handle, self._shape, self._strides, self._offset
         )
@@ -437,7 +452,11 @@ class NDArray:
         return self._view(shape, strides, self._offset)
 
     def _view(self, shape: Shape, strides: Shape, offset: int) -> "NDArray":
-        return NDArray.make(shape, strides, self._device, self._handle, offset)
+        view = object.__new__(NDArray)
+        view._shape, view._strides, view._offset = shape, strides, offset
+        view._device, view._handle, view._dtype = self._device, self._handle, self._dtype
+        view._compact = None
+        return view
 
     @property
     def flat(self) -> "NDArray":
@@ -556,13 +575,20 @@ class NDArray:
     # ----- elementwise ----------------------------------------------------------------------
     def _binary(self, other: Any, ewise: str, scalar: str) -> "NDArray":
         if isinstance(other, NDArray):
-            a, b = _common(ewise, self, other)
-            out = NDArray.make(a._shape, device=a._device, dtype=a._handle.dtype)
+            if (
+                self._shape == other._shape
+                and self._dtype is other._dtype
+                and self._device is other._device
+            ):  # the common case: nothing to broadcast, promote or check
+                a, b = self.compact(), other.compact()
+            else:
+                a, b = _common(ewise, self, other)
+            out = _empty(a._shape, a._device, a._dtype)
             getattr(a._device.mod, ewise)(a._handle, b._handle, out._handle)
             return out
         value = _scalar_value(scalar, other)
         a = self.compact()
-        out = NDArray.make(a._shape, device=a._device, dtype=a._handle.dtype)
+        out = _empty(a._shape, a._device, a._dtype)
         getattr(a._device.mod, scalar)(a._handle, value, out._handle)
         return out
 
@@ -600,7 +626,7 @@ class NDArray:
 
     def _unary(self, kernel: str) -> "NDArray":
         a = self.compact()
-        out = NDArray.make(a._shape, device=a._device, dtype=a._handle.dtype)
+        out = _empty(a._shape, a._device, a._dtype)
         getattr(a._device.mod, kernel)(a._handle, out._handle)
         return out
 
@@ -710,9 +736,7 @@ class NDArray:
         order = kept + axes
         source = self if order == tuple(range(len(shape))) else self.permute(order)
         source = source.compact()
-        out = NDArray.make(
-            tuple(shape[i] for i in kept), device=self._device, dtype=self._handle.dtype
-        )
+        out = _empty(tuple(shape[i] for i in kept), self._device, self._dtype)
         getattr(self._device.mod, kernel)(source._handle, out._handle, reduce_size)
         if keepdims:
             kept_shape = tuple(1 if i in axes else s for i, s in enumerate(shape))
@@ -819,6 +843,16 @@ def _unpickle(data: np.ndarray, device_name: str) -> NDArray:
 def _adopt(target: NDArray, source: NDArray) -> None:
     target._shape, target._strides, target._offset = source._shape, source._strides, 0
     target._device, target._handle = source._device, source._handle
+    target._dtype, target._compact = source._dtype, source._compact
+
+
+def _empty(shape: Shape, device: BackendDevice, dtype: DType) -> NDArray:
+    """A new compact array (the hot path of every result; inputs already validated)."""
+    array = object.__new__(NDArray)
+    array._shape, array._strides, array._offset = shape, _compact_strides(shape), 0
+    array._device, array._handle = device, device.mod.Array(prod(shape), dtype)
+    array._dtype, array._compact = dtype, True
+    return array
 
 
 def _numeric_numpy(value: Any) -> np.ndarray:
@@ -860,7 +894,7 @@ def _check_devices(owner: str, a: NDArray, b: NDArray) -> None:
 
 def _promote(a: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
     """Equal dtypes kept; float32 with float64 computes in float64."""
-    if a._handle.dtype == b._handle.dtype:
+    if a._dtype is b._dtype:
         return a, b
     return (a.astype(_FLOAT64), b) if b.dtype == _FLOAT64 else (a, b.astype(_FLOAT64))
 
@@ -924,7 +958,7 @@ def _matmul_2d(a: NDArray, b: NDArray) -> NDArray:
     if hasattr(device.mod, "matmul_tiled") and tile and m % tile == n % tile == p % tile == 0:
         return _matmul_tiled(a, b, tile)
     a, b = a.compact(), b.compact()
-    out = NDArray.make((m, p), device=device, dtype=a._handle.dtype)
+    out = _empty((m, p), device, a._dtype)
     device.mod.matmul(a._handle, b._handle, out._handle, m, n, p)
     return out
 
@@ -939,7 +973,7 @@ def _tiled(matrix: NDArray, tile: int) -> NDArray:
 def _matmul_tiled(a: NDArray, b: NDArray, tile: int) -> NDArray:
     (m, n), p = a._shape, b._shape[1]
     out = NDArray.make(
-        (m // tile, p // tile, tile, tile), device=a._device, dtype=a._handle.dtype
+        (m // tile, p // tile, tile, tile), device=a._device, dtype=a._dtype
     )
     a._device.mod.matmul_tiled(_tiled(a, tile)._handle, _tiled(b, tile)._handle, out._handle,
                                m, n, p)
@@ -952,7 +986,7 @@ def _matmul_batched(a: NDArray, b: NDArray) -> NDArray:
     a = a.broadcast_to(batch + a._shape[-2:]).reshape((-1,) + a._shape[-2:])
     b = b.broadcast_to(batch + b._shape[-2:]).reshape((-1,) + b._shape[-2:])
     m, p = a._shape[1], b._shape[2]
-    out = NDArray.make((a._shape[0], m, p), device=a._device, dtype=a._handle.dtype)
+    out = NDArray.make((a._shape[0], m, p), device=a._device, dtype=a._dtype)
     for i in range(a._shape[0]):
         product = _matmul_2d(a[i].reshape(a._shape[1:]), b[i].reshape(b._shape[1:]))
         out[i] = product
