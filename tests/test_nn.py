@@ -445,3 +445,38 @@ def test_layers_reject_non_tensors():
         nn.Linear(2, 2)(np.zeros((1, 2)))
     with pytest.raises(TypeError, match="Sequential: argument 1 must be a Module"):
         nn.Sequential(nn.ReLU(), [nn.ReLU()])
+
+
+# ----- every layer on every device ------------------------------------------------------------
+
+
+def _train_on(device, fused: bool, steps: int = 3) -> list[np.ndarray]:
+    """A small residual MLP with every layer kind, trained a few Adam steps on ``device``."""
+    np.random.seed(0)
+    block = nn.Sequential(
+        nn.Linear(6, 8, device=device, fused=fused), nn.BatchNorm1d(8, device=device, fused=fused),
+        nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 6, device=device, fused=fused),
+        nn.LayerNorm1d(6, device=device, fused=fused), nn.Tanh(),
+    )
+    model = nn.Sequential(nn.Residual(block), nn.Sigmoid(), nn.Flatten(),
+                          nn.Linear(6, 3, device=device, fused=fused))
+    opt = ndl.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
+    rng = np.random.default_rng(1)
+    for _ in range(steps):
+        x = ndl.Tensor(rng.standard_normal((5, 6)), device=device, requires_grad=False)
+        y = rng.integers(0, 3, 5)
+        loss = nn.SoftmaxLoss(fused=fused)(model(x), y)
+        opt.reset_grad()
+        loss.backward(create_graph=False)
+        opt.step()
+    assert all(p.device == device for p in model.parameters())
+    return [p.numpy() for p in model.parameters()] + [
+        b.numpy() for b in (block.modules[1].running_mean, block.modules[1].running_var)
+    ]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_layers_loss_and_optimizer_give_the_same_numbers_on_every_device(device, fused):
+    expected = _train_on(ndl.default_device(), fused)
+    for got, want in zip(_train_on(device, fused), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -254,9 +254,10 @@ CASES = [pytest.param(row, shapes, id=f"{row.name}-{'-'.join(map(str, shapes))}"
 # ----- the three table-driven tests -----------------------------------------------------------
 
 @pytest.mark.parametrize("row, shapes", CASES)
-def test_forward_matches_numpy(row: Row, shapes):
+def test_forward_matches_numpy(row: Row, shapes, device):
     arrays = row.inputs(shapes)
-    out = row.fn(*[tensor(a) for a in arrays])
+    out = row.fn(*[tensor(a, device=device) for a in arrays])
+    assert out.device == device
     expected = np.asarray(row.ref(*arrays))
     assert isinstance(out, ndl.Tensor), f"{row.name} returned {type(out).__name__}"
     assert out.shape == expected.shape, f"{row.name}: shape {out.shape} != NumPy's {expected.shape}"
@@ -284,9 +285,9 @@ def test_float32_gradients_stay_float32(row: Row, shapes):
 
 
 @pytest.mark.parametrize("row, shapes", CASES)
-def test_gradient_matches_finite_differences(row: Row, shapes):
+def test_gradient_matches_finite_differences(row: Row, shapes, device):
     # gradcheck raises GradcheckError naming the input, element and both values.
-    assert gradcheck(row.fn, *row.inputs(shapes))
+    assert gradcheck(row.fn, *row.inputs(shapes), device=device)
 
 
 def test_results_are_arrays_not_numpy_scalars():
