@@ -124,27 +124,18 @@ CASES = [
 ]
 
 
-def run_needle(quick: bool) -> dict[str, float]:
-    """needle's median µs per case on the backend of this process."""
-    repeats, budget = (3, 0.1) if quick else (7, 1.0)
-    times = {}
-    for name, shapes, needle_body, _ in CASES:
-        xs = _needle(*_arrays(*shapes))
-        times[name] = time_call(lambda: needle_body(*xs), repeats, budget)[1]
-    times[MLP] = time_call(_mlp_step("needle"), repeats, budget * 2)[1]
-    return times
-
-
-def run_torch(quick: bool) -> dict[str, float]:
-    """PyTorch's median µs per case (empty without PyTorch)."""
-    if torch is None:
+def run_cases(lib: str, quick: bool) -> dict[str, float]:
+    """Median µs per case for ``lib`` ("needle", on this process's backend, or "torch")."""
+    if lib == "torch" and torch is None:
         return {}
     repeats, budget = (3, 0.1) if quick else (7, 1.0)
+    make, pick = (_needle, 2) if lib == "needle" else (_torch, 3)
     times = {}
-    for name, shapes, _, torch_body in CASES:
-        ts = _torch(*_arrays(*shapes))
-        times[name] = time_call(lambda: torch_body(*ts), repeats, budget)[1]
-    times[MLP] = time_call(_mlp_step("torch"), repeats, budget * 2)[1]
+    for case in CASES:
+        xs = make(*_arrays(*case[1]))
+        body = case[pick]
+        times[case[0]] = time_call(lambda: body(*xs), repeats, budget)[1]
+    times[MLP] = time_call(_mlp_step(lib), repeats, budget * 2)[1]
     return times
 
 
@@ -216,13 +207,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_needle(args.quick)))
+        print(json.dumps(run_cases("needle", args.quick)))
         return
     print(f"numpy {np.__version__}" + (f", torch {torch.__version__} (1 thread)" if torch else ""))
     columns = {"needle nd": _needle_column("nd", args.quick),
                "needle np": _needle_column("np", args.quick)}
     if torch is not None:
-        columns["torch"] = run_torch(args.quick)
+        columns["torch"] = run_cases("torch", args.quick)
     print_table(columns)
     matmul_gflops(args.quick)
 
