@@ -245,3 +245,48 @@ def adam_update(param: Array, grad: Array, m: Array, v: Array, out: Array, lr: f
     m_hat *= lr
     m_hat /= v_hat
     np.subtract(p, m_hat, out=out.array)
+
+
+# ----- fused batch norm (project extras, mirrored by the compiled module) --------------------
+
+
+def batchnorm_forward(x: Array, weight: Array, bias: Array, out: Array, xhat: Array,
+                      mean: Array, var: Array, inv_std: Array, n: int, d: int,
+                      eps: float) -> None:
+    """Training batch norm of x (n, d) per column: ``out = xhat * weight + bias``.
+
+    Also writes ``xhat`` (n, d) and the column ``mean``, biased ``var`` and
+    ``inv_std = (var + eps) ** -0.5`` (d each), which the gradient and the running
+    statistics need. The arithmetic is needle.ops.FusedBatchNorm's, in its order.
+    """
+    _check_same_dtype(x, weight, bias, out, xhat, mean, var, inv_std)
+    _check_sizes("batchnorm_forward", (x, n * d), (out, n * d), (xhat, n * d), (weight, d),
+                 (bias, d), (mean, d), (var, d), (inv_std, d))
+    if n < 1:
+        raise ValueError(f"batchnorm_forward: needs at least one row, got n={n}")
+    rows = x.array.reshape(n, d)
+    column_mean = rows.sum(axis=0) / n
+    centred = rows - column_mean
+    column_var = (centred * centred).sum(axis=0) / n
+    scale = (column_var + eps) ** -0.5
+    normed = centred * scale
+    mean.array[:], var.array[:], inv_std.array[:] = column_mean, column_var, scale
+    xhat.array[:] = normed.reshape(-1)
+    out.array[:] = (normed * weight.array + bias.array).reshape(-1)
+
+
+def batchnorm_backward(g: Array, xhat: Array, weight: Array, inv_std: Array, grad_x: Array,
+                       grad_weight: Array, grad_bias: Array, n: int, d: int) -> None:
+    """The input, weight and bias gradients of :func:`batchnorm_forward` for out_grad g.
+
+    ``grad_bias = Σ_rows g``, ``grad_weight = Σ_rows g·xhat`` and
+    ``grad_x = (g·n − grad_bias − xhat·grad_weight) · (weight·inv_std / n)``.
+    """
+    _check_same_dtype(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias)
+    _check_sizes("batchnorm_backward", (g, n * d), (xhat, n * d), (grad_x, n * d),
+                 (weight, d), (inv_std, d), (grad_weight, d), (grad_bias, d))
+    rows, normed = g.array.reshape(n, d), xhat.array.reshape(n, d)
+    grad_bias.array[:] = rows.sum(axis=0)
+    grad_weight.array[:] = (rows * normed).sum(axis=0)
+    centred_grad = rows * n - grad_bias.array - normed * grad_weight.array
+    grad_x.array[:] = (centred_grad * (weight.array * inv_std.array / n)).reshape(-1)

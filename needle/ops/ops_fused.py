@@ -14,7 +14,7 @@ The unfused compositions in ``needle.nn`` are the reference the tests check thes
 from __future__ import annotations
 
 from ..autograd import Tensor, TensorOp, is_grad_enabled
-from ..backends import NDArray, array_api
+from ..backends import BACKEND, NDArray, array_api
 from .ops_mathematic import _check_tensor
 
 
@@ -87,6 +87,19 @@ def fused_linear(X: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
     return FusedLinear()(X, W, b)
 
 
+def _device_kernel(array: NDArray, name: str):
+    """The backend module's fused kernel ``name`` for ``array``'s device, or None (NumPy
+    arrays, or a device without it)."""
+    if BACKEND != "nd":
+        return None
+    return getattr(array.device, name, None)
+
+
+def _handles(*arrays: NDArray) -> list:
+    """The compact buffers of ``arrays``, for a direct kernel call."""
+    return [a.compact()._handle for a in arrays]
+
+
 class _FusedNorm(TensorOp):
     """Normalise x (N, D) along ``axis`` with its mean and biased variance, then scale and shift.
 
@@ -133,10 +146,41 @@ class _FusedNorm(TensorOp):
 
 
 class FusedBatchNorm(_FusedNorm):
-    """Training-mode batch norm of x (N, D) with per-feature weight and bias (D,)."""
+    """Training-mode batch norm of x (N, D) with per-feature weight and bias (D,).
+
+    On a device whose backend module has the one-pass ``batchnorm_forward`` and
+    ``batchnorm_backward`` kernels (the NDArray devices), forward and gradient are one
+    kernel call each instead of about a dozen array operations.
+    """
 
     name = "BatchNorm1d"
     axis = 0
+
+    def compute(self, x: NDArray, weight: NDArray, bias: NDArray):
+        kernel = _device_kernel(x, "batchnorm_forward")
+        if kernel is None:
+            return super().compute(x, weight, bias)
+        (n, d), dtype, device = x.shape, x.dtype, x.device
+        out, self.xhat = (array_api.empty((n, d), dtype=dtype, device=device) for _ in "ab")
+        self.mean, self.var, self.inv_std = (
+            array_api.empty((1, d), dtype=dtype, device=device) for _ in "abc"
+        )
+        kernel(*_handles(x, weight, bias, out, self.xhat, self.mean, self.var, self.inv_std),
+               n, d, self.eps)
+        return out
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        g = out_grad.realize_cached_data()
+        kernel = _device_kernel(g, "batchnorm_backward")
+        if kernel is None:
+            return super().gradient(out_grad, node)
+        (n, d), dtype, device = g.shape, g.dtype, g.device
+        weight = node.inputs[1].realize_cached_data()
+        grad_x = array_api.empty((n, d), dtype=dtype, device=device)
+        grad_weight, grad_bias = (array_api.empty((d,), dtype=dtype, device=device) for _ in "ab")
+        kernel(*_handles(g, self.xhat, weight, self.inv_std, grad_x, grad_weight, grad_bias),
+               n, d)
+        return _link_gradients(self.name, out_grad, node, (grad_x, grad_weight, grad_bias))
 
     def _grad_x(self, g: NDArray, weight: NDArray, grad_weight: NDArray, grad_bias: NDArray):
         # With statistics per feature, sum(gx) = weight * grad_bias and
