@@ -468,3 +468,67 @@ def test_numpy_named_module_functions(device, rng):
     assert nd.zeros((2,), device=device).device == device
     assert nd.full_like(a, -nd.inf, shape=(1,)).numpy().tolist() == [-np.inf]
     assert nd.prod([]) == 1 and nd.prod((2, 3)) == 6
+
+
+# ----- fused kernels (project extras): every module against the NumPy module ---------------------
+
+NP_MODULE = nd.ndarray_backend_numpy
+
+
+def _handle(values, device):
+    return nd.array(values, device=device).compact()._handle
+
+
+def _values(handle, device, shape):
+    return nd.NDArray.make(shape, device=device, handle=handle).numpy()
+
+
+def _needs(device, name):
+    if not hasattr(device, name):
+        pytest.skip(f"{device} has no {name} kernel in this build")
+
+
+@pytest.mark.parametrize("name", ["sgd_update", "adam_update"])
+def test_fused_optimizer_kernels_match_the_numpy_module_bit_for_bit(device, name, rng):
+    _needs(device, name)
+    shape = (7, 5)
+    p, g, s1, s2 = (rng.standard_normal(shape).astype(np.float32) for _ in range(4))
+    scalars = (0.1, 0.9, 0.01) if name == "sgd_update" else (0.01, 0.8, 0.99, 1e-8, 0.1,
+                                                              1 - 0.8**3, 1 - 0.99**3)
+    slots = (s1,) if name == "sgd_update" else (s1, np.abs(s2))
+    results = []
+    for dev, module in ((device, device.mod), (nd.cpu_numpy(), NP_MODULE)):
+        handles = [_handle(a, dev) for a in (p, g, *slots)]
+        out = nd.NDArray.make(shape, device=dev)
+        getattr(module, name)(*handles, out._handle, *scalars)
+        results.append([out.numpy()] + [_values(h, dev, shape) for h in handles[2:]])
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError):
+        small = nd.NDArray.make((3,), device=device)._handle
+        getattr(device.mod, name)(small, *[_handle(a, device) for a in (g, *slots)],
+                                  _handle(p, device), *scalars)
+
+
+def test_fused_batchnorm_kernels_match_the_numpy_module(device, rng):
+    _needs(device, "batchnorm_forward")
+    n, d = 6, 4
+    x, w, b, g = (rng.standard_normal(s).astype(np.float32) for s in [(n, d), d, d, (n, d)])
+    results = []
+    for dev, module in ((device, device.mod), (nd.cpu_numpy(), NP_MODULE)):
+        outs = [nd.NDArray.make(s, device=dev) for s in [(n, d), (n, d), (d,), (d,), (d,)]]
+        module.batchnorm_forward(*(_handle(a, dev) for a in (x, w, b)),
+                                 *(o._handle for o in outs), n, d, 1e-5)
+        grads = [nd.NDArray.make(s, device=dev) for s in [(n, d), (d,), (d,)]]
+        module.batchnorm_backward(_handle(g, dev), outs[1]._handle, _handle(w, dev),
+                                  outs[4]._handle, *(o._handle for o in grads), n, d)
+        results.append([o.numpy() for o in outs + grads])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    np.testing.assert_allclose(results[0][0], (x - mean) / np.sqrt(var + 1e-5) * w + b,
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError):
+        device.mod.batchnorm_forward(*(_handle(a, device) for a in (x, w, b)),
+                                     *(nd.NDArray.make((2,), device=device)._handle
+                                       for _ in range(5)), n, d, 1e-5)
