@@ -278,7 +278,7 @@ class ReLU(TensorOp):
     def gradient(self, out_grad: Tensor, node: Tensor):
         # The derivative at exactly 0 is taken as 0 (input > 0 passes the gradient).
         a = node.inputs[0].realize_cached_data()
-        return out_grad * Tensor.make_const((a > 0).astype(a.dtype))
+        return out_grad * Tensor.make_const((a > 0).astype(a.dtype, copy=False))
 
 
 def relu(a: Tensor) -> Tensor:
@@ -310,7 +310,7 @@ class Sigmoid(TensorOp):
         # 1/(1+e^-a) overflows e^-a for a << 0, and (tanh(a/2)+1)/2 rounds to 0 below
         # a ~ -19. With e = e^-|a| (never overflows): 1/(1+e) for a >= 0, e/(1+e) below.
         e = array_api.exp(-array_api.maximum(a, -a))
-        positive = (a >= 0).astype(a.dtype)
+        positive = (a >= 0).astype(a.dtype, copy=False)
         return (positive + (1 - positive) * e) / (1 + e)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
