@@ -201,9 +201,11 @@ class TensorTuple(Value):
 class Tensor(Value):
     """An n-dimensional array that records the ops applied to it for differentiation.
 
-    ``array`` may be a list, a NumPy array or a Tensor. With ``dtype=None`` the dtype
-    is NumPy's inference (a NumPy array keeps its dtype; Python floats give float64);
-    from a Tensor, its dtype and device are kept.
+    ``array`` may be a list, a NumPy array, an NDArray or a Tensor, and is copied (a
+    Tensor's array is shared when device and dtype stay). With ``dtype=None``: under the
+    ``nd`` backend float32 (an NDArray or Tensor keeps its own dtype); under ``np``
+    NumPy's inference (Python floats give float64). ``device=None`` keeps an NDArray's
+    or Tensor's device, else the default device.
 
     >>> x = Tensor([1.0, 2.0, 3.0])
     >>> (x * x).sum().backward()
