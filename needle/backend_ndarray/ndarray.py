@@ -289,11 +289,12 @@ def _normalize_axes(owner: str, axes: Any, ndim: int) -> tuple[int, ...]:
     """``axes`` (None: all; an int; a tuple/list) as non-negative ints in the given order."""
     if axes is None:
         return tuple(range(ndim))
-    if isinstance(axes, numbers.Integral):
+    if type(axes) is int or isinstance(axes, numbers.Integral):
         axes = (axes,)
     result = []
     for axis in axes:
-        if not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
+        integral = type(axis) is int or isinstance(axis, numbers.Integral)
+        if not integral or not -ndim <= axis < ndim:
             raise ValueError(
                 f"{owner}: axis {axis!r} is out of range for an array with {ndim} dimensions"
             )
