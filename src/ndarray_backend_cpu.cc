@@ -169,7 +169,7 @@ Layout check_view(const char* fn, const std::vector<int64_t>& shape,
   return v;
 }
 
-// ---- binding factories (the py_* functions below are bound directly): validate, dispatch on dtype, call one kernel ------------------------
+// ---- binding factories: validate, dispatch on dtype, call one kernel ------------------------
 
 /// Binds name(a, b, out): out[i] = op(a[i], b[i]) on compact buffers of one size.
 template <typename Op>
