@@ -304,9 +304,9 @@ void from_numpy(const AnyArray& x, Array& out) {
   if (!is_c_contiguous(x)) {
     value_error("from_numpy", "the array is not C-contiguous; pass np.ascontiguousarray(x)");
   }
-  if (static_cast<int64_t>(x.size()) != out.size()) {
+  if (static_cast<int64_t>(x.size()) < out.size()) {
     value_error("from_numpy", "the array has " + std::to_string(x.size()) +
-                                  " elements, out.size is " + std::to_string(out.size()));
+                                  " elements, fewer than out.size " + std::to_string(out.size()));
   }
   if (out.size() > 0) std::memcpy(out.as<char>(), x.data(), out.bytes());
 }
@@ -423,7 +423,7 @@ Project extras:
   m.def("to_numpy", &to_numpy, "a"_a, NEEDLE_VIEW_ARGS,
         "A new NumPy array of `shape` holding the view's elements (always a copy).");
   m.def("from_numpy", &from_numpy, "x"_a, "out"_a,
-        "Copy a C-contiguous NumPy array of out's dtype and size into out.");
+        "Copy the first out.size values of a C-contiguous NumPy array of out's dtype.");
 
   def_ewise(m, "ewise_add", std::plus<>{}, "out = a + b");
   def_ewise(m, "ewise_mul", std::multiplies<>{}, "out = a * b");
