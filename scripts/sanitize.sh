@@ -10,7 +10,14 @@ python=${PYTHON:-python3}
 if [ ! -x .venv-asan/bin/python ]; then
   "$python" -m venv --system-site-packages .venv-asan
 fi
-.venv-asan/bin/python -m pip install -q -e ".[dev]" \
+# Without build isolation the build in build/asan is incremental (seconds instead of minutes);
+# that needs the build requirements importable and CMake + Ninja on PATH.
+isolation=()
+if .venv-asan/bin/python -c "import scikit_build_core, nanobind" 2>/dev/null \
+    && command -v cmake >/dev/null && command -v ninja >/dev/null; then
+  isolation=(--no-build-isolation)
+fi
+.venv-asan/bin/python -m pip install -q -e ".[dev]" "${isolation[@]}" \
   -Cbuild-dir=build/asan -Ccmake.define.NEEDLE_SANITIZE=ON
 
 tests=(tests/test_backend_cpu.py)

@@ -437,7 +437,7 @@ WRONG_SIZE_CALLS = {
     "compact out": lambda: cpu.compact(f32(6), f32(5), (2, 3), (3, 1), 0),
     "ewise_setitem a": lambda: cpu.ewise_setitem(f32(5), f32(6), (2, 3), (3, 1), 0),
     "scalar_setitem size": lambda: cpu.scalar_setitem(5, 1.0, f32(6), (2, 3), (3, 1), 0),
-    "from_numpy": lambda: cpu.from_numpy(np.zeros(3, dtype="float32"), f32(4)),
+    "from_numpy fewer": lambda: cpu.from_numpy(np.zeros(3, dtype="float32"), f32(4)),
 }
 
 
@@ -509,6 +509,12 @@ def test_empty_views_may_sit_anywhere():
     out = f32(0)
     cpu.compact(f32(0), out, (0, 3), (3, 1), 99)
     assert cpu.to_numpy(f32(0), (2, 0), (5, 1), 7).shape == (2, 0)
+
+
+def test_from_numpy_copies_the_first_out_size_values():
+    out = f64(3)
+    cpu.from_numpy(np.arange(6.0).reshape(2, 3), out)
+    np.testing.assert_array_equal(download(out), [0.0, 1.0, 2.0])
 
 
 def test_from_numpy_rejects_wrong_dtype_and_layout():
