@@ -356,6 +356,78 @@ using namespace needle;
 // The strided bindings share one shape: (buffer args..., shape, strides, offset).
 #define NEEDLE_VIEW_ARGS "shape"_a, "strides"_a, "offset"_a
 
+using Arrays = std::initializer_list<const Array*>;
+
+/// Checks the handles of a fused optimizer update: one dtype, every buffer of out's size.
+void check_update(const char* fn, std::initializer_list<const Array*> arrays, const Array& out) {
+  check_same_dtype(fn, arrays);
+  for (const Array* a : arrays) check_size(fn, "every buffer", *a, out.size());
+}
+
+void py_sgd_update(const Array& param, const Array& grad, Array& u, Array& out, double lr,
+                   double momentum, double weight_decay) {
+  check_update("sgd_update", {&param, &grad, &u, &out}, out);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    sgd_update(param.as<T>(), grad.as<T>(), u.as<T>(), out.as<T>(), out.size(),
+               static_cast<T>(lr), static_cast<T>(momentum), static_cast<T>(1 - momentum),
+               static_cast<T>(weight_decay));
+  });
+}
+
+void py_adam_update(const Array& param, const Array& grad, Array& m, Array& v, Array& out,
+                    double lr, double beta1, double beta2, double eps, double weight_decay,
+                    double bias1, double bias2) {
+  check_update("adam_update", {&param, &grad, &m, &v, &out}, out);
+  dispatch(out.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const AdamScalars<T> c{static_cast<T>(lr),          static_cast<T>(beta1),
+                           static_cast<T>(1 - beta1),   static_cast<T>(beta2),
+                           static_cast<T>(1 - beta2),   static_cast<T>(eps),
+                           static_cast<T>(weight_decay),
+                           static_cast<T>(bias1),       static_cast<T>(bias2)};
+    adam_update(param.as<T>(), grad.as<T>(), m.as<T>(), v.as<T>(), out.as<T>(), out.size(), c);
+  });
+}
+
+void py_batchnorm_forward(const Array& x, const Array& weight, const Array& bias, Array& out,
+                          Array& xhat, Array& mean, Array& var, Array& inv_std, int64_t n,
+                          int64_t d, double eps) {
+  const char* fn = "batchnorm_forward";
+  check_same_dtype(fn, {&x, &weight, &bias, &out, &xhat, &mean, &var, &inv_std});
+  if (n < 1) value_error(fn, "needs at least one row, got n=" + std::to_string(n));
+  check_nonnegative(fn, "d", d);
+  const int64_t nd = checked_mul(fn, n, d);
+  for (const Array* a : Arrays{&x, &out, &xhat}) check_size(fn, "an (n, d) buffer", *a, nd);
+  for (const Array* a : Arrays{&weight, &bias, &mean, &var, &inv_std}) {
+    check_size(fn, "a (d,) buffer", *a, d);
+  }
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    batchnorm_forward(x.as<T>(), weight.as<T>(), bias.as<T>(), out.as<T>(), xhat.as<T>(),
+                      mean.as<T>(), var.as<T>(), inv_std.as<T>(), n, d, static_cast<T>(eps));
+  });
+}
+
+void py_batchnorm_backward(const Array& g, const Array& xhat, const Array& weight,
+                           const Array& inv_std, Array& grad_x, Array& grad_weight,
+                           Array& grad_bias, int64_t n, int64_t d) {
+  const char* fn = "batchnorm_backward";
+  check_same_dtype(fn, {&g, &xhat, &weight, &inv_std, &grad_x, &grad_weight, &grad_bias});
+  check_nonnegative(fn, "n", n);
+  check_nonnegative(fn, "d", d);
+  const int64_t nd = checked_mul(fn, n, d);
+  for (const Array* a : Arrays{&g, &xhat, &grad_x}) check_size(fn, "an (n, d) buffer", *a, nd);
+  for (const Array* a : Arrays{&weight, &inv_std, &grad_weight, &grad_bias}) {
+    check_size(fn, "a (d,) buffer", *a, d);
+  }
+  dispatch(g.dtype(), [&](auto t) {
+    using T = decltype(t);
+    batchnorm_backward(g.as<T>(), xhat.as<T>(), weight.as<T>(), inv_std.as<T>(),
+                       grad_x.as<T>(), grad_weight.as<T>(), grad_bias.as<T>(), n, d);
+  });
+}
+
 NB_MODULE(ndarray_backend_cpu, m) {
   m.doc() = R"(needle's compiled CPU backend (C++17, nanobind): the spec §8 backend API.
 
@@ -458,6 +530,19 @@ Project extras:
   m.def("matmul_tiled", &py_matmul_tiled, "a"_a, "b"_a, "out"_a, "m"_a, "n"_a, "p"_a,
         "Tiled (m,n)@(n,p) on the (r/8, c/8, 8, 8) layout of spec §8.1; zeroes out itself.");
 
+  m.def("sgd_update", &py_sgd_update, "param"_a, "grad"_a, "u"_a, "out"_a, "lr"_a,
+        "momentum"_a, "weight_decay"_a,
+        "Project extra: needle's SGD step for one parameter in one pass (u updated in place).");
+  m.def("adam_update", &py_adam_update, "param"_a, "grad"_a, "m"_a, "v"_a, "out"_a, "lr"_a,
+        "beta1"_a, "beta2"_a, "eps"_a, "weight_decay"_a, "bias1"_a, "bias2"_a,
+        "Project extra: needle's Adam step for one parameter in one pass (m, v updated in\n"
+        "place); bias1 = 1 - beta1**t and bias2 = 1 - beta2**t are the bias corrections.");
+  m.def("batchnorm_forward", &py_batchnorm_forward, "x"_a, "weight"_a, "bias"_a, "out"_a,
+        "xhat"_a, "mean"_a, "var"_a, "inv_std"_a, "n"_a, "d"_a, "eps"_a,
+        "Project extra: training batch norm of x (n, d), statistics per column, in one pass.");
+  m.def("batchnorm_backward", &py_batchnorm_backward, "g"_a, "xhat"_a, "weight"_a,
+        "inv_std"_a, "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
+        "Project extra: the gradients of batchnorm_forward for out_grad g.");
   m.def("set_flush_denormal", &set_flush_denormal, "enabled"_a,
         "Set (True) or clear FTZ+DAZ in this thread's MXCSR; False if unsupported here.");
   m.def("get_flush_denormal", &get_flush_denormal,
