@@ -288,7 +288,8 @@ def test_power_is_c_pow(device):
     got = (a**5.0).numpy()
     assert got.tolist() == [-32.0, 0.0, 1024.0]
     assert np.isnan((a**0.5).numpy()[0]) and (a**0).numpy().tolist() == [1.0, 1.0, 1.0]
-    _close(a ** _arr([[2.0], [1.0]], device), np.array([-2.0, 0.0, 4.0]) ** np.array([[2.0], [1.0]]))
+    exponents = np.array([[2.0], [1.0]])
+    _close(a ** _arr(exponents, device), np.array([-2.0, 0.0, 4.0]) ** exponents)
 
 
 def test_unary_functions(device, rng):

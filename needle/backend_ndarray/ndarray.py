@@ -509,7 +509,10 @@ class NDArray:
 
     # ----- indexing -----------------------------------------------------------------------
     def process_slice(self, sl: slice, dim: int) -> slice:
-        """``sl`` on axis ``dim`` as ``slice(start, stop, step)``: 0 ≤ start ≤ stop ≤ n, step ≥ 1."""
+        """``sl`` on axis ``dim`` as a slice with 0 ≤ start ≤ stop ≤ n and step ≥ 1.
+
+        The slice selects the elements NumPy would; a step ≤ 0 raises ValueError.
+        """
         n = self._shape[dim]
         step = 1 if sl.step is None else sl.step
         if not isinstance(step, numbers.Integral) or step <= 0:
@@ -1190,6 +1193,6 @@ __all__ = [
     "NDArray", "BackendDevice", "DType", "cpu", "cuda", "cpu_numpy", "default_device",
     "all_devices", "prod", "array", "asarray", "empty", "full", "zeros", "ones", "zeros_like",
     "full_like", "broadcast_to", "reshape", "maximum", "clip", "log", "exp", "tanh", "power",
-    "sqrt", "multiply", "divide", "sum", "max", "flip", "pad", "matmul", "swapaxes", "transpose", "stack", "inf",
-    "errstate", "finfo",
+    "sqrt", "multiply", "divide", "sum", "max", "flip", "pad", "matmul", "swapaxes", "transpose",
+    "stack", "inf", "errstate", "finfo",
 ]
