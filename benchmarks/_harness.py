@@ -33,8 +33,13 @@ def has_torch() -> bool:
 
 
 def run_worker(script: str, framework: str, extra: list[str]) -> dict | None:
-    """Run ``script --worker framework *extra`` on one thread; its last stdout line as JSON."""
+    """Run ``script --worker framework *extra`` on one thread; its last stdout line as JSON.
+
+    A framework named ``…-np`` runs needle on the NumPy backend (``NEEDLE_BACKEND=np``).
+    """
     env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
+    if framework.endswith("-np"):
+        env["NEEDLE_BACKEND"] = "np"
     cmd = [sys.executable, script, "--worker", framework, *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
@@ -67,7 +72,7 @@ def report(results: dict[str, list[dict]], key: str, unit: str, scale: float = 1
         values = [r[key] * scale for r in runs]
         peak = max(r["peak_rss_mb"] for r in runs)
         print(
-            f"{framework:>7}: {statistics.median(values):8.2f} {unit} (median of {len(values)}; "
+            f"{framework:>12}: {statistics.median(values):8.2f} {unit} (median of {len(values)}; "
             f"runs {', '.join(f'{v:.2f}' for v in values)})  peak RSS {peak:.0f} MB"
         )
     for needle in [f for f in results if f != "torch"]:
@@ -77,5 +82,10 @@ def report(results: dict[str, list[dict]], key: str, unit: str, scale: float = 1
             r[key] for r in results["torch"]
         )
         print(f"  ratio {needle} / torch = {ratio:.2f}  (<= 1.0: needle is at least as fast)")
+    for needle in [f for f in results if f != "torch" and f + "-np" in results]:
+        if results[needle] and results[needle + "-np"]:
+            ratio = statistics.median(r[key] for r in results[needle]) / statistics.median(
+                r[key] for r in results[needle + "-np"])
+            print(f"  ratio {needle} (nd) / {needle}-np = {ratio:.2f}  (<= 1.0: nd is as fast)")
     if not has_torch():
         print("  (PyTorch not installed: pip install torch==2.13.0 for the comparison)")

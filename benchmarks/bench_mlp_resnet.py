@@ -2,8 +2,10 @@
 
 Each measurement runs in its own subprocess (so peak memory is per framework), and
 the frameworks alternate (needle, torch, needle, torch, ...) so machine drift hits
-both. needle runs twice: with backward(create_graph=False), the fast path its training
-loops use, and with backward()'s default (gradients recorded as a graph, "needle-graph").
+both. needle runs three times: on the default NDArray backend with
+backward(create_graph=False), the fast path its training loops use ("needle"); the same
+on the NumPy backend (NEEDLE_BACKEND=np, "needle-np"); and with backward()'s default
+(gradients recorded as a graph, "needle-graph").
 Prints ms per step (median over runs), the ratios, peak RSS, and the "GEMM
 floor": the step's matrix products alone, timed in NumPy.
 
@@ -157,6 +159,7 @@ def worker(framework: str, steps: int, warmup: int, epoch: bool) -> dict:
         steps_by_framework = {
             "needle": _needle_step_fn,
             "needle-graph": lambda: _needle_step_fn(create_graph=True),
+            "needle-np": _needle_step_fn,
             "torch": _torch_step_fn,
         }
         step = steps_by_framework[framework]()
@@ -206,7 +209,7 @@ def gemm_floor_ms(repeats: int = 200) -> float:
 def _compare(args, key: str, unit: str, scale: float = 1.0) -> None:
     # "needle-graph" is backward()'s default (gradients recorded as a graph); "needle" is
     # the create_graph=False fast path that needle's own training loops use.
-    needles = ["needle"] if args.epoch_mode else ["needle", "needle-graph"]
+    needles = ["needle", "needle-np"] + ([] if args.epoch_mode else ["needle-graph"])
     extra = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     extra += ["--epoch"] if args.epoch_mode else []
     results = alternate(args.runs, lambda f: run_worker(__file__, f, extra), needles)
@@ -273,7 +276,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument(
-        "--worker", choices=["needle", "needle-graph", "torch"], help=argparse.SUPPRESS
+        "--worker", choices=["needle", "needle-np", "needle-graph", "torch"],
+        help=argparse.SUPPRESS,
     )
     args = parser.parse_args()
     # Pin this process too (the GEMM floor is timed here); NumPy is imported lazily, so

@@ -1,9 +1,12 @@
-"""Per-op overhead on small tensors: microseconds per call, needle vs PyTorch.
+"""Per-op overhead on small tensors: microseconds per call, needle (nd and np) vs PyTorch.
 
 Small tensors make the framework's own cost visible (graph node creation, argument
 checks, dispatch) rather than the arithmetic. Every input is float32 and requires
-grad, as in training, so each op also records its graph node. PyTorch (CPU, one
-thread) is timed side by side when it can be imported.
+grad, as in training, so each op also records its graph node. needle is timed on both
+backends (``NEEDLE_BACKEND=nd`` and ``=np``, each in its own subprocess, since the
+backend is chosen once per process); PyTorch (CPU, one thread) side by side when it
+can be imported. A second table gives matmul GFLOP/s at the MLP ResNet step's shapes:
+the NDArray on ``cpu()`` next to NumPy.
 
 Usage::
 
@@ -13,7 +16,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -118,47 +124,98 @@ CASES = [
 ]
 
 
-def run(quick: bool) -> list[tuple[str, float, float | None]]:
+def run_cases(lib: str, quick: bool) -> dict[str, float]:
+    """Median µs per case for ``lib`` ("needle", on this process's backend, or "torch")."""
+    if lib == "torch" and torch is None:
+        return {}
     repeats, budget = (3, 0.1) if quick else (7, 1.0)
-    rows = []
-    for name, shapes, needle_body, torch_body in CASES:
-        arrays = _arrays(*shapes)
-        xs = _needle(*arrays)
-        needle_us = time_call(lambda: needle_body(*xs), repeats, budget)[1]
-        torch_us = None
-        if torch is not None:
-            ts = _torch(*arrays)
-            torch_us = time_call(lambda: torch_body(*ts), repeats, budget)[1]
-        rows.append((name, needle_us, torch_us))
-    name = "MLP fwd+bwd (batch 8, 32-32-10)"
-    needle_us = time_call(_mlp_step("needle"), repeats, budget * 2)[1]
-    torch_us = time_call(_mlp_step("torch"), repeats, budget * 2)[1] if torch else None
-    rows.append((name, needle_us, torch_us))
-    return rows
+    make, pick = (_needle, 2) if lib == "needle" else (_torch, 3)
+    times = {}
+    for case in CASES:
+        xs = make(*_arrays(*case[1]))
+        body = case[pick]
+        times[case[0]] = time_call(lambda: body(*xs), repeats, budget)[1]
+    times[MLP] = time_call(_mlp_step(lib), repeats, budget * 2)[1]
+    return times
 
 
-def print_table(rows) -> None:
-    width = max(len(r[0]) for r in rows)
-    title = "op (float32, requires_grad)"
-    header = f"{title:<{width}}  {'needle µs':>10}  {'torch µs':>9}  {'ratio':>6}"
+MLP = "MLP fwd+bwd (batch 8, 32-32-10)"
+
+
+def _needle_column(backend: str, quick: bool) -> dict[str, float]:
+    """Run this script as a worker under ``NEEDLE_BACKEND=backend``; {} if that fails."""
+    env = dict(os.environ, NEEDLE_BACKEND=backend)
+    cmd = [sys.executable, __file__, "--worker"] + (["--quick"] if quick else [])
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        print(f"needle ({backend}) worker failed: {proc.stderr.strip()[-300:]}", file=sys.stderr)
+        return {}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def print_table(columns: dict[str, dict[str, float]]) -> None:
+    names = [c[0] for c in CASES] + [MLP]
+    width = max(len(n) for n in names)
+    heads = list(columns)
+    header = f"{'op (float32, requires_grad)':<{width}}" + "".join(
+        f"  {h + ' µs':>14}" for h in heads
+    )
+    if "torch" in columns:
+        header += f"  {'nd/torch':>8}  {'np/torch':>8}"
     print(header)
     print("-" * len(header))
-    for name, needle_us, torch_us in rows:
-        if torch_us is None:
-            print(f"{name:<{width}}  {needle_us:>10.1f}  {'-':>9}  {'-':>6}")
-        else:
-            ratio = needle_us / torch_us
-            print(f"{name:<{width}}  {needle_us:>10.1f}  {torch_us:>9.1f}  {ratio:>6.1f}")
-    print("\nmedian of repeated timed loops after warm-up; ratio = needle / torch"
+    for name in names:
+        cells = [columns[h].get(name) for h in heads]
+        line = f"{name:<{width}}" + "".join(
+            f"  {c:>14.1f}" if c is not None else f"  {'-':>14}" for c in cells
+        )
+        if "torch" in columns:
+            t = columns["torch"].get(name)
+            for key in ("needle nd", "needle np"):
+                v = columns[key].get(name)
+                line += f"  {v / t:>8.1f}" if v is not None and t else f"  {'-':>8}"
+        print(line)
+    print("\nmedian of repeated timed loops after warm-up; ratios = needle / torch"
           + ("" if torch else " (PyTorch not installed)"))
+
+
+# (m, n, p) of every product in the MLP ResNet step (batch 100, 784-100-50-100-10).
+STEP_MATMULS = [(100, 784, 100), (784, 100, 100), (100, 100, 50), (100, 50, 100),
+                (50, 100, 100), (100, 100, 10), (100, 10, 100)]
+
+
+def matmul_gflops(quick: bool) -> None:
+    """GFLOP/s of ``a @ b`` at the step's shapes: NDArray on cpu() vs NumPy (best of runs)."""
+    from needle import backend_ndarray as nd
+
+    repeats = 20 if quick else 200
+    print(f"\n{'matmul (m, n, p)':<18}  {'NDArray cpu()':>14}  {'NumPy':>8}   GFLOP/s")
+    for m, n, p in STEP_MATMULS:
+        a, b = _arrays((m, n), (n, p))
+        flops = 2 * m * n * p / 1e3  # GFLOP per µs -> divide by µs
+        numpy_us = time_call(lambda: a @ b, repeats, 0.2 if quick else 1.0)[0]
+        cells = ["-"]
+        if nd.cpu().enabled():
+            x, y = nd.array(a, device=nd.cpu()), nd.array(b, device=nd.cpu())
+            cells = [f"{flops / time_call(lambda: x @ y, repeats, 0.2 if quick else 1.0)[0]:.2f}"]
+        print(f"{str((m, n, p)):<18}  {cells[0]:>14}  {flops / numpy_us:>8.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_cases("needle", args.quick)))
+        return
     print(f"numpy {np.__version__}" + (f", torch {torch.__version__} (1 thread)" if torch else ""))
-    print_table(run(args.quick))
+    columns = {"needle nd": _needle_column("nd", args.quick),
+               "needle np": _needle_column("np", args.quick)}
+    if torch is not None:
+        columns["torch"] = run_cases("torch", args.quick)
+    print_table(columns)
+    matmul_gflops(args.quick)
 
 
 if __name__ == "__main__":

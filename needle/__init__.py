@@ -13,7 +13,7 @@ from .autograd import (
     is_grad_enabled,
     no_grad,
 )
-from .backends import Device, all_devices, cpu, cpu_numpy, default_device
+from .backends import Device, all_devices, cpu, cpu_numpy, cuda, default_device
 from .ops import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

@@ -19,9 +19,10 @@ from typing import Iterator, Sequence
 
 import numpy
 
-from .backends import NDArray, array_api, default_device
+from .backends import BACKEND, Device, NDArray, array_api, default_device
 from ._types import Shape
-from .backends.numpy_backend import Device
+
+_ND = BACKEND == "nd"
 
 #: When True, an op's result is computed only when :meth:`Value.realize_cached_data` is called.
 LAZY_MODE = False
@@ -204,9 +205,11 @@ class TensorTuple(Value):
 class Tensor(Value):
     """An n-dimensional array that records the ops applied to it for differentiation.
 
-    ``array`` may be a list, a NumPy array or a Tensor. With ``dtype=None`` the dtype
-    is NumPy's inference (a NumPy array keeps its dtype; Python floats give float64);
-    from a Tensor, its dtype and device are kept.
+    ``array`` may be a list, a NumPy array, an NDArray or a Tensor, and is copied (a
+    Tensor's array is shared when device and dtype stay). With ``dtype=None``: under the
+    ``nd`` backend float32 (an NDArray or Tensor keeps its own dtype); under ``np``
+    NumPy's inference (Python floats give float64). ``device=None`` keeps an NDArray's
+    or Tensor's device, else the default device.
 
     >>> x = Tensor([1.0, 2.0, 3.0])
     >>> (x * x).sum().backward()
@@ -234,17 +237,26 @@ class Tensor(Value):
             if device == array.device and dtype == array.dtype:
                 cached_data = array.realize_cached_data()
             else:
-                cached_data = Tensor._array_from_numpy(array.numpy(), device=device, dtype=dtype)
+                cached_data = Tensor._make_array(array.realize_cached_data(), device, dtype)
         else:
-            device = device if device is not None else default_device()
-            cached_data = Tensor._array_from_numpy(array, device=device, dtype=dtype)
+            cached_data = Tensor._make_array(array, device, dtype)
         self._init(None, (), cached_data=cached_data, requires_grad=requires_grad)
 
     @staticmethod
-    def _array_from_numpy(numpy_array, device: Device, dtype):
-        if array_api is numpy:
-            return numpy.array(numpy_array, dtype=dtype)
-        return array_api.array(numpy_array, device=device, dtype=dtype)
+    def _make_array(data, device: Device | None, dtype):
+        """A new backend array holding ``data`` (always a copy).
+
+        Under ``nd`` the dtype defaults to float32 (an NDArray keeps its own) and the
+        device to an NDArray's own, else the default; ``dtype="bool"`` gives 0.0/1.0
+        float32. Under ``np`` NumPy infers the dtype.
+        """
+        if not _ND:
+            return numpy.array(data, dtype=dtype)
+        if isinstance(dtype, str) and dtype == "bool" or dtype is bool or dtype is numpy.bool_:
+            dtype = "float32"
+        if device is None:
+            device = data.device if isinstance(data, NDArray) else default_device()
+        return array_api.array(data, device=device, dtype=dtype)
 
     # ----- properties -------------------------------------------------------------
     @property
@@ -288,12 +300,19 @@ class Tensor(Value):
 
     @property
     def device(self) -> Device:
-        return default_device()
+        """The device of this tensor's array."""
+        return self.realize_cached_data().device if _ND else default_device()
+
+    def to(self, device: Device) -> "Tensor":
+        """This tensor on ``device``: itself when it is already there, else a detached copy."""
+        if device == self.device:
+            return self
+        return Tensor(self, device=device, requires_grad=self.requires_grad)
 
     def numpy(self) -> numpy.ndarray:
-        """The data as a NumPy array (the array itself on the NumPy backend, not a copy)."""
+        """The data as a NumPy array: a copy under ``nd``; the array itself under ``np``."""
         data = self.realize_cached_data()
-        return data if array_api is numpy else data.numpy()
+        return data.numpy() if _ND else data
 
     def item(self) -> float:
         """The value of a one-element tensor as a Python number."""
@@ -343,7 +362,7 @@ class Tensor(Value):
                 f"differentiate it"
             )
         if out_grad is None:
-            out_grad = Tensor.make_const(array_api.ones(self.shape, dtype=self.dtype))
+            out_grad = Tensor.make_const(self.device.ones(*self.shape, dtype=self.dtype))
         elif out_grad.shape != self.shape:
             raise ValueError(
                 f"backward(): out_grad.shape={out_grad.shape} must equal the tensor's "
@@ -582,8 +601,9 @@ def detect_anomaly() -> Iterator[None]:
 def _check_finite(array, node: Value, what: str) -> None:
     arrays = array if isinstance(array, tuple) else (array,)
     for arr in arrays:
-        if arr.dtype.kind == "f" and not bool(array_api.isfinite(arr).all()):
-            bad = "NaN" if bool(array_api.isnan(arr).any()) else "Inf"
+        arr = numpy.asarray(arr)  # a debugging aid: checking on the host is fine
+        if arr.dtype.kind == "f" and not numpy.isfinite(arr).all():
+            bad = "NaN" if numpy.isnan(arr).any() else "Inf"
             shapes = ", ".join(str(x.shape) for x in node.inputs if isinstance(x, Tensor))
             frame = _user_frame(node._trace)
             where = (

@@ -19,9 +19,11 @@ class GradcheckError(AssertionError):
     """The analytic gradient (``backward()``) disagrees with finite differences."""
 
 
-def _as_float64_leaf(value) -> Tensor:
+def _as_float64_leaf(value, device=None) -> Tensor:
     array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
-    return Tensor(np.array(array, dtype=np.float64), requires_grad=True)
+    return Tensor(
+        np.array(array, dtype=np.float64), device=device, dtype="float64", requires_grad=True
+    )
 
 
 def _scalarise(output: Tensor, weights: np.ndarray) -> float:
@@ -35,24 +37,26 @@ def gradcheck(
     atol: float = 1e-5,
     rtol: float = 1e-4,
     seed: int = 0,
+    device=None,
 ) -> bool:
     """Compare ``backward()`` of ``fn(*inputs)`` with central differences, in float64.
 
-    Each input (Tensor or array) is copied to a float64 leaf. A non-scalar output is
+    Each input (Tensor or array) is copied to a float64 leaf on ``device`` (None: the
+    default device). A non-scalar output is
     reduced to ``sum(output * w)`` with fixed random weights ``w`` (from a private
     generator, so NumPy's global seed is untouched), which checks every output element.
 
     Returns True, or raises :class:`GradcheckError` naming the input, the worst element,
     the analytic and numeric values and the shapes.
     """
-    leaves = [_as_float64_leaf(x) for x in inputs]
+    leaves = [_as_float64_leaf(x, device) for x in inputs]
     output = fn(*leaves)
     if not isinstance(output, Tensor):
         raise TypeError(f"gradcheck: fn must return a needle.Tensor, got {type(output).__name__}")
     weights = np.random.default_rng(seed).standard_normal(output.shape)
     for leaf in leaves:  # fn may have called backward() itself: start from clean grads
         leaf.grad = None
-    output.backward(Tensor(weights.astype(output.dtype), requires_grad=False))
+    output.backward(Tensor(weights, device=output.device, dtype=output.dtype, requires_grad=False))
     for index, leaf in enumerate(leaves):
         analytic = np.zeros(leaf.shape) if leaf.grad is None else leaf.grad.numpy()
         numeric = _numeric_gradient(fn, leaves, index, weights, eps)
@@ -71,7 +75,9 @@ def _numeric_gradient(
             shifted = base.copy()
             shifted[element] += step
             args = [
-                Tensor(shifted, requires_grad=False) if i == index else x.detach()
+                Tensor(shifted, device=x.device, dtype=x.dtype, requires_grad=False)
+                if i == index
+                else x.detach()
                 for i, x in enumerate(leaves)
             ]
             values.append(_scalarise(fn(*args), weights))

@@ -8,7 +8,27 @@ import threading
 import numpy as np
 import pytest
 
+import needle as ndl
 import needle.autograd as autograd
+from needle.backends import NDArray
+
+
+def _device_params() -> list:
+    """Under nd every NDArray device (disabled ones skip with a reason); under np its CPU."""
+    if ndl.backends.BACKEND != "nd":
+        return [pytest.param(ndl.cpu(), id="cpu")]
+    return [
+        pytest.param(d, id=d.name)
+        if d.enabled()
+        else pytest.param(d, id=d.name, marks=pytest.mark.skip(reason=f"{d} is not enabled"))
+        for d in ndl.all_devices()
+    ]
+
+
+@pytest.fixture(params=_device_params())
+def device(request):
+    """Each device the current backend offers: tests using it run once per device."""
+    return request.param
 
 
 @pytest.fixture
@@ -50,3 +70,31 @@ def server(tmp_path, monkeypatch):
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+def tensor(data, **kwargs) -> ndl.Tensor:
+    """``ndl.Tensor(data)`` keeping NumPy's inferred float dtype on both backends.
+
+    Under ``nd`` a Tensor is float32 unless a dtype is given (spec), while these tests'
+    NumPy references compute in the data's own dtype (float64 for Python floats); under
+    ``np`` this is exactly ``ndl.Tensor(data)``.
+    """
+    if "dtype" not in kwargs and not isinstance(data, (ndl.Tensor, NDArray)):
+        inferred = np.asarray(data).dtype
+        if inferred.kind == "f":
+            kwargs["dtype"] = inferred
+    return ndl.Tensor(data, **kwargs)
+
+
+ND = ndl.backends.BACKEND == "nd"
+
+
+def scaled_draws(draws: np.ndarray, scale: float, shift: float) -> np.ndarray:
+    """``draws * scale + shift`` as needle.init computes it, as float32.
+
+    Under ``np`` in float64, then cast (the course's NumPy framework); under ``nd`` the
+    draws and the scalars are cast to float32 first (spec: NDArray arithmetic in the dtype).
+    """
+    if ND:
+        return draws.astype(np.float32) * np.float32(scale) + np.float32(shift)
+    return (draws * scale + shift).astype(np.float32)

@@ -13,8 +13,17 @@ from needle.autograd import AnomalyError, compute_gradient_of_variables, find_to
 from needle.testing import GradcheckError, gradcheck
 
 
+ND = ndl.backends.BACKEND == "nd"
+
+
 def leaf(values, **kwargs) -> ndl.Tensor:
-    return ndl.Tensor(np.asarray(values, dtype=np.float64), **kwargs)
+    return ndl.Tensor(np.asarray(values, dtype=np.float64), dtype="float64", **kwargs)
+
+
+def shares_array(a: ndl.Tensor, b: ndl.Tensor) -> bool:
+    """Whether two tensors hold the same memory (NDArray buffer or NumPy memory)."""
+    x, y = a.realize_cached_data(), b.realize_cached_data()
+    return x._handle is y._handle if ND else np.shares_memory(x, y)
 
 
 def op_name(t: ndl.Value) -> str | None:
@@ -126,7 +135,7 @@ def test_detach_shares_the_array_outside_the_graph():
     y = x * 2.0
     d = y.detach()
     assert not d.requires_grad and d.op is None and d.inputs == () and d.is_leaf()
-    assert np.shares_memory(d.numpy(), y.numpy())
+    assert shares_array(d, y)
     with pytest.raises(RuntimeError):
         (d * 2.0).backward()
 
@@ -135,7 +144,7 @@ def test_data_getter_and_setter():
     x = leaf([1.0, 2.0])
     data = x.data
     assert not data.requires_grad and data.op is None
-    assert np.shares_memory(data.numpy(), x.numpy())
+    assert shares_array(data, x)
     x.data = leaf([5.0, 6.0], requires_grad=False)
     assert x.numpy().tolist() == [5.0, 6.0]
     assert x.requires_grad, "setting .data keeps the tensor a parameter"
@@ -256,6 +265,7 @@ def test_matmul_method_and_operator():
 
 # ----- dtypes -----------------------------------------------------------------------------------
 
+@pytest.mark.skipif(ND, reason="NumPy's dtype inference is the np backend's rule")
 def test_dtype_inference():
     assert ndl.Tensor([1.0]).dtype == np.float64
     assert ndl.Tensor([1, 2]).dtype == np.int64
@@ -264,6 +274,19 @@ def test_dtype_inference():
     t32 = ndl.Tensor(np.ones(2, np.float32))
     assert ndl.Tensor(t32).dtype == np.float32, "Tensor(tensor) keeps the dtype"
     assert ndl.Tensor(t32, dtype="float64").dtype == np.float64
+
+
+@pytest.mark.skipif(not ND, reason="the nd backend's dtype rule (spec: float32 by default)")
+def test_dtype_is_float32_unless_given_under_nd():
+    for data in ([1.0], [1, 2], np.ones(2), np.ones(2, np.int64), np.float64(2.0), [True]):
+        assert ndl.Tensor(data).dtype == "float32", data
+    assert ndl.Tensor(np.ones(2), dtype="float64").dtype == np.float64
+    t64 = ndl.Tensor([1.0], dtype="float64")
+    assert ndl.Tensor(t64).dtype == np.float64, "Tensor(tensor) keeps the dtype"
+    assert ndl.Tensor(t64.realize_cached_data()).dtype == np.float64, "an NDArray keeps its own"
+    assert ndl.Tensor([1.0, 0.0], dtype="bool").dtype == np.float32
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ndl.Tensor([1], dtype="int64")
 
 
 @pytest.mark.parametrize("scalar", [2, 2.5, np.float64(2.5), np.float32(2.5), np.int64(2)])

@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 
 import needle as ndl
+from conftest import scaled_draws, tensor
 from needle import nn
 from needle.testing import gradcheck
 
 
 def _t(array, dtype="float32"):
-    return ndl.Tensor(np.asarray(array, dtype=dtype), requires_grad=False)
+    return tensor(np.asarray(array, dtype=dtype), requires_grad=False)
 
 
 def _uniform(shape, bound):
-    return np.random.rand(*shape) * (bound - (-bound)) + (-bound)
+    return scaled_draws(np.random.rand(*shape), bound - (-bound), -bound)
 
 
 def _normalise_rows(x, eps):
@@ -123,7 +124,7 @@ def test_softmax_loss_gradient():
 def test_softmax_loss_is_stable_for_huge_logits():
     z = np.random.randn(6, 4) * 1e5
     y = np.array([0, 1, 2, 3, 0, 1])
-    logits = ndl.Tensor(z, dtype="float64")
+    logits = tensor(z, dtype="float64")
     loss = nn.SoftmaxLoss()(logits, y)
     loss.backward()
     assert np.isfinite(loss.numpy()) and np.all(np.isfinite(logits.grad.numpy()))
@@ -207,7 +208,7 @@ def test_batchnorm_eval_uses_running_stats():
 
 def test_batchnorm_running_update_builds_no_graph():
     layer = nn.BatchNorm1d(3)
-    x = ndl.Tensor(np.random.randn(4, 3).astype(np.float32), requires_grad=True)
+    x = tensor(np.random.randn(4, 3).astype(np.float32), requires_grad=True)
     buffer = layer.running_mean
     layer(x).sum().backward()
     assert layer.running_mean is buffer and layer.running_mean.is_leaf()
@@ -217,8 +218,8 @@ def test_batchnorm_running_update_builds_no_graph():
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm_gradients(training):
     layer = nn.BatchNorm1d(3, dtype="float64")
-    layer.running_mean.data = ndl.Tensor([0.1, -0.2, 0.3], dtype="float64")
-    layer.running_var.data = ndl.Tensor([0.5, 1.5, 2.0], dtype="float64")
+    layer.running_mean.data = tensor([0.1, -0.2, 0.3], dtype="float64")
+    layer.running_var.data = tensor([0.5, 1.5, 2.0], dtype="float64")
     layer.train(training)
 
     def fn(x, w, b):
@@ -232,9 +233,9 @@ def test_batchnorm_gradients(training):
                                   lambda: nn.BatchNorm1d(4, dtype="float64")])
 def test_zero_variance_input_gives_finite_output_and_gradients(make):
     layer = make()
-    x = ndl.Tensor(np.full((3, 4), 2.5), requires_grad=True)
+    x = tensor(np.full((3, 4), 2.5), requires_grad=True)
     out = layer(x)
-    (out * ndl.Tensor(np.random.randn(3, 4), requires_grad=False)).sum().backward()
+    (out * tensor(np.random.randn(3, 4), requires_grad=False)).sum().backward()
     assert np.all(np.isfinite(out.numpy())) and np.all(np.isfinite(x.grad.numpy()))
     assert np.all(np.isfinite(layer.weight.grad.numpy()))
     np.testing.assert_allclose(out.numpy(), 0.0, atol=1e-12)
@@ -276,7 +277,7 @@ def test_dropout_gradients():
 class _Holder(nn.Module):
     def __init__(self):
         super().__init__()
-        self.first = nn.Parameter(ndl.Tensor([1.0]))
+        self.first = nn.Parameter(tensor([1.0]))
         self.by_name = {"b": nn.Linear(2, 2), "a": nn.BatchNorm1d(2)}
         self.in_list = [nn.Dropout(0.1), (nn.LayerNorm1d(2),)]
         self.shared = self.first
@@ -444,3 +445,38 @@ def test_layers_reject_non_tensors():
         nn.Linear(2, 2)(np.zeros((1, 2)))
     with pytest.raises(TypeError, match="Sequential: argument 1 must be a Module"):
         nn.Sequential(nn.ReLU(), [nn.ReLU()])
+
+
+# ----- every layer on every device ------------------------------------------------------------
+
+
+def _train_on(device, fused: bool, steps: int = 3) -> list[np.ndarray]:
+    """A small residual MLP with every layer kind, trained a few Adam steps on ``device``."""
+    np.random.seed(0)
+    block = nn.Sequential(
+        nn.Linear(6, 8, device=device, fused=fused), nn.BatchNorm1d(8, device=device, fused=fused),
+        nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 6, device=device, fused=fused),
+        nn.LayerNorm1d(6, device=device, fused=fused), nn.Tanh(),
+    )
+    model = nn.Sequential(nn.Residual(block), nn.Sigmoid(), nn.Flatten(),
+                          nn.Linear(6, 3, device=device, fused=fused))
+    opt = ndl.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
+    rng = np.random.default_rng(1)
+    for _ in range(steps):
+        x = ndl.Tensor(rng.standard_normal((5, 6)), device=device, requires_grad=False)
+        y = rng.integers(0, 3, 5)
+        loss = nn.SoftmaxLoss(fused=fused)(model(x), y)
+        opt.reset_grad()
+        loss.backward(create_graph=False)
+        opt.step()
+    assert all(p.device == device for p in model.parameters())
+    return [p.numpy() for p in model.parameters()] + [
+        b.numpy() for b in (block.modules[1].running_mean, block.modules[1].running_var)
+    ]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_layers_loss_and_optimizer_give_the_same_numbers_on_every_device(device, fused):
+    expected = _train_on(ndl.default_device(), fused)
+    for got, want in zip(_train_on(device, fused), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import needle as ndl
+from conftest import tensor
 from needle.testing import gradcheck
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -61,7 +62,7 @@ def test_elementwise_binary_with_broadcasting(data, name):
         a, b = data.draw(values(shape_a)), data.draw(nonzero_values(shape_b))
     else:
         a, b = data.draw(values(shape_a)), data.draw(values(shape_b))
-    out = fn(ndl.Tensor(a), ndl.Tensor(b))
+    out = fn(tensor(a), tensor(b))
     np.testing.assert_allclose(out.numpy(), ref(a, b), rtol=1e-12, atol=1e-12)
     assert gradcheck(fn, a, b)
 
@@ -93,7 +94,7 @@ def test_reductions_over_random_axes(case, op):
     fn = {"summation": ndl.summation, "logsumexp": ndl.logsumexp}[op]
     ref = {"summation": lambda x: np.sum(x, axis=axes),
            "logsumexp": lambda x: np_logsumexp(x, axes)}[op]
-    out = fn(ndl.Tensor(a), axes)
+    out = fn(tensor(a), axes)
     expected = ref(a)
     assert out.shape == np.shape(expected)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12, atol=1e-12)
@@ -113,7 +114,7 @@ def matmul_shapes(draw):
 def test_batched_matmul(data):
     shape_a, shape_b = data.draw(matmul_shapes())
     a, b = data.draw(values(shape_a)), data.draw(values(shape_b))
-    out = ndl.matmul(ndl.Tensor(a), ndl.Tensor(b))
+    out = ndl.matmul(tensor(a), tensor(b))
     np.testing.assert_allclose(out.numpy(), a @ b, rtol=1e-12, atol=1e-12)
     assert gradcheck(ndl.matmul, a, b)
 
@@ -150,7 +151,7 @@ def _prime_factors(n: int) -> list[int]:
 def test_reshape_random_factorizations(data):
     shape, target = data.draw(reshape_case())
     a = data.draw(values(shape))
-    out = ndl.reshape(ndl.Tensor(a), target)
+    out = ndl.reshape(tensor(a), target)
     np.testing.assert_array_equal(out.numpy(), a.reshape(target))
     assert gradcheck(lambda t: ndl.reshape(t, target), a)
 
@@ -168,7 +169,7 @@ def broadcast_to_case(draw):
 def test_broadcast_to(data):
     shape, target = data.draw(broadcast_to_case())
     a = data.draw(values(shape))
-    out = ndl.broadcast_to(ndl.Tensor(a), target)
+    out = ndl.broadcast_to(tensor(a), target)
     np.testing.assert_array_equal(out.numpy(), np.broadcast_to(a, target))
     assert gradcheck(lambda t: ndl.broadcast_to(t, target), a)
 
@@ -177,5 +178,5 @@ def test_broadcast_to(data):
 @given(data=st.data(), name=st.sampled_from(["exp", "tanh", "sigmoid", "relu", "negate"]))
 def test_unary_ops_keep_float32(data, name):
     a = data.draw(arrays(np.float32, data.draw(shapes), elements=st.floats(-3, 3, width=32)))
-    out = getattr(ndl, name)(ndl.Tensor(a))
+    out = getattr(ndl, name)(tensor(a))
     assert out.dtype == np.float32 and out.shape == a.shape

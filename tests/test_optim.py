@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 import needle as ndl
+from conftest import tensor
 from needle import nn, optim
 
 GRAD_STEPS = 5
 
 
-def _params(seed=0):
+def _params(seed=0, device=None):
     rng = np.random.default_rng(seed)
-    return [nn.Parameter(ndl.Tensor(rng.standard_normal(shape).astype(np.float32)))
+    return [nn.Parameter(tensor(rng.standard_normal(shape).astype(np.float32), device=device))
             for shape in [(3, 4), (4,), (2, 1)]]
 
 
@@ -26,14 +27,14 @@ def _grads(step, params):
 def _run(opt, params, steps=GRAD_STEPS):
     for step in range(steps):
         for p, g in zip(params, _grads(step, params)):
-            p.grad = ndl.Tensor(g, requires_grad=False)
+            p.grad = tensor(g, device=p.device, requires_grad=False)
         opt.step()
 
 
 # ----- update formulas vs NumPy ---------------------------------------------------------------
 
-def test_sgd_momentum_weight_decay_matches_numpy():
-    params = _params()
+def test_sgd_momentum_weight_decay_matches_numpy(device):
+    params = _params(device=device)
     expected = [p.numpy().copy() for p in params]
     lr, momentum, wd = 0.1, 0.9, 0.01
     _run(optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd), params)
@@ -44,7 +45,7 @@ def test_sgd_momentum_weight_decay_matches_numpy():
             u[i] = momentum * u[i] + (1 - momentum) * g
             expected[i] = expected[i] - lr * u[i]
     for p, e in zip(params, expected):
-        assert p.dtype == np.float32
+        assert p.dtype == np.float32 and p.device == device
         np.testing.assert_array_equal(p.numpy(), e)
 
 
@@ -56,8 +57,8 @@ def test_plain_sgd_is_gradient_descent():
         np.testing.assert_array_equal(p.numpy(), s - 0.5 * g)
 
 
-def test_adam_weight_decay_matches_numpy():
-    params = _params()
+def test_adam_weight_decay_matches_numpy(device):
+    params = _params(device=device)
     expected = [p.numpy().copy() for p in params]
     lr, b1, b2, eps, wd = 0.01, 0.8, 0.99, 1e-8, 0.1
     opt = optim.Adam(params, lr=lr, beta1=b1, beta2=b2, eps=eps, weight_decay=wd)
@@ -73,7 +74,7 @@ def test_adam_weight_decay_matches_numpy():
             expected[i] = expected[i] - lr * m_hat / (v_hat ** 0.5 + eps)
     assert opt.t == GRAD_STEPS
     for p, e in zip(params, expected):
-        assert p.dtype == np.float32
+        assert p.dtype == np.float32 and p.device == device
         np.testing.assert_array_equal(p.numpy(), e)
 
 
@@ -81,12 +82,12 @@ def test_parameters_without_grad_are_skipped():
     params = _params()
     before = params[1].numpy().copy()
     opt = optim.Adam(params)
-    params[0].grad = ndl.Tensor(np.ones((3, 4), np.float32), requires_grad=False)
+    params[0].grad = tensor(np.ones((3, 4), np.float32), requires_grad=False)
     opt.step()
     np.testing.assert_array_equal(params[1].numpy(), before)
     # Only the parameter with a gradient has moved state; the others' state is still zero.
-    assert np.any(opt.state[0]["m"] != 0)
-    assert all(not np.any(slot) for i in (1, 2) for slot in opt.state[i].values())
+    assert np.any(np.asarray(opt.state[0]["m"]) != 0)
+    assert all(not np.any(np.asarray(slot)) for i in (1, 2) for slot in opt.state[i].values())
 
 
 @pytest.mark.parametrize("make", [
@@ -98,7 +99,7 @@ def test_update_keeps_float32_and_leaves_grad_untouched(make):
     opt = make(params)
     grads = _grads(0, params)
     for p, g in zip(params, grads):
-        p.grad = ndl.Tensor(g.copy(), requires_grad=False)
+        p.grad = tensor(g.copy(), requires_grad=False)
     held = [p.grad for p in params]
     old_arrays = [p.realize_cached_data() for p in params]
     old_values = [a.copy() for a in old_arrays]
@@ -111,7 +112,7 @@ def test_update_keeps_float32_and_leaves_grad_untouched(make):
 
 def test_float64_gradient_does_not_promote_parameter():
     params = _params()
-    params[0].grad = ndl.Tensor(np.ones((3, 4)), requires_grad=False)  # float64
+    params[0].grad = tensor(np.ones((3, 4)), requires_grad=False)  # float64
     optim.SGD(params[:1], lr=0.1).step()
     assert params[0].dtype == np.float32
 
@@ -120,10 +121,10 @@ def test_reset_grad_and_zero_grad():
     params = _params()
     opt = optim.SGD(params)
     for p in params:
-        p.grad = ndl.Tensor(np.ones(p.shape, np.float32))
+        p.grad = tensor(np.ones(p.shape, np.float32))
     opt.reset_grad()
     assert all(p.grad is None for p in params)
-    params[0].grad = ndl.Tensor(np.ones((3, 4), np.float32))
+    params[0].grad = tensor(np.ones((3, 4), np.float32))
     opt.zero_grad()
     assert params[0].grad is None
 
@@ -182,7 +183,7 @@ def _mlp(hidden=16, dropout=0.1):
 
 def _train_step(model, opt, x, y, loss_fn=nn.SoftmaxLoss(), create_graph=True):
     opt.reset_grad()
-    loss = loss_fn(model(ndl.Tensor(x, requires_grad=False)), y)
+    loss = loss_fn(model(tensor(x, requires_grad=False)), y)
     loss.backward(create_graph=create_graph)
     opt.step()
     return float(loss.numpy())
@@ -226,7 +227,7 @@ def test_clip_grad_norm_scales_to_max_norm():
     params = _params()
     grads = _grads(0, params)
     for p, g in zip(params, grads):
-        p.grad = ndl.Tensor(g, requires_grad=False)
+        p.grad = tensor(g, requires_grad=False)
     held = [p.grad for p in params]
     norm = optim.SGD(params).clip_grad_norm(max_norm=0.25)
     expected = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))
@@ -241,7 +242,7 @@ def test_clip_grad_norm_scales_to_max_norm():
 
 def test_clip_grad_norm_leaves_small_gradients():
     params = _params()
-    params[0].grad = ndl.Tensor(np.full((3, 4), 0.01, np.float32), requires_grad=False)
+    params[0].grad = tensor(np.full((3, 4), 0.01, np.float32), requires_grad=False)
     held = params[0].grad
     norm = optim.SGD(params).clip_grad_norm(max_norm=1.0)
     assert norm == pytest.approx(math.sqrt(12) * 0.01, rel=1e-6) and params[0].grad is held
@@ -327,7 +328,7 @@ def test_optimizer_state_dict_format():
                                         "eps": 1e-8, "weight_decay": 0.0}
     assert set(state["state"]) == {"0", "1", "2"} and set(state["state"]["1"]) == {"m", "v"}
     state["state"]["0"]["m"][:] = 0  # a copy
-    assert not np.all(opt.state[0]["m"] == 0)
+    assert not np.all(np.asarray(opt.state[0]["m"]) == 0)
 
 
 def test_optimizer_load_state_dict_errors():
@@ -360,7 +361,7 @@ def test_mlp_with_batchnorm_and_dropout_learns_blobs(make):
         for start in range(0, len(x), 50):
             batch = order[start:start + 50]
             _train_step(model, opt, x[batch], y[batch])
-    logits = model.eval()(ndl.Tensor(x, requires_grad=False)).numpy()
+    logits = model.eval()(tensor(x, requires_grad=False)).numpy()
     accuracy = np.mean(logits.argmax(axis=1) == y)
     assert accuracy > 0.95
 
@@ -369,7 +370,7 @@ def test_mlp_with_batchnorm_and_dropout_learns_blobs(make):
 
 @pytest.mark.parametrize("build, error, words", [
     (lambda: optim.SGD([]), ValueError, "SGD: got an empty parameter list"),
-    (lambda: optim.Adam([nn.Parameter(ndl.Tensor([1.0])), np.zeros(2)]), TypeError,
+    (lambda: optim.Adam([nn.Parameter(tensor([1.0])), np.zeros(2)]), TypeError,
      r"Adam: params\[1\] must be a Parameter.*got ndarray"),
     (lambda: optim.SGD(_params()[0]), TypeError, "single Tensor"),
     (lambda: optim.SGD(_params() * 2), ValueError, r"params\[3\] appears more than once"),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import needle as ndl
+from conftest import tensor
 from needle.apps.simple_ml import loss_err, nn_epoch, parse_mnist, softmax_loss
 from needle.data import IDXFormatError, write_idx
 
@@ -26,20 +27,20 @@ def test_softmax_loss_matches_numpy_and_gradcheck():
     rng = np.random.default_rng(0)
     Z, y = rng.standard_normal((5, 4)), rng.integers(0, 4, 5)
     onehot = np.eye(4)[y]
-    got = softmax_loss(ndl.Tensor(Z), ndl.Tensor(onehot)).numpy()
+    got = softmax_loss(tensor(Z), tensor(onehot)).numpy()
     np.testing.assert_allclose(got, _numpy_softmax_loss(Z, y), rtol=1e-12)
-    assert ndl.testing.gradcheck(lambda z: softmax_loss(z, ndl.Tensor(onehot)), Z)
+    assert ndl.testing.gradcheck(lambda z: softmax_loss(z, tensor(onehot)), Z)
 
 
 def test_softmax_loss_is_stable_for_huge_logits():
     Z = np.array([[1e5, 0.0, -1e5]], dtype=np.float32)
-    loss = softmax_loss(ndl.Tensor(Z), ndl.Tensor(np.array([[0, 1, 0]], np.float32))).numpy()
+    loss = softmax_loss(tensor(Z), tensor(np.array([[0, 1, 0]], np.float32))).numpy()
     assert np.isfinite(loss) and np.isclose(loss, 1e5, rtol=1e-6)
 
 
 def test_softmax_loss_shape_mismatch_is_reported():
     with pytest.raises(ValueError, match=r"softmax_loss: Z.shape=\(2, 3\)"):
-        softmax_loss(ndl.Tensor(np.zeros((2, 3))), ndl.Tensor(np.zeros((2, 4))))
+        softmax_loss(tensor(np.zeros((2, 3))), tensor(np.zeros((2, 4))))
 
 
 def test_nn_epoch_one_batch_matches_hand_computed_sgd():
@@ -56,14 +57,14 @@ def test_nn_epoch_one_batch_matches_hand_computed_sgd():
     G = (S - np.eye(3)[y]) / 50
     gW2 = H.T @ G
     gW1 = X.T @ ((G @ W2.T) * (H > 0))
-    new1, new2 = nn_epoch(X, y, ndl.Tensor(W1), ndl.Tensor(W2), lr=0.5, batch=50)
+    new1, new2 = nn_epoch(X, y, tensor(W1), tensor(W2), lr=0.5, batch=50)
     np.testing.assert_allclose(new1.numpy(), W1 - 0.5 * gW1, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(new2.numpy(), W2 - 0.5 * gW2, rtol=1e-5, atol=1e-6)
     assert new1.dtype == np.float32 and new2.dtype == np.float32
 
 
 def test_loss_err_counts_errors():
-    h = ndl.Tensor(np.array([[2.0, 1.0], [0.0, 3.0], [5.0, 1.0]]))
+    h = tensor(np.array([[2.0, 1.0], [0.0, 3.0], [5.0, 1.0]]))
     loss, err = loss_err(h, np.array([0, 0, 0]))
     assert err == pytest.approx(1 / 3)
     assert loss == pytest.approx(_numpy_softmax_loss(h.numpy(), np.array([0, 0, 0])))
@@ -90,10 +91,10 @@ def test_nn_epoch_learns_fashion_mnist():
     )
     assert X.shape == (60000, 784) and X.dtype == np.float32 and 0 <= X.min() and X.max() <= 1
     np.random.seed(0)
-    W1 = ndl.Tensor(np.random.randn(784, 100).astype(np.float32) / np.sqrt(100))
-    W2 = ndl.Tensor(np.random.randn(100, 10).astype(np.float32) / np.sqrt(10))
-    loss_before, _ = loss_err(ndl.relu(ndl.Tensor(Xt) @ W1) @ W2, yt)
+    W1 = tensor(np.random.randn(784, 100).astype(np.float32) / np.sqrt(100))
+    W2 = tensor(np.random.randn(100, 10).astype(np.float32) / np.sqrt(10))
+    loss_before, _ = loss_err(ndl.relu(tensor(Xt) @ W1) @ W2, yt)
     W1, W2 = nn_epoch(X, y, W1, W2, lr=0.2, batch=100)
-    loss_after, err_after = loss_err(ndl.relu(ndl.Tensor(Xt) @ W1) @ W2, yt)
+    loss_after, err_after = loss_err(ndl.relu(tensor(Xt) @ W1) @ W2, yt)
     assert loss_after < loss_before
     assert err_after < 0.30

@@ -55,16 +55,18 @@ def nn_epoch(
         X_batch = ndl.Tensor(X[start : start + batch], requires_grad=False)
         y_batch = y[start : start + batch]
         logits = ndl.relu(X_batch @ W1) @ W2
-        targets = ndl.Tensor(_one_hot(y_batch, num_classes, logits.dtype), requires_grad=False)
+        targets = ndl.Tensor(
+            _one_hot(y_batch, num_classes, logits.dtype), dtype=logits.dtype, requires_grad=False
+        )
         softmax_loss(logits, targets).backward(create_graph=False)
-        W1 = ndl.Tensor(W1.numpy() - lr * W1.grad.numpy())
-        W2 = ndl.Tensor(W2.numpy() - lr * W2.grad.numpy())
+        W1 = ndl.Tensor(W1.numpy() - lr * W1.grad.numpy(), dtype=W1.dtype)
+        W2 = ndl.Tensor(W2.numpy() - lr * W2.grad.numpy(), dtype=W2.dtype)
     return W1, W2
 
 
 def loss_err(h: ndl.Tensor, y: np.ndarray) -> tuple[float, float]:
     """The softmax loss and the error rate of logits ``h`` (N, k) against labels ``y`` (N,)."""
-    targets = ndl.Tensor(_one_hot(y, h.shape[-1], h.dtype), requires_grad=False)
+    targets = ndl.Tensor(_one_hot(y, h.shape[-1], h.dtype), dtype=h.dtype, requires_grad=False)
     loss = softmax_loss(h, targets).numpy()
     return loss, float(np.mean(h.numpy().argmax(axis=1) != y))
 

@@ -1,25 +1,62 @@
 """Array backends: where tensors keep their data and how it is computed.
 
-needle's ops never import NumPy; they compute through :data:`array_api`, the array
-namespace of the selected backend, and allocate through a :class:`Device`. Today the
-only backend is NumPy (``NEEDLE_BACKEND=np``, the default); a strided ``NDArray``
-backend with C++/CUDA kernels can be added here without touching the ops.
+needle's ops never import an array library; they compute through :data:`array_api`,
+the array namespace of the selected backend, and allocate through a :class:`Device`.
+``NEEDLE_BACKEND`` selects it once per process:
+
+- ``nd`` (the default): strided ``NDArray``s from :mod:`needle.backend_ndarray`, whose
+  kernels are compiled C++ on ``cpu()`` (NumPy on ``cpu_numpy()``);
+- ``np``: plain ``numpy.ndarray``s, NumPy as the namespace; no compiled code is loaded.
+
+Unset, ``nd`` is used when its compiled CPU module imports and ``np`` otherwise (with
+one warning). ``needle.backend_selection`` is the course's name for this module.
 """
 import os
+import warnings
 
-from .numpy_backend import CPUDevice, Device, all_devices, cpu, cpu_numpy, default_device
 
-BACKEND = os.environ.get("NEEDLE_BACKEND", "np")
-if BACKEND != "np":
-    raise RuntimeError(
-        f"NEEDLE_BACKEND={BACKEND!r}: only the NumPy backend ('np') exists in this build"
+def _select(requested: str | None) -> str:
+    """The backend to use for ``NEEDLE_BACKEND=requested`` (None: unset)."""
+    if requested not in (None, "", "nd", "np"):
+        raise RuntimeError(
+            f"NEEDLE_BACKEND={requested!r} is not a backend; use 'nd' (strided NDArray, the "
+            f"default) or 'np' (NumPy arrays)"
+        )
+    if requested == "np":
+        return "np"
+    from ..backend_ndarray import CPU_IMPORT_ERROR
+
+    if CPU_IMPORT_ERROR is None:
+        return "nd"
+    if requested == "nd":
+        raise ImportError(
+            f"NEEDLE_BACKEND=nd needs the compiled module needle.backend_ndarray."
+            f"ndarray_backend_cpu, which failed to import ({CPU_IMPORT_ERROR}). Build it with "
+            f"`pip install -e .` (needs a C++17 compiler and CMake), or set NEEDLE_BACKEND=np."
+        )
+    warnings.warn(
+        f"needle: the compiled NDArray module failed to import ({CPU_IMPORT_ERROR}); using the "
+        f"NumPy backend. Fix: pip install -e . (or set NEEDLE_BACKEND=np to silence this)",
+        RuntimeWarning,
+        stacklevel=2,
     )
+    return "np"
 
-import numpy as array_api  # noqa: E402  (the namespace every op computes through)
 
-NDArray = array_api.ndarray
+BACKEND = _select(os.environ.get("NEEDLE_BACKEND"))
+
+if BACKEND == "nd":
+    from .. import backend_ndarray as array_api
+    from ..backend_ndarray import BackendDevice as Device
+    from ..backend_ndarray import NDArray, all_devices, cpu, cpu_numpy, cuda, default_device
+else:
+    import numpy as array_api
+
+    from .numpy_backend import Device, all_devices, cpu, cpu_numpy, cuda, default_device
+
+    NDArray = array_api.ndarray
 
 __all__ = [
-    "BACKEND", "array_api", "NDArray", "Device", "CPUDevice",
-    "cpu", "cpu_numpy", "all_devices", "default_device",
+    "BACKEND", "array_api", "NDArray", "Device",
+    "cpu", "cuda", "cpu_numpy", "all_devices", "default_device",
 ]

@@ -32,6 +32,8 @@ class CPUDevice(Device):
     def __repr__(self) -> str:
         return "cpu()"
 
+    __str__ = __repr__
+
     def __hash__(self) -> int:
         return hash(self.name)
 
@@ -70,7 +72,37 @@ class CPUDevice(Device):
         return np.full(shape, fill_value, dtype=dtype)
 
 
+class DisabledCUDADevice(Device):
+    """``cuda()`` under the NumPy backend: it exists, but nothing can be made on it.
+
+    >>> cuda(), cuda().enabled()
+    (cuda(), False)
+    """
+
+    name = "cuda"
+
+    def __repr__(self) -> str:
+        return "cuda()"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Device) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def _unavailable(self, *args, **kwargs):
+        raise RuntimeError(
+            "cuda() is not available in this build: the NumPy backend has no GPU "
+            "(use NEEDLE_BACKEND=nd with a CUDA build)"
+        )
+
+    zeros = ones = randn = rand = one_hot = empty = full = _unavailable
+
+
 _CPU = CPUDevice()
+_CUDA = DisabledCUDADevice()
 
 
 def cpu() -> CPUDevice:
@@ -79,8 +111,13 @@ def cpu() -> CPUDevice:
 
 
 def cpu_numpy() -> CPUDevice:
-    """The NumPy CPU device (the same as :func:`cpu` while NumPy is the only backend)."""
+    """The NumPy CPU device (the same as :func:`cpu` under the NumPy backend)."""
     return _CPU
+
+
+def cuda() -> DisabledCUDADevice:
+    """The CUDA device, always disabled under the NumPy backend."""
+    return _CUDA
 
 
 def default_device() -> CPUDevice:
@@ -89,5 +126,5 @@ def default_device() -> CPUDevice:
 
 
 def all_devices() -> list[Device]:
-    """Every device this build offers."""
-    return [_CPU]
+    """Every device of this backend, enabled or not."""
+    return [_CPU, _CUDA]

@@ -243,7 +243,7 @@ class DataLoader:
     Example:
         >>> from needle.data import NDArrayDataset
         >>> loader = DataLoader(NDArrayDataset(np.arange(5)), batch_size=2)
-        >>> len(loader), [b[0].numpy().tolist() for b in loader]
+        >>> len(loader), [b[0].numpy().astype(int).tolist() for b in loader]
         (3, [[0, 1], [2, 3], [4]])
     """
 

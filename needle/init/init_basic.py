@@ -9,12 +9,30 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Tensor
-from ..backends import default_device
-from ..backends.numpy_backend import Device
+from ..backends import BACKEND, Device, default_device
 
 
 def _device(device: Device | None) -> Device:
     return default_device() if device is None else device
+
+
+def _draw(device: Device, kind: str, shape: tuple, dtype) -> object:
+    """``device.rand``/``randn`` draws for a tensor of ``dtype``.
+
+    Under ``nd`` the draws are cast to the dtype (float32 for ``"bool"``) before any
+    scaling, which then runs in that dtype (spec); under ``np`` they stay float64 and
+    the scaled result is cast, as in the course's NumPy framework.
+    """
+    if BACKEND == "nd":
+        return getattr(device, kind)(*shape, dtype=_array_dtype(dtype))
+    return getattr(device, kind)(*shape)
+
+
+def _array_dtype(dtype):
+    """The array dtype for a tensor ``dtype``: under ``nd``, ``"bool"`` is float32 0/1."""
+    if BACKEND == "nd" and (dtype == "bool" or dtype is bool or dtype is np.bool_):
+        return "float32"
+    return dtype
 
 
 def _check_shape(name: str, shape: tuple) -> None:
@@ -37,7 +55,7 @@ def rand(
     """
     _check_shape("rand", shape)
     device = _device(device)
-    array = device.rand(*shape) * (high - low) + low
+    array = _draw(device, "rand", shape, dtype) * (high - low) + low
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -52,7 +70,7 @@ def randn(
     """Normal draws: ``device.randn(*shape) * std + mean``."""
     _check_shape("randn", shape)
     device = _device(device)
-    array = device.randn(*shape) * std + mean
+    array = _draw(device, "randn", shape, dtype) * std + mean
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -66,7 +84,7 @@ def constant(
     """A tensor of ``shape`` filled with ``c``."""
     _check_shape("constant", shape)
     device = _device(device)
-    array = device.full(shape, c, dtype=dtype)
+    array = device.full(shape, c, dtype=_array_dtype(dtype))
     return Tensor.make_const(array, requires_grad=requires_grad)
 
 
@@ -94,7 +112,7 @@ def randb(
     """Bernoulli draws: ``device.rand(*shape) <= p`` (True with probability p)."""
     _check_shape("randb", shape)
     device = _device(device)
-    array = device.rand(*shape) <= p
+    array = _draw(device, "rand", shape, dtype) <= p
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -113,7 +131,8 @@ def one_hot(
             f"one_hot: labels must be in [0, {n}), got values from {labels.min()} to {labels.max()}"
         )
     return Tensor(
-        device.one_hot(n, labels, dtype=dtype), device=device, requires_grad=requires_grad
+        device.one_hot(n, labels, dtype=_array_dtype(dtype)), device=device,
+        requires_grad=requires_grad,
     )
 
 

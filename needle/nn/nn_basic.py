@@ -15,7 +15,7 @@ import numpy as np
 from .. import init, ops
 from .._validation import check_positive_int, check_real
 from ..autograd import Tensor
-from ..backends.numpy_backend import Device
+from ..backends import Device, array_api
 from .module import Module, Parameter
 
 
@@ -281,13 +281,15 @@ class SoftmaxLoss(Module):
             )
         n, k = logits.shape
         labels = _labels(y, n, k)
+        one_hot = logits.device.one_hot(k, labels, dtype=logits.dtype)
         if self.fused:
-            return ops.fused_softmax_cross_entropy(logits, labels)
-        # The target logit, picked as logsumexp(logits + mask) with mask 0 at the label and
-        # -inf elsewhere: exactly logits[i, y_i], and unlike sum(logits * one_hot) it stays
-        # finite when another logit is -inf (0 * -inf is nan). Its gradient is the one-hot.
-        keep = init.one_hot(k, labels, device=logits.device, dtype="bool").numpy()
-        mask = Tensor(np.where(keep, 0.0, -np.inf), dtype=logits.dtype, requires_grad=False)
+            return ops.fused_softmax_cross_entropy(logits, one_hot)
+        # The target logit, picked as logsumexp(logits + mask) with mask = log(one_hot), 0 at
+        # the label and -inf elsewhere: exactly logits[i, y_i], and unlike sum(logits *
+        # one_hot) it stays finite when another logit is -inf (0 * -inf is nan). Its
+        # gradient is the one-hot.
+        with array_api.errstate(divide="ignore"):
+            mask = Tensor.make_const(array_api.log(one_hot))
         target = ops.logsumexp(logits + mask, axes=(1,))
         return ops.summation(ops.logsumexp(logits, axes=(1,)) - target) / n
 

@@ -14,7 +14,7 @@ The unfused compositions in ``needle.nn`` are the reference the tests check thes
 from __future__ import annotations
 
 from ..autograd import Tensor, TensorOp, is_grad_enabled
-from ..backends import NDArray, array_api
+from ..backends import BACKEND, NDArray, array_api
 from .ops_mathematic import _check_tensor
 
 
@@ -57,14 +57,15 @@ class FusedLinear(TensorOp):
 
     def compute(self, X: NDArray, W: NDArray, b: NDArray | None = None):
         out = X @ W
-        if b is not None:
-            out += b  # in place: the matmul result is a fresh array
-        return out
+        return out if b is None else out + b
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         X, W = (t.realize_cached_data() for t in node.inputs[:2])
         g = out_grad.realize_cached_data()
-        grads = [g @ W.T if node.inputs[0].requires_grad else None, X.T @ g]
+        grads = [
+            g @ array_api.swapaxes(W, 0, 1) if node.inputs[0].requires_grad else None,
+            array_api.swapaxes(X, 0, 1) @ g,
+        ]
         if len(node.inputs) == 3:
             grads.append(g.sum(axis=0, keepdims=True).reshape(node.inputs[2].shape))
         return _link_gradients("Linear", out_grad, node, tuple(grads))
@@ -84,6 +85,19 @@ def fused_linear(X: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
     if b.size != W.shape[1]:
         raise ValueError(f"fused_linear: bias has shape {b.shape}, expected {W.shape[1]} elements")
     return FusedLinear()(X, W, b)
+
+
+def _device_kernel(array: NDArray, name: str):
+    """The backend module's fused kernel ``name`` for ``array``'s device, or None (NumPy
+    arrays, or a device without it)."""
+    if BACKEND != "nd":
+        return None
+    return getattr(array.device, name, None)
+
+
+def _handles(*arrays: NDArray) -> list:
+    """The compact buffers of ``arrays``, for a direct kernel call."""
+    return [a.compact()._handle for a in arrays]
 
 
 class _FusedNorm(TensorOp):
@@ -132,10 +146,41 @@ class _FusedNorm(TensorOp):
 
 
 class FusedBatchNorm(_FusedNorm):
-    """Training-mode batch norm of x (N, D) with per-feature weight and bias (D,)."""
+    """Training-mode batch norm of x (N, D) with per-feature weight and bias (D,).
+
+    On a device whose backend module has the one-pass ``batchnorm_forward`` and
+    ``batchnorm_backward`` kernels (the NDArray devices), forward and gradient are one
+    kernel call each instead of about a dozen array operations.
+    """
 
     name = "BatchNorm1d"
     axis = 0
+
+    def compute(self, x: NDArray, weight: NDArray, bias: NDArray):
+        kernel = _device_kernel(x, "batchnorm_forward")
+        if kernel is None:
+            return super().compute(x, weight, bias)
+        (n, d), dtype, device = x.shape, x.dtype, x.device
+        out, self.xhat = (array_api.empty((n, d), dtype=dtype, device=device) for _ in "ab")
+        self.mean, self.var, self.inv_std = (
+            array_api.empty((1, d), dtype=dtype, device=device) for _ in "abc"
+        )
+        kernel(*_handles(x, weight, bias, out, self.xhat, self.mean, self.var, self.inv_std),
+               n, d, self.eps)
+        return out
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        g = out_grad.realize_cached_data()
+        kernel = _device_kernel(g, "batchnorm_backward")
+        if kernel is None:
+            return super().gradient(out_grad, node)
+        (n, d), dtype, device = g.shape, g.dtype, g.device
+        weight = node.inputs[1].realize_cached_data()
+        grad_x = array_api.empty((n, d), dtype=dtype, device=device)
+        grad_weight, grad_bias = (array_api.empty((d,), dtype=dtype, device=device) for _ in "ab")
+        kernel(*_handles(g, self.xhat, weight, self.inv_std, grad_x, grad_weight, grad_bias),
+               n, d)
+        return _link_gradients(self.name, out_grad, node, (grad_x, grad_weight, grad_bias))
 
     def _grad_x(self, g: NDArray, weight: NDArray, grad_weight: NDArray, grad_bias: NDArray):
         # With statistics per feature, sum(gx) = weight * grad_bias and
@@ -184,10 +229,15 @@ def fused_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5)
 
 
 class FusedSoftmaxCrossEntropy(TensorOp):
-    """Mean over the batch of ``logsumexp(logits_i) - logits_i[y_i]``; a 0-d result."""
+    """Mean over the batch of ``logsumexp(logits_i) - logits_i[y_i]``; a 0-d result.
 
-    def __init__(self, labels: NDArray):
-        self.labels = labels
+    The labels arrive one-hot (N, K), so the target logit is a masked row sum — exact,
+    since each row has one non-zero term — and the gradient ``softmax - one_hot`` needs
+    no fancy indexing: the same arithmetic on both backends.
+    """
+
+    def __init__(self, one_hot: NDArray):
+        self.one_hot = one_hot
 
     def compute(self, logits: NDArray):
         peak = logits.max(axis=1, keepdims=True)
@@ -195,22 +245,28 @@ class FusedSoftmaxCrossEntropy(TensorOp):
         exps = array_api.exp(shifted)
         total = exps.sum(axis=1, keepdims=True)
         self.softmax = exps / total
-        rows = array_api.arange(logits.shape[0])
-        per_example = array_api.log(total[:, 0]) - shifted[rows, self.labels]
+        # A -inf logit would make 0 * -inf = nan in the masked sum: clip it to the
+        # dtype's lowest finite value first (shifted is <= 0, so nothing else changes).
+        lowest = -float(array_api.finfo(logits.dtype).max)
+        picked = (array_api.maximum(shifted, lowest) * self.one_hot).sum(axis=1, keepdims=True)
+        per_example = array_api.log(total) - picked
         return array_api.asarray(per_example.sum() / logits.shape[0], dtype=logits.dtype)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         n = self.softmax.shape[0]
-        grad = self.softmax.copy()
-        grad[array_api.arange(n), self.labels] -= 1
-        grad *= out_grad.realize_cached_data() / n
+        grad = (self.softmax - self.one_hot) * (out_grad.realize_cached_data() / n)
         return _link_gradients("SoftmaxLoss", out_grad, node, (grad,))
 
 
-def fused_softmax_cross_entropy(logits: Tensor, labels: NDArray) -> Tensor:
-    """Mean softmax cross-entropy of logits (N, K) against integer labels (N,) in [0, K)."""
+def fused_softmax_cross_entropy(logits: Tensor, one_hot: NDArray) -> Tensor:
+    """Mean softmax cross-entropy of logits (N, K) against one-hot labels (N, K)."""
     _check_tensor("fused_softmax_cross_entropy", logits, "logits")
-    return FusedSoftmaxCrossEntropy(labels)(logits)
+    if tuple(one_hot.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"fused_softmax_cross_entropy: one-hot labels of shape {tuple(one_hot.shape)} "
+            f"for logits of shape {logits.shape}; expected the same shape"
+        )
+    return FusedSoftmaxCrossEntropy(one_hot)(logits)
 
 
 __all__ = [

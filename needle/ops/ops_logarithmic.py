@@ -11,13 +11,14 @@ def _stable_logsumexp(a: NDArray, axes: tuple) -> NDArray:
     """log(sum(exp(a))) over ``axes`` with the reduced axes kept (size 1).
 
     Subtracting the max keeps exp() from overflowing at inputs ~1e5. A max that is not
-    finite (a slice of all -inf) is replaced by 0 so that -inf - -inf does not make nan:
-    the slice's result is then log(0) = -inf, as it should be.
+    finite (a slice of all -inf) is clipped to the dtype's finite range so that
+    -inf - -inf does not make nan: the slice's result is then log(0) + max = -inf, as it
+    should be (and +inf stays +inf). Finite maxima are unchanged.
     """
     if any(a.shape[axis] == 0 for axis in axes):
-        return array_api.full(keepdims_shape(a.shape, axes), -array_api.inf, dtype=a.dtype)
-    peak = a.max(axis=axes, keepdims=True)
-    peak = array_api.where(array_api.isfinite(peak), peak, 0).astype(a.dtype)
+        return array_api.full_like(a, -array_api.inf, shape=keepdims_shape(a.shape, axes))
+    big = float(array_api.finfo(a.dtype).max)
+    peak = array_api.clip(a.max(axis=axes, keepdims=True), -big, big)
     with array_api.errstate(divide="ignore"):
         total = array_api.log(array_api.exp(a - peak).sum(axis=axes, keepdims=True))
     return total + peak

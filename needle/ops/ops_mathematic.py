@@ -27,6 +27,14 @@ def _check_tensor(op_name: str, value, arg: str = "a") -> None:
         )
 
 
+def _check_same_device(op_name: str, a: Tensor, b: Tensor) -> None:
+    if a.device != b.device:
+        raise ValueError(
+            f"{op_name}: operands are on different devices, {a.device} and {b.device}; "
+            f"move one with .to(device) first, e.g. b.to({a.device})"
+        )
+
+
 def _broadcast_pair(op_name: str, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Insert BroadcastTo nodes so both operands have the common shape.
 
@@ -35,6 +43,7 @@ def _broadcast_pair(op_name: str, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]
     """
     _check_tensor(op_name, a, "a")
     _check_tensor(op_name, b, "b")
+    _check_same_device(op_name, a, b)
     if a.shape == b.shape:
         return a, b
     shape = broadcast_shapes(op_name, a.shape, b.shape)  # validated here, once
@@ -269,7 +278,7 @@ class ReLU(TensorOp):
     def gradient(self, out_grad: Tensor, node: Tensor):
         # The derivative at exactly 0 is taken as 0 (input > 0 passes the gradient).
         a = node.inputs[0].realize_cached_data()
-        return out_grad * Tensor.make_const((a > 0).astype(a.dtype))
+        return out_grad * Tensor.make_const((a > 0).astype(a.dtype, copy=False))
 
 
 def relu(a: Tensor) -> Tensor:
@@ -301,7 +310,7 @@ class Sigmoid(TensorOp):
         # 1/(1+e^-a) overflows e^-a for a << 0, and (tanh(a/2)+1)/2 rounds to 0 below
         # a ~ -19. With e = e^-|a| (never overflows): 1/(1+e) for a >= 0, e/(1+e) below.
         e = array_api.exp(-array_api.maximum(a, -a))
-        positive = (a >= 0).astype(a.dtype)
+        positive = (a >= 0).astype(a.dtype, copy=False)
         return (positive + (1 - positive) * e) / (1 + e)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
@@ -437,6 +446,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b``: a (..., n, k) and b (..., k, m) → (..., n, m), batch dimensions broadcast."""
     _check_tensor("matmul", a, "a")
     _check_tensor("matmul", b, "b")
+    _check_same_device("matmul", a, b)
     if len(a.shape) < 2 or len(b.shape) < 2:
         raise ValueError(
             f"matmul: a.shape={a.shape}, b.shape={b.shape}: both operands need at least 2 "
@@ -490,7 +500,7 @@ class Dilate(TensorOp):
         shape = tuple(
             s * (self.dilation + 1) if i in self.axes else s for i, s in enumerate(a.shape)
         )
-        out = array_api.zeros(shape, dtype=a.dtype)
+        out = array_api.zeros_like(a, shape=shape)
         out[self._index(a.ndim)] = a
         return out
 

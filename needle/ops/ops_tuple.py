@@ -126,11 +126,13 @@ class Split(TensorTupleOp):
         self.axis = axis
 
     def compute(self, a: NDArray):
-        # Slices plus an explicit reshape: an NDArray int index keeps its axis (NumPy's drops
-        # it), so this one body serves both backends.
+        # Slices keep the axis on both backends (an int index drops it only in NumPy),
+        # so each piece is reshaped explicitly.
         lead = (slice(None),) * self.axis
         shape = a.shape[: self.axis] + a.shape[self.axis + 1 :]
-        return tuple(a[lead + (slice(i, i + 1),)].reshape(shape) for i in range(a.shape[self.axis]))
+        return tuple(
+            a[lead + (slice(i, i + 1),)].reshape(shape) for i in range(a.shape[self.axis])
+        )
 
     def gradient(self, out_grad: TensorTuple, node: TensorTuple):
         return stack(list(out_grad), self.axis)

@@ -17,6 +17,12 @@ import numpy as np
 
 from .._validation import check_real
 from ..autograd import Tensor
+from ..backends import BACKEND, array_api
+
+# The flat-buffer update makes every parameter a view into one buffer. A NumPy view is
+# an ordinary array, but an NDArray view at an offset is not compact, so each op would
+# copy it: under ``nd`` each parameter keeps its own compact array and state.
+_FLAT_STATE = BACKEND == "np"
 
 
 class Optimizer:
@@ -88,7 +94,7 @@ class Optimizer:
         sizes = [p.size for p in self.params]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self._flat = {"offsets": offsets, "slots": None, "data": None, "views": None}
-        if len(dtypes) == 1:
+        if len(dtypes) == 1 and _FLAT_STATE:
             dtype = dtypes.pop()
             flat = {name: np.zeros(offsets[-1], dtype=dtype) for name in self._slot_names}
             self._flat["slots"] = flat
@@ -100,7 +106,8 @@ class Optimizer:
         else:
             for i, p in enumerate(self.params):
                 self.state[i] = {
-                    name: np.zeros(p.shape, dtype=p.dtype) for name in self._slot_names
+                    name: array_api.zeros_like(p.realize_cached_data())
+                    for name in self._slot_names
                 }
 
     def _step_flat(self) -> None:
@@ -143,12 +150,7 @@ class Optimizer:
             f"{type(self).__name__}.clip_grad_norm", "max_norm", max_norm, low=0.0, low_open=True
         )
         with_grad = [p for p in self.params if p.grad is not None]
-        total = math.sqrt(
-            sum(
-                float(np.sum(np.square(p.grad.realize_cached_data(), dtype=np.float64)))
-                for p in with_grad
-            )
-        )
+        total = math.sqrt(sum(_squared_norm(p.grad.realize_cached_data()) for p in with_grad))
         # The small constant keeps the clipped norm just under max_norm (as PyTorch does).
         scale = max_norm / (total + 1e-6)
         if scale < 1.0:
@@ -205,7 +207,30 @@ class Optimizer:
                         f"{owner}: unknown state slot {name!r} for "
                         f"{type(self).__name__}; expected {list(self._slot_names)}"
                     )
-                self.state[index][name][...] = value
+                slot = self.state[index][name]
+                slot[(slice(None),) * len(slot.shape)] = value  # in place: may view a flat buffer
+
+
+def _fused_update(kernel: str, data, grad, slots: tuple, *scalars: float):
+    """The new parameter from the device's one-pass ``kernel`` (``sgd_update``/``adam_update``),
+    which updates the state ``slots`` in place; None where the backend has no such kernel.
+
+    Only NDArray devices have them; they run the same float operations, in the same order,
+    as the array formula in ``_update``, so the results are the same bits.
+    """
+    run = getattr(getattr(data, "device", None), kernel, None) if BACKEND == "nd" else None
+    if run is None:
+        return None
+    out = array_api.empty(data.shape, dtype=data.dtype, device=data.device)
+    run(data.compact()._handle, grad.compact()._handle,
+        *(slot._handle for slot in slots), out._handle, *scalars)
+    return out
+
+
+def _squared_norm(array) -> float:
+    """The sum of squares of ``array``'s elements, accumulated in float64."""
+    wide = array.astype("float64")
+    return float((wide * wide).sum().item())
 
 
 def _check_params(owner: str, params: Iterable[Tensor]) -> list[Tensor]:
@@ -314,13 +339,18 @@ class SGD(Optimizer):
         self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray
     ) -> np.ndarray:
         # The course's u = m*u + (1-m)*(grad + wd*p); p - lr*u, in place where the array is ours.
-        g = np.multiply(data, self.weight_decay)
+        fused = _fused_update(
+            "sgd_update", data, grad, (slots["u"],), self.lr, self.momentum, self.weight_decay
+        )
+        if fused is not None:
+            return fused
+        g = array_api.multiply(data, self.weight_decay)
         g += grad
         u = slots["u"]
         u *= self.momentum
         g *= 1 - self.momentum
         u += g
-        np.multiply(u, self.lr, out=g)
+        array_api.multiply(u, self.lr, out=g)
         return data - g
 
 
@@ -363,19 +393,26 @@ class Adam(Optimizer):
     ) -> np.ndarray:
         # The course's formula, operation for operation (so the bits match), but in place on
         # two scratch arrays: fresh temporaries of this size cost page faults on every step.
-        g = np.multiply(data, self.weight_decay)
+        fused = _fused_update(
+            "adam_update", data, grad, (slots["m"], slots["v"]), self.lr, self.beta1,
+            self.beta2, self.eps, self.weight_decay, 1 - self.beta1**self.t,
+            1 - self.beta2**self.t,
+        )
+        if fused is not None:
+            return fused
+        g = array_api.multiply(data, self.weight_decay)
         g += grad  # g = grad + wd * p
         m, v = slots["m"], slots["v"]
-        scratch = np.multiply(g, 1 - self.beta1)
+        scratch = array_api.multiply(g, 1 - self.beta1)
         m *= self.beta1
         m += scratch  # m = b1 m + (1 - b1) g
-        np.multiply(g, g, out=g)
+        array_api.multiply(g, g, out=g)
         g *= 1 - self.beta2
         v *= self.beta2
         v += g  # v = b2 v + (1 - b2) g^2
-        m_hat = np.divide(m, 1 - self.beta1**self.t, out=scratch)
-        v_hat = np.divide(v, 1 - self.beta2**self.t, out=g)
-        np.sqrt(v_hat, out=v_hat)
+        m_hat = array_api.divide(m, 1 - self.beta1**self.t, out=scratch)
+        v_hat = array_api.divide(v, 1 - self.beta2**self.t, out=g)
+        array_api.sqrt(v_hat, out=v_hat)
         v_hat += self.eps
         m_hat *= self.lr
         m_hat /= v_hat  # lr * m_hat / (sqrt(v_hat) + eps)

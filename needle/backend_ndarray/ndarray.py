@@ -1,0 +1,1198 @@
+"""The strided ``NDArray``: shape, element strides and an offset over a flat device buffer.
+
+An ``NDArray`` is pure Python bookkeeping; the arithmetic happens in a backend module
+(``ndarray_backend_cpu`` compiled, ``ndarray_backend_numpy`` the NumPy reference,
+``ndarray_backend_cuda`` optional) whose functions write into flat buffers. Views —
+slices, ``permute``, ``broadcast_to``, ``reshape`` of a compact array — share the
+buffer and only change ``(shape, strides, offset)``; element ``idx`` lives at
+``handle[offset + Σ idx_d · strides_d]``.
+
+>>> a = array([[1.0, 2.0], [3.0, 4.0]], device=cpu_numpy())
+>>> (a @ a).numpy().tolist()
+[[7.0, 10.0], [15.0, 22.0]]
+>>> a[1, :].shape                 # an int index keeps its dimension (course behaviour)
+(1, 2)
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import math
+import numbers
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from . import ndarray_backend_numpy
+
+Shape = tuple[int, ...]
+
+# ----- backend modules ---------------------------------------------------------------------
+
+
+def _import_compiled(name: str):
+    """The compiled module ``name`` and None, or None and the import error's text."""
+    try:
+        module = __import__(f"{__package__}.{name}", fromlist=[name])
+    except ImportError as error:  # not built (pure-Python install) or failed to load
+        return None, f"{type(error).__name__}: {error}"
+    return module, None
+
+
+ndarray_backend_cpu, CPU_IMPORT_ERROR = _import_compiled("ndarray_backend_cpu")
+ndarray_backend_cuda, _CUDA_IMPORT_ERROR = _import_compiled("ndarray_backend_cuda")
+
+
+def _cuda_module():
+    """The CUDA module when it is built and a GPU is usable, else None and the reason."""
+    if ndarray_backend_cuda is None:
+        return None, f"the CUDA module is not built ({_CUDA_IMPORT_ERROR})"
+    try:
+        count = ndarray_backend_cuda.device_count()
+    except Exception as error:  # a missing driver must not make cuda() raise
+        return None, f"no usable GPU ({error})"
+    return (ndarray_backend_cuda, None) if count > 0 else (None, "no GPU found")
+
+
+# ----- devices -----------------------------------------------------------------------------
+
+
+class BackendDevice:
+    """A device: a name and the backend module that computes on it (None when disabled).
+
+    Unknown attributes are looked up on the module, so ``device.matmul`` is its kernel
+    and ``device.__tile_size__`` its tile size.
+
+    >>> cpu_numpy(), cpu_numpy().enabled(), cpu_numpy() == cpu_numpy()
+    (cpu_numpy(), True, True)
+    """
+
+    def __init__(self, name: str, mod: Any, reason: str = "") -> None:
+        self.name = name
+        self.mod = mod
+        self.reason = reason
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BackendDevice) and self.name == other.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return self.name + "()"
+
+    __str__ = __repr__
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails; reading __dict__ directly keeps copy and
+        # pickle (which probe attributes before mod is set) free of recursion.
+        mod = self.__dict__.get("mod")
+        if mod is None:
+            raise AttributeError(f"device {self.__dict__.get('name', '?')}() has no {name!r}")
+        return getattr(mod, name)
+
+    def __reduce__(self):
+        return (_device_named, (self.name,))
+
+    def enabled(self) -> bool:
+        """Whether arrays can be made on this device in this build."""
+        return self.mod is not None
+
+    def _check_enabled(self) -> None:
+        if self.mod is None:
+            raise RuntimeError(f"{self.name}() is not available in this build: {self.reason}")
+
+    def rand(self, *shape: int, dtype: str = "float32") -> "NDArray":
+        """Uniform [0, 1) draws: one ``np.random.rand(*shape)`` call, cast to ``dtype``."""
+        self._check_enabled()
+        return NDArray(np.random.rand(*shape), device=self, dtype=dtype)
+
+    def randn(self, *shape: int, dtype: str = "float32") -> "NDArray":
+        """Standard normal draws: one ``np.random.randn(*shape)`` call, cast to ``dtype``."""
+        self._check_enabled()
+        return NDArray(np.random.randn(*shape), device=self, dtype=dtype)
+
+    def one_hot(self, n: int, i: Any, dtype: str = "float32") -> "NDArray":
+        """Rows of the n×n identity picked by integer labels ``i``: shape ``i.shape + (n,)``."""
+        self._check_enabled()
+        labels = np.asarray(i.numpy() if isinstance(i, NDArray) else i)
+        if labels.dtype.kind == "f" and np.all(np.mod(labels, 1) == 0):
+            labels = labels.astype(np.int64)
+        if labels.dtype.kind not in "iu":
+            raise ValueError(f"one_hot: labels must be integers, got dtype {labels.dtype}")
+        if labels.size and (labels.min() < 0 or labels.max() >= n):
+            raise ValueError(
+                f"one_hot: labels must be in [0, {n}), got values from {labels.min()} "
+                f"to {labels.max()}"
+            )
+        return NDArray(np.eye(n, dtype=np.float32)[labels], device=self, dtype=dtype)
+
+    def empty(self, shape: Shape, dtype: str = "float32") -> "NDArray":
+        """An uninitialised compact array of ``shape`` (a tuple)."""
+        self._check_enabled()
+        return NDArray.make(_shape_tuple("empty", shape), device=self, dtype=_dtype(dtype))
+
+    def full(self, shape: Shape, fill_value: float, dtype: str = "float32") -> "NDArray":
+        """A compact array of ``shape`` (a tuple) with every element ``fill_value``."""
+        out = self.empty(shape, dtype)
+        out._device.mod.fill(out._handle, _scalar_value("full", fill_value))
+        return out
+
+    def zeros(self, *shape: int, dtype: str = "float32") -> "NDArray":
+        """Zeros of ``shape``."""
+        return self.full(_varargs_shape(shape), 0.0, dtype)
+
+    def ones(self, *shape: int, dtype: str = "float32") -> "NDArray":
+        """Ones of ``shape``."""
+        return self.full(_varargs_shape(shape), 1.0, dtype)
+
+
+def _varargs_shape(shape: tuple) -> Shape:
+    """``zeros(2, 3)`` and ``zeros((2, 3))`` both mean shape (2, 3)."""
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def cpu() -> BackendDevice:
+    """The compiled CPU device (disabled when the compiled module is missing)."""
+    return _CPU
+
+
+def cuda() -> BackendDevice:
+    """The CUDA device; disabled (``enabled()`` False) without a build or a GPU. Never raises."""
+    return _CUDA
+
+
+def cpu_numpy() -> BackendDevice:
+    """The NumPy-backed reference device: always available."""
+    return _CPU_NUMPY
+
+
+def default_device() -> BackendDevice:
+    """``cpu()`` when the compiled module imports, else ``cpu_numpy()``."""
+    return _CPU if _CPU.mod is not None else _CPU_NUMPY
+
+
+def all_devices() -> list[BackendDevice]:
+    """``[cpu(), cuda(), cpu_numpy()]``, enabled or not."""
+    return [_CPU, _CUDA, _CPU_NUMPY]
+
+
+_CPU = BackendDevice("cpu", ndarray_backend_cpu, f"the compiled CPU module is missing "
+                                                 f"({CPU_IMPORT_ERROR}); run pip install -e .")
+_CUDA = BackendDevice("cuda", *_cuda_module())
+_CPU_NUMPY = BackendDevice("cpu_numpy", ndarray_backend_numpy)
+
+
+def _device_named(name: str) -> BackendDevice:
+    """The device called ``name`` (unpickling)."""
+    for device in all_devices():
+        if device.name == name:
+            return device
+    raise ValueError(f"unknown device {name!r}; expected one of cpu, cuda, cpu_numpy")
+
+
+# ----- small helpers ----------------------------------------------------------------------
+
+
+def prod(values: Iterable[int]) -> int:
+    """The integer product of ``values``; 1 when empty.
+
+    >>> prod((2, 3, 4)), prod(())
+    (24, 1)
+    """
+    result = 1
+    for value in values:
+        result *= value
+    return result
+
+
+class DType(str):
+    """A dtype name (``"float32"``/``"float64"``) that also equals NumPy's spellings.
+
+    ``a.dtype == "float32"``, ``== np.float32`` and ``== np.dtype("float32")`` all hold.
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return str.__eq__(self, other) or _spelled(other) == str(self)
+        return _spelled(other) == str(self)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = str.__hash__
+
+
+def _spelled(value: Any) -> str | None:
+    try:
+        return np.dtype(value).name
+    except TypeError:
+        return None
+
+
+_FLOAT32, _FLOAT64 = DType("float32"), DType("float64")
+_DTYPES = {"float32": _FLOAT32, "float64": _FLOAT64}
+
+
+def _dtype(dtype: Any) -> DType:
+    """``dtype`` as ``"float32"``/``"float64"``, or a TypeError naming the two supported."""
+    try:  # the common case: "float32"/"float64" strings (the handles' own dtype)
+        return _DTYPES[dtype]
+    except (KeyError, TypeError):
+        pass
+    name = _spelled(dtype) if dtype is not None else None
+    if name not in _DTYPES:
+        raise TypeError(
+            f"NDArray: dtype {dtype!r} is not supported; use float32 or float64 "
+            f"(convert other data with dtype='float32')"
+        )
+    return _DTYPES[name]
+
+
+def _shape_tuple(owner: str, shape: Any) -> Shape:
+    if isinstance(shape, numbers.Integral):
+        shape = (shape,)
+    shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{owner}: negative dimension in shape {shape}")
+    return shape
+
+
+def _scalar_value(owner: str, value: Any) -> float:
+    """A Python/NumPy real scalar as a Python number, else a TypeError."""
+    if type(value) is float:  # the hot path: no ABC check
+        return value
+    if isinstance(value, (numbers.Real, np.bool_)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        raise TypeError(
+            f"NDArray {owner}: got a NumPy array operand of shape {value.shape}; wrap it with "
+            f"nd.array(x, device=...) first"
+        )
+    raise TypeError(f"NDArray {owner}: expected an NDArray or a real scalar, got "
+                    f"{type(value).__name__}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _compact_strides(shape: Shape) -> Shape:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def _normalize_axes(owner: str, axes: Any, ndim: int) -> tuple[int, ...]:
+    """``axes`` (None: all; an int; a tuple/list) as non-negative ints in the given order."""
+    if axes is None:
+        return tuple(range(ndim))
+    if type(axes) is int or isinstance(axes, numbers.Integral):
+        axes = (axes,)
+    result = []
+    for axis in axes:
+        integral = type(axis) is int or isinstance(axis, numbers.Integral)
+        if not integral or not -ndim <= axis < ndim:
+            raise ValueError(
+                f"{owner}: axis {axis!r} is out of range for an array with {ndim} dimensions"
+            )
+        result.append(int(axis) % ndim)
+    if len(set(result)) != len(result):
+        raise ValueError(f"{owner}: repeated axis in {tuple(axes)}")
+    return tuple(result)
+
+
+def _broadcast_shape(owner: str, a: Shape, b: Shape) -> Shape:
+    """NumPy's broadcast of two shapes, or a ValueError naming both."""
+    if a == b:
+        return a
+    ndim = builtins.max(len(a), len(b))
+    a1, b1 = (1,) * (ndim - len(a)) + a, (1,) * (ndim - len(b)) + b
+    out = []
+    for x, y in zip(a1, b1):
+        if x != y and x != 1 and y != 1:
+            raise ValueError(
+                f"NDArray {owner}: shapes {a} and {b} cannot be broadcast together "
+                f"(dimensions must be equal or 1)"
+            )
+        out.append(y if x == 1 else x)
+    return tuple(out)
+
+
+# ----- the array ----------------------------------------------------------------------------
+
+
+class NDArray:
+    """An n-dimensional strided view of a flat buffer on a device.
+
+    ``NDArray(other, device=None, dtype=None)`` copies ``other`` (an NDArray, a NumPy
+    array, a list or a scalar) into a new compact array; ``dtype=None`` keeps an
+    NDArray's dtype and makes float32 from anything else.
+
+    >>> x = NDArray([[1, 2, 3]], device=cpu_numpy())
+    >>> x.shape, x.strides, x.dtype
+    ((1, 3), (3, 1), 'float32')
+    """
+
+    # _dtype mirrors the handle's dtype and _compact caches is_compact() (None: not yet
+    # known): a layout never changes after creation, and both are asked for on every op.
+    __slots__ = (
+        "_shape", "_strides", "_offset", "_device", "_handle", "_dtype", "_compact",
+        "__weakref__",
+    )
+    # NumPy defers `numpy_array + nd_array` to our reflected operators (which explain).
+    __array_ufunc__ = None
+
+    def __init__(self, other: Any, device: BackendDevice | None = None, dtype: Any = None):
+        if isinstance(other, NDArray):
+            source = _copy_ndarray(other, device, dtype)
+        else:
+            source = _from_numpy(_numeric_numpy(other), device, dtype)
+        _adopt(self, source)
+
+    # ----- construction -------------------------------------------------------------------
+    @staticmethod
+    def make(
+        shape: Sequence[int],
+        strides: Sequence[int] | None = None,
+        device: BackendDevice | None = None,
+        handle: Any = None,
+        offset: int = 0,
+        dtype: Any = "float32",
+    ) -> "NDArray":
+        """An array over ``handle`` (a new uninitialised buffer when None), without ``__init__``.
+
+        Strides default to the compact ones and device to :func:`default_device`; a
+        given handle is shared and its dtype wins.
+        """
+        shape = tuple(shape)
+        device = default_device() if device is None else device
+        if handle is None and strides is None:
+            device._check_enabled()
+            return _empty(shape, device, _dtype(dtype))
+        array = object.__new__(NDArray)
+        array._shape = shape
+        array._strides = _compact_strides(shape) if strides is None else tuple(strides)
+        array._offset = offset
+        array._device = device
+        if handle is None:
+            device._check_enabled()
+            handle = device.mod.Array(prod(shape), _dtype(dtype))
+        array._handle = handle
+        array._dtype = _DTYPES[handle.dtype]
+        array._compact = None
+        return array
+
+    @staticmethod
+    def compact_strides(shape: Sequence[int]) -> Shape:
+        """Row-major strides in elements: ``(4, 5, 6)`` → ``(30, 6, 1)``."""
+        return _compact_strides(tuple(shape))
+
+    # ----- properties ---------------------------------------------------------------------
+    @property
+    def shape(self) -> Shape:
+        return self._shape
+
+    @property
+    def strides(self) -> Shape:
+        return self._strides
+
+    @property
+    def device(self) -> BackendDevice:
+        return self._device
+
+    @property
+    def dtype(self) -> DType:
+        """``"float32"`` or ``"float64"`` (equal to the NumPy dtype too)."""
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def size(self) -> int:
+        return prod(self._shape)
+
+    # ----- layout -------------------------------------------------------------------------
+    def is_compact(self) -> bool:
+        """Row-major strides over exactly the whole buffer (so offset 0)."""
+        compact = self._compact
+        if compact is None:
+            compact = self._compact = (
+                self._strides == _compact_strides(self._shape)
+                and prod(self._shape) == self._handle.size
+            )
+        return compact
+
+    def compact(self) -> "NDArray":
+        """``self`` when compact, else a compact copy."""
+        if self.is_compact():
+            return self
+        out = _empty(self._shape, self._device, self._dtype)
+        self._device.mod.compact(
+            self._handle, out._handle, self._shape, self._strides, self._offset
+        )
+        return out
+
+    def as_strided(self, shape: Sequence[int], strides: Sequence[int]) -> "NDArray":
+        """A view with ``shape`` and ``strides`` over the same buffer and offset."""
+        shape, strides = tuple(shape), tuple(strides)
+        if len(shape) != len(strides) or any(s < 0 for s in shape):
+            raise ValueError(f"as_strided: bad shape {shape} for strides {strides}")
+        if prod(shape):
+            low = self._offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
+            high = self._offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
+            if low < 0 or high >= self._handle.size:
+                raise ValueError(
+                    f"as_strided: shape {shape}, strides {strides} at offset {self._offset} "
+                    f"reach elements {low}..{high} of a buffer of {self._handle.size}"
+                )
+        return self._view(shape, strides, self._offset)
+
+    def _view(self, shape: Shape, strides: Shape, offset: int) -> "NDArray":
+        view = object.__new__(NDArray)
+        view._shape, view._strides, view._offset = shape, strides, offset
+        view._device, view._handle, view._dtype = self._device, self._handle, self._dtype
+        view._compact = None
+        return view
+
+    @property
+    def flat(self) -> "NDArray":
+        """``reshape((size,))``: a writable view for a compact array, else a copy."""
+        return self.reshape((self.size,))
+
+    def reshape(self, new_shape: Sequence[int]) -> "NDArray":
+        """The same elements in ``new_shape`` (one -1 allowed); a view when compact."""
+        shape = _resolve_reshape(self._shape, new_shape)
+        if shape == self._shape and self.is_compact():
+            return self._view(shape, self._strides, 0)
+        source = self.compact()
+        return source._view(shape, _compact_strides(shape), 0)
+
+    def permute(self, new_axes: Sequence[int]) -> "NDArray":
+        """A view with the axes reordered: ``shape[i] = old_shape[new_axes[i]]``."""
+        ndim = len(self._shape)
+        axes = _normalize_axes("permute", tuple(new_axes), ndim) if ndim else tuple(new_axes)
+        if len(axes) != ndim:
+            raise ValueError(
+                f"permute: {tuple(new_axes)} is not a permutation of the {ndim} axes of "
+                f"shape {self._shape}"
+            )
+        return self._view(
+            tuple(self._shape[i] for i in axes), tuple(self._strides[i] for i in axes),
+            self._offset,
+        )
+
+    def broadcast_to(self, new_shape: Sequence[int]) -> "NDArray":
+        """A view of ``new_shape`` (NumPy's rule); broadcast dimensions get stride 0."""
+        new_shape = tuple(new_shape)
+        if new_shape == self._shape:
+            return self
+        lead = len(new_shape) - len(self._shape)
+        if lead < 0:
+            raise ValueError(f"broadcast_to: cannot broadcast {self._shape} to {new_shape}")
+        strides = [0] * lead
+        for old, new, stride in zip(self._shape, new_shape[lead:], self._strides):
+            if old == new:
+                strides.append(stride)
+            elif old == 1:
+                strides.append(0)
+            else:
+                raise ValueError(
+                    f"broadcast_to: cannot broadcast {self._shape} to {new_shape}; "
+                    f"each dimension must match or be 1"
+                )
+        return self._view(new_shape, tuple(strides), self._offset)
+
+    # ----- indexing -----------------------------------------------------------------------
+    def process_slice(self, sl: slice, dim: int) -> slice:
+        """``sl`` on axis ``dim`` as a slice with 0 ≤ start ≤ stop ≤ n and step ≥ 1.
+
+        The slice selects the elements NumPy would; a step ≤ 0 raises ValueError.
+        """
+        n = self._shape[dim]
+        step = 1 if sl.step is None else sl.step
+        if not isinstance(step, numbers.Integral) or step <= 0:
+            raise ValueError(
+                f"NDArray index: slice step must be a positive int, got {sl.step!r}; "
+                f"to reverse an axis use flip(a, axis)"
+            )
+        start, stop, _ = slice(sl.start, sl.stop, 1).indices(n)
+        return slice(start, builtins.max(start, stop), int(step))
+
+    def __getitem__(self, idxs: Any) -> "NDArray":
+        shape, strides, offset = self._index(idxs)
+        return self._view(shape, strides, offset)
+
+    def _index(self, idxs: Any) -> tuple[Shape, Shape, int]:
+        if not isinstance(idxs, tuple):
+            idxs = (idxs,)
+        ndim = len(self._shape)
+        if len(idxs) > ndim:
+            raise IndexError(
+                f"NDArray index: too many indices ({len(idxs)}) for shape {self._shape}"
+            )
+        shape, strides, offset = [], [], self._offset
+        for dim, idx in enumerate(idxs + (slice(None),) * (ndim - len(idxs))):
+            stride = self._strides[dim]
+            if isinstance(idx, slice):
+                sl = self.process_slice(idx, dim)
+                shape.append((sl.stop - sl.start + sl.step - 1) // sl.step)
+                strides.append(stride * sl.step)
+                offset += sl.start * stride
+            elif isinstance(idx, numbers.Integral) and not isinstance(idx, bool):
+                n = self._shape[dim]
+                if not -n <= idx < n:
+                    raise IndexError(
+                        f"NDArray index: {idx} is out of range for axis {dim} of size {n}"
+                    )
+                shape.append(1)  # an int keeps its dimension (course behaviour)
+                strides.append(stride)
+                offset += (int(idx) % n) * stride
+            else:
+                raise TypeError(
+                    f"NDArray index: only ints and slices are supported, got "
+                    f"{type(idx).__name__} {idx!r} (no arrays, masks, None or ...)"
+                )
+        return tuple(shape), tuple(strides), offset
+
+    def __setitem__(self, idxs: Any, other: Any) -> None:
+        shape, strides, offset = self._index(idxs)
+        mod = self._device.mod
+        if isinstance(other, np.ndarray):
+            other = NDArray(other, device=self._device, dtype=self.dtype)
+        if not isinstance(other, NDArray):
+            value = _scalar_value("setitem", other)
+            mod.scalar_setitem(prod(shape), value, self._handle, shape, strides, offset)
+            return
+        _check_devices("setitem", self, other)
+        source = _setitem_source(other, shape)
+        if source._handle is self._handle:  # overlapping memory: read everything first
+            source = NDArray(source)
+        elif source.dtype != self.dtype:
+            source = source.astype(self.dtype)
+        mod.ewise_setitem(source._handle, self._handle, shape, strides, offset)
+
+    # ----- elementwise ----------------------------------------------------------------------
+    def _binary(self, other: Any, ewise: str, scalar: str) -> "NDArray":
+        if isinstance(other, NDArray):
+            if (
+                self._shape == other._shape
+                and self._dtype is other._dtype
+                and self._device is other._device
+            ):  # the common case: nothing to broadcast, promote or check
+                a, b = self.compact(), other.compact()
+            else:
+                a, b = _common(ewise, self, other)
+            out = _empty(a._shape, a._device, a._dtype)
+            getattr(a._device.mod, ewise)(a._handle, b._handle, out._handle)
+            return out
+        value = _scalar_value(scalar, other)
+        a = self.compact()
+        out = _empty(a._shape, a._device, a._dtype)
+        getattr(a._device.mod, scalar)(a._handle, value, out._handle)
+        return out
+
+    def _into(self, other: Any, out: "NDArray", ewise: str, scalar: str) -> "NDArray":
+        """``self (op) other`` written into ``out`` (NumPy's ``out=``); returns ``out``.
+
+        The kernel writes ``out``'s buffer directly when ``out`` is compact and of the
+        result's shape and dtype; otherwise the result is computed and assigned.
+        """
+        if isinstance(other, NDArray):
+            a, b = _common(ewise, self, other)
+        else:
+            a, b = self.compact(), _scalar_value(scalar, other)
+        if not (out.is_compact() and out._shape == a._shape and out.dtype == a.dtype):
+            out[(slice(None),) * out.ndim] = a._binary(b, ewise, scalar)
+            return out
+        _check_devices(ewise, a, out)
+        kernel = ewise if isinstance(b, NDArray) else scalar
+        getattr(a._device.mod, kernel)(a._handle, b._handle if kernel == ewise else b,
+                                       out._handle)
+        return out
+
+    def __iadd__(self, other: Any) -> "NDArray":
+        return self._into(other, self, "ewise_add", "scalar_add")
+
+    def __isub__(self, other: Any) -> "NDArray":
+        negated = -other if isinstance(other, NDArray) else -_scalar_value("subtract", other)
+        return self._into(negated, self, "ewise_add", "scalar_add")
+
+    def __imul__(self, other: Any) -> "NDArray":
+        return self._into(other, self, "ewise_mul", "scalar_mul")
+
+    def __itruediv__(self, other: Any) -> "NDArray":
+        return self._into(other, self, "ewise_div", "scalar_div")
+
+    def _unary(self, kernel: str) -> "NDArray":
+        a = self.compact()
+        out = _empty(a._shape, a._device, a._dtype)
+        getattr(a._device.mod, kernel)(a._handle, out._handle)
+        return out
+
+    def __add__(self, other: Any) -> "NDArray":
+        return self._binary(other, "ewise_add", "scalar_add")
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Any) -> "NDArray":
+        if isinstance(other, NDArray):
+            return self + (-other)
+        return self + (-_scalar_value("subtract", other))
+
+    def __rsub__(self, other: Any) -> "NDArray":
+        return (-self) + _scalar_value("subtract", other)
+
+    def __mul__(self, other: Any) -> "NDArray":
+        return self._binary(other, "ewise_mul", "scalar_mul")
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: Any) -> "NDArray":
+        return self._binary(other, "ewise_div", "scalar_div")
+
+    def __rtruediv__(self, other: Any) -> "NDArray":
+        numerator = _scalar_value("rtruediv", other)
+        return full(self._shape, numerator, dtype=self.dtype, device=self._device) / self
+
+    def __neg__(self) -> "NDArray":
+        return self * -1
+
+    def __pow__(self, other: Any) -> "NDArray":
+        return self._binary(other, "ewise_power", "scalar_power")
+
+    def maximum(self, other: Any) -> "NDArray":
+        """Elementwise maximum with an array (broadcast) or a scalar."""
+        return self._binary(other, "ewise_maximum", "scalar_maximum")
+
+    def __eq__(self, other: Any) -> "NDArray":  # type: ignore[override]
+        return self._binary(other, "ewise_eq", "scalar_eq")
+
+    def __ge__(self, other: Any) -> "NDArray":
+        return self._binary(other, "ewise_ge", "scalar_ge")
+
+    def __ne__(self, other: Any) -> "NDArray":  # type: ignore[override]
+        return 1 - (self == other)
+
+    def __gt__(self, other: Any) -> "NDArray":
+        return (self >= other) * (self != other)
+
+    def __lt__(self, other: Any) -> "NDArray":
+        return 1 - (self >= other)
+
+    def __le__(self, other: Any) -> "NDArray":
+        return 1 - (self > other)
+
+    __hash__ = None  # type: ignore[assignment]  (== returns an array)
+
+    def log(self) -> "NDArray":
+        """Natural logarithm elementwise."""
+        return self._unary("ewise_log")
+
+    def exp(self) -> "NDArray":
+        """Exponential elementwise."""
+        return self._unary("ewise_exp")
+
+    def tanh(self) -> "NDArray":
+        """Hyperbolic tangent elementwise."""
+        return self._unary("ewise_tanh")
+
+    # ----- matrix product -------------------------------------------------------------------
+    def __matmul__(self, other: "NDArray") -> "NDArray":
+        if not isinstance(other, NDArray):
+            raise TypeError(f"NDArray @: expected an NDArray, got {type(other).__name__}")
+        _check_devices("matmul", self, other)
+        if self.ndim < 2 or other.ndim < 2 or self._shape[-1] != other._shape[-2]:
+            raise ValueError(
+                f"NDArray matmul: shapes {self._shape} and {other._shape} do not multiply; "
+                f"both need >= 2 dimensions and equal inner dimensions"
+            )
+        a, b = _promote(self, other)
+        if a.ndim == 2 and b.ndim == 2:
+            return _matmul_2d(a, b)
+        if b.ndim == 2:  # (..., m, n) @ (n, p): one product over the stacked rows
+            rows = a.reshape((-1, a._shape[-1]))
+            return _matmul_2d(rows, b).reshape(a._shape[:-1] + b._shape[-1:])
+        return _matmul_batched(a, b)
+
+    # ----- reductions -----------------------------------------------------------------------
+    def sum(self, axis: Any = None, keepdims: bool = False) -> "NDArray":
+        """Sum over ``axis`` (None: all; an int; a tuple); NumPy's output shape."""
+        return self._reduce(axis, keepdims, "reduce_sum")
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> "NDArray":
+        """Maximum over ``axis``; an empty reduction raises ValueError."""
+        return self._reduce(axis, keepdims, "reduce_max")
+
+    def _reduce(self, axis: Any, keepdims: bool, kernel: str) -> "NDArray":
+        shape = self._shape
+        axes = _normalize_axes(kernel[7:], axis, len(shape))
+        if not axes:
+            return self.copy()
+        kept = tuple(i for i in range(len(shape)) if i not in axes)
+        reduce_size = prod(shape[i] for i in axes)
+        if reduce_size == 0 and kernel == "reduce_max":
+            raise ValueError(f"max: empty reduction over axes {axes} of shape {shape}")
+        order = kept + axes
+        source = self if order == tuple(range(len(shape))) else self.permute(order)
+        source = source.compact()
+        out = _empty(tuple(shape[i] for i in kept), self._device, self._dtype)
+        getattr(self._device.mod, kernel)(source._handle, out._handle, reduce_size)
+        if keepdims:
+            kept_shape = tuple(1 if i in axes else s for i, s in enumerate(shape))
+            return out._view(kept_shape, _compact_strides(kept_shape), 0)
+        return out
+
+    # ----- flip and pad ---------------------------------------------------------------------
+    def flip(self, axes: Any) -> "NDArray":
+        """A new array reversed along ``axes`` (np.flip)."""
+        axes = _normalize_axes("flip", axes, self.ndim)
+        strides, offset = list(self._strides), self._offset
+        for axis in axes:
+            offset += (self._shape[axis] - 1) * strides[axis]
+            strides[axis] = -strides[axis]
+        flipped = self._view(self._shape, tuple(strides), offset)
+        return NDArray(flipped) if flipped.is_compact() else flipped.compact()
+
+    def pad(self, axes: Sequence[tuple[int, int]]) -> "NDArray":
+        """A new zero-filled array with ``(before, after)`` zeros around each dimension."""
+        pairs = [tuple(p) for p in axes] if len(axes) == self.ndim else None
+        if pairs is None or any(
+            len(p) != 2 or not all(isinstance(x, numbers.Integral) and x >= 0 for x in p)
+            for p in pairs
+        ):
+            raise ValueError(
+                f"pad: expected one (before, after) pair of ints >= 0 per dimension of shape "
+                f"{self._shape}, got {axes!r}"
+            )
+        shape = tuple(s + b + e for s, (b, e) in zip(self._shape, pairs))
+        out = full(shape, 0.0, dtype=self.dtype, device=self._device)
+        out[tuple(slice(b, b + s) for s, (b, _) in zip(self._shape, pairs))] = self
+        return out
+
+    # ----- conversion -----------------------------------------------------------------------
+    def fill(self, value: float) -> None:
+        """Set every element of this array (only this view's elements) to ``value``."""
+        self._device.mod.scalar_setitem(
+            self.size, _scalar_value("fill", value), self._handle, self._shape,
+            self._strides, self._offset,
+        )
+
+    def to(self, device: BackendDevice) -> "NDArray":
+        """``self`` on the same device, else a copy on ``device`` (same dtype)."""
+        return self if device == self._device else NDArray(self, device=device)
+
+    def numpy(self) -> np.ndarray:
+        """A new, independent, C-contiguous NumPy array of this dtype."""
+        return self._device.mod.to_numpy(self._handle, self._shape, self._strides, self._offset)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.numpy()
+        return out if dtype is None else out.astype(dtype)
+
+    def astype(self, dtype: Any, copy: bool = True) -> "NDArray":
+        """A compact copy in ``dtype`` (``self`` when ``copy=False`` and nothing changes)."""
+        dtype = _dtype(dtype)
+        if not copy and dtype == self.dtype:
+            return self
+        return NDArray(self, dtype=dtype)
+
+    def copy(self) -> "NDArray":
+        """A compact copy."""
+        return NDArray(self)
+
+    def item(self) -> float:
+        """The value of a one-element array as a Python float."""
+        if self.size != 1:
+            raise ValueError(f"item: needs a one-element array, got shape {self._shape}")
+        return float(self.numpy().reshape(-1)[0])
+
+    def __float__(self) -> float:
+        return self.item()
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise ValueError(
+                f"the truth value of an NDArray of shape {self._shape} is ambiguous; "
+                f"reduce it first (e.g. (a == b).sum() == a.size)"
+            )
+        return bool(self.item())
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of a 0-d NDArray")
+        return self._shape[0]
+
+    def __repr__(self) -> str:
+        return f"NDArray({self.numpy()}, device={self._device})"
+
+    def __str__(self) -> str:
+        return str(self.numpy())
+
+    def __reduce__(self):
+        return (_unpickle, (self.numpy(), self._device.name))
+
+
+def _unpickle(data: np.ndarray, device_name: str) -> NDArray:
+    return NDArray(data, device=_device_named(device_name), dtype=data.dtype)
+
+
+# ----- construction helpers (used by __init__, so they never touch overridable methods) ------
+
+
+def _adopt(target: NDArray, source: NDArray) -> None:
+    target._shape, target._strides, target._offset = source._shape, source._strides, 0
+    target._device, target._handle = source._device, source._handle
+    target._dtype, target._compact = source._dtype, source._compact
+
+
+def _empty(shape: Shape, device: BackendDevice, dtype: DType) -> NDArray:
+    """A new compact array (the hot path of every result; inputs already validated)."""
+    array = object.__new__(NDArray)
+    array._shape, array._strides, array._offset = shape, _compact_strides(shape), 0
+    array._device, array._handle = device, device.mod.Array(prod(shape), dtype)
+    array._dtype, array._compact = dtype, True
+    return array
+
+
+def _numeric_numpy(value: Any) -> np.ndarray:
+    array = value if isinstance(value, np.ndarray) else np.array(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"NDArray: cannot make an array from {type(value).__name__} data of dtype "
+            f"{array.dtype} (ragged lists and non-numbers are not supported)"
+        )
+    return array
+
+
+def _from_numpy(array: np.ndarray, device: BackendDevice | None, dtype: Any) -> NDArray:
+    dtype = _FLOAT32 if dtype is None else _dtype(dtype)
+    device = default_device() if device is None else device
+    out = NDArray.make(array.shape, device=device, dtype=dtype)
+    # A raw copy of int, bool, float64 or transposed data would scramble it.
+    device.mod.from_numpy(np.ascontiguousarray(array, dtype=dtype), out._handle)
+    return out
+
+
+def _copy_ndarray(other: NDArray, device: BackendDevice | None, dtype: Any) -> NDArray:
+    device = other._device if device is None else device
+    dtype = other.dtype if dtype is None else _dtype(dtype)
+    if device != other._device or dtype != other.dtype:
+        return _from_numpy(other.numpy(), device, dtype)
+    out = NDArray.make(other._shape, device=device, dtype=dtype)
+    device.mod.compact(other._handle, out._handle, other._shape, other._strides, other._offset)
+    return out
+
+
+def _check_devices(owner: str, a: NDArray, b: NDArray) -> None:
+    if a._device is not b._device and a._device != b._device:
+        raise ValueError(
+            f"NDArray {owner}: operands are on different devices, {a._device} and "
+            f"{b._device}; move one with .to(device) first"
+        )
+
+
+def _promote(a: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
+    """Equal dtypes kept; float32 with float64 computes in float64."""
+    if a._dtype is b._dtype:
+        return a, b
+    return (a.astype(_FLOAT64), b) if b.dtype == _FLOAT64 else (a, b.astype(_FLOAT64))
+
+
+def _common(owner: str, a: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
+    """Both operands compact at their common shape, device and dtype."""
+    _check_devices(owner, a, b)
+    a, b = _promote(a, b)
+    if a._shape != b._shape:
+        shape = _broadcast_shape(owner, a._shape, b._shape)
+        a, b = a.broadcast_to(shape), b.broadcast_to(shape)
+    return a.compact(), b.compact()
+
+
+def _setitem_source(other: NDArray, shape: Shape) -> NDArray:
+    """The value of ``a[idx] = other`` as a compact array of the view's ``shape``."""
+    try:
+        return other.broadcast_to(shape).compact()
+    except ValueError:
+        pass
+    if other.size == prod(shape):  # course behaviour: copied in row-major order
+        return other.compact()
+    raise ValueError(
+        f"NDArray setitem: a value of shape {other.shape} cannot be assigned to a view of "
+        f"shape {shape} (it neither broadcasts nor has the same number of elements)"
+    )
+
+
+def _resolve_reshape(shape: Shape, new_shape: Any) -> Shape:
+    new_shape = _shape_tuple_allowing_minus_one(new_shape)
+    size = prod(shape)
+    known = prod(s for s in new_shape if s != -1)
+    if new_shape.count(-1) > 1:
+        raise ValueError(f"reshape: at most one -1 in {new_shape}")
+    if -1 in new_shape:
+        if known == 0 or size % known:
+            raise ValueError(f"reshape: cannot reshape {shape} ({size} elements) to {new_shape}")
+        new_shape = tuple(size // known if s == -1 else s for s in new_shape)
+    elif known != size:
+        raise ValueError(
+            f"reshape: cannot reshape {shape} ({size} elements) to {new_shape} "
+            f"({known} elements)"
+        )
+    return new_shape
+
+
+def _shape_tuple_allowing_minus_one(shape: Any) -> Shape:
+    shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
+    if any(not isinstance(s, numbers.Integral) or s < -1 for s in shape):
+        raise ValueError(f"reshape: bad shape {shape}")
+    return tuple(int(s) for s in shape)
+
+
+# ----- matrix products -------------------------------------------------------------------------
+
+
+def _matmul_2d(a: NDArray, b: NDArray) -> NDArray:
+    (m, n), p = a._shape, b._shape[1]
+    device = a._device
+    tile = getattr(device.mod, "__tile_size__", 0)
+    if hasattr(device.mod, "matmul_tiled") and tile and m % tile == n % tile == p % tile == 0:
+        return _matmul_tiled(a, b, tile)
+    a, b = a.compact(), b.compact()
+    out = _empty((m, p), device, a._dtype)
+    device.mod.matmul(a._handle, b._handle, out._handle, m, n, p)
+    return out
+
+
+def _tiled(matrix: NDArray, tile: int) -> NDArray:
+    """The tiled form (r/T, c/T, T, T) of an r×c matrix, compact."""
+    r, c = matrix._shape
+    square = matrix.compact()
+    return square.as_strided((r // tile, c // tile, tile, tile), (c * tile, tile, c, 1)).compact()
+
+
+def _matmul_tiled(a: NDArray, b: NDArray, tile: int) -> NDArray:
+    (m, n), p = a._shape, b._shape[1]
+    out = NDArray.make(
+        (m // tile, p // tile, tile, tile), device=a._device, dtype=a._dtype
+    )
+    a._device.mod.matmul_tiled(_tiled(a, tile)._handle, _tiled(b, tile)._handle, out._handle,
+                               m, n, p)
+    return out.permute((0, 2, 1, 3)).compact().reshape((m, p))
+
+
+def _matmul_batched(a: NDArray, b: NDArray) -> NDArray:
+    """Batch dimensions broadcast as in np.matmul; one 2-D product per batch entry."""
+    batch = _broadcast_shape("matmul", a._shape[:-2], b._shape[:-2])
+    a = a.broadcast_to(batch + a._shape[-2:]).reshape((-1,) + a._shape[-2:])
+    b = b.broadcast_to(batch + b._shape[-2:]).reshape((-1,) + b._shape[-2:])
+    m, p = a._shape[1], b._shape[2]
+    out = NDArray.make((a._shape[0], m, p), device=a._device, dtype=a._dtype)
+    for i in range(a._shape[0]):
+        product = _matmul_2d(a[i].reshape(a._shape[1:]), b[i].reshape(b._shape[1:]))
+        out[i] = product
+    return out.reshape(batch + (m, p))
+
+
+# ----- module functions (the course's, then NumPy-named helpers for the ops) -------------------
+
+
+def array(a: Any, dtype: Any = "float32", device: BackendDevice | None = None) -> NDArray:
+    """A new array holding ``a`` (``dtype=None`` means float32 for non-NDArray data)."""
+    if dtype is None and not isinstance(a, NDArray):
+        dtype = _FLOAT32
+    return NDArray(a, device=device, dtype=dtype)
+
+
+def asarray(a: Any, dtype: Any = None, device: BackendDevice | None = None) -> NDArray:
+    """``a`` itself when it is an NDArray of that dtype and device, else :func:`array`."""
+    if isinstance(a, NDArray) and (dtype is None or _dtype(dtype) == a.dtype) and (
+        device is None or device == a.device
+    ):
+        return a
+    return NDArray(a, device=device, dtype=dtype)
+
+
+def empty(shape: Shape, dtype: Any = "float32", device: BackendDevice | None = None) -> NDArray:
+    """An uninitialised array of ``shape``."""
+    return (default_device() if device is None else device).empty(shape, dtype)
+
+
+def full(
+    shape: Shape, fill_value: float, dtype: Any = "float32", device: BackendDevice | None = None
+) -> NDArray:
+    """An array of ``shape`` filled with ``fill_value``."""
+    return (default_device() if device is None else device).full(shape, fill_value, dtype)
+
+
+def zeros(shape: Shape, dtype: Any = "float32", device: BackendDevice | None = None) -> NDArray:
+    """Zeros of ``shape`` (a tuple)."""
+    return full(shape, 0.0, dtype, device)
+
+
+def ones(shape: Shape, dtype: Any = "float32", device: BackendDevice | None = None) -> NDArray:
+    """Ones of ``shape`` (a tuple)."""
+    return full(shape, 1.0, dtype, device)
+
+
+def zeros_like(a: NDArray, dtype: Any = None, shape: Shape | None = None) -> NDArray:
+    """Zeros on ``a``'s device, of its dtype and shape unless given (np.zeros_like)."""
+    return full_like(a, 0.0, dtype, shape)
+
+
+def full_like(
+    a: NDArray, fill_value: float, dtype: Any = None, shape: Shape | None = None
+) -> NDArray:
+    """``fill_value`` on ``a``'s device, of its dtype and shape unless given (np.full_like)."""
+    return full(
+        a.shape if shape is None else shape, fill_value, a.dtype if dtype is None else dtype,
+        a.device,
+    )
+
+
+def broadcast_to(a: NDArray, shape: Shape) -> NDArray:
+    """A broadcast view of ``a``."""
+    return a.broadcast_to(shape)
+
+
+def reshape(a: NDArray, shape: Shape) -> NDArray:
+    """``a`` in ``shape``."""
+    return a.reshape(shape)
+
+
+def maximum(a: NDArray, b: Any) -> NDArray:
+    """Elementwise maximum of ``a`` and an array or scalar ``b``."""
+    return a.maximum(b)
+
+
+def clip(a: NDArray, a_min: float, a_max: float) -> NDArray:
+    """``a`` limited to [a_min, a_max] (scalars), as np.clip."""
+    return -((-a.maximum(a_min)).maximum(-a_max))
+
+
+def log(a: NDArray) -> NDArray:
+    """Natural logarithm elementwise."""
+    return a.log()
+
+
+def exp(a: NDArray) -> NDArray:
+    """Exponential elementwise."""
+    return a.exp()
+
+
+def tanh(a: NDArray) -> NDArray:
+    """Hyperbolic tangent elementwise."""
+    return a.tanh()
+
+
+def power(a: NDArray, b: Any) -> NDArray:
+    """``a ** b`` elementwise (array or scalar exponent)."""
+    return a**b
+
+
+def multiply(a: NDArray, b: Any, out: NDArray | None = None) -> NDArray:
+    """``a * b`` elementwise, into ``out`` when given (np.multiply)."""
+    return a * b if out is None else a._into(b, out, "ewise_mul", "scalar_mul")
+
+
+def divide(a: NDArray, b: Any, out: NDArray | None = None) -> NDArray:
+    """``a / b`` elementwise, into ``out`` when given (np.divide)."""
+    return a / b if out is None else a._into(b, out, "ewise_div", "scalar_div")
+
+
+def sqrt(a: NDArray, out: NDArray | None = None) -> NDArray:
+    """Square root elementwise (``a ** 0.5``), into ``out`` when given (np.sqrt)."""
+    return a**0.5 if out is None else a._into(0.5, out, "ewise_power", "scalar_power")
+
+
+def sum(a: NDArray, axis: Any = None, keepdims: bool = False) -> NDArray:  # noqa: A001
+    """Sum over ``axis``."""
+    return a.sum(axis=axis, keepdims=keepdims)
+
+
+def max(a: NDArray, axis: Any = None, keepdims: bool = False) -> NDArray:  # noqa: A001
+    """Maximum over ``axis``."""
+    return a.max(axis=axis, keepdims=keepdims)
+
+
+def flip(a: NDArray, axes: Any) -> NDArray:
+    """``a`` reversed along ``axes``."""
+    return a.flip(axes)
+
+
+def pad(a: NDArray, axes: Sequence[tuple[int, int]]) -> NDArray:
+    """``a`` zero-padded by ``(before, after)`` per dimension."""
+    return a.pad(axes)
+
+
+def matmul(a: NDArray, b: NDArray) -> NDArray:
+    """``a @ b``."""
+    return a @ b
+
+
+def swapaxes(a: NDArray, axis1: int, axis2: int) -> NDArray:
+    """A view with two axes exchanged."""
+    axes = list(range(a.ndim))
+    i, j = _normalize_axes("swapaxes", (axis1, axis2), a.ndim) if axis1 != axis2 else (0, 0)
+    axes[i], axes[j] = axes[j], axes[i]
+    return a.permute(axes)
+
+
+def transpose(a: NDArray, axes: Sequence[int] | None = None) -> NDArray:
+    """A view with all axes permuted (reversed when ``axes`` is None)."""
+    return a.permute(tuple(reversed(range(a.ndim))) if axes is None else axes)
+
+
+def stack(arrays: Sequence[NDArray], axis: int = 0) -> NDArray:
+    """Arrays of one shape joined along a new ``axis``."""
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("stack: needs at least one array")
+    shape = arrays[0].shape
+    if any(x.shape != shape for x in arrays):
+        raise ValueError(f"stack: all arrays need one shape, got {[x.shape for x in arrays]}")
+    (axis,) = _normalize_axes("stack", axis, len(shape) + 1)
+    out_shape = shape[:axis] + (len(arrays),) + shape[axis:]
+    out = empty(out_shape, _result_dtype(arrays), arrays[0].device)
+    lead = (slice(None),) * axis
+    for i, x in enumerate(arrays):
+        out[lead + (i,)] = x.reshape(shape[:axis] + (1,) + shape[axis:])
+    return out
+
+
+def _result_dtype(arrays: Sequence[NDArray]) -> DType:
+    return _FLOAT64 if any(x.dtype == _FLOAT64 for x in arrays) else _FLOAT32
+
+
+#: Positive infinity (NumPy's name), for ops that build -inf fills.
+inf = math.inf
+
+
+class errstate:
+    """NumPy's floating-point warning context; NDArray kernels never warn, so it does nothing."""
+
+    def __init__(self, **kwargs: str) -> None:
+        self.kwargs = kwargs
+
+    def __enter__(self) -> "errstate":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def finfo(dtype: Any) -> np.finfo:
+    """Machine limits of ``dtype`` (NumPy's ``finfo``)."""
+    return np.finfo(_dtype(dtype))
+
+
+__all__ = [
+    "NDArray", "BackendDevice", "DType", "cpu", "cuda", "cpu_numpy", "default_device",
+    "all_devices", "prod", "array", "asarray", "empty", "full", "zeros", "ones", "zeros_like",
+    "full_like", "broadcast_to", "reshape", "maximum", "clip", "log", "exp", "tanh", "power",
+    "sqrt", "multiply", "divide", "sum", "max", "flip", "pad", "matmul", "swapaxes", "transpose",
+    "stack", "inf", "errstate", "finfo",
+]

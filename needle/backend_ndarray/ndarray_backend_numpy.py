@@ -1,0 +1,292 @@
+"""The NumPy backend module: the spec's flat-buffer kernel API written with NumPy.
+
+It serves two purposes: ``cpu_numpy()`` runs on machines where the compiled module
+could not be built, and it is the oracle the compiled kernels are tested against.
+Every function has the compiled module's signature: handles are flat :class:`Array`
+buffers, shapes/strides/offsets are in elements, results go into ``out``.
+
+Like the compiled bindings, the functions that walk strides check that every element
+they reach lies inside the buffer, and the rest check handle sizes and dtypes, so a
+bad direct call raises ``ValueError``/``TypeError`` instead of reading stray memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__device_name__ = "numpy"
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class Array:
+    """A flat buffer of ``size`` elements of ``dtype`` (uninitialised, like the C++ one).
+
+    >>> a = Array(3)
+    >>> a.size, a.dtype
+    (3, 'float32')
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, size: int, dtype: str = "float32") -> None:
+        if dtype not in _DTYPES:
+            raise TypeError(f"Array: dtype {dtype!r} is not supported; use float32 or float64")
+        if int(size) < 0:
+            raise ValueError(f"Array: size must be >= 0, got {size}")
+        self.array = np.empty(int(size), dtype=_DTYPES[dtype])
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return self.array.size
+
+    @property
+    def dtype(self) -> str:
+        """``"float32"`` or ``"float64"``."""
+        return self.array.dtype.name
+
+    def ptr(self) -> int:
+        """The buffer's base address."""
+        return self.array.ctypes.data
+
+
+def _check_same_dtype(*handles: Array) -> None:
+    dtypes = {h.array.dtype.name for h in handles}
+    if len(dtypes) > 1:
+        raise TypeError(f"all buffers of one call must share a dtype, got {sorted(dtypes)}")
+
+
+def _check_sizes(name: str, *pairs: tuple[Array, int]) -> None:
+    for handle, needed in pairs:
+        if handle.array.size != needed:
+            raise ValueError(f"{name}: a buffer has {handle.array.size} elements, needs {needed}")
+
+
+def _strided(handle: Array, shape, strides, offset: int) -> np.ndarray:
+    """A NumPy view of the elements ``handle[offset + Σ idx·strides]`` (range-checked)."""
+    shape, strides, offset = tuple(shape), tuple(strides), int(offset)
+    if len(shape) != len(strides) or any(s < 0 for s in shape):
+        raise ValueError(f"bad layout: shape {shape}, strides {strides}")
+    if not all(shape):  # an empty view reaches no element, whatever its offset
+        return np.empty(shape, dtype=handle.array.dtype)
+    size = handle.array.size
+    low = offset + sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
+    high = offset + sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
+    if low < 0 or high >= size:
+        raise ValueError(
+            f"layout shape {shape}, strides {strides}, offset {offset} reaches elements "
+            f"{low}..{high} of a buffer of {size}"
+        )
+    item = handle.array.itemsize
+    base = handle.array[offset:]
+    return np.lib.stride_tricks.as_strided(
+        base, shape, tuple(s * item for s in strides), writeable=True
+    )
+
+
+def to_numpy(a: Array, shape, strides, offset: int) -> np.ndarray:
+    """A new array of ``shape`` whose element idx is ``a[offset + Σ idx·strides]``."""
+    return _strided(a, shape, strides, offset).copy()
+
+
+def from_numpy(x: np.ndarray, out: Array) -> None:
+    """Copy ``out.size`` values from a C-contiguous array of ``out``'s dtype."""
+    if x.dtype != out.array.dtype or not x.flags.c_contiguous or x.size < out.array.size:
+        raise ValueError(
+            f"from_numpy: needs a C-contiguous {out.dtype} array of >= {out.size} elements, "
+            f"got {x.dtype} of {x.size}"
+        )
+    out.array[:] = x.reshape(-1)[: out.array.size]
+
+
+def fill(out: Array, val) -> None:
+    """Set every element of ``out`` to ``val``."""
+    out.array.fill(val)
+
+
+def compact(a: Array, out: Array, shape, strides, offset: int) -> None:
+    """Gather the strided elements of ``a`` into ``out`` in row-major order."""
+    _check_same_dtype(a, out)
+    view = _strided(a, shape, strides, offset)
+    _check_sizes("compact", (out, view.size))
+    out.array.reshape(view.shape)[...] = view
+
+
+def ewise_setitem(a: Array, out: Array, shape, strides, offset: int) -> None:
+    """Scatter compact ``a`` into the strided elements of ``out``."""
+    _check_same_dtype(a, out)
+    view = _strided(out, shape, strides, offset)
+    _check_sizes("ewise_setitem", (a, view.size))
+    view[...] = a.array.reshape(view.shape)
+
+
+def scalar_setitem(size: int, val, out: Array, shape, strides, offset: int) -> None:
+    """Write ``val`` into the strided elements of ``out``."""
+    view = _strided(out, shape, strides, offset)
+    if view.size != size:
+        raise ValueError(f"scalar_setitem: size {size} does not match shape {tuple(shape)}")
+    view[...] = val
+
+
+def _binary(ufunc):
+    def kernel(a: Array, b: Array, out: Array) -> None:
+        _check_same_dtype(a, b, out)
+        _check_sizes(ufunc.__name__, (a, out.array.size), (b, out.array.size))
+        with np.errstate(all="ignore"):
+            ufunc(a.array, b.array, out=out.array, casting="unsafe")
+
+    kernel.__doc__ = f"``out = {ufunc.__name__}(a, b)`` elementwise (1/0 for comparisons)."
+    return kernel
+
+
+def _scalar(ufunc):
+    def kernel(a: Array, val, out: Array) -> None:
+        _check_same_dtype(a, out)
+        _check_sizes(ufunc.__name__, (a, out.array.size))
+        with np.errstate(all="ignore"):
+            ufunc(a.array, a.array.dtype.type(val), out=out.array, casting="unsafe")
+
+    kernel.__doc__ = f"``out = {ufunc.__name__}(a, val)`` with ``val`` cast to a's dtype."
+    return kernel
+
+
+def _unary(ufunc):
+    def kernel(a: Array, out: Array) -> None:
+        _check_same_dtype(a, out)
+        _check_sizes(ufunc.__name__, (a, out.array.size))
+        with np.errstate(all="ignore"):
+            ufunc(a.array, out=out.array)
+
+    kernel.__doc__ = f"``out = {ufunc.__name__}(a)`` elementwise."
+    return kernel
+
+
+ewise_add, scalar_add = _binary(np.add), _scalar(np.add)
+ewise_mul, scalar_mul = _binary(np.multiply), _scalar(np.multiply)
+ewise_div, scalar_div = _binary(np.divide), _scalar(np.divide)
+ewise_power, scalar_power = _binary(np.power), _scalar(np.power)
+ewise_maximum, scalar_maximum = _binary(np.maximum), _scalar(np.maximum)
+ewise_eq, scalar_eq = _binary(np.equal), _scalar(np.equal)
+ewise_ge, scalar_ge = _binary(np.greater_equal), _scalar(np.greater_equal)
+ewise_log, ewise_exp, ewise_tanh = _unary(np.log), _unary(np.exp), _unary(np.tanh)
+
+
+def matmul(a: Array, b: Array, out: Array, m: int, n: int, p: int) -> None:
+    """Row-major ``(m, n) @ (n, p)`` into ``(m, p)``; overwrites ``out``."""
+    _check_same_dtype(a, b, out)
+    if min(m, n, p) < 0:
+        raise ValueError(f"matmul: negative size in m={m}, n={n}, p={p}")
+    _check_sizes("matmul", (a, m * n), (b, n * p), (out, m * p))
+    np.matmul(a.array.reshape(m, n), b.array.reshape(n, p), out=out.array.reshape(m, p))
+
+
+def _reduce(ufunc, name: str):
+    def kernel(a: Array, out: Array, reduce_size: int) -> None:
+        _check_same_dtype(a, out)
+        if reduce_size < 0 or (reduce_size == 0 and ufunc is np.maximum and out.size):
+            raise ValueError(f"{name}: bad reduce_size {reduce_size}")
+        _check_sizes(name, (a, out.array.size * reduce_size))
+        if out.array.size:  # an empty sum is 0: np.add.reduce gives that too
+            ufunc.reduce(a.array.reshape(out.array.size, reduce_size), axis=1, out=out.array)
+
+    kernel.__doc__ = f"``out[i] = {name[7:]}(a[i*rs:(i+1)*rs])``."
+    return kernel
+
+
+reduce_sum = _reduce(np.add, "reduce_sum")
+reduce_max = _reduce(np.maximum, "reduce_max")
+
+
+# ----- fused optimizer updates (project extras, mirrored by the compiled module) -------------
+
+
+def _check_update(name: str, *handles: Array) -> None:
+    _check_same_dtype(*handles)
+    _check_sizes(name, *((h, handles[-1].array.size) for h in handles))
+
+
+def sgd_update(param: Array, grad: Array, u: Array, out: Array, lr: float, momentum: float,
+               weight_decay: float) -> None:
+    """needle's SGD step for one parameter: ``u`` in place, the new parameter in ``out``."""
+    _check_update("sgd_update", param, grad, u, out)
+    p, g_in, u_arr = param.array, grad.array, u.array
+    g = p * weight_decay
+    g += g_in
+    u_arr *= momentum
+    g *= 1 - momentum
+    u_arr += g
+    np.multiply(u_arr, lr, out=g)
+    np.subtract(p, g, out=out.array)
+
+
+def adam_update(param: Array, grad: Array, m: Array, v: Array, out: Array, lr: float,
+                beta1: float, beta2: float, eps: float, weight_decay: float, bias1: float,
+                bias2: float) -> None:
+    """needle's Adam step for one parameter: ``m``, ``v`` in place, the result in ``out``.
+
+    ``bias1 = 1 - beta1**t`` and ``bias2 = 1 - beta2**t`` are the bias corrections.
+    """
+    _check_update("adam_update", param, grad, m, v, out)
+    p, m_arr, v_arr = param.array, m.array, v.array
+    g = p * weight_decay
+    g += grad.array
+    scratch = g * (1 - beta1)
+    m_arr *= beta1
+    m_arr += scratch
+    np.multiply(g, g, out=g)
+    g *= 1 - beta2
+    v_arr *= beta2
+    v_arr += g
+    m_hat = np.divide(m_arr, bias1, out=scratch)
+    v_hat = np.divide(v_arr, bias2, out=g)
+    np.sqrt(v_hat, out=v_hat)
+    v_hat += eps
+    m_hat *= lr
+    m_hat /= v_hat
+    np.subtract(p, m_hat, out=out.array)
+
+
+# ----- fused batch norm (project extras, mirrored by the compiled module) --------------------
+
+
+def batchnorm_forward(x: Array, weight: Array, bias: Array, out: Array, xhat: Array,
+                      mean: Array, var: Array, inv_std: Array, n: int, d: int,
+                      eps: float) -> None:
+    """Training batch norm of x (n, d) per column: ``out = xhat * weight + bias``.
+
+    Also writes ``xhat`` (n, d) and the column ``mean``, biased ``var`` and
+    ``inv_std = (var + eps) ** -0.5`` (d each), which the gradient and the running
+    statistics need. The arithmetic is needle.ops.FusedBatchNorm's, in its order.
+    """
+    _check_same_dtype(x, weight, bias, out, xhat, mean, var, inv_std)
+    _check_sizes("batchnorm_forward", (x, n * d), (out, n * d), (xhat, n * d), (weight, d),
+                 (bias, d), (mean, d), (var, d), (inv_std, d))
+    if n < 1:
+        raise ValueError(f"batchnorm_forward: needs at least one row, got n={n}")
+    rows = x.array.reshape(n, d)
+    column_mean = rows.sum(axis=0) / n
+    centred = rows - column_mean
+    column_var = (centred * centred).sum(axis=0) / n
+    scale = (column_var + eps) ** -0.5
+    normed = centred * scale
+    mean.array[:], var.array[:], inv_std.array[:] = column_mean, column_var, scale
+    xhat.array[:] = normed.reshape(-1)
+    out.array[:] = (normed * weight.array + bias.array).reshape(-1)
+
+
+def batchnorm_backward(g: Array, xhat: Array, weight: Array, inv_std: Array, grad_x: Array,
+                       grad_weight: Array, grad_bias: Array, n: int, d: int) -> None:
+    """The input, weight and bias gradients of :func:`batchnorm_forward` for out_grad g.
+
+    ``grad_bias = Σ_rows g``, ``grad_weight = Σ_rows g·xhat`` and
+    ``grad_x = (g·n − grad_bias − xhat·grad_weight) · (weight·inv_std / n)``.
+    """
+    _check_same_dtype(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias)
+    _check_sizes("batchnorm_backward", (g, n * d), (xhat, n * d), (grad_x, n * d),
+                 (weight, d), (inv_std, d), (grad_weight, d), (grad_bias, d))
+    rows, normed = g.array.reshape(n, d), xhat.array.reshape(n, d)
+    grad_bias.array[:] = rows.sum(axis=0)
+    grad_weight.array[:] = (rows * normed).sum(axis=0)
+    centred_grad = rows * n - grad_bias.array - normed * grad_weight.array
+    grad_x.array[:] = (centred_grad * (weight.array * inv_std.array / n)).reshape(-1)

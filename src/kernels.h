@@ -1,0 +1,332 @@
+// Kernels of needle's CPU backend: plain C++ over raw buffers that trusts its inputs.
+//
+// Everything here is a template over the element type T (float or double). The binding layer
+// (ndarray_backend_cpu.cc) validates sizes, dtypes and strided ranges before calling in, so no
+// function below checks anything.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+namespace needle {
+
+/// The most dimensions a strided view may have (the spec asks for at least 8).
+constexpr int kMaxDims = 16;
+
+/// A validated strided view: element idx lives at offset + Σ idx[d]·strides[d].
+struct Layout {
+  int ndim = 0;
+  std::array<int64_t, kMaxDims> shape{};
+  std::array<int64_t, kMaxDims> strides{};
+  int64_t offset = 0;
+  int64_t size = 1;  // prod(shape); 1 for a 0-d view
+};
+
+/// Returns `v` with size-1 dimensions dropped and neighbours that step like one dimension
+/// merged (strides[d] == strides[d+1]·shape[d+1]). Row-major order is unchanged, and the inner
+/// loop of `walk` gets longer (a compact view becomes a single run).
+inline Layout collapse(const Layout& v) {
+  Layout c;
+  c.offset = v.offset;
+  c.size = v.size;
+  for (int d = 0; d < v.ndim; ++d) {
+    if (v.shape[d] == 1) continue;
+    bool merges = c.ndim > 0 && c.strides[c.ndim - 1] == v.strides[d] * v.shape[d];
+    if (merges) {
+      c.shape[c.ndim - 1] *= v.shape[d];
+      c.strides[c.ndim - 1] = v.strides[d];
+    } else {
+      c.shape[c.ndim] = v.shape[d];
+      c.strides[c.ndim] = v.strides[d];
+      ++c.ndim;
+    }
+  }
+  return c;
+}
+
+/// THE strided walker: calls visit(k, pos) for every element of `v`, k counting in row-major
+/// order and pos = offset + Σ idx·strides. compact, ewise_setitem, scalar_setitem and
+/// to_numpy are all this walk with a one-line visitor.
+template <typename Visit>
+void walk(const Layout& view, Visit visit) {
+  if (view.size == 0) return;
+  const Layout v = collapse(view);
+  if (v.ndim == 0) {  // a single element
+    visit(int64_t{0}, v.offset);
+    return;
+  }
+  const int inner = v.ndim - 1;
+  const int64_t n = v.shape[inner], step = v.strides[inner];
+  std::array<int64_t, kMaxDims> idx{};  // counter over the outer dimensions
+  int64_t base = v.offset;
+  for (int64_t k = 0; k < v.size; k += n) {
+    // The unit-stride case is split off so the compiler emits a plain (vectorisable) copy.
+    if (step == 1) {
+      for (int64_t i = 0; i < n; ++i) visit(k + i, base + i);
+    } else {
+      for (int64_t i = 0; i < n; ++i) visit(k + i, base + i * step);
+    }
+    for (int d = inner - 1; d >= 0; --d) {  // odometer increment, innermost outer dim first
+      base += v.strides[d];
+      if (++idx[d] < v.shape[d]) break;
+      base -= v.strides[d] * v.shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+// ---- the strided kernels -------------------------------------------------------------------
+
+/// out[k] = a[pos_k]: gather the view of `a` into compact `out`.
+template <typename T>
+void compact(const T* a, T* out, const Layout& v) {
+  walk(v, [&](int64_t k, int64_t pos) { out[k] = a[pos]; });
+}
+
+/// out[pos_k] = a[k]: scatter compact `a` into the view of `out`.
+template <typename T>
+void ewise_setitem(const T* a, T* out, const Layout& v) {
+  walk(v, [&](int64_t k, int64_t pos) { out[pos] = a[k]; });
+}
+
+/// out[pos_k] = val for every element of the view.
+template <typename T>
+void scalar_setitem(T val, T* out, const Layout& v) {
+  walk(v, [&](int64_t, int64_t pos) { out[pos] = val; });
+}
+
+// ---- elementwise kernels on compact buffers -------------------------------------------------
+
+/// out[i] = op(a[i], b[i]).
+template <typename T, typename Op>
+void ewise(const T* a, const T* b, T* out, int64_t n, Op op) {
+  for (int64_t i = 0; i < n; ++i) out[i] = op(a[i], b[i]);
+}
+
+/// out[i] = op(a[i], val).
+template <typename T, typename Op>
+void scalar(const T* a, T val, T* out, int64_t n, Op op) {
+  for (int64_t i = 0; i < n; ++i) out[i] = op(a[i], val);
+}
+
+/// out[i] = op(a[i]).
+template <typename T, typename Op>
+void unary(const T* a, T* out, int64_t n, Op op) {
+  for (int64_t i = 0; i < n; ++i) out[i] = op(a[i]);
+}
+
+// The functors the bindings hand to ewise/scalar/unary. Results keep the operands' type, so a
+// float32 kernel computes in float32 (powf, expf, ...) exactly as NumPy's float32 loops do.
+
+/// NumPy's maximum: NaN if either operand is NaN.
+struct Maximum {
+  template <typename T>
+  T operator()(T x, T y) const { return (x != x || x > y) ? x : y; }
+};
+/// 1 where equal, else 0 (in the operands' type).
+struct Equal {
+  template <typename T>
+  T operator()(T x, T y) const { return x == y ? T(1) : T(0); }
+};
+/// 1 where x >= y, else 0.
+struct GreaterEqual {
+  template <typename T>
+  T operator()(T x, T y) const { return x >= y ? T(1) : T(0); }
+};
+/// C pow: NaN for a negative base with a fractional exponent, exact signs for integral ones.
+struct Power {
+  template <typename T>
+  T operator()(T x, T y) const { return std::pow(x, y); }
+};
+struct Log {
+  template <typename T>
+  T operator()(T x) const { return std::log(x); }
+};
+struct Exp {
+  template <typename T>
+  T operator()(T x) const { return std::exp(x); }
+};
+struct Tanh {
+  template <typename T>
+  T operator()(T x) const { return std::tanh(x); }
+};
+
+// ---- reductions -----------------------------------------------------------------------------
+
+/// Sum of x[0:n] in eight interleaved lanes, combined in a fixed order: the same bits on every
+/// run, more accurate than one running sum and vectorisable without -ffast-math.
+template <typename T>
+T sum(const T* x, int64_t n) {
+  T lanes[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int l = 0; l < 8; ++l) lanes[l] += x[i + l];
+  }
+  T tail = 0;
+  for (; i < n; ++i) tail += x[i];
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+         ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + tail;
+}
+
+/// Max of x[0:n], n >= 1; NaN propagates as in NumPy.
+template <typename T>
+T max(const T* x, int64_t n) {
+  T best = x[0];
+  for (int64_t i = 1; i < n; ++i) best = Maximum{}(best, x[i]);
+  return best;
+}
+
+/// out[i] = sum of a[i·rs : (i+1)·rs] (0 when rs == 0).
+template <typename T>
+void reduce_sum(const T* a, T* out, int64_t out_size, int64_t rs) {
+  for (int64_t i = 0; i < out_size; ++i) out[i] = sum(a + i * rs, rs);
+}
+
+/// out[i] = max of a[i·rs : (i+1)·rs]; rs >= 1.
+template <typename T>
+void reduce_max(const T* a, T* out, int64_t out_size, int64_t rs) {
+  for (int64_t i = 0; i < out_size; ++i) out[i] = max(a + i * rs, rs);
+}
+
+// ---- tiled matmul (the course's hand-written loop; see spec §8.1) ----------------------------
+
+/// acc += a_tile @ b_tile for contiguous row-major TILE×TILE blocks.
+template <typename T, int64_t TILE>
+void tile_multiply_add(const T* a, const T* b, T* acc) {
+  for (int64_t i = 0; i < TILE; ++i) {
+    for (int64_t k = 0; k < TILE; ++k) {
+      const T aik = a[i * TILE + k];
+      for (int64_t j = 0; j < TILE; ++j) acc[i * TILE + j] += aik * b[k * TILE + j];
+    }
+  }
+}
+
+/// Tiled (m,n)@(n,p): a is (m/T, n/T, T, T), b is (n/T, p/T, T, T), out is (m/T, p/T, T, T),
+/// each tile a contiguous T×T block in row-major tile order. Every out tile is overwritten
+/// (zeros when n == 0), since the caller's buffer is uninitialised. The tile is summed in a
+/// local array: it cannot alias `a` or `b`, which is what lets the compiler vectorise.
+template <typename T, int64_t TILE>
+void matmul_tiled(const T* a, const T* b, T* out, int64_t m, int64_t n, int64_t p) {
+  const int64_t mt = m / TILE, nt = n / TILE, pt = p / TILE, block = TILE * TILE;
+  for (int64_t i = 0; i < mt; ++i) {
+    for (int64_t j = 0; j < pt; ++j) {
+      T acc[TILE * TILE] = {};
+      for (int64_t k = 0; k < nt; ++k) {
+        tile_multiply_add<T, TILE>(a + (i * nt + k) * block, b + (k * pt + j) * block, acc);
+      }
+      std::copy(acc, acc + block, out + (i * pt + j) * block);
+    }
+  }
+}
+
+// ---- fused optimizer updates (project extras) ---------------------------------------------
+// One pass per parameter instead of a dozen elementwise kernels. Each element goes through
+// the same float operations, in the same order, as needle.optim's array formula (NumPy casts
+// the Python-float hyper-parameters to T first, and so do the bindings), so the results are
+// bit-identical to it. The build uses -ffp-contract=off so no step is fused into an FMA.
+
+/// SGD: g = p·wd + grad; u = u·m + g·(1 − m); out = p − u·lr. Updates u in place.
+template <typename T>
+void sgd_update(const T* p, const T* grad, T* u, T* out, int64_t n, T lr, T momentum,
+                T one_minus_momentum, T weight_decay) {
+  for (int64_t i = 0; i < n; ++i) {
+    T g = p[i] * weight_decay;
+    g = g + grad[i];
+    T ui = u[i] * momentum;
+    g = g * one_minus_momentum;
+    ui = ui + g;
+    u[i] = ui;
+    out[i] = p[i] - ui * lr;
+  }
+}
+
+/// Adam hyper-parameters, already cast to T (bias1 = 1 − β1^t, bias2 = 1 − β2^t).
+template <typename T>
+struct AdamScalars {
+  T lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, bias1, bias2;
+};
+
+/// Adam: g = p·wd + grad; m = m·β1 + g·(1 − β1); v = v·β2 + g²·(1 − β2);
+/// out = p − (m/bias1)·lr / (sqrt(v/bias2) + eps). Updates m and v in place.
+template <typename T>
+void adam_update(const T* p, const T* grad, T* m, T* v, T* out, int64_t n,
+                 const AdamScalars<T>& c) {
+  for (int64_t i = 0; i < n; ++i) {
+    T g = p[i] * c.weight_decay;
+    g = g + grad[i];
+    T scratch = g * c.one_minus_beta1;
+    T mi = m[i] * c.beta1;
+    mi = mi + scratch;
+    m[i] = mi;
+    T g2 = g * g;
+    g2 = g2 * c.one_minus_beta2;
+    T vi = v[i] * c.beta2;
+    vi = vi + g2;
+    v[i] = vi;
+    T m_hat = mi / c.bias1;
+    T v_hat = std::sqrt(vi / c.bias2) + c.eps;
+    m_hat = m_hat * c.lr;
+    out[i] = p[i] - m_hat / v_hat;
+  }
+}
+
+// ---- fused batch norm (project extras) --------------------------------------------------------
+// Training batch norm of a compact (n, d) matrix, statistics per column, in one kernel each way
+// instead of a dozen array operations. Column sums run over the rows in order (deterministic).
+
+/// out = xhat·weight + bias with xhat = (x − mean)·inv_std, mean and biased var per column,
+/// inv_std = 1 / sqrt(var + eps). Writes xhat, mean, var and inv_std too.
+template <typename T>
+void batchnorm_forward(const T* x, const T* weight, const T* bias, T* out, T* xhat, T* mean,
+                       T* var, T* inv_std, int64_t n, int64_t d, T eps) {
+  std::fill(mean, mean + d, T(0));
+  std::fill(var, var + d, T(0));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < d; ++j) mean[j] += x[i * d + j];
+  }
+  for (int64_t j = 0; j < d; ++j) mean[j] /= static_cast<T>(n);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < d; ++j) {
+      const T c = x[i * d + j] - mean[j];
+      var[j] += c * c;
+    }
+  }
+  for (int64_t j = 0; j < d; ++j) {
+    var[j] /= static_cast<T>(n);
+    inv_std[j] = T(1) / std::sqrt(var[j] + eps);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < d; ++j) {
+      const T h = (x[i * d + j] - mean[j]) * inv_std[j];
+      xhat[i * d + j] = h;
+      out[i * d + j] = h * weight[j] + bias[j];
+    }
+  }
+}
+
+/// grad_bias = Σ_rows g; grad_weight = Σ_rows g·xhat;
+/// grad_x = (g·n − grad_bias − xhat·grad_weight)·(weight·inv_std / n).
+template <typename T>
+void batchnorm_backward(const T* g, const T* xhat, const T* weight, const T* inv_std, T* grad_x,
+                        T* grad_weight, T* grad_bias, int64_t n, int64_t d) {
+  std::fill(grad_weight, grad_weight + d, T(0));
+  std::fill(grad_bias, grad_bias + d, T(0));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < d; ++j) {
+      grad_bias[j] += g[i * d + j];
+      grad_weight[j] += g[i * d + j] * xhat[i * d + j];
+    }
+  }
+  const T nn = static_cast<T>(n);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < d; ++j) {
+      const T centred = g[i * d + j] * nn - grad_bias[j] - xhat[i * d + j] * grad_weight[j];
+      grad_x[i * d + j] = centred * (weight[j] * inv_std[j] / nn);
+    }
+  }
+}
+
+}  // namespace needle

@@ -1,0 +1,550 @@
+// needle's compiled CPU backend: the Array buffer, validation at the Python boundary, and the
+// nanobind bindings of the backend API (docs/backends.md, spec §8). Kernels live in kernels.h.
+//
+// Every binding first checks its arguments (dtypes, sizes, the range a strided view reaches)
+// and raises TypeError/ValueError; only then does it call a kernel, which trusts its input.
+
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <new>
+#include <string>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <pmmintrin.h>
+#include <xmmintrin.h>
+#define NEEDLE_HAS_MXCSR 1
+#endif
+
+#include "kernels.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace needle {
+
+constexpr int64_t kTileSize = 8;
+constexpr std::size_t kAlignment = 64;  // one cache line; also a full AVX-512 vector
+
+enum class DType { float32, float64 };
+
+const char* dtype_name(DType d) { return d == DType::float32 ? "float32" : "float64"; }
+
+DType parse_dtype(const std::string& name) {
+  if (name == "float32") return DType::float32;
+  if (name == "float64") return DType::float64;
+  throw nb::type_error(("Array: unsupported dtype '" + name +
+                        "'; expected 'float32' or 'float64'").c_str());
+}
+
+/// A flat, aligned, uninitialised buffer of `size` elements of one dtype.
+class Array {
+ public:
+  Array(int64_t size, const std::string& dtype) : size_(size), dtype_(parse_dtype(dtype)) {
+    if (size < 0) {
+      throw nb::value_error(("Array: size must be >= 0, got " + std::to_string(size)).c_str());
+    }
+    if (size > std::numeric_limits<int64_t>::max() / 8) {
+      throw nb::value_error(("Array: size " + std::to_string(size) + " is too large").c_str());
+    }
+    // operator new with an alignment throws std::bad_alloc (MemoryError) when memory runs out.
+    data_ = ::operator new(std::max<std::size_t>(bytes(), 1), std::align_val_t(kAlignment));
+  }
+  ~Array() { ::operator delete(data_, std::align_val_t(kAlignment)); }
+  Array(const Array&) = delete;
+  Array& operator=(const Array&) = delete;
+
+  int64_t size() const { return size_; }
+  DType dtype() const { return dtype_; }
+  std::size_t bytes() const {
+    return static_cast<std::size_t>(size_) * (dtype_ == DType::float32 ? 4 : 8);
+  }
+  std::uintptr_t ptr() const { return reinterpret_cast<std::uintptr_t>(data_); }
+  template <typename T>
+  T* as() const { return static_cast<T*>(data_); }
+
+ private:
+  int64_t size_;
+  DType dtype_;
+  void* data_ = nullptr;
+};
+
+/// Calls f(T{}) with T the C++ type of `d`: the one place dtypes turn into templates.
+template <typename F>
+void dispatch(DType d, F&& f) {
+  if (d == DType::float32) {
+    f(float{});
+  } else {
+    f(double{});
+  }
+}
+
+// ---- validation at the boundary -------------------------------------------------------------
+
+[[noreturn]] void value_error(const char* fn, const std::string& what) {
+  throw nb::value_error((std::string(fn) + ": " + what).c_str());
+}
+
+void check_same_dtype(const char* fn, std::initializer_list<const Array*> arrays) {
+  DType first = (*arrays.begin())->dtype();
+  for (const Array* a : arrays) {
+    if (a->dtype() != first) {
+      throw nb::type_error((std::string(fn) + ": all arrays must share one dtype, got " +
+                            dtype_name(first) + " and " + dtype_name(a->dtype()) +
+                            "; convert one with astype()").c_str());
+    }
+  }
+}
+
+void check_size(const char* fn, const char* name, const Array& a, int64_t expected) {
+  if (a.size() != expected) {
+    value_error(fn, std::string(name) + ".size is " + std::to_string(a.size()) +
+                        ", expected " + std::to_string(expected));
+  }
+}
+
+void check_nonnegative(const char* fn, const char* name, int64_t v) {
+  if (v < 0) value_error(fn, std::string(name) + " must be >= 0, got " + std::to_string(v));
+}
+
+/// x·y, raising ValueError instead of overflowing.
+int64_t checked_mul(const char* fn, int64_t x, int64_t y) {
+  int64_t r;
+  if (__builtin_mul_overflow(x, y, &r)) value_error(fn, "sizes overflow 64-bit indexing");
+  return r;
+}
+
+int64_t checked_add(const char* fn, int64_t x, int64_t y) {
+  int64_t r;
+  if (__builtin_add_overflow(x, y, &r)) value_error(fn, "strides overflow 64-bit indexing");
+  return r;
+}
+
+std::string format_tuple(const std::vector<int64_t>& v) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + (v.size() == 1 ? ",)" : ")");
+}
+
+/// Checks a strided view of a buffer of `buffer_size` elements and returns its Layout: equal
+/// shape/strides lengths, at most kMaxDims dimensions, shape >= 0, and every position
+/// offset + Σ idx·strides (its min and max, given negative strides) inside the buffer.
+Layout check_view(const char* fn, const std::vector<int64_t>& shape,
+                  const std::vector<int64_t>& strides, int64_t offset, int64_t buffer_size) {
+  if (shape.size() != strides.size()) {
+    value_error(fn, "shape " + format_tuple(shape) + " and strides " + format_tuple(strides) +
+                        " have different lengths");
+  }
+  if (shape.size() > static_cast<std::size_t>(kMaxDims)) {
+    value_error(fn, "at most " + std::to_string(kMaxDims) + " dimensions are supported, got " +
+                        std::to_string(shape.size()));
+  }
+  Layout v;
+  v.ndim = static_cast<int>(shape.size());
+  v.offset = offset;
+  int64_t lowest = offset, highest = offset;
+  for (int d = 0; d < v.ndim; ++d) {
+    check_nonnegative(fn, "every shape entry", shape[d]);
+    v.shape[d] = shape[d];
+    v.strides[d] = strides[d];
+    v.size = checked_mul(fn, v.size, shape[d]);
+    if (shape[d] == 0) continue;
+    int64_t reach = checked_mul(fn, shape[d] - 1, strides[d]);
+    (reach < 0 ? lowest : highest) = checked_add(fn, reach < 0 ? lowest : highest, reach);
+  }
+  if (v.size > 0 && (lowest < 0 || highest >= buffer_size)) {
+    value_error(fn, "the view shape=" + format_tuple(shape) + ", strides=" +
+                        format_tuple(strides) + ", offset=" + std::to_string(offset) +
+                        " reaches elements " + std::to_string(lowest) + ".." +
+                        std::to_string(highest) + " of a buffer of size " +
+                        std::to_string(buffer_size));
+  }
+  return v;
+}
+
+// ---- binding factories: validate, dispatch on dtype, call one kernel ------------------------
+
+/// Binds name(a, b, out): out[i] = op(a[i], b[i]) on compact buffers of one size.
+template <typename Op>
+void def_ewise(nb::module_& m, const char* name, Op op, const char* doc) {
+  m.def(name, [name, op](const Array& a, const Array& b, Array& out) {
+    check_same_dtype(name, {&a, &b, &out});
+    check_size(name, "a", a, out.size());
+    check_size(name, "b", b, out.size());
+    dispatch(out.dtype(), [&](auto t) {
+      using T = decltype(t);
+      ewise(a.as<T>(), b.as<T>(), out.as<T>(), out.size(), op);
+    });
+  }, "a"_a, "b"_a, "out"_a, doc);
+}
+
+/// Binds name(a, val, out): out[i] = op(a[i], T(val)), the scalar cast to the dtype first.
+template <typename Op>
+void def_scalar(nb::module_& m, const char* name, Op op, const char* doc) {
+  m.def(name, [name, op](const Array& a, double val, Array& out) {
+    check_same_dtype(name, {&a, &out});
+    check_size(name, "a", a, out.size());
+    dispatch(out.dtype(), [&](auto t) {
+      using T = decltype(t);
+      scalar(a.as<T>(), static_cast<T>(val), out.as<T>(), out.size(), op);
+    });
+  }, "a"_a, "val"_a, "out"_a, doc);
+}
+
+/// Binds name(a, out): out[i] = op(a[i]).
+template <typename Op>
+void def_unary(nb::module_& m, const char* name, Op op, const char* doc) {
+  m.def(name, [name, op](const Array& a, Array& out) {
+    check_same_dtype(name, {&a, &out});
+    check_size(name, "a", a, out.size());
+    dispatch(out.dtype(), [&](auto t) {
+      using T = decltype(t);
+      unary(a.as<T>(), out.as<T>(), out.size(), op);
+    });
+  }, "a"_a, "out"_a, doc);
+}
+
+/// Binds name(a, out, reduce_size) for reduce_sum / reduce_max.
+template <typename Kernel>
+void def_reduce(nb::module_& m, const char* name, Kernel kernel, bool allow_empty,
+                const char* doc) {
+  m.def(name, [name, kernel, allow_empty](const Array& a, Array& out, int64_t reduce_size) {
+    check_same_dtype(name, {&a, &out});
+    check_nonnegative(name, "reduce_size", reduce_size);
+    check_size(name, "a", a, checked_mul(name, out.size(), reduce_size));
+    if (!allow_empty && reduce_size == 0 && out.size() > 0) {
+      value_error(name, "cannot reduce over 0 elements (reduce_size=0)");
+    }
+    dispatch(out.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernel(a.as<T>(), out.as<T>(), out.size(), reduce_size);
+    });
+  }, "a"_a, "out"_a, "reduce_size"_a, doc);
+}
+
+/// Checks the handles of a (m,n)@(n,p) product.
+void check_matmul(const char* fn, const Array& a, const Array& b, const Array& out, int64_t m,
+                  int64_t n, int64_t p) {
+  check_same_dtype(fn, {&a, &b, &out});
+  check_nonnegative(fn, "m", m);
+  check_nonnegative(fn, "n", n);
+  check_nonnegative(fn, "p", p);
+  check_size(fn, "a", a, checked_mul(fn, m, n));
+  check_size(fn, "b", b, checked_mul(fn, n, p));
+  check_size(fn, "out", out, checked_mul(fn, m, p));
+}
+
+// ---- NumPy interop --------------------------------------------------------------------------
+
+/// A zero-copy NumPy (rows, cols) view of `a`'s buffer, valid while `a` lives.
+template <typename T>
+nb::object numpy_view(const Array& a, int64_t rows, int64_t cols) {
+  std::size_t shape[2] = {static_cast<std::size_t>(rows), static_cast<std::size_t>(cols)};
+  nb::ndarray<nb::numpy, T> view(a.as<T>(), 2, shape, nb::handle());
+  return nb::cast(view, nb::rv_policy::reference);
+}
+
+/// numpy.matmul, looked up once. Intentionally never freed: it must outlive module teardown.
+nb::object& numpy_matmul() {
+  static nb::object* fn = new nb::object(nb::module_::import_("numpy").attr("matmul"));
+  return *fn;
+}
+
+/// (m,n)@(n,p) through NumPy's BLAS (OpenBLAS in NumPy's wheels) on zero-copy views.
+void py_matmul(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {
+  check_matmul("matmul", a, b, out, m, n, p);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    numpy_matmul()(numpy_view<T>(a, m, n), numpy_view<T>(b, n, p),
+                   "out"_a = numpy_view<T>(out, m, p));
+  });
+}
+
+void py_matmul_tiled(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {
+  check_matmul("matmul_tiled", a, b, out, m, n, p);
+  if (m % kTileSize || n % kTileSize || p % kTileSize) {
+    value_error("matmul_tiled", "m, n, p must be multiples of the tile size " +
+                                    std::to_string(kTileSize) + ", got m=" + std::to_string(m) +
+                                    ", n=" + std::to_string(n) + ", p=" + std::to_string(p));
+  }
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    matmul_tiled<T, kTileSize>(a.as<T>(), b.as<T>(), out.as<T>(), m, n, p);
+  });
+}
+
+using AnyArray = nb::ndarray<nb::ro, nb::device::cpu>;
+
+/// True when `x` is C-contiguous: as in NumPy, length-1 dimensions and empty arrays may have
+/// any strides.
+bool is_c_contiguous(const AnyArray& x) {
+  if (x.size() == 0) return true;
+  int64_t expected = 1;
+  for (std::size_t d = x.ndim(); d-- > 0;) {
+    if (x.shape(d) != 1 && x.stride(d) != expected) return false;
+    expected *= static_cast<int64_t>(x.shape(d));
+  }
+  return true;
+}
+
+void from_numpy(const AnyArray& x, Array& out) {
+  const bool f32 = out.dtype() == DType::float32;
+  if (x.dtype() != (f32 ? nb::dtype<float>() : nb::dtype<double>())) {
+    throw nb::type_error((std::string("from_numpy: the array's dtype differs from out's ") +
+                          dtype_name(out.dtype()) +
+                          "; pass np.ascontiguousarray(x, dtype=out.dtype)").c_str());
+  }
+  if (!is_c_contiguous(x)) {
+    value_error("from_numpy", "the array is not C-contiguous; pass np.ascontiguousarray(x)");
+  }
+  if (static_cast<int64_t>(x.size()) < out.size()) {
+    value_error("from_numpy", "the array has " + std::to_string(x.size()) +
+                                  " elements, fewer than out.size " + std::to_string(out.size()));
+  }
+  if (out.size() > 0) std::memcpy(out.as<char>(), x.data(), out.bytes());
+}
+
+nb::object to_numpy(const Array& a, const std::vector<int64_t>& shape,
+                    const std::vector<int64_t>& strides, int64_t offset) {
+  const Layout v = check_view("to_numpy", shape, strides, offset, a.size());
+  std::vector<std::size_t> dims(shape.begin(), shape.end());
+  nb::object result;
+  dispatch(a.dtype(), [&](auto t) {
+    using T = decltype(t);
+    T* data = new T[std::max<int64_t>(v.size, 1)];
+    nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+    compact(a.as<T>(), data, v);
+    result = nb::cast(nb::ndarray<nb::numpy, T>(data, dims.size(), dims.data(), owner));
+  });
+  return result;
+}
+
+// ---- denormals (project extra) --------------------------------------------------------------
+
+constexpr unsigned kFtzDaz = 0x8040;  // MXCSR bits 15 (flush-to-zero) and 6 (denormals-are-zero)
+
+bool set_flush_denormal(bool enabled) {
+#ifdef NEEDLE_HAS_MXCSR
+  const unsigned csr = _mm_getcsr();
+  _mm_setcsr(enabled ? (csr | kFtzDaz) : (csr & ~kFtzDaz));
+  return true;
+#else
+  (void)enabled;
+  return false;
+#endif
+}
+
+bool get_flush_denormal() {
+#ifdef NEEDLE_HAS_MXCSR
+  return (_mm_getcsr() & kFtzDaz) == kFtzDaz;
+#else
+  return false;
+#endif
+}
+
+}  // namespace needle
+
+using namespace needle;
+
+// The strided bindings share one shape: (buffer args..., shape, strides, offset).
+#define NEEDLE_VIEW_ARGS "shape"_a, "strides"_a, "offset"_a
+
+using Arrays = std::initializer_list<const Array*>;
+
+/// Checks the handles of a fused optimizer update: one dtype, every buffer of out's size.
+void check_update(const char* fn, std::initializer_list<const Array*> arrays, const Array& out) {
+  check_same_dtype(fn, arrays);
+  for (const Array* a : arrays) check_size(fn, "every buffer", *a, out.size());
+}
+
+void py_sgd_update(const Array& param, const Array& grad, Array& u, Array& out, double lr,
+                   double momentum, double weight_decay) {
+  check_update("sgd_update", {&param, &grad, &u, &out}, out);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    sgd_update(param.as<T>(), grad.as<T>(), u.as<T>(), out.as<T>(), out.size(),
+               static_cast<T>(lr), static_cast<T>(momentum), static_cast<T>(1 - momentum),
+               static_cast<T>(weight_decay));
+  });
+}
+
+void py_adam_update(const Array& param, const Array& grad, Array& m, Array& v, Array& out,
+                    double lr, double beta1, double beta2, double eps, double weight_decay,
+                    double bias1, double bias2) {
+  check_update("adam_update", {&param, &grad, &m, &v, &out}, out);
+  dispatch(out.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const AdamScalars<T> c{static_cast<T>(lr),          static_cast<T>(beta1),
+                           static_cast<T>(1 - beta1),   static_cast<T>(beta2),
+                           static_cast<T>(1 - beta2),   static_cast<T>(eps),
+                           static_cast<T>(weight_decay),
+                           static_cast<T>(bias1),       static_cast<T>(bias2)};
+    adam_update(param.as<T>(), grad.as<T>(), m.as<T>(), v.as<T>(), out.as<T>(), out.size(), c);
+  });
+}
+
+void py_batchnorm_forward(const Array& x, const Array& weight, const Array& bias, Array& out,
+                          Array& xhat, Array& mean, Array& var, Array& inv_std, int64_t n,
+                          int64_t d, double eps) {
+  const char* fn = "batchnorm_forward";
+  check_same_dtype(fn, {&x, &weight, &bias, &out, &xhat, &mean, &var, &inv_std});
+  if (n < 1) value_error(fn, "needs at least one row, got n=" + std::to_string(n));
+  check_nonnegative(fn, "d", d);
+  const int64_t nd = checked_mul(fn, n, d);
+  for (const Array* a : Arrays{&x, &out, &xhat}) check_size(fn, "an (n, d) buffer", *a, nd);
+  for (const Array* a : Arrays{&weight, &bias, &mean, &var, &inv_std}) {
+    check_size(fn, "a (d,) buffer", *a, d);
+  }
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    batchnorm_forward(x.as<T>(), weight.as<T>(), bias.as<T>(), out.as<T>(), xhat.as<T>(),
+                      mean.as<T>(), var.as<T>(), inv_std.as<T>(), n, d, static_cast<T>(eps));
+  });
+}
+
+void py_batchnorm_backward(const Array& g, const Array& xhat, const Array& weight,
+                           const Array& inv_std, Array& grad_x, Array& grad_weight,
+                           Array& grad_bias, int64_t n, int64_t d) {
+  const char* fn = "batchnorm_backward";
+  check_same_dtype(fn, {&g, &xhat, &weight, &inv_std, &grad_x, &grad_weight, &grad_bias});
+  check_nonnegative(fn, "n", n);
+  check_nonnegative(fn, "d", d);
+  const int64_t nd = checked_mul(fn, n, d);
+  for (const Array* a : Arrays{&g, &xhat, &grad_x}) check_size(fn, "an (n, d) buffer", *a, nd);
+  for (const Array* a : Arrays{&weight, &inv_std, &grad_weight, &grad_bias}) {
+    check_size(fn, "a (d,) buffer", *a, d);
+  }
+  dispatch(g.dtype(), [&](auto t) {
+    using T = decltype(t);
+    batchnorm_backward(g.as<T>(), xhat.as<T>(), weight.as<T>(), inv_std.as<T>(),
+                       grad_x.as<T>(), grad_weight.as<T>(), grad_bias.as<T>(), n, d);
+  });
+}
+
+NB_MODULE(ndarray_backend_cpu, m) {
+  m.doc() = R"(needle's compiled CPU backend (C++17, nanobind): the spec §8 backend API.
+
+Array(size, dtype="float32") is a flat, 64-byte-aligned, uninitialised float32/float64 buffer.
+Kernels write into `out` and return None. compact / ewise_setitem / scalar_setitem / to_numpy
+take (shape, strides, offset) in elements (strides may be 0 or negative, up to 16 dims); the
+other kernels take compact buffers. Arguments are validated: TypeError for mixed dtypes,
+ValueError for wrong sizes or a view reaching outside its buffer.
+
+Project extras:
+  set_flush_denormal(enabled) -> bool: set the FTZ+DAZ bits of this thread's MXCSR (x86-64);
+      returns False (unsupported) on other architectures.
+  get_flush_denormal() -> bool: whether FTZ+DAZ are both set for this thread.)";
+  // Arrays still referenced at interpreter exit (module globals, caches, uncollected cycles) are
+  // normal for Python, not a refcount bug here; nanobind would list each one on stderr.
+  nb::set_leak_warnings(false);
+  m.attr("__device_name__") = "cpu";
+  m.attr("__tile_size__") = kTileSize;
+
+  nb::class_<Array>(m, "Array", "A flat, aligned, uninitialised buffer of `size` elements.")
+      .def(nb::init<int64_t, const std::string&>(), "size"_a, "dtype"_a = "float32")
+      .def_prop_ro("size", &Array::size, "Number of elements.")
+      .def_prop_ro("dtype", [](const Array& a) { return dtype_name(a.dtype()); },
+                   "'float32' or 'float64'.")
+      .def("ptr", &Array::ptr, "Base address of the buffer, as an int.");
+
+  m.def("fill", [](Array& out, double val) {
+    dispatch(out.dtype(), [&](auto t) {
+      using T = decltype(t);
+      std::fill(out.as<T>(), out.as<T>() + out.size(), static_cast<T>(val));
+    });
+  }, "out"_a, "val"_a, "Set every element of out to val (cast to out's dtype).");
+
+  m.def("compact", [](const Array& a, Array& out, const std::vector<int64_t>& shape,
+                      const std::vector<int64_t>& strides, int64_t offset) {
+    check_same_dtype("compact", {&a, &out});
+    const Layout v = check_view("compact", shape, strides, offset, a.size());
+    check_size("compact", "out", out, v.size);
+    dispatch(out.dtype(), [&](auto t) { compact(a.as<decltype(t)>(), out.as<decltype(t)>(), v); });
+  }, "a"_a, "out"_a, NEEDLE_VIEW_ARGS, "out[k] = a[offset + Σ idx_k·strides], k row-major.");
+
+  m.def("ewise_setitem", [](const Array& a, Array& out, const std::vector<int64_t>& shape,
+                            const std::vector<int64_t>& strides, int64_t offset) {
+    check_same_dtype("ewise_setitem", {&a, &out});
+    const Layout v = check_view("ewise_setitem", shape, strides, offset, out.size());
+    check_size("ewise_setitem", "a", a, v.size);
+    dispatch(out.dtype(), [&](auto t) {
+      ewise_setitem(a.as<decltype(t)>(), out.as<decltype(t)>(), v);
+    });
+  }, "a"_a, "out"_a, NEEDLE_VIEW_ARGS, "out[offset + Σ idx_k·strides] = a[k] (compact a).");
+
+  m.def("scalar_setitem", [](int64_t size, double val, Array& out,
+                             const std::vector<int64_t>& shape,
+                             const std::vector<int64_t>& strides, int64_t offset) {
+    check_nonnegative("scalar_setitem", "size", size);
+    const Layout v = check_view("scalar_setitem", shape, strides, offset, out.size());
+    if (size != v.size) {
+      value_error("scalar_setitem", "size is " + std::to_string(size) + ", prod(shape) is " +
+                                        std::to_string(v.size));
+    }
+    dispatch(out.dtype(), [&](auto t) {
+      using T = decltype(t);
+      scalar_setitem(static_cast<T>(val), out.as<T>(), v);
+    });
+  }, "size"_a, "val"_a, "out"_a, NEEDLE_VIEW_ARGS,
+     "out[offset + Σ idx·strides] = val over the view; size must be prod(shape).");
+
+  m.def("to_numpy", &to_numpy, "a"_a, NEEDLE_VIEW_ARGS,
+        "A new NumPy array of `shape` holding the view's elements (always a copy).");
+  m.def("from_numpy", &from_numpy, "x"_a, "out"_a,
+        "Copy the first out.size values of a C-contiguous NumPy array of out's dtype.");
+
+  def_ewise(m, "ewise_add", std::plus<>{}, "out = a + b");
+  def_ewise(m, "ewise_mul", std::multiplies<>{}, "out = a * b");
+  def_ewise(m, "ewise_div", std::divides<>{}, "out = a / b");
+  def_ewise(m, "ewise_maximum", Maximum{}, "out = maximum(a, b) (NaN propagates)");
+  def_ewise(m, "ewise_eq", Equal{}, "out = 1 where a == b else 0");
+  def_ewise(m, "ewise_ge", GreaterEqual{}, "out = 1 where a >= b else 0");
+  def_ewise(m, "ewise_power", Power{}, "out = pow(a, b)");
+
+  def_scalar(m, "scalar_add", std::plus<>{}, "out = a + val");
+  def_scalar(m, "scalar_mul", std::multiplies<>{}, "out = a * val");
+  def_scalar(m, "scalar_div", std::divides<>{}, "out = a / val");
+  def_scalar(m, "scalar_power", Power{}, "out = pow(a, val) (C pow semantics)");
+  def_scalar(m, "scalar_maximum", Maximum{}, "out = maximum(a, val)");
+  def_scalar(m, "scalar_eq", Equal{}, "out = 1 where a == val else 0");
+  def_scalar(m, "scalar_ge", GreaterEqual{}, "out = 1 where a >= val else 0");
+
+  def_unary(m, "ewise_log", Log{}, "out = log(a)");
+  def_unary(m, "ewise_exp", Exp{}, "out = exp(a)");
+  def_unary(m, "ewise_tanh", Tanh{}, "out = tanh(a)");
+
+  def_reduce(m, "reduce_sum", [](auto... args) { reduce_sum(args...); }, true,
+             "out[i] = sum(a[i*reduce_size:(i+1)*reduce_size])");
+  def_reduce(m, "reduce_max", [](auto... args) { reduce_max(args...); }, false,
+             "out[i] = max(a[i*reduce_size:(i+1)*reduce_size]); reduce_size >= 1");
+
+  m.def("matmul", &py_matmul, "a"_a, "b"_a, "out"_a, "m"_a, "n"_a, "p"_a,
+        "out = a @ b for row-major (m,n) and (n,p), through NumPy's BLAS; overwrites out.");
+  m.def("matmul_tiled", &py_matmul_tiled, "a"_a, "b"_a, "out"_a, "m"_a, "n"_a, "p"_a,
+        "Tiled (m,n)@(n,p) on the (r/8, c/8, 8, 8) layout of spec §8.1; zeroes out itself.");
+
+  m.def("sgd_update", &py_sgd_update, "param"_a, "grad"_a, "u"_a, "out"_a, "lr"_a,
+        "momentum"_a, "weight_decay"_a,
+        "Project extra: needle's SGD step for one parameter in one pass (u updated in place).");
+  m.def("adam_update", &py_adam_update, "param"_a, "grad"_a, "m"_a, "v"_a, "out"_a, "lr"_a,
+        "beta1"_a, "beta2"_a, "eps"_a, "weight_decay"_a, "bias1"_a, "bias2"_a,
+        "Project extra: needle's Adam step for one parameter in one pass (m, v updated in\n"
+        "place); bias1 = 1 - beta1**t and bias2 = 1 - beta2**t are the bias corrections.");
+  m.def("batchnorm_forward", &py_batchnorm_forward, "x"_a, "weight"_a, "bias"_a, "out"_a,
+        "xhat"_a, "mean"_a, "var"_a, "inv_std"_a, "n"_a, "d"_a, "eps"_a,
+        "Project extra: training batch norm of x (n, d), statistics per column, in one pass.");
+  m.def("batchnorm_backward", &py_batchnorm_backward, "g"_a, "xhat"_a, "weight"_a,
+        "inv_std"_a, "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
+        "Project extra: the gradients of batchnorm_forward for out_grad g.");
+  m.def("set_flush_denormal", &set_flush_denormal, "enabled"_a,
+        "Set (True) or clear FTZ+DAZ in this thread's MXCSR; False if unsupported here.");
+  m.def("get_flush_denormal", &get_flush_denormal,
+        "True when FTZ+DAZ are both set for this thread (always False off x86-64).");
+}
