@@ -193,31 +193,29 @@ void reduce_max(const T* a, T* out, int64_t out_size, int64_t rs) {
 
 // ---- tiled matmul (the course's hand-written loop; see spec §8.1) ----------------------------
 
-/// acc += a_tile @ b_tile for contiguous row-major TILE×TILE blocks.
+/// The tiled layout of §8.1 and back: `tiled` is (rows/T, cols/T, T, T), each tile a
+/// contiguous T×T block in row-major tile order; `rowmajor` is the (rows, cols) matrix.
+/// matmul_tiled converts with these so that its product runs in the BLAS, not a tile loop.
 template <typename T, int64_t TILE>
-void tile_multiply_add(const T* a, const T* b, T* acc) {
-  for (int64_t i = 0; i < TILE; ++i) {
-    for (int64_t k = 0; k < TILE; ++k) {
-      const T aik = a[i * TILE + k];
-      for (int64_t j = 0; j < TILE; ++j) acc[i * TILE + j] += aik * b[k * TILE + j];
+void untile(const T* tiled, T* rowmajor, int64_t rows, int64_t cols) {
+  const int64_t col_tiles = cols / TILE;
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* tile_row = tiled + ((i / TILE) * col_tiles * TILE + i % TILE) * TILE;
+    for (int64_t J = 0; J < col_tiles; ++J) {
+      std::copy(tile_row + J * TILE * TILE, tile_row + J * TILE * TILE + TILE,
+                rowmajor + i * cols + J * TILE);
     }
   }
 }
 
-/// Tiled (m,n)@(n,p): a is (m/T, n/T, T, T), b is (n/T, p/T, T, T), out is (m/T, p/T, T, T),
-/// each tile a contiguous T×T block in row-major tile order. Every out tile is overwritten
-/// (zeros when n == 0), since the caller's buffer is uninitialised. The tile is summed in a
-/// local array: it cannot alias `a` or `b`, which is what lets the compiler vectorise.
 template <typename T, int64_t TILE>
-void matmul_tiled(const T* a, const T* b, T* out, int64_t m, int64_t n, int64_t p) {
-  const int64_t mt = m / TILE, nt = n / TILE, pt = p / TILE, block = TILE * TILE;
-  for (int64_t i = 0; i < mt; ++i) {
-    for (int64_t j = 0; j < pt; ++j) {
-      T acc[TILE * TILE] = {};
-      for (int64_t k = 0; k < nt; ++k) {
-        tile_multiply_add<T, TILE>(a + (i * nt + k) * block, b + (k * pt + j) * block, acc);
-      }
-      std::copy(acc, acc + block, out + (i * pt + j) * block);
+void retile(const T* rowmajor, T* tiled, int64_t rows, int64_t cols) {
+  const int64_t col_tiles = cols / TILE;
+  for (int64_t i = 0; i < rows; ++i) {
+    T* tile_row = tiled + ((i / TILE) * col_tiles * TILE + i % TILE) * TILE;
+    for (int64_t J = 0; J < col_tiles; ++J) {
+      std::copy(rowmajor + i * cols + J * TILE, rowmajor + i * cols + J * TILE + TILE,
+                tile_row + J * TILE * TILE);
     }
   }
 }

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import scaled_draws
 
 import needle as ndl
 from needle import nn
@@ -28,10 +29,10 @@ def test_conv_draws_weight_then_bias_with_course_bounds():
     np.random.seed(3)
     fan_in = 3 * 25
     bound = math.sqrt(2) * math.sqrt(3 / fan_in)
-    weight = np.random.rand(5, 5, 3, 4) * 2 * bound - bound
-    bias = np.random.rand(4) * 2 / math.sqrt(fan_in) - 1 / math.sqrt(fan_in)
-    np.testing.assert_allclose(layer.weight.numpy(), weight, rtol=1e-6)
-    np.testing.assert_allclose(layer.bias.numpy(), bias, rtol=1e-6)
+    weight = scaled_draws(np.random.rand(5, 5, 3, 4), 2 * bound, -bound)
+    bias = scaled_draws(np.random.rand(4), 2 / math.sqrt(fan_in), -1 / math.sqrt(fan_in))
+    np.testing.assert_array_equal(layer.weight.numpy(), weight)
+    np.testing.assert_array_equal(layer.bias.numpy(), bias)
     assert (layer.padding, layer.stride, layer.kernel_size) == (2, 2, 5)
 
 
@@ -204,8 +205,8 @@ def test_resnet9_draws_in_course_order():
     np.random.rand(_draws_of_resnet9() - first_weight.size)
     assert after == np.random.rand()
     bound = math.sqrt(2) * math.sqrt(3 / (3 * 49))
-    np.testing.assert_allclose(model.model[0].conv.weight.numpy(),
-                               first_weight * 2 * bound - bound, rtol=1e-6)
+    np.testing.assert_array_equal(model.model[0].conv.weight.numpy(),
+                                  scaled_draws(first_weight, 2 * bound, -bound))
 
 
 def test_importing_models_does_not_reseed():

@@ -26,7 +26,7 @@ needs_graphviz = pytest.mark.skipif(shutil.which("dot") is None,
 
 
 def tensor(values, requires_grad=True):
-    return ndl.Tensor(np.asarray(values, dtype="float64"), requires_grad=requires_grad)
+    return ndl.Tensor(values, dtype="float64", requires_grad=requires_grad)
 
 
 def titles(g):
