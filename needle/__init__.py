@@ -14,6 +14,7 @@ from .autograd import (
     no_grad,
 )
 from .backends import Device, all_devices, cpu, cpu_numpy, cuda, default_device
+from .backends.denormals import flush_denormals, is_flush_denormal, set_flush_denormal
 from .ops import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

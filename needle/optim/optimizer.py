@@ -18,6 +18,7 @@ import numpy as np
 from .._validation import check_real
 from ..autograd import Tensor
 from ..backends import BACKEND, array_api
+from ..backends.denormals import flush_in_place, optimizer_must_flush
 
 # The flat-buffer update makes every parameter a view into one buffer. A NumPy view is
 # an ordinary array, but an NDArray view at an offset is not compact, so each op would
@@ -74,6 +75,7 @@ class Optimizer:
             # Cast the gradient (not in place) so a float64 loss cannot promote the parameter.
             grad = param.grad.realize_cached_data().astype(data.dtype, copy=False)
             new = self._update(self.state[index], data, grad)
+            _flush_if_needed(new, self.state[index].values())
             param.cached_data = new.astype(data.dtype, copy=False)
 
     def _update(
@@ -125,6 +127,7 @@ class Optimizer:
             [p.grad.realize_cached_data().reshape(-1) for p in params], dtype=dtype
         )
         new = self._update(flat["slots"], data, grad)
+        _flush_if_needed(new, flat["slots"].values())
         # Each parameter gets a view of the new array; the old arrays are left untouched.
         views = [new[offsets[i] : offsets[i + 1]].reshape(p.shape) for i, p in enumerate(params)]
         for param, view in zip(params, views):
@@ -225,6 +228,14 @@ def _fused_update(kernel: str, data, grad, slots: tuple, *scalars: float):
     run(data.compact()._handle, grad.compact()._handle,
         *(slot._handle for slot in slots), out._handle, *scalars)
     return out
+
+
+def _flush_if_needed(new, slots: Iterable) -> None:
+    """Flush subnormals in a new parameter array and its state, when needle.set_flush_denormal
+    is on but the CPU's own flush-to-zero mode is not doing it (see backends.denormals)."""
+    if optimizer_must_flush():
+        for array in (new, *slots):
+            flush_in_place(array)
 
 
 def _squared_norm(array) -> float:
