@@ -22,6 +22,6 @@ install-toolchain: no C++ compiler (c++ or g++) found, and this script can only 
 root on Debian/Ubuntu. Install a C++17 compiler yourself, for example:
     sudo apt-get update && sudo apt-get install -y g++
 or install needle without its compiled backend (NumPy fallback):
-    pip install -e . -Cwheel.cmake=false
+    pip install -e . --config-settings=wheel.cmake=false
 MSG
 exit 1

@@ -18,7 +18,7 @@ if .venv-asan/bin/python -c "import scikit_build_core, nanobind" 2>/dev/null \
   isolation=(--no-build-isolation)
 fi
 .venv-asan/bin/python -m pip install -q -e ".[dev]" "${isolation[@]}" \
-  -Cbuild-dir=build/asan -Ccmake.define.NEEDLE_SANITIZE=ON
+  --config-settings=build-dir=build/asan --config-settings=cmake.define.NEEDLE_SANITIZE=ON
 
 tests=(tests/test_backend_cpu.py)
 for f in tests/test_ndarray*.py; do
