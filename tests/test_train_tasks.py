@@ -144,7 +144,7 @@ def test_eval_of_a_cnn_checkpoint_repeats_the_last_test_metrics(cnn_run, capsys)
 @needs_fashion
 def test_cnn_resume_is_bit_identical(tmp_path, capsys):
     """Epoch 1, then --resume for epoch 2, equals 2 straight epochs (cosine, augmentation)."""
-    options = [*CNN, "--limit-train", "300", "--limit-test", "100", "--epochs", "2",
+    options = [*CNN, "--limit-train", "200", "--limit-test", "50", "--epochs", "2",
                "--scheduler", "cosine", "--augment", "--crop-padding", "2"]
     assert run_main("train", *options, "--out", tmp_path / "straight") == 0
 
