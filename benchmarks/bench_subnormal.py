@@ -41,14 +41,14 @@ def worker(checkpoint: str, start: str, flush: bool, steps: int, warmup: int) ->
     import numpy as np
 
     import needle as ndl
-    from needle import training
+    from needle import tasks, training
 
     ndl.set_flush_denormal(flush)
     state = ndl.load(checkpoint)
     config = training.TrainConfig(**{k: v for k, v in state["config"].items()
                                      if k in training.TrainConfig.__dataclass_fields__})
     np.random.seed(config.seed)
-    model = training.build_model(config).train()
+    model = tasks.create(config).build_model().train()
     opt = training.build_optimizer(model, config)
     if start == "checkpoint":
         model.load_state_dict(state["model"])

@@ -1,7 +1,8 @@
 """The ``needle`` command: ``needle train``, ``needle eval`` and ``needle graph``.
 
-``needle train`` trains the MLP ResNet on Fashion-MNIST (or MNIST) with a progress bar,
-one summary line per epoch, and a checkpoint, a metrics CSV and loss/error curves in
+``needle train`` trains an image classifier — the MLP ResNet (default), a small CNN or
+ResNet9, on Fashion-MNIST (default), MNIST or CIFAR-10 — with a progress bar, one
+summary line per epoch, and a checkpoint, a metrics CSV and loss/error curves in
 ``--out`` after every epoch; ``--resume`` continues a run bit-identically.
 ``needle eval --checkpoint PATH`` re-evaluates a saved model on the test set.
 ``mpiexec -n N needle train ...`` trains data-parallel on N processes (MPI is joined
@@ -26,7 +27,7 @@ import traceback
 from typing import Callable, Sequence
 
 import needle as ndl
-from needle import distributed, training
+from needle import distributed, tasks, training
 from needle.training import TrainConfig
 from needle.viz import command as viz_command
 
@@ -81,9 +82,10 @@ def build_parser(*, with_defaults: bool = True) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     suppress = {} if with_defaults else {"argument_default": argparse.SUPPRESS}
     train = commands.add_parser(
-        "train", help="train the MLP ResNet on (Fashion-)MNIST", **suppress,
-        description="Train the course's MLP ResNet; checkpoint, metrics.csv and curves.png "
-                    "are written into --out after every epoch.")
+        "train", help="train an image classifier (MLP ResNet, CNN, ResNet9)", **suppress,
+        description="Train a model (default: the course's MLP ResNet on Fashion-MNIST); "
+                    "checkpoint, metrics.csv and curves.png are written into --out after "
+                    "every epoch.")
     _add_train_options(train)
     if with_defaults:
         train.set_defaults(**TrainConfig().to_dict(), resume=False, progress=True,
@@ -99,11 +101,12 @@ def build_parser(*, with_defaults: bool = True) -> argparse.ArgumentParser:
 
 def _add_data_options(group: argparse._ActionsContainer) -> None:
     """--dataset, --data-dir, --download (shared by train and eval)."""
-    group.add_argument("--dataset", choices=sorted(training.DATASETS),
+    group.add_argument("--dataset", choices=tasks.dataset_names(),
                        help="the dataset (default: fashion-mnist)")
     group.add_argument("--data-dir", metavar="DIR",
                        help="a folder searched first for the IDX files "
-                            "(train-images-idx3-ubyte[.gz], ...)")
+                            "(train-images-idx3-ubyte[.gz], ...); for cifar10 the "
+                            "cifar-10-batches-py folder or its parent")
     group.add_argument("--download", action="store_true",
                        help="download missing data files (verified) into --data-dir or "
                             "the cache folder")
@@ -122,10 +125,16 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--crop-padding", type=non_negative_int, metavar="PX",
                        help="maximal shift of the random crop, in pixels (default: 3)")
     group = parser.add_argument_group("model")
-    group.add_argument("--hidden-dim", type=positive_int, help="width (default: 100)")
+    group.add_argument("--model", choices=tasks.model_names(),
+                       help="the network (default: mlp-resnet; see docs/training.md)")
+    group.add_argument("--hidden-dim", type=positive_int,
+                       help="mlp-resnet: width (default: 100)")
     group.add_argument("--num-blocks", type=non_negative_int,
-                       help="residual blocks (default: 3)")
-    group.add_argument("--drop-prob", type=probability, help="dropout (default: 0.1)")
+                       help="mlp-resnet: residual blocks (default: 3)")
+    group.add_argument("--drop-prob", type=probability,
+                       help="mlp-resnet: dropout (default: 0.1)")
+    group.add_argument("--width", type=positive_int,
+                       help="cnn: channels of the first block (default: 32)")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--epochs", type=positive_int, help="total epochs (default: 10)")
     group.add_argument("--batch-size", type=positive_int, help="(default: 100)")
@@ -234,7 +243,7 @@ def _in_job() -> bool:
 
 def _run_command(args: argparse.Namespace, explicit: dict) -> int:
     """Run the command; return the exit status (after a one-line error message)."""
-    from needle.data import IDXFormatError
+    from needle.data import CIFAR10FormatError, IDXFormatError
 
     try:
         # Subnormal floats flushed to zero: long runs would otherwise slow down several-fold
@@ -246,9 +255,11 @@ def _run_command(args: argparse.Namespace, explicit: dict) -> int:
                 _train_command(args, explicit)
             else:
                 _eval_command(args, explicit)
-    except (training.TrainingError, IDXFormatError, OSError, distributed.DistributedError) as e:
+    except (training.TrainingError, IDXFormatError, CIFAR10FormatError, OSError,
+            distributed.DistributedError) as e:
         # OSError covers missing data (DatasetNotFoundError), failed downloads and an
-        # unwritable --out; IDXFormatError a damaged data file; DistributedError a lost rank.
+        # unwritable --out; IDXFormatError and CIFAR10FormatError a damaged data file;
+        # DistributedError a lost rank.
         print(f"needle {args.command}: error{_rank_note()}: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE if not isinstance(e, distributed.PeerLostError) else 1
     except KeyboardInterrupt:

@@ -1,8 +1,8 @@
-"""The training run behind ``needle train`` and ``needle eval``.
+"""The training loop behind ``needle train`` and ``needle eval``, for every task.
 
-A run trains the course's :func:`~needle.apps.mlp_resnet.MLPResNet` on (Fashion-)MNIST
-and, after every epoch, evaluates it on the test set and writes three files into its
-output folder:
+A run trains a model — by default the course's :func:`~needle.apps.mlp_resnet.MLPResNet`
+on Fashion-MNIST; ``config.model`` picks another — and, after every epoch, evaluates
+it on the test set and writes three files into its output folder:
 
 * ``checkpoint.npz`` — everything needed to continue: the model and optimizer state,
   the scheduler state, the number of epochs completed, NumPy's global RNG state, the
@@ -28,8 +28,9 @@ metrics are sums over all ranks. Only rank 0 logs, shows progress and writes the
 the checkpoint holds every rank's generator state, so every rank can resume exactly
 (with the same number of processes). See docs/distributed.md.
 
-The per-batch work is :func:`needle.apps.mlp_resnet.run_epoch`; this module adds the
-progress bar, the metrics and the files.
+What is trained on what comes from the run's task (:mod:`needle.tasks`: the datasets,
+the model, one pass over a loader); this module is the loop around it: the progress
+bar, the metrics, the files, resume and the distributed plumbing.
 """
 from __future__ import annotations
 
@@ -46,11 +47,10 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 import needle as ndl
-from needle import distributed, nn, optim
-from needle.apps.mlp_resnet import BatchResult, MLPResNet, run_epoch
+from needle import distributed, nn, optim, tasks
+from needle.apps.mlp_resnet import BatchResult
+from needle.data import DataLoader, Dataset, DistributedSampler
 from needle.serialization import atomic_write
-from needle.data import (MNIST, DataLoader, Dataset, DistributedSampler, FashionMNIST,
-                         RandomCrop, RandomFlipHorizontal)
 
 __all__ = [
     "TrainConfig",
@@ -58,13 +58,9 @@ __all__ = [
     "TrainingError",
     "CheckpointError",
     "ResumeMismatchError",
-    "DATASETS",
     "CHECKPOINT_NAME",
     "METRICS_NAME",
     "CURVES_NAME",
-    "FirstN",
-    "load_split",
-    "build_model",
     "build_optimizer",
     "build_scheduler",
     "train",
@@ -81,11 +77,6 @@ METRICS_NAME = "metrics.csv"
 CURVES_NAME = "curves.png"
 #: Identifies (and versions) the layout of a training checkpoint.
 CHECKPOINT_FORMAT = "needle-train-checkpoint-v1"
-
-#: Dataset name (as on the command line) -> its class; both give 28×28 images, 10 classes.
-DATASETS: dict[str, type] = {"fashion-mnist": FashionMNIST, "mnist": MNIST}
-INPUT_DIM = 28 * 28
-NUM_CLASSES = 10
 
 
 class TrainingError(Exception):
@@ -104,9 +95,16 @@ class ResumeMismatchError(TrainingError):
 class TrainConfig:
     """Everything that defines a training run; the defaults are ``needle train``'s.
 
+    The model-specific fields are read only by the model they concern (``hidden_dim``,
+    ``num_blocks``, ``drop_prob``: mlp-resnet; ``width``: cnn).
+
     Attributes:
-        dataset: ``"fashion-mnist"`` or ``"mnist"`` (see :data:`DATASETS`).
-        data_dir: a folder searched first for the IDX files (None: the standard places).
+        model: ``"mlp-resnet"``, ``"cnn"`` or ``"resnet9"``
+            (:data:`needle.tasks.image.MODELS`).
+        dataset: ``"fashion-mnist"``, ``"mnist"`` or ``"cifar10"``
+            (:data:`needle.tasks.image.DATASETS`).
+        data_dir: a folder searched first for the IDX files, or CIFAR-10's batch folder
+            (or its parent); None: the standard places.
         download: download missing data files.
         epochs: total number of epochs of the run.
         batch_size: samples per batch (training and evaluation).
@@ -115,6 +113,7 @@ class TrainConfig:
         hidden_dim: width of the MLP ResNet (its blocks are half as wide inside).
         num_blocks: number of residual blocks.
         drop_prob: dropout probability inside the blocks.
+        width: channels of the first block of the ``cnn`` (the later ones have 2× and 4×).
         optimizer: ``"adam"`` or ``"sgd"``.
         momentum: SGD momentum (ignored by Adam).
         scheduler: ``"none"``, ``"step"`` (lr × gamma every ``step_size`` epochs) or
@@ -129,6 +128,7 @@ class TrainConfig:
         out: the output folder (checkpoint, metrics, curves).
     """
 
+    model: str = "mlp-resnet"
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     download: bool = False
@@ -139,6 +139,7 @@ class TrainConfig:
     hidden_dim: int = 100
     num_blocks: int = 3
     drop_prob: float = 0.1
+    width: int = 32
     optimizer: str = "adam"
     momentum: float = 0.0
     scheduler: str = "none"
@@ -187,62 +188,7 @@ class EpochMetrics:
     seconds: float
 
 
-# ----- data -----------------------------------------------------------------------------
-
-
-class FirstN(Dataset):
-    """The first ``n`` samples of another dataset (its transforms still apply).
-
-    Example:
-        >>> from needle.data import NDArrayDataset
-        >>> len(FirstN(NDArrayDataset(np.arange(10)), 3))
-        3
-    """
-
-    def __init__(self, dataset: Any, n: int) -> None:
-        super().__init__()
-        if n < 1:
-            raise ValueError(f"FirstN: n={n} must be positive")
-        self.dataset = dataset
-        self.n = min(int(n), len(dataset))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> Any:
-        if not -self.n <= index < self.n:
-            raise IndexError(f"FirstN: index {index} is out of range for length {self.n}")
-        return self.dataset[index % self.n]
-
-    def get_batch(self, indices: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The batch of ``indices`` (all below ``n``), fetched from the wrapped dataset."""
-        return self.dataset.get_batch(indices)
-
-
-def load_split(config: TrainConfig, train: bool) -> Dataset:
-    """The training (with augmentation if asked) or test set of ``config.dataset``.
-
-    Raises:
-        needle.data.DatasetNotFoundError: the files are missing (the message says how
-            to get them).
-    """
-    transforms = None
-    if train and config.augment:
-        transforms = [RandomFlipHorizontal(), RandomCrop(config.crop_padding)]
-    cls = DATASETS[config.dataset]
-    dataset = cls(root=config.data_dir, train=train, transforms=transforms,
-                  download=config.download)
-    limit = config.limit_train if train else config.limit_test
-    return FirstN(dataset, limit) if limit is not None and limit < len(dataset) else dataset
-
-
-# ----- model, optimizer, scheduler ------------------------------------------------------
-
-
-def build_model(config: TrainConfig) -> nn.Module:
-    """``MLPResNet(784, hidden_dim, num_blocks, 10, drop_prob=...)`` (draws its weights)."""
-    return MLPResNet(INPUT_DIM, config.hidden_dim, config.num_blocks, NUM_CLASSES,
-                     drop_prob=config.drop_prob)
+# ----- optimizer, scheduler ------------------------------------------------------------
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> optim.Optimizer:
@@ -269,9 +215,10 @@ def build_scheduler(opt: optim.Optimizer, config: TrainConfig) -> Any:
 
 @dataclass
 class _Run:
-    """The objects of a run: its config, loaders, model, optimizer and scheduler."""
+    """The objects of a run: its config, task, loaders, model, optimizer and scheduler."""
 
     config: TrainConfig
+    task: tasks.Task
     train_loader: DataLoader
     test_loader: DataLoader
     model: nn.Module
@@ -286,14 +233,15 @@ def _build_run(config: TrainConfig) -> _Run:
     data-parallel run the model is wrapped (rank 0's weights go to every rank) and
     each rank then continues with its own random stream.
     """
+    task = tasks.create(config)
     np.random.seed(config.seed)
-    train_set, test_set = load_split(config, train=True), load_split(config, train=False)
-    model = build_model(config)
+    train_set, test_set = task.dataset(train=True), task.dataset(train=False)
+    model = task.build_model()
     if distributed.is_initialized():
         model = nn.DistributedDataParallel(model)
         np.random.seed([config.seed, distributed.rank()])
     opt = build_optimizer(model, config)
-    return _Run(config, *_loaders(config, train_set, test_set), model, opt,
+    return _Run(config, task, *_loaders(config, train_set, test_set), model, opt,
                 build_scheduler(opt, config))
 
 
@@ -369,14 +317,14 @@ def _train_and_evaluate(run: _Run, number: int, progress: bool) -> EpochMetrics:
         run.train_loader.sampler.set_epoch(number - 1)  # explicit, so a resumed run agrees
     bar = _ProgressBar(len(run.train_loader), f"epoch {number}/{run.config.epochs}", progress)
     try:
-        run_epoch(run.train_loader, run.model, run.opt, on_batch=bar)
+        run.task.run_epoch(run.train_loader, run.model, run.opt, on_batch=bar)
     finally:
         bar.close()
     if run.scheduler is not None:
         run.scheduler.step()
     tally = _ProgressBar(len(run.test_loader), "test", enabled=False)
     if len(run.test_loader):
-        run_epoch(run.test_loader, run.model, on_batch=tally)
+        run.task.run_epoch(run.test_loader, run.model, on_batch=tally)
     else:  # a rank with no test sample (fewer than N): it still joins eval()'s collective
         run.model.eval()
     (train_err, train_loss), (test_err, test_loss) = _epoch_rates(bar), _epoch_rates(tally)
@@ -577,7 +525,7 @@ def _restore(run: _Run, state: dict[str, Any], path: Path) -> tuple[int, list[Ep
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] | None = print) -> list[EpochMetrics]:
-    """Train ``config``'s MLP ResNet, writing checkpoint, metrics and curves every epoch.
+    """Train ``config``'s model, writing checkpoint, metrics and curves every epoch.
 
     Args:
         config: the run (see :class:`TrainConfig`).
@@ -592,6 +540,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
         the metrics of every epoch of the run (including those before a resume).
 
     Raises:
+        TrainingError: an unknown model or dataset.
         needle.data.DatasetNotFoundError: the data files are missing.
         CheckpointError: ``resume`` and no readable checkpoint in ``config.out``.
         ResumeMismatchError: ``resume`` with options that differ from the saved run's
@@ -646,8 +595,7 @@ def _header(run: _Run, done: int) -> str:
     """The line printed before training starts."""
     config = run.config
     n_train, n_test = len(run.train_loader.dataset), len(run.test_loader.dataset)
-    what = (f"MLPResNet(hidden {config.hidden_dim}, {config.num_blocks} blocks) on "
-            f"{config.dataset} ({n_train} train / {n_test} test), {config.optimizer} "
+    what = (f"{run.task.describe()} ({n_train} train / {n_test} test), {config.optimizer} "
             f"lr {config.lr:g}, {config.epochs} epochs -> {config.out}")
     ranks = _world_size()
     if ranks is not None:
@@ -685,16 +633,19 @@ def evaluate_checkpoint(path: str | os.PathLike, **overrides: Any) -> tuple[floa
 
     Raises:
         CheckpointError: the file is missing, unreadable or not a training checkpoint.
+        TrainingError: the model cannot take the images of the dataset asked for.
         needle.data.DatasetNotFoundError: the data files are missing.
     """
     state = load_checkpoint(path)
-    config = _checkpoint_config(state, path)
-    config = dataclasses.replace(config, **overrides)
-    model = build_model(config)
+    saved = _checkpoint_config(state, path)
+    config = dataclasses.replace(saved, **overrides)
+    task = tasks.create(config)
+    task.check_eval_data(saved)
+    model = task.build_model()
     try:
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"cannot load the model from {os.fspath(path)}: {e}") from e
-    test_set = load_split(config, train=False)
-    err, loss = run_epoch(DataLoader(test_set, config.batch_size, shuffle=False), model)
+    test_set = task.dataset(train=False)
+    err, loss = task.run_epoch(DataLoader(test_set, config.batch_size, shuffle=False), model)
     return err, loss, len(test_set)

@@ -483,3 +483,19 @@ def test_needle_train_on_two_processes_writes_once_and_resumes_exactly(tiny_mnis
     assert job.returncode == 2
     assert ("it was a run on 2 processes and this is a run on 3 processes; resume with "
             "the same number of processes") in job.stderr
+
+
+@needs_mpiexec
+def test_needle_train_cnn_on_two_processes(tiny_mnist, tmp_path):
+    """The convolutional model goes through the same data-parallel loop (BatchNorm2d too)."""
+    out = tmp_path / "cnn"
+    job = mpiexec(2, "-m", "needle", "train", "--model", "cnn", "--width", 4, "--dataset",
+                  "mnist", "--data-dir", tiny_mnist, "--batch-size", 20, "--epochs", 1,
+                  "--out", out)
+    assert job.returncode == 0, job.stderr
+    header, *epochs = job.stdout.splitlines()
+    assert header.startswith("SmallCNN(width 4) on mnist (120 train / 40 test)")
+    assert "data-parallel on 2 processes, global batch 40" in header
+    assert len(epochs) == 1  # rank 0 only
+    state = ndl.load(out / training.CHECKPOINT_NAME)
+    assert state["config"]["model"] == "cnn" and len(state["rng_states"]) == 2

@@ -111,12 +111,14 @@ class BatchResult:
 
 
 def run_epoch(dataloader: Iterable, model: nn.Module, opt: "ndl.optim.Optimizer | None" = None,
-              on_batch: Callable[[BatchResult], None] | None = None) -> tuple[float, float]:
+              on_batch: Callable[[BatchResult], None] | None = None,
+              input_shape: tuple[int, ...] | None = None) -> tuple[float, float]:
     """One pass over ``dataloader``: train with ``opt``, or evaluate without it.
 
     Sets ``model.train()`` when ``opt`` is given, else ``model.eval()`` (and builds no
-    graph). Each batch ``(X, y)`` — ``X`` of shape ``(batch, ...)``, flattened to
-    ``(batch, features)``, ``y`` integer labels ``(batch,)`` — gives logits
+    graph). Each batch ``(X, y)`` — ``X`` of shape ``(batch, ...)``, reshaped to
+    ``(batch, *input_shape)`` (default: flattened to ``(batch, features)``), ``y``
+    integer labels ``(batch,)`` — gives logits
     ``model(X)`` and the mean :class:`nn.SoftmaxLoss`; with ``opt`` it then runs
     ``opt.reset_grad(); loss.backward(); opt.step()`` (for a
     :class:`nn.DistributedDataParallel` model, with ``model.sync_gradients()`` before
@@ -125,9 +127,11 @@ def run_epoch(dataloader: Iterable, model: nn.Module, opt: "ndl.optim.Optimizer 
 
     Args:
         dataloader: yields ``(X, y)`` tuples of Tensors.
-        model: maps ``(batch, features)`` to logits ``(batch, classes)``.
+        model: maps ``(batch, *input_shape)`` to logits ``(batch, classes)``.
         opt: the optimizer; None evaluates.
         on_batch: called after every batch with its :class:`BatchResult`.
+        input_shape: the shape of one sample as the model takes it, e.g. ``(1, 28, 28)``
+            for a convolutional network; None flattens each sample.
 
     Returns:
         ``(error_rate, mean_loss)`` over all samples, each batch weighted by its size.
@@ -152,9 +156,9 @@ def run_epoch(dataloader: Iterable, model: nn.Module, opt: "ndl.optim.Optimizer 
     for X, y in dataloader:
         if opt is None:
             with ndl.no_grad():
-                result = _batch(model, loss_fn, X, y, None)
+                result = _batch(model, loss_fn, X, y, None, input_shape)
         else:
-            result = _batch(model, loss_fn, X, y, opt)
+            result = _batch(model, loss_fn, X, y, opt, input_shape)
         samples += result.size
         errors += result.errors
         loss_sum += result.loss * result.size
@@ -166,11 +170,14 @@ def run_epoch(dataloader: Iterable, model: nn.Module, opt: "ndl.optim.Optimizer 
 
 
 def _batch(model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor,
-           opt: "ndl.optim.Optimizer | None") -> BatchResult:
+           opt: "ndl.optim.Optimizer | None",
+           input_shape: tuple[int, ...] | None) -> BatchResult:
     """Forward one batch (and step ``opt`` if given); return its :class:`BatchResult`."""
     batch_size = X.shape[0]
-    if X.ndim != 2:
-        X = X.reshape((batch_size, math.prod(X.shape[1:])))
+    if input_shape is None:
+        input_shape = (math.prod(X.shape[1:]),)
+    if X.shape[1:] != tuple(input_shape):
+        X = X.reshape((batch_size, *input_shape))
     logits = model(X)
     loss = loss_fn(logits, y)
     if opt is not None:

@@ -1,0 +1,130 @@
+"""Training tasks: what ``needle train`` trains, one small module per kind of problem.
+
+The loop in :mod:`needle.training` (epochs, progress bar, metrics, checkpoints, resume,
+rank-0 I/O) knows nothing about images or text. It asks a :class:`Task` — built from
+the run's :class:`~needle.training.TrainConfig` by :func:`create` — for the four things
+that differ between problems:
+
+* ``dataset(train)``: the training or test :class:`~needle.data.Dataset` (augmented,
+  limited to ``--limit-train``/``--limit-test``);
+* ``build_model()``: the network (its construction draws the initial weights);
+* ``run_epoch(loader, model, opt, on_batch)``: one pass over a loader, training with
+  ``opt`` or evaluating without it, reporting each batch to ``on_batch`` as a
+  :class:`~needle.apps.mlp_resnet.BatchResult` (samples, mean loss, errors);
+* ``describe()``: the model and data in a few words, for the run's header line;
+
+and ``check_eval_data(saved)``, which refuses to evaluate a checkpoint on data its
+model cannot take.
+
+Tasks: :mod:`needle.tasks.image` (image classification: models ``mlp-resnet``, ``cnn``,
+``resnet9``; data ``fashion-mnist``, ``mnist``, ``cifar10``). A task is chosen by the
+model name (``config.model``); each task module lists its ``MODELS`` and ``DATASETS``
+and has a ``create(config)`` that returns its :class:`Task`. Language
+modelling will be a second module with its own models and datasets, registered in
+:data:`TASK_MODULES` (docs/training.md, "The task seam").
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+
+import numpy as np
+
+from needle.data import Dataset
+
+if TYPE_CHECKING:
+    from needle import nn, optim
+    from needle.apps.mlp_resnet import BatchResult
+    from needle.training import TrainConfig
+
+__all__ = ["Task", "TASK_MODULES", "model_names", "dataset_names", "create", "FirstN", "first_n"]
+
+#: The task modules, in the order their models are listed.
+TASK_MODULES: tuple[str, ...] = ("needle.tasks.image",)
+
+
+class Task(Protocol):
+    """What the training loop needs from a task (built for one run's config)."""
+
+    def dataset(self, train: bool) -> Dataset:
+        """The training or the test set."""
+
+    def build_model(self) -> "nn.Module":
+        """The network, with freshly drawn weights."""
+
+    def run_epoch(self, loader: Iterable, model: "nn.Module",
+                  opt: "optim.Optimizer | None" = None,
+                  on_batch: "Callable[[BatchResult], None] | None" = None,
+                  ) -> tuple[float, float]:
+        """One pass: ``(error_rate, mean_loss)``; trains if ``opt`` is given."""
+
+    def describe(self) -> str:
+        """The model and data in a few words (the header line)."""
+
+    def check_eval_data(self, saved: "TrainConfig") -> None:
+        """Raise TrainingError if a model trained with ``saved`` cannot take this data."""
+
+
+def _modules() -> list[Any]:
+    """The task modules, imported."""
+    return [importlib.import_module(name) for name in TASK_MODULES]
+
+
+def model_names() -> list[str]:
+    """Every model name ``needle train --model`` accepts, over all tasks."""
+    return [name for module in _modules() for name in module.MODELS]
+
+
+def dataset_names() -> list[str]:
+    """Every dataset name ``needle train --dataset`` accepts, over all tasks."""
+    return [name for module in _modules() for name in module.DATASETS]
+
+
+def create(config: "TrainConfig") -> Task:
+    """The task of ``config.model``, built for ``config``.
+
+    Raises:
+        needle.training.TrainingError: no task has that model, or the task refuses the
+            config (e.g. a dataset it does not know).
+    """
+    from needle.training import TrainingError
+
+    for module in _modules():
+        if config.model in module.MODELS:
+            return module.create(config)
+    raise TrainingError(f"unknown model {config.model!r}; use one of "
+                        f"{', '.join(model_names())}")
+
+
+class FirstN(Dataset):
+    """The first ``n`` samples of another dataset (its transforms still apply).
+
+    Example:
+        >>> from needle.data import NDArrayDataset
+        >>> len(FirstN(NDArrayDataset(np.arange(10)), 3))
+        3
+    """
+
+    def __init__(self, dataset: Any, n: int) -> None:
+        super().__init__()
+        if n < 1:
+            raise ValueError(f"FirstN: n={n} must be positive")
+        self.dataset = dataset
+        self.n = min(int(n), len(dataset))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> Any:
+        if not -self.n <= index < self.n:
+            raise IndexError(f"FirstN: index {index} is out of range for length {self.n}")
+        return self.dataset[index % self.n]
+
+    def get_batch(self, indices: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The batch of ``indices`` (all below ``n``), fetched from the wrapped dataset."""
+        return self.dataset.get_batch(indices)
+
+
+def first_n(dataset: Dataset, limit: int | None) -> Dataset:
+    """``dataset`` itself, or its first ``limit`` samples if ``limit`` is smaller."""
+    return FirstN(dataset, limit) if limit is not None and limit < len(dataset) else dataset
