@@ -159,8 +159,11 @@ def main(argv: list[str]) -> None:
         else:
             run_die(out, argv[2])
     except distributed.DistributedError as e:
-        # What needle train does: say what happened, then end the whole job.
-        print(f"rank {distributed.rank()}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        # What needle train does: say what happened, then end the whole job. The message also
+        # goes to a file: MPI_Abort can end mpiexec before it forwards the rank's stderr.
+        message = f"rank {distributed.rank()}: {type(e).__name__}: {e}"
+        (out / f"error-rank{distributed.rank()}.txt").write_text(message)
+        print(message, file=sys.stderr, flush=True)
         distributed.abort(3)
 
 
