@@ -11,17 +11,12 @@ import pytest
 
 from needle import backend_ndarray as nd
 
-DEVICES = [
-    pytest.param(d, id=d.name)
-    if d.enabled()
-    else pytest.param(d, id=d.name, marks=pytest.mark.skip(reason=f"{d} is not enabled here"))
-    for d in nd.all_devices()
-]
 
 
-@pytest.fixture(params=DEVICES)
-def device(request):
-    return request.param
+@pytest.fixture
+def device(nd_device):
+    """Every NDArray device (conftest), under either backend."""
+    return nd_device
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
