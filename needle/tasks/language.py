@@ -47,7 +47,7 @@ from needle.training import (CheckpointError, TrainConfig, TrainingError, checkp
                              load_checkpoint)
 
 __all__ = ["MODELS", "DATASETS", "TokenStream", "BPTTLoader", "LanguageModelling", "create",
-           "corpus_folder", "encode_prompt", "sample_next", "generate", "Generated"]
+           "corpus_folder", "unigram_perplexity", "encode_prompt", "sample_next", "generate", "Generated"]
 
 #: Model name (as on the command line) -> the LanguageModel's ``seq_model``.
 MODELS: dict[str, str] = {"rnn-lm": "rnn", "lstm-lm": "lstm", "transformer-lm": "transformer"}
@@ -220,6 +220,22 @@ def saved_vocabulary(state: dict[str, Any]) -> list[str]:
     return text.split("\n") if text else []
 
 
+def unigram_perplexity(train_ids: Iterable[int], test_ids: Iterable[int],
+                       vocabulary_size: int) -> float:
+    """The test perplexity of the add-one unigram model of ``train_ids`` (the baseline).
+
+    ``p(w) = (count_train(w) + 1) / (len(train) + vocabulary_size)`` for every id below
+    ``vocabulary_size``; the perplexity is ``exp(-mean log p(w))`` over ``test_ids``.
+
+    Example:
+        >>> round(unigram_perplexity([0, 0, 1], [0, 1], 2), 4)  # p = 3/5 and 2/5
+        2.0412
+    """
+    counts = np.bincount(np.asarray(list(train_ids), dtype=np.int64), minlength=vocabulary_size)
+    log_p = np.log(counts + 1.0) - math.log(counts.sum() + vocabulary_size)
+    return float(np.exp(-log_p[np.asarray(list(test_ids), dtype=np.int64)].mean()))
+
+
 def create(config: TrainConfig) -> LanguageModelling:
     """The task for ``config`` (the entry point :func:`needle.tasks.create` calls)."""
     return LanguageModelling(config)
@@ -232,7 +248,6 @@ def encode_prompt(prompt: str, vocabulary: list[str]) -> tuple[list[int], list[s
     """The ids of ``prompt``'s PTB-style tokens, and the words not in ``vocabulary``.
 
     Unknown words become ``<unk>`` (when the vocabulary has it; else they are dropped).
-    An empty prompt starts from ``<eos>`` (the start of a line).
 
     Example:
         >>> encode_prompt("The zyzzyva", ["<eos>", "the", "<unk>"])
@@ -247,7 +262,7 @@ def encode_prompt(prompt: str, vocabulary: list[str]) -> tuple[list[int], list[s
         unknown.append(word)
         if UNK in index:
             ids.append(index[UNK])
-    return (ids or [index[EOS]]), unknown
+    return ids, unknown
 
 
 def sample_next(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
@@ -279,12 +294,13 @@ def generate(checkpoint: str | os.PathLike, prompt: str = "", length: int = 50,
     The prompt is tokenised as the corpus was (:func:`encode_prompt`). The RNN/LSTM
     read the prompt, then one word at a time with their hidden state carried; the
     Transformer rereads the last ``seq_len`` words each step (its context window).
-    Sampling uses its own generator seeded with ``seed``, so NumPy's global one is
-    untouched and a seed gives the same text every time.
+    An empty prompt starts the model from ``<eos>`` (the start of a line). Sampling
+    uses its own generator seeded with ``seed``, so NumPy's global one is untouched and
+    a seed gives the same text every time.
 
     Returns:
-        :class:`Generated`: the prompt's tokens and the new words, ``<eos>`` shown as a
-        line break.
+        :class:`Generated`: the prompt's tokens and the new words, each ``<eos>`` shown
+        as a line break.
 
     Raises:
         CheckpointError: not a readable language-model checkpoint.
@@ -295,20 +311,31 @@ def generate(checkpoint: str | os.PathLike, prompt: str = "", length: int = 50,
                          f"length={length}, temperature={temperature}")
     model, vocabulary, config = _load_language_model(checkpoint)
     ids, unknown = encode_prompt(prompt, vocabulary)
+    context = ids or [vocabulary.index(EOS)]
     rng = np.random.default_rng(seed)
-    words = list(ids)
     recurrent = MODELS[config.model] != "transformer"
+    new: list[int] = []
     with ndl.no_grad():
-        h, feed = None, ids
+        h, feed = None, context
         for _ in range(length):
             if not recurrent:
-                feed, h = words[-config.seq_len:], None
+                feed, h = (context + new)[-config.seq_len:], None
             logits, h = model(Tensor(np.array(feed, dtype=np.float32)[:, None],
                                      requires_grad=False), h)
-            words.append(sample_next(logits.numpy()[-1], temperature, rng))
-            feed = [words[-1]]
-    text = " ".join(vocabulary[i] for i in words).replace(f" {EOS} ", "\n")
-    return Generated(text.replace(EOS, "\n").strip(" "), unknown)
+            new.append(sample_next(logits.numpy()[-1], temperature, rng))
+            feed = new[-1:]
+    return Generated(_render([vocabulary[i] for i in ids + new]), unknown)
+
+
+def _render(words: list[str]) -> str:
+    """The words joined by spaces, a line break for each ``<eos>``."""
+    lines: list[list[str]] = [[]]
+    for word in words:
+        if word == EOS:
+            lines.append([])
+        else:
+            lines[-1].append(word)
+    return "\n".join(" ".join(line) for line in lines)
 
 
 def _load_language_model(path: str | os.PathLike) -> tuple[LanguageModel, list[str], TrainConfig]:
