@@ -333,3 +333,44 @@ def test_the_real_kjv_converts_to_a_10000_word_corpus(tmp_path):
     assert sum(lines) == kjv.KJV_VERSES
     assert (folder / "train.txt").read_text().startswith(
         " in the beginning god created the heaven and the earth \n")
+
+
+# ----- LanguageModel's dropout -----------------------------------------------------------------
+
+
+def _ids() -> ndl.Tensor:
+    return ndl.Tensor(np.array([[1, 2], [3, 4], [0, 5]], dtype=np.float32), requires_grad=False)
+
+
+@pytest.mark.parametrize("seq_model", ["rnn", "lstm"])
+def test_dropout_zero_is_the_course_model_and_draws_nothing(seq_model):
+    from needle.apps.models_lm import LanguageModel
+
+    np.random.seed(2)
+    course = LanguageModel(4, 6, 5, 1, seq_model)
+    np.random.seed(2)
+    ours = LanguageModel(4, 6, 5, 1, seq_model, dropout=0.0)
+    assert ours.dropout is None
+    state = np.random.get_state()[1].copy()
+    np.testing.assert_array_equal(course(_ids())[0].numpy(), ours(_ids())[0].numpy())
+    np.testing.assert_array_equal(np.random.get_state()[1], state)  # train mode, no draw
+
+
+def test_dropout_is_applied_in_training_only():
+    from needle.apps.models_lm import LanguageModel
+
+    np.random.seed(3)
+    model = LanguageModel(4, 6, 5, 1, "lstm", dropout=0.5)
+    model.eval()
+    first, again = model(_ids())[0].numpy(), model(_ids())[0].numpy()
+    np.testing.assert_array_equal(first, again)
+    model.train()
+    assert not np.array_equal(model(_ids())[0].numpy(), first)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0])
+def test_language_model_rejects_a_bad_dropout(bad):
+    from needle.apps.models_lm import LanguageModel
+
+    with pytest.raises(ValueError, match="LanguageModel: dropout"):
+        LanguageModel(4, 6, 5, dropout=bad)
