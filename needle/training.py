@@ -9,8 +9,10 @@ it on the test set and writes three files into its output folder:
   run's :class:`TrainConfig` and the metrics history (written with :func:`needle.save`,
   which replaces the file atomically);
 * ``metrics.csv`` — one row per epoch (``epoch, train_loss, train_err, test_loss,
-  test_err, seconds``);
-* ``curves.png`` — loss and error against epoch, train and test (needs matplotlib).
+  test_err, seconds``; a task whose loss is per token, language modelling, adds
+  ``train_ppl, test_ppl`` before ``seconds``);
+* ``curves.png`` — loss and error (and perplexity) against epoch, train and test
+  (needs matplotlib).
 
 Randomness: NumPy's global generator is seeded once, with ``config.seed``, before the
 model is built. Unlike the course's :func:`~needle.apps.mlp_resnet.epoch` it is *not*
@@ -535,6 +537,15 @@ def _check_resumable(saved: TrainConfig, config: TrainConfig, path: Path) -> Non
             f"taken from the checkpoint), or start a new run with another --out.")
 
 
+def _check_task_state(state: dict[str, Any], task: tasks.Task, path: Path) -> None:
+    """Raise ResumeMismatchError if the task's state (a vocabulary) is not the saved one."""
+    if state.get("task", {}) != task.state():
+        raise ResumeMismatchError(
+            f"cannot resume {path}: the data have changed since the run started (the "
+            f"task's saved state, e.g. a language model's vocabulary, differs); restore "
+            f"the original files or start a new run with another --out")
+
+
 def _processes(count: int) -> str:
     """``"1 process"``, ``"3 processes"``."""
     return f"{count} process" if count == 1 else f"{count} processes"
@@ -606,6 +617,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
         _check_resumable(_checkpoint_config(state, checkpoint_path), config, checkpoint_path)
         _check_world_size(state, checkpoint_path)
     run = _build_run(config)
+    if state is not None:
+        _check_task_state(state, run.task, checkpoint_path)
     done, history = _restore(run, state, checkpoint_path) if state is not None else (0, [])
     log(_header(run, done))
     show_bar = progress and rank0 and sys.stderr.isatty()

@@ -81,6 +81,15 @@ def test_resume_is_bit_identical(corpus_dir, tmp_path):
     assert_same_state(straight, split)
 
 
+def test_resume_refuses_a_corpus_whose_vocabulary_changed(tmp_path, capsys):
+    data = write_ptb_folder(tmp_path / "data")
+    assert train(data, tmp_path / "out", "rnn-lm", "--epochs", "1") == 0
+    with open(data / "train.txt", "a") as file:
+        file.write(" a brand new word \n")
+    assert run_main("train", "--resume", "--out", tmp_path / "out", "--epochs", "2") == 2
+    assert "the data have changed" in capsys.readouterr().err
+
+
 def test_training_lowers_the_test_perplexity(corpus_dir, tmp_path):
     out = tmp_path / "out"
     assert train(corpus_dir, out, "rnn-lm", "--epochs", "3", "--drop-prob", "0") == 0

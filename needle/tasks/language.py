@@ -187,12 +187,12 @@ class LanguageModelling:
         return lm_epoch(loader, model, opt, self.config.clip_grad, on_batch=on_batch)
 
     def describe(self) -> str:
-        """E.g. ``LanguageModel(lstm, embedding 64, hidden 100, 1 layer) on kjv``."""
+        """E.g. ``LanguageModel(lstm, …, vocabulary 10000) on kjv tokens``."""
         c = self.config
         layers = f"{c.num_layers} layer{'s' if c.num_layers != 1 else ''}"
         return (f"LanguageModel({MODELS[c.model]}, embedding {c.embedding_dim}, hidden "
                 f"{c.hidden_dim}, {layers}, vocabulary {len(self.vocabulary)}) on "
-                f"{c.dataset} (tokens)")
+                f"{c.dataset} tokens")
 
     def state(self) -> dict[str, Any]:
         """The vocabulary (for ``needle generate`` and to check ``needle eval``'s data)."""
