@@ -9,7 +9,7 @@ fi
 if [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends bible-kjv bible-kjv-text) \
-    || echo "could not install bible-kjv: the KJV language-model runs need --dataset ptb --data-dir DIR"
+    || echo "could not install bible-kjv: language models need --dataset ptb --data-dir DIR"
 else
   echo "run 'sudo apt-get install bible-kjv bible-kjv-text' for needle train --dataset kjv"
 fi

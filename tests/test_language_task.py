@@ -10,6 +10,7 @@ import csv
 import math
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -139,10 +140,22 @@ def test_clip_grad_bounds_each_update(corpus_dir):
 
 
 @pytest.fixture(scope="module")
-def lm_checkpoint(corpus_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("lm") / "out"
-    assert train(corpus_dir, out, "lstm-lm", "--epochs", "1") == 0
-    return out / training.CHECKPOINT_NAME
+def checkpoints(corpus_dir, tmp_path_factory) -> Callable[[str], Path]:
+    """``checkpoints(model)``: a one-epoch checkpoint of ``model`` (trained once)."""
+    made: dict[str, Path] = {}
+
+    def get(model: str) -> Path:
+        if model not in made:
+            out = tmp_path_factory.mktemp(model) / "out"
+            assert train(corpus_dir, out, model, "--epochs", "1") == 0
+            made[model] = out / training.CHECKPOINT_NAME
+        return made[model]
+    return get
+
+
+@pytest.fixture(scope="module")
+def lm_checkpoint(checkpoints) -> Path:
+    return checkpoints("lstm-lm")
 
 
 def test_generate_is_deterministic_given_a_seed(lm_checkpoint):
@@ -156,7 +169,7 @@ def test_generate_is_deterministic_given_a_seed(lm_checkpoint):
 
 
 def _greedy_by_hand(checkpoint: Path, prompt: list[str], length: int) -> list[str]:
-    """Greedy decoding rerunning the whole sequence through the model every step."""
+    """Greedy decoding rerunning the sequence (its last seq_len words) every step."""
     state = training.load_checkpoint(checkpoint)
     vocabulary = language.saved_vocabulary(state["task"])
     config = training.checkpoint_config(checkpoint)
@@ -165,17 +178,25 @@ def _greedy_by_hand(checkpoint: Path, prompt: list[str], length: int) -> list[st
     model.eval()
     ids = [vocabulary.index(w) for w in prompt]
     for _ in range(length):
-        x = ndl.Tensor(np.array(ids, dtype=np.float32)[:, None], requires_grad=False)
+        window = ids[-config.seq_len:]  # at most seq_len words: the Transformer's positions
+        x = ndl.Tensor(np.array(window, dtype=np.float32)[:, None], requires_grad=False)
         ids.append(int(np.argmax(model(x)[0].numpy()[-1])))
     return [vocabulary[i] for i in ids]
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1e-8])
-def test_temperature_near_zero_is_greedy(lm_checkpoint, temperature):
-    result = language.generate(lm_checkpoint, "a big", length=12, temperature=temperature,
-                               seed=5)
-    expected = _greedy_by_hand(lm_checkpoint, ["a", "big"], 12)
+@pytest.mark.parametrize("model, temperature", [("lstm-lm", 0.0), ("lstm-lm", 1e-8),
+                                                ("rnn-lm", 0.0), ("transformer-lm", 0.0)])
+def test_temperature_near_zero_is_greedy(checkpoints, model, temperature):
+    length = 4  # prompt + 4 words = TINY's --seq-len: the window is the whole sequence
+    result = language.generate(checkpoints(model), "a big", length=length,
+                               temperature=temperature, seed=5)
+    expected = _greedy_by_hand(checkpoints(model), ["a", "big"], length)
     assert result.text.split() == [w for w in expected if w != "<eos>"]
+
+
+def test_the_transformer_generates_past_its_window(checkpoints):
+    result = language.generate(checkpoints("transformer-lm"), "a big", length=20, seed=2)
+    assert len(result.text.split()) == 22 - result.text.count("\n")
 
 
 def test_sample_next_follows_the_tempered_softmax():

@@ -47,7 +47,8 @@ from needle.training import (CheckpointError, TrainConfig, TrainingError, checkp
                              load_checkpoint)
 
 __all__ = ["MODELS", "DATASETS", "TokenStream", "BPTTLoader", "LanguageModelling", "create",
-           "corpus_folder", "unigram_perplexity", "encode_prompt", "sample_next", "generate", "Generated"]
+           "corpus_folder", "build_language_model", "saved_vocabulary", "unigram_perplexity",
+           "encode_prompt", "sample_next", "generate", "Generated"]
 
 #: Model name (as on the command line) -> the LanguageModel's ``seq_model``.
 MODELS: dict[str, str] = {"rnn-lm": "rnn", "lstm-lm": "lstm", "transformer-lm": "transformer"}
