@@ -1,10 +1,12 @@
-"""The ``needle`` command: ``needle train``, ``needle eval`` and ``needle graph``.
+"""The ``needle`` command: ``needle train``, ``eval``, ``generate`` and ``graph``.
 
 ``needle train`` trains an image classifier — the MLP ResNet (default), a small CNN or
-ResNet9, on Fashion-MNIST (default), MNIST or CIFAR-10 — with a progress bar, one
-summary line per epoch, and a checkpoint, a metrics CSV and loss/error curves in
-``--out`` after every epoch; ``--resume`` continues a run bit-identically.
+ResNet9, on Fashion-MNIST (default), MNIST or CIFAR-10 — or a language model (``rnn-lm``,
+``lstm-lm``, ``transformer-lm`` on the KJV or PTB-format text), with a progress bar, one
+summary line per epoch, and a checkpoint, a metrics CSV and loss/error (and perplexity)
+curves in ``--out`` after every epoch; ``--resume`` continues a run bit-identically.
 ``needle eval --checkpoint PATH`` re-evaluates a saved model on the test set.
+``needle generate --checkpoint PATH --prompt TEXT`` samples text from a language model.
 ``mpiexec -n N needle train ...`` trains data-parallel on N processes (MPI is joined
 automatically when the launcher starts more than one; ``--distributed`` forces it).
 ``needle graph`` draws a computational graph or traces a backward pass
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import traceback
 from typing import Callable, Sequence
@@ -56,6 +59,7 @@ def _number(cast: Callable[[str], float], check: Callable[[float], bool],
 
 positive_int = _number(int, lambda v: v > 0, "a positive integer")
 non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
 non_negative_float = _number(float, lambda v: v >= 0 and v != float("inf"),
                              "a non-negative number")
 probability = _number(float, lambda v: 0 <= v < 1, "a probability in [0, 1)")
@@ -82,19 +86,24 @@ def build_parser(*, with_defaults: bool = True) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     suppress = {} if with_defaults else {"argument_default": argparse.SUPPRESS}
     train = commands.add_parser(
-        "train", help="train an image classifier (MLP ResNet, CNN, ResNet9)", **suppress,
+        "train", help="train an image classifier or a language model", **suppress,
         description="Train a model (default: the course's MLP ResNet on Fashion-MNIST); "
                     "checkpoint, metrics.csv and curves.png are written into --out after "
                     "every epoch.")
     _add_train_options(train)
-    if with_defaults:
-        train.set_defaults(**TrainConfig().to_dict(), resume=False, progress=True,
-                           quiet=False, distributed=False)
+    if with_defaults:  # dataset None: the model's task picks its default (TrainConfig)
+        train.set_defaults(**{**TrainConfig().to_dict(), "dataset": None}, resume=False,
+                           progress=True, quiet=False, distributed=False)
     evaluate = commands.add_parser(
         "eval", help="evaluate a saved checkpoint on the test set", **suppress,
         description="Rebuild the model saved in a training checkpoint and print its test "
                     "loss and error. Options not given are taken from the checkpoint.")
     _add_eval_options(evaluate)
+    generate = commands.add_parser(
+        "generate", help="sample text from a language-model checkpoint", **suppress,
+        description="Continue a prompt with words sampled from a language model saved by "
+                    "needle train --model rnn-lm|lstm-lm|transformer-lm.")
+    _add_generate_options(generate)
     viz_command.add_parser(commands)
     return parser
 
@@ -102,11 +111,13 @@ def build_parser(*, with_defaults: bool = True) -> argparse.ArgumentParser:
 def _add_data_options(group: argparse._ActionsContainer) -> None:
     """--dataset, --data-dir, --download (shared by train and eval)."""
     group.add_argument("--dataset", choices=tasks.dataset_names(),
-                       help="the dataset (default: fashion-mnist)")
+                       help="the dataset (default: fashion-mnist for images, kjv for "
+                            "language models)")
     group.add_argument("--data-dir", metavar="DIR",
                        help="a folder searched first for the IDX files "
                             "(train-images-idx3-ubyte[.gz], ...); for cifar10 the "
-                            "cifar-10-batches-py folder or its parent")
+                            "cifar-10-batches-py folder or its parent; for ptb (and kjv) "
+                            "the folder of train.txt, valid.txt, test.txt")
     group.add_argument("--download", action="store_true",
                        help="download missing data files (verified) into --data-dir or "
                             "the cache folder")
@@ -117,9 +128,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     _add_data_options(group)
     group.add_argument("--limit-train", type=positive_int, metavar="N",
-                       help="use only the first N training samples")
+                       help="use only the first N training samples (tokens for text)")
     group.add_argument("--limit-test", type=positive_int, metavar="N",
-                       help="use only the first N test samples")
+                       help="use only the first N test samples (tokens for text)")
     group.add_argument("--augment", action="store_true",
                        help="random horizontal flips and crops of the training images")
     group.add_argument("--crop-padding", type=non_negative_int, metavar="PX",
@@ -128,13 +139,19 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", choices=tasks.model_names(),
                        help="the network (default: mlp-resnet; see docs/training.md)")
     group.add_argument("--hidden-dim", type=positive_int,
-                       help="mlp-resnet: width (default: 100)")
+                       help="mlp-resnet: width; *-lm: hidden size (default: 100)")
     group.add_argument("--num-blocks", type=non_negative_int,
                        help="mlp-resnet: residual blocks (default: 3)")
     group.add_argument("--drop-prob", type=probability,
-                       help="mlp-resnet: dropout (default: 0.1)")
+                       help="mlp-resnet, *-lm: dropout (default: 0.1)")
     group.add_argument("--width", type=positive_int,
                        help="cnn: channels of the first block (default: 32)")
+    group.add_argument("--embedding-dim", type=positive_int,
+                       help="*-lm: word-embedding size (default: 64)")
+    group.add_argument("--num-layers", type=positive_int,
+                       help="*-lm: RNN/LSTM/Transformer layers (default: 1)")
+    group.add_argument("--seq-len", type=positive_int,
+                       help="*-lm: tokens per BPTT chunk (default: 40)")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--epochs", type=positive_int, help="total epochs (default: 10)")
     group.add_argument("--batch-size", type=positive_int, help="(default: 100)")
@@ -148,6 +165,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                        help="epochs between decays of the step schedule (default: 5)")
     group.add_argument("--gamma", type=unit_interval,
                        help="decay factor of the step schedule (default: 0.1)")
+    group.add_argument("--clip-grad", type=positive_float, metavar="NORM",
+                       help="clip the global gradient norm to NORM (default: no clipping)")
     group.add_argument("--seed", type=non_negative_int,
                        help="seeds NumPy once, before the model is built (default: 4)")
     group = parser.add_argument_group("run")
@@ -176,6 +195,21 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
                         help="use only the first N test samples (default: the checkpoint's)")
 
 
+def _add_generate_options(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``needle generate``."""
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a checkpoint.npz written by needle train --model *-lm")
+    parser.add_argument("--prompt", default="", metavar="TEXT",
+                        help="the text to continue (default: none, start a line)")
+    parser.add_argument("--length", type=positive_int, default=50, metavar="N",
+                        help="words to generate (default: 50)")
+    parser.add_argument("--temperature", type=non_negative_float, default=1.0, metavar="T",
+                        help="divides the logits before sampling; 0 always takes the most "
+                             "likely word (default: 1)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seeds the sampling (default: 0)")
+
+
 # ----- commands ---------------------------------------------------------------------------
 
 
@@ -196,7 +230,22 @@ def _eval_command(args: argparse.Namespace, explicit: dict) -> None:
     """Run ``needle eval``; options not given are the checkpoint's."""
     overrides = {k: v for k, v in explicit.items() if k not in {"command", "checkpoint"}}
     err, loss, n = training.evaluate_checkpoint(args.checkpoint, **overrides)
-    print(f"test loss {loss:.4f} err {err:.4f}  ({n} samples, {args.checkpoint})", flush=True)
+    config = training.checkpoint_config(args.checkpoint)
+    ppl = f" ppl {math.exp(loss):.2f}" if tasks.create(config).perplexity else ""
+    print(f"test loss {loss:.4f} err {err:.4f}{ppl}  ({n} samples, {args.checkpoint})",
+          flush=True)
+
+
+def _generate_command(args: argparse.Namespace) -> None:
+    """Run ``needle generate``: the text on stdout, a note on unknown words on stderr."""
+    from needle.tasks import language
+
+    result = language.generate(args.checkpoint, args.prompt, args.length, args.temperature,
+                               args.seed)
+    if result.unknown:
+        print(f"note: not in the model's vocabulary, read as <unk>: "
+              f"{' '.join(result.unknown)}", file=sys.stderr, flush=True)
+    print(result.text, flush=True)
 
 
 def _print_line(line: str) -> None:
@@ -253,6 +302,8 @@ def _run_command(args: argparse.Namespace, explicit: dict) -> int:
                 if args.distributed or distributed.launched_by_mpi() > 1:
                     distributed.init()
                 _train_command(args, explicit)
+            elif args.command == "generate":
+                _generate_command(args)
             else:
                 _eval_command(args, explicit)
     except (training.TrainingError, IDXFormatError, CIFAR10FormatError, OSError,

@@ -9,8 +9,10 @@ it on the test set and writes three files into its output folder:
   run's :class:`TrainConfig` and the metrics history (written with :func:`needle.save`,
   which replaces the file atomically);
 * ``metrics.csv`` — one row per epoch (``epoch, train_loss, train_err, test_loss,
-  test_err, seconds``);
-* ``curves.png`` — loss and error against epoch, train and test (needs matplotlib).
+  test_err, seconds``; a task whose loss is per token, language modelling, adds
+  ``train_ppl, test_ppl`` before ``seconds``);
+* ``curves.png`` — loss and error (and perplexity) against epoch, train and test
+  (needs matplotlib).
 
 Randomness: NumPy's global generator is seeded once, with ``config.seed``, before the
 model is built. Unlike the course's :func:`~needle.apps.mlp_resnet.epoch` it is *not*
@@ -37,6 +39,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import math
 import os
 import sys
 import time
@@ -49,7 +52,6 @@ import numpy as np
 import needle as ndl
 from needle import distributed, nn, optim, tasks
 from needle.apps.mlp_resnet import BatchResult
-from needle.data import DataLoader, Dataset, DistributedSampler
 from needle.serialization import atomic_write
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "build_scheduler",
     "train",
     "resume_config",
+    "checkpoint_config",
     "load_checkpoint",
     "evaluate_checkpoint",
     "write_metrics_csv",
@@ -95,25 +98,37 @@ class ResumeMismatchError(TrainingError):
 class TrainConfig:
     """Everything that defines a training run; the defaults are ``needle train``'s.
 
-    The model-specific fields are read only by the model they concern (``hidden_dim``,
-    ``num_blocks``, ``drop_prob``: mlp-resnet; ``width``: cnn).
+    The model-specific fields are read only by the models they concern (``hidden_dim``,
+    ``drop_prob``: mlp-resnet and the language models; ``num_blocks``: mlp-resnet;
+    ``width``: cnn; ``seq_len``, ``embedding_dim``, ``num_layers``, ``clip_grad``: the
+    language models).
 
     Attributes:
         model: ``"mlp-resnet"``, ``"cnn"`` or ``"resnet9"``
-            (:data:`needle.tasks.image.MODELS`).
+            (:data:`needle.tasks.image.MODELS`); ``"rnn-lm"``, ``"lstm-lm"`` or
+            ``"transformer-lm"`` (:data:`needle.tasks.language.MODELS`).
         dataset: ``"fashion-mnist"``, ``"mnist"`` or ``"cifar10"``
-            (:data:`needle.tasks.image.DATASETS`).
+            (:data:`needle.tasks.image.DATASETS`); ``"kjv"`` or ``"ptb"``
+            (:data:`needle.tasks.language.DATASETS`); None (the default): the first
+            dataset of the model's task (fashion-mnist, kjv).
         data_dir: a folder searched first for the IDX files, or CIFAR-10's batch folder
-            (or its parent); None: the standard places.
+            (or its parent), or the folder of train.txt/valid.txt/test.txt (ptb, kjv);
+            None: the standard places.
         download: download missing data files.
         epochs: total number of epochs of the run.
         batch_size: samples per batch (training and evaluation).
         lr: learning rate.
         weight_decay: L2 penalty added to the gradients by the optimizer.
-        hidden_dim: width of the MLP ResNet (its blocks are half as wide inside).
+        hidden_dim: width of the MLP ResNet (its blocks are half as wide inside); the
+            hidden size of a language model's RNN/LSTM or Transformer feed-forward.
         num_blocks: number of residual blocks.
-        drop_prob: dropout probability inside the blocks.
+        drop_prob: dropout probability inside the blocks; a language model's dropout
+            (see :class:`~needle.apps.models_lm.LanguageModel`).
         width: channels of the first block of the ``cnn`` (the later ones have 2× and 4×).
+        seq_len: tokens per chunk of truncated backpropagation through time.
+        embedding_dim: the language model's word-embedding size.
+        num_layers: the language model's RNN/LSTM/Transformer layers.
+        clip_grad: clip the global gradient norm to this (None: no clipping).
         optimizer: ``"adam"`` or ``"sgd"``.
         momentum: SGD momentum (ignored by Adam).
         scheduler: ``"none"``, ``"step"`` (lr × gamma every ``step_size`` epochs) or
@@ -123,13 +138,13 @@ class TrainConfig:
         augment: random horizontal flips and crops of the training images.
         crop_padding: the padding (maximal shift in pixels) of the random crop.
         seed: seeds NumPy's global generator once, before the model is built.
-        limit_train: use only the first N training samples (None: all).
-        limit_test: use only the first N test samples (None: all).
+        limit_train: use only the first N training samples (tokens for text; None: all).
+        limit_test: use only the first N test samples (tokens for text; None: all).
         out: the output folder (checkpoint, metrics, curves).
     """
 
     model: str = "mlp-resnet"
-    dataset: str = "fashion-mnist"
+    dataset: str | None = None
     data_dir: str | None = None
     download: bool = False
     epochs: int = 10
@@ -140,6 +155,10 @@ class TrainConfig:
     num_blocks: int = 3
     drop_prob: float = 0.1
     width: int = 32
+    seq_len: int = 40
+    embedding_dim: int = 64
+    num_layers: int = 1
+    clip_grad: float | None = None
     optimizer: str = "adam"
     momentum: float = 0.0
     scheduler: str = "none"
@@ -151,6 +170,10 @@ class TrainConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     out: str = "runs/latest"
+
+    def __post_init__(self) -> None:
+        if self.dataset is None:  # the model's task's first dataset (unknown model: later)
+            self.dataset = tasks.default_dataset(self.model)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (what a checkpoint stores)."""
@@ -219,8 +242,8 @@ class _Run:
 
     config: TrainConfig
     task: tasks.Task
-    train_loader: DataLoader
-    test_loader: DataLoader
+    train_loader: Any  # a DataLoader, or the task's own loader (see Task.loader)
+    test_loader: Any
     model: nn.Module
     opt: optim.Optimizer
     scheduler: Any
@@ -241,20 +264,8 @@ def _build_run(config: TrainConfig) -> _Run:
         model = nn.DistributedDataParallel(model)
         np.random.seed([config.seed, distributed.rank()])
     opt = build_optimizer(model, config)
-    return _Run(config, task, *_loaders(config, train_set, test_set), model, opt,
-                build_scheduler(opt, config))
-
-
-def _loaders(config: TrainConfig, train_set: Dataset,
-             test_set: Dataset) -> tuple[DataLoader, DataLoader]:
-    """The training loader (shuffled) and test loader; each rank's shards if distributed."""
-    size = config.batch_size
-    if not distributed.is_initialized():
-        return (DataLoader(train_set, size, shuffle=True),
-                DataLoader(test_set, size, shuffle=False))
-    return (DataLoader(train_set, size, sampler=DistributedSampler(train_set, seed=config.seed)),
-            DataLoader(test_set, size,
-                       sampler=DistributedSampler(test_set, shuffle=False, even=False)))
+    return _Run(config, task, task.loader(train_set, True), task.loader(test_set, False),
+                model, opt, build_scheduler(opt, config))
 
 
 def _is_rank0() -> bool:
@@ -341,37 +352,62 @@ def _epoch_rates(tally: _ProgressBar) -> tuple[float, float]:
     return errors / samples, loss_sum / samples
 
 
-def format_epoch_line(metrics: EpochMetrics, epochs: int) -> str:
-    """The one-line summary of an epoch.
+def format_epoch_line(metrics: EpochMetrics, epochs: int, perplexity: bool = False) -> str:
+    """The one-line summary of an epoch (with ``perplexity``, also ``exp(loss)``).
 
     Example:
         >>> format_epoch_line(EpochMetrics(3, 0.41234, 0.15021, 0.40123, 0.14333, 12.31), 10)
         'epoch 3/10  train loss 0.4123 err 0.1502  test loss 0.4012 err 0.1433  12.3s'
+        >>> line = format_epoch_line(EpochMetrics(1, 5.0, 0.8, 4.5, 0.7, 60.0), 2, True)
+        >>> line.split("  ")[1:3]
+        ['train loss 5.0000 err 0.8000 ppl 148.41', 'test loss 4.5000 err 0.7000 ppl 90.02']
     """
     m = metrics
-    return (f"epoch {m.epoch}/{epochs}  train loss {m.train_loss:.4f} err {m.train_err:.4f}  "
-            f"test loss {m.test_loss:.4f} err {m.test_err:.4f}  {m.seconds:.1f}s")
+
+    def split(name: str, loss: float, err: float) -> str:
+        ppl = f" ppl {math.exp(loss):.2f}" if perplexity else ""
+        return f"{name} loss {loss:.4f} err {err:.4f}{ppl}"
+    return (f"epoch {m.epoch}/{epochs}  {split('train', m.train_loss, m.train_err)}  "
+            f"{split('test', m.test_loss, m.test_err)}  {m.seconds:.1f}s")
 
 
 # ----- output files ----------------------------------------------------------------------
 
 
-def write_metrics_csv(path: str | os.PathLike, history: Iterable[EpochMetrics]) -> None:
-    """Write (atomically) one CSV row per epoch with a header naming the columns."""
+def write_metrics_csv(path: str | os.PathLike, history: Iterable[EpochMetrics],
+                      perplexity: bool = False) -> None:
+    """Write (atomically) one CSV row per epoch with a header naming the columns.
+
+    ``perplexity`` adds ``train_ppl`` and ``test_ppl`` (``exp`` of the mean losses)
+    after ``test_err``.
+    """
     columns = [f.name for f in dataclasses.fields(EpochMetrics)]
+    extra = ["train_ppl", "test_ppl"] if perplexity else []
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
+    writer.writerow(columns[:-1] + extra + columns[-1:])
     for m in history:
-        writer.writerow([repr(getattr(m, c)) if c != "seconds" else f"{m.seconds:.3f}"
-                         for c in columns])
+        values = [repr(getattr(m, c)) for c in columns[:-1]]
+        values += [repr(math.exp(m.train_loss)), repr(math.exp(m.test_loss))] if perplexity else []
+        writer.writerow(values + [f"{m.seconds:.3f}"])
     atomic_write(path, lambda file: file.write(buffer.getvalue().encode()))
 
 
-def plot_curves(path: str | os.PathLike, history: list[EpochMetrics]) -> bool:
-    """Plot loss and error against epoch (train and test) into a PNG, atomically.
+#: The panels of curves.png: (title, y label, the value of an epoch's split, log scale).
+_PANELS: dict[str, tuple[str, Callable[[EpochMetrics, str], float], bool]] = {
+    "loss": ("mean loss", lambda m, split: getattr(m, f"{split}_loss"), False),
+    "error": ("error rate", lambda m, split: getattr(m, f"{split}_err"), False),
+    "perplexity": ("perplexity (log scale)",
+                   lambda m, split: math.exp(getattr(m, f"{split}_loss")), True),
+}
 
-    Uses matplotlib's Agg canvas directly, so no GUI backend is touched.
+
+def plot_curves(path: str | os.PathLike, history: list[EpochMetrics],
+                perplexity: bool = False) -> bool:
+    """Plot loss and error (and with ``perplexity``, ``exp(loss)``) against epoch, atomically.
+
+    Train and test in every panel. Uses matplotlib's Agg canvas directly, so no GUI
+    backend is touched.
 
     Returns:
         False (and writes nothing) if matplotlib is not installed, else True.
@@ -382,17 +418,20 @@ def plot_curves(path: str | os.PathLike, history: list[EpochMetrics]) -> bool:
         from matplotlib.ticker import MaxNLocator
     except ImportError:
         return False
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    names = ["loss", "error"] + (["perplexity"] if perplexity else [])
+    fig = Figure(figsize=(5 * len(names), 4), layout="constrained")
     FigureCanvasAgg(fig)
     epochs = [m.epoch for m in history]
-    for ax, name in zip(fig.subplots(1, 2), ("loss", "err")):
+    for ax, name in zip(fig.subplots(1, len(names)), names):
+        label, value, log_scale = _PANELS[name]
         for split in ("train", "test"):
-            ax.plot(epochs, [getattr(m, f"{split}_{name}") for m in history],
-                    marker="o", label=split)
+            ax.plot(epochs, [value(m, split) for m in history], marker="o", label=split)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("mean loss" if name == "loss" else "error rate")
-        ax.set_title("loss" if name == "loss" else "error")
+        ax.set_ylabel(label)
+        if log_scale:
+            ax.set_yscale("log")
+        ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend()
     atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=100))
@@ -421,6 +460,7 @@ def _checkpoint_state(run: _Run, epoch: int, history: list[EpochMetrics]) -> dic
         "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
         "rng_state": np.random.get_state(),
         "history": [dataclasses.asdict(m) for m in history],
+        "task": run.task.state(),
         **extra,
     }
 
@@ -454,6 +494,18 @@ def _checkpoint_config(state: dict[str, Any], path: str | os.PathLike) -> TrainC
         raise CheckpointError(f"{os.fspath(path)}: bad run configuration ({e})") from e
 
 
+def checkpoint_config(path: str | os.PathLike,
+                      state: dict[str, Any] | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of the run saved in a checkpoint file.
+
+    ``state``: the file's content if already read with :func:`load_checkpoint`.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or not a training checkpoint.
+    """
+    return _checkpoint_config(load_checkpoint(path) if state is None else state, path)
+
+
 def resume_config(out: str | os.PathLike, overrides: dict[str, Any]) -> TrainConfig:
     """The config of the run saved in ``out``, with ``overrides`` applied.
 
@@ -483,6 +535,15 @@ def _check_resumable(saved: TrainConfig, config: TrainConfig, path: Path) -> Non
             f"cannot resume {path}: the run was started with other options "
             f"({'; '.join(changed)}). Resume with the original options (omitted options are "
             f"taken from the checkpoint), or start a new run with another --out.")
+
+
+def _check_task_state(state: dict[str, Any], task: tasks.Task, path: Path) -> None:
+    """Raise ResumeMismatchError if the task's state (a vocabulary) is not the saved one."""
+    if state.get("task", {}) != task.state():
+        raise ResumeMismatchError(
+            f"cannot resume {path}: the data have changed since the run started (the "
+            f"task's saved state, e.g. a language model's vocabulary, differs); restore "
+            f"the original files or start a new run with another --out")
 
 
 def _processes(count: int) -> str:
@@ -556,6 +617,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
         _check_resumable(_checkpoint_config(state, checkpoint_path), config, checkpoint_path)
         _check_world_size(state, checkpoint_path)
     run = _build_run(config)
+    if state is not None:
+        _check_task_state(state, run.task, checkpoint_path)
     done, history = _restore(run, state, checkpoint_path) if state is not None else (0, [])
     log(_header(run, done))
     show_bar = progress and rank0 and sys.stderr.isatty()
@@ -567,7 +630,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     for number in range(done + 1, config.epochs + 1):
         history.append(_train_and_evaluate(run, number, show_bar))
         _write_outputs(run, out, number, history, rank0)
-        log(format_epoch_line(history[-1], config.epochs))
+        log(format_epoch_line(history[-1], config.epochs, run.task.perplexity))
     return history
 
 
@@ -616,8 +679,8 @@ def _write_outputs(run: _Run, out: Path, epoch: int, history: list[EpochMetrics]
     if not write:
         return
     ndl.save(state, out / CHECKPOINT_NAME)
-    write_metrics_csv(out / METRICS_NAME, history)
-    plot_curves(out / CURVES_NAME, history)
+    write_metrics_csv(out / METRICS_NAME, history, run.task.perplexity)
+    plot_curves(out / CURVES_NAME, history, run.task.perplexity)
 
 
 def evaluate_checkpoint(path: str | os.PathLike, **overrides: Any) -> tuple[float, float, int]:
@@ -640,12 +703,12 @@ def evaluate_checkpoint(path: str | os.PathLike, **overrides: Any) -> tuple[floa
     saved = _checkpoint_config(state, path)
     config = dataclasses.replace(saved, **overrides)
     task = tasks.create(config)
-    task.check_eval_data(saved)
+    task.check_eval_data(saved, state.get("task", {}))
     model = task.build_model()
     try:
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"cannot load the model from {os.fspath(path)}: {e}") from e
     test_set = task.dataset(train=False)
-    err, loss = task.run_epoch(DataLoader(test_set, config.batch_size, shuffle=False), model)
+    err, loss = task.run_epoch(task.loader(test_set, False), model)
     return err, loss, len(test_set)

@@ -350,10 +350,13 @@ def test_help_from_the_command_line():
 
 def test_parser_defaults_match_the_spec():
     args = cli.build_parser().parse_args(["train"])
-    expected = dict(dataset="fashion-mnist", epochs=10, batch_size=100, lr=0.001,
+    expected = dict(model="mlp-resnet", epochs=10, batch_size=100, lr=0.001,
                     weight_decay=0.001, hidden_dim=100, optimizer="adam", seed=4,
                     out="runs/latest", scheduler="none", augment=False, resume=False)
     assert {k: getattr(args, k) for k in expected} == expected
+    # No --dataset: the model's task picks its first dataset (fashion-mnist for images).
+    assert args.dataset is None
+    assert training.TrainConfig(model=args.model, dataset=args.dataset).dataset == "fashion-mnist"
 
 
 # ----- accuracy -----------------------------------------------------------------------------

@@ -61,8 +61,9 @@ def cnn_run(tmp_path_factory) -> tuple[Path, str]:
 
 
 def test_every_model_and_dataset_is_listed_for_the_command_line():
-    assert tasks.model_names() == ["mlp-resnet", "cnn", "resnet9"]
-    assert tasks.dataset_names() == ["fashion-mnist", "mnist", "cifar10"]
+    assert tasks.model_names() == ["mlp-resnet", "cnn", "resnet9", "rnn-lm", "lstm-lm",
+                                   "transformer-lm"]
+    assert tasks.dataset_names() == ["fashion-mnist", "mnist", "cifar10", "kjv", "ptb"]
 
 
 @pytest.mark.parametrize("model, dataset, shape", [

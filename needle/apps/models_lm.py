@@ -9,7 +9,7 @@ from __future__ import annotations
 from .. import nn
 from ..autograd import Tensor
 from ..backends.numpy_backend import Device
-from .._validation import check_positive_int
+from .._validation import check_positive_int, check_real
 
 SEQ_MODELS = ("rnn", "lstm", "transformer")
 
@@ -28,6 +28,10 @@ class LanguageModel(nn.Module):
     time-major (row ``t·B + b``); ``h`` is ``(L, B, H)`` for "rnn", ``(h_n, c_n)`` for
     "lstm" and the transformer's zeros.
 
+    ``dropout`` (not in the course; 0 keeps the course's model and draws): for "rnn" and
+    "lstm" a :class:`~needle.nn.Dropout` on the embeddings and on the recurrent output
+    (Zaremba et al.'s non-recurrent dropout), for "transformer" the Transformer's own.
+
     >>> import needle as ndl
     >>> model = LanguageModel(8, 20, 16, 2, "lstm")
     >>> logits, (h, c) = model(ndl.Tensor([[1, 2], [3, 4], [5, 6]], requires_grad=False))
@@ -37,7 +41,8 @@ class LanguageModel(nn.Module):
 
     def __init__(self, embedding_size: int, output_size: int, hidden_size: int,
                  num_layers: int = 1, seq_model: str = "rnn", seq_len: int = 40,
-                 device: Device | None = None, dtype: str = "float32") -> None:
+                 device: Device | None = None, dtype: str = "float32",
+                 dropout: float = 0.0) -> None:
         super().__init__()
         if seq_model not in SEQ_MODELS:
             raise ValueError(
@@ -47,6 +52,8 @@ class LanguageModel(nn.Module):
         self.output_size = check_positive_int("LanguageModel", "output_size", output_size)
         self.hidden_size = check_positive_int("LanguageModel", "hidden_size", hidden_size)
         self.seq_model_name = seq_model
+        dropout = check_real("LanguageModel", "dropout", dropout, low=0.0, high=1.0,
+                             high_open=True)
         kw = {"device": device, "dtype": dtype}
         self.embedding = nn.Embedding(output_size, embedding_size, **kw)
         if seq_model == "rnn":
@@ -55,13 +62,21 @@ class LanguageModel(nn.Module):
             self.seq_model = nn.LSTM(embedding_size, hidden_size, num_layers, **kw)
         else:
             self.seq_model = nn.Transformer(embedding_size, hidden_size, num_layers,
-                                            batch_first=False, sequence_len=seq_len, **kw)
+                                            batch_first=False, sequence_len=seq_len,
+                                            dropout=dropout, **kw)
         head_in = embedding_size if seq_model == "transformer" else hidden_size
         self.linear = nn.Linear(head_in, output_size, **kw)
+        recurrent = seq_model != "transformer"
+        self.dropout = nn.Dropout(dropout) if recurrent and dropout > 0 else None
 
     def forward(self, x: Tensor, h=None):
         """Token ids x (T, B) → (logits (T·B, output_size), the sequence model's state)."""
-        out, h = self.seq_model(self.embedding(x), h)
+        embedded = self.embedding(x)
+        if self.dropout is not None:
+            embedded = self.dropout(embedded)
+        out, h = self.seq_model(embedded, h)
+        if self.dropout is not None:
+            out = self.dropout(out)
         T, B, features = out.shape
         return self.linear(out.reshape((T * B, features))), h
 

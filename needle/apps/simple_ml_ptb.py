@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Callable, Iterable, Iterator
+
 from .. import nn, optim
-from ..autograd import Tensor
+from ..autograd import Tensor, no_grad
 from ..backends.numpy_backend import Device
 from ..data import get_batch
+from .mlp_resnet import BatchResult
 
 
 def _detach(h):
@@ -31,31 +34,81 @@ def epoch_general_ptb(data: np.ndarray, model: nn.Module, seq_len: int = 40,
                       dtype: str = "float32") -> tuple[float, float]:
     """One epoch over ``data`` (nbatch, B) in chunks of ``seq_len``; trains when ``opt`` is given.
 
-    The hidden state starts as None, is carried (detached) from chunk to chunk, and is
-    never reset within the epoch. With ``opt``: ``reset_grad``, ``backward``, optional
-    ``clip_grad_norm(clip)``, ``step`` per chunk. Returns ``(accuracy, mean loss)``, both
+    Seeds NumPy with 4 (the course's fact), then runs :func:`lm_epoch` over the
+    :func:`~needle.data.get_batch` chunks. Returns ``(accuracy, mean loss)``, both
     weighted by tokens (a chunk of L·B tokens counts L·B times).
     """
     np.random.seed(4)
-    model.train() if opt is not None else model.eval()
-    h = None
-    correct = total_loss = tokens = 0.0
+    err, loss = lm_epoch(bptt_chunks(data, seq_len, device, dtype), model, opt, clip,
+                         loss_fn=loss_fn)
+    return 1.0 - err, loss
+
+
+def bptt_chunks(data: np.ndarray, seq_len: int, device: Device | None = None,
+                dtype: str = "float32") -> Iterator[tuple[Tensor, Tensor]]:
+    """The :func:`~needle.data.get_batch` chunks ``(X (L, B), y (L·B,))`` of ``data`` in order."""
     for i in range(0, data.shape[0] - 1, seq_len):
-        X, y = get_batch(data, i, seq_len, device=device, dtype=dtype)
-        out, h = model(X, h)
-        h = _detach(h)
-        loss = loss_fn(out, y)
+        yield get_batch(data, i, seq_len, device=device, dtype=dtype)
+
+
+def lm_epoch(chunks: Iterable[tuple[Tensor, Tensor]], model: nn.Module,
+             opt: optim.Optimizer | None = None, clip: float | None = None,
+             on_batch: Callable[[BatchResult], None] | None = None,
+             loss_fn: nn.Module | None = None) -> tuple[float, float]:
+    """One pass of truncated backpropagation through time over consecutive chunks.
+
+    Sets ``model.train()`` when ``opt`` is given, else ``model.eval()`` (and builds no
+    graph). The hidden state starts as None and is carried, detached, from chunk to
+    chunk (never reset within the pass). With ``opt``, per chunk: ``reset_grad``,
+    ``backward``, :func:`~needle.optim.clip_grad_norm` to ``clip`` if given, ``step``.
+    Draws no random numbers itself (the model's dropout does).
+
+    Args:
+        chunks: ``(X, y)`` pairs: token ids ``(L, B)`` and next-token targets ``(L·B,)``.
+        model: maps ``(X, h)`` to ``(logits (L·B, vocabulary), h)``.
+        opt: the optimizer; None evaluates.
+        clip: the largest global gradient norm (None: no clipping).
+        on_batch: called after every chunk with its :class:`BatchResult` (size = tokens,
+            errors = wrong arg-max predictions).
+        loss_fn: the loss (default :class:`~needle.nn.SoftmaxLoss`, mean over tokens).
+
+    Returns:
+        ``(error rate, mean loss)`` over all tokens; ``exp(mean loss)`` is the perplexity.
+
+    Raises:
+        ValueError: ``chunks`` was empty.
+    """
+    model.train() if opt is not None else model.eval()
+    loss_fn = nn.SoftmaxLoss() if loss_fn is None else loss_fn
+    h = None
+    errors = tokens = 0
+    loss_sum = 0.0
+    for X, y in chunks:
+        if opt is None:
+            with no_grad():
+                out, h = model(X, h)
+                loss = loss_fn(out, y)
+        else:
+            out, h = model(X, h)
+            loss = loss_fn(out, y)
+            h = _detach(h)
         labels = y.numpy()
-        correct += float(np.sum(out.numpy().argmax(axis=1) == labels))
-        total_loss += float(loss.numpy()) * labels.shape[0]
-        tokens += labels.shape[0]
+        result = BatchResult(labels.shape[0], float(loss.numpy()),
+                             int(np.sum(out.numpy().argmax(axis=1) != labels)))
         if opt is not None:
             opt.reset_grad()
             loss.backward(create_graph=False)  # needle's fast path: constant gradients
             if clip is not None:
-                opt.clip_grad_norm(clip)
+                optim.clip_grad_norm(opt.params, clip)
             opt.step()
-    return correct / tokens, total_loss / tokens
+        errors += result.errors
+        loss_sum += result.loss * result.size
+        tokens += result.size
+        if on_batch is not None:
+            on_batch(result)
+    if tokens == 0:
+        raise ValueError("lm_epoch: no chunk to run (the token stream is too short)")
+    return errors / tokens, loss_sum / tokens
 
 
 def train_ptb(model: nn.Module, data: np.ndarray, seq_len: int = 40, n_epochs: int = 1,
@@ -83,4 +136,4 @@ def evaluate_ptb(model: nn.Module, data: np.ndarray, seq_len: int = 40,
     return epoch_general_ptb(data, model, seq_len, loss_fn(), None, None, device, dtype)
 
 
-__all__ = ["epoch_general_ptb", "train_ptb", "evaluate_ptb"]
+__all__ = ["epoch_general_ptb", "lm_epoch", "bptt_chunks", "train_ptb", "evaluate_ptb"]

@@ -9,6 +9,7 @@
 1
 """
 from .lr_scheduler import CosineAnnealingLR, LRScheduler, StepLR
-from .optimizer import SGD, Adam, Optimizer
+from .optimizer import SGD, Adam, Optimizer, clip_grad_norm
 
-__all__ = ["Optimizer", "SGD", "Adam", "LRScheduler", "StepLR", "CosineAnnealingLR"]
+__all__ = ["Optimizer", "SGD", "Adam", "LRScheduler", "StepLR", "CosineAnnealingLR",
+           "clip_grad_norm"]

@@ -144,23 +144,9 @@ class Optimizer:
         self.reset_grad()
 
     def clip_grad_norm(self, max_norm: float = 0.25) -> float:
-        """Scale all gradients so their global L2 norm is at most ``max_norm``.
-
-        Returns the norm before clipping. Each clipped gradient is a new tensor (the
-        old one is not modified).
-        """
-        max_norm = check_real(
-            f"{type(self).__name__}.clip_grad_norm", "max_norm", max_norm, low=0.0, low_open=True
-        )
-        with_grad = [p for p in self.params if p.grad is not None]
-        total = math.sqrt(sum(_squared_norm(p.grad.realize_cached_data()) for p in with_grad))
-        # The small constant keeps the clipped norm just under max_norm (as PyTorch does).
-        scale = max_norm / (total + 1e-6)
-        if scale < 1.0:
-            for param in with_grad:
-                grad = param.grad.realize_cached_data()
-                param.grad = Tensor.make_const((grad * scale).astype(grad.dtype, copy=False))
-        return total
+        """:func:`clip_grad_norm` over this optimizer's parameters; returns the norm before."""
+        caller = f"{type(self).__name__}.clip_grad_norm"
+        return clip_grad_norm(self.params, max_norm, caller=caller)
 
     # ----- state --------------------------------------------------------------------------
     def _extra_state(self) -> dict:
@@ -437,3 +423,38 @@ class Adam(Optimizer):
         if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
             raise ValueError(f"Adam.load_state_dict: step count t must be an int >= 0, got {t!r}")
         self.t = int(t)
+
+
+def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float = 0.25, *,
+                   caller: str = "clip_grad_norm") -> float:
+    """Scale all gradients so their global L2 norm is at most ``max_norm``.
+
+    The norm is taken over every gradient together, as if concatenated (parameters
+    without a gradient are skipped). If it exceeds ``max_norm`` each gradient is
+    multiplied by ``max_norm / (norm + 1e-6)`` (the small constant keeps the clipped
+    norm just under ``max_norm``, as PyTorch's ``clip_grad_norm_`` does); each clipped
+    gradient is a new tensor (the old one is not modified).
+
+    Args:
+        parameters: the tensors whose ``grad`` to clip (e.g. ``model.parameters()``).
+        max_norm: the largest global norm allowed, > 0.
+        caller: the name used in error messages.
+
+    Returns:
+        the global norm before clipping.
+
+    Example:
+        >>> import needle as ndl
+        >>> w = ndl.Tensor([3.0, 4.0]); (w * w).sum().backward()  # grad (6, 8), norm 10
+        >>> clip_grad_norm([w], 5.0), w.grad.numpy().round(4).tolist()
+        (10.0, [3.0, 4.0])
+    """
+    max_norm = check_real(caller, "max_norm", max_norm, low=0.0, low_open=True)
+    with_grad = [p for p in parameters if p.grad is not None]
+    total = math.sqrt(sum(_squared_norm(p.grad.realize_cached_data()) for p in with_grad))
+    scale = max_norm / (total + 1e-6)
+    if scale < 1.0:
+        for param in with_grad:
+            grad = param.grad.realize_cached_data()
+            param.grad = Tensor.make_const((grad * scale).astype(grad.dtype, copy=False))
+    return total

@@ -11,17 +11,25 @@ that differ between problems:
 * ``run_epoch(loader, model, opt, on_batch)``: one pass over a loader, training with
   ``opt`` or evaluating without it, reporting each batch to ``on_batch`` as a
   :class:`~needle.apps.mlp_resnet.BatchResult` (samples, mean loss, errors);
+* ``loader(dataset, train)``: the batches of a split, in the order a pass takes them
+  (images: :func:`standard_loader`, shuffled for training, a rank's shard when
+  distributed; text: consecutive BPTT chunks);
 * ``describe()``: the model and data in a few words, for the run's header line;
+* ``perplexity``: True if the loss is a mean log-likelihood per token, so the loop also
+  reports ``exp(loss)`` (the perplexity);
+* ``state()``: what, besides the weights, a checkpoint must keep to use the model
+  (the vocabulary of a language model), stored as the checkpoint's ``"task"`` entry;
 
-and ``check_eval_data(saved)``, which refuses to evaluate a checkpoint on data its
-model cannot take.
+and ``check_eval_data(saved, state)``, which refuses to evaluate a checkpoint on data
+its model cannot take.
 
 Tasks: :mod:`needle.tasks.image` (image classification: models ``mlp-resnet``, ``cnn``,
-``resnet9``; data ``fashion-mnist``, ``mnist``, ``cifar10``). A task is chosen by the
-model name (``config.model``); each task module lists its ``MODELS`` and ``DATASETS``
-and has a ``create(config)`` that returns its :class:`Task`. Language
-modelling will be a second module with its own models and datasets, registered in
-:data:`TASK_MODULES` (docs/training.md, "The task seam").
+``resnet9``; data ``fashion-mnist``, ``mnist``, ``cifar10``) and
+:mod:`needle.tasks.language` (language modelling: ``rnn-lm``, ``lstm-lm``,
+``transformer-lm``; data ``kjv``, ``ptb``). A task is chosen by the model name
+(``config.model``); each task module lists its ``MODELS``, its ``DATASETS`` (the first
+is its default) and has a ``create(config)`` that returns its :class:`Task`
+(docs/training.md, "The task seam").
 """
 from __future__ import annotations
 
@@ -30,17 +38,19 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 import numpy as np
 
-from needle.data import Dataset
+from needle import distributed
+from needle.data import DataLoader, Dataset, DistributedSampler
 
 if TYPE_CHECKING:
     from needle import nn, optim
     from needle.apps.mlp_resnet import BatchResult
     from needle.training import TrainConfig
 
-__all__ = ["Task", "TASK_MODULES", "model_names", "dataset_names", "create", "FirstN", "first_n"]
+__all__ = ["Task", "TASK_MODULES", "model_names", "dataset_names", "default_dataset", "create",
+           "standard_loader", "FirstN", "first_n"]
 
 #: The task modules, in the order their models are listed.
-TASK_MODULES: tuple[str, ...] = ("needle.tasks.image",)
+TASK_MODULES: tuple[str, ...] = ("needle.tasks.image", "needle.tasks.language")
 
 
 class Task(Protocol):
@@ -58,11 +68,21 @@ class Task(Protocol):
                   ) -> tuple[float, float]:
         """One pass: ``(error_rate, mean_loss)``; trains if ``opt`` is given."""
 
+    def loader(self, dataset: Dataset, train: bool) -> Iterable:
+        """The batches of a split; has ``len()``, ``.dataset`` and ``.sampler`` (or None)."""
+
     def describe(self) -> str:
         """The model and data in a few words (the header line)."""
 
-    def check_eval_data(self, saved: "TrainConfig") -> None:
-        """Raise TrainingError if a model trained with ``saved`` cannot take this data."""
+    #: True: the loss is per token and the loop reports the perplexity ``exp(loss)``.
+    perplexity: bool
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps besides the weights (``{}`` for none)."""
+
+    def check_eval_data(self, saved: "TrainConfig", state: dict[str, Any]) -> None:
+        """Raise TrainingError if the model saved with ``saved`` and ``state`` cannot
+        take this data."""
 
 
 def _modules() -> list[Any]:
@@ -80,6 +100,14 @@ def dataset_names() -> list[str]:
     return [name for module in _modules() for name in module.DATASETS]
 
 
+def default_dataset(model: str) -> str | None:
+    """The default dataset of the task that has ``model`` (None: no task has it)."""
+    for module in _modules():
+        if model in module.MODELS:
+            return next(iter(module.DATASETS))
+    return None
+
+
 def create(config: "TrainConfig") -> Task:
     """The task of ``config.model``, built for ``config``.
 
@@ -94,6 +122,21 @@ def create(config: "TrainConfig") -> Task:
             return module.create(config)
     raise TrainingError(f"unknown model {config.model!r}; use one of "
                         f"{', '.join(model_names())}")
+
+
+def standard_loader(dataset: Dataset, config: "TrainConfig", train: bool) -> DataLoader:
+    """The loader of a dataset of independent samples, ``config.batch_size`` at a time.
+
+    Training: shuffled; evaluation: in order. In a data-parallel run each rank gets its
+    :class:`~needle.data.DistributedSampler` shard (seeded with ``config.seed``).
+    """
+    size = config.batch_size
+    if not distributed.is_initialized():
+        return DataLoader(dataset, size, shuffle=train)
+    if train:
+        return DataLoader(dataset, size, sampler=DistributedSampler(dataset, seed=config.seed))
+    return DataLoader(dataset, size,
+                      sampler=DistributedSampler(dataset, shuffle=False, even=False))
 
 
 class FirstN(Dataset):

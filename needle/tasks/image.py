@@ -28,10 +28,11 @@ from typing import Callable, Iterable
 from needle import nn, optim
 from needle.apps.mlp_resnet import BatchResult, MLPResNet, run_epoch
 from needle.apps.models_conv import ResNet9, SmallCNN
-from needle.data import (MNIST, CIFAR10Dataset, Dataset, DatasetNotFoundError, FashionMNIST,
-                         RandomCrop, RandomFlipHorizontal, default_data_dir, download_cifar10)
+from needle.data import (MNIST, CIFAR10Dataset, DataLoader, Dataset, DatasetNotFoundError,
+                         FashionMNIST, RandomCrop, RandomFlipHorizontal, default_data_dir,
+                         download_cifar10)
 from needle.data.datasets.cifar10 import FOLDER as CIFAR10_FOLDER
-from needle.tasks import first_n
+from needle.tasks import first_n, standard_loader
 from needle.training import TrainConfig, TrainingError
 
 __all__ = ["MODELS", "DATASETS", "ImageDataset", "ImageClassification", "create",
@@ -152,6 +153,9 @@ class ImageClassification:
         ((3, 32, 32), 'SmallCNN(width 32) on cifar10')
     """
 
+    #: The loss is per image, not per token: no perplexity.
+    perplexity = False
+
     def __init__(self, config: TrainConfig) -> None:
         if config.dataset not in DATASETS:
             raise TrainingError(f"unknown dataset {config.dataset!r} for --model "
@@ -175,11 +179,19 @@ class ImageClassification:
         """:func:`~needle.apps.mlp_resnet.run_epoch` with batches in the model's layout."""
         return run_epoch(loader, model, opt, on_batch=on_batch, input_shape=self.input_shape)
 
+    def loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        """:func:`~needle.tasks.standard_loader`: shuffled batches for training."""
+        return standard_loader(dataset, self.config, train)
+
+    def state(self) -> dict:
+        """Nothing: the weights and the config say everything."""
+        return {}
+
     def describe(self) -> str:
         """E.g. ``SmallCNN(width 32) on fashion-mnist``."""
         return f"{_DESCRIPTIONS[self.config.model](self.config)} on {self.config.dataset}"
 
-    def check_eval_data(self, saved: TrainConfig) -> None:
+    def check_eval_data(self, saved: TrainConfig, state: dict) -> None:
         """Refuse data whose images differ in shape from those the model was trained on."""
         trained = DATASETS[saved.dataset].shape
         if trained != self.image_shape:
