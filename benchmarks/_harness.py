@@ -18,9 +18,9 @@ from typing import Callable, Sequence
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def pin_threads() -> None:
-    """One BLAS/OpenMP thread in this process (call before NumPy is imported)."""
-    os.environ.update({v: "1" for v in THREAD_VARS})
+def pin_threads(threads: int = 1) -> None:
+    """``threads`` BLAS/OpenMP threads in this process (call before NumPy is imported)."""
+    os.environ.update({v: str(threads) for v in THREAD_VARS})
 
 
 def has_torch() -> bool:
@@ -32,12 +32,13 @@ def has_torch() -> bool:
     return True
 
 
-def run_worker(script: str, framework: str, extra: list[str]) -> dict | None:
-    """Run ``script --worker framework *extra`` on one thread; its last stdout line as JSON.
+def run_worker(script: str, framework: str, extra: list[str], threads: int = 1) -> dict | None:
+    """Run ``script --worker framework *extra`` on ``threads`` BLAS/OpenMP threads (default
+    one); its last stdout line as JSON.
 
     A framework named ``…-np`` runs needle on the NumPy backend (``NEEDLE_BACKEND=np``).
     """
-    env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
+    env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
     if framework.endswith("-np"):
         env["NEEDLE_BACKEND"] = "np"
     cmd = [sys.executable, script, "--worker", framework, *extra]

@@ -156,19 +156,44 @@ struct Tanh {
 
 // ---- reductions -----------------------------------------------------------------------------
 
-/// Sum of x[0:n] in eight interleaved lanes, combined in a fixed order: the same bits on every
-/// run, more accurate than one running sum and vectorisable without -ffast-math.
-template <typename T>
-T sum(const T* x, int64_t n) {
+/// Sum of f(i) for i in [0, n) in eight interleaved lanes, combined in a fixed order: the same
+/// bits on every run, more accurate than one running sum and vectorisable without -ffast-math.
+/// Every kernel that sums reuses this order, so a fused kernel adds exactly as reduce_sum does.
+template <typename T, typename Term>
+T lane_sum(int64_t n, Term f) {
   T lanes[8] = {};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    for (int l = 0; l < 8; ++l) lanes[l] += x[i + l];
+    for (int l = 0; l < 8; ++l) lanes[l] += f(i + l);
   }
   T tail = 0;
-  for (; i < n; ++i) tail += x[i];
+  for (; i < n; ++i) tail += f(i);
   return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
          ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + tail;
+}
+
+/// Sum of x[0:n] in lane_sum's order.
+template <typename T>
+T sum(const T* x, int64_t n) {
+  return lane_sum<T>(n, [x](int64_t i) { return x[i]; });
+}
+
+/// Column sums of the (n, d) matrix with entries f(i, j), each column in lane_sum's order
+/// (row i goes to lane i % 8, rows past the last multiple of 8 to the tail), walking the
+/// matrix row by row. `scratch` holds 9·d elements.
+template <typename T, typename Term>
+void column_lane_sums(int64_t n, int64_t d, Term f, T* out, T* scratch) {
+  std::fill(scratch, scratch + 9 * d, T(0));
+  const int64_t full = n - n % 8;
+  for (int64_t i = 0; i < n; ++i) {
+    T* acc = scratch + (i < full ? i % 8 : 8) * d;
+    for (int64_t j = 0; j < d; ++j) acc[j] += f(i, j);
+  }
+  for (int64_t j = 0; j < d; ++j) {
+    const T* l = scratch + j;
+    out[j] = ((l[0] + l[d]) + (l[2 * d] + l[3 * d])) + ((l[4 * d] + l[5 * d]) +
+             (l[6 * d] + l[7 * d])) + l[8 * d];
+  }
 }
 
 /// Max of x[0:n], n >= 1; NaN propagates as in NumPy.
@@ -324,6 +349,103 @@ void batchnorm_backward(const T* g, const T* xhat, const T* weight, const T* inv
       const T centred = g[i * d + j] * nn - grad_bias[j] - xhat[i * d + j] * grad_weight[j];
       grad_x[i * d + j] = centred * (weight[j] * inv_std[j] / nn);
     }
+  }
+}
+
+// ---- fused dropout mask, layer norm and softmax loss (project extras) ------------------------
+// Each replaces a chain of array operations with one kernel doing the same float operations in
+// the same order (sums in lane_sum's order), so the results are the bits of the composition.
+
+/// Dropout's scaled mask from uniform draws u: mask = [u <= keep] / keep (1/keep or 0).
+template <typename T>
+void dropout_mask(const T* u, T* mask, int64_t n, T keep) {
+  for (int64_t i = 0; i < n; ++i) mask[i] = (u[i] <= keep ? T(1) : T(0)) / keep;
+}
+
+/// Layer norm of the rows of x (n, d): xhat = (x − mean)·inv_std with the row's mean and
+/// biased variance, inv_std = (var + eps)^(−1/2); out = xhat·weight + bias (per column).
+template <typename T>
+void layernorm_forward(const T* x, const T* weight, const T* bias, T* out, T* xhat, T* inv_std,
+                       int64_t n, int64_t d, T eps) {
+  const T width = static_cast<T>(d);
+  for (int64_t i = 0; i < n; ++i) {
+    const T* row = x + i * d;
+    T* h = xhat + i * d;
+    const T mean = sum(row, d) / width;
+    for (int64_t j = 0; j < d; ++j) h[j] = row[j] - mean;
+    const T var = lane_sum<T>(d, [h](int64_t j) { return h[j] * h[j]; }) / width;
+    const T scale = std::pow(var + eps, T(-0.5));
+    inv_std[i] = scale;
+    for (int64_t j = 0; j < d; ++j) {
+      h[j] = h[j] * scale;
+      out[i * d + j] = h[j] * weight[j] + bias[j];
+    }
+  }
+}
+
+/// Gradients of layernorm_forward for out_grad g (n, d): grad_bias = Σ_rows g,
+/// grad_weight = Σ_rows g·xhat, and per row with gx = g·weight:
+/// grad_x = (gx·d − Σ gx − xhat·Σ gx·xhat)·(inv_std / d). `scratch` holds 9·d elements.
+template <typename T>
+void layernorm_backward(const T* g, const T* xhat, const T* weight, const T* inv_std, T* grad_x,
+                        T* grad_weight, T* grad_bias, T* scratch, int64_t n, int64_t d) {
+  column_lane_sums<T>(n, d, [g, d](int64_t i, int64_t j) { return g[i * d + j]; }, grad_bias,
+                      scratch);
+  column_lane_sums<T>(n, d, [g, xhat, d](int64_t i, int64_t j) {
+    return g[i * d + j] * xhat[i * d + j];
+  }, grad_weight, scratch);
+  const T width = static_cast<T>(d);
+  for (int64_t i = 0; i < n; ++i) {
+    const T* gi = g + i * d;
+    const T* h = xhat + i * d;
+    T* gx = grad_x + i * d;  // holds g·weight until the last loop overwrites it
+    for (int64_t j = 0; j < d; ++j) gx[j] = gi[j] * weight[j];
+    const T sum_gx = sum(gx, d);
+    const T sum_gx_xhat = lane_sum<T>(d, [gx, h](int64_t j) { return gx[j] * h[j]; });
+    const T factor = inv_std[i] / width;
+    for (int64_t j = 0; j < d; ++j) gx[j] = (gx[j] * width - sum_gx - h[j] * sum_gx_xhat) * factor;
+  }
+}
+
+/// Mean softmax cross-entropy of logits (n, k) against labels (n,) in [0, k), returned; also
+/// writes diff = softmax − one_hot (n, k), the loss gradient up to the factor out_grad / n.
+/// The target logit (less the row max) is clipped below at `lowest`, as the composition does.
+template <typename T>
+T softmax_cross_entropy(const T* logits, const int64_t* labels, T* diff, T* per_example,
+                        int64_t n, int64_t k, T lowest) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T* row = logits + i * k;
+    T* p = diff + i * k;
+    const T peak = max(row, k);
+    for (int64_t j = 0; j < k; ++j) p[j] = std::exp(row[j] - peak);
+    const T total = sum(p, k);
+    for (int64_t j = 0; j < k; ++j) p[j] = p[j] / total;
+    const T picked = Maximum{}(row[labels[i]] - peak, lowest);
+    per_example[i] = std::log(total) - picked;
+    p[labels[i]] = p[labels[i]] - T(1);
+  }
+  return sum(per_example, n) / static_cast<T>(n);
+}
+
+// ---- row gather and scatter-add (the embedding; project extras) -----------------------------
+
+/// out[k] = table[ids[k]] for rows of d elements; ids already checked to lie in the table.
+template <typename T>
+void take_rows(const T* table, const int64_t* ids, T* out, int64_t count, int64_t d) {
+  for (int64_t k = 0; k < count; ++k) {
+    std::copy(table + ids[k] * d, table + (ids[k] + 1) * d, out + k * d);
+  }
+}
+
+/// out = zeros (num_rows, d), then out[ids[k]] += rows[k] for k in order (repeats accumulate).
+template <typename T>
+void add_rows(const T* rows, const int64_t* ids, T* out, int64_t count, int64_t num_rows,
+              int64_t d) {
+  std::fill(out, out + num_rows * d, T(0));
+  for (int64_t k = 0; k < count; ++k) {
+    T* target = out + ids[k] * d;
+    const T* source = rows + k * d;
+    for (int64_t j = 0; j < d; ++j) target[j] += source[j];
   }
 }
 

@@ -437,6 +437,125 @@ void py_batchnorm_backward(const Array& g, const Array& xhat, const Array& weigh
   });
 }
 
+using Ids = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+/// Checks that every id lies in [0, num_rows): the kernels index memory with them.
+void check_ids(const char* fn, const Ids& ids, int64_t num_rows) {
+  const int64_t* data = ids.data();
+  for (std::size_t k = 0; k < ids.shape(0); ++k) {
+    if (data[k] < 0 || data[k] >= num_rows) {
+      value_error(fn, "ids[" + std::to_string(k) + "] = " + std::to_string(data[k]) +
+                          " is out of range for " + std::to_string(num_rows) +
+                          " rows; expected 0 <= id < " + std::to_string(num_rows));
+    }
+  }
+}
+
+/// Checks an (n, d) row-wise kernel's buffers: `rows` of n·d elements, `per_column` of d.
+void check_rows(const char* fn, Arrays rows, Arrays per_column, int64_t n, int64_t d) {
+  check_nonnegative(fn, "n", n);
+  check_nonnegative(fn, "d", d);
+  const int64_t nd = checked_mul(fn, n, d);
+  for (const Array* a : rows) check_size(fn, "an (n, d) buffer", *a, nd);
+  for (const Array* a : per_column) check_size(fn, "a (d,) buffer", *a, d);
+}
+
+void py_dropout_mask(const Array& u, Array& mask, double keep) {
+  check_same_dtype("dropout_mask", {&u, &mask});
+  check_size("dropout_mask", "u", u, mask.size());
+  if (!(keep > 0 && keep <= 1)) {
+    value_error("dropout_mask", "keep must be in (0, 1], got " + std::to_string(keep));
+  }
+  dispatch(mask.dtype(), [&](auto t) {
+    using T = decltype(t);
+    dropout_mask(u.as<T>(), mask.as<T>(), mask.size(), static_cast<T>(keep));
+  });
+}
+
+void py_layernorm_forward(const Array& x, const Array& weight, const Array& bias, Array& out,
+                          Array& xhat, Array& inv_std, int64_t n, int64_t d, double eps) {
+  const char* fn = "layernorm_forward";
+  check_same_dtype(fn, {&x, &weight, &bias, &out, &xhat, &inv_std});
+  if (d < 1) value_error(fn, "needs at least one column, got d=" + std::to_string(d));
+  check_rows(fn, {&x, &out, &xhat}, {&weight, &bias}, n, d);
+  check_size(fn, "inv_std", inv_std, n);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    layernorm_forward(x.as<T>(), weight.as<T>(), bias.as<T>(), out.as<T>(), xhat.as<T>(),
+                      inv_std.as<T>(), n, d, static_cast<T>(eps));
+  });
+}
+
+void py_layernorm_backward(const Array& g, const Array& xhat, const Array& weight,
+                           const Array& inv_std, Array& grad_x, Array& grad_weight,
+                           Array& grad_bias, int64_t n, int64_t d) {
+  const char* fn = "layernorm_backward";
+  check_same_dtype(fn, {&g, &xhat, &weight, &inv_std, &grad_x, &grad_weight, &grad_bias});
+  check_rows(fn, {&g, &xhat, &grad_x}, {&weight, &grad_weight, &grad_bias}, n, d);
+  check_size(fn, "inv_std", inv_std, n);
+  dispatch(g.dtype(), [&](auto t) {
+    using T = decltype(t);
+    std::vector<T> scratch(static_cast<std::size_t>(9 * d));
+    layernorm_backward(g.as<T>(), xhat.as<T>(), weight.as<T>(), inv_std.as<T>(),
+                       grad_x.as<T>(), grad_weight.as<T>(), grad_bias.as<T>(), scratch.data(),
+                       n, d);
+  });
+}
+
+void py_softmax_cross_entropy(const Array& logits, const Ids& labels, Array& diff, Array& loss,
+                              int64_t n, int64_t k) {
+  const char* fn = "softmax_cross_entropy";
+  check_same_dtype(fn, {&logits, &diff, &loss});
+  if (n < 1 || k < 1) {
+    value_error(fn, "needs n >= 1 rows and k >= 1 classes, got n=" + std::to_string(n) +
+                        ", k=" + std::to_string(k));
+  }
+  check_rows(fn, {&logits, &diff}, {}, n, k);
+  check_size(fn, "loss", loss, 1);
+  if (static_cast<int64_t>(labels.shape(0)) != n) {
+    value_error(fn, "got " + std::to_string(labels.shape(0)) + " labels for " +
+                        std::to_string(n) + " rows");
+  }
+  check_ids(fn, labels, k);
+  dispatch(logits.dtype(), [&](auto t) {
+    using T = decltype(t);
+    std::vector<T> per_example(static_cast<std::size_t>(n));
+    loss.as<T>()[0] = softmax_cross_entropy(logits.as<T>(), labels.data(), diff.as<T>(),
+                                            per_example.data(), n, k,
+                                            -std::numeric_limits<T>::max());
+  });
+}
+
+void py_take_rows(const Array& table, const Ids& ids, Array& out, int64_t num_rows, int64_t d) {
+  const char* fn = "take_rows";
+  check_same_dtype(fn, {&table, &out});
+  check_nonnegative(fn, "num_rows", num_rows);
+  check_nonnegative(fn, "d", d);
+  check_size(fn, "table", table, checked_mul(fn, num_rows, d));
+  const int64_t count = static_cast<int64_t>(ids.shape(0));
+  check_size(fn, "out", out, checked_mul(fn, count, d));
+  check_ids(fn, ids, num_rows);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    take_rows(table.as<T>(), ids.data(), out.as<T>(), count, d);
+  });
+}
+
+void py_add_rows(const Array& rows, const Ids& ids, Array& out, int64_t num_rows, int64_t d) {
+  const char* fn = "add_rows";
+  check_same_dtype(fn, {&rows, &out});
+  check_nonnegative(fn, "num_rows", num_rows);
+  check_nonnegative(fn, "d", d);
+  const int64_t count = static_cast<int64_t>(ids.shape(0));
+  check_size(fn, "rows", rows, checked_mul(fn, count, d));
+  check_size(fn, "out", out, checked_mul(fn, num_rows, d));
+  check_ids(fn, ids, num_rows);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    add_rows(rows.as<T>(), ids.data(), out.as<T>(), count, num_rows, d);
+  });
+}
+
 NB_MODULE(ndarray_backend_cpu, m) {
   m.doc() = R"(needle's compiled CPU backend (C++17, nanobind): the spec §8 backend API.
 
@@ -552,6 +671,24 @@ Project extras:
   m.def("batchnorm_backward", &py_batchnorm_backward, "g"_a, "xhat"_a, "weight"_a,
         "inv_std"_a, "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
         "Project extra: the gradients of batchnorm_forward for out_grad g.");
+  m.def("dropout_mask", &py_dropout_mask, "u"_a, "mask"_a, "keep"_a,
+        "Project extra: dropout's scaled mask [u <= keep] / keep from uniform draws u.");
+  m.def("layernorm_forward", &py_layernorm_forward, "x"_a, "weight"_a, "bias"_a, "out"_a,
+        "xhat"_a, "inv_std"_a, "n"_a, "d"_a, "eps"_a,
+        "Project extra: layer norm of the rows of x (n, d) in one pass per row; writes out,\n"
+        "xhat (n, d) and inv_std (n,).");
+  m.def("layernorm_backward", &py_layernorm_backward, "g"_a, "xhat"_a, "weight"_a,
+        "inv_std"_a, "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
+        "Project extra: the gradients of layernorm_forward for out_grad g.");
+  m.def("softmax_cross_entropy", &py_softmax_cross_entropy, "logits"_a, "labels"_a, "diff"_a,
+        "loss"_a, "n"_a, "k"_a,
+        "Project extra: mean softmax cross-entropy of logits (n, k) against int64 labels (n,)\n"
+        "into loss (1,), and diff = softmax - one_hot (n, k), in one pass per row.");
+  m.def("take_rows", &py_take_rows, "table"_a, "ids"_a, "out"_a, "num_rows"_a, "d"_a,
+        "Project extra: out[k] = table[ids[k]] for a (num_rows, d) table and int64 ids;\n"
+        "an id outside [0, num_rows) raises ValueError.");
+  m.def("add_rows", &py_add_rows, "rows"_a, "ids"_a, "out"_a, "num_rows"_a, "d"_a,
+        "Project extra: out = zeros (num_rows, d); out[ids[k]] += rows[k] in order of k.");
   m.def("set_flush_denormal", &set_flush_denormal, "enabled"_a,
         "Set (True) or clear FTZ+DAZ in this thread's MXCSR; False if unsupported here.");
   m.def("get_flush_denormal", &get_flush_denormal,

@@ -39,10 +39,73 @@ def test_fused_norms_gradcheck(shape, rng):
 @pytest.mark.parametrize("shape", [(4, 3), (1, 5), (3, 1)])
 def test_fused_softmax_cross_entropy_gradcheck(shape, rng):
     labels = rng.integers(0, shape[1], shape[0])
-    one_hot = ndl.init.one_hot(shape[1], labels, dtype="float64").realize_cached_data()
     assert gradcheck(
-        lambda z: ndl.fused_softmax_cross_entropy(z, one_hot), rng.standard_normal(shape)
+        lambda z: ndl.fused_softmax_cross_entropy(z, labels), rng.standard_normal(shape)
     )
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.array([0, 3]), r"labels must be in \[0, 3\), got values from 0 to 3"),
+    (np.array([0]), r"labels of shape \(1,\) for logits of shape \(2, 3\)"),
+])
+def test_fused_softmax_cross_entropy_rejects_bad_labels(labels, match):
+    with pytest.raises(ValueError, match=match):
+        ndl.fused_softmax_cross_entropy(ndl.init.zeros(2, 3), labels)
+    with pytest.raises(TypeError, match="labels must be integers"):
+        ndl.fused_softmax_cross_entropy(ndl.init.zeros(2, 3), np.array([0.5, 1.0]))
+
+
+# ----- the one-pass kernels give the composition's bits ------------------------------------
+
+
+def _device_ops():
+    from needle.backends import BACKEND
+
+    if BACKEND != "nd":
+        pytest.skip("the one-pass kernels belong to the NDArray backend")
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (3, 17), (1, 8), (40, 1)])
+def test_layer_norm_kernels_give_the_compositions_bits(shape, rng):
+    _device_ops()
+    from needle.ops.ops_fused import FusedLayerNorm
+
+    x, w, b, g = (ndl.Tensor(rng.standard_normal(s) * 3, dtype="float32").realize_cached_data()
+                  for s in (shape, shape[1:], shape[1:], shape))
+    kernel_op, plain_op = FusedLayerNorm(1e-5), FusedLayerNorm(1e-5)
+    out = kernel_op.compute(x, w, b)
+    expected = plain_op._compose(x, w, b)  # the array composition
+    np.testing.assert_array_equal(out.numpy(), expected.numpy())
+    grads = kernel_op._grad_kernel(g, w)
+    grad_bias, grad_weight = g.sum(axis=0), (g * plain_op.xhat).sum(axis=0)
+    for got, want in zip(grads, (plain_op._grad_x(g, w, grad_weight, grad_bias), grad_weight,
+                                 grad_bias)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (1, 1), (7, 1000)])
+def test_softmax_loss_kernel_gives_the_compositions_bits(shape, rng):
+    _device_ops()
+    from needle.ops.ops_fused import FusedSoftmaxCrossEntropy
+
+    logits = ndl.Tensor(rng.standard_normal(shape) * 4, dtype="float32")
+    labels = rng.integers(0, shape[1], shape[0])
+    kernel_op = FusedSoftmaxCrossEntropy(labels, logits.device)
+    plain_op = FusedSoftmaxCrossEntropy(labels, logits.device)
+    array = logits.realize_cached_data()
+    loss, expected = kernel_op.compute(array), plain_op._compose(array)
+    assert loss.shape == () and loss.numpy() == expected.numpy()
+    np.testing.assert_array_equal(kernel_op.diff.numpy(), plain_op.diff.numpy())
+
+
+def test_dropout_mask_kernel_gives_the_expressions_bits(rng):
+    _device_ops()
+    from needle.nn.nn_basic import _scaled_mask
+
+    draws = ndl.Tensor(rng.random((50, 40)), dtype="float32").realize_cached_data()
+    for keep in (0.9, 0.5):
+        np.testing.assert_array_equal(_scaled_mask(draws, keep).numpy(),
+                                      ((draws <= keep) / keep).numpy())
 
 
 def _layer_pair(make):

@@ -533,3 +533,129 @@ def test_fused_batchnorm_kernels_match_the_numpy_module(device, rng):
         device.mod.batchnorm_forward(*(_handle(a, device) for a in (x, w, b)),
                                      *(nd.NDArray.make((2,), device=device)._handle
                                        for _ in range(5)), n, d, 1e-5)
+
+
+def _run_layernorm(dev, module, x, w, b, g):
+    n, d = x.shape
+    outs = [nd.NDArray.make(s, device=dev) for s in [(n, d), (n, d), (n,)]]
+    module.layernorm_forward(*(_handle(a, dev) for a in (x, w, b)), *(o._handle for o in outs),
+                             n, d, 1e-5)
+    grads = [nd.NDArray.make(s, device=dev) for s in [(n, d), (d,), (d,)]]
+    module.layernorm_backward(_handle(g, dev), outs[1]._handle, _handle(w, dev),
+                              outs[2]._handle, *(o._handle for o in grads), n, d)
+    return [o.numpy() for o in outs + grads]
+
+
+@pytest.mark.parametrize("n, d", [(6, 4), (1, 9), (17, 3), (3, 1)])
+def test_fused_layernorm_kernels_match_the_numpy_module_and_formula(device, n, d, rng):
+    _needs(device, "layernorm_forward")
+    x, w, b, g = (rng.standard_normal(s).astype(np.float32) for s in [(n, d), d, d, (n, d)])
+    got = _run_layernorm(device, device.mod, x, w, b, g)
+    want = _run_layernorm(nd.cpu_numpy(), NP_MODULE, x, w, b, g)
+    for a, e in zip(got, want):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+    # independent float64 reference: the layer and its gradients by hand
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
+    mean, var = x64.mean(axis=1, keepdims=True), x64.var(axis=1, keepdims=True)
+    xhat = (x64 - mean) / np.sqrt(var + 1e-5)
+    gx = g64 * w64
+    grad_x = (gx - gx.mean(1, keepdims=True) - xhat * (gx * xhat).mean(1, keepdims=True)) \
+        / np.sqrt(var + 1e-5)
+    for a, e in zip(got, [xhat * w64 + b, xhat, (1 / np.sqrt(var + 1e-5)).reshape(-1), grad_x,
+                          (g64 * xhat).sum(0), g64.sum(0)]):
+        np.testing.assert_allclose(a, e, rtol=2e-4, atol=2e-4)
+
+
+def test_fused_layernorm_kernels_reject_bad_sizes(device):
+    _needs(device, "layernorm_forward")
+    small = [nd.NDArray.make((2,), device=device)._handle for _ in range(6)]
+    with pytest.raises(ValueError, match="layernorm_forward"):
+        device.mod.layernorm_forward(*small, 3, 4, 1e-5)
+    with pytest.raises(ValueError, match="layernorm_forward"):
+        device.mod.layernorm_forward(*small, 2, 0, 1e-5)
+    with pytest.raises(ValueError, match="layernorm_backward"):
+        device.mod.layernorm_backward(*small[:1], *small, 3, 4)
+
+
+def _run_softmax_loss(dev, module, logits, labels):
+    n, k = logits.shape
+    diff, loss = nd.NDArray.make((n, k), device=dev), nd.NDArray.make((), device=dev)
+    module.softmax_cross_entropy(_handle(logits, dev), labels, diff._handle, loss._handle, n, k)
+    return loss.numpy(), diff.numpy()
+
+
+@pytest.mark.parametrize("n, k", [(5, 7), (1, 1), (3, 10_000), (9, 2)])
+def test_softmax_cross_entropy_kernel_matches_numpy(device, n, k, rng):
+    _needs(device, "softmax_cross_entropy")
+    logits = (rng.standard_normal((n, k)) * 5).astype(np.float32)
+    labels = rng.integers(0, k, n)
+    loss, diff = _run_softmax_loss(device, device.mod, logits, labels)
+    mirror = _run_softmax_loss(nd.cpu_numpy(), NP_MODULE, logits, labels)
+    np.testing.assert_allclose(loss, mirror[0], rtol=1e-6)
+    np.testing.assert_allclose(diff, mirror[1], rtol=1e-4, atol=1e-7)
+    wide = logits.astype(np.float64)
+    logsumexp = np.log(np.exp(wide - wide.max(1, keepdims=True)).sum(1)) + wide.max(1)
+    np.testing.assert_allclose(loss, (logsumexp - wide[np.arange(n), labels]).mean(), rtol=1e-5)
+    softmax = np.exp(wide - logsumexp[:, None])
+    np.testing.assert_allclose(diff, softmax - np.eye(k)[labels], rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_cross_entropy_kernel_clips_minus_infinity(device):
+    _needs(device, "softmax_cross_entropy")
+    logits = np.array([[0.0, -np.inf], [-np.inf, 0.0]], dtype=np.float32)
+    loss, diff = _run_softmax_loss(device, device.mod, logits, np.array([1, 1]))
+    assert np.isfinite(loss) and loss > 1e37  # the -inf target logit counts as the lowest float
+    np.testing.assert_array_equal(diff, [[1, -1], [0, 0]])
+
+
+def test_softmax_cross_entropy_kernel_rejects_bad_labels(device):
+    _needs(device, "softmax_cross_entropy")
+    logits = np.zeros((2, 3), dtype=np.float32)
+    for labels, match in [([0, 3], r"ids\[1\] = 3 is out of range"),
+                          ([-1, 0], r"ids\[0\] = -1 is out of range"),
+                          ([0, 1, 2], "3 labels for 2 rows")]:
+        with pytest.raises(ValueError, match=match):
+            _run_softmax_loss(device, device.mod, logits, np.array(labels, dtype=np.int64))
+
+
+@pytest.mark.parametrize("keep", [0.9, 0.5, 1.0])
+def test_dropout_mask_kernel_is_the_array_expression(device, keep, rng):
+    _needs(device, "dropout_mask")
+    u = rng.random(1000).astype(np.float32)
+    u[:3] = np.float32(keep)  # the boundary: u <= keep keeps the element
+    mask = nd.NDArray.make((1000,), device=device)
+    device.mod.dropout_mask(_handle(u, device), mask._handle, keep)
+    keep32 = np.float32(keep)
+    np.testing.assert_array_equal(mask.numpy(), (u <= keep32).astype(np.float32) / keep32)
+    with pytest.raises(ValueError, match="keep must be in"):
+        device.mod.dropout_mask(_handle(u, device), mask._handle, 0.0)
+
+
+@pytest.mark.parametrize("ids", [[2, 0, 2, 4], [1], [], [3] * 7])
+def test_row_gather_and_scatter_add_kernels_match_numpy(device, ids, rng):
+    _needs(device, "take_rows")
+    table = rng.standard_normal((5, 3)).astype(np.float32)
+    ids = np.array(ids, dtype=np.int64)
+    out = nd.NDArray.make((ids.size, 3), device=device)
+    device.mod.take_rows(_handle(table, device), ids, out._handle, 5, 3)
+    np.testing.assert_array_equal(out.numpy(), table[ids])
+    rows = rng.standard_normal((ids.size, 3)).astype(np.float32)
+    summed = nd.NDArray.make((5, 3), device=device)
+    device.mod.add_rows(_handle(rows, device), ids, summed._handle, 5, 3)
+    expected = np.zeros((5, 3), dtype=np.float32)
+    np.add.at(expected, ids, rows)  # repeated ids accumulate, in order
+    np.testing.assert_array_equal(summed.numpy(), expected)
+
+
+@pytest.mark.parametrize("bad", [5, -1, 2**40])
+def test_row_kernels_reject_ids_outside_the_table(device, bad):
+    _needs(device, "take_rows")
+    table = _handle(np.zeros((5, 3), dtype=np.float32), device)
+    ids = np.array([0, bad], dtype=np.int64)
+    out = nd.NDArray.make((2, 3), device=device)._handle
+    with pytest.raises(ValueError, match=rf"take_rows: ids\[1\] = {bad} is out of range for 5"):
+        device.mod.take_rows(table, ids, out, 5, 3)
+    with pytest.raises(ValueError, match=rf"add_rows: ids\[1\] = {bad} is out of range for 5"):
+        device.mod.add_rows(out, ids, table, 5, 3)
+    with pytest.raises(ValueError, match="take_rows"):  # out of the wrong size
+        device.mod.take_rows(table, ids[:1], out, 5, 3)

@@ -41,23 +41,6 @@ def test_scatter_add_rows_gradcheck_and_values(ids_shape, rng):
     assert gradcheck(lambda t: ndl.scatter_add_rows(t, ids, 4), a)
 
 
-@pytest.mark.parametrize("ids_shape", ID_SHAPES)
-def test_one_hot_fallback_matches_gather_and_scatter_add(ids_shape, rng):
-    # The path a backend without gather/scatter kernels takes, run here on NumPy arrays.
-    from needle.ops.ops_sequence import _add_rows_by_one_hot, _take_rows_by_one_hot
-
-    def backend_array(shape):  # a NumPy array or an NDArray, as the backend stores data
-        return ndl.Tensor(rng.standard_normal(shape), dtype="float64").realize_cached_data()
-
-    table, grad = backend_array((4, 3)), backend_array(ids_shape + (3,))
-    ids = rng.integers(0, 4, ids_shape)
-    np.testing.assert_allclose(np.asarray(_take_rows_by_one_hot(table, ids)),
-                               np.asarray(table)[ids])
-    expected = np.zeros((4, 3))
-    np.add.at(expected, ids.reshape(-1), np.asarray(grad).reshape(-1, 3))
-    np.testing.assert_allclose(np.asarray(_add_rows_by_one_hot(grad, ids, 4)), expected)
-
-
 def test_embedding_gradient_is_differentiable_again(rng):
     # The gradient of a gather is a scatter-add, itself a needle op: second order works.
     ids = np.array([[0, 2], [2, 1]])

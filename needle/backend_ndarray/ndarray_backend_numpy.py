@@ -290,3 +290,104 @@ def batchnorm_backward(g: Array, xhat: Array, weight: Array, inv_std: Array, gra
     grad_weight.array[:] = (rows * normed).sum(axis=0)
     centred_grad = rows * n - grad_bias.array - normed * grad_weight.array
     grad_x.array[:] = (centred_grad * (weight.array * inv_std.array / n)).reshape(-1)
+
+
+# ----- fused dropout mask, layer norm, softmax loss and row gather/scatter (project extras) ---
+
+
+def _check_ids(name: str, ids: np.ndarray, num_rows: int) -> np.ndarray:
+    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    bad = np.flatnonzero((ids < 0) | (ids >= num_rows))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(
+            f"{name}: ids[{k}] = {ids[k]} is out of range for {num_rows} rows; "
+            f"expected 0 <= id < {num_rows}"
+        )
+    return ids
+
+
+def dropout_mask(u: Array, mask: Array, keep: float) -> None:
+    """Dropout's scaled mask from uniform draws: ``mask = [u <= keep] / keep``."""
+    _check_same_dtype(u, mask)
+    _check_sizes("dropout_mask", (u, mask.array.size))
+    if not 0 < keep <= 1:
+        raise ValueError(f"dropout_mask: keep must be in (0, 1], got {keep}")
+    keep_t = mask.array.dtype.type(keep)
+    np.divide((u.array <= keep_t).astype(mask.array.dtype), keep_t, out=mask.array)
+
+
+def layernorm_forward(x: Array, weight: Array, bias: Array, out: Array, xhat: Array,
+                      inv_std: Array, n: int, d: int, eps: float) -> None:
+    """Layer norm of the rows of x (n, d): ``out = xhat * weight + bias`` with
+    ``xhat = (x - mean) * inv_std`` per row; also writes ``xhat`` and ``inv_std`` (n,)."""
+    _check_same_dtype(x, weight, bias, out, xhat, inv_std)
+    if d < 1:
+        raise ValueError(f"layernorm_forward: needs at least one column, got d={d}")
+    _check_sizes("layernorm_forward", (x, n * d), (out, n * d), (xhat, n * d), (weight, d),
+                 (bias, d), (inv_std, n))
+    dtype = x.array.dtype.type
+    rows = x.array.reshape(n, d)
+    centred = rows - (rows.sum(axis=1) / dtype(d))[:, None]
+    scale = np.power((centred * centred).sum(axis=1) / dtype(d) + dtype(eps), dtype(-0.5))
+    normed = centred * scale[:, None]
+    inv_std.array[:] = scale
+    xhat.array[:] = normed.reshape(-1)
+    out.array[:] = (normed * weight.array + bias.array).reshape(-1)
+
+
+def layernorm_backward(g: Array, xhat: Array, weight: Array, inv_std: Array, grad_x: Array,
+                       grad_weight: Array, grad_bias: Array, n: int, d: int) -> None:
+    """The input, weight and bias gradients of :func:`layernorm_forward` for out_grad g."""
+    _check_same_dtype(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias)
+    _check_sizes("layernorm_backward", (g, n * d), (xhat, n * d), (grad_x, n * d),
+                 (weight, d), (inv_std, n), (grad_weight, d), (grad_bias, d))
+    dtype = g.array.dtype.type
+    rows, normed = g.array.reshape(n, d), xhat.array.reshape(n, d)
+    grad_bias.array[:] = rows.sum(axis=0)
+    grad_weight.array[:] = (rows * normed).sum(axis=0)
+    gx = rows * weight.array
+    sum_gx, sum_gx_xhat = gx.sum(axis=1)[:, None], (gx * normed).sum(axis=1)[:, None]
+    factor = (inv_std.array / dtype(d))[:, None]
+    grad_x.array[:] = ((gx * dtype(d) - sum_gx - normed * sum_gx_xhat) * factor).reshape(-1)
+
+
+def softmax_cross_entropy(logits: Array, labels: np.ndarray, diff: Array, loss: Array, n: int,
+                          k: int) -> None:
+    """Mean softmax cross-entropy of logits (n, k) against int labels (n,) into ``loss`` (1,),
+    and ``diff = softmax - one_hot`` (n, k)."""
+    _check_same_dtype(logits, diff, loss)
+    if n < 1 or k < 1:
+        raise ValueError(f"softmax_cross_entropy: needs n >= 1 and k >= 1, got n={n}, k={k}")
+    _check_sizes("softmax_cross_entropy", (logits, n * k), (diff, n * k), (loss, 1))
+    labels = _check_ids("softmax_cross_entropy", labels, k)
+    if labels.size != n:
+        raise ValueError(f"softmax_cross_entropy: got {labels.size} labels for {n} rows")
+    dtype = logits.array.dtype
+    rows = logits.array.reshape(n, k)
+    shifted = rows - rows.max(axis=1, keepdims=True)
+    exps = np.exp(shifted)
+    total = exps.sum(axis=1)
+    softmax = exps / total[:, None]
+    picked = np.maximum(shifted[np.arange(n), labels], -np.finfo(dtype).max)
+    loss.array[0] = (np.log(total) - picked).sum() / dtype.type(n)
+    softmax[np.arange(n), labels] -= 1
+    diff.array[:] = softmax.reshape(-1)
+
+
+def take_rows(table: Array, ids: np.ndarray, out: Array, num_rows: int, d: int) -> None:
+    """``out[k] = table[ids[k]]`` for a (num_rows, d) table; ids outside it raise ValueError."""
+    _check_same_dtype(table, out)
+    ids = _check_ids("take_rows", ids, num_rows)
+    _check_sizes("take_rows", (table, num_rows * d), (out, ids.size * d))
+    out.array[:] = table.array.reshape(num_rows, d)[ids].reshape(-1)
+
+
+def add_rows(rows: Array, ids: np.ndarray, out: Array, num_rows: int, d: int) -> None:
+    """``out = zeros (num_rows, d)``; ``out[ids[k]] += rows[k]`` in order (repeats accumulate)."""
+    _check_same_dtype(rows, out)
+    ids = _check_ids("add_rows", ids, num_rows)
+    _check_sizes("add_rows", (rows, ids.size * d), (out, num_rows * d))
+    table = out.array.reshape(num_rows, d)
+    table[...] = 0
+    np.add.at(table, ids, rows.array.reshape(ids.size, d))

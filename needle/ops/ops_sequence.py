@@ -13,9 +13,9 @@
 
 Backend note: array code here uses only what both array backends offer (slices,
 ``stack``, ``reshape``, ``transpose``, ``@``, elementwise math). The gather and the
-scatter-add are the exception: NumPy has fancy indexing, the strided NDArray does not.
-They go through :func:`_take_rows` and :func:`_add_rows`, the only backend-specific
-functions of this file.
+scatter-add are the exception: NumPy has fancy indexing, the strided NDArray has the
+``take_rows``/``add_rows`` kernels instead. They go through :func:`_take_rows` and
+:func:`_add_rows`, the only backend-specific functions of this file.
 """
 
 from __future__ import annotations
@@ -33,44 +33,34 @@ from .ops_mathematic import Sigmoid, _check_tensor
 def _take_rows(table: NDArray, ids: np.ndarray) -> NDArray:
     """``table[ids]``: rows of ``table`` (n, D) picked by int ids → ``ids.shape + (D,)``.
 
-    NumPy gathers directly. Another array type (the NDArray backend, which has no
-    gather kernel yet) falls back to the one-hot product the course computes.
+    NumPy gathers directly; an NDArray device runs its ``take_rows`` kernel.
     """
     if isinstance(table, np.ndarray):
         return table[ids]
-    return _take_rows_by_one_hot(table, ids)
+    out = array_api.empty(ids.shape + (table.shape[1],), dtype=table.dtype, device=table.device)
+    table.device.take_rows(table.compact()._handle, _flat_ids(ids), out._handle, *table.shape)
+    return out
 
 
 def _add_rows(grad: NDArray, ids: np.ndarray, num_rows: int) -> NDArray:
     """Scatter-add: ``out[ids[k]] += grad[k]`` into zeros (num_rows, D); grad is ids.shape + (D,).
 
-    NumPy uses ``np.add.at`` (repeated ids accumulate); another array type falls back
-    to the transposed one-hot product.
+    Repeated ids accumulate, in the order of ``ids``: NumPy with ``np.add.at``, an
+    NDArray device with its ``add_rows`` kernel (the same additions in the same order).
     """
+    width = grad.shape[-1]
     if isinstance(grad, np.ndarray):
-        out = np.zeros((num_rows, grad.shape[-1]), dtype=grad.dtype)
-        np.add.at(out, ids.reshape(-1), grad.reshape((ids.size, grad.shape[-1])))
+        out = np.zeros((num_rows, width), dtype=grad.dtype)
+        np.add.at(out, ids.reshape(-1), grad.reshape((ids.size, width)))
         return out
-    return _add_rows_by_one_hot(grad, ids, num_rows)
+    out = array_api.empty((num_rows, width), dtype=grad.dtype, device=grad.device)
+    grad.device.add_rows(grad.compact()._handle, _flat_ids(ids), out._handle, num_rows, width)
+    return out
 
 
-def _take_rows_by_one_hot(table: NDArray, ids: np.ndarray) -> NDArray:
-    """:func:`_take_rows` as ``one_hot(ids) @ table``, with only ops every backend has."""
-    rows = _one_hot_rows(ids, table.shape[0], table) @ table
-    return rows.reshape(ids.shape + (table.shape[1],))
-
-
-def _add_rows_by_one_hot(grad: NDArray, ids: np.ndarray, num_rows: int) -> NDArray:
-    """:func:`_add_rows` as ``one_hot(ids)ᵀ @ grad``, with only ops every backend has."""
-    flat = grad.reshape((ids.size, grad.shape[-1]))
-    return array_api.transpose(_one_hot_rows(ids, num_rows, grad)) @ flat
-
-
-def _one_hot_rows(ids: np.ndarray, num_rows: int, like: NDArray) -> NDArray:
-    """The (ids.size, num_rows) one-hot matrix of ``ids`` as an array like ``like``."""
-    one_hot = np.zeros((ids.size, num_rows), dtype=like.dtype)
-    one_hot[np.arange(ids.size), ids.reshape(-1)] = 1
-    return array_api.asarray(one_hot, dtype=like.dtype, device=like.device)
+def _flat_ids(ids: np.ndarray) -> np.ndarray:
+    """``ids`` as the flat C-contiguous int64 array the row kernels take."""
+    return np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
 
 
 def integer_ids(owner: str, ids, num_rows: int) -> np.ndarray:
