@@ -267,6 +267,42 @@ void py_matmul(const Array& a, const Array& b, Array& out, int64_t m, int64_t n,
   });
 }
 
+/// A zero-copy NumPy (rows, cols) view with element `strides` of `a`'s buffer at `offset`;
+/// the caller has checked that it stays inside the buffer (check_view).
+template <typename T>
+nb::object numpy_strided_view(const Array& a, const Layout& v) {
+  std::size_t shape[2] = {static_cast<std::size_t>(v.shape[0]),
+                          static_cast<std::size_t>(v.shape[1])};
+  int64_t strides[2] = {v.strides[0], v.strides[1]};
+  nb::ndarray<nb::numpy, T> view(a.as<T>() + v.offset, 2, shape, nb::handle(), strides);
+  return nb::cast(view, nb::rv_policy::reference);
+}
+
+/// Project extra: (m,n)@(n,p) on strided 2-D views of `a` and `b` into compact `out`. NumPy's
+/// matmul hands a view with one unit stride (row-major, or a transpose of a compact matrix)
+/// to the BLAS as it is, with no copy; other layouts are still right, only slower.
+void py_matmul_strided(const Array& a, const Array& b, Array& out, int64_t m, int64_t n,
+                       int64_t p, const std::vector<int64_t>& a_strides, int64_t a_offset,
+                       const std::vector<int64_t>& b_strides, int64_t b_offset) {
+  const char* fn = "matmul_strided";
+  check_same_dtype(fn, {&a, &b, &out});
+  check_nonnegative(fn, "m", m);
+  check_nonnegative(fn, "n", n);
+  check_nonnegative(fn, "p", p);
+  check_size(fn, "out", out, checked_mul(fn, m, p));
+  const Layout va = check_view(fn, {m, n}, a_strides, a_offset, a.size());
+  const Layout vb = check_view(fn, {n, p}, b_strides, b_offset, b.size());
+  if (va.size == 0 || vb.size == 0) {  // the empty view may sit at any offset: nothing to read
+    std::fill(out.as<char>(), out.as<char>() + out.bytes(), 0);  // 0 bits are 0.0
+    return;
+  }
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    numpy_matmul()(numpy_strided_view<T>(a, va), numpy_strided_view<T>(b, vb),
+                   "out"_a = numpy_view<T>(out, m, p));
+  });
+}
+
 void py_matmul_tiled(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {
   check_matmul("matmul_tiled", a, b, out, m, n, p);
   if (m % kTileSize || n % kTileSize || p % kTileSize) {
@@ -655,6 +691,11 @@ Project extras:
 
   m.def("matmul", &py_matmul, "a"_a, "b"_a, "out"_a, "m"_a, "n"_a, "p"_a,
         "out = a @ b for row-major (m,n) and (n,p), through NumPy's BLAS; overwrites out.");
+  m.def("matmul_strided", &py_matmul_strided, "a"_a, "b"_a, "out"_a, "m"_a, "n"_a, "p"_a,
+        "a_strides"_a, "a_offset"_a, "b_strides"_a, "b_offset"_a,
+        "Project extra: out = A @ B for the (m,n) view A of a and the (n,p) view B of b\n"
+        "(element strides and offsets, range-checked) into compact (m,p) out, through NumPy's\n"
+        "BLAS; a transposed view (one unit stride) is read in place, without a copy.");
   m.def("matmul_tiled", &py_matmul_tiled, "a"_a, "b"_a, "out"_a, "m"_a, "n"_a, "p"_a,
         "Tiled (m,n)@(n,p) on the (r/8, c/8, 8, 8) layout of spec §8.1; zeroes out itself.");
 

@@ -20,7 +20,7 @@ import builtins
 import functools
 import math
 import numbers
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -703,21 +703,9 @@ class NDArray:
 
     # ----- matrix product -------------------------------------------------------------------
     def __matmul__(self, other: "NDArray") -> "NDArray":
-        if not isinstance(other, NDArray):
-            raise TypeError(f"NDArray @: expected an NDArray, got {type(other).__name__}")
-        _check_devices("matmul", self, other)
-        if self.ndim < 2 or other.ndim < 2 or self._shape[-1] != other._shape[-2]:
-            raise ValueError(
-                f"NDArray matmul: shapes {self._shape} and {other._shape} do not multiply; "
-                f"both need >= 2 dimensions and equal inner dimensions"
-            )
-        a, b = _promote(self, other)
-        if a.ndim == 2 and b.ndim == 2:
-            return _matmul_2d(a, b)
-        if b.ndim == 2:  # (..., m, n) @ (n, p): one product over the stacked rows
-            rows = a.reshape((-1, a._shape[-1]))
-            return _matmul_2d(rows, b).reshape(a._shape[:-1] + b._shape[-1:])
-        return _matmul_batched(a, b)
+        """``self @ other``; 2-D products whose sizes are multiples of the device's tile size
+        take the course's tiled path (spec §8.1). :func:`matmul` never does."""
+        return _matmul("NDArray @", self, other, _matmul_2d)
 
     # ----- reductions -----------------------------------------------------------------------
     def sum(self, axis: Any = None, keepdims: bool = False) -> "NDArray":
@@ -955,6 +943,26 @@ def _shape_tuple_allowing_minus_one(shape: Any) -> Shape:
 # ----- matrix products -------------------------------------------------------------------------
 
 
+def _matmul(name: str, a: Any, b: Any, product: Callable) -> NDArray:
+    """``a @ b`` with NumPy's shape rules, each 2-D product done by ``product(a, b)``."""
+    if not isinstance(a, NDArray) or not isinstance(b, NDArray):
+        bad = type(b if isinstance(a, NDArray) else a).__name__
+        raise TypeError(f"{name}: expected NDArrays, got {bad}; wrap it with nd.array(x)")
+    _check_devices("matmul", a, b)
+    if a.ndim < 2 or b.ndim < 2 or a._shape[-1] != b._shape[-2]:
+        raise ValueError(
+            f"{name}: shapes {a._shape} and {b._shape} do not multiply; "
+            f"both need >= 2 dimensions and equal inner dimensions"
+        )
+    a, b = _promote(a, b)
+    if a.ndim == 2 and b.ndim == 2:
+        return product(a, b)
+    if b.ndim == 2:  # (..., m, n) @ (n, p): one product over the stacked rows
+        rows = a.reshape((-1, a._shape[-1]))
+        return product(rows, b).reshape(a._shape[:-1] + b._shape[-1:])
+    return _matmul_batched(a, b, product)
+
+
 def _matmul_2d(a: NDArray, b: NDArray) -> NDArray:
     (m, n), p = a._shape, b._shape[1]
     device = a._device
@@ -984,16 +992,46 @@ def _matmul_tiled(a: NDArray, b: NDArray, tile: int) -> NDArray:
     return out.permute((0, 2, 1, 3)).compact().reshape((m, p))
 
 
-def _matmul_batched(a: NDArray, b: NDArray) -> NDArray:
-    """Batch dimensions broadcast as in np.matmul; one 2-D product per batch entry."""
+def _blas_view(x: NDArray) -> NDArray:
+    """``x`` (2-D) itself when a BLAS can read it in place, else a compact copy.
+
+    A BLAS reads a matrix with one unit stride: row-major with a leading dimension >= the
+    columns, or column-major (the transpose of a compact matrix) with one >= the rows. The
+    stride of a length-1 axis is never used, so it is set to the value that fits.
+    """
+    (rows, cols), (row_step, col_step) = x._shape, x._strides
+    col_step = 1 if cols == 1 else col_step
+    row_step = cols if rows == 1 else row_step
+    if (col_step == 1 and row_step >= cols) or (row_step == 1 and col_step >= rows):
+        return x._view(x._shape, (row_step, col_step), x._offset)
+    return x.compact()
+
+
+def _matmul_strided(a: NDArray, b: NDArray) -> NDArray:
+    """The 2-D product through the device's ``matmul_strided`` (no tiles, no transposes
+    copied), or through its plain ``matmul`` on compacted operands when it has none."""
+    (m, n), p = a._shape, b._shape[1]
+    device = a._device
+    out = _empty((m, p), device, a._dtype)
+    if not hasattr(device.mod, "matmul_strided"):
+        a, b = a.compact(), b.compact()
+        device.mod.matmul(a._handle, b._handle, out._handle, m, n, p)
+        return out
+    a, b = _blas_view(a), _blas_view(b)
+    device.mod.matmul_strided(a._handle, b._handle, out._handle, m, n, p,
+                              a._strides, a._offset, b._strides, b._offset)
+    return out
+
+
+def _matmul_batched(a: NDArray, b: NDArray, product: Callable) -> NDArray:
+    """Batch dimensions broadcast as in np.matmul; one 2-D ``product`` per batch entry."""
     batch = _broadcast_shape("matmul", a._shape[:-2], b._shape[:-2])
     a = a.broadcast_to(batch + a._shape[-2:]).reshape((-1,) + a._shape[-2:])
     b = b.broadcast_to(batch + b._shape[-2:]).reshape((-1,) + b._shape[-2:])
     m, p = a._shape[1], b._shape[2]
     out = NDArray.make((a._shape[0], m, p), device=a._device, dtype=a._dtype)
     for i in range(a._shape[0]):
-        product = _matmul_2d(a[i].reshape(a._shape[1:]), b[i].reshape(b._shape[1:]))
-        out[i] = product
+        out[i] = product(a[i].reshape(a._shape[1:]), b[i].reshape(b._shape[1:]))
     return out.reshape(batch + (m, p))
 
 
@@ -1129,8 +1167,18 @@ def pad(a: NDArray, axes: Sequence[tuple[int, int]]) -> NDArray:
 
 
 def matmul(a: NDArray, b: NDArray) -> NDArray:
-    """``a @ b``."""
-    return a @ b
+    """NumPy's ``matmul`` for the ops: ``a @ b`` straight to the BLAS (project extra).
+
+    Shapes as ``a @ b`` (batch dimensions broadcast), but it never takes the tiled path of
+    ``@`` (spec §8.1), and an operand whose last two axes are a transposed or row-sliced
+    view of a compact matrix (``swapaxes(w, 0, 1)``) is handed to the BLAS as it is, with
+    no copy. Other layouts are compacted first. The ops call this; ``@`` stays the course's.
+
+    >>> a = array([[1.0, 2.0], [3.0, 4.0]])
+    >>> matmul(a, swapaxes(a, 0, 1)).numpy().tolist()
+    [[5.0, 11.0], [11.0, 25.0]]
+    """
+    return _matmul("matmul", a, b, _matmul_strided)
 
 
 def swapaxes(a: NDArray, axis1: int, axis2: int) -> NDArray:

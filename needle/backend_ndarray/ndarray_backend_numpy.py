@@ -63,11 +63,12 @@ def _check_sizes(name: str, *pairs: tuple[Array, int]) -> None:
             raise ValueError(f"{name}: a buffer has {handle.array.size} elements, needs {needed}")
 
 
-def _strided(handle: Array, shape, strides, offset: int) -> np.ndarray:
-    """A NumPy view of the elements ``handle[offset + Σ idx·strides]`` (range-checked)."""
+def _strided(handle: Array, shape, strides, offset: int, name: str = "view") -> np.ndarray:
+    """A NumPy view of the elements ``handle[offset + Σ idx·strides]`` (range-checked);
+    errors start with ``name``."""
     shape, strides, offset = tuple(shape), tuple(strides), int(offset)
     if len(shape) != len(strides) or any(s < 0 for s in shape):
-        raise ValueError(f"bad layout: shape {shape}, strides {strides}")
+        raise ValueError(f"{name}: bad layout: shape {shape}, strides {strides}")
     if not all(shape):  # an empty view reaches no element, whatever its offset
         return np.empty(shape, dtype=handle.array.dtype)
     size = handle.array.size
@@ -75,7 +76,7 @@ def _strided(handle: Array, shape, strides, offset: int) -> np.ndarray:
     high = offset + sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
     if low < 0 or high >= size:
         raise ValueError(
-            f"layout shape {shape}, strides {strides}, offset {offset} reaches elements "
+            f"{name}: layout shape {shape}, strides {strides}, offset {offset} reaches elements "
             f"{low}..{high} of a buffer of {size}"
         )
     item = handle.array.itemsize
@@ -179,6 +180,19 @@ def matmul(a: Array, b: Array, out: Array, m: int, n: int, p: int) -> None:
         raise ValueError(f"matmul: negative size in m={m}, n={n}, p={p}")
     _check_sizes("matmul", (a, m * n), (b, n * p), (out, m * p))
     np.matmul(a.array.reshape(m, n), b.array.reshape(n, p), out=out.array.reshape(m, p))
+
+
+def matmul_strided(a: Array, b: Array, out: Array, m: int, n: int, p: int, a_strides,
+                   a_offset: int, b_strides, b_offset: int) -> None:
+    """Project extra: ``out = A @ B`` for the strided (m, n) view A of ``a`` and (n, p) view
+    B of ``b`` (element strides and offsets, range-checked) into compact (m, p) ``out``."""
+    _check_same_dtype(a, b, out)
+    if min(m, n, p) < 0:
+        raise ValueError(f"matmul_strided: negative size in m={m}, n={n}, p={p}")
+    _check_sizes("matmul_strided", (out, m * p))
+    a_view = _strided(a, (m, n), a_strides, a_offset, "matmul_strided")
+    b_view = _strided(b, (n, p), b_strides, b_offset, "matmul_strided")
+    np.matmul(a_view, b_view, out=out.array.reshape(m, p))
 
 
 def _reduce(ufunc, name: str):

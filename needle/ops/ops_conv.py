@@ -145,7 +145,8 @@ class Conv(TensorOp):
         b = b[rows, cols]
         kh, kw, c, o = b.shape
         patches = _im2col(a, (kh, kw), s, (ph - rows.start, pw - cols.start), out_hw)
-        return (patches @ b.reshape((kh * kw * c, o))).reshape((n,) + out_hw + (o,))
+        product = array_api.matmul(patches, b.reshape((kh * kw * c, o)))
+        return product.reshape((n,) + out_hw + (o,))
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         a, b = node.inputs
@@ -188,7 +189,8 @@ class ConvInputGrad(TensorOp):
         (h, w), (top, left) = self.input_hw, pad_before
         flipped = array_api.swapaxes(array_api.flip(b, (0, 1)), 2, 3)  # (K_h, K_w, C_out, C_in)
         patches = _im2col(g, (kh, kw), 1, (kh - 1 - top, kw - 1 - left), (h, w))
-        return (patches @ flipped.reshape((kh * kw * o, c))).reshape((g.shape[0], h, w, c))
+        product = array_api.matmul(patches, flipped.reshape((kh * kw * o, c)))
+        return product.reshape((g.shape[0], h, w, c))
 
     def _col2im(self, g: NDArray, b: NDArray, pad_before: Pair) -> NDArray:
         """Any stride: ``G @ Wᵀ`` (one matmul), each kernel offset's slab added in place."""
@@ -197,7 +199,7 @@ class ConvInputGrad(TensorOp):
         (h, w), (top, left), s = self.input_hw, pad_before, self.stride
         # cols[n,i,j,u,v,c] = Σ_o g[n,i,j,o]·b[u,v,c,o]
         b_t = array_api.swapaxes(b.reshape((kh * kw * c, o)), 0, 1)
-        cols = (g.reshape((n * ho * wo, o)) @ b_t).reshape((n, ho, wo, kh, kw, c))
+        cols = array_api.matmul(g.reshape((n * ho * wo, o)), b_t).reshape((n, ho, wo, kh, kw, c))
         # The accumulator (the padded input) has two unit axes so that the slab
         # cols[:, :, :, u:u+1, v:v+1] adds without a reshape (slices, not ints: an NDArray
         # int index keeps its axis).
@@ -238,7 +240,8 @@ class ConvWeightGrad(TensorOp):
         live = (_span(rows), _span(cols))
         patches = _im2col(a, live, s, (ph - rows.start, pw - cols.start), g.shape[1:3])
         grad_rows = g.reshape((patches.shape[0], o))
-        grad = (array_api.swapaxes(patches, 0, 1) @ grad_rows).reshape(live + (c, o))
+        grad = array_api.matmul(array_api.swapaxes(patches, 0, 1), grad_rows)
+        grad = grad.reshape(live + (c, o))
         if live == self.kernel:
             return grad
         full = array_api.zeros(self.kernel + (c, o), dtype=grad.dtype)  # dead taps: 0

@@ -58,15 +58,17 @@ class FusedLinear(TensorOp):
     """``X @ W + b`` for X (N, in), W (in, out), b (1, out) or absent."""
 
     def compute(self, X: NDArray, W: NDArray, b: NDArray | None = None):
-        out = X @ W
+        out = array_api.matmul(X, W)
         return out if b is None else out + b
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         X, W = (t.realize_cached_data() for t in node.inputs[:2])
         g = out_grad.realize_cached_data()
         grads = [
-            g @ array_api.swapaxes(W, 0, 1) if node.inputs[0].requires_grad else None,
-            array_api.swapaxes(X, 0, 1) @ g,
+            array_api.matmul(g, array_api.swapaxes(W, 0, 1))
+            if node.inputs[0].requires_grad
+            else None,
+            array_api.matmul(array_api.swapaxes(X, 0, 1), g),
         ]
         if len(node.inputs) == 3:
             grads.append(g.sum(axis=0, keepdims=True).reshape(node.inputs[2].shape))

@@ -430,10 +430,14 @@ def summation(a: Tensor, axes=None) -> Tensor:
 
 
 class MatMul(TensorOp):
-    """Matrix product; batch dimensions broadcast as in NumPy's ``matmul``."""
+    """Matrix product; batch dimensions broadcast as in NumPy's ``matmul``.
+
+    It computes with ``array_api.matmul``, which hands the transposed views of its gradient
+    (``out_grad @ bᵀ``, ``aᵀ @ out_grad``) to the BLAS without copying them.
+    """
 
     def compute(self, a: NDArray, b: NDArray):
-        return a @ b
+        return array_api.matmul(a, b)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         a, b = node.inputs
