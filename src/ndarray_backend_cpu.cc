@@ -592,6 +592,43 @@ void py_add_rows(const Array& rows, const Ids& ids, Array& out, int64_t num_rows
   });
 }
 
+/// Checks an LSTM cell kernel's buffers: `wide` of batch·4·hidden elements, `narrow` of
+/// batch·hidden.
+void check_lstm(const char* fn, Arrays wide, Arrays narrow, int64_t batch, int64_t hidden) {
+  check_nonnegative(fn, "batch", batch);
+  check_nonnegative(fn, "hidden", hidden);
+  const int64_t rows = checked_mul(fn, batch, hidden);
+  const int64_t wide_size = checked_mul(fn, rows, 4);
+  for (const Array* a : wide) check_size(fn, "a (batch, 4*hidden) buffer", *a, wide_size);
+  for (const Array* a : narrow) check_size(fn, "a (batch, hidden) buffer", *a, rows);
+}
+
+void py_lstm_cell_forward(const Array& pre, const Array& c, Array& act, Array& h_out,
+                          Array& c_out, Array& tanh_c, int64_t batch, int64_t hidden) {
+  const char* fn = "lstm_cell_forward";
+  check_same_dtype(fn, {&pre, &c, &act, &h_out, &c_out, &tanh_c});
+  check_lstm(fn, {&pre, &act}, {&c, &h_out, &c_out, &tanh_c}, batch, hidden);
+  dispatch(pre.dtype(), [&](auto t) {
+    using T = decltype(t);
+    lstm_cell_forward(pre.as<T>(), c.as<T>(), act.as<T>(), h_out.as<T>(), c_out.as<T>(),
+                      tanh_c.as<T>(), batch, hidden);
+  });
+}
+
+void py_lstm_cell_backward(const Array& grad_h, const Array& grad_c, const Array& c,
+                           const Array& act, const Array& tanh_c, Array& grad_pre,
+                           Array& grad_c_prev, int64_t batch, int64_t hidden) {
+  const char* fn = "lstm_cell_backward";
+  check_same_dtype(fn, {&grad_h, &grad_c, &c, &act, &tanh_c, &grad_pre, &grad_c_prev});
+  check_lstm(fn, {&act, &grad_pre}, {&grad_h, &grad_c, &c, &tanh_c, &grad_c_prev}, batch,
+             hidden);
+  dispatch(act.dtype(), [&](auto t) {
+    using T = decltype(t);
+    lstm_cell_backward(grad_h.as<T>(), grad_c.as<T>(), c.as<T>(), act.as<T>(), tanh_c.as<T>(),
+                       grad_pre.as<T>(), grad_c_prev.as<T>(), batch, hidden);
+  });
+}
+
 NB_MODULE(ndarray_backend_cpu, m) {
   m.doc() = R"(needle's compiled CPU backend (C++17, nanobind): the spec §8 backend API.
 
@@ -730,6 +767,14 @@ Project extras:
         "an id outside [0, num_rows) raises ValueError.");
   m.def("add_rows", &py_add_rows, "rows"_a, "ids"_a, "out"_a, "num_rows"_a, "d"_a,
         "Project extra: out = zeros (num_rows, d); out[ids[k]] += rows[k] in order of k.");
+  m.def("lstm_cell_forward", &py_lstm_cell_forward, "pre"_a, "c"_a, "act"_a, "h_out"_a,
+        "c_out"_a, "tanh_c"_a, "batch"_a, "hidden"_a,
+        "Project extra: one LSTM step's gates from the pre-activation (batch, 4*hidden), blocks\n"
+        "i, f, g, o, and c: writes act (the activated gates), h', c' and tanh(c').");
+  m.def("lstm_cell_backward", &py_lstm_cell_backward, "grad_h"_a, "grad_c"_a, "c"_a, "act"_a,
+        "tanh_c"_a, "grad_pre"_a, "grad_c_prev"_a, "batch"_a, "hidden"_a,
+        "Project extra: the gradients of lstm_cell_forward: grad_pre (batch, 4*hidden) and the\n"
+        "previous cell state's gradient, from those of h' and c'.");
   m.def("set_flush_denormal", &set_flush_denormal, "enabled"_a,
         "Set (True) or clear FTZ+DAZ in this thread's MXCSR; False if unsupported here.");
   m.def("get_flush_denormal", &get_flush_denormal,

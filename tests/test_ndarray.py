@@ -659,3 +659,50 @@ def test_row_kernels_reject_ids_outside_the_table(device, bad):
         device.mod.add_rows(out, ids, table, 5, 3)
     with pytest.raises(ValueError, match="take_rows"):  # out of the wrong size
         device.mod.take_rows(table, ids[:1], out, 5, 3)
+
+
+def _run_lstm_cell(dev, module, pre, c, grad_h, grad_c):
+    batch, hidden = c.shape
+    fwd = [nd.NDArray.make(s, device=dev) for s in [pre.shape, c.shape, c.shape, c.shape]]
+    module.lstm_cell_forward(_handle(pre, dev), _handle(c, dev), *(o._handle for o in fwd),
+                             batch, hidden)
+    bwd = [nd.NDArray.make(s, device=dev) for s in [pre.shape, c.shape]]
+    module.lstm_cell_backward(_handle(grad_h, dev), _handle(grad_c, dev), _handle(c, dev),
+                              fwd[0]._handle, fwd[3]._handle, *(o._handle for o in bwd),
+                              batch, hidden)
+    return [o.numpy() for o in fwd + bwd]
+
+
+@pytest.mark.parametrize("batch, hidden", [(3, 5), (1, 1), (16, 100)])
+def test_lstm_cell_kernels_match_the_numpy_module_and_formula(device, batch, hidden, rng):
+    _needs(device, "lstm_cell_forward")
+    pre = (rng.standard_normal((batch, 4 * hidden)) * 4).astype(np.float32)
+    pre[0, 0] = -100.0  # far out on both sides: the overflow-safe sigmoid
+    pre[0, -1] = 100.0
+    c, grad_h, grad_c = (rng.standard_normal((batch, hidden)).astype(np.float32)
+                         for _ in range(3))
+    got = _run_lstm_cell(device, device.mod, pre, c, grad_h, grad_c)
+    mirror = _run_lstm_cell(nd.cpu_numpy(), NP_MODULE, pre, c, grad_h, grad_c)
+    for a, e in zip(got, mirror):  # NumPy's float32 exp/tanh may differ from libm's by an ulp
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+    # an independent float64 reference by hand
+    p = pre.astype(np.float64).reshape(batch, 4, hidden)
+    sig = 1 / (1 + np.exp(-p))
+    i, f, g, o = sig[:, 0], sig[:, 1], np.tanh(p[:, 2]), sig[:, 3]
+    c_new = f * c + i * g
+    total = grad_c + grad_h * o * (1 - np.tanh(c_new) ** 2)
+    grad_pre = np.stack([total * g * i * (1 - i), total * c * f * (1 - f),
+                         total * i * (1 - g * g), grad_h * np.tanh(c_new) * o * (1 - o)], 1)
+    act = np.stack([i, f, g, o], 1).reshape(batch, -1)
+    for a, e in zip(got, [act, o * np.tanh(c_new), c_new, np.tanh(c_new),
+                          grad_pre.reshape(batch, -1), total * f]):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_cell_kernels_reject_bad_sizes(device):
+    _needs(device, "lstm_cell_forward")
+    h = [nd.NDArray.make((6,), device=device)._handle for _ in range(7)]
+    with pytest.raises(ValueError, match="lstm_cell_forward"):
+        device.mod.lstm_cell_forward(*h[:6], 2, 3)
+    with pytest.raises(ValueError, match="lstm_cell_backward"):
+        device.mod.lstm_cell_backward(*h, 2, 3)

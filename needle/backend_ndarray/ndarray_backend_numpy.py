@@ -405,3 +405,53 @@ def add_rows(rows: Array, ids: np.ndarray, out: Array, num_rows: int, d: int) ->
     table = out.array.reshape(num_rows, d)
     table[...] = 0
     np.add.at(table, ids, rows.array.reshape(ids.size, d))
+
+
+# ----- fused LSTM cell gates (project extras, mirrored by the compiled module) ----------------
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    """The ops' overflow-safe sigmoid, in their order of operations."""
+    e = np.exp(-np.maximum(a, -a))
+    positive = (a >= 0).astype(a.dtype)
+    return (positive + (1 - positive) * e) / (1 + e)
+
+
+def _check_lstm(name: str, wide: tuple, narrow: tuple, batch: int, hidden: int) -> None:
+    _check_same_dtype(*wide, *narrow)
+    _check_sizes(name, *((a, batch * 4 * hidden) for a in wide),
+                 *((a, batch * hidden) for a in narrow))
+
+
+def lstm_cell_forward(pre: Array, c: Array, act: Array, h_out: Array, c_out: Array,
+                      tanh_c: Array, batch: int, hidden: int) -> None:
+    """One LSTM step's gates: from ``pre`` (batch, 4·hidden) in blocks i, f, g, o and ``c``,
+    write ``act`` = (σ(i), σ(f), tanh(g), σ(o)), ``c' = f·c + i·g``, ``tanh(c')`` and
+    ``h' = o·tanh(c')``."""
+    _check_lstm("lstm_cell_forward", (pre, act), (c, h_out, c_out, tanh_c), batch, hidden)
+    gates = pre.array.reshape(batch, 4, hidden)
+    activated = act.array.reshape(batch, 4, hidden)
+    activated[:] = _sigmoid(gates)
+    activated[:, 2] = np.tanh(gates[:, 2])
+    i, f, g, o = (activated[:, k] for k in range(4))
+    c_new = f * c.array.reshape(batch, hidden) + i * g
+    c_out.array[:] = c_new.reshape(-1)
+    tanh_c.array[:] = np.tanh(c_new).reshape(-1)
+    h_out.array[:] = (o * np.tanh(c_new)).reshape(-1)
+
+
+def lstm_cell_backward(grad_h: Array, grad_c: Array, c: Array, act: Array, tanh_c: Array,
+                       grad_pre: Array, grad_c_prev: Array, batch: int, hidden: int) -> None:
+    """The gradients of :func:`lstm_cell_forward`: ``grad_pre`` (batch, 4·hidden) and that of
+    the previous cell state, from the gradients of h' and c'."""
+    _check_lstm("lstm_cell_backward", (act, grad_pre),
+                (grad_h, grad_c, c, tanh_c, grad_c_prev), batch, hidden)
+    i, f, g, o = (act.array.reshape(batch, 4, hidden)[:, k] for k in range(4))
+    gh, t = grad_h.array.reshape(batch, hidden), tanh_c.array.reshape(batch, hidden)
+    total = grad_c.array.reshape(batch, hidden) + gh * o * (1 - t * t)
+    out = grad_pre.array.reshape(batch, 4, hidden)
+    out[:, 0] = total * g * i * (1 - i)
+    out[:, 1] = total * c.array.reshape(batch, hidden) * f * (1 - f)
+    out[:, 2] = total * i * (1 - g * g)
+    out[:, 3] = gh * t * o * (1 - o)
+    grad_c_prev.array[:] = (total * f).reshape(-1)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp
 from ..backends import NDArray, array_api
-from .ops_fused import _link_gradients
+from .ops_fused import _device_kernel, _handles, _link_gradients
 from .ops_mathematic import Sigmoid, _check_tensor
 
 # ----- the backend-specific gather / scatter-add -------------------------------------------
@@ -147,9 +147,14 @@ def scatter_add_rows(a: Tensor, ids, num_rows: int) -> Tensor:
 # ----- recurrent gate arithmetic on arrays (shared by the step and the layer ops) -------------
 
 
+def _mm(a: NDArray, b: NDArray) -> NDArray:
+    """``a @ b`` straight to the BLAS: transposed views are not copied (``array_api.matmul``)."""
+    return array_api.matmul(a, b)
+
+
 def _pre_activation(x: NDArray, h: NDArray, W_ih: NDArray, W_hh: NDArray, biases) -> NDArray:
     """``x @ W_ih + h @ W_hh (+ b_ih + b_hh)``; the biases broadcast over the batch rows."""
-    return _add_biases(x @ W_ih + h @ W_hh, biases)
+    return _add_biases(_mm(x, W_ih) + _mm(h, W_hh), biases)
 
 
 def _add_biases(out: NDArray, biases) -> NDArray:
@@ -166,10 +171,10 @@ def _input_grads(g_pre: NDArray, x: NDArray, h: NDArray, W_ih: NDArray, W_hh: ND
     all T·B rows of a sequence at once (the weight gradients then sum over time).
     """
     grads = (
-        g_pre @ array_api.transpose(W_ih),
-        g_pre @ array_api.transpose(W_hh),
-        array_api.transpose(x) @ g_pre,
-        array_api.transpose(h) @ g_pre,
+        _mm(g_pre, array_api.transpose(W_ih)),
+        _mm(g_pre, array_api.transpose(W_hh)),
+        _mm(array_api.transpose(x), g_pre),
+        _mm(array_api.transpose(h), g_pre),
     )
     return grads + (g_pre.sum(axis=0),) * num_biases
 
@@ -188,7 +193,32 @@ def _rnn_pre_grad(g: NDArray, out: NDArray, nonlinearity: str) -> NDArray:
 
 
 def _lstm_gates(gates: NDArray, c: NDArray) -> tuple[NDArray, NDArray, tuple]:
-    """``(h', c', saved)`` from the pre-activation (B, 4H), blocks i, f, g, o, and c (B, H)."""
+    """``(h', c', saved)`` from the pre-activation (B, 4H), blocks i, f, g, o, and c (B, H).
+
+    An NDArray device computes the step in one ``lstm_cell_forward`` kernel (the same
+    operations in the same order); ``saved`` is then ``(c, activated gates, tanh(c'))``.
+    """
+    kernel = _device_kernel(gates, "lstm_cell_forward")
+    if kernel is None:
+        return _lstm_gates_composed(gates, c)
+    gates, c = _in_common_dtype(gates, c)
+    (batch, size), dtype, device = c.shape, c.dtype, c.device
+    act = array_api.empty(gates.shape, dtype=dtype, device=device)
+    h_new, c_new, tanh_c = (array_api.empty((batch, size), dtype=dtype, device=device)
+                            for _ in "abc")
+    c = c.compact()
+    kernel(*_handles(gates, c, act, h_new, c_new, tanh_c), batch, size)
+    return h_new, c_new, (c, act, tanh_c)
+
+
+def _in_common_dtype(*arrays: NDArray) -> list[NDArray]:
+    """``arrays`` in the dtype array arithmetic would promote them to (float64 if any is)."""
+    dtype = "float64" if any(a.dtype == "float64" for a in arrays) else "float32"
+    return [a.astype(dtype, copy=False) for a in arrays]
+
+
+def _lstm_gates_composed(gates: NDArray, c: NDArray) -> tuple[NDArray, NDArray, tuple]:
+    """:func:`_lstm_gates` as array operations (any backend)."""
     size = c.shape[1]
     i, f, o = (_sigmoid(gates[:, k * size : (k + 1) * size]) for k in (0, 1, 3))
     g = array_api.tanh(gates[:, 2 * size : 3 * size])
@@ -198,7 +228,26 @@ def _lstm_gates(gates: NDArray, c: NDArray) -> tuple[NDArray, NDArray, tuple]:
 
 
 def _lstm_gates_grad(grad_h: NDArray, grad_c: NDArray, saved: tuple) -> tuple[NDArray, NDArray]:
-    """``(gradient of the pre-activation (B, 4H), gradient of c)`` from those of h' and c'."""
+    """``(gradient of the pre-activation (B, 4H), gradient of c)`` from those of h' and c'.
+
+    ``saved`` comes from :func:`_lstm_gates` on the same device, so the kernel here is
+    present exactly when the forward one was.
+    """
+    kernel = _device_kernel(grad_h, "lstm_cell_backward")
+    if kernel is None:
+        return _lstm_gates_grad_composed(grad_h, grad_c, saved)
+    c, act, tanh_c = saved
+    grad_h, grad_c = _in_common_dtype(grad_h, grad_c, act)[:2]
+    (batch, size), dtype, device = c.shape, act.dtype, c.device
+    grad_pre = array_api.empty(act.shape, dtype=dtype, device=device)
+    grad_c_prev = array_api.empty((batch, size), dtype=dtype, device=device)
+    kernel(*_handles(grad_h, grad_c, c, act, tanh_c, grad_pre, grad_c_prev), batch, size)
+    return grad_pre, grad_c_prev
+
+
+def _lstm_gates_grad_composed(grad_h: NDArray, grad_c: NDArray,
+                              saved: tuple) -> tuple[NDArray, NDArray]:
+    """:func:`_lstm_gates_grad` as array operations (any backend)."""
     c, i, f, g, o, tanh_c = saved
     grad_c_total = grad_c + grad_h * o * (1 - tanh_c * tanh_c)
     grad_gates = (  # through σ' = σ(1 - σ) and tanh' = 1 - tanh², in block order i, f, g, o
@@ -269,10 +318,10 @@ class RNNLayer(TensorTupleOp):
         self.nonlinearity = nonlinearity
 
     def compute(self, X, h0, W_ih, W_hh, *biases):
-        projected = _add_biases(_flat(X) @ W_ih, biases).reshape(X.shape[:2] + (h0.shape[1],))
+        projected = _add_biases(_mm(_flat(X), W_ih), biases).reshape(X.shape[:2] + (h0.shape[1],))
         h, outputs = h0, []
         for t in range(X.shape[0]):
-            h = _rnn_activate(_step(projected, t) + h @ W_hh, self.nonlinearity)
+            h = _rnn_activate(_step(projected, t) + _mm(h, W_hh), self.nonlinearity)
             outputs.append(h)
         return array_api.stack(outputs, axis=0), h
 
@@ -285,7 +334,7 @@ class RNNLayer(TensorTupleOp):
         for t in reversed(range(X.shape[0])):
             grad = _step(grad_output, t) + grad_h
             g_pres[t] = _rnn_pre_grad(grad, _step(output, t), self.nonlinearity)
-            grad_h = g_pres[t] @ W_hh_t
+            grad_h = _mm(g_pres[t], W_hh_t)
         grads = _sequence_grads(g_pres, X, h0, output, W_ih, W_hh, len(node.inputs) - 4)
         return _link_gradients("RNN", out_grad, node, (grads[0], grad_h) + grads[2:])
 
@@ -295,10 +344,10 @@ class LSTMLayer(TensorTupleOp):
 
     def compute(self, X, h0, c0, W_ih, W_hh, *biases):
         width = W_hh.shape[1]
-        projected = _add_biases(_flat(X) @ W_ih, biases).reshape(X.shape[:2] + (width,))
+        projected = _add_biases(_mm(_flat(X), W_ih), biases).reshape(X.shape[:2] + (width,))
         h, c, outputs, self.saved = h0, c0, [], []
         for t in range(X.shape[0]):
-            h, c, saved = _lstm_gates(_step(projected, t) + h @ W_hh, c)
+            h, c, saved = _lstm_gates(_step(projected, t) + _mm(h, W_hh), c)
             outputs.append(h)
             self.saved.append(saved)
         return array_api.stack(outputs, axis=0), h, c
@@ -312,7 +361,7 @@ class LSTMLayer(TensorTupleOp):
         for t in reversed(range(X.shape[0])):
             g_pres[t], grad_c = _lstm_gates_grad(_step(grad_output, t) + grad_h, grad_c,
                                                  self.saved[t])
-            grad_h = g_pres[t] @ W_hh_t
+            grad_h = _mm(g_pres[t], W_hh_t)
         grads = _sequence_grads(g_pres, X, h0, output, W_ih, W_hh, len(node.inputs) - 5)
         return _link_gradients("LSTM", out_grad, node, (grads[0], grad_h, grad_c) + grads[2:])
 
