@@ -15,6 +15,7 @@
 #include <limits>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -243,12 +244,18 @@ void check_matmul(const char* fn, const Array& a, const Array& b, const Array& o
 
 // ---- NumPy interop --------------------------------------------------------------------------
 
+/// A zero-copy C-contiguous NumPy view of `a`'s buffer with `shape`, valid while `a` lives.
+template <typename T>
+nb::object numpy_view(const Array& a, std::initializer_list<int64_t> shape) {
+  std::vector<std::size_t> dims(shape.begin(), shape.end());
+  nb::ndarray<nb::numpy, T> view(a.as<T>(), dims.size(), dims.data(), nb::handle());
+  return nb::cast(view, nb::rv_policy::reference);
+}
+
 /// A zero-copy NumPy (rows, cols) view of `a`'s buffer, valid while `a` lives.
 template <typename T>
 nb::object numpy_view(const Array& a, int64_t rows, int64_t cols) {
-  std::size_t shape[2] = {static_cast<std::size_t>(rows), static_cast<std::size_t>(cols)};
-  nb::ndarray<nb::numpy, T> view(a.as<T>(), 2, shape, nb::handle());
-  return nb::cast(view, nb::rv_policy::reference);
+  return numpy_view<T>(a, {rows, cols});
 }
 
 /// numpy.matmul, looked up once. Intentionally never freed: it must outlive module teardown.
@@ -300,6 +307,25 @@ void py_matmul_strided(const Array& a, const Array& b, Array& out, int64_t m, in
     using T = decltype(t);
     numpy_matmul()(numpy_strided_view<T>(a, va), numpy_strided_view<T>(b, vb),
                    "out"_a = numpy_view<T>(out, m, p));
+  });
+}
+
+/// Project extra: a stack of `batch` compact (m,n)@(n,p) products in one call, NumPy's matmul
+/// looping over the stack in C (one BLAS call per product) instead of Python doing it.
+void py_matmul_batched(const Array& a, const Array& b, Array& out, int64_t batch, int64_t m,
+                       int64_t n, int64_t p) {
+  const char* fn = "matmul_batched";
+  check_same_dtype(fn, {&a, &b, &out});
+  for (auto [name, v] : {std::pair{"batch", batch}, {"m", m}, {"n", n}, {"p", p}}) {
+    check_nonnegative(fn, name, v);
+  }
+  check_size(fn, "a", a, checked_mul(fn, batch, checked_mul(fn, m, n)));
+  check_size(fn, "b", b, checked_mul(fn, batch, checked_mul(fn, n, p)));
+  check_size(fn, "out", out, checked_mul(fn, batch, checked_mul(fn, m, p)));
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    numpy_matmul()(numpy_view<T>(a, {batch, m, n}), numpy_view<T>(b, {batch, n, p}),
+                   "out"_a = numpy_view<T>(out, {batch, m, p}));
   });
 }
 
@@ -775,6 +801,10 @@ Project extras:
         "tanh_c"_a, "grad_pre"_a, "grad_c_prev"_a, "batch"_a, "hidden"_a,
         "Project extra: the gradients of lstm_cell_forward: grad_pre (batch, 4*hidden) and the\n"
         "previous cell state's gradient, from those of h' and c'.");
+  m.def("matmul_batched", &py_matmul_batched, "a"_a, "b"_a, "out"_a, "batch"_a, "m"_a, "n"_a,
+        "p"_a,
+        "Project extra: out[k] = a[k] @ b[k] for k < batch, compact (batch,m,n) and (batch,n,p)\n"
+        "buffers, through NumPy's BLAS in one call.");
   m.def("set_flush_denormal", &set_flush_denormal, "enabled"_a,
         "Set (True) or clear FTZ+DAZ in this thread's MXCSR; False if unsupported here.");
   m.def("get_flush_denormal", &get_flush_denormal,

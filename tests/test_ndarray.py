@@ -706,3 +706,27 @@ def test_lstm_cell_kernels_reject_bad_sizes(device):
         device.mod.lstm_cell_forward(*h[:6], 2, 3)
     with pytest.raises(ValueError, match="lstm_cell_backward"):
         device.mod.lstm_cell_backward(*h, 2, 3)
+
+
+@pytest.mark.parametrize("batch, m, n, p", [(3, 2, 4, 5), (1, 1, 1, 1), (0, 2, 2, 2),
+                                            (64, 20, 32, 20)])
+def test_matmul_batched_kernel_matches_numpy(device, batch, m, n, p, rng):
+    _needs(device, "matmul_batched")
+    a = rng.standard_normal((batch, m, n)).astype(np.float32)
+    b = rng.standard_normal((batch, n, p)).astype(np.float32)
+    out = nd.NDArray.make((batch, m, p), device=device)
+    device.mod.matmul_batched(_handle(a, device), _handle(b, device), out._handle, batch, m, n,
+                              p)
+    np.testing.assert_allclose(out.numpy(), a @ b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="matmul_batched"):
+        device.mod.matmul_batched(_handle(a, device), _handle(b, device), out._handle,
+                                  batch + 1, m, n, p)
+
+
+def test_batched_matmul_of_transposed_views_matches_numpy(device, rng):
+    a = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    b = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    got = nd.matmul(_arr(a, device), nd.swapaxes(_arr(b, device), 2, 3))
+    np.testing.assert_allclose(got.numpy(), a @ np.swapaxes(b, 2, 3), rtol=1e-5, atol=1e-5)
+    got = nd.matmul(_arr(a[0], device), nd.swapaxes(_arr(b, device), 2, 3))  # broadcast
+    np.testing.assert_allclose(got.numpy(), a[0] @ np.swapaxes(b, 2, 3), rtol=1e-5, atol=1e-5)

@@ -1030,6 +1030,13 @@ def _matmul_batched(a: NDArray, b: NDArray, product: Callable) -> NDArray:
     b = b.broadcast_to(batch + b._shape[-2:]).reshape((-1,) + b._shape[-2:])
     m, p = a._shape[1], b._shape[2]
     out = NDArray.make((a._shape[0], m, p), device=a._device, dtype=a._dtype)
+    if product is _matmul_strided and hasattr(a._device.mod, "matmul_batched"):
+        # the whole stack in one kernel call: the ops' attention products are thousands of
+        # small matrices, and a Python loop over them cost more than the arithmetic
+        a, b = a.compact(), b.compact()
+        a._device.mod.matmul_batched(a._handle, b._handle, out._handle, a._shape[0], m,
+                                     a._shape[2], p)
+        return out.reshape(batch + (m, p))
     for i in range(a._shape[0]):
         out[i] = product(a[i].reshape(a._shape[1:]), b[i].reshape(b._shape[1:]))
     return out.reshape(batch + (m, p))

@@ -195,6 +195,16 @@ def matmul_strided(a: Array, b: Array, out: Array, m: int, n: int, p: int, a_str
     np.matmul(a_view, b_view, out=out.array.reshape(m, p))
 
 
+def matmul_batched(a: Array, b: Array, out: Array, batch: int, m: int, n: int, p: int) -> None:
+    """Project extra: ``out[k] = a[k] @ b[k]`` for compact (batch, m, n) and (batch, n, p)."""
+    _check_same_dtype(a, b, out)
+    if min(batch, m, n, p) < 0:
+        raise ValueError(f"matmul_batched: negative size in batch={batch}, m={m}, n={n}, p={p}")
+    _check_sizes("matmul_batched", (a, batch * m * n), (b, batch * n * p), (out, batch * m * p))
+    np.matmul(a.array.reshape(batch, m, n), b.array.reshape(batch, n, p),
+              out=out.array.reshape(batch, m, p))
+
+
 def _reduce(ufunc, name: str):
     def kernel(a: Array, out: Array, reduce_size: int) -> None:
         _check_same_dtype(a, out)
