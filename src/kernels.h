@@ -509,4 +509,24 @@ void lstm_cell_backward(const T* grad_h, const T* grad_c, const T* c, const T* a
   }
 }
 
+// ---- sums over rows and row broadcasts without a transposed copy (project extras) -----------
+
+/// out[j] = Σ_i a[i, j] over the rows of the compact (rows, cols) matrix a, each column in
+/// lane_sum's order: the bits of reduce_sum on the transposed copy, without making it.
+/// `scratch` holds 9·cols elements.
+template <typename T>
+void reduce_sum_rows(const T* a, T* out, int64_t rows, int64_t cols, T* scratch) {
+  column_lane_sums<T>(rows, cols, [a, cols](int64_t i, int64_t j) { return a[i * cols + j]; },
+                      out, scratch);
+}
+
+/// out[i, j] = a[i, j] + row[j] for the compact (rows, cols) matrix a: a bias added to every
+/// row without materialising its broadcast.
+template <typename T>
+void add_row(const T* a, const T* row, T* out, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) out[i * cols + j] = a[i * cols + j] + row[j];
+  }
+}
+
 }  // namespace needle

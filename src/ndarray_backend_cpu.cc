@@ -655,6 +655,27 @@ void py_lstm_cell_backward(const Array& grad_h, const Array& grad_c, const Array
   });
 }
 
+void py_reduce_sum_rows(const Array& a, Array& out, int64_t rows, int64_t cols) {
+  const char* fn = "reduce_sum_rows";
+  check_same_dtype(fn, {&a, &out});
+  check_rows(fn, {&a}, {&out}, rows, cols);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    std::vector<T> scratch(static_cast<std::size_t>(9 * cols));
+    reduce_sum_rows(a.as<T>(), out.as<T>(), rows, cols, scratch.data());
+  });
+}
+
+void py_add_row(const Array& a, const Array& row, Array& out, int64_t rows, int64_t cols) {
+  const char* fn = "add_row";
+  check_same_dtype(fn, {&a, &row, &out});
+  check_rows(fn, {&a, &out}, {&row}, rows, cols);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    add_row(a.as<T>(), row.as<T>(), out.as<T>(), rows, cols);
+  });
+}
+
 NB_MODULE(ndarray_backend_cpu, m) {
   m.doc() = R"(needle's compiled CPU backend (C++17, nanobind): the spec §8 backend API.
 
@@ -805,6 +826,11 @@ Project extras:
         "p"_a,
         "Project extra: out[k] = a[k] @ b[k] for k < batch, compact (batch,m,n) and (batch,n,p)\n"
         "buffers, through NumPy's BLAS in one call.");
+  m.def("reduce_sum_rows", &py_reduce_sum_rows, "a"_a, "out"_a, "rows"_a, "cols"_a,
+        "Project extra: out[j] = sum over i of a[i, j] for a compact (rows, cols) a, in\n"
+        "reduce_sum's order (the bits of reduce_sum on the transpose, without copying it).");
+  m.def("add_row", &py_add_row, "a"_a, "row"_a, "out"_a, "rows"_a, "cols"_a,
+        "Project extra: out[i, j] = a[i, j] + row[j] for a compact (rows, cols) a.");
   m.def("set_flush_denormal", &set_flush_denormal, "enabled"_a,
         "Set (True) or clear FTZ+DAZ in this thread's MXCSR; False if unsupported here.");
   m.def("get_flush_denormal", &get_flush_denormal,

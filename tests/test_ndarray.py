@@ -730,3 +730,33 @@ def test_batched_matmul_of_transposed_views_matches_numpy(device, rng):
     np.testing.assert_allclose(got.numpy(), a @ np.swapaxes(b, 2, 3), rtol=1e-5, atol=1e-5)
     got = nd.matmul(_arr(a[0], device), nd.swapaxes(_arr(b, device), 2, 3))  # broadcast
     np.testing.assert_allclose(got.numpy(), a[0] @ np.swapaxes(b, 2, 3), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows, cols", [(5, 3), (1, 4), (17, 1), (0, 3)])
+def test_row_sum_and_row_add_kernels_match_numpy(device, rows, cols, rng):
+    _needs(device, "reduce_sum_rows")
+    a = rng.standard_normal((rows, cols)).astype(np.float32)
+    row = rng.standard_normal(cols).astype(np.float32)
+    summed = nd.NDArray.make((cols,), device=device)
+    device.mod.reduce_sum_rows(_handle(a, device), summed._handle, rows, cols)
+    np.testing.assert_allclose(summed.numpy(), a.sum(axis=0), rtol=1e-5, atol=1e-6)
+    out = nd.NDArray.make((rows, cols), device=device)
+    device.mod.add_row(_handle(a, device), _handle(row, device), out._handle, rows, cols)
+    np.testing.assert_array_equal(out.numpy(), a + row)
+    with pytest.raises(ValueError, match="reduce_sum_rows"):
+        device.mod.reduce_sum_rows(_handle(a, device), summed._handle, rows + 1, cols)
+    with pytest.raises(ValueError, match="add_row"):
+        device.mod.add_row(_handle(a, device), _handle(a, device), out._handle, rows, cols + 1)
+
+
+def test_sum_over_leading_axes_gives_the_bits_of_the_transposed_reduction(rng):
+    if not hasattr(nd.cpu(), "reduce_sum_rows"):
+        pytest.skip("no compiled module")
+    x = nd.array(rng.standard_normal((37, 4, 5)).astype(np.float32), device=nd.cpu())
+    for axes in [(0,), (0, 1)]:
+        kept = tuple(i for i in range(3) if i not in axes)
+        transposed = x.permute(kept + axes).compact()  # what the reduction did before
+        expected = nd.NDArray.make(tuple(x.shape[i] for i in kept), device=nd.cpu())
+        nd.cpu().mod.reduce_sum(transposed._handle, expected._handle,
+                                int(np.prod([x.shape[i] for i in axes])))
+        np.testing.assert_array_equal(x.sum(axis=axes).numpy(), expected.numpy())

@@ -725,11 +725,16 @@ class NDArray:
         reduce_size = prod(shape[i] for i in axes)
         if reduce_size == 0 and kernel == "reduce_max":
             raise ValueError(f"max: empty reduction over axes {axes} of shape {shape}")
-        order = kept + axes
-        source = self if order == tuple(range(len(shape))) else self.permute(order)
-        source = source.compact()
         out = _empty(tuple(shape[i] for i in kept), self._device, self._dtype)
-        getattr(self._device.mod, kernel)(source._handle, out._handle, reduce_size)
+        mod = self._device.mod
+        if (kernel == "reduce_sum" and kept and axes == tuple(range(len(axes)))
+                and hasattr(mod, "reduce_sum_rows")):
+            # leading axes: sum the rows in place instead of compacting a transposed copy
+            mod.reduce_sum_rows(self.compact()._handle, out._handle, reduce_size, out.size)
+        else:
+            order = kept + axes
+            source = self if order == tuple(range(len(shape))) else self.permute(order)
+            getattr(mod, kernel)(source.compact()._handle, out._handle, reduce_size)
         if keepdims:
             kept_shape = tuple(1 if i in axes else s for i, s in enumerate(shape))
             return out._view(kept_shape, _compact_strides(kept_shape), 0)

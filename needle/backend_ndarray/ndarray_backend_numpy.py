@@ -465,3 +465,20 @@ def lstm_cell_backward(grad_h: Array, grad_c: Array, c: Array, act: Array, tanh_
     out[:, 2] = total * i * (1 - g * g)
     out[:, 3] = gh * t * o * (1 - o)
     grad_c_prev.array[:] = (total * f).reshape(-1)
+
+
+# ----- sums over rows and row broadcasts (project extras, mirrored by the compiled module) ----
+
+
+def reduce_sum_rows(a: Array, out: Array, rows: int, cols: int) -> None:
+    """``out[j] = Σ_i a[i, j]`` for a compact (rows, cols) ``a``."""
+    _check_same_dtype(a, out)
+    _check_sizes("reduce_sum_rows", (a, rows * cols), (out, cols))
+    np.add.reduce(a.array.reshape(rows, cols), axis=0, out=out.array)
+
+
+def add_row(a: Array, row: Array, out: Array, rows: int, cols: int) -> None:
+    """``out[i, j] = a[i, j] + row[j]`` for a compact (rows, cols) ``a``."""
+    _check_same_dtype(a, row, out)
+    _check_sizes("add_row", (a, rows * cols), (row, cols), (out, rows * cols))
+    np.add(a.array.reshape(rows, cols), row.array, out=out.array.reshape(rows, cols))

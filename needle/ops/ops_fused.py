@@ -59,7 +59,14 @@ class FusedLinear(TensorOp):
 
     def compute(self, X: NDArray, W: NDArray, b: NDArray | None = None):
         out = array_api.matmul(X, W)
-        return out if b is None else out + b
+        if b is None:
+            return out
+        add_row = _device_kernel(out, "add_row")
+        if add_row is None or b.dtype != out.dtype:
+            return out + b
+        # the bias added to every row in one pass, its (N, out) broadcast never materialised
+        add_row(*_handles(out, b, out), *out.shape)
+        return out
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         X, W = (t.realize_cached_data() for t in node.inputs[:2])
