@@ -84,7 +84,9 @@ def test_layer_norm_kernels_give_the_compositions_bits(shape, rng):
 
 
 @pytest.mark.parametrize("shape", [(4, 3), (1, 1), (7, 1000)])
-def test_softmax_loss_kernel_gives_the_compositions_bits(shape, rng):
+def test_softmax_loss_kernel_matches_the_composition(shape, rng):
+    # the same operations in the same order, except the kernel's own vectorised e^x
+    # (within 1 ulp of the library's): equal up to float32 rounding, not bit for bit
     _device_ops()
     from needle.ops.ops_fused import FusedSoftmaxCrossEntropy
 
@@ -94,8 +96,10 @@ def test_softmax_loss_kernel_gives_the_compositions_bits(shape, rng):
     plain_op = FusedSoftmaxCrossEntropy(labels, logits.device)
     array = logits.realize_cached_data()
     loss, expected = kernel_op.compute(array), plain_op._compose(array)
-    assert loss.shape == () and loss.numpy() == expected.numpy()
-    np.testing.assert_array_equal(kernel_op.diff.numpy(), plain_op.diff.numpy())
+    assert loss.shape == ()
+    np.testing.assert_allclose(loss.numpy(), expected.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(kernel_op.diff.numpy(), plain_op.diff.numpy(), rtol=1e-6,
+                               atol=1e-9)
 
 
 def test_dropout_mask_kernel_gives_the_expressions_bits(rng):
