@@ -1,5 +1,9 @@
 """Training-step speed of ResNet9 (batch 128, 3×32×32, Adam): needle vs PyTorch, one thread.
 
+needle runs on both backends ("needle" is the default ``nd``, "needle-np" NumPy).
+``--model smallcnn`` times ``SmallCNN(1, (28, 28), width=32)`` (``needle train --model cnn``)
+on 1×28×28 batches instead.
+
 Both frameworks start from the same weights (needle's ResNet9 drawn with seed 4, copied
 into an equivalent torch model) and train on the same synthetic batches (CIFAR-10's
 shape; the data's values do not change the cost). Each measurement runs in its own
@@ -11,6 +15,7 @@ products alone, timed in NumPy.
     python benchmarks/bench_resnet9.py                 # 20 steps x 3 runs each
     python benchmarks/bench_resnet9.py --steps 50 --runs 5
     python benchmarks/bench_resnet9.py --profile       # cProfile of needle's step (top 25)
+    python benchmarks/bench_resnet9.py --model smallcnn --runs 3
 """
 
 from __future__ import annotations
@@ -29,43 +34,51 @@ CONVS = [(3, 16, 7, 4, 32), (16, 32, 3, 2, 8), (32, 32, 3, 1, 4), (32, 32, 3, 1,
 LINEARS = [(128, 128), (128, 10)]
 
 
-def _batches():
+#: Input shape (C, H, W) of each model.
+IMAGES = {"resnet9": (3, 32, 32), "smallcnn": (1, 28, 28)}
+
+
+def _batches(model: str):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    return [(rng.random((BATCH, 3, 32, 32), dtype=np.float32), rng.integers(0, 10, BATCH))
+    shape = (BATCH,) + IMAGES[model]
+    return [(rng.random(shape, dtype=np.float32), rng.integers(0, 10, BATCH))
             for _ in range(N_BATCHES)]
 
 
-def _needle_model():
+def _needle_model(model: str):
     import numpy as np
 
-    from needle.apps.models import ResNet9
+    from needle.apps.models import ResNet9, SmallCNN
 
     np.random.seed(4)
-    return ResNet9()
+    return ResNet9() if model == "resnet9" else SmallCNN(1, (28, 28), width=32)
 
 
-def save_weights(path: str) -> None:
-    """needle's seed-4 ResNet9 parameters, in creation order, to ``path`` (.npz)."""
+def save_weights(path: str, model: str) -> None:
+    """needle's seed-4 model parameters, in creation order, to ``path`` (.npz)."""
     import numpy as np
 
-    params = _needle_model().parameters()
+    params = _needle_model(model).parameters()
     np.savez(path, *[p.numpy() for p in params])
 
 
 # ----- workers: each runs in its own process ------------------------------------------------
 
 
-def _needle_step_fn(weights: str):
+def _needle_step_fn(weights: str, model_name: str):
     import numpy as np
 
     import needle as ndl
 
-    model = _needle_model()
+    model = _needle_model(model_name)
     saved = np.load(weights)
     for i, p in enumerate(model.parameters()):
-        assert np.array_equal(p.numpy(), saved[f"arr_{i}"]), "needle's seed-4 draw changed"
+        # The NumPy backend's float32 draws may differ in the last bit (docs/backends.md):
+        # every variant starts from the orchestrator's copy, like torch.
+        p.data = ndl.Tensor(saved[f"arr_{i}"], device=p.device, dtype=p.dtype,
+                            requires_grad=False)
     opt = ndl.optim.Adam(model.parameters(), lr=0.001, weight_decay=0.001)
     loss_fn = ndl.nn.SoftmaxLoss()
     model.train()
@@ -80,8 +93,8 @@ def _needle_step_fn(weights: str):
     return step
 
 
-def _torch_model(weights: str):
-    """ResNet9 in torch with needle's weights (conv weights permuted KKIO → OIKK)."""
+def _torch_model(weights: str, model_name: str):
+    """The model in torch with needle's weights (conv weights permuted KKIO → OIKK)."""
     import numpy as np
     import torch
 
@@ -99,13 +112,20 @@ def _torch_model(weights: str):
         return tnn.Sequential(tnn.Conv2d(a, b, k, stride=s, padding=k // 2), tnn.BatchNorm2d(b),
                               tnn.ReLU())
 
-    model = tnn.Sequential(
-        convbn(3, 16, 7, 4), convbn(16, 32, 3, 2),
-        Residual(convbn(32, 32, 3, 1), convbn(32, 32, 3, 1)),
-        convbn(32, 64, 3, 2), convbn(64, 128, 3, 2),
-        Residual(convbn(128, 128, 3, 1), convbn(128, 128, 3, 1)),
-        tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10),
-    )
+    if model_name == "resnet9":
+        model = tnn.Sequential(
+            convbn(3, 16, 7, 4), convbn(16, 32, 3, 2),
+            Residual(convbn(32, 32, 3, 1), convbn(32, 32, 3, 1)),
+            convbn(32, 64, 3, 2), convbn(64, 128, 3, 2),
+            Residual(convbn(128, 128, 3, 1), convbn(128, 128, 3, 1)),
+            tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10),
+        )
+    else:  # SmallCNN(1, (28, 28), width=32): 28 → 28 → 14 → 14 → 7 → 4
+        model = tnn.Sequential(
+            convbn(1, 32, 3, 1), convbn(32, 64, 3, 2), Residual(convbn(64, 64, 3, 1)),
+            convbn(64, 128, 3, 2), convbn(128, 128, 3, 2), tnn.Flatten(),
+            tnn.Linear(128 * 4 * 4, 10),
+        )
     saved = np.load(weights)
     arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     with torch.no_grad():
@@ -118,11 +138,11 @@ def _torch_model(weights: str):
     return model
 
 
-def _torch_step_fn(weights: str):
+def _torch_step_fn(weights: str, model_name: str):
     import torch
 
     torch.set_num_threads(1)
-    model = _torch_model(weights).train()
+    model = _torch_model(weights, model_name).train()
     opt = torch.optim.Adam(model.parameters(), lr=0.001, weight_decay=0.001)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -135,11 +155,11 @@ def _torch_step_fn(weights: str):
     return step
 
 
-def worker(framework: str, steps: int, warmup: int, weights: str) -> dict:
+def worker(framework: str, steps: int, warmup: int, weights: str, model: str) -> dict:
     import resource
 
-    batches = _batches()
-    step = (_needle_step_fn if framework == "needle" else _torch_step_fn)(weights)
+    batches = _batches(model)
+    step = (_torch_step_fn if framework == "torch" else _needle_step_fn)(weights, model)
     for i in range(warmup):
         step(*batches[i % N_BATCHES])
     start = time.perf_counter()
@@ -195,25 +215,27 @@ def floor_ms(repeats: int = 10) -> float:
 
 
 def compare(args) -> None:
-    extra = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    extra = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--model", args.model]
     with tempfile.TemporaryDirectory() as tmp:
-        weights = os.path.join(tmp, "resnet9_seed4.npz")
-        save_weights(weights)
+        weights = os.path.join(tmp, f"{args.model}_seed4.npz")
+        save_weights(weights, args.model)
         extra += ["--weights", weights]
-        results = alternate(args.runs, lambda f: run_worker(__file__, f, extra))
+        results = alternate(args.runs, lambda f: run_worker(__file__, f, extra),
+                            ("needle", "needle-np"))
     report(results, "ms_per_step", "ms/step")
-    print(f"  im2col + GEMM floor: {floor_ms():.1f} ms/step (NumPy, one thread)")
+    if args.model == "resnet9":
+        print(f"  im2col + GEMM floor: {floor_ms():.1f} ms/step (NumPy, one thread)")
 
 
-def profile_needle(steps: int) -> None:
+def profile_needle(steps: int, model: str) -> None:
     import cProfile
     import pstats
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "w.npz")
-        save_weights(weights)
-        step = _needle_step_fn(weights)
-    batches = _batches()
+        save_weights(weights, model)
+        step = _needle_step_fn(weights, model)
+    batches = _batches(model)
     step(*batches[0])
     profiler = cProfile.Profile()
     profiler.enable()
@@ -231,17 +253,21 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--worker", choices=["needle", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", choices=sorted(IMAGES), default="resnet9")
+    parser.add_argument("--worker", choices=["needle", "needle-np", "torch"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
     pin_threads()  # the floor is timed here; NumPy is imported lazily, so this takes effect
     if args.worker:
-        print(json.dumps(worker(args.worker, args.steps, args.warmup, args.weights)))
+        print(json.dumps(worker(args.worker, args.steps, args.warmup, args.weights,
+                                args.model)))
         return
     if args.profile:
-        profile_needle(args.steps)
+        profile_needle(args.steps, args.model)
         return
-    print(f"ResNet9, batch {BATCH}x3x32x32, Adam; one thread each; {os.cpu_count()} CPUs "
+    shape = "x".join(map(str, IMAGES[args.model]))
+    print(f"{args.model}, batch {BATCH}x{shape}, Adam; one thread each; {os.cpu_count()} CPUs "
           f"(shared: figures under load are noisy)")
     compare(args)
 

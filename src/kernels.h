@@ -50,8 +50,8 @@ inline Layout collapse(const Layout& v) {
 }
 
 /// THE strided walker: calls visit(k, pos) for every element of `v`, k counting in row-major
-/// order and pos = offset + Σ idx·strides. compact, ewise_setitem, scalar_setitem and
-/// to_numpy are all this walk with a one-line visitor.
+/// order and pos = offset + Σ idx·strides. compact, ewise_setitem, ewise_add_setitem,
+/// scalar_setitem and to_numpy are all this walk with a one-line visitor.
 template <typename Visit>
 void walk(const Layout& view, Visit visit) {
   if (view.size == 0) return;
@@ -92,6 +92,13 @@ void compact(const T* a, T* out, const Layout& v) {
 template <typename T>
 void ewise_setitem(const T* a, T* out, const Layout& v) {
   walk(v, [&](int64_t k, int64_t pos) { out[pos] = a[k]; });
+}
+
+/// out[pos_k] += a[k]: add compact `a` into the view of `out` (a view without repeated
+/// positions, so each element is added once, as NumPy's `view += a` does).
+template <typename T>
+void ewise_add_setitem(const T* a, T* out, const Layout& v) {
+  walk(v, [&](int64_t k, int64_t pos) { out[pos] += a[k]; });
 }
 
 /// out[pos_k] = val for every element of the view.

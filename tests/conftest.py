@@ -10,24 +10,36 @@ import pytest
 
 import needle as ndl
 import needle.autograd as autograd
+from needle import backend_ndarray
 from needle.backends import NDArray
+
+
+def _params_of(devices) -> list:
+    """One pytest param per device; a disabled one skips with a reason."""
+    return [
+        pytest.param(d, id=d.name)
+        if d.enabled()
+        else pytest.param(d, id=d.name, marks=pytest.mark.skip(reason=f"{d} is not enabled"))
+        for d in devices
+    ]
 
 
 def _device_params() -> list:
     """Under nd every NDArray device (disabled ones skip with a reason); under np its CPU."""
     if ndl.backends.BACKEND != "nd":
         return [pytest.param(ndl.cpu(), id="cpu")]
-    return [
-        pytest.param(d, id=d.name)
-        if d.enabled()
-        else pytest.param(d, id=d.name, marks=pytest.mark.skip(reason=f"{d} is not enabled"))
-        for d in ndl.all_devices()
-    ]
+    return _params_of(ndl.all_devices())
 
 
 @pytest.fixture(params=_device_params())
 def device(request):
     """Each device the current backend offers: tests using it run once per device."""
+    return request.param
+
+
+@pytest.fixture(params=_params_of(backend_ndarray.all_devices()))
+def nd_device(request):
+    """Each NDArray device, under either backend (needle.backend_ndarray always imports)."""
     return request.param
 
 

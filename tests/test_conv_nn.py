@@ -181,6 +181,36 @@ def test_convbn_parameter_count():
     assert ConvBN(a, b, k, 1).num_parameters() == k * k * a * b + b + 2 * b
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_convbn_channels_last_path_equals_its_three_layers(training, rng):
+    """ConvBN computes NHWC inside; it must give relu(bn(conv(x))) of the NCHW layers,
+    values and gradients (input, and every parameter)."""
+    np.random.seed(3)
+    block = ConvBN(3, 4, 3, 2)
+    block.train() if training else block.eval()
+    block.bn.running_mean = ndl.Tensor(rng.standard_normal(4), dtype="float32",
+                                       requires_grad=False)
+    x_data = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    results = []
+    for forward in (block, lambda x: block.relu(block.bn(block.conv(x)))):
+        x = ndl.Tensor(x_data, requires_grad=True)
+        out = forward(x)
+        (out * ndl.Tensor(np.arange(out.size, dtype=np.float32).reshape(out.shape))).sum()\
+            .backward()
+        results.append([out.numpy(), x.grad.numpy()]
+                       + [p.grad.numpy() for p in block.parameters()])
+        for p in block.parameters():
+            p.grad = None
+    assert results[0][0].shape == (2, 4, 4, 3)
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_convbn_rejects_nhwc_input_naming_the_conv():
+    with pytest.raises(ValueError, match=r"Conv\(in_channels=3\).*looks NHWC"):
+        ConvBN(3, 4, 3, 1)(ndl.init.ones(2, 5, 5, 3))
+
+
 def test_resnet9_architecture():
     model = ResNet9()
     assert model.num_parameters() == 431946

@@ -11,19 +11,14 @@ import pytest
 
 from needle import backend_ndarray as nd
 
-DEVICES = [
-    pytest.param(d, id=d.name)
-    if d.enabled()
-    else pytest.param(d, id=d.name, marks=pytest.mark.skip(reason=f"{d} is not enabled here"))
-    for d in nd.all_devices()
-]
 DTYPES = ["float32", "float64"]
 TOL = {"float32": 1e-5, "float64": 1e-12}
 
 
-@pytest.fixture(params=DEVICES)
-def device(request):
-    return request.param
+@pytest.fixture
+def device(nd_device):
+    """Every NDArray device (conftest), under either backend."""
+    return nd_device
 
 
 def _pair(rng, shape, device, dtype):

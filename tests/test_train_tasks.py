@@ -25,7 +25,7 @@ from test_cli import FASHION_DIR, assert_same_state, needs_fashion, run_main
 
 # A CNN small enough for seconds per epoch on 2 cores.
 CNN = ["--model", "cnn", "--width", "8", "--batch-size", "50", "--lr", "0.002"]
-SMALL = ["--limit-train", "1000", "--limit-test", "200"]
+SMALL = ["--limit-train", "600", "--limit-test", "100"]  # test error ~0.37 after 2 epochs
 
 
 def summary(text: str, epoch: int) -> dict[str, float]:
@@ -36,15 +36,23 @@ def summary(text: str, epoch: int) -> dict[str, float]:
             for name, v in (("loss", loss), ("err", err))}
 
 
+def skip_curves(patch: pytest.MonkeyPatch) -> None:
+    """Train without drawing curves.png: matplotlib took ~1.7 s per epoch, most of these
+    runs' time. The curves are tested with the MLP runs (test_cli.py); these tests are about
+    the CNN's checkpoints, metrics and resume."""
+    patch.setattr(training, "plot_curves", lambda path, history: False)
+
+
 @pytest.fixture(scope="module")
 def cnn_run(tmp_path_factory) -> tuple[Path, str]:
-    """`needle train --model cnn` for 2 epochs on 1000/200 Fashion-MNIST images."""
+    """`needle train --model cnn` for 2 epochs on 600/100 Fashion-MNIST images."""
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST not in {FASHION_DIR}")
     out = tmp_path_factory.mktemp("cnn") / "out"
     with pytest.MonkeyPatch.context() as patch:
         lines: list[str] = []
         patch.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
+        skip_curves(patch)
         assert run_main("train", *CNN, *SMALL, "--epochs", "2", "--out", out) == 0
     return out, "\n".join(lines)
 
@@ -120,8 +128,8 @@ def test_resnet9_takes_grayscale_images_and_keeps_the_course_default():
 
 def test_cnn_run_writes_files_and_learns(cnn_run):
     out, text = cnn_run
-    assert text.splitlines()[0].startswith("SmallCNN(width 8) on fashion-mnist (1000 train / "
-                                           "200 test)")
+    assert text.splitlines()[0].startswith("SmallCNN(width 8) on fashion-mnist (600 train / "
+                                           "100 test)")
     for name in (training.CHECKPOINT_NAME, training.METRICS_NAME):
         assert (out / name).is_file()
     first, second = summary(text, 1), summary(text, 2)
@@ -138,13 +146,14 @@ def test_eval_of_a_cnn_checkpoint_repeats_the_last_test_metrics(cnn_run, capsys)
     printed = capsys.readouterr().out
     last = summary(text, 2)
     assert f"test loss {last['test_loss']:.4f} err {last['test_err']:.4f}" in printed
-    assert "(200 samples" in printed
+    assert "(100 samples" in printed
 
 
 @needs_fashion
-def test_cnn_resume_is_bit_identical(tmp_path, capsys):
+def test_cnn_resume_is_bit_identical(tmp_path, capsys, monkeypatch):
     """Epoch 1, then --resume for epoch 2, equals 2 straight epochs (cosine, augmentation)."""
-    options = [*CNN, "--limit-train", "200", "--limit-test", "50", "--epochs", "2",
+    skip_curves(monkeypatch)
+    options = [*CNN, "--limit-train", "100", "--limit-test", "20", "--epochs", "2",
                "--scheduler", "cosine", "--augment", "--crop-padding", "2"]
     assert run_main("train", *options, "--out", tmp_path / "straight") == 0
 

@@ -569,6 +569,10 @@ class NDArray:
             mod.scalar_setitem(prod(shape), value, self._handle, shape, strides, offset)
             return
         _check_devices("setitem", self, other)
+        if other._handle is self._handle and (other._shape, other._strides, other._offset) == (
+            shape, strides, offset
+        ):  # the view itself, e.g. after `a[idx] += b`: every element already holds its value
+            return
         source = _setitem_source(other, shape)
         if source._handle is self._handle:  # overlapping memory: read everything first
             source = NDArray(source)
@@ -616,6 +620,12 @@ class NDArray:
         return out
 
     def __iadd__(self, other: Any) -> "NDArray":
+        if _adds_in_place(self, other):  # a strided view: one walk instead of four passes
+            source = _setitem_source(other, self._shape)
+            self._device.mod.ewise_add_setitem(
+                source._handle, self._handle, self._shape, self._strides, self._offset
+            )
+            return self
         return self._into(other, self, "ewise_add", "scalar_add")
 
     def __isub__(self, other: Any) -> "NDArray":
@@ -904,6 +914,35 @@ def _common(owner: str, a: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
         shape = _broadcast_shape(owner, a._shape, b._shape)
         a, b = a.broadcast_to(shape), b.broadcast_to(shape)
     return a.compact(), b.compact()
+
+
+def _adds_in_place(view: NDArray, other: Any) -> bool:
+    """Whether ``view += other`` can run as one ``ewise_add_setitem`` walk.
+
+    That needs a non-compact ``view`` (a compact one takes the plain kernel) whose elements
+    are all distinct (no zero strides or overlaps, else NumPy's one-add-per-element result
+    differs), and an ``other`` of its dtype and device that shares no memory with it.
+    """
+    return (
+        isinstance(other, NDArray)
+        and hasattr(view._device.mod, "ewise_add_setitem")
+        and other._dtype is view._dtype
+        and other._device == view._device
+        and other._handle is not view._handle
+        and not view.is_compact()
+        and _distinct_elements(view._shape, view._strides)
+    )
+
+
+def _distinct_elements(shape: Shape, strides: Shape) -> bool:
+    """True when no two indices of the view reach the same element: sorted by |stride|, each
+    axis steps past everything the smaller axes span."""
+    span = 1
+    for step, size in sorted((abs(st), n) for n, st in zip(shape, strides) if n > 1):
+        if step < span:
+            return False
+        span = step * size
+    return True
 
 
 def _setitem_source(other: NDArray, shape: Shape) -> NDArray:

@@ -122,6 +122,14 @@ def ewise_setitem(a: Array, out: Array, shape, strides, offset: int) -> None:
     view[...] = a.array.reshape(view.shape)
 
 
+def ewise_add_setitem(a: Array, out: Array, shape, strides, offset: int) -> None:
+    """Project extra: add compact ``a`` into the strided elements of ``out`` (no repeats)."""
+    _check_same_dtype(a, out)
+    view = _strided(out, shape, strides, offset, "ewise_add_setitem")
+    _check_sizes("ewise_add_setitem", (a, view.size))
+    view += a.array.reshape(view.shape)
+
+
 def scalar_setitem(size: int, val, out: Array, shape, strides, offset: int) -> None:
     """Write ``val`` into the strided elements of ``out``."""
     view = _strided(out, shape, strides, offset)

@@ -96,11 +96,23 @@ class Conv(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, in, H, W) → (N, out, H_o, W_o)."""
+        return _nhwc_to_nchw(self.forward_nhwc(self.to_nhwc(x)))
+
+    def to_nhwc(self, x: Tensor) -> Tensor:
+        """``x`` checked to be (N, in, H, W) and viewed channels-last, (N, H, W, in)."""
         _check_nchw(f"Conv(in_channels={self.in_channels})", x, self.in_channels)
-        out = ops.conv(_nchw_to_nhwc(x), self.weight, stride=self.stride, padding=self.padding)
+        return _nchw_to_nhwc(x)
+
+    def forward_nhwc(self, x: Tensor) -> Tensor:
+        """The same layer on channels-last tensors: (N, H, W, in) → (N, H_o, W_o, out).
+
+        Blocks that chain layers (``apps.models.ConvBN``) stay channels-last between them:
+        under the ``nd`` backend every op on an NCHW view of NHWC data copies it first.
+        """
+        out = ops.conv(x, self.weight, stride=self.stride, padding=self.padding)
         if self.bias is not None:
             out = out + self.bias.reshape((1, 1, 1, self.out_channels)).broadcast_to(out.shape)
-        return _nhwc_to_nchw(out)
+        return out
 
     def extra_repr(self) -> str:
         return (
@@ -124,9 +136,12 @@ class BatchNorm2d(BatchNorm1d):
     def forward(self, x: Tensor) -> Tensor:
         """(N, dim, H, W) → (N, dim, H, W), each channel normalised."""
         _check_nchw(f"BatchNorm2d(dim={self.dim})", x, self.dim)
-        n, c, h, w = x.shape
-        rows = _nchw_to_nhwc(x).reshape((n * h * w, c))
-        return _nhwc_to_nchw(super().forward(rows).reshape((n, h, w, c)))
+        return _nhwc_to_nchw(self.forward_nhwc(_nchw_to_nhwc(x)))
+
+    def forward_nhwc(self, x: Tensor) -> Tensor:
+        """The same normalisation on channels-last tensors: (N, H, W, dim) → same shape."""
+        n, h, w, c = x.shape
+        return super().forward(x.reshape((n * h * w, c))).reshape((n, h, w, c))
 
 
 __all__ = ["Conv", "BatchNorm2d"]
