@@ -108,15 +108,19 @@ def gemm_rate(n: int = 2048, repeats: int = 3) -> float:
 # ----- workers ---------------------------------------------------------------------------------
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of this process, in MB. Not
+    ``ru_maxrss``: that one survives fork and exec, so a worker would report its parent's
+    peak whenever the parent's is higher."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> dict:
     """Time ``steps`` steps after ``warmup`` on random data; needle also reports its phases."""
-    import resource
-
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -127,7 +131,7 @@ def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> 
         step = _needle_step_fn(hidden=hidden, phases=phases)
     else:
         step = _torch_step_fn(hidden)
-    baseline = _rss_mb()  # model built: "over start" is what the training steps add
+    baseline = _status_mb("VmRSS")  # model built: "over start" is what the steps add
     for _ in range(warmup):
         step(x, y)
     phases.clear()
@@ -135,7 +139,7 @@ def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> 
     for _ in range(steps):
         step(x, y)
     elapsed = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
     result = {"ms_per_step": elapsed / steps * 1e3, "peak_rss_mb": peak,
               "peak_over_start_mb": peak - baseline}
     result.update({f"{k}_ms": v / steps * 1e3 for k, v in phases.items()})

@@ -13,6 +13,10 @@
 #include <cstring>
 #include <type_traits>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace needle {
 
 /// The most dimensions a strided view may have (the spec asks for at least 8).
@@ -281,12 +285,45 @@ struct AdamScalars {
   T lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, bias1, bias2;
 };
 
+#if defined(__SSE2__)
+/// adam_update's float arithmetic four elements at a time in SSE2 (the x86-64 baseline, so no
+/// ISA flag): the same IEEE operations in the same order, so the same bits. Written out because
+/// the compiler will not vectorise the loop itself: std::sqrt may set errno, and the flag that
+/// waives that (-fno-math-errno) belongs to the unsafe-math family this build avoids. Returns
+/// how many leading elements it updated.
+inline int64_t adam_update_sse2(const float* p, const float* grad, float* m, float* v,
+                                float* out, int64_t n, const AdamScalars<float>& c) {
+  const __m128 wd = _mm_set1_ps(c.weight_decay), beta1 = _mm_set1_ps(c.beta1);
+  const __m128 rest1 = _mm_set1_ps(c.one_minus_beta1), beta2 = _mm_set1_ps(c.beta2);
+  const __m128 rest2 = _mm_set1_ps(c.one_minus_beta2), bias1 = _mm_set1_ps(c.bias1);
+  const __m128 bias2 = _mm_set1_ps(c.bias2), lr = _mm_set1_ps(c.lr), eps = _mm_set1_ps(c.eps);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const __m128 pi = _mm_loadu_ps(p + i);
+    const __m128 g = _mm_add_ps(_mm_mul_ps(pi, wd), _mm_loadu_ps(grad + i));
+    const __m128 mi = _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(m + i), beta1), _mm_mul_ps(g, rest1));
+    const __m128 vi = _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(v + i), beta2),
+                                 _mm_mul_ps(_mm_mul_ps(g, g), rest2));
+    _mm_storeu_ps(m + i, mi);
+    _mm_storeu_ps(v + i, vi);
+    const __m128 m_hat = _mm_mul_ps(_mm_div_ps(mi, bias1), lr);
+    const __m128 v_hat = _mm_add_ps(_mm_sqrt_ps(_mm_div_ps(vi, bias2)), eps);
+    _mm_storeu_ps(out + i, _mm_sub_ps(pi, _mm_div_ps(m_hat, v_hat)));
+  }
+  return i;
+}
+#endif
+
 /// Adam: g = p·wd + grad; m = m·β1 + g·(1 − β1); v = v·β2 + g²·(1 − β2);
 /// out = p − (m/bias1)·lr / (sqrt(v/bias2) + eps). Updates m and v in place.
 template <typename T>
 void adam_update(const T* p, const T* grad, T* m, T* v, T* out, int64_t n,
                  const AdamScalars<T>& c) {
-  for (int64_t i = 0; i < n; ++i) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<T, float>) i = adam_update_sse2(p, grad, m, v, out, n, c);
+#endif
+  for (; i < n; ++i) {
     T g = p[i] * c.weight_decay;
     g = g + grad[i];
     T scratch = g * c.one_minus_beta1;
