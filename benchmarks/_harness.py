@@ -23,6 +23,24 @@ def pin_threads(threads: int = 1) -> None:
     os.environ.update({v: str(threads) for v in THREAD_VARS})
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (``VmHWM``; ``/proc``, so Linux only).
+
+    Not ``ru_maxrss``: that survives fork and exec, so a worker would report its parent's
+    peak whenever the parent's is the higher (the orchestrator imports torch).
+    """
+    return status_mb("VmHWM")
+
+
+def status_mb(field: str) -> float:
+    """A memory line of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ...) in MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def has_torch() -> bool:
     """Whether PyTorch is importable here."""
     try:

@@ -22,7 +22,7 @@ import json
 import os
 import time
 
-from _harness import alternate, pin_threads, report, run_worker
+from _harness import alternate, peak_rss_mb, pin_threads, report, run_worker
 BATCH, HIDDEN, BLOCKS, CLASSES = 100, 100, 3, 10
 
 
@@ -159,8 +159,6 @@ def _torch_epoch(images, labels):
 
 
 def worker(framework: str, steps: int, warmup: int, epoch: bool) -> dict:
-    import resource
-
     images, labels = _load_fashion_mnist()
     result = {"framework": framework}
     if epoch:
@@ -180,7 +178,7 @@ def worker(framework: str, steps: int, warmup: int, epoch: bool) -> dict:
         for x, y in _batches(images, labels, steps):
             step(x, y)
         result["ms_per_step"] = (time.perf_counter() - start) / steps * 1e3
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 

@@ -27,7 +27,7 @@ import os
 import statistics
 import time
 
-from _harness import alternate, has_torch, pin_threads, run_worker
+from _harness import alternate, has_torch, peak_rss_mb, pin_threads, run_worker, status_mb
 from bench_mlp_resnet import BLOCKS, CLASSES, _needle_step_fn, _torch_step_fn, gemm_floor_ms
 from bench_mlp_resnet import layer_shapes
 
@@ -108,17 +108,6 @@ def gemm_rate(n: int = 2048, repeats: int = 3) -> float:
 # ----- workers ---------------------------------------------------------------------------------
 
 
-def _status_mb(field: str) -> float:
-    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of this process, in MB. Not
-    ``ru_maxrss``: that one survives fork and exec, so a worker would report its parent's
-    peak whenever the parent's is higher."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> dict:
     """Time ``steps`` steps after ``warmup`` on random data; needle also reports its phases."""
     import numpy as np
@@ -131,7 +120,7 @@ def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> 
         step = _needle_step_fn(hidden=hidden, phases=phases)
     else:
         step = _torch_step_fn(hidden)
-    baseline = _status_mb("VmRSS")  # model built: "over start" is what the steps add
+    baseline = status_mb("VmRSS")  # model built: "over start" is what the steps add
     for _ in range(warmup):
         step(x, y)
     phases.clear()
@@ -139,7 +128,7 @@ def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> 
     for _ in range(steps):
         step(x, y)
     elapsed = time.perf_counter() - start
-    peak = _status_mb("VmHWM")
+    peak = peak_rss_mb()
     result = {"ms_per_step": elapsed / steps * 1e3, "peak_rss_mb": peak,
               "peak_over_start_mb": peak - baseline}
     result.update({f"{k}_ms": v / steps * 1e3 for k, v in phases.items()})
