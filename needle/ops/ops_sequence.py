@@ -12,10 +12,11 @@
   tests check them against.
 
 Backend note: array code here uses only what both array backends offer (slices,
-``stack``, ``reshape``, ``transpose``, ``@``, elementwise math). The gather and the
+``stack``, ``reshape``, ``transpose``, ``matmul``, elementwise math). The gather and the
 scatter-add are the exception: NumPy has fancy indexing, the strided NDArray has the
 ``take_rows``/``add_rows`` kernels instead. They go through :func:`_take_rows` and
-:func:`_add_rows`, the only backend-specific functions of this file.
+:func:`_add_rows`, the only backend-specific functions of this file. On an NDArray device
+the LSTM gate arithmetic is one kernel each way (the composition's bits).
 """
 
 from __future__ import annotations
