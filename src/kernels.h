@@ -504,16 +504,18 @@ T exp_nonpositive_any(T x) {
 }
 
 /// Mean softmax cross-entropy of logits (n, k) against labels (n,) in [0, k), returned; also
-/// writes diff = softmax − one_hot (n, k), the loss gradient up to the factor out_grad / n.
+/// writes grad = (softmax − one_hot)·(1/n) (n, k), the gradient for out_grad = 1 (rounded as the
+/// composition's (softmax − one_hot)·(out_grad / n) is for out_grad = 1).
 /// The target logit (less the row max) is clipped below at `lowest`, as the composition does.
 /// The composition's operations in its order, except e^x (exp_nonpositive_any, ≤ 2 ulp from
 /// the library's in float32), which dominates the cost at a 10,000-way output.
 template <typename T>
-T softmax_cross_entropy(const T* logits, const int64_t* labels, T* diff, T* per_example,
+T softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, T* per_example,
                         int64_t n, int64_t k, T lowest) {
+  const T scale = T(1) / static_cast<T>(n);
   for (int64_t i = 0; i < n; ++i) {
     const T* row = logits + i * k;
-    T* p = diff + i * k;
+    T* p = grad + i * k;
     const T peak = max(row, k);
     for (int64_t j = 0; j < k; ++j) p[j] = exp_nonpositive_any(row[j] - peak);
     const T total = sum(p, k);
@@ -521,6 +523,7 @@ T softmax_cross_entropy(const T* logits, const int64_t* labels, T* diff, T* per_
     const T picked = Maximum{}(row[labels[i]] - peak, lowest);
     per_example[i] = std::log(total) - picked;
     p[labels[i]] = p[labels[i]] - T(1);
+    for (int64_t j = 0; j < k; ++j) p[j] = p[j] * scale;  // the row is still in cache
   }
   return sum(per_example, n) / static_cast<T>(n);
 }

@@ -649,15 +649,15 @@ void py_layernorm_backward(const Array& g, const Array& xhat, const Array& weigh
   });
 }
 
-void py_softmax_cross_entropy(const Array& logits, const Ids& labels, Array& diff, Array& loss,
+void py_softmax_cross_entropy(const Array& logits, const Ids& labels, Array& grad, Array& loss,
                               int64_t n, int64_t k) {
   const char* fn = "softmax_cross_entropy";
-  check_same_dtype(fn, {&logits, &diff, &loss});
+  check_same_dtype(fn, {&logits, &grad, &loss});
   if (n < 1 || k < 1) {
     value_error(fn, "needs n >= 1 rows and k >= 1 classes, got n=" + std::to_string(n) +
                         ", k=" + std::to_string(k));
   }
-  check_rows(fn, {&logits, &diff}, {}, n, k);
+  check_rows(fn, {&logits, &grad}, {}, n, k);
   check_size(fn, "loss", loss, 1);
   if (static_cast<int64_t>(labels.shape(0)) != n) {
     value_error(fn, "got " + std::to_string(labels.shape(0)) + " labels for " +
@@ -667,7 +667,7 @@ void py_softmax_cross_entropy(const Array& logits, const Ids& labels, Array& dif
   dispatch(logits.dtype(), [&](auto t) {
     using T = decltype(t);
     std::vector<T> per_example(static_cast<std::size_t>(n));
-    loss.as<T>()[0] = softmax_cross_entropy(logits.as<T>(), labels.data(), diff.as<T>(),
+    loss.as<T>()[0] = softmax_cross_entropy(logits.as<T>(), labels.data(), grad.as<T>(),
                                             per_example.data(), n, k,
                                             -std::numeric_limits<T>::max());
   });
@@ -907,10 +907,11 @@ Project extras:
   m.def("layernorm_backward", &py_layernorm_backward, "g"_a, "xhat"_a, "weight"_a,
         "inv_std"_a, "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
         "Project extra: the gradients of layernorm_forward for out_grad g.");
-  m.def("softmax_cross_entropy", &py_softmax_cross_entropy, "logits"_a, "labels"_a, "diff"_a,
+  m.def("softmax_cross_entropy", &py_softmax_cross_entropy, "logits"_a, "labels"_a, "grad"_a,
         "loss"_a, "n"_a, "k"_a,
         "Project extra: mean softmax cross-entropy of logits (n, k) against int64 labels (n,)\n"
-        "into loss (1,), and diff = softmax - one_hot (n, k), in one pass per row.");
+        "into loss (1,), and its gradient grad = (softmax - one_hot) / n (n, k), in one pass\n"
+        "per row.");
   m.def("take_rows", &py_take_rows, "table"_a, "ids"_a, "out"_a, "num_rows"_a, "d"_a,
         "Project extra: out[k] = table[ids[k]] for a (num_rows, d) table and int64 ids;\n"
         "an id outside [0, num_rows) raises ValueError.");

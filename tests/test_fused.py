@@ -98,8 +98,8 @@ def test_softmax_loss_kernel_matches_the_composition(shape, rng):
     loss, expected = kernel_op.compute(array), plain_op._compose(array)
     assert loss.shape == ()
     np.testing.assert_allclose(loss.numpy(), expected.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(kernel_op.diff.numpy(), plain_op.diff.numpy(), rtol=1e-6,
-                               atol=1e-9)
+    np.testing.assert_allclose(kernel_op.unit_grad.numpy(), plain_op.unit_grad.numpy(),
+                               rtol=1e-6, atol=1e-9)
 
 
 def test_dropout_mask_kernel_gives_the_expressions_bits(rng):
@@ -258,3 +258,16 @@ def test_softmax_loss_with_minus_inf_logits_is_finite(fused):
     np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-12)
     grad = z.grad.numpy()
     assert np.all(np.isfinite(grad)) and grad[0, 1] == 0 and grad[1, 0] == 0
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.5, -0.5])
+def test_softmax_loss_gradient_for_any_out_grad(scale, rng):
+    # the backward returns the kept (softmax - one_hot) / N as is for out_grad = 1, and
+    # scales it otherwise: both against the float64 formula
+    logits = rng.standard_normal((6, 5))
+    labels = rng.integers(0, 5, 6)
+    x = ndl.Tensor(logits, dtype="float32")
+    (ndl.fused_softmax_cross_entropy(x, labels) * scale).backward()
+    softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    expected = (softmax - np.eye(5)[labels]) / 6 * scale
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-5, atol=1e-7)

@@ -579,9 +579,9 @@ def test_fused_layernorm_kernels_reject_bad_sizes(device):
 
 def _run_softmax_loss(dev, module, logits, labels):
     n, k = logits.shape
-    diff, loss = nd.NDArray.make((n, k), device=dev), nd.NDArray.make((), device=dev)
-    module.softmax_cross_entropy(_handle(logits, dev), labels, diff._handle, loss._handle, n, k)
-    return loss.numpy(), diff.numpy()
+    grad, loss = nd.NDArray.make((n, k), device=dev), nd.NDArray.make((), device=dev)
+    module.softmax_cross_entropy(_handle(logits, dev), labels, grad._handle, loss._handle, n, k)
+    return loss.numpy(), grad.numpy()
 
 
 @pytest.mark.parametrize("n, k", [(5, 7), (1, 1), (3, 10_000), (9, 2)])
@@ -589,23 +589,23 @@ def test_softmax_cross_entropy_kernel_matches_numpy(device, n, k, rng):
     _needs(device, "softmax_cross_entropy")
     logits = (rng.standard_normal((n, k)) * 5).astype(np.float32)
     labels = rng.integers(0, k, n)
-    loss, diff = _run_softmax_loss(device, device.mod, logits, labels)
+    loss, grad = _run_softmax_loss(device, device.mod, logits, labels)
     mirror = _run_softmax_loss(nd.cpu_numpy(), NP_MODULE, logits, labels)
     np.testing.assert_allclose(loss, mirror[0], rtol=1e-6)
-    np.testing.assert_allclose(diff, mirror[1], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(grad, mirror[1], rtol=1e-4, atol=1e-7)
     wide = logits.astype(np.float64)
     logsumexp = np.log(np.exp(wide - wide.max(1, keepdims=True)).sum(1)) + wide.max(1)
     np.testing.assert_allclose(loss, (logsumexp - wide[np.arange(n), labels]).mean(), rtol=1e-5)
     softmax = np.exp(wide - logsumexp[:, None])
-    np.testing.assert_allclose(diff, softmax - np.eye(k)[labels], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, (softmax - np.eye(k)[labels]) / n, rtol=1e-5, atol=1e-6)
 
 
 def test_softmax_cross_entropy_kernel_clips_minus_infinity(device):
     _needs(device, "softmax_cross_entropy")
     logits = np.array([[0.0, -np.inf], [-np.inf, 0.0]], dtype=np.float32)
-    loss, diff = _run_softmax_loss(device, device.mod, logits, np.array([1, 1]))
+    loss, grad = _run_softmax_loss(device, device.mod, logits, np.array([1, 1]))
     assert np.isfinite(loss) and loss > 1e37  # the -inf target logit counts as the lowest float
-    np.testing.assert_array_equal(diff, [[1, -1], [0, 0]])
+    np.testing.assert_array_equal(grad, [[0.5, -0.5], [0, 0]])  # (softmax - one_hot) / n
 
 
 def test_softmax_cross_entropy_kernel_rejects_bad_labels(device):

@@ -384,14 +384,14 @@ def layernorm_backward(g: Array, xhat: Array, weight: Array, inv_std: Array, gra
     grad_x.array[:] = ((gx * dtype(d) - sum_gx - normed * sum_gx_xhat) * factor).reshape(-1)
 
 
-def softmax_cross_entropy(logits: Array, labels: np.ndarray, diff: Array, loss: Array, n: int,
+def softmax_cross_entropy(logits: Array, labels: np.ndarray, grad: Array, loss: Array, n: int,
                           k: int) -> None:
     """Mean softmax cross-entropy of logits (n, k) against int labels (n,) into ``loss`` (1,),
-    and ``diff = softmax - one_hot`` (n, k)."""
-    _check_same_dtype(logits, diff, loss)
+    and its gradient ``grad = (softmax - one_hot) * (1 / n)`` (n, k)."""
+    _check_same_dtype(logits, grad, loss)
     if n < 1 or k < 1:
         raise ValueError(f"softmax_cross_entropy: needs n >= 1 and k >= 1, got n={n}, k={k}")
-    _check_sizes("softmax_cross_entropy", (logits, n * k), (diff, n * k), (loss, 1))
+    _check_sizes("softmax_cross_entropy", (logits, n * k), (grad, n * k), (loss, 1))
     labels = _check_ids("softmax_cross_entropy", labels, k)
     if labels.size != n:
         raise ValueError(f"softmax_cross_entropy: got {labels.size} labels for {n} rows")
@@ -404,7 +404,7 @@ def softmax_cross_entropy(logits: Array, labels: np.ndarray, diff: Array, loss: 
     picked = np.maximum(shifted[np.arange(n), labels], -np.finfo(dtype).max)
     loss.array[0] = (np.log(total) - picked).sum() / dtype.type(n)
     softmax[np.arange(n), labels] -= 1
-    diff.array[:] = softmax.reshape(-1)
+    grad.array[:] = (softmax * (dtype.type(1) / dtype.type(n))).reshape(-1)
 
 
 def take_rows(table: Array, ids: np.ndarray, out: Array, num_rows: int, d: int) -> None:

@@ -264,10 +264,12 @@ class FusedSoftmaxCrossEntropy(TensorOp):
 
     ``labels`` are int64 (N,) in [0, K) (checked by the caller). On an NDArray device the
     forward is one kernel call (``softmax_cross_entropy``: per row, max, exp-sum, loss and
-    ``softmax - one_hot``), so no one-hot matrix is built. Elsewhere the labels become a
-    one-hot (N, K) matrix, the target logit is a masked row sum (exact: each row has one
-    non-zero term) and the arithmetic is the kernel's. Either way the forward keeps
-    ``diff = softmax - one_hot`` and the gradient is ``diff * (out_grad / N)``.
+    the gradient), so no one-hot matrix is built. Elsewhere the labels become a one-hot
+    (N, K) matrix, the target logit is a masked row sum (exact: each row has one non-zero
+    term) and the arithmetic is the kernel's. Either way the forward keeps
+    ``unit_grad = (softmax - one_hot) * (1 / N)``, the gradient for ``out_grad = 1`` (what
+    training passes), which the backward then returns without another pass over (N, K);
+    for another ``out_grad`` it is ``unit_grad * out_grad``.
     """
 
     def __init__(self, labels, device):
@@ -279,28 +281,30 @@ class FusedSoftmaxCrossEntropy(TensorOp):
         if kernel is None:
             return self._compose(logits)
         (n, k), dtype, device = logits.shape, logits.dtype, logits.device
-        self.diff = array_api.empty((n, k), dtype=dtype, device=device)
+        self.unit_grad = array_api.empty((n, k), dtype=dtype, device=device)
         loss = array_api.empty((), dtype=dtype, device=device)
-        kernel(*_handles(logits), self.labels, *_handles(self.diff, loss), n, k)
+        kernel(*_handles(logits), self.labels, *_handles(self.unit_grad, loss), n, k)
         return loss
 
     def _compose(self, logits: NDArray):
-        one_hot = self.device.one_hot(logits.shape[1], self.labels, dtype=logits.dtype)
+        n, k = logits.shape
+        one_hot = self.device.one_hot(k, self.labels, dtype=logits.dtype)
         peak = logits.max(axis=1, keepdims=True)
         shifted = logits - peak
         exps = array_api.exp(shifted)
         total = exps.sum(axis=1, keepdims=True)
-        self.diff = exps / total - one_hot
+        scalar = np.dtype(logits.dtype).type  # 1 / n rounded in the dtype, as out_grad / n is
+        self.unit_grad = (exps / total - one_hot) * (scalar(1) / scalar(n))
         # A -inf logit would make 0 * -inf = nan in the masked sum: clip it to the
         # dtype's lowest finite value first (shifted is <= 0, so nothing else changes).
         lowest = -float(array_api.finfo(logits.dtype).max)
         picked = (array_api.maximum(shifted, lowest) * one_hot).sum(axis=1, keepdims=True)
         per_example = array_api.log(total) - picked
-        return array_api.asarray(per_example.sum() / logits.shape[0], dtype=logits.dtype)
+        return array_api.asarray(per_example.sum() / n, dtype=logits.dtype)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        n = self.diff.shape[0]
-        grad = self.diff * (out_grad.realize_cached_data() / n)
+        g = out_grad.realize_cached_data()
+        grad = self.unit_grad if float(g) == 1.0 else self.unit_grad * g
         return _link_gradients("SoftmaxLoss", out_grad, node, (grad,))
 
 
