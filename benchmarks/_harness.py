@@ -18,9 +18,27 @@ from typing import Callable, Sequence
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def pin_threads() -> None:
-    """One BLAS/OpenMP thread in this process (call before NumPy is imported)."""
-    os.environ.update({v: "1" for v in THREAD_VARS})
+def pin_threads(threads: int = 1) -> None:
+    """``threads`` BLAS/OpenMP threads in this process (call before NumPy is imported)."""
+    os.environ.update({v: str(threads) for v in THREAD_VARS})
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (``VmHWM``; ``/proc``, so Linux only).
+
+    Not ``ru_maxrss``: that survives fork and exec, so a worker would report its parent's
+    peak whenever the parent's is the higher (the orchestrator imports torch).
+    """
+    return status_mb("VmHWM")
+
+
+def status_mb(field: str) -> float:
+    """A memory line of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ...) in MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def has_torch() -> bool:
@@ -32,12 +50,13 @@ def has_torch() -> bool:
     return True
 
 
-def run_worker(script: str, framework: str, extra: list[str]) -> dict | None:
-    """Run ``script --worker framework *extra`` on one thread; its last stdout line as JSON.
+def run_worker(script: str, framework: str, extra: list[str], threads: int = 1) -> dict | None:
+    """Run ``script --worker framework *extra`` on ``threads`` BLAS/OpenMP threads (default
+    one); its last stdout line as JSON.
 
     A framework named ``…-np`` runs needle on the NumPy backend (``NEEDLE_BACKEND=np``).
     """
-    env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
+    env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
     if framework.endswith("-np"):
         env["NEEDLE_BACKEND"] = "np"
     cmd = [sys.executable, script, "--worker", framework, *extra]

@@ -25,7 +25,7 @@ import json
 import os
 import time
 
-from _harness import alternate, has_torch, pin_threads, report, run_worker
+from _harness import alternate, has_torch, peak_rss_mb, pin_threads, report, run_worker
 
 VOCAB = 10_000
 SETTINGS = {  # model: (batch, sequence length, layers, embedding size, hidden size)
@@ -216,8 +216,6 @@ def _torch_step_fn(model_name: str):
 
 
 def worker(framework: str, model_name: str, steps: int, warmup: int) -> dict:
-    import resource
-
     make = _needle_step_fn if framework == "needle" else _torch_step_fn
     step = make(model_name)
     for ids, targets in _token_chunks(model_name, warmup, seed=1):
@@ -228,7 +226,7 @@ def worker(framework: str, model_name: str, steps: int, warmup: int) -> dict:
     return {
         "ms_per_step": (time.perf_counter() - start) / steps * 1e3,
         "cpu_ms_per_step": (time.process_time() - cpu_start) / steps * 1e3,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

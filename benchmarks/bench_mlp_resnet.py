@@ -22,7 +22,7 @@ import json
 import os
 import time
 
-from _harness import alternate, pin_threads, report, run_worker
+from _harness import alternate, peak_rss_mb, pin_threads, report, run_worker
 BATCH, HIDDEN, BLOCKS, CLASSES = 100, 100, 3, 10
 
 
@@ -46,34 +46,45 @@ def _batches(images, labels, steps, seed=0):
 # ----- workers: each runs in its own process ------------------------------------------------
 
 
-def _needle_step_fn(create_graph: bool = False):
-    """needle's step; ``create_graph=True`` is backward()'s default (differentiable grads)."""
+def _needle_step_fn(create_graph: bool = False, hidden: int = HIDDEN,
+                    phases: dict | None = None):
+    """needle's step at width ``hidden``; ``create_graph=True`` is backward()'s default
+    (differentiable grads). With a ``phases`` dict, the seconds spent in forward, backward
+    and optimizer are added to its keys of those names."""
     import numpy as np
 
     import needle as ndl
     from needle.apps.mlp_resnet import MLPResNet
 
     np.random.seed(4)
-    model = MLPResNet(784, HIDDEN, num_blocks=BLOCKS, num_classes=CLASSES)
+    model = MLPResNet(784, hidden, num_blocks=BLOCKS, num_classes=CLASSES)
     opt = ndl.optim.Adam(model.parameters(), lr=0.001, weight_decay=0.001)
     loss_fn = ndl.nn.SoftmaxLoss()
     model.train()
+    totals = phases if phases is not None else {}
 
     def step(x, y):
+        t0 = time.perf_counter()
         loss = loss_fn(
             model(ndl.Tensor(x, requires_grad=False)), ndl.Tensor(y, requires_grad=False)
         )
+        t1 = time.perf_counter()
         opt.reset_grad()
         loss.backward(create_graph=create_graph)
+        t2 = time.perf_counter()
         opt.step()
+        t3 = time.perf_counter()
+        for key, seconds in (("forward", t1 - t0), ("backward", t2 - t1), ("optimizer", t3 - t2)):
+            totals[key] = totals.get(key, 0.0) + seconds
 
     return step
 
 
-def _torch_step_fn():
+def _torch_step_fn(hidden: int = HIDDEN):
+    """PyTorch's step for the same network at width ``hidden``, on the BLAS thread count."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     torch.manual_seed(4)
 
     def block(dim, hidden):
@@ -90,9 +101,9 @@ def _torch_step_fn():
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.first = torch.nn.Linear(784, HIDDEN)
-            self.blocks = torch.nn.ModuleList(block(HIDDEN, HIDDEN // 2) for _ in range(BLOCKS))
-            self.last = torch.nn.Linear(HIDDEN, CLASSES)
+            self.first = torch.nn.Linear(784, hidden)
+            self.blocks = torch.nn.ModuleList(block(hidden, hidden // 2) for _ in range(BLOCKS))
+            self.last = torch.nn.Linear(hidden, CLASSES)
 
         def forward(self, x):
             x = torch.relu(self.first(x))
@@ -148,8 +159,6 @@ def _torch_epoch(images, labels):
 
 
 def worker(framework: str, steps: int, warmup: int, epoch: bool) -> dict:
-    import resource
-
     images, labels = _load_fashion_mnist()
     result = {"framework": framework}
     if epoch:
@@ -169,30 +178,34 @@ def worker(framework: str, steps: int, warmup: int, epoch: bool) -> dict:
         for x, y in _batches(images, labels, steps):
             step(x, y)
         result["ms_per_step"] = (time.perf_counter() - start) / steps * 1e3
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 
 # ----- the orchestrator ------------------------------------------------------------------------
 
 
-def gemm_floor_ms(repeats: int = 200) -> float:
+def layer_shapes(hidden: int = HIDDEN) -> list[tuple[int, int]]:
+    """The (in, out) shapes of the network's Linear layers at width ``hidden``, in order."""
+    return (
+        [(784, hidden)]
+        + [(hidden, hidden // 2), (hidden // 2, hidden)] * BLOCKS
+        + [(hidden, CLASSES)]
+    )
+
+
+def gemm_floor_ms(repeats: int = 200, hidden: int = HIDDEN, batch: int = BATCH) -> float:
     """The step's matrix products (forward and backward) alone, in NumPy float32."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    dims = (
-        [(784, HIDDEN)]
-        + [(HIDDEN, HIDDEN // 2), (HIDDEN // 2, HIDDEN)] * BLOCKS
-        + [(HIDDEN, CLASSES)]
-    )
     mats = [
         (
-            rng.standard_normal((BATCH, i), dtype=np.float32),
+            rng.standard_normal((batch, i), dtype=np.float32),
             rng.standard_normal((i, o), dtype=np.float32),
-            rng.standard_normal((BATCH, o), dtype=np.float32),
+            rng.standard_normal((batch, o), dtype=np.float32),
         )
-        for i, o in dims
+        for i, o in layer_shapes(hidden)
     ]
     best = float("inf")
     for _ in range(repeats):

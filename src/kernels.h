@@ -10,6 +10,12 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace needle {
 
@@ -163,19 +169,44 @@ struct Tanh {
 
 // ---- reductions -----------------------------------------------------------------------------
 
-/// Sum of x[0:n] in eight interleaved lanes, combined in a fixed order: the same bits on every
-/// run, more accurate than one running sum and vectorisable without -ffast-math.
-template <typename T>
-T sum(const T* x, int64_t n) {
+/// Sum of f(i) for i in [0, n) in eight interleaved lanes, combined in a fixed order: the same
+/// bits on every run, more accurate than one running sum and vectorisable without -ffast-math.
+/// Every kernel that sums reuses this order, so a fused kernel adds exactly as reduce_sum does.
+template <typename T, typename Term>
+T lane_sum(int64_t n, Term f) {
   T lanes[8] = {};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    for (int l = 0; l < 8; ++l) lanes[l] += x[i + l];
+    for (int l = 0; l < 8; ++l) lanes[l] += f(i + l);
   }
   T tail = 0;
-  for (; i < n; ++i) tail += x[i];
+  for (; i < n; ++i) tail += f(i);
   return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
          ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + tail;
+}
+
+/// Sum of x[0:n] in lane_sum's order.
+template <typename T>
+T sum(const T* x, int64_t n) {
+  return lane_sum<T>(n, [x](int64_t i) { return x[i]; });
+}
+
+/// Column sums of the (n, d) matrix with entries f(i, j), each column in lane_sum's order
+/// (row i goes to lane i % 8, rows past the last multiple of 8 to the tail), walking the
+/// matrix row by row. `scratch` holds 9·d elements.
+template <typename T, typename Term>
+void column_lane_sums(int64_t n, int64_t d, Term f, T* out, T* scratch) {
+  std::fill(scratch, scratch + 9 * d, T(0));
+  const int64_t full = n - n % 8;
+  for (int64_t i = 0; i < n; ++i) {
+    T* acc = scratch + (i < full ? i % 8 : 8) * d;
+    for (int64_t j = 0; j < d; ++j) acc[j] += f(i, j);
+  }
+  for (int64_t j = 0; j < d; ++j) {
+    const T* l = scratch + j;
+    out[j] = ((l[0] + l[d]) + (l[2 * d] + l[3 * d])) + ((l[4 * d] + l[5 * d]) +
+             (l[6 * d] + l[7 * d])) + l[8 * d];
+  }
 }
 
 /// Max of x[0:n], n >= 1; NaN propagates as in NumPy.
@@ -254,12 +285,45 @@ struct AdamScalars {
   T lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, bias1, bias2;
 };
 
+#if defined(__SSE2__)
+/// adam_update's float arithmetic four elements at a time in SSE2 (the x86-64 baseline, so no
+/// ISA flag): the same IEEE operations in the same order, so the same bits. Written out because
+/// the compiler will not vectorise the loop itself: std::sqrt may set errno, and the flag that
+/// waives that (-fno-math-errno) belongs to the unsafe-math family this build avoids. Returns
+/// how many leading elements it updated.
+inline int64_t adam_update_sse2(const float* p, const float* grad, float* m, float* v,
+                                float* out, int64_t n, const AdamScalars<float>& c) {
+  const __m128 wd = _mm_set1_ps(c.weight_decay), beta1 = _mm_set1_ps(c.beta1);
+  const __m128 rest1 = _mm_set1_ps(c.one_minus_beta1), beta2 = _mm_set1_ps(c.beta2);
+  const __m128 rest2 = _mm_set1_ps(c.one_minus_beta2), bias1 = _mm_set1_ps(c.bias1);
+  const __m128 bias2 = _mm_set1_ps(c.bias2), lr = _mm_set1_ps(c.lr), eps = _mm_set1_ps(c.eps);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const __m128 pi = _mm_loadu_ps(p + i);
+    const __m128 g = _mm_add_ps(_mm_mul_ps(pi, wd), _mm_loadu_ps(grad + i));
+    const __m128 mi = _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(m + i), beta1), _mm_mul_ps(g, rest1));
+    const __m128 vi = _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(v + i), beta2),
+                                 _mm_mul_ps(_mm_mul_ps(g, g), rest2));
+    _mm_storeu_ps(m + i, mi);
+    _mm_storeu_ps(v + i, vi);
+    const __m128 m_hat = _mm_mul_ps(_mm_div_ps(mi, bias1), lr);
+    const __m128 v_hat = _mm_add_ps(_mm_sqrt_ps(_mm_div_ps(vi, bias2)), eps);
+    _mm_storeu_ps(out + i, _mm_sub_ps(pi, _mm_div_ps(m_hat, v_hat)));
+  }
+  return i;
+}
+#endif
+
 /// Adam: g = p·wd + grad; m = m·β1 + g·(1 − β1); v = v·β2 + g²·(1 − β2);
 /// out = p − (m/bias1)·lr / (sqrt(v/bias2) + eps). Updates m and v in place.
 template <typename T>
 void adam_update(const T* p, const T* grad, T* m, T* v, T* out, int64_t n,
                  const AdamScalars<T>& c) {
-  for (int64_t i = 0; i < n; ++i) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<T, float>) i = adam_update_sse2(p, grad, m, v, out, n, c);
+#endif
+  for (; i < n; ++i) {
     T g = p[i] * c.weight_decay;
     g = g + grad[i];
     T scratch = g * c.one_minus_beta1;
@@ -331,6 +395,236 @@ void batchnorm_backward(const T* g, const T* xhat, const T* weight, const T* inv
       const T centred = g[i * d + j] * nn - grad_bias[j] - xhat[i * d + j] * grad_weight[j];
       grad_x[i * d + j] = centred * (weight[j] * inv_std[j] / nn);
     }
+  }
+}
+
+// ---- fused dropout mask, layer norm and softmax loss (project extras) ------------------------
+// Each replaces a chain of array operations with one kernel doing the same float operations in
+// the same order (sums in lane_sum's order), so the results are the bits of the composition.
+
+/// Dropout's scaled mask from uniform draws u: mask = [u <= keep] / keep (1/keep or 0).
+template <typename T>
+void dropout_mask(const T* u, T* mask, int64_t n, T keep) {
+  for (int64_t i = 0; i < n; ++i) mask[i] = (u[i] <= keep ? T(1) : T(0)) / keep;
+}
+
+/// Layer norm of the rows of x (n, d): xhat = (x − mean)·inv_std with the row's mean and
+/// biased variance, inv_std = (var + eps)^(−1/2); out = xhat·weight + bias (per column).
+template <typename T>
+void layernorm_forward(const T* x, const T* weight, const T* bias, T* out, T* xhat, T* inv_std,
+                       int64_t n, int64_t d, T eps) {
+  const T width = static_cast<T>(d);
+  for (int64_t i = 0; i < n; ++i) {
+    const T* row = x + i * d;
+    T* h = xhat + i * d;
+    const T mean = sum(row, d) / width;
+    for (int64_t j = 0; j < d; ++j) h[j] = row[j] - mean;
+    const T var = lane_sum<T>(d, [h](int64_t j) { return h[j] * h[j]; }) / width;
+    const T scale = std::pow(var + eps, T(-0.5));
+    inv_std[i] = scale;
+    for (int64_t j = 0; j < d; ++j) {
+      h[j] = h[j] * scale;
+      out[i * d + j] = h[j] * weight[j] + bias[j];
+    }
+  }
+}
+
+/// Gradients of layernorm_forward for out_grad g (n, d): grad_bias = Σ_rows g,
+/// grad_weight = Σ_rows g·xhat, and per row with gx = g·weight:
+/// grad_x = (gx·d − Σ gx − xhat·Σ gx·xhat)·(inv_std / d). `scratch` holds 9·d elements.
+template <typename T>
+void layernorm_backward(const T* g, const T* xhat, const T* weight, const T* inv_std, T* grad_x,
+                        T* grad_weight, T* grad_bias, T* scratch, int64_t n, int64_t d) {
+  column_lane_sums<T>(n, d, [g, d](int64_t i, int64_t j) { return g[i * d + j]; }, grad_bias,
+                      scratch);
+  column_lane_sums<T>(n, d, [g, xhat, d](int64_t i, int64_t j) {
+    return g[i * d + j] * xhat[i * d + j];
+  }, grad_weight, scratch);
+  const T width = static_cast<T>(d);
+  for (int64_t i = 0; i < n; ++i) {
+    const T* gi = g + i * d;
+    const T* h = xhat + i * d;
+    T* gx = grad_x + i * d;  // holds g·weight until the last loop overwrites it
+    for (int64_t j = 0; j < d; ++j) gx[j] = gi[j] * weight[j];
+    const T sum_gx = sum(gx, d);
+    const T sum_gx_xhat = lane_sum<T>(d, [gx, h](int64_t j) { return gx[j] * h[j]; });
+    const T factor = inv_std[i] / width;
+    for (int64_t j = 0; j < d; ++j) {
+      gx[j] = (gx[j] * width - sum_gx - h[j] * sum_gx_xhat) * factor;
+    }
+  }
+}
+
+/// e^x for float x ≤ 0 (a softmax's shifted logits) with no library call and no branch, so
+/// the compiler vectorises the loop around it: x = n·ln2 + r with |r| ≤ ln2/2 (ln2 split in
+/// two for an exact product), e^r by a degree-7 polynomial (Cephes' expf coefficients), 2^n
+/// put into the exponent bits. Within 2 ulp of the correctly rounded value; 0 below ln(FLT_MIN)
+/// (where e^x would be subnormal) and for −inf; NaN for NaN. Portable SSE2 arithmetic, no FMA;
+/// the one select is done on integer bits (a float select would be a branch unless the
+/// compiler may assume that comparisons never trap, an unsafe-math flag this build avoids).
+inline float exp_nonpositive(float x) {
+  const float kShift = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer
+  const float t = x * 1.44269504088896341f + kShift;
+  const float n = t - kShift;
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = (p * r) * r + r + 1.0f;
+  uint32_t bits, x_bits;  // t's bits are those of kShift plus n (unsigned: wraps, never UB)
+  std::memcpy(&bits, &t, sizeof bits);
+  std::memcpy(&x_bits, &x, sizeof x_bits);
+  const uint32_t scale_bits = (bits - 0x4B400000u + 127u) << 23;  // n + 127 as the exponent
+  float scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  const float value = p * scale;
+  uint32_t value_bits;
+  std::memcpy(&value_bits, &value, sizeof value_bits);
+  // x < ln(FLT_MIN) or x = −inf: a negative float's bits grow with its magnitude, up to −inf's
+  // 0xFF800000 (a negative NaN's are larger still and keep its NaN)
+  const uint32_t underflow = static_cast<uint32_t>(x_bits > 0xC2AEAC50u) &
+                             static_cast<uint32_t>(x_bits <= 0xFF800000u);
+  value_bits &= underflow - 1u;  // all ones to keep the value, zero to give +0.0
+  float result;
+  std::memcpy(&result, &value_bits, sizeof result);
+  return result;
+}
+
+/// e^x for x ≤ 0: the vectorisable float version above, the library's exp for double.
+template <typename T>
+T exp_nonpositive_any(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return exp_nonpositive(x);
+  } else {
+    return std::exp(x);
+  }
+}
+
+/// Mean softmax cross-entropy of logits (n, k) against labels (n,) in [0, k), returned; also
+/// writes grad = (softmax − one_hot)·(1/n) (n, k), the gradient for out_grad = 1 (rounded as the
+/// composition's (softmax − one_hot)·(out_grad / n) is for out_grad = 1).
+/// The target logit (less the row max) is clipped below at `lowest`, as the composition does.
+/// The composition's operations in its order, except e^x (exp_nonpositive_any, ≤ 2 ulp from
+/// the library's in float32), which dominates the cost at a 10,000-way output.
+template <typename T>
+T softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, T* per_example,
+                        int64_t n, int64_t k, T lowest) {
+  const T scale = T(1) / static_cast<T>(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const T* row = logits + i * k;
+    T* p = grad + i * k;
+    const T peak = max(row, k);
+    for (int64_t j = 0; j < k; ++j) p[j] = exp_nonpositive_any(row[j] - peak);
+    const T total = sum(p, k);
+    for (int64_t j = 0; j < k; ++j) p[j] = p[j] / total;
+    const T picked = Maximum{}(row[labels[i]] - peak, lowest);
+    per_example[i] = std::log(total) - picked;
+    p[labels[i]] = p[labels[i]] - T(1);
+    for (int64_t j = 0; j < k; ++j) p[j] = p[j] * scale;  // the row is still in cache
+  }
+  return sum(per_example, n) / static_cast<T>(n);
+}
+
+// ---- row gather and scatter-add (the embedding; project extras) -----------------------------
+
+/// out[k] = table[ids[k]] for rows of d elements; ids already checked to lie in the table.
+template <typename T>
+void take_rows(const T* table, const int64_t* ids, T* out, int64_t count, int64_t d) {
+  for (int64_t k = 0; k < count; ++k) {
+    std::copy(table + ids[k] * d, table + (ids[k] + 1) * d, out + k * d);
+  }
+}
+
+/// out = zeros (num_rows, d), then out[ids[k]] += rows[k] for k in order (repeats accumulate).
+template <typename T>
+void add_rows(const T* rows, const int64_t* ids, T* out, int64_t count, int64_t num_rows,
+              int64_t d) {
+  std::fill(out, out + num_rows * d, T(0));
+  for (int64_t k = 0; k < count; ++k) {
+    T* target = out + ids[k] * d;
+    const T* source = rows + k * d;
+    for (int64_t j = 0; j < d; ++j) target[j] += source[j];
+  }
+}
+
+// ---- fused LSTM cell gates (project extra) --------------------------------------------------
+// One LSTM step's gate arithmetic, forward and backward, in one kernel each instead of about
+// twenty array operations; each element goes through the composition's operations in order.
+
+/// The ops' overflow-safe sigmoid: e = exp(−max(a, −a)); ([a ≥ 0] + (1 − [a ≥ 0])·e) / (1 + e).
+template <typename T>
+T sigmoid(T a) {
+  const T e = std::exp(-Maximum{}(a, -a));
+  const T positive = a >= 0 ? T(1) : T(0);
+  return (positive + (T(1) - positive) * e) / (T(1) + e);
+}
+
+/// From the pre-activation pre (batch, 4·hidden) in gate blocks i, f, g, o and the cell state
+/// c (batch, hidden): act = (σ(i), σ(f), tanh(g), σ(o)) (batch, 4·hidden), c' = f·c + i·g,
+/// tanh_c = tanh(c'), h' = o·tanh_c.
+template <typename T>
+void lstm_cell_forward(const T* pre, const T* c, T* act, T* h_out, T* c_out, T* tanh_c,
+                       int64_t batch, int64_t hidden) {
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* p = pre + b * 4 * hidden;
+    T* a = act + b * 4 * hidden;
+    for (int64_t j = 0; j < 4 * hidden; ++j) {
+      a[j] = j / hidden == 2 ? std::tanh(p[j]) : sigmoid(p[j]);
+    }
+    for (int64_t j = 0; j < hidden; ++j) {
+      const int64_t k = b * hidden + j;
+      const T c_new = a[hidden + j] * c[k] + a[j] * a[2 * hidden + j];
+      const T t = std::tanh(c_new);
+      c_out[k] = c_new;
+      tanh_c[k] = t;
+      h_out[k] = a[3 * hidden + j] * t;
+    }
+  }
+}
+
+/// The gradients of lstm_cell_forward: from those of h' and c' (batch, hidden), the gradient of
+/// the pre-activation (batch, 4·hidden) and of the previous cell state c (batch, hidden).
+template <typename T>
+void lstm_cell_backward(const T* grad_h, const T* grad_c, const T* c, const T* act,
+                        const T* tanh_c, T* grad_pre, T* grad_c_prev, int64_t batch,
+                        int64_t hidden) {
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* a = act + b * 4 * hidden;
+    T* gp = grad_pre + b * 4 * hidden;
+    for (int64_t j = 0; j < hidden; ++j) {
+      const int64_t k = b * hidden + j;
+      const T i = a[j], f = a[hidden + j], g = a[2 * hidden + j], o = a[3 * hidden + j];
+      const T t = tanh_c[k];
+      const T total = grad_c[k] + grad_h[k] * o * (T(1) - t * t);  // through σ' and tanh'
+      gp[j] = total * g * i * (T(1) - i);
+      gp[hidden + j] = total * c[k] * f * (T(1) - f);
+      gp[2 * hidden + j] = total * i * (T(1) - g * g);
+      gp[3 * hidden + j] = grad_h[k] * t * o * (T(1) - o);
+      grad_c_prev[k] = total * f;
+    }
+  }
+}
+
+// ---- sums over rows and row broadcasts without a transposed copy (project extras) -----------
+
+/// out[j] = Σ_i a[i, j] over the rows of the compact (rows, cols) matrix a, each column in
+/// lane_sum's order: the bits of reduce_sum on the transposed copy, without making it.
+/// `scratch` holds 9·cols elements.
+template <typename T>
+void reduce_sum_rows(const T* a, T* out, int64_t rows, int64_t cols, T* scratch) {
+  column_lane_sums<T>(rows, cols, [a, cols](int64_t i, int64_t j) { return a[i * cols + j]; },
+                      out, scratch);
+}
+
+/// out[i, j] = a[i, j] + row[j] for the compact (rows, cols) matrix a: a bias added to every
+/// row without materialising its broadcast.
+template <typename T>
+void add_row(const T* a, const T* row, T* out, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) out[i * cols + j] = a[i * cols + j] + row[j];
   }
 }
 

@@ -329,12 +329,18 @@ void check_matmul(const char* fn, const Array& a, const Array& b, const Array& o
 
 // ---- NumPy interop --------------------------------------------------------------------------
 
+/// A zero-copy C-contiguous NumPy view of `a`'s buffer with `shape`, valid while `a` lives.
+template <typename T>
+nb::object numpy_view(const Array& a, std::initializer_list<int64_t> shape) {
+  std::vector<std::size_t> dims(shape.begin(), shape.end());
+  nb::ndarray<nb::numpy, T> view(a.as<T>(), dims.size(), dims.data(), nb::handle());
+  return nb::cast(view, nb::rv_policy::reference);
+}
+
 /// A zero-copy NumPy (rows, cols) view of `a`'s buffer, valid while `a` lives.
 template <typename T>
 nb::object numpy_view(const Array& a, int64_t rows, int64_t cols) {
-  std::size_t shape[2] = {static_cast<std::size_t>(rows), static_cast<std::size_t>(cols)};
-  nb::ndarray<nb::numpy, T> view(a.as<T>(), 2, shape, nb::handle());
-  return nb::cast(view, nb::rv_policy::reference);
+  return numpy_view<T>(a, {rows, cols});
 }
 
 /// numpy.matmul, looked up once. Intentionally never freed: it must outlive module teardown.
@@ -386,6 +392,25 @@ void py_matmul_strided(const Array& a, const Array& b, Array& out, int64_t m, in
     using T = decltype(t);
     numpy_matmul()(numpy_strided_view<T>(a, va), numpy_strided_view<T>(b, vb),
                    "out"_a = numpy_view<T>(out, m, p));
+  });
+}
+
+/// Project extra: a stack of `batch` compact (m,n)@(n,p) products in one call, NumPy's matmul
+/// looping over the stack in C (one BLAS call per product) instead of Python doing it.
+void py_matmul_batched(const Array& a, const Array& b, Array& out, int64_t batch, int64_t m,
+                       int64_t n, int64_t p) {
+  const char* fn = "matmul_batched";
+  check_same_dtype(fn, {&a, &b, &out});
+  for (auto [name, v] : {std::pair{"batch", batch}, {"m", m}, {"n", n}, {"p", p}}) {
+    check_nonnegative(fn, name, v);
+  }
+  check_size(fn, "a", a, checked_mul(fn, batch, checked_mul(fn, m, n)));
+  check_size(fn, "b", b, checked_mul(fn, batch, checked_mul(fn, n, p)));
+  check_size(fn, "out", out, checked_mul(fn, batch, checked_mul(fn, m, p)));
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    numpy_matmul()(numpy_view<T>(a, {batch, m, n}), numpy_view<T>(b, {batch, n, p}),
+                   "out"_a = numpy_view<T>(out, {batch, m, p}));
   });
 }
 
@@ -559,6 +584,183 @@ void py_batchnorm_backward(const Array& g, const Array& xhat, const Array& weigh
   });
 }
 
+using Ids = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+/// Checks that every id lies in [0, num_rows): the kernels index memory with them.
+void check_ids(const char* fn, const Ids& ids, int64_t num_rows) {
+  const int64_t* data = ids.data();
+  for (std::size_t k = 0; k < ids.shape(0); ++k) {
+    if (data[k] < 0 || data[k] >= num_rows) {
+      value_error(fn, "ids[" + std::to_string(k) + "] = " + std::to_string(data[k]) +
+                          " is out of range for " + std::to_string(num_rows) +
+                          " rows; expected 0 <= id < " + std::to_string(num_rows));
+    }
+  }
+}
+
+/// Checks an (n, d) row-wise kernel's buffers: `rows` of n·d elements, `per_column` of d.
+void check_rows(const char* fn, Arrays rows, Arrays per_column, int64_t n, int64_t d) {
+  check_nonnegative(fn, "n", n);
+  check_nonnegative(fn, "d", d);
+  const int64_t nd = checked_mul(fn, n, d);
+  for (const Array* a : rows) check_size(fn, "an (n, d) buffer", *a, nd);
+  for (const Array* a : per_column) check_size(fn, "a (d,) buffer", *a, d);
+}
+
+void py_dropout_mask(const Array& u, Array& mask, double keep) {
+  check_same_dtype("dropout_mask", {&u, &mask});
+  check_size("dropout_mask", "u", u, mask.size());
+  if (!(keep > 0 && keep <= 1)) {
+    value_error("dropout_mask", "keep must be in (0, 1], got " + std::to_string(keep));
+  }
+  dispatch(mask.dtype(), [&](auto t) {
+    using T = decltype(t);
+    dropout_mask(u.as<T>(), mask.as<T>(), mask.size(), static_cast<T>(keep));
+  });
+}
+
+void py_layernorm_forward(const Array& x, const Array& weight, const Array& bias, Array& out,
+                          Array& xhat, Array& inv_std, int64_t n, int64_t d, double eps) {
+  const char* fn = "layernorm_forward";
+  check_same_dtype(fn, {&x, &weight, &bias, &out, &xhat, &inv_std});
+  if (d < 1) value_error(fn, "needs at least one column, got d=" + std::to_string(d));
+  check_rows(fn, {&x, &out, &xhat}, {&weight, &bias}, n, d);
+  check_size(fn, "inv_std", inv_std, n);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    layernorm_forward(x.as<T>(), weight.as<T>(), bias.as<T>(), out.as<T>(), xhat.as<T>(),
+                      inv_std.as<T>(), n, d, static_cast<T>(eps));
+  });
+}
+
+void py_layernorm_backward(const Array& g, const Array& xhat, const Array& weight,
+                           const Array& inv_std, Array& grad_x, Array& grad_weight,
+                           Array& grad_bias, int64_t n, int64_t d) {
+  const char* fn = "layernorm_backward";
+  check_same_dtype(fn, {&g, &xhat, &weight, &inv_std, &grad_x, &grad_weight, &grad_bias});
+  check_rows(fn, {&g, &xhat, &grad_x}, {&weight, &grad_weight, &grad_bias}, n, d);
+  check_size(fn, "inv_std", inv_std, n);
+  dispatch(g.dtype(), [&](auto t) {
+    using T = decltype(t);
+    std::vector<T> scratch(static_cast<std::size_t>(9 * d));
+    layernorm_backward(g.as<T>(), xhat.as<T>(), weight.as<T>(), inv_std.as<T>(),
+                       grad_x.as<T>(), grad_weight.as<T>(), grad_bias.as<T>(), scratch.data(),
+                       n, d);
+  });
+}
+
+void py_softmax_cross_entropy(const Array& logits, const Ids& labels, Array& grad, Array& loss,
+                              int64_t n, int64_t k) {
+  const char* fn = "softmax_cross_entropy";
+  check_same_dtype(fn, {&logits, &grad, &loss});
+  if (n < 1 || k < 1) {
+    value_error(fn, "needs n >= 1 rows and k >= 1 classes, got n=" + std::to_string(n) +
+                        ", k=" + std::to_string(k));
+  }
+  check_rows(fn, {&logits, &grad}, {}, n, k);
+  check_size(fn, "loss", loss, 1);
+  if (static_cast<int64_t>(labels.shape(0)) != n) {
+    value_error(fn, "got " + std::to_string(labels.shape(0)) + " labels for " +
+                        std::to_string(n) + " rows");
+  }
+  check_ids(fn, labels, k);
+  dispatch(logits.dtype(), [&](auto t) {
+    using T = decltype(t);
+    std::vector<T> per_example(static_cast<std::size_t>(n));
+    loss.as<T>()[0] = softmax_cross_entropy(logits.as<T>(), labels.data(), grad.as<T>(),
+                                            per_example.data(), n, k,
+                                            -std::numeric_limits<T>::max());
+  });
+}
+
+void py_take_rows(const Array& table, const Ids& ids, Array& out, int64_t num_rows, int64_t d) {
+  const char* fn = "take_rows";
+  check_same_dtype(fn, {&table, &out});
+  check_nonnegative(fn, "num_rows", num_rows);
+  check_nonnegative(fn, "d", d);
+  check_size(fn, "table", table, checked_mul(fn, num_rows, d));
+  const int64_t count = static_cast<int64_t>(ids.shape(0));
+  check_size(fn, "out", out, checked_mul(fn, count, d));
+  check_ids(fn, ids, num_rows);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    take_rows(table.as<T>(), ids.data(), out.as<T>(), count, d);
+  });
+}
+
+void py_add_rows(const Array& rows, const Ids& ids, Array& out, int64_t num_rows, int64_t d) {
+  const char* fn = "add_rows";
+  check_same_dtype(fn, {&rows, &out});
+  check_nonnegative(fn, "num_rows", num_rows);
+  check_nonnegative(fn, "d", d);
+  const int64_t count = static_cast<int64_t>(ids.shape(0));
+  check_size(fn, "rows", rows, checked_mul(fn, count, d));
+  check_size(fn, "out", out, checked_mul(fn, num_rows, d));
+  check_ids(fn, ids, num_rows);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    add_rows(rows.as<T>(), ids.data(), out.as<T>(), count, num_rows, d);
+  });
+}
+
+/// Checks an LSTM cell kernel's buffers: `wide` of batch·4·hidden elements, `narrow` of
+/// batch·hidden.
+void check_lstm(const char* fn, Arrays wide, Arrays narrow, int64_t batch, int64_t hidden) {
+  check_nonnegative(fn, "batch", batch);
+  check_nonnegative(fn, "hidden", hidden);
+  const int64_t rows = checked_mul(fn, batch, hidden);
+  const int64_t wide_size = checked_mul(fn, rows, 4);
+  for (const Array* a : wide) check_size(fn, "a (batch, 4*hidden) buffer", *a, wide_size);
+  for (const Array* a : narrow) check_size(fn, "a (batch, hidden) buffer", *a, rows);
+}
+
+void py_lstm_cell_forward(const Array& pre, const Array& c, Array& act, Array& h_out,
+                          Array& c_out, Array& tanh_c, int64_t batch, int64_t hidden) {
+  const char* fn = "lstm_cell_forward";
+  check_same_dtype(fn, {&pre, &c, &act, &h_out, &c_out, &tanh_c});
+  check_lstm(fn, {&pre, &act}, {&c, &h_out, &c_out, &tanh_c}, batch, hidden);
+  dispatch(pre.dtype(), [&](auto t) {
+    using T = decltype(t);
+    lstm_cell_forward(pre.as<T>(), c.as<T>(), act.as<T>(), h_out.as<T>(), c_out.as<T>(),
+                      tanh_c.as<T>(), batch, hidden);
+  });
+}
+
+void py_lstm_cell_backward(const Array& grad_h, const Array& grad_c, const Array& c,
+                           const Array& act, const Array& tanh_c, Array& grad_pre,
+                           Array& grad_c_prev, int64_t batch, int64_t hidden) {
+  const char* fn = "lstm_cell_backward";
+  check_same_dtype(fn, {&grad_h, &grad_c, &c, &act, &tanh_c, &grad_pre, &grad_c_prev});
+  check_lstm(fn, {&act, &grad_pre}, {&grad_h, &grad_c, &c, &tanh_c, &grad_c_prev}, batch,
+             hidden);
+  dispatch(act.dtype(), [&](auto t) {
+    using T = decltype(t);
+    lstm_cell_backward(grad_h.as<T>(), grad_c.as<T>(), c.as<T>(), act.as<T>(), tanh_c.as<T>(),
+                       grad_pre.as<T>(), grad_c_prev.as<T>(), batch, hidden);
+  });
+}
+
+void py_reduce_sum_rows(const Array& a, Array& out, int64_t rows, int64_t cols) {
+  const char* fn = "reduce_sum_rows";
+  check_same_dtype(fn, {&a, &out});
+  check_rows(fn, {&a}, {&out}, rows, cols);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    std::vector<T> scratch(static_cast<std::size_t>(9 * cols));
+    reduce_sum_rows(a.as<T>(), out.as<T>(), rows, cols, scratch.data());
+  });
+}
+
+void py_add_row(const Array& a, const Array& row, Array& out, int64_t rows, int64_t cols) {
+  const char* fn = "add_row";
+  check_same_dtype(fn, {&a, &row, &out});
+  check_rows(fn, {&a, &out}, {&row}, rows, cols);
+  dispatch(out.dtype(), [&](auto t) {
+    using T = decltype(t);
+    add_row(a.as<T>(), row.as<T>(), out.as<T>(), rows, cols);
+  });
+}
+
 NB_MODULE(ndarray_backend_cpu, m) {
   m.doc() = R"(needle's compiled CPU backend (C++17, nanobind): the spec §8 backend API.
 
@@ -696,6 +898,42 @@ Project extras:
   m.def("batchnorm_backward", &py_batchnorm_backward, "g"_a, "xhat"_a, "weight"_a,
         "inv_std"_a, "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
         "Project extra: the gradients of batchnorm_forward for out_grad g.");
+  m.def("dropout_mask", &py_dropout_mask, "u"_a, "mask"_a, "keep"_a,
+        "Project extra: dropout's scaled mask [u <= keep] / keep from uniform draws u.");
+  m.def("layernorm_forward", &py_layernorm_forward, "x"_a, "weight"_a, "bias"_a, "out"_a,
+        "xhat"_a, "inv_std"_a, "n"_a, "d"_a, "eps"_a,
+        "Project extra: layer norm of the rows of x (n, d) in one pass per row; writes out,\n"
+        "xhat (n, d) and inv_std (n,).");
+  m.def("layernorm_backward", &py_layernorm_backward, "g"_a, "xhat"_a, "weight"_a,
+        "inv_std"_a, "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
+        "Project extra: the gradients of layernorm_forward for out_grad g.");
+  m.def("softmax_cross_entropy", &py_softmax_cross_entropy, "logits"_a, "labels"_a, "grad"_a,
+        "loss"_a, "n"_a, "k"_a,
+        "Project extra: mean softmax cross-entropy of logits (n, k) against int64 labels (n,)\n"
+        "into loss (1,), and its gradient grad = (softmax - one_hot) / n (n, k), in one pass\n"
+        "per row.");
+  m.def("take_rows", &py_take_rows, "table"_a, "ids"_a, "out"_a, "num_rows"_a, "d"_a,
+        "Project extra: out[k] = table[ids[k]] for a (num_rows, d) table and int64 ids;\n"
+        "an id outside [0, num_rows) raises ValueError.");
+  m.def("add_rows", &py_add_rows, "rows"_a, "ids"_a, "out"_a, "num_rows"_a, "d"_a,
+        "Project extra: out = zeros (num_rows, d); out[ids[k]] += rows[k] in order of k.");
+  m.def("lstm_cell_forward", &py_lstm_cell_forward, "pre"_a, "c"_a, "act"_a, "h_out"_a,
+        "c_out"_a, "tanh_c"_a, "batch"_a, "hidden"_a,
+        "Project extra: one LSTM step's gates from the pre-activation (batch, 4*hidden), blocks\n"
+        "i, f, g, o, and c: writes act (the activated gates), h', c' and tanh(c').");
+  m.def("lstm_cell_backward", &py_lstm_cell_backward, "grad_h"_a, "grad_c"_a, "c"_a, "act"_a,
+        "tanh_c"_a, "grad_pre"_a, "grad_c_prev"_a, "batch"_a, "hidden"_a,
+        "Project extra: the gradients of lstm_cell_forward: grad_pre (batch, 4*hidden) and the\n"
+        "previous cell state's gradient, from those of h' and c'.");
+  m.def("matmul_batched", &py_matmul_batched, "a"_a, "b"_a, "out"_a, "batch"_a, "m"_a, "n"_a,
+        "p"_a,
+        "Project extra: out[k] = a[k] @ b[k] for k < batch, compact (batch,m,n) and (batch,n,p)\n"
+        "buffers, through NumPy's BLAS in one call.");
+  m.def("reduce_sum_rows", &py_reduce_sum_rows, "a"_a, "out"_a, "rows"_a, "cols"_a,
+        "Project extra: out[j] = sum over i of a[i, j] for a compact (rows, cols) a, in\n"
+        "reduce_sum's order (the bits of reduce_sum on the transpose, without copying it).");
+  m.def("add_row", &py_add_row, "a"_a, "row"_a, "out"_a, "rows"_a, "cols"_a,
+        "Project extra: out[i, j] = a[i, j] + row[j] for a compact (rows, cols) a.");
   m.def("release_cached_buffers", []() { return buffer_pool().clear(); },
         "Project extra: free the cached large buffers of deleted Arrays (the pool reuses\n"
         "blocks >= 1 MiB of the same size, up to 256 MiB); returns the bytes freed.");

@@ -39,10 +39,77 @@ def test_fused_norms_gradcheck(shape, rng):
 @pytest.mark.parametrize("shape", [(4, 3), (1, 5), (3, 1)])
 def test_fused_softmax_cross_entropy_gradcheck(shape, rng):
     labels = rng.integers(0, shape[1], shape[0])
-    one_hot = ndl.init.one_hot(shape[1], labels, dtype="float64").realize_cached_data()
     assert gradcheck(
-        lambda z: ndl.fused_softmax_cross_entropy(z, one_hot), rng.standard_normal(shape)
+        lambda z: ndl.fused_softmax_cross_entropy(z, labels), rng.standard_normal(shape)
     )
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.array([0, 3]), r"labels must be in \[0, 3\), got values from 0 to 3"),
+    (np.array([0]), r"labels of shape \(1,\) for logits of shape \(2, 3\)"),
+])
+def test_fused_softmax_cross_entropy_rejects_bad_labels(labels, match):
+    with pytest.raises(ValueError, match=match):
+        ndl.fused_softmax_cross_entropy(ndl.init.zeros(2, 3), labels)
+    with pytest.raises(TypeError, match="labels must be integers"):
+        ndl.fused_softmax_cross_entropy(ndl.init.zeros(2, 3), np.array([0.5, 1.0]))
+
+
+# ----- the one-pass kernels give the composition's bits ------------------------------------
+
+
+def _device_ops():
+    from needle.backends import BACKEND
+
+    if BACKEND != "nd":
+        pytest.skip("the one-pass kernels belong to the NDArray backend")
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (3, 17), (1, 8), (40, 1)])
+def test_layer_norm_kernels_give_the_compositions_bits(shape, rng):
+    _device_ops()
+    from needle.ops.ops_fused import FusedLayerNorm
+
+    x, w, b, g = (ndl.Tensor(rng.standard_normal(s) * 3, dtype="float32").realize_cached_data()
+                  for s in (shape, shape[1:], shape[1:], shape))
+    kernel_op, plain_op = FusedLayerNorm(1e-5), FusedLayerNorm(1e-5)
+    out = kernel_op.compute(x, w, b)
+    expected = plain_op._compose(x, w, b)  # the array composition
+    np.testing.assert_array_equal(out.numpy(), expected.numpy())
+    grads = kernel_op._grad_kernel(g, w)
+    grad_bias, grad_weight = g.sum(axis=0), (g * plain_op.xhat).sum(axis=0)
+    for got, want in zip(grads, (plain_op._grad_x(g, w, grad_weight, grad_bias), grad_weight,
+                                 grad_bias)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (1, 1), (7, 1000)])
+def test_softmax_loss_kernel_matches_the_composition(shape, rng):
+    # the same operations in the same order, except the kernel's own vectorised e^x
+    # (within 1 ulp of the library's): equal up to float32 rounding, not bit for bit
+    _device_ops()
+    from needle.ops.ops_fused import FusedSoftmaxCrossEntropy
+
+    logits = ndl.Tensor(rng.standard_normal(shape) * 4, dtype="float32")
+    labels = rng.integers(0, shape[1], shape[0])
+    kernel_op = FusedSoftmaxCrossEntropy(labels, logits.device)
+    plain_op = FusedSoftmaxCrossEntropy(labels, logits.device)
+    array = logits.realize_cached_data()
+    loss, expected = kernel_op.compute(array), plain_op._compose(array)
+    assert loss.shape == ()
+    np.testing.assert_allclose(loss.numpy(), expected.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(kernel_op.unit_grad.numpy(), plain_op.unit_grad.numpy(),
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_dropout_mask_kernel_gives_the_expressions_bits(rng):
+    _device_ops()
+    from needle.nn.nn_basic import _scaled_mask
+
+    draws = ndl.Tensor(rng.random((50, 40)), dtype="float32").realize_cached_data()
+    for keep in (0.9, 0.5):
+        np.testing.assert_array_equal(_scaled_mask(draws, keep).numpy(),
+                                      ((draws <= keep) / keep).numpy())
 
 
 def _layer_pair(make):
@@ -191,3 +258,16 @@ def test_softmax_loss_with_minus_inf_logits_is_finite(fused):
     np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-12)
     grad = z.grad.numpy()
     assert np.all(np.isfinite(grad)) and grad[0, 1] == 0 and grad[1, 0] == 0
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.5, -0.5])
+def test_softmax_loss_gradient_for_any_out_grad(scale, rng):
+    # the backward returns the kept (softmax - one_hot) / N as is for out_grad = 1, and
+    # scales it otherwise: both against the float64 formula
+    logits = rng.standard_normal((6, 5))
+    labels = rng.integers(0, 5, 6)
+    x = ndl.Tensor(logits, dtype="float32")
+    (ndl.fused_softmax_cross_entropy(x, labels) * scale).backward()
+    softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    expected = (softmax - np.eye(5)[labels]) / 6 * scale
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-5, atol=1e-7)

@@ -533,3 +533,230 @@ def test_fused_batchnorm_kernels_match_the_numpy_module(device, rng):
         device.mod.batchnorm_forward(*(_handle(a, device) for a in (x, w, b)),
                                      *(nd.NDArray.make((2,), device=device)._handle
                                        for _ in range(5)), n, d, 1e-5)
+
+
+def _run_layernorm(dev, module, x, w, b, g):
+    n, d = x.shape
+    outs = [nd.NDArray.make(s, device=dev) for s in [(n, d), (n, d), (n,)]]
+    module.layernorm_forward(*(_handle(a, dev) for a in (x, w, b)), *(o._handle for o in outs),
+                             n, d, 1e-5)
+    grads = [nd.NDArray.make(s, device=dev) for s in [(n, d), (d,), (d,)]]
+    module.layernorm_backward(_handle(g, dev), outs[1]._handle, _handle(w, dev),
+                              outs[2]._handle, *(o._handle for o in grads), n, d)
+    return [o.numpy() for o in outs + grads]
+
+
+@pytest.mark.parametrize("n, d", [(6, 4), (1, 9), (17, 3), (3, 1)])
+def test_fused_layernorm_kernels_match_the_numpy_module_and_formula(device, n, d, rng):
+    _needs(device, "layernorm_forward")
+    x, w, b, g = (rng.standard_normal(s).astype(np.float32) for s in [(n, d), d, d, (n, d)])
+    got = _run_layernorm(device, device.mod, x, w, b, g)
+    want = _run_layernorm(nd.cpu_numpy(), NP_MODULE, x, w, b, g)
+    for a, e in zip(got, want):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+    # independent float64 reference: the layer and its gradients by hand
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
+    mean, var = x64.mean(axis=1, keepdims=True), x64.var(axis=1, keepdims=True)
+    xhat = (x64 - mean) / np.sqrt(var + 1e-5)
+    gx = g64 * w64
+    grad_x = (gx - gx.mean(1, keepdims=True) - xhat * (gx * xhat).mean(1, keepdims=True)) \
+        / np.sqrt(var + 1e-5)
+    for a, e in zip(got, [xhat * w64 + b, xhat, (1 / np.sqrt(var + 1e-5)).reshape(-1), grad_x,
+                          (g64 * xhat).sum(0), g64.sum(0)]):
+        np.testing.assert_allclose(a, e, rtol=2e-4, atol=2e-4)
+
+
+def test_fused_layernorm_kernels_reject_bad_sizes(device):
+    _needs(device, "layernorm_forward")
+    small = [nd.NDArray.make((2,), device=device)._handle for _ in range(6)]
+    with pytest.raises(ValueError, match="layernorm_forward"):
+        device.mod.layernorm_forward(*small, 3, 4, 1e-5)
+    with pytest.raises(ValueError, match="layernorm_forward"):
+        device.mod.layernorm_forward(*small, 2, 0, 1e-5)
+    with pytest.raises(ValueError, match="layernorm_backward"):
+        device.mod.layernorm_backward(*small[:1], *small, 3, 4)
+
+
+def _run_softmax_loss(dev, module, logits, labels):
+    n, k = logits.shape
+    grad, loss = nd.NDArray.make((n, k), device=dev), nd.NDArray.make((), device=dev)
+    module.softmax_cross_entropy(_handle(logits, dev), labels, grad._handle, loss._handle, n, k)
+    return loss.numpy(), grad.numpy()
+
+
+@pytest.mark.parametrize("n, k", [(5, 7), (1, 1), (3, 10_000), (9, 2)])
+def test_softmax_cross_entropy_kernel_matches_numpy(device, n, k, rng):
+    _needs(device, "softmax_cross_entropy")
+    logits = (rng.standard_normal((n, k)) * 5).astype(np.float32)
+    labels = rng.integers(0, k, n)
+    loss, grad = _run_softmax_loss(device, device.mod, logits, labels)
+    mirror = _run_softmax_loss(nd.cpu_numpy(), NP_MODULE, logits, labels)
+    np.testing.assert_allclose(loss, mirror[0], rtol=1e-6)
+    np.testing.assert_allclose(grad, mirror[1], rtol=1e-4, atol=1e-7)
+    wide = logits.astype(np.float64)
+    logsumexp = np.log(np.exp(wide - wide.max(1, keepdims=True)).sum(1)) + wide.max(1)
+    np.testing.assert_allclose(loss, (logsumexp - wide[np.arange(n), labels]).mean(), rtol=1e-5)
+    softmax = np.exp(wide - logsumexp[:, None])
+    np.testing.assert_allclose(grad, (softmax - np.eye(k)[labels]) / n, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_cross_entropy_kernel_clips_minus_infinity(device):
+    _needs(device, "softmax_cross_entropy")
+    logits = np.array([[0.0, -np.inf], [-np.inf, 0.0]], dtype=np.float32)
+    loss, grad = _run_softmax_loss(device, device.mod, logits, np.array([1, 1]))
+    assert np.isfinite(loss) and loss > 1e37  # the -inf target logit counts as the lowest float
+    np.testing.assert_array_equal(grad, [[0.5, -0.5], [0, 0]])  # (softmax - one_hot) / n
+
+
+def test_softmax_cross_entropy_kernel_rejects_bad_labels(device):
+    _needs(device, "softmax_cross_entropy")
+    logits = np.zeros((2, 3), dtype=np.float32)
+    for labels, match in [([0, 3], r"ids\[1\] = 3 is out of range"),
+                          ([-1, 0], r"ids\[0\] = -1 is out of range"),
+                          ([0, 1, 2], "3 labels for 2 rows")]:
+        with pytest.raises(ValueError, match=match):
+            _run_softmax_loss(device, device.mod, logits, np.array(labels, dtype=np.int64))
+
+
+@pytest.mark.parametrize("keep", [0.9, 0.5, 1.0])
+def test_dropout_mask_kernel_is_the_array_expression(device, keep, rng):
+    _needs(device, "dropout_mask")
+    u = rng.random(1000).astype(np.float32)
+    u[:3] = np.float32(keep)  # the boundary: u <= keep keeps the element
+    mask = nd.NDArray.make((1000,), device=device)
+    device.mod.dropout_mask(_handle(u, device), mask._handle, keep)
+    keep32 = np.float32(keep)
+    np.testing.assert_array_equal(mask.numpy(), (u <= keep32).astype(np.float32) / keep32)
+    with pytest.raises(ValueError, match="keep must be in"):
+        device.mod.dropout_mask(_handle(u, device), mask._handle, 0.0)
+
+
+@pytest.mark.parametrize("ids", [[2, 0, 2, 4], [1], [], [3] * 7])
+def test_row_gather_and_scatter_add_kernels_match_numpy(device, ids, rng):
+    _needs(device, "take_rows")
+    table = rng.standard_normal((5, 3)).astype(np.float32)
+    ids = np.array(ids, dtype=np.int64)
+    out = nd.NDArray.make((ids.size, 3), device=device)
+    device.mod.take_rows(_handle(table, device), ids, out._handle, 5, 3)
+    np.testing.assert_array_equal(out.numpy(), table[ids])
+    rows = rng.standard_normal((ids.size, 3)).astype(np.float32)
+    summed = nd.NDArray.make((5, 3), device=device)
+    device.mod.add_rows(_handle(rows, device), ids, summed._handle, 5, 3)
+    expected = np.zeros((5, 3), dtype=np.float32)
+    np.add.at(expected, ids, rows)  # repeated ids accumulate, in order
+    np.testing.assert_array_equal(summed.numpy(), expected)
+
+
+@pytest.mark.parametrize("bad", [5, -1, 2**40])
+def test_row_kernels_reject_ids_outside_the_table(device, bad):
+    _needs(device, "take_rows")
+    table = _handle(np.zeros((5, 3), dtype=np.float32), device)
+    ids = np.array([0, bad], dtype=np.int64)
+    out = nd.NDArray.make((2, 3), device=device)._handle
+    with pytest.raises(ValueError, match=rf"take_rows: ids\[1\] = {bad} is out of range for 5"):
+        device.mod.take_rows(table, ids, out, 5, 3)
+    with pytest.raises(ValueError, match=rf"add_rows: ids\[1\] = {bad} is out of range for 5"):
+        device.mod.add_rows(out, ids, table, 5, 3)
+    with pytest.raises(ValueError, match="take_rows"):  # out of the wrong size
+        device.mod.take_rows(table, ids[:1], out, 5, 3)
+
+
+def _run_lstm_cell(dev, module, pre, c, grad_h, grad_c):
+    batch, hidden = c.shape
+    fwd = [nd.NDArray.make(s, device=dev) for s in [pre.shape, c.shape, c.shape, c.shape]]
+    module.lstm_cell_forward(_handle(pre, dev), _handle(c, dev), *(o._handle for o in fwd),
+                             batch, hidden)
+    bwd = [nd.NDArray.make(s, device=dev) for s in [pre.shape, c.shape]]
+    module.lstm_cell_backward(_handle(grad_h, dev), _handle(grad_c, dev), _handle(c, dev),
+                              fwd[0]._handle, fwd[3]._handle, *(o._handle for o in bwd),
+                              batch, hidden)
+    return [o.numpy() for o in fwd + bwd]
+
+
+@pytest.mark.parametrize("batch, hidden", [(3, 5), (1, 1), (16, 100)])
+def test_lstm_cell_kernels_match_the_numpy_module_and_formula(device, batch, hidden, rng):
+    _needs(device, "lstm_cell_forward")
+    pre = (rng.standard_normal((batch, 4 * hidden)) * 4).astype(np.float32)
+    pre[0, 0] = -100.0  # far out on both sides: the overflow-safe sigmoid
+    pre[0, -1] = 100.0
+    c, grad_h, grad_c = (rng.standard_normal((batch, hidden)).astype(np.float32)
+                         for _ in range(3))
+    got = _run_lstm_cell(device, device.mod, pre, c, grad_h, grad_c)
+    mirror = _run_lstm_cell(nd.cpu_numpy(), NP_MODULE, pre, c, grad_h, grad_c)
+    for a, e in zip(got, mirror):  # NumPy's float32 exp/tanh may differ from libm's by an ulp
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+    # an independent float64 reference by hand
+    p = pre.astype(np.float64).reshape(batch, 4, hidden)
+    sig = 1 / (1 + np.exp(-p))
+    i, f, g, o = sig[:, 0], sig[:, 1], np.tanh(p[:, 2]), sig[:, 3]
+    c_new = f * c + i * g
+    total = grad_c + grad_h * o * (1 - np.tanh(c_new) ** 2)
+    grad_pre = np.stack([total * g * i * (1 - i), total * c * f * (1 - f),
+                         total * i * (1 - g * g), grad_h * np.tanh(c_new) * o * (1 - o)], 1)
+    act = np.stack([i, f, g, o], 1).reshape(batch, -1)
+    for a, e in zip(got, [act, o * np.tanh(c_new), c_new, np.tanh(c_new),
+                          grad_pre.reshape(batch, -1), total * f]):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_cell_kernels_reject_bad_sizes(device):
+    _needs(device, "lstm_cell_forward")
+    h = [nd.NDArray.make((6,), device=device)._handle for _ in range(7)]
+    with pytest.raises(ValueError, match="lstm_cell_forward"):
+        device.mod.lstm_cell_forward(*h[:6], 2, 3)
+    with pytest.raises(ValueError, match="lstm_cell_backward"):
+        device.mod.lstm_cell_backward(*h, 2, 3)
+
+
+@pytest.mark.parametrize("batch, m, n, p", [(3, 2, 4, 5), (1, 1, 1, 1), (0, 2, 2, 2),
+                                            (64, 20, 32, 20)])
+def test_matmul_batched_kernel_matches_numpy(device, batch, m, n, p, rng):
+    _needs(device, "matmul_batched")
+    a = rng.standard_normal((batch, m, n)).astype(np.float32)
+    b = rng.standard_normal((batch, n, p)).astype(np.float32)
+    out = nd.NDArray.make((batch, m, p), device=device)
+    device.mod.matmul_batched(_handle(a, device), _handle(b, device), out._handle, batch, m, n,
+                              p)
+    np.testing.assert_allclose(out.numpy(), a @ b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="matmul_batched"):
+        device.mod.matmul_batched(_handle(a, device), _handle(b, device), out._handle,
+                                  batch + 1, m, n, p)
+
+
+def test_batched_matmul_of_transposed_views_matches_numpy(device, rng):
+    a = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    b = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    got = nd.matmul(_arr(a, device), nd.swapaxes(_arr(b, device), 2, 3))
+    np.testing.assert_allclose(got.numpy(), a @ np.swapaxes(b, 2, 3), rtol=1e-5, atol=1e-5)
+    got = nd.matmul(_arr(a[0], device), nd.swapaxes(_arr(b, device), 2, 3))  # broadcast
+    np.testing.assert_allclose(got.numpy(), a[0] @ np.swapaxes(b, 2, 3), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows, cols", [(5, 3), (1, 4), (17, 1), (0, 3)])
+def test_row_sum_and_row_add_kernels_match_numpy(device, rows, cols, rng):
+    _needs(device, "reduce_sum_rows")
+    a = rng.standard_normal((rows, cols)).astype(np.float32)
+    row = rng.standard_normal(cols).astype(np.float32)
+    summed = nd.NDArray.make((cols,), device=device)
+    device.mod.reduce_sum_rows(_handle(a, device), summed._handle, rows, cols)
+    np.testing.assert_allclose(summed.numpy(), a.sum(axis=0), rtol=1e-5, atol=1e-6)
+    out = nd.NDArray.make((rows, cols), device=device)
+    device.mod.add_row(_handle(a, device), _handle(row, device), out._handle, rows, cols)
+    np.testing.assert_array_equal(out.numpy(), a + row)
+    with pytest.raises(ValueError, match="reduce_sum_rows"):
+        device.mod.reduce_sum_rows(_handle(a, device), summed._handle, rows + 1, cols)
+    with pytest.raises(ValueError, match="add_row"):
+        device.mod.add_row(_handle(a, device), _handle(a, device), out._handle, rows, cols + 1)
+
+
+def test_sum_over_leading_axes_gives_the_bits_of_the_transposed_reduction(rng):
+    if not hasattr(nd.cpu(), "reduce_sum_rows"):
+        pytest.skip("no compiled module")
+    x = nd.array(rng.standard_normal((37, 4, 5)).astype(np.float32), device=nd.cpu())
+    for axes in [(0,), (0, 1)]:
+        kept = tuple(i for i in range(3) if i not in axes)
+        transposed = x.permute(kept + axes).compact()  # what the reduction did before
+        expected = nd.NDArray.make(tuple(x.shape[i] for i in kept), device=nd.cpu())
+        nd.cpu().mod.reduce_sum(transposed._handle, expected._handle,
+                                int(np.prod([x.shape[i] for i in axes])))
+        np.testing.assert_array_equal(x.sum(axis=axes).numpy(), expected.numpy())

@@ -41,23 +41,6 @@ def test_scatter_add_rows_gradcheck_and_values(ids_shape, rng):
     assert gradcheck(lambda t: ndl.scatter_add_rows(t, ids, 4), a)
 
 
-@pytest.mark.parametrize("ids_shape", ID_SHAPES)
-def test_one_hot_fallback_matches_gather_and_scatter_add(ids_shape, rng):
-    # The path a backend without gather/scatter kernels takes, run here on NumPy arrays.
-    from needle.ops.ops_sequence import _add_rows_by_one_hot, _take_rows_by_one_hot
-
-    def backend_array(shape):  # a NumPy array or an NDArray, as the backend stores data
-        return ndl.Tensor(rng.standard_normal(shape), dtype="float64").realize_cached_data()
-
-    table, grad = backend_array((4, 3)), backend_array(ids_shape + (3,))
-    ids = rng.integers(0, 4, ids_shape)
-    np.testing.assert_allclose(np.asarray(_take_rows_by_one_hot(table, ids)),
-                               np.asarray(table)[ids])
-    expected = np.zeros((4, 3))
-    np.add.at(expected, ids.reshape(-1), np.asarray(grad).reshape(-1, 3))
-    np.testing.assert_allclose(np.asarray(_add_rows_by_one_hot(grad, ids, 4)), expected)
-
-
 def test_embedding_gradient_is_differentiable_again(rng):
     # The gradient of a gather is a scatter-add, itself a needle op: second order works.
     ids = np.array([[0, 2], [2, 1]])
@@ -252,3 +235,25 @@ def test_step_shape_errors(rng):
     with pytest.raises(ValueError, match=r"lstm_layer: got shapes .*'c0': \(2, 3\)"):
         ndl.lstm_layer(ndl.Tensor(np.ones((5, 2, 3))), h, ndl.Tensor(np.ones((2, 3))),
                        ndl.Tensor(np.ones((3, 16))), ndl.Tensor(np.ones((4, 16))))
+
+
+@pytest.mark.parametrize("batch, hidden", [(4, 3), (1, 1), (16, 20)])
+def test_lstm_gate_kernels_give_the_compositions_bits(batch, hidden, rng):
+    from needle.backends import BACKEND
+    from needle.ops import ops_sequence as seq
+
+    if BACKEND != "nd":
+        pytest.skip("the one-pass kernels belong to the NDArray backend")
+
+    def arrays(*shapes):
+        return [ndl.Tensor(rng.standard_normal(s) * 3, dtype="float32").realize_cached_data()
+                for s in shapes]
+
+    gates, c, grad_h, grad_c = arrays((batch, 4 * hidden), *[(batch, hidden)] * 3)
+    h_k, c_k, saved_k = seq._lstm_gates(gates, c)
+    h_p, c_p, saved_p = seq._lstm_gates_composed(gates, c)
+    np.testing.assert_array_equal(h_k.numpy(), h_p.numpy())
+    np.testing.assert_array_equal(c_k.numpy(), c_p.numpy())
+    for got, want in zip(seq._lstm_gates_grad(grad_h, grad_c, saved_k),
+                         seq._lstm_gates_grad_composed(grad_h, grad_c, saved_p)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())

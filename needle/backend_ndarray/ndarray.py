@@ -735,11 +735,16 @@ class NDArray:
         reduce_size = prod(shape[i] for i in axes)
         if reduce_size == 0 and kernel == "reduce_max":
             raise ValueError(f"max: empty reduction over axes {axes} of shape {shape}")
-        order = kept + axes
-        source = self if order == tuple(range(len(shape))) else self.permute(order)
-        source = source.compact()
         out = _empty(tuple(shape[i] for i in kept), self._device, self._dtype)
-        getattr(self._device.mod, kernel)(source._handle, out._handle, reduce_size)
+        mod = self._device.mod
+        if (kernel == "reduce_sum" and kept and axes == tuple(range(len(axes)))
+                and hasattr(mod, "reduce_sum_rows")):
+            # leading axes: sum the rows in place instead of compacting a transposed copy
+            mod.reduce_sum_rows(self.compact()._handle, out._handle, reduce_size, out.size)
+        else:
+            order = kept + axes
+            source = self if order == tuple(range(len(shape))) else self.permute(order)
+            getattr(mod, kernel)(source.compact()._handle, out._handle, reduce_size)
         if keepdims:
             kept_shape = tuple(1 if i in axes else s for i, s in enumerate(shape))
             return out._view(kept_shape, _compact_strides(kept_shape), 0)
@@ -1069,6 +1074,13 @@ def _matmul_batched(a: NDArray, b: NDArray, product: Callable) -> NDArray:
     b = b.broadcast_to(batch + b._shape[-2:]).reshape((-1,) + b._shape[-2:])
     m, p = a._shape[1], b._shape[2]
     out = NDArray.make((a._shape[0], m, p), device=a._device, dtype=a._dtype)
+    if product is _matmul_strided and hasattr(a._device.mod, "matmul_batched"):
+        # the whole stack in one kernel call: the ops' attention products are thousands of
+        # small matrices, and a Python loop over them cost more than the arithmetic
+        a, b = a.compact(), b.compact()
+        a._device.mod.matmul_batched(a._handle, b._handle, out._handle, a._shape[0], m,
+                                     a._shape[2], p)
+        return out.reshape(batch + (m, p))
     for i in range(a._shape[0]):
         out[i] = product(a[i].reshape(a._shape[1:]), b[i].reshape(b._shape[1:]))
     return out.reshape(batch + (m, p))

@@ -203,6 +203,16 @@ def matmul_strided(a: Array, b: Array, out: Array, m: int, n: int, p: int, a_str
     np.matmul(a_view, b_view, out=out.array.reshape(m, p))
 
 
+def matmul_batched(a: Array, b: Array, out: Array, batch: int, m: int, n: int, p: int) -> None:
+    """Project extra: ``out[k] = a[k] @ b[k]`` for compact (batch, m, n) and (batch, n, p)."""
+    _check_same_dtype(a, b, out)
+    if min(batch, m, n, p) < 0:
+        raise ValueError(f"matmul_batched: negative size in batch={batch}, m={m}, n={n}, p={p}")
+    _check_sizes("matmul_batched", (a, batch * m * n), (b, batch * n * p), (out, batch * m * p))
+    np.matmul(a.array.reshape(batch, m, n), b.array.reshape(batch, n, p),
+              out=out.array.reshape(batch, m, p))
+
+
 def _reduce(ufunc, name: str):
     def kernel(a: Array, out: Array, reduce_size: int) -> None:
         _check_same_dtype(a, out)
@@ -312,3 +322,171 @@ def batchnorm_backward(g: Array, xhat: Array, weight: Array, inv_std: Array, gra
     grad_weight.array[:] = (rows * normed).sum(axis=0)
     centred_grad = rows * n - grad_bias.array - normed * grad_weight.array
     grad_x.array[:] = (centred_grad * (weight.array * inv_std.array / n)).reshape(-1)
+
+
+# ----- fused dropout mask, layer norm, softmax loss and row gather/scatter (project extras) ---
+
+
+def _check_ids(name: str, ids: np.ndarray, num_rows: int) -> np.ndarray:
+    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    bad = np.flatnonzero((ids < 0) | (ids >= num_rows))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(
+            f"{name}: ids[{k}] = {ids[k]} is out of range for {num_rows} rows; "
+            f"expected 0 <= id < {num_rows}"
+        )
+    return ids
+
+
+def dropout_mask(u: Array, mask: Array, keep: float) -> None:
+    """Dropout's scaled mask from uniform draws: ``mask = [u <= keep] / keep``."""
+    _check_same_dtype(u, mask)
+    _check_sizes("dropout_mask", (u, mask.array.size))
+    if not 0 < keep <= 1:
+        raise ValueError(f"dropout_mask: keep must be in (0, 1], got {keep}")
+    keep_t = mask.array.dtype.type(keep)
+    np.divide((u.array <= keep_t).astype(mask.array.dtype), keep_t, out=mask.array)
+
+
+def layernorm_forward(x: Array, weight: Array, bias: Array, out: Array, xhat: Array,
+                      inv_std: Array, n: int, d: int, eps: float) -> None:
+    """Layer norm of the rows of x (n, d): ``out = xhat * weight + bias`` with
+    ``xhat = (x - mean) * inv_std`` per row; also writes ``xhat`` and ``inv_std`` (n,)."""
+    _check_same_dtype(x, weight, bias, out, xhat, inv_std)
+    if d < 1:
+        raise ValueError(f"layernorm_forward: needs at least one column, got d={d}")
+    _check_sizes("layernorm_forward", (x, n * d), (out, n * d), (xhat, n * d), (weight, d),
+                 (bias, d), (inv_std, n))
+    dtype = x.array.dtype.type
+    rows = x.array.reshape(n, d)
+    centred = rows - (rows.sum(axis=1) / dtype(d))[:, None]
+    scale = np.power((centred * centred).sum(axis=1) / dtype(d) + dtype(eps), dtype(-0.5))
+    normed = centred * scale[:, None]
+    inv_std.array[:] = scale
+    xhat.array[:] = normed.reshape(-1)
+    out.array[:] = (normed * weight.array + bias.array).reshape(-1)
+
+
+def layernorm_backward(g: Array, xhat: Array, weight: Array, inv_std: Array, grad_x: Array,
+                       grad_weight: Array, grad_bias: Array, n: int, d: int) -> None:
+    """The input, weight and bias gradients of :func:`layernorm_forward` for out_grad g."""
+    _check_same_dtype(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias)
+    _check_sizes("layernorm_backward", (g, n * d), (xhat, n * d), (grad_x, n * d),
+                 (weight, d), (inv_std, n), (grad_weight, d), (grad_bias, d))
+    dtype = g.array.dtype.type
+    rows, normed = g.array.reshape(n, d), xhat.array.reshape(n, d)
+    grad_bias.array[:] = rows.sum(axis=0)
+    grad_weight.array[:] = (rows * normed).sum(axis=0)
+    gx = rows * weight.array
+    sum_gx, sum_gx_xhat = gx.sum(axis=1)[:, None], (gx * normed).sum(axis=1)[:, None]
+    factor = (inv_std.array / dtype(d))[:, None]
+    grad_x.array[:] = ((gx * dtype(d) - sum_gx - normed * sum_gx_xhat) * factor).reshape(-1)
+
+
+def softmax_cross_entropy(logits: Array, labels: np.ndarray, grad: Array, loss: Array, n: int,
+                          k: int) -> None:
+    """Mean softmax cross-entropy of logits (n, k) against int labels (n,) into ``loss`` (1,),
+    and its gradient ``grad = (softmax - one_hot) * (1 / n)`` (n, k)."""
+    _check_same_dtype(logits, grad, loss)
+    if n < 1 or k < 1:
+        raise ValueError(f"softmax_cross_entropy: needs n >= 1 and k >= 1, got n={n}, k={k}")
+    _check_sizes("softmax_cross_entropy", (logits, n * k), (grad, n * k), (loss, 1))
+    labels = _check_ids("softmax_cross_entropy", labels, k)
+    if labels.size != n:
+        raise ValueError(f"softmax_cross_entropy: got {labels.size} labels for {n} rows")
+    dtype = logits.array.dtype
+    rows = logits.array.reshape(n, k)
+    shifted = rows - rows.max(axis=1, keepdims=True)
+    exps = np.exp(shifted)
+    total = exps.sum(axis=1)
+    softmax = exps / total[:, None]
+    picked = np.maximum(shifted[np.arange(n), labels], -np.finfo(dtype).max)
+    loss.array[0] = (np.log(total) - picked).sum() / dtype.type(n)
+    softmax[np.arange(n), labels] -= 1
+    grad.array[:] = (softmax * (dtype.type(1) / dtype.type(n))).reshape(-1)
+
+
+def take_rows(table: Array, ids: np.ndarray, out: Array, num_rows: int, d: int) -> None:
+    """``out[k] = table[ids[k]]`` for a (num_rows, d) table; ids outside it raise ValueError."""
+    _check_same_dtype(table, out)
+    ids = _check_ids("take_rows", ids, num_rows)
+    _check_sizes("take_rows", (table, num_rows * d), (out, ids.size * d))
+    out.array[:] = table.array.reshape(num_rows, d)[ids].reshape(-1)
+
+
+def add_rows(rows: Array, ids: np.ndarray, out: Array, num_rows: int, d: int) -> None:
+    """``out = zeros (num_rows, d)``; ``out[ids[k]] += rows[k]`` in order (repeats accumulate)."""
+    _check_same_dtype(rows, out)
+    ids = _check_ids("add_rows", ids, num_rows)
+    _check_sizes("add_rows", (rows, ids.size * d), (out, num_rows * d))
+    table = out.array.reshape(num_rows, d)
+    table[...] = 0
+    np.add.at(table, ids, rows.array.reshape(ids.size, d))
+
+
+# ----- fused LSTM cell gates (project extras, mirrored by the compiled module) ----------------
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    """The ops' overflow-safe sigmoid, in their order of operations."""
+    e = np.exp(-np.maximum(a, -a))
+    positive = (a >= 0).astype(a.dtype)
+    return (positive + (1 - positive) * e) / (1 + e)
+
+
+def _check_lstm(name: str, wide: tuple, narrow: tuple, batch: int, hidden: int) -> None:
+    _check_same_dtype(*wide, *narrow)
+    _check_sizes(name, *((a, batch * 4 * hidden) for a in wide),
+                 *((a, batch * hidden) for a in narrow))
+
+
+def lstm_cell_forward(pre: Array, c: Array, act: Array, h_out: Array, c_out: Array,
+                      tanh_c: Array, batch: int, hidden: int) -> None:
+    """One LSTM step's gates: from ``pre`` (batch, 4·hidden) in blocks i, f, g, o and ``c``,
+    write ``act`` = (σ(i), σ(f), tanh(g), σ(o)), ``c' = f·c + i·g``, ``tanh(c')`` and
+    ``h' = o·tanh(c')``."""
+    _check_lstm("lstm_cell_forward", (pre, act), (c, h_out, c_out, tanh_c), batch, hidden)
+    gates = pre.array.reshape(batch, 4, hidden)
+    activated = act.array.reshape(batch, 4, hidden)
+    activated[:] = _sigmoid(gates)
+    activated[:, 2] = np.tanh(gates[:, 2])
+    i, f, g, o = (activated[:, k] for k in range(4))
+    c_new = f * c.array.reshape(batch, hidden) + i * g
+    c_out.array[:] = c_new.reshape(-1)
+    tanh_c.array[:] = np.tanh(c_new).reshape(-1)
+    h_out.array[:] = (o * np.tanh(c_new)).reshape(-1)
+
+
+def lstm_cell_backward(grad_h: Array, grad_c: Array, c: Array, act: Array, tanh_c: Array,
+                       grad_pre: Array, grad_c_prev: Array, batch: int, hidden: int) -> None:
+    """The gradients of :func:`lstm_cell_forward`: ``grad_pre`` (batch, 4·hidden) and that of
+    the previous cell state, from the gradients of h' and c'."""
+    _check_lstm("lstm_cell_backward", (act, grad_pre),
+                (grad_h, grad_c, c, tanh_c, grad_c_prev), batch, hidden)
+    i, f, g, o = (act.array.reshape(batch, 4, hidden)[:, k] for k in range(4))
+    gh, t = grad_h.array.reshape(batch, hidden), tanh_c.array.reshape(batch, hidden)
+    total = grad_c.array.reshape(batch, hidden) + gh * o * (1 - t * t)
+    out = grad_pre.array.reshape(batch, 4, hidden)
+    out[:, 0] = total * g * i * (1 - i)
+    out[:, 1] = total * c.array.reshape(batch, hidden) * f * (1 - f)
+    out[:, 2] = total * i * (1 - g * g)
+    out[:, 3] = gh * t * o * (1 - o)
+    grad_c_prev.array[:] = (total * f).reshape(-1)
+
+
+# ----- sums over rows and row broadcasts (project extras, mirrored by the compiled module) ----
+
+
+def reduce_sum_rows(a: Array, out: Array, rows: int, cols: int) -> None:
+    """``out[j] = Σ_i a[i, j]`` for a compact (rows, cols) ``a``."""
+    _check_same_dtype(a, out)
+    _check_sizes("reduce_sum_rows", (a, rows * cols), (out, cols))
+    np.add.reduce(a.array.reshape(rows, cols), axis=0, out=out.array)
+
+
+def add_row(a: Array, row: Array, out: Array, rows: int, cols: int) -> None:
+    """``out[i, j] = a[i, j] + row[j]`` for a compact (rows, cols) ``a``."""
+    _check_same_dtype(a, row, out)
+    _check_sizes("add_row", (a, rows * cols), (row, cols), (out, rows * cols))
+    np.add(a.array.reshape(rows, cols), row.array, out=out.array.reshape(rows, cols))

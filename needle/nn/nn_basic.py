@@ -16,6 +16,7 @@ from .. import init, ops
 from .._validation import check_positive_int, check_real
 from ..autograd import Tensor
 from ..backends import Device, array_api
+from ..ops.ops_fused import _device_kernel
 from .module import Module, Parameter
 
 
@@ -281,9 +282,9 @@ class SoftmaxLoss(Module):
             )
         n, k = logits.shape
         labels = _labels(y, n, k)
-        one_hot = logits.device.one_hot(k, labels, dtype=logits.dtype)
         if self.fused:
-            return ops.fused_softmax_cross_entropy(logits, one_hot)
+            return ops.fused_softmax_cross_entropy(logits, labels)
+        one_hot = logits.device.one_hot(k, labels, dtype=logits.dtype)
         # The target logit, picked as logsumexp(logits + mask) with mask = log(one_hot), 0 at
         # the label and -inf elsewhere: exactly logits[i, y_i], and unlike sum(logits *
         # one_hot) it stays finite when another logit is -inf (0 * -inf is nan). Its
@@ -404,6 +405,17 @@ class BatchNorm1d(_Norm1d):
         return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
 
 
+def _scaled_mask(draws, keep: float):
+    """``[draws <= keep] / keep`` in the draws' dtype: one kernel pass on an NDArray device
+    (``dropout_mask``), the array expression elsewhere; the same values either way."""
+    kernel = _device_kernel(draws, "dropout_mask")
+    if kernel is None:
+        return (draws <= keep) / keep
+    mask = array_api.empty(draws.shape, dtype=draws.dtype, device=draws.device)
+    kernel(draws.compact()._handle, mask._handle, keep)
+    return mask
+
+
 class Dropout(Module):
     """Training: zero each element with probability ``p`` and scale the rest by 1/(1 - p).
 
@@ -420,12 +432,10 @@ class Dropout(Module):
         _check_tensor("Dropout", x)
         if not self.training:
             return x
-        keep = 1 - self.p
         # The same draws as randb(*x.shape, p=keep); the mask is scaled before it meets x,
         # so dropout is one multiply (x * (mask / keep), equal to x * mask / keep up to rounding).
-        mask = x.device.rand(*x.shape) <= keep
-        scaled = (mask / keep).astype(x.dtype, copy=False)
-        return x * Tensor.make_const(scaled)
+        scaled = _scaled_mask(x.device.rand(*x.shape), 1 - self.p)
+        return x * Tensor.make_const(scaled.astype(x.dtype, copy=False))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -13,6 +13,8 @@ The unfused compositions in ``needle.nn`` are the reference the tests check thes
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backends import BACKEND, NDArray, array_api
 from .ops_mathematic import _check_tensor
@@ -57,7 +59,14 @@ class FusedLinear(TensorOp):
 
     def compute(self, X: NDArray, W: NDArray, b: NDArray | None = None):
         out = array_api.matmul(X, W)
-        return out if b is None else out + b
+        if b is None:
+            return out
+        add_row = _device_kernel(out, "add_row")
+        if add_row is None or b.dtype != out.dtype:
+            return out + b
+        # the bias added to every row in one pass, its (N, out) broadcast never materialised
+        add_row(*_handles(out, b, out), *out.shape)
+        return out
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         X, W = (t.realize_cached_data() for t in node.inputs[:2])
@@ -112,11 +121,32 @@ class _FusedNorm(TensorOp):
 
     name = "norm"
     axis = 0
+    #: The names of the backend module's one-pass kernels (both norms' kernels share their
+    #: signatures); None: the array composition only.
+    forward_kernel: str | None = None
+    backward_kernel: str | None = None
 
     def __init__(self, eps: float):
         self.eps = eps
 
     def compute(self, x: NDArray, weight: NDArray, bias: NDArray):
+        kernel = self.forward_kernel and _device_kernel(x, self.forward_kernel)
+        if kernel is None:
+            return self._compose(x, weight, bias)
+        (n, d), dtype, device = x.shape, x.dtype, x.device
+        out, self.xhat = (array_api.empty((n, d), dtype=dtype, device=device) for _ in "ab")
+        stats = self._new_stats(n, d, lambda shape: array_api.empty(shape, dtype=dtype,
+                                                                      device=device))
+        kernel(*_handles(x, weight, bias, out, self.xhat, *stats), n, d, self.eps)
+        return out
+
+    def _new_stats(self, n: int, d: int, empty) -> list:
+        """Uninitialised statistics arrays the forward kernel writes after ``out`` and
+        ``xhat``, also kept on ``self``; ``empty(shape)`` makes one."""
+        raise NotImplementedError
+
+    def _compose(self, x: NDArray, weight: NDArray, bias: NDArray):
+        """The forward as array operations (any backend)."""
         n = x.shape[self.axis]
         self.mean = x.sum(axis=self.axis, keepdims=True) / n
         centred = x - self.mean
@@ -128,14 +158,24 @@ class _FusedNorm(TensorOp):
     def gradient(self, out_grad: Tensor, node: Tensor):
         g = out_grad.realize_cached_data()
         weight = node.inputs[1].realize_cached_data()
-        grad_bias = g.sum(axis=0)
-        grad_weight = (g * self.xhat).sum(axis=0)
-        return _link_gradients(
-            self.name,
-            out_grad,
-            node,
-            (self._grad_x(g, weight, grad_weight, grad_bias), grad_weight, grad_bias),
-        )
+        grads = self._grad_kernel(g, weight)
+        if grads is None:
+            grad_bias = g.sum(axis=0)
+            grad_weight = (g * self.xhat).sum(axis=0)
+            grads = (self._grad_x(g, weight, grad_weight, grad_bias), grad_weight, grad_bias)
+        return _link_gradients(self.name, out_grad, node, grads)
+
+    def _grad_kernel(self, g: NDArray, weight: NDArray) -> tuple | None:
+        """``(grad_x, grad_weight, grad_bias)`` from the device's one-pass kernel, or None."""
+        kernel = self.backward_kernel and _device_kernel(g, self.backward_kernel)
+        if kernel is None:
+            return None
+        (n, d), dtype, device = g.shape, g.dtype, g.device
+        grad_x = array_api.empty((n, d), dtype=dtype, device=device)
+        grad_weight, grad_bias = (array_api.empty((d,), dtype=dtype, device=device) for _ in "ab")
+        kernel(*_handles(g, self.xhat, weight, self.inv_std, grad_x, grad_weight, grad_bias),
+               n, d)
+        return grad_x, grad_weight, grad_bias
 
     def _grad_x(self, g: NDArray, weight: NDArray, grad_weight: NDArray, grad_bias: NDArray):
         # d/dx of (x - mean) * inv_std, applied to gx = g * weight, along the stats axis:
@@ -157,32 +197,11 @@ class FusedBatchNorm(_FusedNorm):
 
     name = "BatchNorm1d"
     axis = 0
+    forward_kernel, backward_kernel = "batchnorm_forward", "batchnorm_backward"
 
-    def compute(self, x: NDArray, weight: NDArray, bias: NDArray):
-        kernel = _device_kernel(x, "batchnorm_forward")
-        if kernel is None:
-            return super().compute(x, weight, bias)
-        (n, d), dtype, device = x.shape, x.dtype, x.device
-        out, self.xhat = (array_api.empty((n, d), dtype=dtype, device=device) for _ in "ab")
-        self.mean, self.var, self.inv_std = (
-            array_api.empty((1, d), dtype=dtype, device=device) for _ in "abc"
-        )
-        kernel(*_handles(x, weight, bias, out, self.xhat, self.mean, self.var, self.inv_std),
-               n, d, self.eps)
-        return out
-
-    def gradient(self, out_grad: Tensor, node: Tensor):
-        g = out_grad.realize_cached_data()
-        kernel = _device_kernel(g, "batchnorm_backward")
-        if kernel is None:
-            return super().gradient(out_grad, node)
-        (n, d), dtype, device = g.shape, g.dtype, g.device
-        weight = node.inputs[1].realize_cached_data()
-        grad_x = array_api.empty((n, d), dtype=dtype, device=device)
-        grad_weight, grad_bias = (array_api.empty((d,), dtype=dtype, device=device) for _ in "ab")
-        kernel(*_handles(g, self.xhat, weight, self.inv_std, grad_x, grad_weight, grad_bias),
-               n, d)
-        return _link_gradients(self.name, out_grad, node, (grad_x, grad_weight, grad_bias))
+    def _new_stats(self, n: int, d: int, empty) -> list:
+        self.mean, self.var, self.inv_std = (empty((1, d)) for _ in "abc")
+        return [self.mean, self.var, self.inv_std]
 
     def _grad_x(self, g: NDArray, weight: NDArray, grad_weight: NDArray, grad_bias: NDArray):
         # With statistics per feature, sum(gx) = weight * grad_bias and
@@ -194,10 +213,20 @@ class FusedBatchNorm(_FusedNorm):
 
 
 class FusedLayerNorm(_FusedNorm):
-    """Layer norm of x (N, D): each row normalised, then per-feature weight and bias (D,)."""
+    """Layer norm of x (N, D): each row normalised, then per-feature weight and bias (D,).
+
+    On an NDArray device the forward and the gradient are one kernel call each
+    (``layernorm_forward``/``layernorm_backward``), one pass per row, with the same float
+    operations in the same order as the composition, so the results are its bits.
+    """
 
     name = "LayerNorm1d"
     axis = 1
+    forward_kernel, backward_kernel = "layernorm_forward", "layernorm_backward"
+
+    def _new_stats(self, n: int, d: int, empty) -> list:
+        self.inv_std = empty((n, 1))
+        return [self.inv_std]
 
 
 def _check_norm(op_name: str, x: Tensor, weight: Tensor, bias: Tensor) -> None:
@@ -233,42 +262,79 @@ def fused_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5)
 class FusedSoftmaxCrossEntropy(TensorOp):
     """Mean over the batch of ``logsumexp(logits_i) - logits_i[y_i]``; a 0-d result.
 
-    The labels arrive one-hot (N, K), so the target logit is a masked row sum — exact,
-    since each row has one non-zero term — and the gradient ``softmax - one_hot`` needs
-    no fancy indexing: the same arithmetic on both backends.
+    ``labels`` are int64 (N,) in [0, K) (checked by the caller). On an NDArray device the
+    forward is one kernel call (``softmax_cross_entropy``: per row, max, exp-sum, loss and
+    the gradient), so no one-hot matrix is built. Elsewhere the labels become a one-hot
+    (N, K) matrix, the target logit is a masked row sum (exact: each row has one non-zero
+    term) and the arithmetic is the kernel's. Either way the forward keeps
+    ``unit_grad = (softmax - one_hot) * (1 / N)``, the gradient for ``out_grad = 1`` (what
+    training passes), which the backward then returns without another pass over (N, K);
+    for another ``out_grad`` it is ``unit_grad * out_grad``.
     """
 
-    def __init__(self, one_hot: NDArray):
-        self.one_hot = one_hot
+    def __init__(self, labels, device):
+        self.labels = labels
+        self.device = device
 
     def compute(self, logits: NDArray):
+        kernel = _device_kernel(logits, "softmax_cross_entropy")
+        if kernel is None:
+            return self._compose(logits)
+        (n, k), dtype, device = logits.shape, logits.dtype, logits.device
+        self.unit_grad = array_api.empty((n, k), dtype=dtype, device=device)
+        loss = array_api.empty((), dtype=dtype, device=device)
+        kernel(*_handles(logits), self.labels, *_handles(self.unit_grad, loss), n, k)
+        return loss
+
+    def _compose(self, logits: NDArray):
+        n, k = logits.shape
+        one_hot = self.device.one_hot(k, self.labels, dtype=logits.dtype)
         peak = logits.max(axis=1, keepdims=True)
         shifted = logits - peak
         exps = array_api.exp(shifted)
         total = exps.sum(axis=1, keepdims=True)
-        self.softmax = exps / total
+        scalar = np.dtype(logits.dtype).type  # 1 / n rounded in the dtype, as out_grad / n is
+        self.unit_grad = (exps / total - one_hot) * (scalar(1) / scalar(n))
         # A -inf logit would make 0 * -inf = nan in the masked sum: clip it to the
         # dtype's lowest finite value first (shifted is <= 0, so nothing else changes).
         lowest = -float(array_api.finfo(logits.dtype).max)
-        picked = (array_api.maximum(shifted, lowest) * self.one_hot).sum(axis=1, keepdims=True)
+        picked = (array_api.maximum(shifted, lowest) * one_hot).sum(axis=1, keepdims=True)
         per_example = array_api.log(total) - picked
-        return array_api.asarray(per_example.sum() / logits.shape[0], dtype=logits.dtype)
+        return array_api.asarray(per_example.sum() / n, dtype=logits.dtype)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        n = self.softmax.shape[0]
-        grad = (self.softmax - self.one_hot) * (out_grad.realize_cached_data() / n)
+        g = out_grad.realize_cached_data()
+        grad = self.unit_grad if float(g) == 1.0 else self.unit_grad * g
         return _link_gradients("SoftmaxLoss", out_grad, node, (grad,))
 
 
-def fused_softmax_cross_entropy(logits: Tensor, one_hot: NDArray) -> Tensor:
-    """Mean softmax cross-entropy of logits (N, K) against one-hot labels (N, K)."""
+def fused_softmax_cross_entropy(logits: Tensor, labels) -> Tensor:
+    """Mean softmax cross-entropy of logits (N, K) against integer labels (N,) in [0, K).
+
+    >>> import needle as ndl
+    >>> loss = fused_softmax_cross_entropy(ndl.init.zeros(2, 4), [0, 3])
+    >>> round(float(loss.numpy()), 4)  # log(4)
+    1.3863
+    """
     _check_tensor("fused_softmax_cross_entropy", logits, "logits")
-    if tuple(one_hot.shape) != tuple(logits.shape):
+    labels = np.asarray(labels)
+    if len(logits.shape) != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(
-            f"fused_softmax_cross_entropy: one-hot labels of shape {tuple(one_hot.shape)} "
-            f"for logits of shape {logits.shape}; expected the same shape"
+            f"fused_softmax_cross_entropy: labels of shape {labels.shape} for logits of shape "
+            f"{logits.shape}; expected logits (N, K) and labels (N,)"
         )
-    return FusedSoftmaxCrossEntropy(one_hot)(logits)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(
+            f"fused_softmax_cross_entropy: labels must be integers, got dtype {labels.dtype}"
+        )
+    k = logits.shape[1]
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(
+            f"fused_softmax_cross_entropy: labels must be in [0, {k}), got values from "
+            f"{labels.min()} to {labels.max()}"
+        )
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    return FusedSoftmaxCrossEntropy(labels, logits.device)(logits)
 
 
 __all__ = [

@@ -12,10 +12,11 @@
   tests check them against.
 
 Backend note: array code here uses only what both array backends offer (slices,
-``stack``, ``reshape``, ``transpose``, ``@``, elementwise math). The gather and the
-scatter-add are the exception: NumPy has fancy indexing, the strided NDArray does not.
-They go through :func:`_take_rows` and :func:`_add_rows`, the only backend-specific
-functions of this file.
+``stack``, ``reshape``, ``transpose``, ``matmul``, elementwise math). The gather and the
+scatter-add are the exception: NumPy has fancy indexing, the strided NDArray has the
+``take_rows``/``add_rows`` kernels instead. They go through :func:`_take_rows` and
+:func:`_add_rows`, the only backend-specific functions of this file. On an NDArray device
+the LSTM gate arithmetic is one kernel each way (the composition's bits).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp
 from ..backends import NDArray, array_api
-from .ops_fused import _link_gradients
+from .ops_fused import _device_kernel, _handles, _link_gradients
 from .ops_mathematic import Sigmoid, _check_tensor
 
 # ----- the backend-specific gather / scatter-add -------------------------------------------
@@ -33,44 +34,34 @@ from .ops_mathematic import Sigmoid, _check_tensor
 def _take_rows(table: NDArray, ids: np.ndarray) -> NDArray:
     """``table[ids]``: rows of ``table`` (n, D) picked by int ids → ``ids.shape + (D,)``.
 
-    NumPy gathers directly. Another array type (the NDArray backend, which has no
-    gather kernel yet) falls back to the one-hot product the course computes.
+    NumPy gathers directly; an NDArray device runs its ``take_rows`` kernel.
     """
     if isinstance(table, np.ndarray):
         return table[ids]
-    return _take_rows_by_one_hot(table, ids)
+    out = array_api.empty(ids.shape + (table.shape[1],), dtype=table.dtype, device=table.device)
+    table.device.take_rows(table.compact()._handle, _flat_ids(ids), out._handle, *table.shape)
+    return out
 
 
 def _add_rows(grad: NDArray, ids: np.ndarray, num_rows: int) -> NDArray:
     """Scatter-add: ``out[ids[k]] += grad[k]`` into zeros (num_rows, D); grad is ids.shape + (D,).
 
-    NumPy uses ``np.add.at`` (repeated ids accumulate); another array type falls back
-    to the transposed one-hot product.
+    Repeated ids accumulate, in the order of ``ids``: NumPy with ``np.add.at``, an
+    NDArray device with its ``add_rows`` kernel (the same additions in the same order).
     """
+    width = grad.shape[-1]
     if isinstance(grad, np.ndarray):
-        out = np.zeros((num_rows, grad.shape[-1]), dtype=grad.dtype)
-        np.add.at(out, ids.reshape(-1), grad.reshape((ids.size, grad.shape[-1])))
+        out = np.zeros((num_rows, width), dtype=grad.dtype)
+        np.add.at(out, ids.reshape(-1), grad.reshape((ids.size, width)))
         return out
-    return _add_rows_by_one_hot(grad, ids, num_rows)
+    out = array_api.empty((num_rows, width), dtype=grad.dtype, device=grad.device)
+    grad.device.add_rows(grad.compact()._handle, _flat_ids(ids), out._handle, num_rows, width)
+    return out
 
 
-def _take_rows_by_one_hot(table: NDArray, ids: np.ndarray) -> NDArray:
-    """:func:`_take_rows` as ``one_hot(ids) @ table``, with only ops every backend has."""
-    rows = _one_hot_rows(ids, table.shape[0], table) @ table
-    return rows.reshape(ids.shape + (table.shape[1],))
-
-
-def _add_rows_by_one_hot(grad: NDArray, ids: np.ndarray, num_rows: int) -> NDArray:
-    """:func:`_add_rows` as ``one_hot(ids)ᵀ @ grad``, with only ops every backend has."""
-    flat = grad.reshape((ids.size, grad.shape[-1]))
-    return array_api.transpose(_one_hot_rows(ids, num_rows, grad)) @ flat
-
-
-def _one_hot_rows(ids: np.ndarray, num_rows: int, like: NDArray) -> NDArray:
-    """The (ids.size, num_rows) one-hot matrix of ``ids`` as an array like ``like``."""
-    one_hot = np.zeros((ids.size, num_rows), dtype=like.dtype)
-    one_hot[np.arange(ids.size), ids.reshape(-1)] = 1
-    return array_api.asarray(one_hot, dtype=like.dtype, device=like.device)
+def _flat_ids(ids: np.ndarray) -> np.ndarray:
+    """``ids`` as the flat C-contiguous int64 array the row kernels take."""
+    return np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
 
 
 def integer_ids(owner: str, ids, num_rows: int) -> np.ndarray:
@@ -157,9 +148,14 @@ def scatter_add_rows(a: Tensor, ids, num_rows: int) -> Tensor:
 # ----- recurrent gate arithmetic on arrays (shared by the step and the layer ops) -------------
 
 
+def _mm(a: NDArray, b: NDArray) -> NDArray:
+    """``a @ b`` straight to the BLAS: transposed views are not copied (``array_api.matmul``)."""
+    return array_api.matmul(a, b)
+
+
 def _pre_activation(x: NDArray, h: NDArray, W_ih: NDArray, W_hh: NDArray, biases) -> NDArray:
     """``x @ W_ih + h @ W_hh (+ b_ih + b_hh)``; the biases broadcast over the batch rows."""
-    return _add_biases(x @ W_ih + h @ W_hh, biases)
+    return _add_biases(_mm(x, W_ih) + _mm(h, W_hh), biases)
 
 
 def _add_biases(out: NDArray, biases) -> NDArray:
@@ -176,10 +172,10 @@ def _input_grads(g_pre: NDArray, x: NDArray, h: NDArray, W_ih: NDArray, W_hh: ND
     all T·B rows of a sequence at once (the weight gradients then sum over time).
     """
     grads = (
-        g_pre @ array_api.transpose(W_ih),
-        g_pre @ array_api.transpose(W_hh),
-        array_api.transpose(x) @ g_pre,
-        array_api.transpose(h) @ g_pre,
+        _mm(g_pre, array_api.transpose(W_ih)),
+        _mm(g_pre, array_api.transpose(W_hh)),
+        _mm(array_api.transpose(x), g_pre),
+        _mm(array_api.transpose(h), g_pre),
     )
     return grads + (g_pre.sum(axis=0),) * num_biases
 
@@ -198,7 +194,32 @@ def _rnn_pre_grad(g: NDArray, out: NDArray, nonlinearity: str) -> NDArray:
 
 
 def _lstm_gates(gates: NDArray, c: NDArray) -> tuple[NDArray, NDArray, tuple]:
-    """``(h', c', saved)`` from the pre-activation (B, 4H), blocks i, f, g, o, and c (B, H)."""
+    """``(h', c', saved)`` from the pre-activation (B, 4H), blocks i, f, g, o, and c (B, H).
+
+    An NDArray device computes the step in one ``lstm_cell_forward`` kernel (the same
+    operations in the same order); ``saved`` is then ``(c, activated gates, tanh(c'))``.
+    """
+    kernel = _device_kernel(gates, "lstm_cell_forward")
+    if kernel is None:
+        return _lstm_gates_composed(gates, c)
+    gates, c = _in_common_dtype(gates, c)
+    (batch, size), dtype, device = c.shape, c.dtype, c.device
+    act = array_api.empty(gates.shape, dtype=dtype, device=device)
+    h_new, c_new, tanh_c = (array_api.empty((batch, size), dtype=dtype, device=device)
+                            for _ in "abc")
+    c = c.compact()
+    kernel(*_handles(gates, c, act, h_new, c_new, tanh_c), batch, size)
+    return h_new, c_new, (c, act, tanh_c)
+
+
+def _in_common_dtype(*arrays: NDArray) -> list[NDArray]:
+    """``arrays`` in the dtype array arithmetic would promote them to (float64 if any is)."""
+    dtype = "float64" if any(a.dtype == "float64" for a in arrays) else "float32"
+    return [a.astype(dtype, copy=False) for a in arrays]
+
+
+def _lstm_gates_composed(gates: NDArray, c: NDArray) -> tuple[NDArray, NDArray, tuple]:
+    """:func:`_lstm_gates` as array operations (any backend)."""
     size = c.shape[1]
     i, f, o = (_sigmoid(gates[:, k * size : (k + 1) * size]) for k in (0, 1, 3))
     g = array_api.tanh(gates[:, 2 * size : 3 * size])
@@ -208,7 +229,26 @@ def _lstm_gates(gates: NDArray, c: NDArray) -> tuple[NDArray, NDArray, tuple]:
 
 
 def _lstm_gates_grad(grad_h: NDArray, grad_c: NDArray, saved: tuple) -> tuple[NDArray, NDArray]:
-    """``(gradient of the pre-activation (B, 4H), gradient of c)`` from those of h' and c'."""
+    """``(gradient of the pre-activation (B, 4H), gradient of c)`` from those of h' and c'.
+
+    ``saved`` comes from :func:`_lstm_gates` on the same device, so the kernel here is
+    present exactly when the forward one was.
+    """
+    kernel = _device_kernel(grad_h, "lstm_cell_backward")
+    if kernel is None:
+        return _lstm_gates_grad_composed(grad_h, grad_c, saved)
+    c, act, tanh_c = saved
+    grad_h, grad_c = _in_common_dtype(grad_h, grad_c, act)[:2]
+    (batch, size), dtype, device = c.shape, act.dtype, c.device
+    grad_pre = array_api.empty(act.shape, dtype=dtype, device=device)
+    grad_c_prev = array_api.empty((batch, size), dtype=dtype, device=device)
+    kernel(*_handles(grad_h, grad_c, c, act, tanh_c, grad_pre, grad_c_prev), batch, size)
+    return grad_pre, grad_c_prev
+
+
+def _lstm_gates_grad_composed(grad_h: NDArray, grad_c: NDArray,
+                              saved: tuple) -> tuple[NDArray, NDArray]:
+    """:func:`_lstm_gates_grad` as array operations (any backend)."""
     c, i, f, g, o, tanh_c = saved
     grad_c_total = grad_c + grad_h * o * (1 - tanh_c * tanh_c)
     grad_gates = (  # through σ' = σ(1 - σ) and tanh' = 1 - tanh², in block order i, f, g, o
@@ -279,10 +319,10 @@ class RNNLayer(TensorTupleOp):
         self.nonlinearity = nonlinearity
 
     def compute(self, X, h0, W_ih, W_hh, *biases):
-        projected = _add_biases(_flat(X) @ W_ih, biases).reshape(X.shape[:2] + (h0.shape[1],))
+        projected = _add_biases(_mm(_flat(X), W_ih), biases).reshape(X.shape[:2] + (h0.shape[1],))
         h, outputs = h0, []
         for t in range(X.shape[0]):
-            h = _rnn_activate(_step(projected, t) + h @ W_hh, self.nonlinearity)
+            h = _rnn_activate(_step(projected, t) + _mm(h, W_hh), self.nonlinearity)
             outputs.append(h)
         return array_api.stack(outputs, axis=0), h
 
@@ -295,7 +335,7 @@ class RNNLayer(TensorTupleOp):
         for t in reversed(range(X.shape[0])):
             grad = _step(grad_output, t) + grad_h
             g_pres[t] = _rnn_pre_grad(grad, _step(output, t), self.nonlinearity)
-            grad_h = g_pres[t] @ W_hh_t
+            grad_h = _mm(g_pres[t], W_hh_t)
         grads = _sequence_grads(g_pres, X, h0, output, W_ih, W_hh, len(node.inputs) - 4)
         return _link_gradients("RNN", out_grad, node, (grads[0], grad_h) + grads[2:])
 
@@ -305,10 +345,10 @@ class LSTMLayer(TensorTupleOp):
 
     def compute(self, X, h0, c0, W_ih, W_hh, *biases):
         width = W_hh.shape[1]
-        projected = _add_biases(_flat(X) @ W_ih, biases).reshape(X.shape[:2] + (width,))
+        projected = _add_biases(_mm(_flat(X), W_ih), biases).reshape(X.shape[:2] + (width,))
         h, c, outputs, self.saved = h0, c0, [], []
         for t in range(X.shape[0]):
-            h, c, saved = _lstm_gates(_step(projected, t) + h @ W_hh, c)
+            h, c, saved = _lstm_gates(_step(projected, t) + _mm(h, W_hh), c)
             outputs.append(h)
             self.saved.append(saved)
         return array_api.stack(outputs, axis=0), h, c
@@ -322,7 +362,7 @@ class LSTMLayer(TensorTupleOp):
         for t in reversed(range(X.shape[0])):
             g_pres[t], grad_c = _lstm_gates_grad(_step(grad_output, t) + grad_h, grad_c,
                                                  self.saved[t])
-            grad_h = g_pres[t] @ W_hh_t
+            grad_h = _mm(g_pres[t], W_hh_t)
         grads = _sequence_grads(g_pres, X, h0, output, W_ih, W_hh, len(node.inputs) - 5)
         return _link_gradients("LSTM", out_grad, node, (grads[0], grad_h, grad_c) + grads[2:])
 

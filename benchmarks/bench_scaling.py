@@ -1,0 +1,256 @@
+"""Training-step speed of the MLP ResNet at growing sizes: needle vs PyTorch, with a roofline.
+
+The course's MLP ResNet (784 → hidden, 3 residual blocks of width hidden/2, 10 classes,
+BatchNorm, dropout 0.1, Adam with weight decay) at hidden ∈ {100, 512, 2048} × batch ∈
+{100, 1000}, on random inputs (no dataset needed). For each size needle (default backend,
+``backward(create_graph=False)``) and PyTorch eager run in alternation, each in its own
+subprocess on ``--threads`` BLAS/OpenMP threads (default one). Printed per size: ms/step
+(median of the runs), the ratio needle / PyTorch, and the peak RSS of each.
+
+The roofline measures this machine's memory bandwidth (a large copy) and GEMM rate (a large
+float32 product on the same thread count), counts the FLOPs of each step's matrix products
+and the bytes the memory-bound parts must move at least once (the Adam update; elementwise
+ops, BatchNorm, dropout and the loss), and prints how close needle's measured time for each
+part comes to its limit (100% = at the limit).
+
+    python benchmarks/bench_scaling.py --quick         # 2 rounds, 2048 x 1000 left out
+    python benchmarks/bench_scaling.py                 # every size, 3 rounds
+    python benchmarks/bench_scaling.py --threads 2
+    python benchmarks/bench_scaling.py --sizes 512x1000,2048x100 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+from _harness import alternate, has_torch, peak_rss_mb, pin_threads, run_worker, status_mb
+from bench_mlp_resnet import BLOCKS, CLASSES, _needle_step_fn, _torch_step_fn, gemm_floor_ms
+from bench_mlp_resnet import layer_shapes
+
+SIZES = [(100, 100), (100, 1000), (512, 100), (512, 1000), (2048, 100), (2048, 1000)]
+HEAVY = (2048, 1000)  # left out by --quick
+FLOAT = 4  # bytes per float32
+# Elementwise passes over one (batch, width) activation that cannot be avoided, counting one
+# read or one write of the array as a pass; the fused kernels are designed to reach these.
+NORM_PASSES = 3 + 4  # forward: read x (stats) + read x, write out; backward: g, xhat, dx, ...
+DROPOUT_PASSES = 3 + 3  # forward: read x and mask, write; backward: read g and mask, write
+ELEMENTWISE_PASSES = 2 + 3  # a ReLU or bias add: read, write; its gradient: two reads, write
+ADAM_PASSES = 7  # read p, g, m, v; write p, m, v
+
+
+# ----- counts ----------------------------------------------------------------------------------
+
+
+def num_params(hidden: int) -> int:
+    """Parameters of the network: Linear weights and biases plus two per BatchNorm feature."""
+    linear = sum(i * o + o for i, o in layer_shapes(hidden))
+    return linear + BLOCKS * 2 * (hidden // 2 + hidden)
+
+
+def gemm_flops(hidden: int, batch: int) -> float:
+    """FLOPs of the step's matrix products: forward, weight gradient, and input gradient
+    for every layer but the first (whose input needs none)."""
+    per_layer = [2 * batch * i * o for i, o in layer_shapes(hidden)]
+    return 3 * sum(per_layer) - per_layer[0]
+
+
+def memory_bytes(hidden: int, batch: int) -> dict[str, float]:
+    """Bytes the memory-bound parts move at the least (one pass per read or write)."""
+    inner = hidden // 2
+    block_widths = [inner, hidden]  # each block normalises both, drops out the inner one
+    activations = batch * (hidden + BLOCKS * (inner + hidden))  # bias adds / ReLUs
+    return {
+        "Adam": ADAM_PASSES * num_params(hidden) * FLOAT,
+        "norm": NORM_PASSES * BLOCKS * batch * sum(block_widths) * FLOAT,
+        "dropout": DROPOUT_PASSES * BLOCKS * batch * inner * FLOAT,
+        "elementwise": ELEMENTWISE_PASSES * 2 * activations * FLOAT,  # bias add + ReLU/residual
+        "loss": 4 * batch * CLASSES * FLOAT,  # read logits, write softmax; read, write dlogits
+    }
+
+
+# ----- the machine's limits --------------------------------------------------------------------
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Bytes per second of a large copy (each byte read once and written once)."""
+    import numpy as np
+
+    source = np.ones(megabytes * 2**20 // FLOAT, dtype=np.float32)
+    target = np.empty_like(source)
+    np.copyto(target, source)  # touch the pages first
+    return 2 * source.nbytes / _best_seconds(lambda: np.copyto(target, source), repeats)
+
+
+def gemm_rate(n: int = 2048, repeats: int = 3) -> float:
+    """FLOP/s of an n×n float32 product through NumPy's BLAS (this process's threads)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in "ab")
+    out = np.empty((n, n), dtype=np.float32)
+    np.matmul(a, b, out=out)
+    return 2 * n**3 / _best_seconds(lambda: np.matmul(a, b, out=out), repeats)
+
+
+# ----- workers ---------------------------------------------------------------------------------
+
+
+def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> dict:
+    """Time ``steps`` steps after ``warmup`` on random data; needle also reports its phases."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 784), dtype=np.float32)
+    y = rng.integers(0, CLASSES, batch).astype(np.uint8)
+    phases: dict[str, float] = {}
+    if framework == "needle":
+        step = _needle_step_fn(hidden=hidden, phases=phases)
+    else:
+        step = _torch_step_fn(hidden)
+    baseline = status_mb("VmRSS")  # model built: "over start" is what the steps add
+    for _ in range(warmup):
+        step(x, y)
+    phases.clear()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(x, y)
+    elapsed = time.perf_counter() - start
+    peak = peak_rss_mb()
+    result = {"ms_per_step": elapsed / steps * 1e3, "peak_rss_mb": peak,
+              "peak_over_start_mb": peak - baseline}
+    result.update({f"{k}_ms": v / steps * 1e3 for k, v in phases.items()})
+    return result
+
+
+def steps_for(hidden: int, batch: int) -> tuple[int, int]:
+    """(steps, warm-up) so that one run does about 20 GFLOP of products (3 steps at least)."""
+    steps = max(3, min(200, int(2e10 / gemm_flops(hidden, batch))))
+    return steps, max(2, steps // 10)
+
+
+# ----- the report ------------------------------------------------------------------------------
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs) if runs else float("nan")
+
+
+def measure(sizes, runs: int, threads: int) -> dict:
+    """{(hidden, batch): {framework: [worker results]}}, the frameworks alternating."""
+    results = {}
+    for hidden, batch in sizes:
+        steps, warmup = steps_for(hidden, batch)
+        extra = ["--hidden", str(hidden), "--batch", str(batch), "--steps", str(steps),
+                 "--warmup", str(warmup)]
+        results[hidden, batch] = alternate(
+            runs, lambda f: run_worker(__file__, f, extra, threads=threads))
+        print_speed_row(hidden, batch, results[hidden, batch])
+    return results
+
+
+def print_speed_header() -> None:
+    print("| hidden × batch | needle ms/step | PyTorch ms/step | ratio | needle peak MB "
+          "(+ over start) | PyTorch peak MB (+ over start) |")
+    print("|---|---:|---:|---:|---:|---:|")
+
+
+def print_speed_row(hidden: int, batch: int, runs: dict) -> None:
+    needle, torch = runs.get("needle", []), runs.get("torch", [])
+    ms_n, ms_t = _median(needle, "ms_per_step"), _median(torch, "ms_per_step")
+
+    def memory(rs):
+        if not rs:
+            return "—"
+        return f"{max(r['peak_rss_mb'] for r in rs):.0f} (+{_median(rs, 'peak_over_start_mb'):.0f})"
+
+    print(f"| {hidden} × {batch} | {ms_n:.1f} | {ms_t:.1f} | {ms_n / ms_t:.2f} | "
+          f"{memory(needle)} | {memory(torch)} |", flush=True)
+
+
+def print_roofline(results: dict, bandwidth: float, rate: float) -> None:
+    """Per size: each part's least time at the machine's limits vs needle's measured time."""
+    print(f"\nroofline: memory bandwidth {bandwidth / 1e9:.1f} GB/s (copy), "
+          f"GEMM {rate / 1e9:.1f} GFLOP/s (2048² sgemm)")
+    print("| hidden × batch | part | work | limit ms | measured ms | % of limit |")
+    print("|---|---|---:|---:|---:|---:|")
+    for (hidden, batch), runs in results.items():
+        needle = runs.get("needle", [])
+        if not needle:
+            continue
+        flops = gemm_flops(hidden, batch)
+        floor = gemm_floor_ms(repeats=3, hidden=hidden, batch=batch)
+        moved = memory_bytes(hidden, batch)
+        adam = moved.pop("Adam")
+        rest = sum(moved.values())
+        fwd_bwd = _median(needle, "forward_ms") + _median(needle, "backward_ms")
+        rows = [
+            ("matmuls (NumPy alone)", f"{flops / 1e9:.2f} GFLOP", flops / rate * 1e3, floor),
+            ("Adam update", f"{adam / 2**20:.0f} MB", adam / bandwidth * 1e3,
+             _median(needle, "optimizer_ms")),
+            ("fwd+bwd beyond matmuls", f"{rest / 2**20:.0f} MB", rest / bandwidth * 1e3,
+             max(fwd_bwd - floor, 0.0)),
+        ]
+        for part, work, limit, measured in rows:
+            # the NumPy matmul time can exceed needle's fwd+bwd under load: no share then
+            share = f"{100 * limit / measured:.0f}%" if measured > 0 else "—"
+            print(f"| {hidden} × {batch} | {part} | {work} | {limit:.2f} | {measured:.2f} | "
+                  f"{share} |")
+    print("(fwd+bwd beyond matmuls = needle's forward+backward minus the NumPy matmul time;\n"
+          " its limit counts one pass per read/write of each activation: norm, dropout,\n"
+          " bias/ReLU/residual and the loss)")
+
+
+def _parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        hidden, _, batch = item.partition("x")
+        if not (hidden.isdigit() and batch.isdigit()):
+            raise argparse.ArgumentTypeError(f"sizes are HIDDENxBATCH, got {item!r}")
+        sizes.append((int(hidden), int(batch)))
+    return sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="2 rounds, no 2048x1000")
+    parser.add_argument("--runs", type=int, default=None, help="rounds per size (default 3)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sizes", type=_parse_sizes, default=None,
+                        help="comma-separated HIDDENxBATCH, e.g. 512x100,2048x1000")
+    parser.add_argument("--worker", choices=["needle", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--hidden", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    pin_threads(args.threads)  # before NumPy is imported
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.hidden, args.batch, args.steps, args.warmup)))
+        return
+    sizes = args.sizes or [s for s in SIZES if not (args.quick and s == HEAVY)]
+    runs = args.runs or (2 if args.quick else 3)
+    print(f"MLP ResNet 784-hidden (3 blocks of hidden/2)-10, Adam; {args.threads} thread(s) "
+          f"each; {os.cpu_count()} CPUs; {runs} alternating rounds per size"
+          + ("" if has_torch() else " (PyTorch not installed)"))
+    print_speed_header()
+    results = measure(sizes, runs, args.threads)
+    print_roofline(results, memory_bandwidth(), gemm_rate())
+
+
+if __name__ == "__main__":
+    main()
