@@ -26,7 +26,7 @@ import os
 import tempfile
 import time
 
-from _harness import alternate, pin_threads, report, run_worker
+from _harness import alternate, peak_rss_mb, pin_threads, report, run_worker
 BATCH, N_BATCHES = 128, 4
 # (in, out, kernel, stride, input size) of ResNet9's eight convolutions on 32×32 images.
 CONVS = [(3, 16, 7, 4, 32), (16, 32, 3, 2, 8), (32, 32, 3, 1, 4), (32, 32, 3, 1, 4),
@@ -156,8 +156,6 @@ def _torch_step_fn(weights: str, model_name: str):
 
 
 def worker(framework: str, steps: int, warmup: int, weights: str, model: str) -> dict:
-    import resource
-
     batches = _batches(model)
     step = (_torch_step_fn if framework == "torch" else _needle_step_fn)(weights, model)
     for i in range(warmup):
@@ -168,7 +166,7 @@ def worker(framework: str, steps: int, warmup: int, weights: str, model: str) ->
     return {
         "framework": framework,
         "ms_per_step": (time.perf_counter() - start) / steps * 1e3,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
