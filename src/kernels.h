@@ -408,6 +408,12 @@ void dropout_mask(const T* u, T* mask, int64_t n, T keep) {
   for (int64_t i = 0; i < n; ++i) mask[i] = (u[i] <= keep ? T(1) : T(0)) / keep;
 }
 
+/// ReLU's gradient mask: mask = [a > 0] (1 or 0; NaN gives 0, as the NDArray's `>` does).
+template <typename T>
+void relu_mask(const T* a, T* mask, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) mask[i] = a[i] > T(0) ? T(1) : T(0);
+}
+
 /// Layer norm of the rows of x (n, d): xhat = (x − mean)·inv_std with the row's mean and
 /// biased variance, inv_std = (var + eps)^(−1/2); out = xhat·weight + bias (per column).
 template <typename T>

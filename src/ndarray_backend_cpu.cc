@@ -619,6 +619,15 @@ void py_dropout_mask(const Array& u, Array& mask, double keep) {
   });
 }
 
+void py_relu_mask(const Array& a, Array& mask) {
+  check_same_dtype("relu_mask", {&a, &mask});
+  check_size("relu_mask", "a", a, mask.size());
+  dispatch(mask.dtype(), [&](auto t) {
+    using T = decltype(t);
+    relu_mask(a.as<T>(), mask.as<T>(), mask.size());
+  });
+}
+
 void py_layernorm_forward(const Array& x, const Array& weight, const Array& bias, Array& out,
                           Array& xhat, Array& inv_std, int64_t n, int64_t d, double eps) {
   const char* fn = "layernorm_forward";
@@ -900,6 +909,8 @@ Project extras:
         "Project extra: the gradients of batchnorm_forward for out_grad g.");
   m.def("dropout_mask", &py_dropout_mask, "u"_a, "mask"_a, "keep"_a,
         "Project extra: dropout's scaled mask [u <= keep] / keep from uniform draws u.");
+  m.def("relu_mask", &py_relu_mask, "a"_a, "mask"_a,
+        "Project extra: ReLU's gradient mask [a > 0] (1 or 0) in one pass.");
   m.def("layernorm_forward", &py_layernorm_forward, "x"_a, "weight"_a, "bias"_a, "out"_a,
         "xhat"_a, "inv_std"_a, "n"_a, "d"_a, "eps"_a,
         "Project extra: layer norm of the rows of x (n, d) in one pass per row; writes out,\n"

@@ -631,6 +631,20 @@ def test_dropout_mask_kernel_is_the_array_expression(device, keep, rng):
         device.mod.dropout_mask(_handle(u, device), mask._handle, 0.0)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_mask_kernel_is_the_ndarrays_greater_than_zero(device, dtype, rng):
+    _needs(device, "relu_mask")
+    a = rng.standard_normal(1000).astype(dtype)
+    a[:4] = [0.0, -0.0, np.nan, np.finfo(dtype).tiny]  # the edges: 0, -0, NaN, the least normal
+    mask = nd.NDArray.make((1000,), device=device, dtype=dtype)
+    array = nd.array(a, device=device, dtype=dtype)
+    device.mod.relu_mask(array._handle, mask._handle)
+    np.testing.assert_array_equal(mask.numpy(), (a > 0).astype(dtype))
+    np.testing.assert_array_equal(mask.numpy(), (array > 0).numpy())  # spec §5's composition
+    with pytest.raises(ValueError, match="relu_mask"):
+        device.mod.relu_mask(array[:10].compact()._handle, mask._handle)
+
+
 @pytest.mark.parametrize("ids", [[2, 0, 2, 4], [1], [], [3] * 7])
 def test_row_gather_and_scatter_add_kernels_match_numpy(device, ids, rng):
     _needs(device, "take_rows")

@@ -349,6 +349,13 @@ def dropout_mask(u: Array, mask: Array, keep: float) -> None:
     np.divide((u.array <= keep_t).astype(mask.array.dtype), keep_t, out=mask.array)
 
 
+def relu_mask(a: Array, mask: Array) -> None:
+    """ReLU's gradient mask: ``mask = [a > 0]`` (1.0 or 0.0)."""
+    _check_same_dtype(a, mask)
+    _check_sizes("relu_mask", (a, mask.array.size))
+    np.greater(a.array, 0, out=mask.array, casting="unsafe")
+
+
 def layernorm_forward(x: Array, weight: Array, bias: Array, out: Array, xhat: Array,
                       inv_std: Array, n: int, d: int, eps: float) -> None:
     """Layer norm of the rows of x (n, d): ``out = xhat * weight + bias`` with

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backends import BACKEND, NDArray, array_api
-from .ops_mathematic import _check_tensor
+from .ops_mathematic import _check_tensor, _device_kernel
 
 
 class HandDerivedGradient(TensorOp):
@@ -96,14 +96,6 @@ def fused_linear(X: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
     if b.size != W.shape[1]:
         raise ValueError(f"fused_linear: bias has shape {b.shape}, expected {W.shape[1]} elements")
     return FusedLinear()(X, W, b)
-
-
-def _device_kernel(array: NDArray, name: str):
-    """The backend module's fused kernel ``name`` for ``array``'s device, or None (NumPy
-    arrays, or a device without it)."""
-    if BACKEND != "nd":
-        return None
-    return getattr(array.device, name, None)
 
 
 def _handles(*arrays: NDArray) -> list:
