@@ -26,7 +26,6 @@ from __future__ import annotations
 import numbers
 
 from ..autograd import Tensor, TensorOp
-from ..backend_ndarray.ndarray import _compact_strides
 from ..backends import NDArray, array_api
 from .ops_mathematic import _check_tensor
 
@@ -51,6 +50,15 @@ def _strided_view(a: NDArray, shape: tuple, strides: tuple) -> NDArray:
     return np.lib.stride_tricks.as_strided(
         a, shape, tuple(s * a.itemsize for s in strides), writeable=False
     )
+
+
+def _compact_strides(shape: tuple) -> tuple:
+    """Row-major strides, in elements, of an array of ``shape``."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
 
 
 # ----- shape arithmetic ----------------------------------------------------------------------
