@@ -64,6 +64,8 @@ DEFAULT_TIMEOUT = 300.0
 #: A pending collective is polled in a tight loop for this long, then every _POLL_PAUSE s.
 _SPIN_SECONDS = 2e-3
 _POLL_PAUSE = 2e-4
+#: How long abort() waits for mpiexec to forward this rank's last output.
+_ABORT_GRACE_SECONDS = 0.5
 REDUCE_OPS = ("sum", "mean")
 #: Environment variables by which MPI launchers announce the job size (MPICH, Open MPI).
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
@@ -205,8 +207,13 @@ def abort(code: int = 1) -> None:
     """End every process of the job now with exit status ``code`` (``MPI_Abort``).
 
     The way out after a :class:`DistributedError`: a rank that simply exited would leave
-    the others waiting in their next collective.
+    the others waiting in their next collective. What this rank has printed is flushed and
+    given a moment to reach ``mpiexec``, which forwards each rank's output asynchronously
+    and stops forwarding when the abort ends the job (the error message would be cut off).
     """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(_ABORT_GRACE_SECONDS)
     _comm("abort").Abort(code)
 
 
