@@ -402,16 +402,35 @@ void batchnorm_backward(const T* g, const T* xhat, const T* weight, const T* inv
 // Each replaces a chain of array operations with one kernel doing the same float operations in
 // the same order (sums in lane_sum's order), so the results are the bits of the composition.
 
-/// Dropout's scaled mask from uniform draws u: mask = [u <= keep] / keep (1/keep or 0).
+/// Dropout's scaled mask from float64 uniform draws u, in float32 as the course's float32 `rand`
+/// makes it whatever the model's dtype: mask = T([float(u) <= keep] / keep) (1/keep or 0).
 template <typename T>
-void dropout_mask(const T* u, T* mask, int64_t n, T keep) {
-  for (int64_t i = 0; i < n; ++i) mask[i] = (u[i] <= keep ? T(1) : T(0)) / keep;
+void dropout_mask(const double* u, T* mask, int64_t n, float keep) {
+  for (int64_t i = 0; i < n; ++i) {
+    mask[i] = static_cast<T>((static_cast<float>(u[i]) <= keep ? 1.0f : 0.0f) / keep);
+  }
 }
 
 /// ReLU's gradient mask: mask = [a > 0] (1 or 0; NaN gives 0, as the NDArray's `>` does).
 template <typename T>
 void relu_mask(const T* a, T* mask, int64_t n) {
   for (int64_t i = 0; i < n; ++i) mask[i] = a[i] > T(0) ? T(1) : T(0);
+}
+
+/// ReLU's gradient: out = g · [a > 0], the product with the 1-or-0 mask, so the bits of
+/// `g * (a > 0)`: −0 for a negative g and NaN for an infinite or NaN g where the mask is 0.
+/// The mask goes through a small buffer: written as `g * (a > 0 ? 1 : 0)` in one loop, the
+/// compiler turns the product into a branch per element (3 ms instead of 0.1 ms for 512k
+/// elements of random sign); as two loops both vectorise.
+template <typename T>
+void relu_backward(const T* g, const T* a, T* out, int64_t n) {
+  constexpr int64_t kChunk = 256;
+  T mask[kChunk];
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t len = std::min(kChunk, n - start);
+    relu_mask(a + start, mask, len);
+    for (int64_t i = 0; i < len; ++i) out[start + i] = g[start + i] * mask[i];
+  }
 }
 
 /// Layer norm of the rows of x (n, d): xhat = (x − mean)·inv_std with the row's mean and

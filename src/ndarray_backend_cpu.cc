@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -68,8 +69,10 @@ class BufferPool {
   void* allocate(std::size_t bytes) {
     if (bytes >= kMinBytes) {
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find(bytes);
-      if (it != free_.end()) {
+      // the most recently freed buffer of this size: its lines are the likeliest still cached
+      auto [first, last] = free_.equal_range(bytes);
+      if (first != last) {
+        const auto it = std::prev(last);
         void* p = it->second;
         free_.erase(it);
         cached_ -= bytes;
@@ -607,24 +610,33 @@ void check_rows(const char* fn, Arrays rows, Arrays per_column, int64_t n, int64
   for (const Array* a : per_column) check_size(fn, "a (d,) buffer", *a, d);
 }
 
-void py_dropout_mask(const Array& u, Array& mask, double keep) {
-  check_same_dtype("dropout_mask", {&u, &mask});
-  check_size("dropout_mask", "u", u, mask.size());
+void py_dropout_mask(const AnyArray& u, Array& mask, double keep) {
+  const char* fn = "dropout_mask";
+  if (u.dtype() != nb::dtype<double>() || !is_c_contiguous(u)) {
+    throw nb::type_error("dropout_mask: u must be a C-contiguous float64 NumPy array (the "
+                         "draws of np.random.rand)");
+  }
+  if (static_cast<int64_t>(u.size()) != mask.size()) {
+    value_error(fn, "u has " + std::to_string(u.size()) + " draws for a mask of " +
+                        std::to_string(mask.size()) + " elements");
+  }
   if (!(keep > 0 && keep <= 1)) {
-    value_error("dropout_mask", "keep must be in (0, 1], got " + std::to_string(keep));
+    value_error(fn, "keep must be in (0, 1], got " + std::to_string(keep));
   }
   dispatch(mask.dtype(), [&](auto t) {
     using T = decltype(t);
-    dropout_mask(u.as<T>(), mask.as<T>(), mask.size(), static_cast<T>(keep));
+    dropout_mask(static_cast<const double*>(u.data()), mask.as<T>(), mask.size(),
+                 static_cast<float>(keep));
   });
 }
 
-void py_relu_mask(const Array& a, Array& mask) {
-  check_same_dtype("relu_mask", {&a, &mask});
-  check_size("relu_mask", "a", a, mask.size());
-  dispatch(mask.dtype(), [&](auto t) {
+void py_relu_backward(const Array& g, const Array& a, Array& out) {
+  check_same_dtype("relu_backward", {&g, &a, &out});
+  check_size("relu_backward", "g", g, out.size());
+  check_size("relu_backward", "a", a, out.size());
+  dispatch(out.dtype(), [&](auto t) {
     using T = decltype(t);
-    relu_mask(a.as<T>(), mask.as<T>(), mask.size());
+    relu_backward(g.as<T>(), a.as<T>(), out.as<T>(), out.size());
   });
 }
 
@@ -908,9 +920,11 @@ Project extras:
         "inv_std"_a, "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
         "Project extra: the gradients of batchnorm_forward for out_grad g.");
   m.def("dropout_mask", &py_dropout_mask, "u"_a, "mask"_a, "keep"_a,
-        "Project extra: dropout's scaled mask [u <= keep] / keep from uniform draws u.");
-  m.def("relu_mask", &py_relu_mask, "a"_a, "mask"_a,
-        "Project extra: ReLU's gradient mask [a > 0] (1 or 0) in one pass.");
+        "Project extra: dropout's scaled mask [u <= keep] / keep from the float64 NumPy draws\n"
+        "u, in float32 (u and keep rounded to it first, as a float32 rand makes them), in one\n"
+        "pass; then cast to mask's dtype.");
+  m.def("relu_backward", &py_relu_backward, "g"_a, "a"_a, "out"_a,
+        "Project extra: ReLU's gradient out = g * [a > 0] in one pass.");
   m.def("layernorm_forward", &py_layernorm_forward, "x"_a, "weight"_a, "bias"_a, "out"_a,
         "xhat"_a, "inv_std"_a, "n"_a, "d"_a, "eps"_a,
         "Project extra: layer norm of the rows of x (n, d) in one pass per row; writes out,\n"

@@ -102,14 +102,20 @@ def test_softmax_loss_kernel_matches_the_composition(shape, rng):
                                rtol=1e-6, atol=1e-9)
 
 
-def test_dropout_mask_kernel_gives_the_expressions_bits(rng):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dropout_mask_kernel_gives_the_expressions_bits(dtype):
     _device_ops()
     from needle.nn.nn_basic import _scaled_mask
 
-    draws = ndl.Tensor(rng.random((50, 40)), dtype="float32").realize_cached_data()
+    device = ndl.cpu()
     for keep in (0.9, 0.5):
-        np.testing.assert_array_equal(_scaled_mask(draws, keep).numpy(),
-                                      ((draws <= keep) / keep).numpy())
+        np.random.seed(3)
+        fused = _scaled_mask((50, 40), keep, device, dtype)
+        np.random.seed(3)
+        draws = device.rand(50, 40)  # the course's randb: float32 draws, compared in float32
+        expected = ((draws <= keep) / keep).astype(dtype)
+        assert fused.dtype == dtype
+        np.testing.assert_array_equal(fused.numpy(), expected.numpy())
 
 
 def _layer_pair(make):

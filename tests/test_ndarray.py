@@ -618,31 +618,55 @@ def test_softmax_cross_entropy_kernel_rejects_bad_labels(device):
             _run_softmax_loss(device, device.mod, logits, np.array(labels, dtype=np.int64))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("keep", [0.9, 0.5, 1.0])
-def test_dropout_mask_kernel_is_the_array_expression(device, keep, rng):
+def test_dropout_mask_kernel_is_the_float32_array_expression(device, keep, dtype, rng):
     _needs(device, "dropout_mask")
-    u = rng.random(1000).astype(np.float32)
-    u[:3] = np.float32(keep)  # the boundary: u <= keep keeps the element
-    mask = nd.NDArray.make((1000,), device=device)
-    device.mod.dropout_mask(_handle(u, device), mask._handle, keep)
+    u = rng.random(1000)
+    u[:3] = keep  # the boundary: u <= keep keeps the element
+    u[3] = np.nextafter(np.float32(keep), 2) - 1e-12  # above keep, rounds to it in float32: kept
+    mask = nd.NDArray.make((1000,), device=device, dtype=dtype)
+    device.mod.dropout_mask(u, mask._handle, keep)
     keep32 = np.float32(keep)
-    np.testing.assert_array_equal(mask.numpy(), (u <= keep32).astype(np.float32) / keep32)
-    with pytest.raises(ValueError, match="keep must be in"):
-        device.mod.dropout_mask(_handle(u, device), mask._handle, 0.0)
+    expected = ((u.astype(np.float32) <= keep32).astype(np.float32) / keep32).astype(dtype)
+    np.testing.assert_array_equal(mask.numpy(), expected)
+    # the draws as the course's float32 rand would make them, and its array expression
+    draws = nd.array(u, device=device)
+    np.testing.assert_array_equal(mask.numpy(), ((draws <= keep) / keep).numpy().astype(dtype))
+
+
+def test_dropout_mask_kernel_rejects_bad_arguments(device):
+    _needs(device, "dropout_mask")
+    mask = nd.NDArray.make((10,), device=device)
+    for u, keep, error, match in [
+        (np.zeros(10), 0.0, ValueError, "keep must be in"),
+        (np.zeros(10), 1.5, ValueError, "keep must be in"),
+        (np.zeros(9), 0.5, ValueError, "9 draws for a mask of 10"),
+        (np.zeros(10, dtype=np.float32), 0.5, TypeError, "float64"),
+        (np.zeros(20)[::2], 0.5, TypeError, "C-contiguous"),
+    ]:
+        with pytest.raises(error, match=match):
+            device.mod.dropout_mask(u, mask._handle, keep)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_relu_mask_kernel_is_the_ndarrays_greater_than_zero(device, dtype, rng):
-    _needs(device, "relu_mask")
+def test_relu_backward_kernel_is_the_gradient_times_the_ndarrays_mask(device, dtype, rng):
+    _needs(device, "relu_backward")
     a = rng.standard_normal(1000).astype(dtype)
-    a[:4] = [0.0, -0.0, np.nan, np.finfo(dtype).tiny]  # the edges: 0, -0, NaN, the least normal
-    mask = nd.NDArray.make((1000,), device=device, dtype=dtype)
-    array = nd.array(a, device=device, dtype=dtype)
-    device.mod.relu_mask(array._handle, mask._handle)
-    np.testing.assert_array_equal(mask.numpy(), (a > 0).astype(dtype))
-    np.testing.assert_array_equal(mask.numpy(), (array > 0).numpy())  # spec §5's composition
-    with pytest.raises(ValueError, match="relu_mask"):
-        device.mod.relu_mask(array[:10].compact()._handle, mask._handle)
+    g = rng.standard_normal(1000).astype(dtype)
+    # the edges: 0, -0, NaN, the least normal in a; a negative, infinite and NaN g where a <= 0
+    a[:7] = [0.0, -0.0, np.nan, np.finfo(dtype).tiny, -1.0, -1.0, -2.0]
+    g[4:7] = [-3.0, np.inf, np.nan]
+    out = nd.NDArray.make((1000,), device=device, dtype=dtype)
+    array, grad = nd.array(a, device=device, dtype=dtype), nd.array(g, device=device, dtype=dtype)
+    device.mod.relu_backward(grad._handle, array._handle, out._handle)
+    with np.errstate(invalid="ignore"):
+        expected = g * (a > 0).astype(dtype)
+    np.testing.assert_array_equal(out.numpy(), expected)  # bits too: -0.0 for g = -3
+    assert np.signbit(out.numpy()[4]) and np.isnan(out.numpy()[5])
+    np.testing.assert_array_equal(out.numpy(), (grad * (array > 0)).numpy())  # spec §5's ops
+    with pytest.raises(ValueError, match="relu_backward"):
+        device.mod.relu_backward(grad[:10].compact()._handle, array._handle, out._handle)
 
 
 @pytest.mark.parametrize("ids", [[2, 0, 2, 4], [1], [], [3] * 7])

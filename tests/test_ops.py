@@ -73,6 +73,16 @@ class Row:
         return [_draw(d, s, rng).astype(dtype) for d, s in zip(domains, shapes)]
 
 
+def _np_fixed(shape: Shape) -> np.ndarray:
+    """A constant of ``shape`` with distinct values, zeros and negatives (a stand-in mask)."""
+    return (np.arange(int(np.prod(shape))) % 5 - 1.5).reshape(shape) * 0.5
+
+
+def _fixed(a: ndl.Tensor) -> NDArray:
+    """``_np_fixed`` as a backend array of ``a``'s shape, dtype and device."""
+    return ndl.Tensor(_np_fixed(a.shape), dtype=a.dtype, device=a.device).realize_cached_data()
+
+
 # ----- NumPy references that are not one NumPy call ----------------------------------------
 
 def np_logsumexp(a: np.ndarray, axes=None) -> np.ndarray:
@@ -143,6 +153,11 @@ OPS: list[Row] = [
     Row("log", ndl.log, np.log, UNARY, ("positive",)),
     Row("exp", ndl.exp, np.exp, UNARY),
     Row("relu", ndl.relu, lambda a: np.maximum(a, 0.0), UNARY, ("nonzero",)),
+    # ReLU's adjoint: linear in out_grad; x is data (its numerical gradient is 0 off the kink)
+    Row("relu_gradient", ndl.relu_gradient, lambda g, x: g * (x > 0), [(s, s) for s in ZOO],
+        ("real", "nonzero")),
+    Row("multiply_constant", lambda a: ndl.multiply_constant(a, _fixed(a)),
+        lambda a: a * _np_fixed(a.shape), UNARY),
     Row("tanh", ndl.tanh, np.tanh, UNARY),
     Row("sigmoid", ndl.sigmoid, np_sigmoid, UNARY),
     # transpose: the last two axes by default, or the two given (negative allowed)

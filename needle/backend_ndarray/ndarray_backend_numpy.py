@@ -339,21 +339,28 @@ def _check_ids(name: str, ids: np.ndarray, num_rows: int) -> np.ndarray:
     return ids
 
 
-def dropout_mask(u: Array, mask: Array, keep: float) -> None:
-    """Dropout's scaled mask from uniform draws: ``mask = [u <= keep] / keep``."""
-    _check_same_dtype(u, mask)
-    _check_sizes("dropout_mask", (u, mask.array.size))
+def dropout_mask(u: np.ndarray, mask: Array, keep: float) -> None:
+    """Dropout's scaled mask from float64 NumPy draws: ``mask = [u <= keep] / keep`` in float32
+    (``u`` and ``keep`` rounded to it first, as a float32 ``rand`` makes them), cast to mask's
+    dtype."""
+    if not isinstance(u, np.ndarray) or u.dtype != np.float64 or not u.flags.c_contiguous:
+        raise TypeError("dropout_mask: u must be a C-contiguous float64 NumPy array (the draws "
+                        "of np.random.rand)")
+    if u.size != mask.array.size:
+        raise ValueError(f"dropout_mask: u has {u.size} draws for a mask of {mask.array.size} "
+                         f"elements")
     if not 0 < keep <= 1:
         raise ValueError(f"dropout_mask: keep must be in (0, 1], got {keep}")
-    keep_t = mask.array.dtype.type(keep)
-    np.divide((u.array <= keep_t).astype(mask.array.dtype), keep_t, out=mask.array)
+    keep32 = np.float32(keep)
+    kept = (u.reshape(-1).astype(np.float32) <= keep32).astype(np.float32)
+    mask.array[...] = kept / keep32
 
 
-def relu_mask(a: Array, mask: Array) -> None:
-    """ReLU's gradient mask: ``mask = [a > 0]`` (1.0 or 0.0)."""
-    _check_same_dtype(a, mask)
-    _check_sizes("relu_mask", (a, mask.array.size))
-    np.greater(a.array, 0, out=mask.array, casting="unsafe")
+def relu_backward(g: Array, a: Array, out: Array) -> None:
+    """ReLU's gradient: ``out = g * [a > 0]``."""
+    _check_same_dtype(g, a, out)
+    _check_sizes("relu_backward", (g, out.array.size), (a, out.array.size))
+    np.multiply(g.array, a.array > 0, out=out.array)
 
 
 def layernorm_forward(x: Array, weight: Array, bias: Array, out: Array, xhat: Array,

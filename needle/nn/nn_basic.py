@@ -15,8 +15,7 @@ import numpy as np
 from .. import init, ops
 from .._validation import check_positive_int, check_real
 from ..autograd import Tensor
-from ..backends import Device, array_api
-from ..ops.ops_fused import _device_kernel
+from ..backends import BACKEND, Device, array_api
 from .module import Module, Parameter
 
 
@@ -405,14 +404,17 @@ class BatchNorm1d(_Norm1d):
         return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
 
 
-def _scaled_mask(draws, keep: float):
-    """``[draws <= keep] / keep`` in the draws' dtype: one kernel pass on an NDArray device
-    (``dropout_mask``), the array expression elsewhere; the same values either way."""
-    kernel = _device_kernel(draws, "dropout_mask")
+def _scaled_mask(shape: tuple, keep: float, device: Device, dtype: str):
+    """``[draws <= keep] / keep`` of ``shape`` in ``dtype`` from ``device.rand``'s draws (one
+    ``np.random.rand(*shape)`` call, as ``randb`` makes them). On an NDArray device one kernel
+    pass straight from NumPy's float64 draws (``dropout_mask``, in the float32 of that device's
+    ``rand``) instead of four array passes; elsewhere the array expression on ``device.rand``.
+    The same values either way."""
+    kernel = getattr(device, "dropout_mask", None) if BACKEND == "nd" else None
     if kernel is None:
-        return (draws <= keep) / keep
-    mask = array_api.empty(draws.shape, dtype=draws.dtype, device=draws.device)
-    kernel(draws.compact()._handle, mask._handle, keep)
+        return ((device.rand(*shape) <= keep) / keep).astype(dtype, copy=False)
+    mask = array_api.empty(shape, dtype=dtype, device=device)
+    kernel(np.ascontiguousarray(np.random.rand(*shape), dtype=np.float64), mask._handle, keep)
     return mask
 
 
@@ -434,8 +436,7 @@ class Dropout(Module):
             return x
         # The same draws as randb(*x.shape, p=keep); the mask is scaled before it meets x,
         # so dropout is one multiply (x * (mask / keep), equal to x * mask / keep up to rounding).
-        scaled = _scaled_mask(x.device.rand(*x.shape), 1 - self.p)
-        return x * Tensor.make_const(scaled.astype(x.dtype, copy=False))
+        return ops.multiply_constant(x, _scaled_mask(x.shape, 1 - self.p, x.device, x.dtype))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -35,6 +35,11 @@ def _check_same_device(op_name: str, a: Tensor, b: Tensor) -> None:
         )
 
 
+def _check_same_shape(op_name: str, a: Tensor, b: Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{op_name}: shapes {a.shape} and {b.shape} differ; expected one shape")
+
+
 def _broadcast_pair(op_name: str, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Insert BroadcastTo nodes so both operands have the common shape.
 
@@ -122,6 +127,39 @@ class EWiseMul(TensorOp):
 def multiply(a: Tensor, b: Tensor) -> Tensor:
     """Elementwise product with NumPy broadcasting."""
     return EWiseMul()(*_broadcast_pair("multiply", a, b))
+
+
+class MultiplyConstant(TensorOp):
+    """``a * c`` for a fixed array ``c`` of ``a``'s shape (a dropout mask): ``c`` takes no
+    gradient, so the backward pass is one product, where ``multiply(a, Tensor.make_const(c))``
+    also computes the gradient of the constant and throws it away."""
+
+    def __init__(self, c: NDArray):
+        self.c = c
+
+    def compute(self, a: NDArray):
+        return a * self.c
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        return MultiplyConstant(self.c)(out_grad)
+
+
+def multiply_constant(a: Tensor, c: NDArray) -> Tensor:
+    """``a * c`` for a backend array ``c`` of ``a``'s shape, differentiable in ``a`` only."""
+    _check_tensor("multiply_constant", a)
+    if isinstance(c, Tensor):
+        c = c.realize_cached_data()
+    if tuple(c.shape) != a.shape:
+        raise ValueError(
+            f"multiply_constant: the constant has shape {tuple(c.shape)}, the tensor {a.shape}; "
+            f"expected one shape"
+        )
+    if BACKEND == "nd" and c.device != a.device:
+        raise ValueError(
+            f"multiply_constant: the constant is on {c.device}, the tensor on {a.device}; "
+            f"move one with .to(device) first"
+        )
+    return MultiplyConstant(c)(a)
 
 
 class MulScalar(TensorOp):
@@ -277,19 +315,39 @@ class ReLU(TensorOp):
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         # The derivative at exactly 0 is taken as 0 (input > 0 passes the gradient).
-        return out_grad * Tensor.make_const(_positive_mask(node.inputs[0].realize_cached_data()))
+        return ReLUGradient(node.inputs[0].realize_cached_data())(out_grad)
 
 
-def _positive_mask(a: NDArray) -> NDArray:
-    """``[a > 0]`` as 1.0/0.0 in ``a``'s dtype. One kernel pass on an NDArray device
-    (``relu_mask``): the NDArray forms ``>`` from four kernels (spec §5), which made ReLU's
-    gradient most of the elementwise time of a wide MLP step. The same values either way."""
-    kernel = _device_kernel(a, "relu_mask")
-    if kernel is None:
-        return (a > 0).astype(a.dtype, copy=False)
-    mask = array_api.empty(a.shape, dtype=a.dtype, device=a.device)
-    kernel(a.compact()._handle, mask._handle)
-    return mask
+class ReLUGradient(TensorOp):
+    """``out_grad * [x > 0]`` for a fixed array ``x``: the adjoint ReLU passes back.
+
+    The values of the course's ``out_grad * Tensor(x > 0)``, without building the mask: one
+    kernel pass on an NDArray device (``relu_backward``). Linear in ``out_grad``, so its own
+    gradient is itself; ``x`` is data, not an input (its derivative is 0 wherever it exists).
+    """
+
+    def __init__(self, x: NDArray):
+        self.x = x
+
+    def compute(self, out_grad: NDArray):
+        kernel = _device_kernel(out_grad, "relu_backward")
+        if kernel is None or out_grad.dtype != self.x.dtype:
+            return out_grad * (self.x > 0)
+        out = array_api.empty(out_grad.shape, dtype=out_grad.dtype, device=out_grad.device)
+        kernel(out_grad.compact()._handle, self.x.compact()._handle, out._handle)
+        return out
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        return ReLUGradient(self.x)(out_grad)
+
+
+def relu_gradient(out_grad: Tensor, x: Tensor) -> Tensor:
+    """``out_grad * [x > 0]``, differentiable in ``out_grad`` only; both of one shape."""
+    _check_tensor("relu_gradient", out_grad, "out_grad")
+    _check_tensor("relu_gradient", x, "x")
+    _check_same_shape("relu_gradient", out_grad, x)
+    _check_same_device("relu_gradient", out_grad, x)
+    return ReLUGradient(x.realize_cached_data())(out_grad)
 
 
 def _device_kernel(array: NDArray, name: str):
@@ -580,6 +638,8 @@ __all__ = [
     "add_scalar",
     "EWiseMul",
     "multiply",
+    "MultiplyConstant",
+    "multiply_constant",
     "MulScalar",
     "mul_scalar",
     "EWisePow",
@@ -598,6 +658,8 @@ __all__ = [
     "exp",
     "ReLU",
     "relu",
+    "ReLUGradient",
+    "relu_gradient",
     "Tanh",
     "tanh",
     "Sigmoid",
