@@ -137,7 +137,8 @@ void unary(const T* a, T* out, int64_t n, Op op) {
 /// NumPy's maximum: NaN if either operand is NaN.
 struct Maximum {
   template <typename T>
-  T operator()(T x, T y) const { return (x != x || x > y) ? x : y; }
+  // `|`, not `||`: no short-circuit branch, so the loops over it vectorise
+  T operator()(T x, T y) const { return ((x != x) | (x > y)) ? x : y; }
 };
 /// 1 where equal, else 0 (in the operands' type).
 struct Equal {
@@ -367,12 +368,12 @@ void batchnorm_forward(const T* x, const T* weight, const T* bias, T* out, T* xh
     var[j] /= static_cast<T>(n);
     inv_std[j] = T(1) / std::sqrt(var[j] + eps);
   }
+  // Two loops per row, not one: with seven arrays in one loop the compiler gives up the
+  // run-time overlap checks it needs to vectorise (and the kernel ran at a third of the speed).
   for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j < d; ++j) {
-      const T h = (x[i * d + j] - mean[j]) * inv_std[j];
-      xhat[i * d + j] = h;
-      out[i * d + j] = h * weight[j] + bias[j];
-    }
+    T* h = xhat + i * d;
+    for (int64_t j = 0; j < d; ++j) h[j] = (x[i * d + j] - mean[j]) * inv_std[j];
+    for (int64_t j = 0; j < d; ++j) out[i * d + j] = h[j] * weight[j] + bias[j];
   }
 }
 
