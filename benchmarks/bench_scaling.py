@@ -4,8 +4,10 @@ The course's MLP ResNet (784 → hidden, 3 residual blocks of width hidden/2, 10
 BatchNorm, dropout 0.1, Adam with weight decay) at hidden ∈ {100, 512, 2048} × batch ∈
 {100, 1000}, on random inputs (no dataset needed). For each size needle (default backend,
 ``backward(create_graph=False)``) and PyTorch eager run in alternation, each in its own
-subprocess on ``--threads`` BLAS/OpenMP threads (default one). Printed per size: ms/step
-(median of the runs), the ratio needle / PyTorch, and the peak RSS of each.
+subprocess on ``--threads`` BLAS/OpenMP threads (default one), about a second of steps per run.
+Printed per size: ms/step (each run's median step, then the median over the runs), the ratio
+needle / PyTorch (the median of each round's ratio, the two runs of a round being back to
+back) with every round's ratio sorted, and the peak RSS of each.
 
 The roofline measures this machine's memory bandwidth (a large copy) and GEMM rate (a large
 float32 product on the same thread count), counts the FLOPs of each step's matrix products
@@ -14,7 +16,7 @@ ops, BatchNorm, dropout and the loss), and prints how close needle's measured ti
 part comes to its limit (100% = at the limit).
 
     python benchmarks/bench_scaling.py --quick         # 2 rounds, 2048 x 1000 left out
-    python benchmarks/bench_scaling.py                 # every size, 3 rounds
+    python benchmarks/bench_scaling.py                 # every size, 5 rounds
     python benchmarks/bench_scaling.py --threads 2
     python benchmarks/bench_scaling.py --sizes 512x1000,2048x100 --runs 5
 """
@@ -124,20 +126,25 @@ def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> 
     for _ in range(warmup):
         step(x, y)
     phases.clear()
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
+        start = time.perf_counter()
         step(x, y)
-    elapsed = time.perf_counter() - start
+        times.append(time.perf_counter() - start)
     peak = peak_rss_mb()
-    result = {"ms_per_step": elapsed / steps * 1e3, "peak_rss_mb": peak,
+    # The median step: this machine's speed drifts by 10-20% over seconds (other tenants of
+    # the host), and the median ignores the steps a slow spell hits.
+    result = {"ms_per_step": statistics.median(times) * 1e3,
+              "mean_ms_per_step": statistics.fmean(times) * 1e3, "peak_rss_mb": peak,
               "peak_over_start_mb": peak - baseline}
     result.update({f"{k}_ms": v / steps * 1e3 for k, v in phases.items()})
     return result
 
 
 def steps_for(hidden: int, batch: int) -> tuple[int, int]:
-    """(steps, warm-up) so that one run does about 20 GFLOP of products (3 steps at least)."""
-    steps = max(3, min(200, int(2e10 / gemm_flops(hidden, batch))))
+    """(steps, warm-up) so that one run does about 60 GFLOP of products (about a second;
+    5 to 300 steps)."""
+    steps = max(5, min(300, int(6e10 / gemm_flops(hidden, batch))))
     return steps, max(2, steps // 10)
 
 
@@ -162,21 +169,30 @@ def measure(sizes, runs: int, threads: int) -> dict:
 
 
 def print_speed_header() -> None:
-    print("| hidden × batch | needle ms/step | PyTorch ms/step | ratio | needle peak MB "
-          "(+ over start) | PyTorch peak MB (+ over start) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| hidden × batch | needle ms/step | PyTorch ms/step | ratio | ratio per round | "
+          "needle peak MB (+ over start) | PyTorch peak MB (+ over start) |")
+    print("|---|---:|---:|---:|---|---:|---:|")
+
+
+def round_ratios(runs: dict) -> list[float]:
+    """needle / PyTorch of each round (the two runs made one after the other)."""
+    pairs = zip(runs.get("needle", []), runs.get("torch", []))
+    return [n["ms_per_step"] / t["ms_per_step"] for n, t in pairs]
 
 
 def print_speed_row(hidden: int, batch: int, runs: dict) -> None:
     needle, torch = runs.get("needle", []), runs.get("torch", [])
     ms_n, ms_t = _median(needle, "ms_per_step"), _median(torch, "ms_per_step")
+    ratios = round_ratios(runs)
+    ratio = f"{statistics.median(ratios):.2f}" if ratios else "—"
+    spread = " ".join(f"{r:.2f}" for r in sorted(ratios)) or "—"
 
     def memory(rs):
         if not rs:
             return "—"
         return f"{max(r['peak_rss_mb'] for r in rs):.0f} (+{_median(rs, 'peak_over_start_mb'):.0f})"
 
-    print(f"| {hidden} × {batch} | {ms_n:.1f} | {ms_t:.1f} | {ms_n / ms_t:.2f} | "
+    print(f"| {hidden} × {batch} | {ms_n:.1f} | {ms_t:.1f} | {ratio} | {spread} | "
           f"{memory(needle)} | {memory(torch)} |", flush=True)
 
 
@@ -228,7 +244,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="2 rounds, no 2048x1000")
-    parser.add_argument("--runs", type=int, default=None, help="rounds per size (default 3)")
+    parser.add_argument("--runs", type=int, default=None, help="rounds per size (default 5)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sizes", type=_parse_sizes, default=None,
                         help="comma-separated HIDDENxBATCH, e.g. 512x100,2048x1000")
@@ -243,7 +259,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.hidden, args.batch, args.steps, args.warmup)))
         return
     sizes = args.sizes or [s for s in SIZES if not (args.quick and s == HEAVY)]
-    runs = args.runs or (2 if args.quick else 3)
+    runs = args.runs or (2 if args.quick else 5)
     print(f"MLP ResNet 784-hidden (3 blocks of hidden/2)-10, Adam; {args.threads} thread(s) "
           f"each; {os.cpu_count()} CPUs; {runs} alternating rounds per size"
           + ("" if has_torch() else " (PyTorch not installed)"))

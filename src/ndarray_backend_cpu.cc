@@ -518,35 +518,68 @@ using namespace needle;
 using Arrays = std::initializer_list<const Array*>;
 
 /// Checks the handles of a fused optimizer update: one dtype, every buffer of out's size.
-void check_update(const char* fn, std::initializer_list<const Array*> arrays, const Array& out) {
-  check_same_dtype(fn, arrays);
-  for (const Array* a : arrays) check_size(fn, "every buffer", *a, out.size());
+/// One buffer per parameter, in the parameters' order (the optimizer kernels' lists).
+using Buffers = std::vector<Array*>;
+
+/// Checks the optimizer kernels' lists: one entry per parameter in each, no None, and each
+/// parameter's buffers of one dtype and size (its `out`'s). Everything is checked before any
+/// parameter is updated, so a bad call changes nothing.
+void check_update(const char* fn, std::initializer_list<const Buffers*> lists,
+                  const Buffers& outs) {
+  for (const Buffers* list : lists) {
+    if (list->size() != outs.size()) {
+      value_error(fn, "the buffer lists differ in length (" + std::to_string(list->size()) +
+                          " and " + std::to_string(outs.size()) + "); one entry per parameter");
+    }
+    for (const Array* a : *list) {
+      if (a == nullptr) value_error(fn, "got None in a buffer list");
+    }
+  }
+  for (std::size_t i = 0; i < outs.size(); ++i) {
+    for (const Buffers* list : lists) {
+      const Array& a = *(*list)[i];
+      if (a.dtype() != outs[i]->dtype()) {
+        throw nb::type_error((std::string(fn) + ": parameter " + std::to_string(i) +
+                              "'s buffers differ in dtype").c_str());
+      }
+      if (a.size() != outs[i]->size()) {
+        value_error(fn, "parameter " + std::to_string(i) + "'s buffers differ in size (" +
+                            std::to_string(a.size()) + " and " +
+                            std::to_string(outs[i]->size()) + ")");
+      }
+    }
+  }
 }
 
-void py_sgd_update(const Array& param, const Array& grad, Array& u, Array& out, double lr,
-                   double momentum, double weight_decay) {
-  check_update("sgd_update", {&param, &grad, &u, &out}, out);
-  dispatch(out.dtype(), [&](auto t) {
-    using T = decltype(t);
-    sgd_update(param.as<T>(), grad.as<T>(), u.as<T>(), out.as<T>(), out.size(),
-               static_cast<T>(lr), static_cast<T>(momentum), static_cast<T>(1 - momentum),
-               static_cast<T>(weight_decay));
-  });
+void py_sgd_update(const Buffers& params, const Buffers& grads, const Buffers& u,
+                   const Buffers& outs, double lr, double momentum, double weight_decay) {
+  check_update("sgd_update", {&params, &grads, &u}, outs);
+  for (std::size_t i = 0; i < outs.size(); ++i) {
+    dispatch(outs[i]->dtype(), [&](auto t) {
+      using T = decltype(t);
+      sgd_update(params[i]->as<T>(), grads[i]->as<T>(), u[i]->as<T>(), outs[i]->as<T>(),
+                 outs[i]->size(), static_cast<T>(lr), static_cast<T>(momentum),
+                 static_cast<T>(1 - momentum), static_cast<T>(weight_decay));
+    });
+  }
 }
 
-void py_adam_update(const Array& param, const Array& grad, Array& m, Array& v, Array& out,
-                    double lr, double beta1, double beta2, double eps, double weight_decay,
-                    double bias1, double bias2) {
-  check_update("adam_update", {&param, &grad, &m, &v, &out}, out);
-  dispatch(out.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    const AdamScalars<T> c{static_cast<T>(lr),          static_cast<T>(beta1),
-                           static_cast<T>(1 - beta1),   static_cast<T>(beta2),
-                           static_cast<T>(1 - beta2),   static_cast<T>(eps),
-                           static_cast<T>(weight_decay),
-                           static_cast<T>(bias1),       static_cast<T>(bias2)};
-    adam_update(param.as<T>(), grad.as<T>(), m.as<T>(), v.as<T>(), out.as<T>(), out.size(), c);
-  });
+void py_adam_update(const Buffers& params, const Buffers& grads, const Buffers& m,
+                    const Buffers& v, const Buffers& outs, double lr, double beta1, double beta2,
+                    double eps, double weight_decay, double bias1, double bias2) {
+  check_update("adam_update", {&params, &grads, &m, &v}, outs);
+  for (std::size_t i = 0; i < outs.size(); ++i) {
+    dispatch(outs[i]->dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const AdamScalars<T> c{static_cast<T>(lr),          static_cast<T>(beta1),
+                             static_cast<T>(1 - beta1),   static_cast<T>(beta2),
+                             static_cast<T>(1 - beta2),   static_cast<T>(eps),
+                             static_cast<T>(weight_decay),
+                             static_cast<T>(bias1),       static_cast<T>(bias2)};
+      adam_update(params[i]->as<T>(), grads[i]->as<T>(), m[i]->as<T>(), v[i]->as<T>(),
+                  outs[i]->as<T>(), outs[i]->size(), c);
+    });
+  }
 }
 
 void py_batchnorm_forward(const Array& x, const Array& weight, const Array& bias, Array& out,
@@ -906,13 +939,16 @@ Project extras:
   m.def("matmul_tiled", &py_matmul_tiled, "a"_a, "b"_a, "out"_a, "m"_a, "n"_a, "p"_a,
         "Tiled (m,n)@(n,p) on the (r/8, c/8, 8, 8) layout of spec §8.1; zeroes out itself.");
 
-  m.def("sgd_update", &py_sgd_update, "param"_a, "grad"_a, "u"_a, "out"_a, "lr"_a,
+  m.def("sgd_update", &py_sgd_update, "params"_a, "grads"_a, "u"_a, "outs"_a, "lr"_a,
         "momentum"_a, "weight_decay"_a,
-        "Project extra: needle's SGD step for one parameter in one pass (u updated in place).");
-  m.def("adam_update", &py_adam_update, "param"_a, "grad"_a, "m"_a, "v"_a, "out"_a, "lr"_a,
+        "Project extra: needle's SGD step for a list of parameters in one call, one pass each;\n"
+        "each argument but the scalars is a list with one buffer per parameter (u updated in\n"
+        "place, the new parameters written to outs).");
+  m.def("adam_update", &py_adam_update, "params"_a, "grads"_a, "m"_a, "v"_a, "outs"_a, "lr"_a,
         "beta1"_a, "beta2"_a, "eps"_a, "weight_decay"_a, "bias1"_a, "bias2"_a,
-        "Project extra: needle's Adam step for one parameter in one pass (m, v updated in\n"
-        "place); bias1 = 1 - beta1**t and bias2 = 1 - beta2**t are the bias corrections.");
+        "Project extra: needle's Adam step for a list of parameters in one call, one pass\n"
+        "each; lists as in sgd_update (m, v updated in place); bias1 = 1 - beta1**t and\n"
+        "bias2 = 1 - beta2**t are the bias corrections.");
   m.def("batchnorm_forward", &py_batchnorm_forward, "x"_a, "weight"_a, "bias"_a, "out"_a,
         "xhat"_a, "mean"_a, "var"_a, "inv_std"_a, "n"_a, "d"_a, "eps"_a,
         "Project extra: training batch norm of x (n, d), statistics per column, in one pass.");

@@ -499,16 +499,29 @@ def test_fused_optimizer_kernels_match_the_numpy_module_bit_for_bit(device, name
     slots = (s1,) if name == "sgd_update" else (s1, np.abs(s2))
     results = []
     for dev, module in ((device, device.mod), (nd.cpu_numpy(), NP_MODULE)):
-        handles = [_handle(a, dev) for a in (p, g, *slots)]
-        out = nd.NDArray.make(shape, device=dev)
-        getattr(module, name)(*handles, out._handle, *scalars)
-        results.append([out.numpy()] + [_values(h, dev, shape) for h in handles[2:]])
+        # two parameters in one call: the kernels take a list per argument
+        handles = [[_handle(a, dev), _handle(a[:3] * 2, dev)] for a in (p, g, *slots)]
+        outs = [nd.NDArray.make(shape, device=dev), nd.NDArray.make((3, 5), device=dev)]
+        getattr(module, name)(*handles, [o._handle for o in outs], *scalars)
+        results.append([o.numpy() for o in outs]
+                       + [_values(h[0], dev, shape) for h in handles[2:]]
+                       + [_values(h[1], dev, (3, 5)) for h in handles[2:]])
     for got, want in zip(*results):
         np.testing.assert_array_equal(got, want)
-    with pytest.raises(ValueError):
-        small = nd.NDArray.make((3,), device=device)._handle
-        getattr(device.mod, name)(small, *[_handle(a, device) for a in (g, *slots)],
-                                  _handle(p, device), *scalars)
+    for module in (device.mod, NP_MODULE):
+        dev = device if module is device.mod else nd.cpu_numpy()
+        lists = [[_handle(a, dev)] for a in (p, g, *slots)]
+        out = [nd.NDArray.make(shape, device=dev)._handle]
+        small = [nd.NDArray.make((3,), device=dev)._handle]
+        run = getattr(module, name)
+        before = [_values(h[0], dev, shape) for h in lists[2:]]
+        for bad, match in [((small, *lists[1:], out), "3 elements|size"),
+                           ((*lists, out + out), "differ in length"),
+                           ((lists[0], [None], *lists[2:], out), "None")]:
+            with pytest.raises((ValueError, TypeError), match=match):
+                run(*bad, *scalars)
+        for h, was in zip(lists[2:], before):  # a refused call updates no state
+            np.testing.assert_array_equal(_values(h[0], dev, shape), was)
 
 
 def test_fused_batchnorm_kernels_match_the_numpy_module(device, rng):

@@ -233,50 +233,64 @@ reduce_max = _reduce(np.maximum, "reduce_max")
 # ----- fused optimizer updates (project extras, mirrored by the compiled module) -------------
 
 
-def _check_update(name: str, *handles: Array) -> None:
-    _check_same_dtype(*handles)
-    _check_sizes(name, *((h, handles[-1].array.size) for h in handles))
+def _check_update(name: str, outs: list, *lists: list) -> None:
+    """The compiled kernels' checks: one buffer per parameter in every list, each parameter's
+    buffers of one dtype and size; all checked before anything is updated."""
+    for buffers in lists:
+        if len(buffers) != len(outs):
+            raise ValueError(f"{name}: the buffer lists differ in length ({len(buffers)} and "
+                             f"{len(outs)}); one entry per parameter")
+    for i, out in enumerate(outs):
+        handles = [out, *(buffers[i] for buffers in lists)]
+        if any(h is None for h in handles):
+            raise ValueError(f"{name}: got None in a buffer list")
+        _check_same_dtype(*handles)
+        _check_sizes(name, *((h, out.array.size) for h in handles))
 
 
-def sgd_update(param: Array, grad: Array, u: Array, out: Array, lr: float, momentum: float,
+def sgd_update(params: list, grads: list, u: list, outs: list, lr: float, momentum: float,
                weight_decay: float) -> None:
-    """needle's SGD step for one parameter: ``u`` in place, the new parameter in ``out``."""
-    _check_update("sgd_update", param, grad, u, out)
-    p, g_in, u_arr = param.array, grad.array, u.array
-    g = p * weight_decay
-    g += g_in
-    u_arr *= momentum
-    g *= 1 - momentum
-    u_arr += g
-    np.multiply(u_arr, lr, out=g)
-    np.subtract(p, g, out=out.array)
+    """needle's SGD step for a list of parameters: each ``u`` in place, the new parameters
+    in ``outs`` (every argument but the scalars a list, one buffer per parameter)."""
+    _check_update("sgd_update", outs, params, grads, u)
+    for param, grad, u_buf, out in zip(params, grads, u, outs):
+        p, u_arr = param.array, u_buf.array
+        g = p * weight_decay
+        g += grad.array
+        u_arr *= momentum
+        g *= 1 - momentum
+        u_arr += g
+        np.multiply(u_arr, lr, out=g)
+        np.subtract(p, g, out=out.array)
 
 
-def adam_update(param: Array, grad: Array, m: Array, v: Array, out: Array, lr: float,
+def adam_update(params: list, grads: list, m: list, v: list, outs: list, lr: float,
                 beta1: float, beta2: float, eps: float, weight_decay: float, bias1: float,
                 bias2: float) -> None:
-    """needle's Adam step for one parameter: ``m``, ``v`` in place, the result in ``out``.
+    """needle's Adam step for a list of parameters: each ``m``, ``v`` in place, the new
+    parameters in ``outs`` (lists as in :func:`sgd_update`).
 
     ``bias1 = 1 - beta1**t`` and ``bias2 = 1 - beta2**t`` are the bias corrections.
     """
-    _check_update("adam_update", param, grad, m, v, out)
-    p, m_arr, v_arr = param.array, m.array, v.array
-    g = p * weight_decay
-    g += grad.array
-    scratch = g * (1 - beta1)
-    m_arr *= beta1
-    m_arr += scratch
-    np.multiply(g, g, out=g)
-    g *= 1 - beta2
-    v_arr *= beta2
-    v_arr += g
-    m_hat = np.divide(m_arr, bias1, out=scratch)
-    v_hat = np.divide(v_arr, bias2, out=g)
-    np.sqrt(v_hat, out=v_hat)
-    v_hat += eps
-    m_hat *= lr
-    m_hat /= v_hat
-    np.subtract(p, m_hat, out=out.array)
+    _check_update("adam_update", outs, params, grads, m, v)
+    for param, grad, m_buf, v_buf, out in zip(params, grads, m, v, outs):
+        p, m_arr, v_arr = param.array, m_buf.array, v_buf.array
+        g = p * weight_decay
+        g += grad.array
+        scratch = g * (1 - beta1)
+        m_arr *= beta1
+        m_arr += scratch
+        np.multiply(g, g, out=g)
+        g *= 1 - beta2
+        v_arr *= beta2
+        v_arr += g
+        m_hat = np.divide(m_arr, bias1, out=scratch)
+        v_hat = np.divide(v_arr, bias2, out=g)
+        np.sqrt(v_hat, out=v_hat)
+        v_hat += eps
+        m_hat *= lr
+        m_hat /= v_hat
+        np.subtract(p, m_hat, out=out.array)
 
 
 # ----- fused batch norm (project extras, mirrored by the compiled module) --------------------

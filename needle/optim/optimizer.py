@@ -68,15 +68,45 @@ class Optimizer:
         if self._flat["slots"] is not None and all(p.grad is not None for p in params):
             self._step_flat()
             return
-        for index, param in enumerate(params):
-            if param.grad is None:
-                continue
-            data = param.realize_cached_data()
-            # Cast the gradient (not in place) so a float64 loss cannot promote the parameter.
-            grad = param.grad.realize_cached_data().astype(data.dtype, copy=False)
-            new = self._update(self.state[index], data, grad)
+        indices = [i for i, param in enumerate(params) if param.grad is not None]
+        datas = [params[i].realize_cached_data() for i in indices]
+        # Cast the gradients (not in place) so a float64 loss cannot promote a parameter.
+        grads = [params[i].grad.realize_cached_data().astype(data.dtype, copy=False)
+                 for i, data in zip(indices, datas)]
+        slots = [self.state[i] for i in indices]
+        news = self._fused_step(datas, grads, slots)
+        if news is None:
+            news = [self._update(*args) for args in zip(slots, datas, grads)]
+        for index, data, new in zip(indices, datas, news):
             _flush_if_needed(new, self.state[index].values())
-            param.cached_data = new.astype(data.dtype, copy=False)
+            params[index].cached_data = new.astype(data.dtype, copy=False)
+
+    # The device kernel that runs _update's formula over a list of parameters in one call
+    # (``sgd_update``/``adam_update`` of the compiled backend), and its scalar arguments.
+    _kernel: str | None = None
+
+    def _kernel_scalars(self) -> tuple[float, ...]:
+        return ()
+
+    def _fused_step(self, datas: list, grads: list, slots: list) -> list | None:
+        """The new parameter arrays from the device's one-pass kernel, all parameters in one
+        call (the state ``slots`` updated in place); None where there is no such kernel.
+
+        Only NDArray devices have them; they run the same float operations, in the same order,
+        as the array formula in ``_update``, so the results are the same bits. One call for
+        the whole list: a Python loop over the parameters cost ~20 µs each per step.
+        """
+        if BACKEND != "nd" or self._kernel is None or not datas:
+            return None
+        device = datas[0].device
+        run = getattr(device, self._kernel, None)
+        if run is None or any(data.device != device for data in datas):
+            return None
+        outs = [array_api.empty(data.shape, dtype=data.dtype, device=device) for data in datas]
+        slot_lists = ([slot[name]._handle for slot in slots] for name in self._slot_names)
+        run([data.compact()._handle for data in datas], [g.compact()._handle for g in grads],
+            *slot_lists, [out._handle for out in outs], *self._kernel_scalars())
+        return outs
 
     def _update(
         self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray
@@ -200,22 +230,6 @@ class Optimizer:
                 slot[(slice(None),) * len(slot.shape)] = value  # in place: may view a flat buffer
 
 
-def _fused_update(kernel: str, data, grad, slots: tuple, *scalars: float):
-    """The new parameter from the device's one-pass ``kernel`` (``sgd_update``/``adam_update``),
-    which updates the state ``slots`` in place; None where the backend has no such kernel.
-
-    Only NDArray devices have them; they run the same float operations, in the same order,
-    as the array formula in ``_update``, so the results are the same bits.
-    """
-    run = getattr(getattr(data, "device", None), kernel, None) if BACKEND == "nd" else None
-    if run is None:
-        return None
-    out = array_api.empty(data.shape, dtype=data.dtype, device=data.device)
-    run(data.compact()._handle, grad.compact()._handle,
-        *(slot._handle for slot in slots), out._handle, *scalars)
-    return out
-
-
 def _flush_if_needed(new, slots: Iterable) -> None:
     """Flush subnormals in a new parameter array and its state, when needle.set_flush_denormal
     is on but the CPU's own flush-to-zero mode is not doing it (see backends.denormals)."""
@@ -331,16 +345,15 @@ class SGD(Optimizer):
         self.weight_decay = check_real("SGD", "weight_decay", weight_decay, low=0.0)
 
     _slot_names = ("u",)
+    _kernel = "sgd_update"
+
+    def _kernel_scalars(self) -> tuple[float, ...]:
+        return self.lr, self.momentum, self.weight_decay
 
     def _update(
         self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray
     ) -> np.ndarray:
         # The course's u = m*u + (1-m)*(grad + wd*p); p - lr*u, in place where the array is ours.
-        fused = _fused_update(
-            "sgd_update", data, grad, (slots["u"],), self.lr, self.momentum, self.weight_decay
-        )
-        if fused is not None:
-            return fused
         g = array_api.multiply(data, self.weight_decay)
         g += grad
         u = slots["u"]
@@ -384,19 +397,17 @@ class Adam(Optimizer):
         super().step()
 
     _slot_names = ("m", "v")
+    _kernel = "adam_update"
+
+    def _kernel_scalars(self) -> tuple[float, ...]:
+        return (self.lr, self.beta1, self.beta2, self.eps, self.weight_decay,
+                1 - self.beta1**self.t, 1 - self.beta2**self.t)
 
     def _update(
         self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray
     ) -> np.ndarray:
         # The course's formula, operation for operation (so the bits match), but in place on
         # two scratch arrays: fresh temporaries of this size cost page faults on every step.
-        fused = _fused_update(
-            "adam_update", data, grad, (slots["m"], slots["v"]), self.lr, self.beta1,
-            self.beta2, self.eps, self.weight_decay, 1 - self.beta1**self.t,
-            1 - self.beta2**self.t,
-        )
-        if fused is not None:
-            return fused
         g = array_api.multiply(data, self.weight_decay)
         g += grad  # g = grad + wd * p
         m, v = slots["m"], slots["v"]
