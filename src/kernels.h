@@ -378,10 +378,11 @@ void batchnorm_forward(const T* x, const T* weight, const T* bias, T* out, T* xh
 }
 
 /// grad_bias = Σ_rows g; grad_weight = Σ_rows g·xhat;
-/// grad_x = (g·n − grad_bias − xhat·grad_weight)·(weight·inv_std / n).
+/// grad_x = (g·n − grad_bias − xhat·grad_weight)·(weight·inv_std / n), the last factor computed
+/// once per column into `scale` (d elements) instead of once per element.
 template <typename T>
 void batchnorm_backward(const T* g, const T* xhat, const T* weight, const T* inv_std, T* grad_x,
-                        T* grad_weight, T* grad_bias, int64_t n, int64_t d) {
+                        T* grad_weight, T* grad_bias, T* scale, int64_t n, int64_t d) {
   std::fill(grad_weight, grad_weight + d, T(0));
   std::fill(grad_bias, grad_bias + d, T(0));
   for (int64_t i = 0; i < n; ++i) {
@@ -391,10 +392,11 @@ void batchnorm_backward(const T* g, const T* xhat, const T* weight, const T* inv
     }
   }
   const T nn = static_cast<T>(n);
+  for (int64_t j = 0; j < d; ++j) scale[j] = weight[j] * inv_std[j] / nn;
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = 0; j < d; ++j) {
       const T centred = g[i * d + j] * nn - grad_bias[j] - xhat[i * d + j] * grad_weight[j];
-      grad_x[i * d + j] = centred * (weight[j] * inv_std[j] / nn);
+      grad_x[i * d + j] = centred * scale[j];
     }
   }
 }

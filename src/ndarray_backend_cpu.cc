@@ -615,8 +615,10 @@ void py_batchnorm_backward(const Array& g, const Array& xhat, const Array& weigh
   }
   dispatch(g.dtype(), [&](auto t) {
     using T = decltype(t);
+    std::vector<T> scale(static_cast<std::size_t>(d));
     batchnorm_backward(g.as<T>(), xhat.as<T>(), weight.as<T>(), inv_std.as<T>(),
-                       grad_x.as<T>(), grad_weight.as<T>(), grad_bias.as<T>(), n, d);
+                       grad_x.as<T>(), grad_weight.as<T>(), grad_bias.as<T>(), scale.data(), n,
+                       d);
   });
 }
 
