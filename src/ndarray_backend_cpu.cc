@@ -645,23 +645,26 @@ void check_rows(const char* fn, Arrays rows, Arrays per_column, int64_t n, int64
   for (const Array* a : per_column) check_size(fn, "a (d,) buffer", *a, d);
 }
 
-void py_dropout_mask(const AnyArray& u, Array& mask, double keep) {
-  const char* fn = "dropout_mask";
+void py_dropout(const AnyArray& u, const Array& x, Array& mask, Array& out, double keep) {
+  const char* fn = "dropout";
   if (u.dtype() != nb::dtype<double>() || !is_c_contiguous(u)) {
-    throw nb::type_error("dropout_mask: u must be a C-contiguous float64 NumPy array (the "
-                         "draws of np.random.rand)");
+    throw nb::type_error("dropout: u must be a C-contiguous float64 NumPy array (the draws "
+                         "of np.random.rand)");
   }
-  if (static_cast<int64_t>(u.size()) != mask.size()) {
-    value_error(fn, "u has " + std::to_string(u.size()) + " draws for a mask of " +
-                        std::to_string(mask.size()) + " elements");
+  check_same_dtype(fn, {&x, &mask, &out});
+  check_size(fn, "mask", mask, out.size());
+  check_size(fn, "x", x, out.size());
+  if (static_cast<int64_t>(u.size()) != out.size()) {
+    value_error(fn, "u has " + std::to_string(u.size()) + " draws for " +
+                        std::to_string(out.size()) + " elements");
   }
   if (!(keep > 0 && keep <= 1)) {
     value_error(fn, "keep must be in (0, 1], got " + std::to_string(keep));
   }
-  dispatch(mask.dtype(), [&](auto t) {
+  dispatch(out.dtype(), [&](auto t) {
     using T = decltype(t);
-    dropout_mask(static_cast<const double*>(u.data()), mask.as<T>(), mask.size(),
-                 static_cast<float>(keep));
+    dropout(static_cast<const double*>(u.data()), x.as<T>(), mask.as<T>(), out.as<T>(),
+            out.size(), static_cast<float>(keep));
   });
 }
 
@@ -957,10 +960,10 @@ Project extras:
   m.def("batchnorm_backward", &py_batchnorm_backward, "g"_a, "xhat"_a, "weight"_a,
         "inv_std"_a, "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
         "Project extra: the gradients of batchnorm_forward for out_grad g.");
-  m.def("dropout_mask", &py_dropout_mask, "u"_a, "mask"_a, "keep"_a,
-        "Project extra: dropout's scaled mask [u <= keep] / keep from the float64 NumPy draws\n"
-        "u, in float32 (u and keep rounded to it first, as a float32 rand makes them), in one\n"
-        "pass; then cast to mask's dtype.");
+  m.def("dropout", &py_dropout, "u"_a, "x"_a, "mask"_a, "out"_a, "keep"_a,
+        "Project extra: dropout in one pass from the float64 NumPy draws u: mask = [u <= keep]\n"
+        "/ keep in float32 (u and keep rounded to it first, as a float32 rand makes them), cast\n"
+        "to mask's dtype, and out = x * mask.");
   m.def("relu_backward", &py_relu_backward, "g"_a, "a"_a, "out"_a,
         "Project extra: ReLU's gradient out = g * [a > 0] in one pass.");
   m.def("layernorm_forward", &py_layernorm_forward, "x"_a, "weight"_a, "bias"_a, "out"_a,

@@ -103,19 +103,21 @@ def test_softmax_loss_kernel_matches_the_composition(shape, rng):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_dropout_mask_kernel_gives_the_expressions_bits(dtype):
+def test_dropout_layer_gives_the_course_expressions_bits(dtype):
+    """nn.Dropout under nd (one kernel pass) against the course's randb expression."""
     _device_ops()
-    from needle.nn.nn_basic import _scaled_mask
-
     device = ndl.cpu()
-    for keep in (0.9, 0.5):
+    x = ndl.Tensor(np.random.default_rng(0).standard_normal((50, 40)), dtype=dtype,
+                   requires_grad=True)
+    for p in (0.1, 0.5):
         np.random.seed(3)
-        fused = _scaled_mask((50, 40), keep, device, dtype)
+        out = nn.Dropout(p)(x)
         np.random.seed(3)
         draws = device.rand(50, 40)  # the course's randb: float32 draws, compared in float32
-        expected = ((draws <= keep) / keep).astype(dtype)
-        assert fused.dtype == dtype
-        np.testing.assert_array_equal(fused.numpy(), expected.numpy())
+        mask = ((draws <= 1 - p) / (1 - p)).astype(dtype)
+        np.testing.assert_array_equal(out.numpy(), x.numpy() * mask.numpy())
+        out.backward(ndl.Tensor(np.full((50, 40), 3.0), dtype=dtype))
+        np.testing.assert_array_equal(x.grad.numpy(), 3.0 * mask.numpy().astype(dtype))
 
 
 def _layer_pair(make):

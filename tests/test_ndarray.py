@@ -633,33 +633,39 @@ def test_softmax_cross_entropy_kernel_rejects_bad_labels(device):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("keep", [0.9, 0.5, 1.0])
-def test_dropout_mask_kernel_is_the_float32_array_expression(device, keep, dtype, rng):
-    _needs(device, "dropout_mask")
+def test_dropout_kernel_is_the_float32_array_expression(device, keep, dtype, rng):
+    _needs(device, "dropout")
     u = rng.random(1000)
     u[:3] = keep  # the boundary: u <= keep keeps the element
     u[3] = np.nextafter(np.float32(keep), 2) - 1e-12  # above keep, rounds to it in float32: kept
-    mask = nd.NDArray.make((1000,), device=device, dtype=dtype)
-    device.mod.dropout_mask(u, mask._handle, keep)
+    x = rng.standard_normal(1000).astype(dtype)
+    mask, out = (nd.NDArray.make((1000,), device=device, dtype=dtype) for _ in "mo")
+    device.mod.dropout(u, nd.array(x, device=device, dtype=dtype)._handle, mask._handle,
+                       out._handle, keep)
     keep32 = np.float32(keep)
     expected = ((u.astype(np.float32) <= keep32).astype(np.float32) / keep32).astype(dtype)
     np.testing.assert_array_equal(mask.numpy(), expected)
+    np.testing.assert_array_equal(out.numpy(), x * expected)
     # the draws as the course's float32 rand would make them, and its array expression
     draws = nd.array(u, device=device)
     np.testing.assert_array_equal(mask.numpy(), ((draws <= keep) / keep).numpy().astype(dtype))
 
 
-def test_dropout_mask_kernel_rejects_bad_arguments(device):
-    _needs(device, "dropout_mask")
-    mask = nd.NDArray.make((10,), device=device)
+def test_dropout_kernel_rejects_bad_arguments(device):
+    _needs(device, "dropout")
+    x, mask, out = (nd.NDArray.make((10,), device=device) for _ in "xmo")
     for u, keep, error, match in [
         (np.zeros(10), 0.0, ValueError, "keep must be in"),
         (np.zeros(10), 1.5, ValueError, "keep must be in"),
-        (np.zeros(9), 0.5, ValueError, "9 draws for a mask of 10"),
+        (np.zeros(9), 0.5, ValueError, "9 draws for 10 elements"),
         (np.zeros(10, dtype=np.float32), 0.5, TypeError, "float64"),
         (np.zeros(20)[::2], 0.5, TypeError, "C-contiguous"),
     ]:
         with pytest.raises(error, match=match):
-            device.mod.dropout_mask(u, mask._handle, keep)
+            device.mod.dropout(u, x._handle, mask._handle, out._handle, keep)
+    with pytest.raises(ValueError, match="dropout"):
+        device.mod.dropout(np.zeros(10), nd.NDArray.make((9,), device=device)._handle,
+                           mask._handle, out._handle, 0.5)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -78,6 +78,16 @@ def _np_fixed(shape: Shape) -> np.ndarray:
     return (np.arange(int(np.prod(shape))) % 5 - 1.5).reshape(shape) * 0.5
 
 
+def _draws(shape: Shape) -> np.ndarray:
+    """Fixed uniform draws of ``shape`` for fused_dropout (about 40% above keep = 0.6)."""
+    return (np.arange(int(np.prod(shape))) * 0.37 % 1.0).reshape(shape)
+
+
+def _np_dropout_mask(shape: Shape, keep: float) -> np.ndarray:
+    keep32 = np.float32(keep)
+    return (_draws(shape).astype(np.float32) <= keep32).astype(np.float32) / keep32
+
+
 def _fixed(a: ndl.Tensor) -> NDArray:
     """``_np_fixed`` as a backend array of ``a``'s shape, dtype and device."""
     return ndl.Tensor(_np_fixed(a.shape), dtype=a.dtype, device=a.device).realize_cached_data()
@@ -158,6 +168,8 @@ OPS: list[Row] = [
         ("real", "nonzero")),
     Row("multiply_constant", lambda a: ndl.multiply_constant(a, _fixed(a)),
         lambda a: a * _np_fixed(a.shape), UNARY),
+    Row("fused_dropout", lambda a: ndl.fused_dropout(a, _draws(a.shape), 0.6),
+        lambda a: a * _np_dropout_mask(a.shape, 0.6), UNARY),
     Row("tanh", ndl.tanh, np.tanh, UNARY),
     Row("sigmoid", ndl.sigmoid, np_sigmoid, UNARY),
     # transpose: the last two axes by default, or the two given (negative allowed)

@@ -353,21 +353,23 @@ def _check_ids(name: str, ids: np.ndarray, num_rows: int) -> np.ndarray:
     return ids
 
 
-def dropout_mask(u: np.ndarray, mask: Array, keep: float) -> None:
-    """Dropout's scaled mask from float64 NumPy draws: ``mask = [u <= keep] / keep`` in float32
-    (``u`` and ``keep`` rounded to it first, as a float32 ``rand`` makes them), cast to mask's
-    dtype."""
+def dropout(u: np.ndarray, x: Array, mask: Array, out: Array, keep: float) -> None:
+    """Dropout from float64 NumPy draws: ``mask = [u <= keep] / keep`` in float32 (``u`` and
+    ``keep`` rounded to it first, as a float32 ``rand`` makes them), cast to mask's dtype, and
+    ``out = x * mask``."""
     if not isinstance(u, np.ndarray) or u.dtype != np.float64 or not u.flags.c_contiguous:
-        raise TypeError("dropout_mask: u must be a C-contiguous float64 NumPy array (the draws "
+        raise TypeError("dropout: u must be a C-contiguous float64 NumPy array (the draws "
                         "of np.random.rand)")
-    if u.size != mask.array.size:
-        raise ValueError(f"dropout_mask: u has {u.size} draws for a mask of {mask.array.size} "
-                         f"elements")
+    _check_same_dtype(x, mask, out)
+    _check_sizes("dropout", (mask, out.array.size), (x, out.array.size))
+    if u.size != out.array.size:
+        raise ValueError(f"dropout: u has {u.size} draws for {out.array.size} elements")
     if not 0 < keep <= 1:
-        raise ValueError(f"dropout_mask: keep must be in (0, 1], got {keep}")
+        raise ValueError(f"dropout: keep must be in (0, 1], got {keep}")
     keep32 = np.float32(keep)
     kept = (u.reshape(-1).astype(np.float32) <= keep32).astype(np.float32)
     mask.array[...] = kept / keep32
+    np.multiply(x.array, mask.array, out=out.array)
 
 
 def relu_backward(g: Array, a: Array, out: Array) -> None:

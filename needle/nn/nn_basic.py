@@ -404,20 +404,6 @@ class BatchNorm1d(_Norm1d):
         return f"{self.dim}, eps={self.eps}, momentum={self.momentum}"
 
 
-def _scaled_mask(shape: tuple, keep: float, device: Device, dtype: str):
-    """``[draws <= keep] / keep`` of ``shape`` in ``dtype`` from ``device.rand``'s draws (one
-    ``np.random.rand(*shape)`` call, as ``randb`` makes them). On an NDArray device one kernel
-    pass straight from NumPy's float64 draws (``dropout_mask``, in the float32 of that device's
-    ``rand``) instead of four array passes; elsewhere the array expression on ``device.rand``.
-    The same values either way."""
-    kernel = getattr(device, "dropout_mask", None) if BACKEND == "nd" else None
-    if kernel is None:
-        return ((device.rand(*shape) <= keep) / keep).astype(dtype, copy=False)
-    mask = array_api.empty(shape, dtype=dtype, device=device)
-    kernel(np.ascontiguousarray(np.random.rand(*shape), dtype=np.float64), mask._handle, keep)
-    return mask
-
-
 class Dropout(Module):
     """Training: zero each element with probability ``p`` and scale the rest by 1/(1 - p).
 
@@ -436,7 +422,13 @@ class Dropout(Module):
             return x
         # The same draws as randb(*x.shape, p=keep); the mask is scaled before it meets x,
         # so dropout is one multiply (x * (mask / keep), equal to x * mask / keep up to rounding).
-        return ops.multiply_constant(x, _scaled_mask(x.shape, 1 - self.p, x.device, x.dtype))
+        keep = 1 - self.p
+        if BACKEND == "nd" and hasattr(x.device, "dropout"):
+            # np.random.rand(*shape) is the call device.rand makes; the kernel rounds the draws
+            # to float32 as device.rand does, and makes the mask and the product in one pass
+            return ops.fused_dropout(x, np.random.rand(*x.shape), keep)
+        mask = ((x.device.rand(*x.shape) <= keep) / keep).astype(x.dtype, copy=False)
+        return ops.multiply_constant(x, mask)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

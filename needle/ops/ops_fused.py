@@ -17,7 +17,7 @@ import numpy as np
 
 from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backends import BACKEND, NDArray, array_api
-from .ops_mathematic import _check_tensor, _device_kernel
+from .ops_mathematic import MultiplyConstant, _check_tensor, _device_kernel
 
 
 class HandDerivedGradient(TensorOp):
@@ -329,6 +329,51 @@ def fused_softmax_cross_entropy(logits: Tensor, labels) -> Tensor:
     return FusedSoftmaxCrossEntropy(labels, logits.device)(logits)
 
 
+class FusedDropout(TensorOp):
+    """Dropout with given uniform draws in one pass: ``out = x * mask``, where
+    ``mask = [float32(draws) <= keep] / keep`` in float32 (as the course's float32 ``rand``
+    rounds its draws), cast to x's dtype. One kernel on an NDArray device (``dropout``), NumPy
+    otherwise; the same values.
+
+    Unlike the other fused ops, the gradient is built from an op (``multiply_constant`` by the
+    mask), so it can be differentiated again.
+    """
+
+    def __init__(self, draws: np.ndarray, keep: float):
+        self.draws = draws
+        self.keep = keep
+        self.mask: NDArray | None = None
+
+    def compute(self, x: NDArray):
+        kernel = _device_kernel(x, "dropout")
+        if kernel is None:
+            keep = np.float32(self.keep)
+            mask = ((self.draws.astype(np.float32) <= keep).astype(np.float32) / keep)
+            mask = mask.astype(x.dtype)
+            self.mask = array_api.array(mask, dtype=x.dtype, device=x.device) if (
+                BACKEND == "nd") else mask
+            return x * self.mask
+        self.mask, out = (array_api.empty(x.shape, dtype=x.dtype, device=x.device) for _ in "mo")
+        kernel(self.draws, x.compact()._handle, self.mask._handle, out._handle, self.keep)
+        return out
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        return MultiplyConstant(self.mask)(out_grad)
+
+
+def fused_dropout(x: Tensor, draws: np.ndarray, keep: float) -> Tensor:
+    """``x * ([draws <= keep] / keep)`` in one pass; ``draws`` are float64 uniform [0, 1)
+    draws of x's shape (``np.random.rand(*x.shape)``), ``keep`` in (0, 1]."""
+    _check_tensor("fused_dropout", x, "x")
+    draws = np.asarray(draws, dtype=np.float64, order="C")  # (keeps a 0-d shape)
+    if draws.shape != x.shape:
+        raise ValueError(f"fused_dropout: draws of shape {draws.shape} for x of shape {x.shape}; "
+                         f"expected one draw per element")
+    if not 0 < keep <= 1:
+        raise ValueError(f"fused_dropout: keep must be in (0, 1], got {keep}")
+    return FusedDropout(draws, float(keep))(x)
+
+
 __all__ = [
     "HandDerivedGradient",
     "FusedLinear",
@@ -339,4 +384,6 @@ __all__ = [
     "fused_layer_norm",
     "FusedSoftmaxCrossEntropy",
     "fused_softmax_cross_entropy",
+    "FusedDropout",
+    "fused_dropout",
 ]
