@@ -130,6 +130,10 @@ class BackendDevice:
 
     def empty(self, shape: Shape, dtype: str = "float32") -> "NDArray":
         """An uninitialised compact array of ``shape`` (a tuple)."""
+        if (type(dtype) is DType and type(shape) is tuple and self.mod is not None
+                and all(type(s) is int and s >= 0 for s in shape)):
+            # the ops' and optimizers' calls (an array's own shape and dtype): 1.5 µs, not 6
+            return _empty(shape, self, dtype)
         self._check_enabled()
         return NDArray.make(_shape_tuple("empty", shape), device=self, dtype=_dtype(dtype))
 
