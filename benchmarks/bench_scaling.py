@@ -19,6 +19,7 @@ part comes to its limit (100% = at the limit).
     python benchmarks/bench_scaling.py                 # every size, 5 rounds
     python benchmarks/bench_scaling.py --threads 2
     python benchmarks/bench_scaling.py --sizes 512x1000,2048x100 --runs 5
+    python benchmarks/bench_scaling.py --paired --sizes 512x1000 --runs 3   # one process each
 """
 
 from __future__ import annotations
@@ -110,13 +111,18 @@ def gemm_rate(n: int = 2048, repeats: int = 3) -> float:
 # ----- workers ---------------------------------------------------------------------------------
 
 
-def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> dict:
-    """Time ``steps`` steps after ``warmup`` on random data; needle also reports its phases."""
+def _random_batch(batch: int):
+    """A batch of random images (batch, 784) and labels, the same in every worker."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    x = rng.random((batch, 784), dtype=np.float32)
-    y = rng.integers(0, CLASSES, batch).astype(np.uint8)
+    return (rng.random((batch, 784), dtype=np.float32),
+            rng.integers(0, CLASSES, batch).astype(np.uint8))
+
+
+def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> dict:
+    """Time ``steps`` steps after ``warmup`` on random data; needle also reports its phases."""
+    x, y = _random_batch(batch)
     phases: dict[str, float] = {}
     if framework == "needle":
         step = _needle_step_fn(hidden=hidden, phases=phases)
@@ -139,6 +145,47 @@ def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> 
               "peak_over_start_mb": peak - baseline}
     result.update({f"{k}_ms": v / steps * 1e3 for k, v in phases.items()})
     return result
+
+
+def paired_worker(hidden: int, batch: int, steps: int, warmup: int, rounds: int = 20) -> dict:
+    """needle and PyTorch in this one process, taking turns every few steps (the order swapped
+    each round), so that both see the same moment of the machine: the ratio of each round's
+    two times, and their medians. Peak memory means nothing here (both live in the process)."""
+    x, y = _random_batch(batch)
+    steps_by = {"needle": _needle_step_fn(hidden=hidden), "torch": _torch_step_fn(hidden)}
+    for step in steps_by.values():
+        for _ in range(warmup):
+            step(x, y)
+    per_turn = max(1, steps // rounds)
+    times: dict[str, list[float]] = {"needle": [], "torch": []}
+    for r in range(rounds):
+        for name in ("needle", "torch") if r % 2 == 0 else ("torch", "needle"):
+            start = time.perf_counter()
+            for _ in range(per_turn):
+                steps_by[name](x, y)
+            times[name].append((time.perf_counter() - start) / per_turn)
+    ratios = [n / t for n, t in zip(times["needle"], times["torch"])]
+    return {"needle_ms": statistics.median(times["needle"]) * 1e3,
+            "torch_ms": statistics.median(times["torch"]) * 1e3,
+            "ratio": statistics.median(ratios), "steps_per_turn": per_turn}
+
+
+def measure_paired(sizes, runs: int, threads: int) -> None:
+    """--paired: ``runs`` paired workers per size; prints each run's median ratio."""
+    print("| hidden × batch | needle ms/step | PyTorch ms/step | ratio | each run's ratio |")
+    print("|---|---:|---:|---:|---|")
+    for hidden, batch in sizes:
+        steps, warmup = steps_for(hidden, batch)
+        extra = ["--hidden", str(hidden), "--batch", str(batch), "--steps", str(2 * steps),
+                 "--warmup", str(warmup)]
+        results = [r for r in (run_worker(__file__, "paired", extra, threads=threads)
+                                for _ in range(runs)) if r]
+        if not results:
+            continue
+        each = " ".join(f"{r['ratio']:.2f}" for r in sorted(results, key=lambda r: r["ratio"]))
+        print(f"| {hidden} × {batch} | {_median(results, 'needle_ms'):.1f} | "
+              f"{_median(results, 'torch_ms'):.1f} | {_median(results, 'ratio'):.2f} | {each} |",
+              flush=True)
 
 
 def steps_for(hidden: int, batch: int) -> tuple[int, int]:
@@ -248,21 +295,34 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sizes", type=_parse_sizes, default=None,
                         help="comma-separated HIDDENxBATCH, e.g. 512x100,2048x1000")
-    parser.add_argument("--worker", choices=["needle", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--paired", action="store_true",
+                        help="needle and PyTorch in one process, taking turns every few steps "
+                             "(needs PyTorch; no memory or roofline)")
+    parser.add_argument("--worker", choices=["needle", "torch", "paired"], help=argparse.SUPPRESS)
     parser.add_argument("--hidden", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     pin_threads(args.threads)  # before NumPy is imported
+    if args.worker == "paired":
+        print(json.dumps(paired_worker(args.hidden, args.batch, args.steps, args.warmup)))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.hidden, args.batch, args.steps, args.warmup)))
         return
     sizes = args.sizes or [s for s in SIZES if not (args.quick and s == HEAVY)]
     runs = args.runs or (2 if args.quick else 5)
+    mode = (f"{runs} processes per size, each 20 turns of both" if args.paired
+            else f"{runs} alternating rounds per size")
     print(f"MLP ResNet 784-hidden (3 blocks of hidden/2)-10, Adam; {args.threads} thread(s) "
-          f"each; {os.cpu_count()} CPUs; {runs} alternating rounds per size"
+          f"each; {os.cpu_count()} CPUs; {mode}"
           + ("" if has_torch() else " (PyTorch not installed)"))
+    if args.paired:
+        if not has_torch():
+            parser.error("--paired needs PyTorch: pip install torch==2.13.0")
+        measure_paired(sizes, runs, args.threads)
+        return
     print_speed_header()
     results = measure(sizes, runs, args.threads)
     print_roofline(results, memory_bandwidth(), gemm_rate())
