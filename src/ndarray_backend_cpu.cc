@@ -526,6 +526,9 @@ using Buffers = std::vector<Array*>;
 /// parameter is updated, so a bad call changes nothing.
 void check_update(const char* fn, std::initializer_list<const Buffers*> lists,
                   const Buffers& outs) {
+  for (const Array* a : outs) {
+    if (a == nullptr) value_error(fn, "got None in a buffer list");
+  }
   for (const Buffers* list : lists) {
     if (list->size() != outs.size()) {
       value_error(fn, "the buffer lists differ in length (" + std::to_string(list->size()) +

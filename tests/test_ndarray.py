@@ -517,7 +517,8 @@ def test_fused_optimizer_kernels_match_the_numpy_module_bit_for_bit(device, name
         before = [_values(h[0], dev, shape) for h in lists[2:]]
         for bad, match in [((small, *lists[1:], out), "3 elements|size"),
                            ((*lists, out + out), "differ in length"),
-                           ((lists[0], [None], *lists[2:], out), "None")]:
+                           ((lists[0], [None], *lists[2:], out), "None"),
+                           ((*lists, [None]), "None")]:
             with pytest.raises((ValueError, TypeError), match=match):
                 run(*bad, *scalars)
         for h, was in zip(lists[2:], before):  # a refused call updates no state
