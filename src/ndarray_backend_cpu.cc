@@ -526,17 +526,18 @@ using Buffers = std::vector<Array*>;
 /// parameter is updated, so a bad call changes nothing.
 void check_update(const char* fn, std::initializer_list<const Buffers*> lists,
                   const Buffers& outs) {
-  for (const Array* a : outs) {
-    if (a == nullptr) value_error(fn, "got None in a buffer list");
-  }
+  const auto refuse_none = [fn](const Buffers& list) {
+    for (const Array* a : list) {
+      if (a == nullptr) value_error(fn, "got None in a buffer list");
+    }
+  };
+  refuse_none(outs);
   for (const Buffers* list : lists) {
     if (list->size() != outs.size()) {
       value_error(fn, "the buffer lists differ in length (" + std::to_string(list->size()) +
                           " and " + std::to_string(outs.size()) + "); one entry per parameter");
     }
-    for (const Array* a : *list) {
-      if (a == nullptr) value_error(fn, "got None in a buffer list");
-    }
+    refuse_none(*list);
   }
   for (std::size_t i = 0; i < outs.size(); ++i) {
     for (const Buffers* list : lists) {

@@ -348,10 +348,9 @@ class FusedDropout(TensorOp):
         kernel = _device_kernel(x, "dropout")
         if kernel is None:
             keep = np.float32(self.keep)
-            mask = ((self.draws.astype(np.float32) <= keep).astype(np.float32) / keep)
-            mask = mask.astype(x.dtype)
-            self.mask = array_api.array(mask, dtype=x.dtype, device=x.device) if (
-                BACKEND == "nd") else mask
+            mask = (self.draws.astype(np.float32) <= keep).astype(np.float32) / keep
+            self.mask = (array_api.array(mask, dtype=x.dtype, device=x.device)
+                         if BACKEND == "nd" else mask.astype(x.dtype))
             return x * self.mask
         self.mask, out = (array_api.empty(x.shape, dtype=x.dtype, device=x.device) for _ in "mo")
         kernel(self.draws, x.compact()._handle, self.mask._handle, out._handle, self.keep)
