@@ -1,7 +1,10 @@
 """needle: a small deep-learning framework you can read end to end.
 
 ``import needle as ndl`` gives the Tensor, every op (``ndl.add``, ``ndl.matmul``, …),
-devices, and the subpackages ``init``, ``nn``, ``optim``, ``data`` and ``apps``.
+the course's creation functions (``ndl.ones``, ``ndl.zeros_like``, …), the backend's names
+(``ndl.BACKEND``, ``ndl.array_api``, ``ndl.NDArray``, ``ndl.Device`` and the devices), and
+every subpackage (``nn``, ``optim``, ``data``, ``apps``, ``viz``, ``distributed``, …),
+loaded on first use.
 """
 from . import autograd, backends, init, ops
 from .autograd import (
@@ -13,19 +16,35 @@ from .autograd import (
     is_grad_enabled,
     no_grad,
 )
-from .backends import Device, all_devices, cpu, cpu_numpy, cuda, default_device
+from .backend_selection import *  # noqa: F401,F403  (BACKEND, array_api, NDArray, Device, ...)
+from .backends import DTYPES
 from .backends.denormals import flush_denormals, is_flush_denormal, set_flush_denormal
+from .init import ones, ones_like, zeros, zeros_like
 from .ops import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
+# Top-level names that live in a submodule, loaded on first use.
+_LAZY_NAMES = {"save": "serialization", "load": "serialization"}
+
+
+def _submodules() -> set[str]:
+    """The names of needle's subpackages and modules (``nn``, ``viz``, ``distributed``, ...)."""
+    import pkgutil
+
+    return {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+
 
 def __getattr__(name: str):
-    # The heavier subpackages load on first use so `import needle` stays fast.
+    # Subpackages load on first use, so `import needle` stays fast.
     import importlib
 
-    if name in {"nn", "optim", "data", "apps", "testing", "serialization", "training", "cli"}:
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
+    if name in _submodules():
         return importlib.import_module(f".{name}", __name__)
-    if name in {"save", "load"}:
-        return getattr(importlib.import_module(".serialization", __name__), name)
     raise AttributeError(f"module 'needle' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_NAMES) | _submodules())

@@ -19,10 +19,21 @@ from typing import Iterator, Sequence
 
 import numpy
 
-from .backends import BACKEND, Device, NDArray, array_api, default_device
+from .backends import (
+    BACKEND,
+    FLOAT_DTYPES,
+    check_dtype,
+    Device,
+    NDArray,
+    all_devices,
+    array_api,
+    cpu,
+    default_device,
+)
 from ._types import Shape
 
 _ND = BACKEND == "nd"
+_FLOAT32, _FLOAT64 = FLOAT_DTYPES
 
 #: When True, an op's result is computed only when :meth:`Value.realize_cached_data` is called.
 LAZY_MODE = False
@@ -39,7 +50,14 @@ _partial_adjoint_hook = None
 
 
 class Op:
-    """An operator: ``compute`` runs it on backend arrays, ``gradient`` differentiates it."""
+    """An operator: ``compute`` runs it on backend arrays, ``gradient`` differentiates it.
+
+    ``takes_integers`` says whether integer and boolean tensors are valid inputs (views,
+    sums, additions and products are; everything that computes in floating point is not,
+    and refuses them with a TypeError before computing).
+    """
+
+    takes_integers = False
 
     def __call__(self, *args):
         raise NotImplementedError()
@@ -124,6 +142,12 @@ class Value:
                     if x.requires_grad:
                         requires_grad = True
                         break
+        if requires_grad and cached_data is not None and not _is_float_array(cached_data):
+            raise TypeError(
+                f"Tensor: a {cached_data.dtype} tensor cannot require gradients; only float32 and "
+                f"float64 tensors can (pass requires_grad=False, or convert with "
+                f".astype('float32'))"
+            )
         self.op = op
         self.inputs = tuple(inputs)
         self.cached_data = cached_data
@@ -147,14 +171,43 @@ class Value:
 
         A constant (no graph kept) when no input requires grad.
         """
+        if not op.takes_integers:  # inlined: this runs for every op applied
+            for x in inputs:
+                data = x.cached_data
+                if data is not None and data.__class__ is not tuple:
+                    dtype = data.dtype
+                    if dtype is not _FLOAT32 and dtype is not _FLOAT64:
+                        _check_float_input(op, dtype)
         value = cls.__new__(cls)
         value._init(op, inputs)
         if not LAZY_MODE:
-            value.realize_cached_data()
+            data = value.realize_cached_data()
+            if value.requires_grad and (data.__class__ is tuple or (
+                    data.dtype is not _FLOAT32 and data.dtype is not _FLOAT64)):
+                # integer results (a cast to int) have no gradient
+                value.requires_grad = _is_float_array(data)
             if not value.requires_grad:
                 # Nothing upstream needs a gradient: drop the graph so it can be freed.
                 value.op, value.inputs = None, ()
         return value
+
+
+def _is_float_array(data) -> bool:
+    """Whether ``data`` (an array, or a tuple of arrays) holds float32/float64 values."""
+    if isinstance(data, tuple):
+        return all(_is_float_array(x) for x in data)
+    dtype = data.dtype
+    return dtype is _FLOAT32 or dtype is _FLOAT64 or dtype in FLOAT_DTYPES
+
+
+def _check_float_input(op: Op, dtype) -> None:
+    """TypeError for an input of ``dtype`` (integer or boolean) to an op that computes in
+    floating point; ``make_from_op`` calls it for any dtype that is not the float singletons."""
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{type(op).__name__}: needs float32 or float64 tensors, got one of dtype {dtype}; "
+            f"convert it with .astype('float32')"
+        )
 
 
 def _as_arrays(data):
@@ -228,7 +281,7 @@ class Tensor(Value):
         *,
         device: Device | None = None,
         dtype=None,
-        requires_grad: bool = True,
+        requires_grad: bool | None = None,
         **kwargs,
     ):
         if isinstance(array, Tensor):
@@ -240,6 +293,8 @@ class Tensor(Value):
                 cached_data = Tensor._make_array(array.realize_cached_data(), device, dtype)
         else:
             cached_data = Tensor._make_array(array, device, dtype)
+        if requires_grad is None:  # the course's default True, for the dtypes that can
+            requires_grad = _is_float_array(cached_data)
         self._init(None, (), cached_data=cached_data, requires_grad=requires_grad)
 
     @staticmethod
@@ -247,13 +302,13 @@ class Tensor(Value):
         """A new backend array holding ``data`` (always a copy).
 
         Under ``nd`` the dtype defaults to float32 (an NDArray keeps its own) and the
-        device to an NDArray's own, else the default; ``dtype="bool"`` gives 0.0/1.0
-        float32. Under ``np`` NumPy infers the dtype.
+        device to an NDArray's own, else the default. Under ``np`` NumPy infers the dtype.
+        A given dtype must be one of :data:`needle.backends.DTYPES` on both backends.
         """
+        if dtype is not None:
+            dtype = check_dtype("Tensor", dtype)
         if not _ND:
             return numpy.array(data, dtype=dtype)
-        if isinstance(dtype, str) and dtype == "bool" or dtype is bool or dtype is numpy.bool_:
-            dtype = "float32"
         if device is None:
             device = data.device if isinstance(data, NDArray) else default_device()
         return array_api.array(data, device=device, dtype=dtype)
@@ -431,6 +486,13 @@ class Tensor(Value):
 
     __radd__ = __add__
     __rmul__ = __mul__
+
+    def astype(self, dtype) -> "Tensor":
+        """This tensor converted to ``dtype`` (``"float32"``, ``"int64"``, ...): a new tensor,
+        differentiable between float dtypes (NumPy's name; PyTorch's ``.to(dtype)``)."""
+        from . import ops
+
+        return ops.astype(self, dtype)
 
     def sum(self, axes=None) -> "Tensor":
         """Sum over ``axes`` (None: all; an int; or a tuple), dropping them."""

@@ -1,6 +1,8 @@
 // Kernels of needle's CPU backend: plain C++ over raw buffers that trusts its inputs.
 //
-// Everything here is a template over the element type T (float or double). The binding layer
+// Everything here is a template over the element type T. The strided kernels, the elementwise
+// add, mul, maximum and comparisons and the reductions also serve int32_t, int64_t and bool; the
+// rest is only ever built for float and double. The binding layer
 // (ndarray_backend_cpu.cc) validates sizes, dtypes and strided ranges before calling in, so no
 // function below checks anything.
 #pragma once

@@ -41,15 +41,40 @@ namespace needle {
 constexpr int64_t kTileSize = 8;
 constexpr std::size_t kAlignment = 64;  // one cache line; also a full AVX-512 vector
 
-enum class DType { float32, float64 };
+/// The element types of a buffer. Floats are what the kernels compute in; the integer and
+/// boolean types hold labels, token ids, masks and counts, and take only the kernels that make
+/// sense for them (copies, views, +, *, maximum, comparisons, sum and max).
+enum class DType { float32, float64, int32, int64, bool_ };
 
-const char* dtype_name(DType d) { return d == DType::float32 ? "float32" : "float64"; }
+struct DTypeInfo {
+  DType dtype;
+  const char* name;
+  std::size_t itemsize;
+};
+
+constexpr DTypeInfo kDTypes[] = {
+    {DType::float32, "float32", 4}, {DType::float64, "float64", 8},
+    {DType::int32, "int32", 4},     {DType::int64, "int64", 8},
+    {DType::bool_, "bool", 1},
+};
+
+const DTypeInfo& info(DType d) {
+  for (const DTypeInfo& i : kDTypes) {
+    if (i.dtype == d) return i;
+  }
+  return kDTypes[0];  // unreachable: every enumerator is listed
+}
+
+const char* dtype_name(DType d) { return info(d).name; }
+
+bool is_float(DType d) { return d == DType::float32 || d == DType::float64; }
 
 DType parse_dtype(const std::string& name) {
-  if (name == "float32") return DType::float32;
-  if (name == "float64") return DType::float64;
+  for (const DTypeInfo& i : kDTypes) {
+    if (name == i.name) return i.dtype;
+  }
   throw nb::type_error(("Array: unsupported dtype '" + name +
-                        "'; expected 'float32' or 'float64'").c_str());
+                        "'; expected float32, float64, int32, int64 or bool").c_str());
 }
 
 /// Where Array buffers come from: fresh aligned memory, or a recently freed large buffer of
@@ -153,7 +178,7 @@ class Array {
   int64_t size() const { return size_; }
   DType dtype() const { return dtype_; }
   std::size_t bytes() const {
-    return static_cast<std::size_t>(size_) * (dtype_ == DType::float32 ? 4 : 8);
+    return static_cast<std::size_t>(size_) * info(dtype_).itemsize;
   }
   std::uintptr_t ptr() const { return reinterpret_cast<std::uintptr_t>(data_); }
   template <typename T>
@@ -165,13 +190,56 @@ class Array {
   void* data_ = nullptr;
 };
 
-/// Calls f(T{}) with T the C++ type of `d`: the one place dtypes turn into templates.
+/// Calls f(T{}) with T the C++ type of `d`, for kernels that take every dtype: the one place
+/// dtypes turn into templates.
 template <typename F>
-void dispatch(DType d, F&& f) {
+void dispatch_any(DType d, F&& f) {
+  switch (d) {
+    case DType::float32: f(float{}); break;
+    case DType::float64: f(double{}); break;
+    case DType::int32: f(int32_t{}); break;
+    case DType::int64: f(int64_t{}); break;
+    case DType::bool_: f(bool{}); break;
+  }
+}
+
+/// dispatch_any for the kernels that compute in floating point: an integer or boolean buffer
+/// raises TypeError naming the kernel `fn` (the templates are never built for those types).
+template <typename F>
+void dispatch_float(const char* fn, DType d, F&& f) {
   if (d == DType::float32) {
     f(float{});
-  } else {
+  } else if (d == DType::float64) {
     f(double{});
+  } else {
+    throw nb::type_error((std::string(fn) + ": dtype " + dtype_name(d) +
+                          " is not supported; this kernel computes in float32 or float64 "
+                          "(convert with astype('float32'))").c_str());
+  }
+}
+
+/// A Python number as the scalar of a kernel of element type T: floats through double, the
+/// integer and boolean types exactly through int64 (a double would round ids above 2**53).
+template <typename T>
+T scalar_as(const char* fn, nb::handle value) {
+  if constexpr (std::is_floating_point_v<T>) {
+    double v;
+    if (!nb::try_cast(value, v)) {
+      throw nb::type_error((std::string(fn) + ": expected a real scalar").c_str());
+    }
+    return static_cast<T>(v);
+  } else {
+    int64_t v;
+    if (!nb::try_cast(value, v)) {
+      throw nb::type_error((std::string(fn) + ": an integer or boolean array needs an integer "
+                            "scalar, got " + nb::inst_name(value).c_str()).c_str());
+    }
+    if (v < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
+        v > static_cast<int64_t>(std::numeric_limits<T>::max())) {
+      throw nb::value_error((std::string(fn) + ": the scalar " + std::to_string(v) +
+                             " does not fit the array's dtype").c_str());
+    }
+    return static_cast<T>(v);
   }
 }
 
@@ -260,14 +328,27 @@ Layout check_view(const char* fn, const std::vector<int64_t>& shape,
 
 // ---- binding factories: validate, dispatch on dtype, call one kernel ------------------------
 
+/// Which dtypes a kernel takes: every one, or only the floating-point ones.
+enum class Takes { any, floats };
+
+/// Calls f(T{}) for the dtype `d` of a kernel `fn` that takes `takes`.
+template <Takes takes, typename F>
+void dispatch(const char* fn, DType d, F&& f) {
+  if constexpr (takes == Takes::any) {
+    dispatch_any(d, std::forward<F>(f));
+  } else {
+    dispatch_float(fn, d, std::forward<F>(f));
+  }
+}
+
 /// Binds name(a, b, out): out[i] = op(a[i], b[i]) on compact buffers of one size.
-template <typename Op>
+template <Takes takes, typename Op>
 void def_ewise(nb::module_& m, const char* name, Op op, const char* doc) {
   m.def(name, [name, op](const Array& a, const Array& b, Array& out) {
     check_same_dtype(name, {&a, &b, &out});
     check_size(name, "a", a, out.size());
     check_size(name, "b", b, out.size());
-    dispatch(out.dtype(), [&](auto t) {
+    dispatch<takes>(name, out.dtype(), [&](auto t) {
       using T = decltype(t);
       ewise(a.as<T>(), b.as<T>(), out.as<T>(), out.size(), op);
     });
@@ -275,32 +356,32 @@ void def_ewise(nb::module_& m, const char* name, Op op, const char* doc) {
 }
 
 /// Binds name(a, val, out): out[i] = op(a[i], T(val)), the scalar cast to the dtype first.
-template <typename Op>
+template <Takes takes, typename Op>
 void def_scalar(nb::module_& m, const char* name, Op op, const char* doc) {
-  m.def(name, [name, op](const Array& a, double val, Array& out) {
+  m.def(name, [name, op](const Array& a, nb::handle val, Array& out) {
     check_same_dtype(name, {&a, &out});
     check_size(name, "a", a, out.size());
-    dispatch(out.dtype(), [&](auto t) {
+    dispatch<takes>(name, out.dtype(), [&](auto t) {
       using T = decltype(t);
-      scalar(a.as<T>(), static_cast<T>(val), out.as<T>(), out.size(), op);
+      scalar(a.as<T>(), scalar_as<T>(name, val), out.as<T>(), out.size(), op);
     });
   }, "a"_a, "val"_a, "out"_a, doc);
 }
 
-/// Binds name(a, out): out[i] = op(a[i]).
+/// Binds name(a, out): out[i] = op(a[i]), a floating-point function.
 template <typename Op>
 void def_unary(nb::module_& m, const char* name, Op op, const char* doc) {
   m.def(name, [name, op](const Array& a, Array& out) {
     check_same_dtype(name, {&a, &out});
     check_size(name, "a", a, out.size());
-    dispatch(out.dtype(), [&](auto t) {
+    dispatch_float(name, out.dtype(), [&](auto t) {
       using T = decltype(t);
       unary(a.as<T>(), out.as<T>(), out.size(), op);
     });
   }, "a"_a, "out"_a, doc);
 }
 
-/// Binds name(a, out, reduce_size) for reduce_sum / reduce_max.
+/// Binds name(a, out, reduce_size) for reduce_sum / reduce_max (every dtype).
 template <typename Kernel>
 void def_reduce(nb::module_& m, const char* name, Kernel kernel, bool allow_empty,
                 const char* doc) {
@@ -311,7 +392,7 @@ void def_reduce(nb::module_& m, const char* name, Kernel kernel, bool allow_empt
     if (!allow_empty && reduce_size == 0 && out.size() > 0) {
       value_error(name, "cannot reduce over 0 elements (reduce_size=0)");
     }
-    dispatch(out.dtype(), [&](auto t) {
+    dispatch_any(out.dtype(), [&](auto t) {
       using T = decltype(t);
       kernel(a.as<T>(), out.as<T>(), out.size(), reduce_size);
     });
@@ -355,7 +436,7 @@ nb::object& numpy_matmul() {
 /// (m,n)@(n,p) through NumPy's BLAS (OpenBLAS in NumPy's wheels) on zero-copy views.
 void py_matmul(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p) {
   check_matmul("matmul", a, b, out, m, n, p);
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_float("matmul", out.dtype(), [&](auto t) {
     using T = decltype(t);
     numpy_matmul()(numpy_view<T>(a, m, n), numpy_view<T>(b, n, p),
                    "out"_a = numpy_view<T>(out, m, p));
@@ -391,7 +472,7 @@ void py_matmul_strided(const Array& a, const Array& b, Array& out, int64_t m, in
     std::fill(out.as<char>(), out.as<char>() + out.bytes(), 0);  // 0 bits are 0.0
     return;
   }
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_float(fn, out.dtype(), [&](auto t) {
     using T = decltype(t);
     numpy_matmul()(numpy_strided_view<T>(a, va), numpy_strided_view<T>(b, vb),
                    "out"_a = numpy_view<T>(out, m, p));
@@ -410,7 +491,7 @@ void py_matmul_batched(const Array& a, const Array& b, Array& out, int64_t batch
   check_size(fn, "a", a, checked_mul(fn, batch, checked_mul(fn, m, n)));
   check_size(fn, "b", b, checked_mul(fn, batch, checked_mul(fn, n, p)));
   check_size(fn, "out", out, checked_mul(fn, batch, checked_mul(fn, m, p)));
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_float(fn, out.dtype(), [&](auto t) {
     using T = decltype(t);
     numpy_matmul()(numpy_view<T>(a, {batch, m, n}), numpy_view<T>(b, {batch, n, p}),
                    "out"_a = numpy_view<T>(out, {batch, m, p}));
@@ -427,9 +508,9 @@ void py_matmul_tiled(const Array& a, const Array& b, Array& out, int64_t m, int6
   // out-tile (I, J) = Σ_K a(I,K) @ b(K,J) is the tiled form of the row-major product, so the
   // operands are untiled, multiplied by the BLAS (a loop over 8×8 tiles is ~10× slower) and
   // the result tiled again; every element of `out` is written.
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_float("matmul_tiled", out.dtype(), [&](auto t) {
     using T = decltype(t);
-    const std::string dtype = sizeof(T) == 4 ? "float32" : "float64";
+    const std::string dtype = dtype_name(out.dtype());
     Array a_rows(m * n, dtype), b_rows(n * p, dtype), out_rows(m * p, dtype);
     untile<T, kTileSize>(a.as<T>(), a_rows.as<T>(), m, n);
     untile<T, kTileSize>(b.as<T>(), b_rows.as<T>(), n, p);
@@ -454,8 +535,9 @@ bool is_c_contiguous(const AnyArray& x) {
 }
 
 void from_numpy(const AnyArray& x, Array& out) {
-  const bool f32 = out.dtype() == DType::float32;
-  if (x.dtype() != (f32 ? nb::dtype<float>() : nb::dtype<double>())) {
+  bool same_dtype = false;
+  dispatch_any(out.dtype(), [&](auto t) { same_dtype = x.dtype() == nb::dtype<decltype(t)>(); });
+  if (!same_dtype) {
     throw nb::type_error((std::string("from_numpy: the array's dtype differs from out's ") +
                           dtype_name(out.dtype()) +
                           "; pass np.ascontiguousarray(x, dtype=out.dtype)").c_str());
@@ -475,7 +557,7 @@ nb::object to_numpy(const Array& a, const std::vector<int64_t>& shape,
   const Layout v = check_view("to_numpy", shape, strides, offset, a.size());
   std::vector<std::size_t> dims(shape.begin(), shape.end());
   nb::object result;
-  dispatch(a.dtype(), [&](auto t) {
+  dispatch_any(a.dtype(), [&](auto t) {
     using T = decltype(t);
     T* data = new T[std::max<int64_t>(v.size, 1)];
     nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
@@ -540,6 +622,11 @@ void check_update(const char* fn, std::initializer_list<const Buffers*> lists,
     refuse_none(*list);
   }
   for (std::size_t i = 0; i < outs.size(); ++i) {
+    if (!is_float(outs[i]->dtype())) {
+      throw nb::type_error((std::string(fn) + ": parameter " + std::to_string(i) + " is " +
+                            dtype_name(outs[i]->dtype()) + "; parameters are float32 or "
+                            "float64").c_str());
+    }
     for (const Buffers* list : lists) {
       const Array& a = *(*list)[i];
       if (a.dtype() != outs[i]->dtype()) {
@@ -559,7 +646,7 @@ void py_sgd_update(const Buffers& params, const Buffers& grads, const Buffers& u
                    const Buffers& outs, double lr, double momentum, double weight_decay) {
   check_update("sgd_update", {&params, &grads, &u}, outs);
   for (std::size_t i = 0; i < outs.size(); ++i) {
-    dispatch(outs[i]->dtype(), [&](auto t) {
+    dispatch_float("sgd_update", outs[i]->dtype(), [&](auto t) {
       using T = decltype(t);
       sgd_update(params[i]->as<T>(), grads[i]->as<T>(), u[i]->as<T>(), outs[i]->as<T>(),
                  outs[i]->size(), static_cast<T>(lr), static_cast<T>(momentum),
@@ -573,7 +660,7 @@ void py_adam_update(const Buffers& params, const Buffers& grads, const Buffers& 
                     double eps, double weight_decay, double bias1, double bias2) {
   check_update("adam_update", {&params, &grads, &m, &v}, outs);
   for (std::size_t i = 0; i < outs.size(); ++i) {
-    dispatch(outs[i]->dtype(), [&](auto tag) {
+    dispatch_float("adam_update", outs[i]->dtype(), [&](auto tag) {
       using T = decltype(tag);
       const AdamScalars<T> c{static_cast<T>(lr),          static_cast<T>(beta1),
                              static_cast<T>(1 - beta1),   static_cast<T>(beta2),
@@ -598,7 +685,7 @@ void py_batchnorm_forward(const Array& x, const Array& weight, const Array& bias
   for (const Array* a : Arrays{&weight, &bias, &mean, &var, &inv_std}) {
     check_size(fn, "a (d,) buffer", *a, d);
   }
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_float(fn, out.dtype(), [&](auto t) {
     using T = decltype(t);
     batchnorm_forward(x.as<T>(), weight.as<T>(), bias.as<T>(), out.as<T>(), xhat.as<T>(),
                       mean.as<T>(), var.as<T>(), inv_std.as<T>(), n, d, static_cast<T>(eps));
@@ -617,7 +704,7 @@ void py_batchnorm_backward(const Array& g, const Array& xhat, const Array& weigh
   for (const Array* a : Arrays{&weight, &inv_std, &grad_weight, &grad_bias}) {
     check_size(fn, "a (d,) buffer", *a, d);
   }
-  dispatch(g.dtype(), [&](auto t) {
+  dispatch_float(fn, g.dtype(), [&](auto t) {
     using T = decltype(t);
     std::vector<T> scale(static_cast<std::size_t>(d));
     batchnorm_backward(g.as<T>(), xhat.as<T>(), weight.as<T>(), inv_std.as<T>(),
@@ -665,7 +752,7 @@ void py_dropout(const AnyArray& u, const Array& x, Array& mask, Array& out, doub
   if (!(keep > 0 && keep <= 1)) {
     value_error(fn, "keep must be in (0, 1], got " + std::to_string(keep));
   }
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_float(fn, out.dtype(), [&](auto t) {
     using T = decltype(t);
     dropout(static_cast<const double*>(u.data()), x.as<T>(), mask.as<T>(), out.as<T>(),
             out.size(), static_cast<float>(keep));
@@ -676,7 +763,7 @@ void py_relu_backward(const Array& g, const Array& a, Array& out) {
   check_same_dtype("relu_backward", {&g, &a, &out});
   check_size("relu_backward", "g", g, out.size());
   check_size("relu_backward", "a", a, out.size());
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_float("relu_backward", out.dtype(), [&](auto t) {
     using T = decltype(t);
     relu_backward(g.as<T>(), a.as<T>(), out.as<T>(), out.size());
   });
@@ -689,7 +776,7 @@ void py_layernorm_forward(const Array& x, const Array& weight, const Array& bias
   if (d < 1) value_error(fn, "needs at least one column, got d=" + std::to_string(d));
   check_rows(fn, {&x, &out, &xhat}, {&weight, &bias}, n, d);
   check_size(fn, "inv_std", inv_std, n);
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_float(fn, out.dtype(), [&](auto t) {
     using T = decltype(t);
     layernorm_forward(x.as<T>(), weight.as<T>(), bias.as<T>(), out.as<T>(), xhat.as<T>(),
                       inv_std.as<T>(), n, d, static_cast<T>(eps));
@@ -703,7 +790,7 @@ void py_layernorm_backward(const Array& g, const Array& xhat, const Array& weigh
   check_same_dtype(fn, {&g, &xhat, &weight, &inv_std, &grad_x, &grad_weight, &grad_bias});
   check_rows(fn, {&g, &xhat, &grad_x}, {&weight, &grad_weight, &grad_bias}, n, d);
   check_size(fn, "inv_std", inv_std, n);
-  dispatch(g.dtype(), [&](auto t) {
+  dispatch_float(fn, g.dtype(), [&](auto t) {
     using T = decltype(t);
     std::vector<T> scratch(static_cast<std::size_t>(9 * d));
     layernorm_backward(g.as<T>(), xhat.as<T>(), weight.as<T>(), inv_std.as<T>(),
@@ -727,7 +814,7 @@ void py_softmax_cross_entropy(const Array& logits, const Ids& labels, Array& gra
                         std::to_string(n) + " rows");
   }
   check_ids(fn, labels, k);
-  dispatch(logits.dtype(), [&](auto t) {
+  dispatch_float(fn, logits.dtype(), [&](auto t) {
     using T = decltype(t);
     std::vector<T> per_example(static_cast<std::size_t>(n));
     loss.as<T>()[0] = softmax_cross_entropy(logits.as<T>(), labels.data(), grad.as<T>(),
@@ -745,7 +832,7 @@ void py_take_rows(const Array& table, const Ids& ids, Array& out, int64_t num_ro
   const int64_t count = static_cast<int64_t>(ids.shape(0));
   check_size(fn, "out", out, checked_mul(fn, count, d));
   check_ids(fn, ids, num_rows);
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_float(fn, out.dtype(), [&](auto t) {
     using T = decltype(t);
     take_rows(table.as<T>(), ids.data(), out.as<T>(), count, d);
   });
@@ -760,7 +847,7 @@ void py_add_rows(const Array& rows, const Ids& ids, Array& out, int64_t num_rows
   check_size(fn, "rows", rows, checked_mul(fn, count, d));
   check_size(fn, "out", out, checked_mul(fn, num_rows, d));
   check_ids(fn, ids, num_rows);
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_float(fn, out.dtype(), [&](auto t) {
     using T = decltype(t);
     add_rows(rows.as<T>(), ids.data(), out.as<T>(), count, num_rows, d);
   });
@@ -782,7 +869,7 @@ void py_lstm_cell_forward(const Array& pre, const Array& c, Array& act, Array& h
   const char* fn = "lstm_cell_forward";
   check_same_dtype(fn, {&pre, &c, &act, &h_out, &c_out, &tanh_c});
   check_lstm(fn, {&pre, &act}, {&c, &h_out, &c_out, &tanh_c}, batch, hidden);
-  dispatch(pre.dtype(), [&](auto t) {
+  dispatch_float(fn, pre.dtype(), [&](auto t) {
     using T = decltype(t);
     lstm_cell_forward(pre.as<T>(), c.as<T>(), act.as<T>(), h_out.as<T>(), c_out.as<T>(),
                       tanh_c.as<T>(), batch, hidden);
@@ -796,7 +883,7 @@ void py_lstm_cell_backward(const Array& grad_h, const Array& grad_c, const Array
   check_same_dtype(fn, {&grad_h, &grad_c, &c, &act, &tanh_c, &grad_pre, &grad_c_prev});
   check_lstm(fn, {&act, &grad_pre}, {&grad_h, &grad_c, &c, &tanh_c, &grad_c_prev}, batch,
              hidden);
-  dispatch(act.dtype(), [&](auto t) {
+  dispatch_float(fn, act.dtype(), [&](auto t) {
     using T = decltype(t);
     lstm_cell_backward(grad_h.as<T>(), grad_c.as<T>(), c.as<T>(), act.as<T>(), tanh_c.as<T>(),
                        grad_pre.as<T>(), grad_c_prev.as<T>(), batch, hidden);
@@ -807,7 +894,7 @@ void py_reduce_sum_rows(const Array& a, Array& out, int64_t rows, int64_t cols) 
   const char* fn = "reduce_sum_rows";
   check_same_dtype(fn, {&a, &out});
   check_rows(fn, {&a}, {&out}, rows, cols);
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_float(fn, out.dtype(), [&](auto t) {
     using T = decltype(t);
     std::vector<T> scratch(static_cast<std::size_t>(9 * cols));
     reduce_sum_rows(a.as<T>(), out.as<T>(), rows, cols, scratch.data());
@@ -818,7 +905,7 @@ void py_add_row(const Array& a, const Array& row, Array& out, int64_t rows, int6
   const char* fn = "add_row";
   check_same_dtype(fn, {&a, &row, &out});
   check_rows(fn, {&a, &out}, {&row}, rows, cols);
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_float(fn, out.dtype(), [&](auto t) {
     using T = decltype(t);
     add_row(a.as<T>(), row.as<T>(), out.as<T>(), rows, cols);
   });
@@ -827,7 +914,10 @@ void py_add_row(const Array& a, const Array& row, Array& out, int64_t rows, int6
 NB_MODULE(ndarray_backend_cpu, m) {
   m.doc() = R"(needle's compiled CPU backend (C++17, nanobind): the spec §8 backend API.
 
-Array(size, dtype="float32") is a flat, 64-byte-aligned, uninitialised float32/float64 buffer.
+Array(size, dtype="float32") is a flat, 64-byte-aligned, uninitialised buffer of float32, float64,
+int32, int64 or bool elements. Copies, views, setitem, add, mul, maximum, the comparisons, fill and
+the reductions take every dtype; the other kernels compute in floating point and raise TypeError
+for an integer or boolean buffer.
 Kernels write into `out` and return None. compact / ewise_setitem / scalar_setitem / to_numpy
 take (shape, strides, offset) in elements (strides may be 0 or negative, up to 16 dims); the
 other kernels take compact buffers. Arguments are validated: TypeError for mixed dtypes,
@@ -852,13 +942,13 @@ Project extras:
       .def(nb::init<int64_t, const std::string&>(), "size"_a, "dtype"_a = "float32")
       .def_prop_ro("size", &Array::size, "Number of elements.")
       .def_prop_ro("dtype", [](const Array& a) { return dtype_name(a.dtype()); },
-                   "'float32' or 'float64'.")
+                   "'float32', 'float64', 'int32', 'int64' or 'bool'.")
       .def("ptr", &Array::ptr, "Base address of the buffer, as an int.");
 
-  m.def("fill", [](Array& out, double val) {
-    dispatch(out.dtype(), [&](auto t) {
+  m.def("fill", [](Array& out, nb::handle val) {
+    dispatch_any(out.dtype(), [&](auto t) {
       using T = decltype(t);
-      std::fill(out.as<T>(), out.as<T>() + out.size(), static_cast<T>(val));
+      std::fill(out.as<T>(), out.as<T>() + out.size(), scalar_as<T>("fill", val));
     });
   }, "out"_a, "val"_a, "Set every element of out to val (cast to out's dtype).");
 
@@ -867,7 +957,7 @@ Project extras:
     check_same_dtype("compact", {&a, &out});
     const Layout v = check_view("compact", shape, strides, offset, a.size());
     check_size("compact", "out", out, v.size);
-    dispatch(out.dtype(), [&](auto t) { compact(a.as<decltype(t)>(), out.as<decltype(t)>(), v); });
+    dispatch_any(out.dtype(), [&](auto t) { compact(a.as<decltype(t)>(), out.as<decltype(t)>(), v); });
   }, "a"_a, "out"_a, NEEDLE_VIEW_ARGS, "out[k] = a[offset + Σ idx_k·strides], k row-major.");
 
   m.def("ewise_setitem", [](const Array& a, Array& out, const std::vector<int64_t>& shape,
@@ -875,7 +965,7 @@ Project extras:
     check_same_dtype("ewise_setitem", {&a, &out});
     const Layout v = check_view("ewise_setitem", shape, strides, offset, out.size());
     check_size("ewise_setitem", "a", a, v.size);
-    dispatch(out.dtype(), [&](auto t) {
+    dispatch_any(out.dtype(), [&](auto t) {
       ewise_setitem(a.as<decltype(t)>(), out.as<decltype(t)>(), v);
     });
   }, "a"_a, "out"_a, NEEDLE_VIEW_ARGS, "out[offset + Σ idx_k·strides] = a[k] (compact a).");
@@ -885,14 +975,14 @@ Project extras:
     check_same_dtype("ewise_add_setitem", {&a, &out});
     const Layout v = check_view("ewise_add_setitem", shape, strides, offset, out.size());
     check_size("ewise_add_setitem", "a", a, v.size);
-    dispatch(out.dtype(), [&](auto t) {
+    dispatch_any(out.dtype(), [&](auto t) {
       ewise_add_setitem(a.as<decltype(t)>(), out.as<decltype(t)>(), v);
     });
   }, "a"_a, "out"_a, NEEDLE_VIEW_ARGS,
      "Project extra: out[offset + Σ idx_k·strides] += a[k] (compact a), the in-place add of\n"
      "a view; the view must not repeat a position (no zero strides or overlaps).");
 
-  m.def("scalar_setitem", [](int64_t size, double val, Array& out,
+  m.def("scalar_setitem", [](int64_t size, nb::handle val, Array& out,
                              const std::vector<int64_t>& shape,
                              const std::vector<int64_t>& strides, int64_t offset) {
     check_nonnegative("scalar_setitem", "size", size);
@@ -901,9 +991,9 @@ Project extras:
       value_error("scalar_setitem", "size is " + std::to_string(size) + ", prod(shape) is " +
                                         std::to_string(v.size));
     }
-    dispatch(out.dtype(), [&](auto t) {
+    dispatch_any(out.dtype(), [&](auto t) {
       using T = decltype(t);
-      scalar_setitem(static_cast<T>(val), out.as<T>(), v);
+      scalar_setitem(scalar_as<T>("scalar_setitem", val), out.as<T>(), v);
     });
   }, "size"_a, "val"_a, "out"_a, NEEDLE_VIEW_ARGS,
      "out[offset + Σ idx·strides] = val over the view; size must be prod(shape).");
@@ -913,21 +1003,21 @@ Project extras:
   m.def("from_numpy", &from_numpy, "x"_a, "out"_a,
         "Copy the first out.size values of a C-contiguous NumPy array of out's dtype.");
 
-  def_ewise(m, "ewise_add", std::plus<>{}, "out = a + b");
-  def_ewise(m, "ewise_mul", std::multiplies<>{}, "out = a * b");
-  def_ewise(m, "ewise_div", std::divides<>{}, "out = a / b");
-  def_ewise(m, "ewise_maximum", Maximum{}, "out = maximum(a, b) (NaN propagates)");
-  def_ewise(m, "ewise_eq", Equal{}, "out = 1 where a == b else 0");
-  def_ewise(m, "ewise_ge", GreaterEqual{}, "out = 1 where a >= b else 0");
-  def_ewise(m, "ewise_power", Power{}, "out = pow(a, b)");
+  def_ewise<Takes::any>(m, "ewise_add", std::plus<>{}, "out = a + b");
+  def_ewise<Takes::any>(m, "ewise_mul", std::multiplies<>{}, "out = a * b");
+  def_ewise<Takes::floats>(m, "ewise_div", std::divides<>{}, "out = a / b");
+  def_ewise<Takes::any>(m, "ewise_maximum", Maximum{}, "out = maximum(a, b) (NaN propagates)");
+  def_ewise<Takes::any>(m, "ewise_eq", Equal{}, "out = 1 where a == b else 0");
+  def_ewise<Takes::any>(m, "ewise_ge", GreaterEqual{}, "out = 1 where a >= b else 0");
+  def_ewise<Takes::floats>(m, "ewise_power", Power{}, "out = pow(a, b)");
 
-  def_scalar(m, "scalar_add", std::plus<>{}, "out = a + val");
-  def_scalar(m, "scalar_mul", std::multiplies<>{}, "out = a * val");
-  def_scalar(m, "scalar_div", std::divides<>{}, "out = a / val");
-  def_scalar(m, "scalar_power", Power{}, "out = pow(a, val) (C pow semantics)");
-  def_scalar(m, "scalar_maximum", Maximum{}, "out = maximum(a, val)");
-  def_scalar(m, "scalar_eq", Equal{}, "out = 1 where a == val else 0");
-  def_scalar(m, "scalar_ge", GreaterEqual{}, "out = 1 where a >= val else 0");
+  def_scalar<Takes::any>(m, "scalar_add", std::plus<>{}, "out = a + val");
+  def_scalar<Takes::any>(m, "scalar_mul", std::multiplies<>{}, "out = a * val");
+  def_scalar<Takes::floats>(m, "scalar_div", std::divides<>{}, "out = a / val");
+  def_scalar<Takes::floats>(m, "scalar_power", Power{}, "out = pow(a, val) (C pow semantics)");
+  def_scalar<Takes::any>(m, "scalar_maximum", Maximum{}, "out = maximum(a, val)");
+  def_scalar<Takes::any>(m, "scalar_eq", Equal{}, "out = 1 where a == val else 0");
+  def_scalar<Takes::any>(m, "scalar_ge", GreaterEqual{}, "out = 1 where a >= val else 0");
 
   def_unary(m, "ewise_log", Log{}, "out = log(a)");
   def_unary(m, "ewise_exp", Exp{}, "out = exp(a)");

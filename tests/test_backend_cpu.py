@@ -398,8 +398,8 @@ def f64(n: int) -> "cpu.Array":
 
 
 def test_array_rejects_bad_dtype_and_size():
-    with pytest.raises(TypeError, match="float32.*float64"):
-        cpu.Array(3, "int32")
+    with pytest.raises(TypeError, match="float32, float64, int32, int64 or bool"):
+        cpu.Array(3, "uint8")
     with pytest.raises(ValueError, match="size must be >= 0"):
         cpu.Array(-1)
     with pytest.raises(ValueError, match="too large"):

@@ -308,9 +308,8 @@ def test_loader_yields_tuples_of_constant_tensors(files):
     batch = next(iter(DataLoader(MNISTDataset(*files), batch_size=4)))
     assert isinstance(batch, tuple) and len(batch) == 2
     assert all(isinstance(t, needle.Tensor) and not t.requires_grad for t in batch)
-    # Under nd every tensor is float32 or float64 (the labels become float32 values).
-    label_dtype = "float32" if needle.backends.BACKEND == "nd" else "uint8"
-    assert str(batch[0].dtype) == "float32" and str(batch[1].dtype) == label_dtype
+    # Integer fields (the labels) are int64 on both backends, as PyTorch's class targets.
+    assert str(batch[0].dtype) == "float32" and str(batch[1].dtype) == "int64"
 
 
 @pytest.mark.parametrize("batch_size", [0, -2, 1.5, True, "4", None])

@@ -160,6 +160,7 @@ OPS: list[Row] = [
     Row("rtruediv (c / x)", lambda a: 3.0 / a, lambda a: 3.0 / a, UNARY, ("nonzero",)),
     # elementwise unary
     Row("negate", ndl.negate, np.negative, UNARY),
+    Row("astype (to its own dtype)", lambda a: ndl.astype(a, a.dtype) * a, np.square, UNARY),
     Row("log", ndl.log, np.log, UNARY, ("positive",)),
     Row("exp", ndl.exp, np.exp, UNARY),
     Row("relu", ndl.relu, lambda a: np.maximum(a, 0.0), UNARY, ("nonzero",)),

@@ -138,9 +138,11 @@ class BackendDevice:
         return NDArray.make(_shape_tuple("empty", shape), device=self, dtype=_dtype(dtype))
 
     def full(self, shape: Shape, fill_value: float, dtype: str = "float32") -> "NDArray":
-        """A compact array of ``shape`` (a tuple) with every element ``fill_value``."""
+        """A compact array of ``shape`` (a tuple) with every element ``fill_value`` (cast to
+        ``dtype`` as NumPy casts it)."""
         out = self.empty(shape, dtype)
-        out._device.mod.fill(out._handle, _scalar_value("full", fill_value))
+        value = _cast_scalar(_scalar_value("full", fill_value), out._dtype)
+        out._device.mod.fill(out._handle, value)
         return out
 
     def zeros(self, *shape: int, dtype: str = "float32") -> "NDArray":
@@ -212,7 +214,8 @@ def prod(values: Iterable[int]) -> int:
 
 
 class DType(str):
-    """A dtype name (``"float32"``/``"float64"``) that also equals NumPy's spellings.
+    """A dtype name (``"float32"``, ``"float64"``, ``"int32"``, ``"int64"``, ``"bool"``) that
+    also equals NumPy's spellings.
 
     ``a.dtype == "float32"``, ``== np.float32`` and ``== np.dtype("float32")`` all hold.
     """
@@ -238,11 +241,12 @@ def _spelled(value: Any) -> str | None:
 
 
 _FLOAT32, _FLOAT64 = DType("float32"), DType("float64")
-_DTYPES = {"float32": _FLOAT32, "float64": _FLOAT64}
+_INT32, _INT64, _BOOL = DType("int32"), DType("int64"), DType("bool")
+_DTYPES = {d: d for d in (_FLOAT32, _FLOAT64, _INT32, _INT64, _BOOL)}
 
 
 def _dtype(dtype: Any) -> DType:
-    """``dtype`` as ``"float32"``/``"float64"``, or a TypeError naming the two supported."""
+    """``dtype`` as one of the supported DTypes, or a TypeError naming them."""
     try:  # the common case: "float32"/"float64" strings (the handles' own dtype)
         return _DTYPES[dtype]
     except (KeyError, TypeError):
@@ -250,8 +254,8 @@ def _dtype(dtype: Any) -> DType:
     name = _spelled(dtype) if dtype is not None else None
     if name not in _DTYPES:
         raise TypeError(
-            f"NDArray: dtype {dtype!r} is not supported; use float32 or float64 "
-            f"(convert other data with dtype='float32')"
+            f"NDArray: dtype {dtype!r} is not supported; use float32, float64, int32, int64 or "
+            f"bool (convert other data with dtype='float32' or dtype='int64')"
         )
     return _DTYPES[name]
 
@@ -265,11 +269,29 @@ def _shape_tuple(owner: str, shape: Any) -> Shape:
     return shape
 
 
-def _scalar_value(owner: str, value: Any) -> float:
-    """A Python/NumPy real scalar as a Python number, else a TypeError."""
+def _is_float(dtype: DType) -> bool:
+    return dtype is _FLOAT32 or dtype is _FLOAT64
+
+
+def _require_float(owner: str, *arrays: "NDArray") -> None:
+    """A TypeError for an integer or boolean operand of a floating-point computation."""
+    for array in arrays:
+        if not _is_float(array._dtype):
+            raise TypeError(
+                f"NDArray {owner}: needs float32 or float64 arrays, got {array._dtype}; convert "
+                f"with astype('float32')"
+            )
+
+
+def _scalar_value(owner: str, value: Any) -> float | int | bool:
+    """A Python/NumPy real scalar as a Python float, int or bool, else a TypeError."""
     if type(value) is float:  # the hot path: no ABC check
         return value
-    if isinstance(value, (numbers.Real, np.bool_)):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
         return float(value)
     if isinstance(value, np.ndarray):
         raise TypeError(
@@ -278,6 +300,40 @@ def _scalar_value(owner: str, value: Any) -> float:
         )
     raise TypeError(f"NDArray {owner}: expected an NDArray or a real scalar, got "
                     f"{type(value).__name__}")
+
+
+def _cast_scalar(value: float | int | bool, dtype: DType) -> float | int | bool:
+    """``value`` converted to ``dtype``'s Python type as NumPy casts it (1.5 -> 1 for ints)."""
+    if _is_float(dtype):
+        return float(value)
+    return np.dtype(dtype).type(value).item()
+
+
+def _scalar_operands(array: "NDArray", value: float | int | bool) -> tuple["NDArray", Any]:
+    """NumPy's promotion of an integer or boolean array with a Python scalar: a float scalar
+    makes it float64, an int makes a bool array int64; otherwise the dtype is kept."""
+    if isinstance(value, bool):
+        return array, value
+    if isinstance(value, int):
+        return (array.astype(_INT64) if array._dtype is _BOOL else array), value
+    return array.astype(_FLOAT64), value
+
+
+def _integer_with_scalar(array: "NDArray", value: float | int | bool, kernel: str) -> "NDArray":
+    """``array (op) value`` for a compact integer or boolean array: computed in NumPy's
+    promoted dtype; a comparison's 1/0 comes back in the array's own dtype."""
+    a, value = _scalar_operands(array, value)
+    out = _empty(a._shape, a._device, a._dtype)
+    getattr(a._device.mod, kernel)(a._handle, value, out._handle)
+    if kernel in ("scalar_eq", "scalar_ge") and out._dtype is not array._dtype:
+        return out.astype(array._dtype)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _promoted(a: DType, b: DType) -> DType:
+    """NumPy's common dtype of two supported dtypes (float32 with int32 gives float64)."""
+    return _DTYPES[np.promote_types(a, b).name]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -569,7 +625,7 @@ class NDArray:
         if isinstance(other, np.ndarray):
             other = NDArray(other, device=self._device, dtype=self.dtype)
         if not isinstance(other, NDArray):
-            value = _scalar_value("setitem", other)
+            value = _cast_scalar(_scalar_value("setitem", other), self._dtype)
             mod.scalar_setitem(prod(shape), value, self._handle, shape, strides, offset)
             return
         _check_devices("setitem", self, other)
@@ -600,6 +656,8 @@ class NDArray:
             return out
         value = _scalar_value(scalar, other)
         a = self.compact()
+        if not _is_float(a._dtype):
+            return _integer_with_scalar(a, value, scalar)
         out = _empty(a._shape, a._device, a._dtype)
         getattr(a._device.mod, scalar)(a._handle, value, out._handle)
         return out
@@ -614,6 +672,8 @@ class NDArray:
             a, b = _common(ewise, self, other)
         else:
             a, b = self.compact(), _scalar_value(scalar, other)
+            if not _is_float(a._dtype):
+                a, b = _scalar_operands(a, b)
         if not (out.is_compact() and out._shape == a._shape and out.dtype == a.dtype):
             out[(slice(None),) * out.ndim] = a._binary(b, ewise, scalar)
             return out
@@ -643,6 +703,7 @@ class NDArray:
         return self._into(other, self, "ewise_div", "scalar_div")
 
     def _unary(self, kernel: str) -> "NDArray":
+        _require_float(kernel[6:], self)
         a = self.compact()
         out = _empty(a._shape, a._device, a._dtype)
         getattr(a._device.mod, kernel)(a._handle, out._handle)
@@ -667,9 +728,11 @@ class NDArray:
     __rmul__ = __mul__
 
     def __truediv__(self, other: Any) -> "NDArray":
+        _require_float("/", self, *([other] if isinstance(other, NDArray) else []))
         return self._binary(other, "ewise_div", "scalar_div")
 
     def __rtruediv__(self, other: Any) -> "NDArray":
+        _require_float("/", self)
         numerator = _scalar_value("rtruediv", other)
         return full(self._shape, numerator, dtype=self.dtype, device=self._device) / self
 
@@ -677,6 +740,7 @@ class NDArray:
         return self * -1
 
     def __pow__(self, other: Any) -> "NDArray":
+        _require_float("**", self, *([other] if isinstance(other, NDArray) else []))
         return self._binary(other, "ewise_power", "scalar_power")
 
     def maximum(self, other: Any) -> "NDArray":
@@ -689,17 +753,18 @@ class NDArray:
     def __ge__(self, other: Any) -> "NDArray":
         return self._binary(other, "ewise_ge", "scalar_ge")
 
+    # The other comparisons are formed from == and >= and keep their dtype.
     def __ne__(self, other: Any) -> "NDArray":  # type: ignore[override]
-        return 1 - (self == other)
+        return _logical_not(self == other)
 
     def __gt__(self, other: Any) -> "NDArray":
         return (self >= other) * (self != other)
 
     def __lt__(self, other: Any) -> "NDArray":
-        return 1 - (self >= other)
+        return _logical_not(self >= other)
 
     def __le__(self, other: Any) -> "NDArray":
-        return 1 - (self > other)
+        return _logical_not(self > other)
 
     __hash__ = None  # type: ignore[assignment]  (== returns an array)
 
@@ -723,7 +788,10 @@ class NDArray:
 
     # ----- reductions -----------------------------------------------------------------------
     def sum(self, axis: Any = None, keepdims: bool = False) -> "NDArray":
-        """Sum over ``axis`` (None: all; an int; a tuple); NumPy's output shape."""
+        """Sum over ``axis`` (None: all; an int; a tuple); NumPy's output shape and dtype
+        (integers and bools sum to int64, as in NumPy and PyTorch)."""
+        if not _is_float(self._dtype) and self._dtype is not _INT64:
+            return self.astype(_INT64)._reduce(axis, keepdims, "reduce_sum")
         return self._reduce(axis, keepdims, "reduce_sum")
 
     def max(self, axis: Any = None, keepdims: bool = False) -> "NDArray":
@@ -742,7 +810,7 @@ class NDArray:
         out = _empty(tuple(shape[i] for i in kept), self._device, self._dtype)
         mod = self._device.mod
         if (kernel == "reduce_sum" and kept and axes == tuple(range(len(axes)))
-                and hasattr(mod, "reduce_sum_rows")):
+                and _is_float(self._dtype) and hasattr(mod, "reduce_sum_rows")):
             # leading axes: sum the rows in place instead of compacting a transposed copy
             mod.reduce_sum_rows(self.compact()._handle, out._handle, reduce_size, out.size)
         else:
@@ -785,7 +853,8 @@ class NDArray:
     def fill(self, value: float) -> None:
         """Set every element of this array (only this view's elements) to ``value``."""
         self._device.mod.scalar_setitem(
-            self.size, _scalar_value("fill", value), self._handle, self._shape,
+            self.size, _cast_scalar(_scalar_value("fill", value), self._dtype), self._handle,
+            self._shape,
             self._strides, self._offset,
         )
 
@@ -812,11 +881,11 @@ class NDArray:
         """A compact copy."""
         return NDArray(self)
 
-    def item(self) -> float:
-        """The value of a one-element array as a Python float."""
+    def item(self) -> float | int | bool:
+        """The value of a one-element array as a Python float (int, bool for those dtypes)."""
         if self.size != 1:
             raise ValueError(f"item: needs a one-element array, got shape {self._shape}")
-        return float(self.numpy().reshape(-1)[0])
+        return self.numpy().reshape(-1)[0].item()
 
     def __float__(self) -> float:
         return self.item()
@@ -895,6 +964,12 @@ def _copy_ndarray(other: NDArray, device: BackendDevice | None, dtype: Any) -> N
     return out
 
 
+def _logical_not(mask: NDArray) -> NDArray:
+    """1 where the 1/0 array ``mask`` is 0, in its dtype (``1 - mask`` would make a bool
+    mask int64)."""
+    return mask == (False if mask._dtype is _BOOL else 0)
+
+
 def _check_devices(owner: str, a: NDArray, b: NDArray) -> None:
     if a._device is not b._device and a._device != b._device:
         raise ValueError(
@@ -904,10 +979,12 @@ def _check_devices(owner: str, a: NDArray, b: NDArray) -> None:
 
 
 def _promote(a: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
-    """Equal dtypes kept; float32 with float64 computes in float64."""
+    """Both operands in NumPy's common dtype: equal dtypes kept; float32 with float64 computes
+    in float64, bool with int32 in int32, float32 with int32 in float64."""
     if a._dtype is b._dtype:
         return a, b
-    return (a.astype(_FLOAT64), b) if b.dtype == _FLOAT64 else (a, b.astype(_FLOAT64))
+    common = _promoted(a._dtype, b._dtype)
+    return a.astype(common, copy=False), b.astype(common, copy=False)
 
 
 def _common(owner: str, a: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
@@ -997,6 +1074,7 @@ def _matmul(name: str, a: Any, b: Any, product: Callable) -> NDArray:
         bad = type(b if isinstance(a, NDArray) else a).__name__
         raise TypeError(f"{name}: expected NDArrays, got {bad}; wrap it with nd.array(x)")
     _check_devices("matmul", a, b)
+    _require_float(name.removeprefix("NDArray "), a, b)
     if a.ndim < 2 or b.ndim < 2 or a._shape[-1] != b._shape[-2]:
         raise ValueError(
             f"{name}: shapes {a._shape} and {b._shape} do not multiply; "
@@ -1267,8 +1345,12 @@ def stack(arrays: Sequence[NDArray], axis: int = 0) -> NDArray:
 
 
 def _result_dtype(arrays: Sequence[NDArray]) -> DType:
-    return _FLOAT64 if any(x.dtype == _FLOAT64 for x in arrays) else _FLOAT32
+    return functools.reduce(_promoted, (x._dtype for x in arrays))
 
+
+#: The dtypes, under NumPy's names (equal to their strings and to NumPy's dtypes).
+float32, float64, int32, int64 = _FLOAT32, _FLOAT64, _INT32, _INT64
+bool_ = _BOOL
 
 #: Positive infinity (NumPy's name), for ops that build -inf fills.
 inf = math.inf
@@ -1297,5 +1379,5 @@ __all__ = [
     "all_devices", "prod", "array", "asarray", "empty", "full", "zeros", "ones", "zeros_like",
     "full_like", "broadcast_to", "reshape", "maximum", "clip", "log", "exp", "tanh", "power",
     "sqrt", "multiply", "divide", "sum", "max", "flip", "pad", "matmul", "swapaxes", "transpose",
-    "stack", "inf", "errstate", "finfo",
+    "stack", "inf", "errstate", "finfo", "float32", "float64", "int32", "int64", "bool_",
 ]

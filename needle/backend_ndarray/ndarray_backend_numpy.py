@@ -16,7 +16,9 @@ import numpy as np
 
 __device_name__ = "numpy"
 
-_DTYPES = {"float32": np.float32, "float64": np.float64}
+_DTYPES = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64,
+           "bool": np.bool_}
+_FLOATS = ("float32", "float64")
 
 
 class Array:
@@ -31,7 +33,10 @@ class Array:
 
     def __init__(self, size: int, dtype: str = "float32") -> None:
         if dtype not in _DTYPES:
-            raise TypeError(f"Array: dtype {dtype!r} is not supported; use float32 or float64")
+            raise TypeError(
+                f"Array: dtype {dtype!r} is not supported; use float32, float64, int32, int64 "
+                f"or bool"
+            )
         if int(size) < 0:
             raise ValueError(f"Array: size must be >= 0, got {size}")
         self.array = np.empty(int(size), dtype=_DTYPES[dtype])
@@ -43,7 +48,7 @@ class Array:
 
     @property
     def dtype(self) -> str:
-        """``"float32"`` or ``"float64"``."""
+        """``"float32"``, ``"float64"``, ``"int32"``, ``"int64"`` or ``"bool"``."""
         return self.array.dtype.name
 
     def ptr(self) -> int:
@@ -55,6 +60,15 @@ def _check_same_dtype(*handles: Array) -> None:
     dtypes = {h.array.dtype.name for h in handles}
     if len(dtypes) > 1:
         raise TypeError(f"all buffers of one call must share a dtype, got {sorted(dtypes)}")
+
+
+def _check_float(name: str, handle: Array) -> None:
+    """The compiled module's rule: kernels that compute in floating point refuse other dtypes."""
+    if handle.array.dtype.name not in _FLOATS:
+        raise TypeError(
+            f"{name}: dtype {handle.array.dtype.name} is not supported; this kernel computes in "
+            f"float32 or float64 (convert with astype('float32'))"
+        )
 
 
 def _check_sizes(name: str, *pairs: tuple[Array, int]) -> None:
@@ -93,7 +107,9 @@ def to_numpy(a: Array, shape, strides, offset: int) -> np.ndarray:
 
 def from_numpy(x: np.ndarray, out: Array) -> None:
     """Copy ``out.size`` values from a C-contiguous array of ``out``'s dtype."""
-    if x.dtype != out.array.dtype or not x.flags.c_contiguous or x.size < out.array.size:
+    if x.dtype != out.array.dtype:
+        raise TypeError(f"from_numpy: the array's dtype {x.dtype} differs from out's {out.dtype}")
+    if not x.flags.c_contiguous or x.size < out.array.size:
         raise ValueError(
             f"from_numpy: needs a C-contiguous {out.dtype} array of >= {out.size} elements, "
             f"got {x.dtype} of {x.size}"
@@ -138,9 +154,11 @@ def scalar_setitem(size: int, val, out: Array, shape, strides, offset: int) -> N
     view[...] = val
 
 
-def _binary(ufunc):
+def _binary(ufunc, floats_only: bool = False):
     def kernel(a: Array, b: Array, out: Array) -> None:
         _check_same_dtype(a, b, out)
+        if floats_only:
+            _check_float(ufunc.__name__, out)
         _check_sizes(ufunc.__name__, (a, out.array.size), (b, out.array.size))
         with np.errstate(all="ignore"):
             ufunc(a.array, b.array, out=out.array, casting="unsafe")
@@ -149,9 +167,11 @@ def _binary(ufunc):
     return kernel
 
 
-def _scalar(ufunc):
+def _scalar(ufunc, floats_only: bool = False):
     def kernel(a: Array, val, out: Array) -> None:
         _check_same_dtype(a, out)
+        if floats_only:
+            _check_float(ufunc.__name__, out)
         _check_sizes(ufunc.__name__, (a, out.array.size))
         with np.errstate(all="ignore"):
             ufunc(a.array, a.array.dtype.type(val), out=out.array, casting="unsafe")
@@ -163,6 +183,7 @@ def _scalar(ufunc):
 def _unary(ufunc):
     def kernel(a: Array, out: Array) -> None:
         _check_same_dtype(a, out)
+        _check_float(ufunc.__name__, out)
         _check_sizes(ufunc.__name__, (a, out.array.size))
         with np.errstate(all="ignore"):
             ufunc(a.array, out=out.array)
@@ -173,8 +194,8 @@ def _unary(ufunc):
 
 ewise_add, scalar_add = _binary(np.add), _scalar(np.add)
 ewise_mul, scalar_mul = _binary(np.multiply), _scalar(np.multiply)
-ewise_div, scalar_div = _binary(np.divide), _scalar(np.divide)
-ewise_power, scalar_power = _binary(np.power), _scalar(np.power)
+ewise_div, scalar_div = _binary(np.divide, True), _scalar(np.divide, True)
+ewise_power, scalar_power = _binary(np.power, True), _scalar(np.power, True)
 ewise_maximum, scalar_maximum = _binary(np.maximum), _scalar(np.maximum)
 ewise_eq, scalar_eq = _binary(np.equal), _scalar(np.equal)
 ewise_ge, scalar_ge = _binary(np.greater_equal), _scalar(np.greater_equal)
@@ -184,6 +205,7 @@ ewise_log, ewise_exp, ewise_tanh = _unary(np.log), _unary(np.exp), _unary(np.tan
 def matmul(a: Array, b: Array, out: Array, m: int, n: int, p: int) -> None:
     """Row-major ``(m, n) @ (n, p)`` into ``(m, p)``; overwrites ``out``."""
     _check_same_dtype(a, b, out)
+    _check_float("matmul", out)
     if min(m, n, p) < 0:
         raise ValueError(f"matmul: negative size in m={m}, n={n}, p={p}")
     _check_sizes("matmul", (a, m * n), (b, n * p), (out, m * p))
@@ -195,6 +217,7 @@ def matmul_strided(a: Array, b: Array, out: Array, m: int, n: int, p: int, a_str
     """Project extra: ``out = A @ B`` for the strided (m, n) view A of ``a`` and (n, p) view
     B of ``b`` (element strides and offsets, range-checked) into compact (m, p) ``out``."""
     _check_same_dtype(a, b, out)
+    _check_float("matmul_strided", out)
     if min(m, n, p) < 0:
         raise ValueError(f"matmul_strided: negative size in m={m}, n={n}, p={p}")
     _check_sizes("matmul_strided", (out, m * p))
@@ -206,6 +229,7 @@ def matmul_strided(a: Array, b: Array, out: Array, m: int, n: int, p: int, a_str
 def matmul_batched(a: Array, b: Array, out: Array, batch: int, m: int, n: int, p: int) -> None:
     """Project extra: ``out[k] = a[k] @ b[k]`` for compact (batch, m, n) and (batch, n, p)."""
     _check_same_dtype(a, b, out)
+    _check_float("matmul_batched", out)
     if min(batch, m, n, p) < 0:
         raise ValueError(f"matmul_batched: negative size in batch={batch}, m={m}, n={n}, p={p}")
     _check_sizes("matmul_batched", (a, batch * m * n), (b, batch * n * p), (out, batch * m * p))

@@ -13,6 +13,9 @@ one warning). ``needle.backend_selection`` is the course's name for this module.
 """
 import os
 import warnings
+from typing import Any
+
+import numpy as np
 
 
 def _select(requested: str | None) -> str:
@@ -45,6 +48,25 @@ def _select(requested: str | None) -> str:
 
 BACKEND = _select(os.environ.get("NEEDLE_BACKEND"))
 
+#: The dtypes tensors can hold, on both backends: floats for values and gradients; integers and
+#: bools for labels, token ids and masks (they never require gradients).
+DTYPES = ("float32", "float64", "int32", "int64", "bool")
+
+
+def check_dtype(owner: str, dtype: Any) -> str:
+    """The name of ``dtype`` (a string, a NumPy type or dtype, ``bool``/``int``/``float``) when
+    it is one of :data:`DTYPES`, else a TypeError naming ``owner`` and the supported dtypes."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise TypeError(
+            f"{owner}: dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}"
+        )
+    return name
+
+
 if BACKEND == "nd":
     from .. import backend_ndarray as array_api
     from ..backend_ndarray import BackendDevice as Device
@@ -55,6 +77,10 @@ else:
     from .numpy_backend import Device, all_devices, cpu, cpu_numpy, cuda, default_device
 
     NDArray = array_api.ndarray
+
+#: The backend's float32 and float64 dtype objects (what ``array.dtype`` is), in that order.
+FLOAT_DTYPES = (array_api.float32, array_api.float64) if BACKEND == "nd" else (
+    np.dtype("float32"), np.dtype("float64"))
 
 __all__ = [
     "BACKEND", "array_api", "NDArray", "Device",

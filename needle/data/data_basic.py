@@ -300,10 +300,18 @@ class DataLoader:
                  fetch: Callable[[np.ndarray], Batch]) -> Iterator[tuple[Tensor, ...]]:
         """Generator behind ``__iter__`` (kept separate so the order is drawn eagerly)."""
         for indices in ordering:
-            yield tuple(Tensor(field, device=self.device, requires_grad=False)
-                        for field in fetch(indices))
+            yield tuple(_field_tensor(field, self.device) for field in fetch(indices))
 
     def __repr__(self) -> str:
         return (f"DataLoader({type(self.dataset).__name__}(len={len(self.dataset)}), "
                 f"batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"drop_last={self.drop_last})")
+
+
+def _field_tensor(field: Any, device: Any) -> Tensor:
+    """One field of a batch as a constant Tensor: integer fields (labels, token ids) as int64
+    and bool fields as bool on both backends, as PyTorch gives class targets; the others as
+    ``Tensor(field)`` makes them (float32 under ``nd``; NumPy's dtype under ``np``)."""
+    kind = np.asarray(field).dtype.kind
+    dtype = "int64" if kind in "iu" else "bool" if kind == "b" else None
+    return Tensor(field, device=device, dtype=dtype, requires_grad=False)

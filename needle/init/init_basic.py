@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Tensor
-from ..backends import BACKEND, Device, default_device
+from ..backends import BACKEND, Device, check_dtype, default_device
 
 
 def _device(device: Device | None) -> Device:
@@ -17,22 +17,26 @@ def _device(device: Device | None) -> Device:
 
 
 def _draw(device: Device, kind: str, shape: tuple, dtype) -> object:
-    """``device.rand``/``randn`` draws for a tensor of ``dtype``.
+    """``device.rand``/``randn`` draws for a tensor of ``dtype`` (a float dtype).
 
-    Under ``nd`` the draws are cast to the dtype (float32 for ``"bool"``) before any
-    scaling, which then runs in that dtype (spec); under ``np`` they stay float64 and
-    the scaled result is cast, as in the course's NumPy framework.
+    Under ``nd`` the draws are cast to the dtype before any scaling, which then runs in
+    that dtype (spec); under ``np`` they stay float64 and the scaled result is cast, as in
+    the course's NumPy framework.
     """
     if BACKEND == "nd":
-        return getattr(device, kind)(*shape, dtype=_array_dtype(dtype))
+        return getattr(device, kind)(*shape, dtype=dtype)
     return getattr(device, kind)(*shape)
 
 
-def _array_dtype(dtype):
-    """The array dtype for a tensor ``dtype``: under ``nd``, ``"bool"`` is float32 0/1."""
-    if BACKEND == "nd" and (dtype == "bool" or dtype is bool or dtype is np.bool_):
-        return "float32"
-    return dtype
+def _float_dtype(owner: str, dtype) -> str:
+    """``dtype`` checked to be float32 or float64: random draws are real numbers."""
+    name = check_dtype(owner, dtype)
+    if name not in ("float32", "float64"):
+        raise TypeError(
+            f"{owner}: draws real numbers, so dtype must be float32 or float64, got {name}; "
+            f"convert the result with .astype('{name}')"
+        )
+    return name
 
 
 def _check_shape(name: str, shape: tuple) -> None:
@@ -55,7 +59,7 @@ def rand(
     """
     _check_shape("rand", shape)
     device = _device(device)
-    array = _draw(device, "rand", shape, dtype) * (high - low) + low
+    array = _draw(device, "rand", shape, _float_dtype("rand", dtype)) * (high - low) + low
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -70,7 +74,7 @@ def randn(
     """Normal draws: ``device.randn(*shape) * std + mean``."""
     _check_shape("randn", shape)
     device = _device(device)
-    array = _draw(device, "randn", shape, dtype) * std + mean
+    array = _draw(device, "randn", shape, _float_dtype("randn", dtype)) * std + mean
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -81,10 +85,11 @@ def constant(
     dtype: str = "float32",
     requires_grad: bool = False,
 ) -> Tensor:
-    """A tensor of ``shape`` filled with ``c``."""
+    """A tensor of ``shape`` filled with ``c`` (cast to ``dtype``: any of
+    ``needle.backends.DTYPES``, e.g. ``ones(n, dtype="int64")`` for class labels)."""
     _check_shape("constant", shape)
     device = _device(device)
-    array = device.full(shape, c, dtype=_array_dtype(dtype))
+    array = device.full(shape, c, dtype=check_dtype("constant", dtype))
     return Tensor.make_const(array, requires_grad=requires_grad)
 
 
@@ -109,10 +114,14 @@ def randb(
     dtype: str = "bool",
     requires_grad: bool = False,
 ) -> Tensor:
-    """Bernoulli draws: ``device.rand(*shape) <= p`` (True with probability p)."""
+    """Bernoulli draws: ``device.rand(*shape) <= p`` (True with probability p).
+
+    The draws are float32 under ``nd`` (float64 under ``np``), as in the course; the
+    result is a bool tensor by default, or 0/1 in ``dtype``.
+    """
     _check_shape("randb", shape)
     device = _device(device)
-    array = _draw(device, "rand", shape, dtype) <= p
+    array = _draw(device, "rand", shape, "float32") <= p
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -131,7 +140,7 @@ def one_hot(
             f"one_hot: labels must be in [0, {n}), got values from {labels.min()} to {labels.max()}"
         )
     return Tensor(
-        device.one_hot(n, labels, dtype=_array_dtype(dtype)), device=device,
+        device.one_hot(n, labels, dtype=check_dtype("one_hot", dtype)), device=device,
         requires_grad=requires_grad,
     )
 

@@ -333,6 +333,8 @@ def conv(a: Tensor, b: Tensor, stride: int = 1, padding: int = 1) -> Tensor:
 class Pad(TensorOp):
     """Zero-pad each axis by a ``(before, after)`` pair (NumPy's constant ``np.pad``)."""
 
+    takes_integers = True
+
     def __init__(self, axes: tuple):
         self.axes = axes
 
@@ -346,6 +348,8 @@ class Pad(TensorOp):
 
 class Crop(TensorOp):
     """The window ``a[start : start + size]`` on every axis (the gradient of :class:`Pad`)."""
+
+    takes_integers = True
 
     def __init__(self, starts: tuple, shape: tuple):
         self.starts = starts

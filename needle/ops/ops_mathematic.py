@@ -9,7 +9,7 @@ and raises a clear error before anything is computed.
 from __future__ import annotations
 
 from ..autograd import Tensor, TensorOp
-from ..backends import BACKEND, NDArray, array_api
+from ..backends import BACKEND, NDArray, array_api, check_dtype
 from ._shapes import (
     broadcast_shapes,
     check_broadcastable_to,
@@ -82,6 +82,8 @@ def unbroadcast(grad: Tensor, shape: tuple) -> Tensor:
 class EWiseAdd(TensorOp):
     """``a + b`` elementwise (same shapes; broadcasting is made explicit by :func:`add`)."""
 
+    takes_integers = True
+
     def compute(self, a: NDArray, b: NDArray):
         return a + b
 
@@ -96,6 +98,8 @@ def add(a: Tensor, b: Tensor) -> Tensor:
 
 class AddScalar(TensorOp):
     """``a + scalar``."""
+
+    takes_integers = True
 
     def __init__(self, scalar):
         self.scalar = scalar
@@ -115,6 +119,8 @@ def add_scalar(a: Tensor, scalar) -> Tensor:
 
 class EWiseMul(TensorOp):
     """``a * b`` elementwise."""
+
+    takes_integers = True
 
     def compute(self, a: NDArray, b: NDArray):
         return a * b
@@ -164,6 +170,8 @@ def multiply_constant(a: Tensor, c: NDArray) -> Tensor:
 
 class MulScalar(TensorOp):
     """``a * scalar``."""
+
+    takes_integers = True
 
     def __init__(self, scalar):
         self.scalar = scalar
@@ -262,6 +270,8 @@ def divide_scalar(a: Tensor, scalar) -> Tensor:
 class Negate(TensorOp):
     """``-a``."""
 
+    takes_integers = True
+
     def compute(self, a: NDArray):
         return -a
 
@@ -273,6 +283,33 @@ def negate(a: Tensor) -> Tensor:
     """``-a`` elementwise."""
     _check_tensor("negate", a)
     return Negate()(a)
+
+
+class AsType(TensorOp):
+    """``a`` converted to ``dtype`` (a copy; float to integer truncates, as NumPy does)."""
+
+    takes_integers = True
+
+    def __init__(self, dtype: str):
+        self.dtype = dtype
+
+    def compute(self, a: NDArray):
+        return a.astype(self.dtype)
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        return astype(out_grad, node.inputs[0].dtype)
+
+
+def astype(a: Tensor, dtype) -> Tensor:
+    """``a`` as ``dtype`` (one of ``needle.backends.DTYPES``), same shape; differentiable
+    between float dtypes, and an integer or bool result never requires grad.
+
+    >>> import needle as ndl
+    >>> ndl.Tensor([1.7, -2.5]).astype("int32").numpy().tolist()
+    [1, -2]
+    """
+    _check_tensor("astype", a)
+    return AsType(check_dtype("astype", dtype))(a)
 
 
 class Log(TensorOp):
@@ -406,6 +443,8 @@ def sigmoid(a: Tensor) -> Tensor:
 class Transpose(TensorOp):
     """Swap two axes (the last two when ``axes`` is None)."""
 
+    takes_integers = True
+
     def __init__(self, axes: tuple | None = None):
         self.axes = axes
 
@@ -443,6 +482,8 @@ def transpose(a: Tensor, axes: tuple | None = None) -> Tensor:
 class Reshape(TensorOp):
     """The same elements in a new shape."""
 
+    takes_integers = True
+
     def __init__(self, shape: tuple):
         self.shape = tuple(shape)
 
@@ -461,6 +502,8 @@ def reshape(a: Tensor, shape: tuple) -> Tensor:
 
 class BroadcastTo(TensorOp):
     """Repeat ``a`` along axes of size 1 and new leading axes to reach ``shape``."""
+
+    takes_integers = True
 
     def __init__(self, shape: tuple):
         self.shape = tuple(shape)
@@ -482,6 +525,8 @@ def broadcast_to(a: Tensor, shape: tuple) -> Tensor:
 
 class Summation(TensorOp):
     """Sum over ``axes`` (a tuple of non-negative axes), dropping them."""
+
+    takes_integers = True
 
     def __init__(self, axes: tuple | None = None):
         self.axes = axes
@@ -545,6 +590,8 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 class Flip(TensorOp):
     """Reverse the order of elements along ``axes``."""
 
+    takes_integers = True
+
     def __init__(self, axes: tuple):
         self.axes = axes
 
@@ -566,6 +613,8 @@ class Dilate(TensorOp):
 
     An axis of length n becomes n·(dilation + 1) long (the course's convention).
     """
+
+    takes_integers = True
 
     def __init__(self, axes: tuple, dilation: int):
         self.axes = axes
@@ -604,6 +653,8 @@ def dilate(a: Tensor, axes, dilation: int) -> Tensor:
 
 class UnDilate(TensorOp):
     """Keep every (dilation + 1)-th element along ``axes`` (the inverse of :class:`Dilate`)."""
+
+    takes_integers = True
 
     def __init__(self, axes: tuple, dilation: int):
         self.axes = axes
@@ -651,6 +702,8 @@ __all__ = [
     "DivScalar",
     "divide_scalar",
     "Negate",
+    "AsType",
+    "astype",
     "negate",
     "Log",
     "log",

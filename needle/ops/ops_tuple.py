@@ -13,6 +13,8 @@ from .ops_mathematic import _check_tensor
 class MakeTensorTuple(TensorTupleOp):
     """Group tensors into one :class:`TensorTuple` node."""
 
+    takes_integers = True
+
     def compute(self, *args: NDArray):
         return tuple(args)
 
@@ -29,6 +31,8 @@ def make_tuple(*args: Tensor) -> TensorTuple:
 
 class TupleGetItem(TensorOp):
     """Element ``index`` of a TensorTuple."""
+
+    takes_integers = True
 
     def __init__(self, index: int):
         self.index = index
@@ -88,6 +92,8 @@ def fused_add_scalars(x: Tensor, c0: float, c1: float) -> TensorTuple:
 class Stack(TensorOp):
     """Stack equally shaped tensors along a new axis ``axis``."""
 
+    takes_integers = True
+
     def __init__(self, axis: int):
         self.axis = axis
 
@@ -121,6 +127,8 @@ def stack(args: Sequence[Tensor], axis: int) -> Tensor:
 
 class Split(TensorTupleOp):
     """Split along ``axis`` into its slices (that axis removed): the inverse of :class:`Stack`."""
+
+    takes_integers = True
 
     def __init__(self, axis: int):
         self.axis = axis
