@@ -292,7 +292,7 @@ def _in_job() -> bool:
 
 def _run_command(args: argparse.Namespace, explicit: dict) -> int:
     """Run the command; return the exit status (after a one-line error message)."""
-    from needle.data import CIFAR10FormatError, IDXFormatError
+    from needle.data import CIFAR10FormatError, CorpusFormatError, IDXFormatError
 
     try:
         # Subnormal floats flushed to zero: long runs would otherwise slow down several-fold
@@ -306,11 +306,11 @@ def _run_command(args: argparse.Namespace, explicit: dict) -> int:
                 _generate_command(args)
             else:
                 _eval_command(args, explicit)
-    except (training.TrainingError, IDXFormatError, CIFAR10FormatError, OSError,
-            distributed.DistributedError) as e:
+    except (training.TrainingError, IDXFormatError, CIFAR10FormatError, CorpusFormatError,
+            OSError, distributed.DistributedError) as e:
         # OSError covers missing data (DatasetNotFoundError), failed downloads and an
-        # unwritable --out; IDXFormatError and CIFAR10FormatError a damaged data file;
-        # DistributedError a lost rank.
+        # unwritable --out; IDXFormatError, CIFAR10FormatError and CorpusFormatError a
+        # damaged data file; DistributedError a lost rank.
         print(f"needle {args.command}: error{_rank_note()}: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE if not isinstance(e, distributed.PeerLostError) else 1
     except KeyboardInterrupt:
