@@ -129,3 +129,14 @@ def test_skipping_optimizer_steps_exactly_when_gradients_are_finite():
             plain.step()
     assert guarded.skipped == 2
     np.testing.assert_array_equal(guarded_params[0].numpy(), plain_params[0].numpy())
+
+
+def test_resuming_with_another_lr_restarts_the_schedule_from_it(tiny_mnist, tmp_path):
+    out = tmp_path / "run"
+    schedule = ["--scheduler", "step", "--step-size", "1", "--gamma", "0.5"]
+    assert train(tiny_mnist, out, "--epochs", "1", "--lr", "0.01", *schedule) == 0
+    assert train(tiny_mnist, out, "--epochs", "2", "--resume", "--lr", "0.001") == 0
+    state = ndl.load(out / training.CHECKPOINT_NAME)
+    assert state["scheduler"]["base_lr"] == 0.001
+    # After two scheduler steps: the new base rate halved twice.
+    assert state["optimizer"]["hyperparameters"]["lr"] == 0.001 * 0.5 ** 2
