@@ -14,7 +14,8 @@ automatically when the launcher starts more than one; ``--distributed`` forces i
 ``docs/distributed.md`` and :mod:`needle.training`.
 
 Exit status: 0 on success, 2 for a usage problem (bad option, missing or damaged data
-files, unreadable checkpoint, mismatched resume, unwritable ``--out``), with a one-line
+files, unreadable checkpoint, mismatched resume, unwritable ``--out``, a run that diverged
+to NaN: see ``--on-nonfinite``), with a one-line
 ``needle …: error:`` message (several lines for missing data: where it looked and how to
 get the data); 130 after Ctrl-C. In a job of several processes, an error on any rank
 prints ``needle train: error (rank R of N): …`` and ends the whole job (``MPI_Abort``)
@@ -169,6 +170,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                        help="clip the global gradient norm to NORM (default: no clipping)")
     group.add_argument("--seed", type=non_negative_int,
                        help="seeds NumPy once, before the model is built (default: 4)")
+    group.add_argument("--on-nonfinite", choices=training.ON_NONFINITE,
+                       help="a training loss or gradient that is NaN or infinite: stop "
+                            "(the default; the last checkpoint is kept and the message "
+                            "says how to resume with a smaller --lr) or skip-batch (that "
+                            "batch's step is not taken); a checkpoint never holds "
+                            "non-finite weights")
     group = parser.add_argument_group("run")
     group.add_argument("--out", metavar="DIR", help="output folder (default: runs/latest)")
     group.add_argument("--resume", action="store_true",
@@ -292,7 +299,7 @@ def _in_job() -> bool:
 
 def _run_command(args: argparse.Namespace, explicit: dict) -> int:
     """Run the command; return the exit status (after a one-line error message)."""
-    from needle.data import CIFAR10FormatError, IDXFormatError
+    from needle.data import CIFAR10FormatError, CorpusFormatError, IDXFormatError
 
     try:
         # Subnormal floats flushed to zero: long runs would otherwise slow down several-fold
@@ -306,11 +313,11 @@ def _run_command(args: argparse.Namespace, explicit: dict) -> int:
                 _generate_command(args)
             else:
                 _eval_command(args, explicit)
-    except (training.TrainingError, IDXFormatError, CIFAR10FormatError, OSError,
-            distributed.DistributedError) as e:
+    except (training.TrainingError, IDXFormatError, CIFAR10FormatError, CorpusFormatError,
+            OSError, distributed.DistributedError) as e:
         # OSError covers missing data (DatasetNotFoundError), failed downloads and an
-        # unwritable --out; IDXFormatError and CIFAR10FormatError a damaged data file;
-        # DistributedError a lost rank.
+        # unwritable --out; IDXFormatError, CIFAR10FormatError and CorpusFormatError a
+        # damaged data file; DistributedError a lost rank.
         print(f"needle {args.command}: error{_rank_note()}: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE if not isinstance(e, distributed.PeerLostError) else 1
     except KeyboardInterrupt:

@@ -146,7 +146,10 @@ def _import_mpi() -> Any:
 def init(timeout: float | None = None) -> None:
     """Join the MPI job this process was started in (a single process is a job of 1).
 
-    Calling it again only updates the timeout.
+    Calling it again only updates the timeout. From then on an exception that nothing
+    catches, on any rank of a job of several processes, prints its traceback and ends
+    the whole job with exit status 1 (``sys.excepthook`` calls :func:`abort`), so no
+    rank is left waiting for the one that failed.
 
     Args:
         timeout: seconds a collective waits for the other ranks before raising
@@ -163,7 +166,27 @@ def init(timeout: float | None = None) -> None:
         # Errors must come back as exceptions (mpi4py's default), never abort silently.
         _STATE.comm = _STATE.mpi.COMM_WORLD
         _STATE.comm.Set_errhandler(_STATE.mpi.ERRORS_RETURN)
+        _abort_on_uncaught_exceptions()
     _STATE.timeout = timeout
+
+
+def _abort_on_uncaught_exceptions() -> None:
+    """Make an uncaught exception on this rank end the whole job (``MPI_Abort``).
+
+    Without it the rank that raised blocks in MPI's shutdown and the others wait for it
+    in their next collective until the timeout. The traceback is printed first, by the
+    hook that was installed before (Python's own, usually).
+    """
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, trace: Any) -> None:
+        previous(kind, value, trace)
+        if is_initialized() and world_size() > 1:
+            print(f"needle.distributed: uncaught {kind.__name__} on rank {rank()} of "
+                  f"{world_size()}; ending the job", file=sys.stderr)
+            abort(1)
+
+    sys.excepthook = hook
 
 
 def _timeout_from_environment() -> float:

@@ -59,6 +59,8 @@ __all__ = [
     "EpochMetrics",
     "TrainingError",
     "CheckpointError",
+    "NonFiniteError",
+    "ON_NONFINITE",
     "ResumeMismatchError",
     "CHECKPOINT_NAME",
     "METRICS_NAME",
@@ -92,6 +94,14 @@ class CheckpointError(TrainingError):
 
 class ResumeMismatchError(TrainingError):
     """``--resume`` was asked with options that contradict the checkpoint's run."""
+
+
+class NonFiniteError(TrainingError):
+    """The training loss or the weights stopped being finite numbers: the run diverged."""
+
+
+#: What a run does with a batch whose loss or gradients are not finite (``--on-nonfinite``).
+ON_NONFINITE = ("stop", "skip-batch")
 
 
 @dataclass
@@ -141,6 +151,10 @@ class TrainConfig:
         limit_train: use only the first N training samples (tokens for text; None: all).
         limit_test: use only the first N test samples (tokens for text; None: all).
         out: the output folder (checkpoint, metrics, curves).
+        on_nonfinite: ``"stop"`` (the run stops at the first non-finite training loss,
+            without saving) or ``"skip-batch"`` (a batch whose gradients are not finite
+            is not applied, and non-finite losses are left out of the metrics); either
+            way no checkpoint with non-finite weights is ever written.
     """
 
     model: str = "mlp-resnet"
@@ -170,6 +184,7 @@ class TrainConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     out: str = "runs/latest"
+    on_nonfinite: str = "stop"
 
     def __post_init__(self) -> None:
         if self.dataset is None:  # the model's task's first dataset (unknown model: later)
@@ -194,9 +209,11 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-#: Fields a resumed run may change: where the data and files are, and (unless the
-#: cosine schedule depends on it) how many epochs to run in total.
-RESUME_FREE_FIELDS = frozenset({"data_dir", "download", "out", "epochs"})
+#: Fields a resumed run may change: where the data and files are, (unless the cosine
+#: schedule depends on it) how many epochs to run in total, the learning rate (to resume
+#: a diverged run more gently) and what to do with non-finite losses.
+RESUME_FREE_FIELDS = frozenset({"data_dir", "download", "out", "epochs", "lr",
+                                "on_nonfinite"})
 
 
 @dataclass(frozen=True)
@@ -286,14 +303,23 @@ class _ProgressBar:
 
     Used as ``run_epoch``'s ``on_batch`` callback; it also adds up the pass's samples,
     errors and losses (the epoch metrics). Disabled or without tqdm it only counts.
+    With ``on_nonfinite``, a batch whose loss is not finite is handed to it (which may
+    raise) and left out of the metrics.
     """
 
-    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+    def __init__(self, total: int, desc: str, enabled: bool,
+                 on_nonfinite: Callable[[int, float], None] | None = None) -> None:
         self.samples, self.errors, self.loss_sum = 0, 0, 0.0
+        self.batches, self.total = 0, total
+        self.on_nonfinite = on_nonfinite
         self.start = time.perf_counter()
         self.bar = _make_tqdm(total, desc) if enabled else None
 
     def __call__(self, result: BatchResult) -> None:
+        self.batches += 1
+        if self.on_nonfinite is not None and not math.isfinite(result.loss):
+            self.on_nonfinite(self.batches, result.loss)
+            return
         self.samples += result.size
         self.errors += result.errors
         self.loss_sum += result.loss * result.size
@@ -321,14 +347,57 @@ def _make_tqdm(total: int, desc: str) -> Any:
                 dynamic_ncols=True)
 
 
-def _train_and_evaluate(run: _Run, number: int, progress: bool) -> EpochMetrics:
-    """Train epoch ``number``, step the scheduler, evaluate in ``model.eval()``; time it."""
+class _SkipNonFiniteSteps:
+    """The run's optimizer, minus the steps whose gradients are not all finite.
+
+    Gradients are checked after they are synchronised (a data-parallel model's
+    ``sync_gradients`` comes before ``step``), so every rank skips the same steps.
+    """
+
+    def __init__(self, opt: optim.Optimizer) -> None:
+        self.opt = opt
+        self.params = opt.params  # what clip_grad_norm reads
+        self.skipped = 0
+
+    def reset_grad(self) -> None:
+        """The optimizer's ``reset_grad``."""
+        self.opt.reset_grad()
+
+    def step(self) -> None:
+        """The optimizer's ``step``, unless a gradient holds a NaN or an infinity."""
+        if all(p.grad is None or np.isfinite(p.grad.numpy()).all() for p in self.params):
+            self.opt.step()
+        else:
+            self.skipped += 1
+
+
+def _stop_at_nonfinite_loss(number: int, total: int) -> Callable[[int, float], None]:
+    """The ``on_nonfinite`` of epoch ``number``'s progress bar under ``--on-nonfinite stop``."""
+    def stop(batch: int, loss: float) -> None:
+        raise NonFiniteError(f"the training loss is {loss} at epoch {number}, batch {batch} "
+                             f"of {total}: the run diverged")
+    return stop
+
+
+def _ignore_nonfinite_loss(batch: int, loss: float) -> None:
+    """Under ``--on-nonfinite skip-batch``, a non-finite loss is only left out of the metrics."""
+
+
+def _train_and_evaluate(run: _Run, number: int, progress: bool) -> tuple[EpochMetrics, str]:
+    """Train epoch ``number``, step the scheduler, evaluate in ``model.eval()``; time it.
+
+    Returns the metrics and a note on the batches skipped (empty when none was).
+    """
     start = time.perf_counter()
     if run.train_loader.sampler is not None:
         run.train_loader.sampler.set_epoch(number - 1)  # explicit, so a resumed run agrees
-    bar = _ProgressBar(len(run.train_loader), f"epoch {number}/{run.config.epochs}", progress)
+    total = len(run.train_loader)
+    skip = run.config.on_nonfinite == "skip-batch"
+    opt = _SkipNonFiniteSteps(run.opt) if skip else run.opt
+    on_nonfinite = _ignore_nonfinite_loss if skip else _stop_at_nonfinite_loss(number, total)
+    bar = _ProgressBar(total, f"epoch {number}/{run.config.epochs}", progress, on_nonfinite)
     try:
-        run.task.run_epoch(run.train_loader, run.model, run.opt, on_batch=bar)
+        run.task.run_epoch(run.train_loader, run.model, opt, on_batch=bar)
     finally:
         bar.close()
     if run.scheduler is not None:
@@ -338,18 +407,35 @@ def _train_and_evaluate(run: _Run, number: int, progress: bool) -> EpochMetrics:
         run.task.run_epoch(run.test_loader, run.model, on_batch=tally)
     else:  # a rank with no test sample (fewer than N): it still joins eval()'s collective
         run.model.eval()
-    (train_err, train_loss), (test_err, test_loss) = _epoch_rates(bar), _epoch_rates(tally)
+    train_err, train_loss = _epoch_rates(bar, f"epoch {number}")
+    test_err, test_loss = _epoch_rates(tally, "the test pass")
+    note = (f"epoch {number}: skipped {opt.skipped} of {total} batches whose gradients were "
+            f"not finite" if skip and opt.skipped else "")
     return EpochMetrics(number, train_loss, train_err, test_loss, test_err,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start), note
 
 
-def _epoch_rates(tally: _ProgressBar) -> tuple[float, float]:
-    """``(error rate, mean loss)`` of a pass, over the samples of every rank."""
+def _epoch_rates(tally: _ProgressBar, what: str) -> tuple[float, float]:
+    """``(error rate, mean loss)`` of a pass, over the samples of every rank.
+
+    Raises:
+        NonFiniteError: no batch of the pass had a finite loss (they were all left out).
+    """
     errors, loss_sum, samples = tally.errors, tally.loss_sum, tally.samples
     if distributed.is_initialized():
         totals = np.array([errors, loss_sum, samples], dtype=np.float64)
         errors, loss_sum, samples = distributed.all_reduce(totals).tolist()
+    if samples == 0:
+        raise NonFiniteError(f"no batch of {what} had a finite loss: the run diverged")
     return errors / samples, loss_sum / samples
+
+
+def _check_finite_weights(model: nn.Module, number: int) -> None:
+    """Raise NonFiniteError if a parameter holds a NaN or an infinity after epoch ``number``."""
+    for name, array in model.state_dict().items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise NonFiniteError(f"the model's {name} is not finite after epoch {number}: "
+                                 f"the run diverged")
 
 
 def format_epoch_line(metrics: EpochMetrics, epochs: int, perplexity: bool = False) -> str:
@@ -607,6 +693,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
         ResumeMismatchError: ``resume`` with options that differ from the saved run's
             (or with another number of processes).
         needle.distributed.PeerLostError: a rank of a distributed run died.
+        NonFiniteError: the training loss (``on_nonfinite="stop"``) or the weights
+            stopped being finite; nothing was saved for that epoch, and the message
+            says which checkpoint is left and how to resume with a smaller ``lr``.
     """
     rank0 = _is_rank0()
     log = log if log is not None and rank0 else (lambda line: None)
@@ -616,10 +705,15 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     if state is not None:
         _check_resumable(_checkpoint_config(state, checkpoint_path), config, checkpoint_path)
         _check_world_size(state, checkpoint_path)
+    if config.on_nonfinite not in ON_NONFINITE:
+        raise TrainingError(f"on_nonfinite={config.on_nonfinite!r}; use one of "
+                            f"{', '.join(ON_NONFINITE)}")
     run = _build_run(config)
     if state is not None:
         _check_task_state(state, run.task, checkpoint_path)
     done, history = _restore(run, state, checkpoint_path) if state is not None else (0, [])
+    if state is not None:
+        _apply_learning_rate(run, _checkpoint_config(state, checkpoint_path).lr)
     log(_header(run, done))
     show_bar = progress and rank0 and sys.stderr.isatty()
     notice = missing_extras_notice(progress_bar=show_bar)
@@ -627,11 +721,57 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
         log(notice)
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
-    for number in range(done + 1, config.epochs + 1):
-        history.append(_train_and_evaluate(run, number, show_bar))
-        _write_outputs(run, out, number, history, rank0)
-        log(format_epoch_line(history[-1], config.epochs, run.task.perplexity))
+    # Overflows are expected when a run diverges, and reported as one error instead.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _train_epochs(run, done, history, show_bar, log)
     return history
+
+
+def _train_epochs(run: _Run, done: int, history: list[EpochMetrics], show_bar: bool,
+                  log: Callable[[str], None]) -> None:
+    """Train the epochs after ``done``, writing the outputs after each (see :func:`train`)."""
+    config, out, rank0 = run.config, Path(run.config.out), _is_rank0()
+    saved = done
+    try:
+        for number in range(done + 1, config.epochs + 1):
+            metrics, note = _train_and_evaluate(run, number, show_bar)
+            history.append(metrics)
+            _check_finite_weights(run.model, number)
+            _write_outputs(run, out, number, history, rank0)
+            saved = number
+            if note:
+                log(note)
+            log(format_epoch_line(history[-1], config.epochs, run.task.perplexity))
+    except NonFiniteError as error:
+        raise NonFiniteError(f"{error}. {_divergence_advice(config, saved)}") from None
+
+
+def _divergence_advice(config: TrainConfig, saved: int) -> str:
+    """What was kept of a diverged run, and the command that goes on more gently."""
+    smaller = f"--lr {config.lr / 10:g}"
+    skip = ("" if config.on_nonfinite == "skip-batch"
+            else "; or --on-nonfinite skip-batch to skip such batches")
+    if saved == 0:
+        return (f"Stopped before any checkpoint was written; start again with a smaller "
+                f"learning rate than {config.lr:g}, e.g. {smaller}{skip}")
+    return (f"Stopped without saving: {Path(config.out) / CHECKPOINT_NAME} still holds epoch "
+            f"{saved}. Resume from it with a smaller learning rate than {config.lr:g}: "
+            f"needle train --resume --out {config.out} {smaller}{skip}")
+
+
+def _apply_learning_rate(run: _Run, saved_lr: float) -> None:
+    """Give a resumed run the ``--lr`` asked for, when it differs from the saved run's.
+
+    The optimizer's state brought back the saved learning rate; a schedule restarts
+    from the new one at the epoch it had reached.
+    """
+    if run.config.lr == saved_lr:
+        return
+    if run.scheduler is None:
+        run.opt.lr = run.config.lr
+    else:
+        run.scheduler.base_lr = run.config.lr
+        run.opt.lr = run.scheduler.get_last_lr()
 
 
 def missing_extras_notice(*, progress_bar: bool) -> str | None:

@@ -501,3 +501,24 @@ def test_needle_train_cnn_on_two_processes(tiny_mnist, tmp_path):
     assert len(epochs) == 1  # rank 0 only
     state = ndl.load(out / training.CHECKPOINT_NAME)
     assert state["config"]["model"] == "cnn" and len(state["rng_states"]) == 2
+
+
+@needs_mpiexec
+def test_an_uncaught_exception_in_a_users_own_loop_ends_the_job(tmp_path):
+    """After init(), a rank that raises ends every rank at once, its traceback shown."""
+    script = tmp_path / "my_loop.py"
+    script.write_text(textwrap.dedent("""
+        from needle import distributed
+        distributed.init()
+        if distributed.rank() == 1:
+            raise RuntimeError("rank 1 fails on purpose")
+        distributed.barrier()  # rank 0 would wait here for the 300 s timeout
+    """))
+    start = time.monotonic()
+    job = mpiexec(2, script, env={"NEEDLE_DIST_TIMEOUT": "300"})
+    elapsed = time.monotonic() - start
+    assert elapsed < 30, elapsed
+    assert job.returncode != 0
+    assert "Traceback (most recent call last)" in job.stderr, job.stderr
+    assert "RuntimeError: rank 1 fails on purpose" in job.stderr
+    assert "uncaught RuntimeError on rank 1 of 2; ending the job" in job.stderr

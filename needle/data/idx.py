@@ -24,7 +24,7 @@ import math
 import os
 import zlib
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 import numpy as np
 
@@ -35,6 +35,7 @@ __all__ = [
     "load_mnist_arrays",
     "IMAGES_MAGIC",
     "LABELS_MAGIC",
+    "MAX_IDX_BYTES",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -43,6 +44,14 @@ GZIP_MAGIC = b"\x1f\x8b"
 UINT8_TYPE = 0x08
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
+#: The largest data size :func:`read_idx` accepts by default (2 GiB; MNIST's training
+#: images are 47 MB).
+MAX_IDX_BYTES = 2**31
+#: Deflate expands its input at most about 1032-fold: a gzip file declaring more data
+#: than that cannot be complete.
+DEFLATE_MAX_RATIO = 1032
+#: Bytes read (and, for gzip, inflated) at a time.
+READ_CHUNK_BYTES = 1 << 20
 
 # IDX type codes that exist but that needle does not read, for a precise message.
 _OTHER_TYPES = {0x09: "int8", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32", 0x0E: "float64"}
@@ -64,28 +73,6 @@ class IDXFormatError(ValueError):
         super().__init__(f"IDX file {self.path}: {problem}")
 
 
-def _read_bytes(path: PathLike) -> bytes:
-    """Return the (decompressed, if gzip) bytes of ``path``.
-
-    Raises FileNotFoundError naming the path if it does not exist, and IDXFormatError
-    if the file starts like gzip but the stream is corrupt or truncated.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "read_idx: no such IDX file", path)
-    with open(path, "rb") as f:
-        raw = f.read()
-    if not raw.startswith(GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-        raise IDXFormatError(
-            path, f"corrupt or truncated gzip stream ({type(e).__name__}: {e}); "
-            "re-download the file"
-        ) from None
-
-
 def _describe_magic(magic: int) -> str:
     """Return ``'0x00000803 (uint8, 3 dims)'`` style text for an IDX magic number."""
     type_code, ndim = (magic >> 8) & 0xFF, magic & 0xFF
@@ -93,41 +80,133 @@ def _describe_magic(magic: int) -> str:
     return f"0x{magic:08X} ({type_name}, {ndim} dim{'s' if ndim != 1 else ''})"
 
 
-def _parse_header(path: PathLike, data: bytes) -> tuple[int, tuple[int, ...]]:
-    """Validate the IDX header of ``data``; return ``(header_length, dims)``."""
-    if len(data) < 4:
+def _open_stream(path: PathLike, file: BinaryIO) -> tuple[BinaryIO, int | None]:
+    """The stream of the IDX bytes of an open ``file``, and their exact count if known.
+
+    A gzip file is decompressed as it is read (never all at once); the count is then
+    unknown (None). For a raw file it is the file's size.
+    """
+    if file.read(2) == GZIP_MAGIC:
+        file.seek(0)
+        return gzip.GzipFile(fileobj=file, mode="rb"), None
+    file.seek(0)
+    return file, os.fstat(file.fileno()).st_size
+
+
+def _read_exactly(path: PathLike, stream: BinaryIO, count: int) -> bytes:
+    """Up to ``count`` bytes of ``stream`` (fewer only at its end); IDXFormatError on a
+    corrupt gzip stream."""
+    try:
+        return stream.read(count)
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise IDXFormatError(
-            path, f"file is {len(data)} bytes, too short for the 4-byte IDX magic number"
+            path, f"corrupt or truncated gzip stream ({type(e).__name__}: {e}); "
+            "re-download the file"
+        ) from None
+
+
+def _parse_header(path: PathLike, stream: BinaryIO) -> tuple[int, int, tuple[int, ...]]:
+    """Read and validate the IDX header at the start of ``stream``.
+
+    Returns ``(magic, header_length, dims)``; the stream is left at the first data byte.
+    """
+    start = _read_exactly(path, stream, 4)
+    if len(start) < 4:
+        raise IDXFormatError(
+            path, f"file is {len(start)} bytes, too short for the 4-byte IDX magic number"
         )
-    magic = int.from_bytes(data[:4], "big")
-    if data[0] != 0 or data[1] != 0:
+    magic = int.from_bytes(start, "big")
+    if start[0] != 0 or start[1] != 0:
         raise IDXFormatError(
             path, f"bad magic number 0x{magic:08X}: the first two bytes must be zero "
             "(is this an IDX file?)"
         )
-    type_code, ndim = data[2], data[3]
+    type_code, ndim = start[2], start[3]
     if type_code != UINT8_TYPE:
         name = _OTHER_TYPES.get(type_code)
         kind = f"unsupported data type 0x{type_code:02X} ({name})" if name else (
             f"unknown data type 0x{type_code:02X}")
         raise IDXFormatError(path, f"{kind}; only 0x08 (unsigned byte) is supported")
     header_length = 4 + 4 * ndim
-    if len(data) < header_length:
+    sizes = _read_exactly(path, stream, 4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise IDXFormatError(
             path, f"truncated header: {ndim} dims need {header_length} header bytes, "
-            f"but the file has {len(data)} bytes"
+            f"but the file has {4 + len(sizes)} bytes"
         )
-    dims = tuple(int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
-    return header_length, dims
+    dims = tuple(int.from_bytes(sizes[4 * k: 4 + 4 * k], "big") for k in range(ndim))
+    return magic, header_length, dims
 
 
-def read_idx(path: PathLike, *, expected_magic: int | None = None) -> np.ndarray:
+def _check_declared_size(path: PathLike, dims: tuple[int, ...], data_bytes: int | None,
+                         compressed_bytes: int, max_bytes: int) -> int:
+    """The data size the header declares, after checking that the file can hold it.
+
+    ``data_bytes`` is the raw file's data size (None for gzip, whose size is unknown
+    until inflated: then a declared size beyond what deflate can expand
+    ``compressed_bytes`` to is refused). Sizes over ``max_bytes`` are refused too, so
+    nothing is allocated for a header that lies.
+    """
+    expected = math.prod(dims)  # Python ints: a corrupt header cannot overflow
+    if data_bytes is not None and data_bytes != expected:
+        what = "truncated" if data_bytes < expected else "trailing bytes"
+        raise IDXFormatError(
+            path, f"header dims {dims} need {expected} data bytes, but the file "
+            f"has {data_bytes} ({what})"
+        )
+    if data_bytes is None and expected > DEFLATE_MAX_RATIO * compressed_bytes:
+        raise IDXFormatError(
+            path, f"header dims {dims} need {expected} data bytes, more than a gzip file "
+            f"of {compressed_bytes} bytes can hold (truncated)"
+        )
+    if expected > max_bytes:
+        raise IDXFormatError(
+            path, f"header dims {dims} need {expected} data bytes, over the limit of "
+            f"{max_bytes} (pass a larger max_bytes to read_idx if the file is genuine)"
+        )
+    return expected
+
+
+def _read_data(path: PathLike, stream: BinaryIO, dims: tuple[int, ...],
+               expected: int) -> np.ndarray:
+    """The ``expected`` data bytes of ``stream`` as a uint8 array shaped ``dims``.
+
+    Read in chunks straight into the array; one byte more than declared is refused
+    without reading further (a gzip stream could inflate to any size).
+    """
+    array = np.empty(expected, dtype=np.uint8)
+    filled = 0
+    while filled < expected:
+        chunk = _read_exactly(path, stream, min(READ_CHUNK_BYTES, expected - filled))
+        if not chunk:
+            raise IDXFormatError(
+                path, f"header dims {dims} need {expected} data bytes, but the file "
+                f"has {filled} (truncated)"
+            )
+        array[filled: filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+        filled += len(chunk)
+    if _read_exactly(path, stream, 1):
+        raise IDXFormatError(
+            path, f"header dims {dims} need {expected} data bytes, but the file has more "
+            "(trailing bytes; reading stopped at the first one)"
+        )
+    return array.reshape(dims)
+
+
+def read_idx(path: PathLike, *, expected_magic: int | None = None,
+             max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """Read an IDX file (gzip or raw) into a uint8 array shaped like the header's dims.
+
+    The file is read as a stream: the header first, then exactly the data it declares
+    (refused beforehand if the file cannot hold them or they exceed ``max_bytes``), so
+    a small gzip file that inflates to gigabytes costs no more memory than its header
+    says.
 
     Args:
         path: the file; gzip compression is detected from its first two bytes.
         expected_magic: if given (e.g. ``IMAGES_MAGIC`` or ``LABELS_MAGIC``), the
             file's magic number must equal it.
+        max_bytes: the largest data size accepted (default :data:`MAX_IDX_BYTES`).
 
     Returns:
         uint8 array of shape ``dims`` (e.g. ``(N, 28, 28)`` for images, ``(N,)``
@@ -136,7 +215,8 @@ def read_idx(path: PathLike, *, expected_magic: int | None = None) -> np.ndarray
     Raises:
         FileNotFoundError: the file does not exist (the message names it).
         IDXFormatError: corrupt gzip, bad magic number, unsupported type, truncated
-            header, or a data length that differs from the product of the dims.
+            header, a data size over ``max_bytes``, or a data length that differs from
+            the product of the dims.
 
     Example:
         >>> import tempfile, os
@@ -146,24 +226,22 @@ def read_idx(path: PathLike, *, expected_magic: int | None = None) -> np.ndarray
         array([[0, 1, 2],
                [3, 4, 5]], dtype=uint8)
     """
-    data = _read_bytes(path)
-    header_length, dims = _parse_header(path, data)
-    magic = int.from_bytes(data[:4], "big")
-    if expected_magic is not None and magic != expected_magic:
-        raise IDXFormatError(
-            path, f"magic number is {_describe_magic(magic)} but "
-            f"{_describe_magic(expected_magic)} was expected"
-            + _magic_hint(magic, expected_magic)
-        )
-    expected_bytes = math.prod(dims)  # Python ints: a corrupt header cannot overflow
-    actual_bytes = len(data) - header_length
-    if actual_bytes != expected_bytes:
-        what = "truncated" if actual_bytes < expected_bytes else "trailing bytes"
-        raise IDXFormatError(
-            path, f"header dims {dims} need {expected_bytes} data bytes, but the file "
-            f"has {actual_bytes} ({what})"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header_length).reshape(dims).copy()
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, "read_idx: no such IDX file", os.fspath(path))
+    with open(path, "rb") as file:
+        stream, file_bytes = _open_stream(path, file)
+        with stream:
+            magic, header_length, dims = _parse_header(path, stream)
+            if expected_magic is not None and magic != expected_magic:
+                raise IDXFormatError(
+                    path, f"magic number is {_describe_magic(magic)} but "
+                    f"{_describe_magic(expected_magic)} was expected"
+                    + _magic_hint(magic, expected_magic)
+                )
+            data_bytes = None if file_bytes is None else file_bytes - header_length
+            expected = _check_declared_size(path, dims, data_bytes,
+                                            os.fstat(file.fileno()).st_size, max_bytes)
+            return _read_data(path, stream, dims, expected)
 
 
 def _magic_hint(magic: int, expected_magic: int) -> str:

@@ -10,7 +10,7 @@ from .mnist_dataset import (
     default_data_dir,
 )
 from .ndarray_dataset import NDArrayDataset
-from .ptb import Corpus, Dictionary, batchify, get_batch
+from .ptb import Corpus, CorpusFormatError, Dictionary, batchify, get_batch
 
 __all__ = [
     "MNISTDataset",
@@ -28,6 +28,7 @@ __all__ = [
     "download_cifar10",
     "Dictionary",
     "Corpus",
+    "CorpusFormatError",
     "batchify",
     "get_batch",
 ]

@@ -9,7 +9,9 @@ of ints 0–9.
 A pickle can name any Python callable, so ``pickle.load`` on a downloaded file runs
 whatever the file says. needle never calls it: :class:`_BatchUnpickler` resolves only the
 three globals NumPy needs to rebuild an array, and refuses every other one (``os.system``,
-``builtins.eval``, …) before anything is called. The result is then checked field by
+``builtins.eval``, …) before anything is called. An array can only be rebuilt from its own
+bytes (their count must match its shape), and no declared length is allocated beyond the
+bytes left in the file. The result is then checked field by
 field; any problem raises :class:`CIFAR10FormatError` naming the file.
 
 :func:`download_cifar10` fetches the official archive, checks the MD5 its authors
@@ -25,7 +27,7 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 
@@ -73,30 +75,88 @@ def _reconstruct_function():
     raise ImportError("CIFAR-10: this NumPy has no multiarray._reconstruct")
 
 
-def _small_reconstruct(cls, shape, dtype):
+class _NDArrayClassToken:
+    """What the pickle's ``numpy.ndarray`` global resolves to: a name, not a callable.
+
+    ``ndarray.__reduce__`` names the class only as the first argument of ``_reconstruct``;
+    a pickle that *calls* it (``ndarray(shape, dtype)``: uninitialised memory of any size)
+    fails, because calling this token raises.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        raise pickle.UnpicklingError(
+            "refused a call of numpy.ndarray(...): an array must be rebuilt from its own "
+            "bytes (numpy's _reconstruct), never allocated uninitialised")
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
+
+_NDARRAY_TOKEN = _NDArrayClassToken()
+
+
+def _small_reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray:
     """``_reconstruct`` limited to what ``ndarray.__reduce__`` writes: an empty ndarray.
 
-    The data arrive afterwards through ``ndarray.__setstate__``; refusing anything else
-    keeps a crafted file from allocating a huge array or building another class.
+    The data arrive afterwards through ``ndarray.__setstate__``, which accepts them only
+    if their byte count is exactly the shape's size times the dtype's item size; refusing
+    anything else here keeps a crafted file from allocating a huge array or building
+    another class.
     """
-    if cls is not np.ndarray or not isinstance(shape, tuple) or np.prod(shape) != 0:
+    if cls is not _NDARRAY_TOKEN or not isinstance(shape, tuple) or np.prod(shape) != 0:
         raise pickle.UnpicklingError(
             f"_reconstruct called with {cls!r}, shape {shape!r}: only the empty ndarray "
             f"that NumPy writes is accepted"
         )
-    return _reconstruct_function()(cls, shape, dtype)
+    return _reconstruct_function()(np.ndarray, shape, dtype)
+
+
+def _plain_dtype(*args: Any) -> np.dtype:
+    """``numpy.dtype(...)`` for dtypes of plain bytes (an object dtype would need pickle)."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"refused dtype {dtype}: a CIFAR-10 batch holds no objects")
+    return dtype
 
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _small_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _small_reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "ndarray"): _NDARRAY_TOKEN,
+    ("numpy", "dtype"): _plain_dtype,
 }
 
 
-class _BatchUnpickler(pickle.Unpickler):
-    """An unpickler that knows only NumPy's array reconstruction and plain containers."""
+class _BoundedReader:
+    """A binary file whose ``read(n)`` never asks for more than the bytes left in it.
+
+    A pickle declares the length of each bytes object before it; a lying length
+    (gigabytes, in a file of kilobytes) is then met with a short read instead of an
+    allocation of that size.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.left = os.fstat(file.fileno()).st_size
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.file.read(self.left if n < 0 else min(n, self.left))
+        self.left -= len(data)
+        return data
+
+    def readline(self) -> bytes:
+        line = self.file.readline(self.left)
+        self.left -= len(line)
+        return line
+
+
+class _BatchUnpickler(pickle._Unpickler):
+    """An unpickler that knows only NumPy's array reconstruction and plain containers.
+
+    It is the pure-Python unpickler: it reads each object's bytes from the file as it
+    meets them (the C one allocates a declared length before reading it), here through
+    a :class:`_BoundedReader`.
+    """
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -129,7 +189,7 @@ def load_cifar10_batch(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         )
     try:
         with open(path, "rb") as f:
-            batch = _BatchUnpickler(f, encoding="bytes").load()
+            batch = _BatchUnpickler(_BoundedReader(f), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError, MemoryError, OverflowError) as e:
         raise CIFAR10FormatError(f"CIFAR-10 batch {path}: not a valid batch pickle: {e}") from None

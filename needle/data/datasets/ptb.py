@@ -11,8 +11,9 @@ plus ``"<eos>"``. Nothing here draws random numbers.
 
 from __future__ import annotations
 
+import itertools
 import os
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -21,6 +22,12 @@ from ...backends.numpy_backend import Device
 from .mnist_dataset import DatasetNotFoundError
 
 EOS = "<eos>"
+#: The longest line a corpus file may have, in bytes (PTB's longest is under 1 KB).
+MAX_LINE_BYTES = 1 << 20
+
+
+class CorpusFormatError(ValueError):
+    """A corpus file is not UTF-8 text of one sentence per line; names the file and line."""
 
 
 class Dictionary:
@@ -64,6 +71,10 @@ class Corpus:
         """The ids of the first ``max_lines`` lines of ``path``, each line's words then <eos>.
 
         Words are ``line.split()`` (any whitespace), added to the dictionary as met.
+
+        Raises:
+            DatasetNotFoundError: the file does not exist.
+            CorpusFormatError: a line is not UTF-8 or is too long (see :func:`read_lines`).
         """
         if not os.path.isfile(path):
             raise DatasetNotFoundError(
@@ -71,12 +82,45 @@ class Corpus:
                 f"test.txt, one sentence per line with space-separated tokens"
             )
         ids = []
-        with open(path, encoding="utf-8") as file:
-            for number, line in enumerate(file):
-                if max_lines is not None and number >= max_lines:
-                    break
-                ids.extend(self.dictionary.add_word(word) for word in line.split() + [EOS])
+        for line in read_lines(path, max_lines):
+            ids.extend(self.dictionary.add_word(word) for word in line.split() + [EOS])
         return ids
+
+
+def read_lines(path: str | os.PathLike, max_lines: int | None = None) -> Iterator[str]:
+    """The first ``max_lines`` lines of a UTF-8 text file (all when None), decoded one by one.
+
+    Lines end with ``\\n``; none may be longer than :data:`MAX_LINE_BYTES` (reading stops
+    at the first byte past it), so a file without line breaks is never read whole.
+
+    Raises:
+        CorpusFormatError: a line is not valid UTF-8 (the message names the file, the
+            line, the column and the byte) or is too long.
+    """
+    with open(path, "rb") as file:
+        for number in itertools.count(1):
+            if max_lines is not None and number > max_lines:
+                return
+            raw = file.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_LINE_BYTES:
+                raise CorpusFormatError(
+                    f"{os.fspath(path)}, line {number}: longer than {MAX_LINE_BYTES} bytes; "
+                    f"a PTB-format file holds one sentence per line")
+            yield _decoded(path, number, raw)
+
+
+def _decoded(path: str | os.PathLike, number: int, raw: bytes) -> str:
+    """Line ``number`` of ``path`` decoded from UTF-8, or CorpusFormatError saying where not."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        bad = raw[error.start:error.end].hex(" ")
+        raise CorpusFormatError(
+            f"{os.fspath(path)}, line {number}, column {error.start + 1}: not UTF-8 "
+            f"(byte {bad}: {error.reason}); convert the file to UTF-8, e.g. with "
+            f"iconv -f latin1 -t utf-8") from None
 
 
 def batchify(data: Sequence[int], batch_size: int, device: Device | None = None,
@@ -126,4 +170,4 @@ def get_batch(batches: np.ndarray, i: int, bptt: int, device: Device | None = No
             Tensor(target, device=device, dtype=dtype, requires_grad=False))
 
 
-__all__ = ["Dictionary", "Corpus", "batchify", "get_batch"]
+__all__ = ["Dictionary", "Corpus", "CorpusFormatError", "read_lines", "batchify", "get_batch"]
