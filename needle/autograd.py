@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import traceback
-from typing import Iterator, Sequence
+import weakref
+from typing import Iterable, Iterator, Sequence
 
 import numpy
 
@@ -41,6 +42,11 @@ LAZY_MODE = False
 TENSOR_COUNTER = 0
 
 _grad_enabled = True
+# False while a default backward() computes its gradients: ops still work out whether their
+# result requires grad (so the gradients are flagged exactly as a recorded graph would flag
+# them) but keep no graph; the graph is recorded later, only if someone differentiates a
+# gradient (see _BackwardRecord).
+_record_graph = True
 _anomaly_enabled = False
 #: Called as ``hook(node, inp, partial)`` each time the backward pass hands ``inp`` a partial
 #: adjoint from its user ``node``; None (the default) costs one check per edge. Set only
@@ -110,7 +116,8 @@ class Value:
     ``requires_grad``.
     """
 
-    __slots__ = ("op", "inputs", "cached_data", "requires_grad", "grad", "_trace", "__weakref__")
+    __slots__ = ("op", "inputs", "cached_data", "requires_grad", "grad", "_replay", "_hooks",
+                 "_trace", "__weakref__")
 
     def realize_cached_data(self):
         """The node's backend array, computing it (and its inputs') first if needed."""
@@ -153,6 +160,8 @@ class Value:
         self.cached_data = cached_data
         self.requires_grad = requires_grad
         self.grad = None
+        self._replay = None
+        self._hooks = None
         self._trace = traceback.extract_stack() if _anomaly_enabled else None
         TENSOR_COUNTER += 1
 
@@ -186,8 +195,9 @@ class Value:
                     data.dtype is not _FLOAT32 and data.dtype is not _FLOAT64)):
                 # integer results (a cast to int) have no gradient
                 value.requires_grad = _is_float_array(data)
-            if not value.requires_grad:
-                # Nothing upstream needs a gradient: drop the graph so it can be freed.
+            if not value.requires_grad or not _record_graph:
+                # Nothing upstream needs a gradient (or a default backward() is running):
+                # drop the graph so it can be freed.
                 value.op, value.inputs = None, ()
         return value
 
@@ -329,6 +339,7 @@ class Tensor(Value):
                 f"cast first, e.g. Tensor(x, dtype='{self.dtype}')"
             )
         self.cached_data = value.realize_cached_data()
+        release_gradient_graphs()  # an updated parameter: the recorded step is over
 
     def detach(self) -> "Tensor":
         """A new leaf tensor sharing this array, outside any graph."""
@@ -387,8 +398,49 @@ class Tensor(Value):
     def __str__(self) -> str:
         return str(self.realize_cached_data())
 
+    # ----- hooks ---------------------------------------------------------------------
+    def register_hook(self, hook) -> "RemovableHandle":
+        """Call ``hook(grad)`` when this tensor's gradient is complete during ``backward()``
+        (the sum of all its partial adjoints), before it is stored in ``.grad`` and passed
+        on. A returned tensor (same shape and dtype) replaces the gradient; None keeps it.
+        Hooks run in the order registered. Returns a handle whose ``remove()`` unregisters.
+
+        >>> x = Tensor([1.0, 2.0])
+        >>> handle = x.register_hook(lambda g: g * 10)
+        >>> (x * x).sum().backward()
+        >>> x.grad.numpy().tolist()
+        [20.0, 40.0]
+        >>> handle.remove()
+        """
+        return self._add_hook("grad", "register_hook", hook)
+
+    def register_post_accumulate_grad_hook(self, hook) -> "RemovableHandle":
+        """Call ``hook(tensor)`` right after ``backward()`` has set this leaf's ``.grad``
+        (a parameter's gradient is final then: what data-parallel training averages).
+        Leaves only. Returns a handle whose ``remove()`` unregisters."""
+        if not self.is_leaf():
+            raise RuntimeError(
+                f"register_post_accumulate_grad_hook: only leaf tensors (parameters, data) have "
+                f"their .grad accumulated; this one is the result of {self.op!r}: use "
+                f"register_hook for it"
+            )
+        return self._add_hook("post_accumulate", "register_post_accumulate_grad_hook", hook)
+
+    def _add_hook(self, kind: str, owner: str, hook) -> "RemovableHandle":
+        if not callable(hook):
+            raise TypeError(f"{owner}: the hook must be callable, got {type(hook).__name__}")
+        if not self.requires_grad:
+            raise RuntimeError(
+                f"{owner}: this tensor (shape {self.shape}) does not require grad, so backward() "
+                f"never computes its gradient; create it with requires_grad=True"
+            )
+        if self._hooks is None:
+            self._hooks = _TensorHooks()
+        return self._hooks.add(kind, hook)
+
     # ----- differentiation ----------------------------------------------------------
-    def backward(self, out_grad: "Tensor | None" = None, *, create_graph: bool = True) -> None:
+    def backward(self, out_grad: "Tensor | None" = None, *,
+                 create_graph: bool | None = None) -> None:
         """Compute the gradient of this tensor with respect to every node of its graph.
 
         ``out_grad`` defaults to ones of this tensor's shape (for a non-scalar tensor
@@ -396,11 +448,13 @@ class Tensor(Value):
         raise). Each node's ``.grad`` is *replaced*, not accumulated.
 
         By default (the course's semantics) backward *extends the graph*: every
-        gradient is an ordinary tensor built from ops, so it can be differentiated again
-        with no flag. Such gradients refer to the forward graph and keep it alive while
-        they live. ``create_graph=False`` is the fast path for training loops (PyTorch's
-        default): the gradients are constants, cost no extra graph and hold no
-        reference to the forward graph.
+        gradient is a tensor of ops that can be differentiated again with no flag. Its
+        graph is recorded only when that happens (by replaying this backward pass), so
+        the default costs what the fast path costs and, after the next optimizer step,
+        holds no reference to the forward graph; differentiate gradients before then, or
+        keep the output tensor alive. ``create_graph=True`` records the gradient graph
+        right away; ``create_graph=False`` makes constant gradients that can never be
+        differentiated (see :func:`compute_gradient_of_variables`).
 
         >>> x = Tensor([2.0])
         >>> (x ** 3).backward()
@@ -413,7 +467,7 @@ class Tensor(Value):
                 f"backward(): this tensor (shape {self.shape}) does not require grad, so it has "
                 f"no graph to differentiate; create its inputs with requires_grad=True (and not "
                 f"inside no_grad()); a gradient made by backward(create_graph=False) or inside "
-                f"no_grad() is a constant: leave create_graph at its default (True) to "
+                f"no_grad() is a constant: leave create_graph at its default to "
                 f"differentiate it"
             )
         if out_grad is None:
@@ -552,7 +606,7 @@ def find_topo_sort(node_list: Sequence[Value]) -> list[Value]:
 
 
 def compute_gradient_of_variables(
-    output_tensor: Tensor, out_grad: Tensor, create_graph: bool = True
+    output_tensor: Tensor, out_grad: Tensor, create_graph: bool | None = None
 ) -> None:
     """Reverse-mode differentiation: set ``.grad`` on every node of the output's graph.
 
@@ -562,36 +616,284 @@ def compute_gradient_of_variables(
     (total 2) and only then passes 2 + 2 = 4 to ``a``; propagating a partial sum
     early would give ``a`` a wrong gradient. ``.grad`` is replaced, never accumulated.
 
-    By default the adjoints are built from ops and recorded like any computation (the
-    course's "extend the graph"). With ``create_graph=False`` the gradient ops run as in
-    :func:`no_grad`: every adjoint is a constant, and the gradients hold no reference to
-    the forward graph.
+    ``create_graph``:
+
+    - ``None`` (the default): the course's "extend the graph", recorded on demand. The
+      gradients are computed as constants and flagged ``requires_grad`` exactly as
+      recorded ones would be; the first time one of them is differentiated, this backward
+      pass is replayed with recording on and every gradient it handed out takes its graph
+      (same values, bit for bit). Until then the gradients hold no reference to the
+      forward graph: the output is held until :func:`release_gradient_graphs` (an
+      optimizer step, or the next backward), then only as long as the caller keeps it.
+    - ``True``: the gradient graph is recorded right away (and holds the forward graph).
+    - ``False``: the gradients are constants that can never be differentiated.
     """
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, _grad_enabled and create_graph
+    global _grad_enabled, _record_graph, _queued_callbacks
+    order = _topo_sort_with_gradient_graphs(output_tensor)
+    release_gradient_graphs()
+    record = None
+    previous = _grad_enabled, _record_graph, _queued_callbacks
+    if create_graph is False:
+        _grad_enabled = False
+    elif create_graph is None and _grad_enabled and not LAZY_MODE:
+        record = _BackwardRecord(output_tensor, out_grad)
+        _record_graph = False
+    _queued_callbacks = []
     try:
-        _backpropagate(output_tensor, out_grad)
+        _backpropagate(order, output_tensor, out_grad, record)
+        _grad_enabled, _record_graph = previous[:2]
+        while _queued_callbacks:
+            _queued_callbacks.pop(0)()
     finally:
-        _grad_enabled = previous
+        _grad_enabled, _record_graph, _queued_callbacks = previous
 
 
-def _backpropagate(output_tensor: Tensor, out_grad: Tensor) -> None:
+def _backpropagate(order: list[Value], output_tensor: Tensor, out_grad: Tensor,
+                   record: "_BackwardRecord | None" = None,
+                   replayed: dict[int, Value] | None = None,
+                   replacements: dict[int, Value] | None = None) -> None:
+    """The backward pass over ``order`` (the output's topological order).
+
+    Each node's adjoint, after its hooks, goes to its ``.grad`` (handed out through
+    ``record`` when one is given). When replaying a pass for its graph, it goes into
+    ``replayed[id(node)]`` instead, and no hook runs: ``replacements`` holds what the
+    hooks returned the first time.
+    """
     partial_adjoints: dict[int, list[Value]] = {id(output_tensor): [out_grad]}
-    for node in reversed(find_topo_sort([output_tensor])):
+    hook = _partial_adjoint_hook if replayed is None else None
+    for node in reversed(order):
         partials = partial_adjoints.pop(id(node), None)
         if partials is None:
             continue  # no path from this node to the output carries a gradient
-        node.grad = sum_node_list(partials)
+        grad = sum_node_list(partials)
+        if replayed is not None:
+            grad = replacements.get(id(node), grad)
+            replayed[id(node)] = grad
+        else:
+            if node._hooks is not None:
+                hooked = node._hooks.run_grad_hooks(node, grad)
+                if hooked is not grad and record is not None:
+                    record.replacements[id(node)] = hooked
+                grad = hooked
+            node.grad = grad
+            if record is not None and grad is not out_grad:
+                record.hand_out(grad, node)
+            if node._hooks is not None and node.op is None:
+                node._hooks.run_post_accumulate_hooks(node)
         if node.op is None:
             continue
-        input_grads = node.op.gradient_as_tuple(node.grad, node)
-        for inp, grad in zip(node.inputs, input_grads):
-            if grad is None or not inp.requires_grad:
+        input_grads = node.op.gradient_as_tuple(grad, node)
+        for inp, inp_grad in zip(node.inputs, input_grads):
+            if inp_grad is None or not inp.requires_grad:
                 continue
-            _check_adjoint(node, inp, grad)
-            partial_adjoints.setdefault(id(inp), []).append(grad)
-            if _partial_adjoint_hook is not None:
-                _partial_adjoint_hook(node, inp, grad)
+            _check_adjoint(node, inp, inp_grad)
+            partial_adjoints.setdefault(id(inp), []).append(inp_grad)
+            if hook is not None:
+                hook(node, inp, inp_grad)
+
+
+# ----- gradient graphs recorded on demand ---------------------------------------------------
+
+
+class _SameAs(TensorOp):
+    """The identity: the op of a gradient whose recorded counterpart is a leaf."""
+
+    def compute(self, a: NDArray):
+        return a
+
+    def gradient(self, out_grad: "Tensor", node: "Tensor"):
+        return out_grad
+
+
+class _BackwardRecord:
+    """What a default ``backward()`` keeps so that its gradients can get their graph later.
+
+    The output it differentiated is held strongly until :meth:`release`, then weakly; the
+    gradients it handed out are held weakly, each with the id of the node whose ``.grad``
+    it became (alive as long as the output is).
+    """
+
+    __slots__ = ("output", "output_ref", "out_grad", "grads", "replacements", "__weakref__")
+
+    def __init__(self, output: Tensor, out_grad: Tensor) -> None:
+        self.output: Tensor | None = output
+        self.output_ref = weakref.ref(output)
+        self.out_grad = out_grad
+        self.grads: list[tuple[weakref.ref, int]] = []
+        self.replacements: dict[int, Value] = {}  # gradients that hooks replaced, by node
+        _HELD_RECORDS.add(self)
+
+    def hand_out(self, grad: Value, node: Value) -> None:
+        """Note ``grad``, the new ``.grad`` of ``node``; one that requires grad is marked as
+        recordable from this pass (constants are noted to stand in for their twins)."""
+        if grad._replay is None:
+            if grad.requires_grad:
+                grad._replay = self
+            self.grads.append((weakref.ref(grad), id(node)))
+
+    def release(self) -> None:
+        """Stop keeping the output (and so the forward graph) alive."""
+        self.output = None
+
+    def record(self) -> None:
+        """Replay the backward pass with recording on; every gradient handed out that still
+        exists takes the place of its recorded twin (whose values are the same) in the
+        recorded graph, so the gradient graphs link the very tensors left in ``.grad``."""
+        global _grad_enabled, _record_graph
+        output = self.output_ref()
+        if output is None:
+            raise RuntimeError(
+                "cannot differentiate this gradient: the backward() that computed it has been "
+                "freed with its forward graph (the output tensor is gone, or an optimizer step "
+                "released it). Keep the output tensor alive until you differentiate its "
+                "gradients, or call backward(create_graph=True) to record them right away"
+            )
+        replayed: dict[int, Value] = {}
+        previous = _grad_enabled, _record_graph
+        _grad_enabled, _record_graph = True, True
+        try:
+            _backpropagate(find_topo_sort([output]), output, self.out_grad, replayed=replayed,
+                           replacements=self.replacements)
+        finally:
+            _grad_enabled, _record_graph = previous
+        handed_out = [(grad, replayed[node_id]) for grad, node_id in
+                      ((ref(), node_id) for ref, node_id in self.grads)
+                      if grad is not None and (grad._replay is self or not grad.requires_grad)]
+        self.grads = []
+        for grad, twin in handed_out:
+            if grad._replay is self:
+                _adopt_graph(grad, twin)
+        # Point the recorded graph at the gradients handed out instead of their twins.
+        stand_in = {id(twin): grad for grad, twin in handed_out
+                    if twin.op is not None or not twin.requires_grad}
+        for node in find_topo_sort([grad for grad, _ in handed_out]):
+            if any(id(x) in stand_in for x in node.inputs):
+                node.inputs = tuple(stand_in.get(id(x), x) for x in node.inputs)
+
+
+def _adopt_graph(grad: Value, twin: Value) -> None:
+    """Give ``grad`` the op and inputs of ``twin``, its recorded equal."""
+    grad._replay = None
+    grad.requires_grad = twin.requires_grad
+    if twin.op is not None:
+        grad.op, grad.inputs = twin.op, twin.inputs
+    elif twin.requires_grad:
+        grad.op, grad.inputs = _SameAs(), (twin,)
+
+
+_HELD_RECORDS: "weakref.WeakSet[_BackwardRecord]" = weakref.WeakSet()
+
+
+def release_gradient_graphs() -> None:
+    """Stop keeping alive the forward graphs of earlier default ``backward()`` calls.
+
+    Their gradients can still be differentiated while the caller keeps the output tensor.
+    Optimizer steps and every ``backward()`` call this, so a training loop written with
+    ``loss.backward()`` holds no more than the fast path does.
+    """
+    for record in list(_HELD_RECORDS):
+        record.release()
+    _HELD_RECORDS.clear()
+
+
+def record_gradient_graphs(values: Iterable[Value]) -> None:
+    """Record the graph of every gradient among ``values`` and their ``.grad``s that a
+    default ``backward()`` computed without one (what differentiating them does first)."""
+    for value in values:
+        for candidate in (value, value.grad):
+            if candidate is not None and candidate._replay is not None:
+                candidate._replay.record()
+
+
+def _topo_sort_with_gradient_graphs(output: Value) -> list[Value]:
+    """``find_topo_sort([output])``, after recording the graph of every gradient it reaches
+    that a default backward() computed without one (they are leaves until then)."""
+    order = find_topo_sort([output])
+    while any(node._replay is not None for node in order):
+        record_gradient_graphs([node for node in order if node._replay is not None])
+        order = find_topo_sort([output])
+    return order
+
+
+# ----- hooks --------------------------------------------------------------------------------
+
+
+class RemovableHandle:
+    """What registering a hook returns: ``remove()`` unregisters it (once)."""
+
+    __slots__ = ("_hooks", "_hook", "_owner")
+
+    def __init__(self, hooks: list, hook, owner: str) -> None:
+        self._hooks, self._hook, self._owner = hooks, hook, owner
+
+    def remove(self) -> None:
+        """Unregister the hook; a second call raises RuntimeError."""
+        for i, hook in enumerate(self._hooks):
+            if hook is self._hook:
+                del self._hooks[i]
+                return
+        raise RuntimeError(f"{self._owner}: this hook was already removed")
+
+
+class _TensorHooks:
+    """The hooks of one tensor, in registration order."""
+
+    __slots__ = ("grad", "post_accumulate")
+
+    def __init__(self) -> None:
+        self.grad: list = []
+        self.post_accumulate: list = []
+
+    def add(self, kind: str, hook) -> RemovableHandle:
+        hooks = getattr(self, kind)
+        hook = _Hook(hook)  # a wrapper: the same function registered twice is two hooks
+        hooks.append(hook)
+        return RemovableHandle(hooks, hook, f"{kind} hook")
+
+    def run_grad_hooks(self, node: Value, grad: Value) -> Value:
+        """``grad`` after every gradient hook (each may return a replacement)."""
+        for hook in list(self.grad):
+            result = hook.fn(grad)
+            if result is not None:
+                _check_hook_result(hook.fn, node, result)
+                grad = result
+        return grad
+
+    def run_post_accumulate_hooks(self, node: Value) -> None:
+        for hook in list(self.post_accumulate):
+            hook.fn(node)
+
+
+class _Hook:
+    __slots__ = ("fn",)
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+
+def _check_hook_result(hook, node: Value, result) -> None:
+    """A hook's replacement gradient must be a Tensor of the tensor's shape and dtype."""
+    name = getattr(hook, "__name__", type(hook).__name__)
+    if not isinstance(result, Tensor):
+        raise TypeError(f"gradient hook {name} returned {type(result).__name__}; return a "
+                        f"Tensor of shape {node.shape} (or None to keep the gradient)")
+    if result.shape != node.shape or result.dtype != node.dtype:
+        raise ValueError(
+            f"gradient hook {name} returned a gradient of shape {result.shape} and dtype "
+            f"{result.dtype} for a tensor of shape {node.shape} and dtype {node.dtype}"
+        )
+
+
+_queued_callbacks: list | None = None
+
+
+def queue_callback(callback) -> None:
+    """Run ``callback()`` when the ``backward()`` in progress has set every ``.grad``,
+    before it returns (callbacks run in the order queued). Hooks use it to finish work
+    that must be done before the optimizer reads the gradients."""
+    if _queued_callbacks is None:
+        raise RuntimeError("queue_callback: no backward() is running; call it from a hook")
+    _queued_callbacks.append(callback)
 
 
 def sum_node_list(node_list: list[Value]) -> Value:

@@ -350,8 +350,8 @@ def _make_tqdm(total: int, desc: str) -> Any:
 class _SkipNonFiniteSteps:
     """The run's optimizer, minus the steps whose gradients are not all finite.
 
-    Gradients are checked after they are synchronised (a data-parallel model's
-    ``sync_gradients`` comes before ``step``), so every rank skips the same steps.
+    Gradients are checked after they are averaged (a data-parallel model averages them
+    during ``backward()``), so every rank skips the same steps.
     """
 
     def __init__(self, opt: optim.Optimizer) -> None:

@@ -13,6 +13,10 @@
   records digests of its parameters and buffers: before wrapping, after wrapping, after
   a training-mode forward pass on its own data, and after ``eval()``; with
   ``broadcast_buffers`` True and False. Each rank writes ``OUT/rank{R}.json``.
+* ``pytorch_loop OUT``: PyTorch's loop as users write it: each rank seeds NumPy with its
+  own rank before building the model, wraps it, then ``loss.backward(); opt.step()`` on its
+  own data with no other call; each rank writes ``OUT/rank{R}.json`` with the digest of its
+  parameters after every step.
 * ``die OUT SIGNAL``: trains for many steps; at step 3 the last rank sends itself
   ``SIGNAL`` (``KILL``: it dies; ``STOP``: it hangs, alive but silent).
 
@@ -132,6 +136,27 @@ def run_replicas(out: Path) -> None:
     (out / f"rank{rank}.json").write_text(json.dumps(result))
 
 
+def run_pytorch_loop(out: Path) -> None:
+    rank = distributed.rank()
+    np.random.seed(1000 + rank)  # replicas built from different weights
+    model = nn.DistributedDataParallel(
+        nn.Sequential(nn.Linear(DIM, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                      nn.Linear(32, CLASSES)), bucket_cap_mb=0.003)
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    loss_fn = nn.SoftmaxLoss()
+    digests = []
+    for _ in range(4):
+        X = ndl.Tensor(np.random.randn(6, DIM), dtype="float32")  # this rank's own batch
+        y = ndl.Tensor(np.random.randint(0, CLASSES, 6), dtype="int64")
+        loss = loss_fn(model(X), y)
+        opt.reset_grad()
+        loss.backward()
+        opt.step()
+        digests.append(_digest(model))
+    (out / f"rank{rank}.json").write_text(json.dumps({"digests": digests,
+                                                      "buckets": len(model._grad_buckets)}))
+
+
 def run_die(out: Path, signal_name: str) -> None:
     model = nn.DistributedDataParallel(build_model())
     victim = distributed.world_size() - 1
@@ -156,6 +181,8 @@ def main(argv: list[str]) -> None:
             run_collectives(out)
         elif mode == "replicas":
             run_replicas(out)
+        elif mode == "pytorch_loop":
+            run_pytorch_loop(out)
         else:
             run_die(out, argv[2])
     except distributed.DistributedError as e:

@@ -288,6 +288,29 @@ def test_ddp_of_one_process_keeps_gradients_and_state_dict_keys(one_process):
     assert not ddp.eval().training and not model.modules[1].training
 
 
+@needs_mpi4py
+def test_ddp_averages_during_backward_and_refuses_unaveraged_steps(one_process):
+    np.random.seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    ddp = nn.DistributedDataParallel(model, bucket_cap_mb=1e-5)  # a bucket per parameter
+    opt = ndl.optim.SGD(ddp.parameters(), lr=0.1)
+    X = ndl.Tensor(np.random.randn(5, 3).astype("float32"))
+    ddp(X).sum().backward()
+    averaged = [p.grad for p in model.parameters()]
+    ddp.sync_gradients()  # already averaged: nothing happens
+    assert [p.grad for p in model.parameters()] == averaged
+    opt.step()
+    with ddp.no_sync():
+        ddp(X).sum().backward()
+    with pytest.raises(RuntimeError, match="not averaged over the ranks.*sync_gradients"):
+        opt.step()
+    ddp.sync_gradients()
+    opt.step()
+    model.parameters()[0].grad = ndl.Tensor(np.ones((3, 4)), dtype="float32")
+    with pytest.raises(RuntimeError, match="set by hand"):
+        opt.step()
+
+
 # ----- real jobs: 2 and 3 processes ---------------------------------------------------------
 
 
@@ -361,6 +384,18 @@ def test_data_parallel_equals_one_process_on_the_global_batch(tmp_path, n, optim
         np.testing.assert_allclose(result[name], value, rtol=0, atol=EQUIVALENCE_ATOL,
                                    err_msg=name)
         assert np.abs(value - initial[name]).max() > 100 * EQUIVALENCE_ATOL, name
+
+
+@needs_mpiexec
+def test_the_pytorch_loop_keeps_replicas_identical_with_no_extra_call(tmp_path):
+    """Ranks seeded differently, their own batches, `loss.backward(); opt.step()` only:
+    the hooks average during backward, so every step leaves the replicas bit-identical."""
+    job = run_worker(2, "pytorch_loop", tmp_path)
+    assert job.returncode == 0, job.stderr
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["buckets"] > 1, "several buckets, started while backward runs"
+    assert ranks[0]["digests"] == ranks[1]["digests"]
+    assert len(set(ranks[0]["digests"])) == 4, "the parameters change every step"
 
 
 @needs_mpiexec

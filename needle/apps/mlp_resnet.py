@@ -120,9 +120,9 @@ def run_epoch(dataloader: Iterable, model: nn.Module, opt: "ndl.optim.Optimizer 
     ``(batch, *input_shape)`` (default: flattened to ``(batch, features)``), ``y``
     integer labels ``(batch,)`` — gives logits
     ``model(X)`` and the mean :class:`nn.SoftmaxLoss`; with ``opt`` it then runs
-    ``opt.reset_grad(); loss.backward(); opt.step()`` (for a
-    :class:`nn.DistributedDataParallel` model, with ``model.sync_gradients()`` before
-    the step). Draws no random numbers itself
+    ``opt.reset_grad(); loss.backward(); opt.step()`` (a
+    :class:`nn.DistributedDataParallel` model averages the gradients during
+    ``backward()``). Draws no random numbers itself
     (the loader's shuffle and the model's dropout do).
 
     Args:
@@ -183,8 +183,6 @@ def _batch(model: nn.Module, loss_fn: nn.Module, X: Tensor, y: Tensor,
     if opt is not None:
         opt.reset_grad()
         loss.backward(create_graph=False)
-        if isinstance(model, nn.DistributedDataParallel):
-            model.sync_gradients()  # every rank then takes the same step
         opt.step()
     errors = int((logits.numpy().argmax(axis=1) != y.numpy()).sum())
     return BatchResult(size=batch_size, loss=float(loss.numpy()), errors=errors)

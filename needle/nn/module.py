@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
-from ..autograd import Tensor
+from ..autograd import RemovableHandle, Tensor
 
 
 class Parameter(Tensor):
@@ -86,6 +86,34 @@ def _walk(value: Any, name: str, seen: set, descend: bool) -> Iterator[tuple[str
             yield from _walk(item, _join(name, str(index)), seen, descend)
 
 
+class _ModuleHooks:
+    """A module's forward hooks, in registration order (not a list or dict, so the
+    traversal of the module's attributes never looks inside)."""
+
+    def __init__(self) -> None:
+        self.pre: list = []
+        self.post: list = []
+
+    def add(self, kind: str, hook) -> RemovableHandle:
+        hooks = getattr(self, kind)
+        entry = [hook]  # a fresh object per registration: the same function may come twice
+        hooks.append(entry)
+        return RemovableHandle(hooks, entry, f"forward {kind}-hook")
+
+    def call(self, module: "Module", args: tuple, kwargs: dict) -> Any:
+        """``module.forward(*args, **kwargs)`` with the pre-hooks before and the hooks after."""
+        for (hook,) in list(self.pre):
+            result = hook(module, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        output = module.forward(*args, **kwargs)
+        for (hook,) in list(self.post):
+            result = hook(module, args, output)
+            if result is not None:
+                output = result
+        return output
+
+
 class Module:
     """Base class of layers and models: override :meth:`forward`; call the module to run it.
 
@@ -115,7 +143,38 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        hooks = self.__dict__.get("_forward_hooks")  # None unless a hook was registered
+        if hooks is None:
+            return self.forward(*args, **kwargs)
+        return hooks.call(self, args, kwargs)
+
+    # ----- hooks ----------------------------------------------------------------------------
+    def register_forward_pre_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, args)`` before each ``forward``; a returned value replaces the
+        positional arguments (a tuple, or one value). Returns a handle with ``remove()``."""
+        return self._module_hooks("register_forward_pre_hook", hook).add("pre", hook)
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after each ``forward`` (to inspect activations);
+        a returned value replaces the output. Returns a handle with ``remove()``.
+
+        >>> from needle import nn
+        >>> seen = []
+        >>> layer = nn.ReLU()
+        >>> handle = layer.register_forward_hook(lambda m, args, out: seen.append(out.shape))
+        >>> _ = layer(Tensor([[1.0, -1.0]]))
+        >>> seen
+        [(1, 2)]
+        >>> handle.remove()
+        """
+        return self._module_hooks("register_forward_hook", hook).add("post", hook)
+
+    def _module_hooks(self, owner: str, hook) -> "_ModuleHooks":
+        if not callable(hook):
+            raise TypeError(f"{owner}: the hook must be callable, got {type(hook).__name__}")
+        if "_forward_hooks" not in self.__dict__:
+            self.__dict__["_forward_hooks"] = _ModuleHooks()
+        return self.__dict__["_forward_hooks"]
 
     # ----- traversal ------------------------------------------------------------------------
     def _named_members(self, descend: bool = True) -> Iterator[tuple[str, Any]]:

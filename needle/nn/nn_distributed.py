@@ -8,14 +8,17 @@ Usage, in every rank of an MPI job (see docs/distributed.md)::
     for X, y in loader:                                    # a DistributedSampler's shard
         loss = loss_fn(model(X), y)
         opt.reset_grad()
-        loss.backward()
-        model.sync_gradients()                             # mean gradient of all ranks
+        loss.backward()                                    # gradients averaged over the ranks
         opt.step()
 
-needle's autograd has no backward hooks, so the gradient average is one explicit call after
-``backward()`` (``needle.apps.mlp_resnet.run_epoch`` makes it for a wrapped model).
-Gradients travel in flat buckets of at most ``bucket_cap_mb`` megabytes, one all-reduce
-each, all started before the first is waited for.
+The average happens during ``backward()``, as PyTorch's DDP does it: a hook on every
+parameter copies its gradient into a flat bucket (buckets of at most ``bucket_cap_mb``
+megabytes, filled in the reverse of the parameters' order, since the last layers' gradients
+are ready first); a full bucket's non-blocking all-reduce starts at once (in bucket order on
+every rank, as MPI requires), while backward goes on through the earlier layers; before
+``backward()`` returns, the last buckets are started and every one is waited for, and each
+parameter's ``.grad`` becomes the mean. An optimizer step refuses a gradient that was not
+averaged (``no_sync()``, or one set by hand) until :meth:`sync_gradients` is called.
 
 Buffers (BatchNorm's running statistics) follow one rule: during training each rank
 updates its own from its own batches; when the model is put in evaluation mode
@@ -25,14 +28,16 @@ resumed from a checkpoint continues exactly like an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from .. import distributed
-from ..autograd import Tensor
+from ..autograd import Tensor, queue_callback
+from ..optim.optimizer import register_step_check
 from .module import IncompatibleKeys, Module
 
 __all__ = ["DistributedDataParallel"]
@@ -51,8 +56,11 @@ class _Bucket:
 
     def views(self) -> list[np.ndarray]:
         """Each tensor's slice of the buffer, in its shape."""
-        return [self.buffer[start:stop].reshape(t.shape) for t, start, stop
-                in zip(self.tensors, self.offsets, self.offsets[1:])]
+        return [self.view(i) for i in range(len(self.tensors))]
+
+    def view(self, i: int) -> np.ndarray:
+        """Tensor ``i``'s slice of the buffer, in its shape."""
+        return self.buffer[self.offsets[i]:self.offsets[i + 1]].reshape(self.tensors[i].shape)
 
     def gather(self, arrays: list[np.ndarray | None]) -> None:
         """Copy one array per tensor into the buffer (None: zeros)."""
@@ -82,6 +90,16 @@ def _make_buckets(tensors: list[Tensor], cap_bytes: float) -> list[_Bucket]:
     return buckets
 
 
+@dataclass
+class _Reduction:
+    """The gradient average of one ``backward()``: which parameters have reported, how many
+    per bucket, and the all-reduces started so far (always buckets 0..len(requests)-1)."""
+
+    ready: set[int] = field(default_factory=set)  # ids of the parameters whose grad is in
+    counts: list[int] = field(default_factory=list)
+    requests: list[Any] = field(default_factory=list)
+
+
 def _set_array(tensor: Tensor, array: np.ndarray) -> None:
     """Replace ``tensor``'s data by a copy of the NumPy ``array`` (any backend)."""
     tensor.data = Tensor(array, device=tensor.device, dtype=tensor.dtype, requires_grad=False)
@@ -92,9 +110,11 @@ class DistributedDataParallel(Module):
 
     At construction (a collective: every rank must build it) it checks that every rank
     has the same parameter names, shapes and dtypes, then copies rank 0's parameters and
-    buffers to all ranks, so every replica starts identical. After each ``backward()``,
-    :meth:`sync_gradients` replaces every gradient by its mean over the ranks; as every
-    rank then applies the same update to the same weights, the replicas stay identical.
+    buffers to all ranks, so every replica starts identical. Every ``backward()`` through
+    the model replaces each parameter's gradient by its mean over the ranks (a parameter
+    that got no gradient counts as zeros), overlapping the all-reduces with the rest of
+    the backward pass; as every rank then applies the same update to the same weights,
+    the replicas stay identical. Inside :meth:`no_sync` nothing is averaged.
 
     ``model(x)`` calls ``module(x)``; :meth:`parameters` are the module's (give them to
     the optimizer); :meth:`state_dict` and :meth:`load_state_dict` are the module's, with
@@ -127,35 +147,113 @@ class DistributedDataParallel(Module):
         layout = [(name, tuple(t.shape), str(t.dtype)) for name, t in _named_tensors(module)]
         distributed._check_agreement("DistributedDataParallel", layout)
         cap = bucket_cap_mb * 1e6
-        self._grad_buckets = _make_buckets(module.parameters(), cap)
+        params = module.parameters()
+        # Reverse order: backward reaches the last layers first, so their buckets fill first.
+        self._grad_buckets = _make_buckets(params[::-1], cap)
         self._buffer_buckets = _make_buckets(module.buffers(), cap)
         self._broadcast(self._grad_buckets)
         self._broadcast(self._buffer_buckets)
         self.training = module.training
+        self._place = {id(t): (b, i) for b, bucket in enumerate(self._grad_buckets)
+                       for i, t in enumerate(bucket.tensors)}
+        self._averaging = True  # False inside no_sync()
+        self._reduction: _Reduction | None = None
+        self._averaged: dict[int, Tensor] = {}  # the mean gradient handed to each parameter
+        for param in params:
+            if param.requires_grad:
+                param.register_post_accumulate_grad_hook(self._gradient_ready)
+            register_step_check(param, self._check_averaged)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """``module(*args, **kwargs)``."""
         return self.module(*args, **kwargs)
 
     def sync_gradients(self) -> None:
-        """Replace every parameter's gradient by its mean over all ranks (a collective).
+        """Replace every parameter's gradient by its mean over all ranks (a collective),
+        unless ``backward()`` already did: then it does nothing.
 
-        A parameter without a gradient counts as a zero gradient (and gets the mean, so
+        Needed only after a backward inside :meth:`no_sync` (or gradients set by hand). A
+        parameter without a gradient counts as a zero gradient (and gets the mean, so
         ranks that did and did not use it agree).
 
         Raises:
             PeerLostError: a rank did not take part before the deadline.
         """
-        requests = []
+        if self._averaged and all(t.grad is self._averaged.get(id(t))
+                                  for bucket in self._grad_buckets for t in bucket.tensors):
+            return
         for bucket in self._grad_buckets:
             bucket.gather([None if t.grad is None else t.grad.numpy() for t in bucket.tensors])
-            requests.append(distributed._start_all_reduce(bucket.buffer))
+        self._average([distributed._start_all_reduce(b.buffer) for b in self._grad_buckets])
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Inside this context ``backward()`` leaves each rank its own gradients (PyTorch's
+        ``no_sync``); call :meth:`sync_gradients` before stepping on them."""
+        previous, self._averaging = self._averaging, False
+        try:
+            yield
+        finally:
+            self._averaging = previous
+
+    # ----- the average during backward() -------------------------------------------------
+    def _gradient_ready(self, param: Tensor) -> None:
+        """A parameter's gradient is final: copy it into its bucket, and start every bucket
+        that is full (in order); the first call of a backward queues the finish."""
+        if not self._averaging:
+            return
+        if self._reduction is None:
+            self._reduction = _Reduction(counts=[0] * len(self._grad_buckets))
+            queue_callback(self._finish_average)
+        b, i = self._place[id(param)]
+        self._grad_buckets[b].view(i)[...] = param.grad.numpy()
+        self._reduction.ready.add(id(param))
+        self._reduction.counts[b] += 1
+        self._start_full_buckets(self._reduction)
+        for request in self._reduction.requests:  # lets MPI move the started ones along
+            distributed._test(request, "DistributedDataParallel.sync_gradients")
+
+    def _start_full_buckets(self, reduction: _Reduction) -> None:
+        """Start the all-reduce of each full bucket after the last one started, in order."""
+        buckets = self._grad_buckets
+        while (len(reduction.requests) < len(buckets) and
+               reduction.counts[len(reduction.requests)] ==
+               len(buckets[len(reduction.requests)].tensors)):
+            buffer = buckets[len(reduction.requests)].buffer
+            reduction.requests.append(distributed._start_all_reduce(buffer))
+
+    def _finish_average(self) -> None:
+        """The end of backward(): parameters that got no gradient count as zeros; start the
+        remaining buckets, wait for them all and hand out the means."""
+        reduction, self._reduction = self._reduction, None
+        for b, bucket in enumerate(self._grad_buckets):
+            for i, t in enumerate(bucket.tensors):
+                if id(t) not in reduction.ready:
+                    bucket.view(i)[...] = 0
+                    reduction.counts[b] += 1
+        self._start_full_buckets(reduction)
+        self._average(reduction.requests)
+
+    def _average(self, requests: list[Any]) -> None:
+        """Wait for each bucket's all-reduce and give its parameters the mean."""
+        self._averaged = {}
         for bucket, request in zip(self._grad_buckets, requests):
             distributed._wait(request, "DistributedDataParallel.sync_gradients")
             bucket.buffer /= self.world_size
             for param, view in zip(bucket.tensors, bucket.views()):
                 param.grad = Tensor(view, device=param.device, dtype=param.dtype,
                                     requires_grad=False)
+                self._averaged[id(param)] = param.grad
+
+    def _check_averaged(self, param: Tensor) -> None:
+        """An optimizer step's check: ``param``'s gradient is the mean this model made."""
+        if param.grad is not None and param.grad is not self._averaged.get(id(param)):
+            raise RuntimeError(
+                "DistributedDataParallel: an optimizer step on gradients that were not "
+                "averaged over the ranks (backward() ran inside no_sync(), or a gradient was "
+                "set by hand); call model.sync_gradients() before opt.step(), or the replicas "
+                "drift apart"
+            )
 
     def sync_buffers(self) -> None:
         """Copy rank 0's buffers (e.g. running statistics) to every rank (a collective)."""

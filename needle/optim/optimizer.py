@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable
+import weakref
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from .._validation import check_real
-from ..autograd import Tensor
+from ..autograd import Tensor, release_gradient_graphs
 from ..backends import BACKEND, array_api
 from ..backends.denormals import flush_in_place, optimizer_must_flush
 
@@ -24,6 +25,18 @@ from ..backends.denormals import flush_in_place, optimizer_must_flush
 # an ordinary array, but an NDArray view at an offset is not compact, so each op would
 # copy it: under ``nd`` each parameter keeps its own compact array and state.
 _FLAT_STATE = BACKEND == "np"
+
+
+#: Checks that run on a parameter before every optimizer step, by the parameter's id (a
+#: data-parallel model registers one that refuses gradients it has not averaged).
+_STEP_CHECKS: dict[int, Callable[[Tensor], None]] = {}
+
+
+def register_step_check(param: Tensor, check: Callable[[Tensor], None]) -> None:
+    """Run ``check(param)`` at the start of every optimizer step that updates ``param``
+    (it raises to refuse the step); replaces an earlier check, ends with the parameter."""
+    _STEP_CHECKS[id(param)] = check
+    weakref.finalize(param, _STEP_CHECKS.pop, id(param), None)
 
 
 class Optimizer:
@@ -60,9 +73,17 @@ class Optimizer:
         update runs once over all of them: gradients are gathered into one flat array and
         the formula is applied to flat state buffers (``state[i]`` are views into them),
         instead of a Python loop of small array ops per parameter. The arithmetic, and so
-        every bit of the result, is the same either way.
+        every bit of the result, is the same either way. The step ends the recorded
+        backward pass: its forward graph is no longer kept alive for the gradients
+        (:func:`needle.autograd.release_gradient_graphs`).
         """
+        release_gradient_graphs()
         params = self.params
+        if _STEP_CHECKS:
+            for param in params:
+                check = _STEP_CHECKS.get(id(param))
+                if check is not None:
+                    check(param)
         if self._flat is None:
             self._allocate_state()
         if self._flat["slots"] is not None and all(p.grad is not None for p in params):

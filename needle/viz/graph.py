@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy
 
-from ..autograd import Tensor, Value, find_topo_sort
+from ..autograd import Tensor, Value, find_topo_sort, record_gradient_graphs
 from .modules import module_place, recorded_name
 
 if TYPE_CHECKING:  # for the annotations only: needle.nn is loaded when first needed
@@ -200,6 +200,7 @@ def _labels(model, names: Mapping[str, Value] | None) -> dict[int, str]:
 
 def _adjoint_values(forward: list[Value]) -> list[Value]:
     """The nodes of the forward nodes' ``.grad`` graphs that are not forward nodes."""
+    record_gradient_graphs(forward)  # a default backward() records them on demand
     grads = [v.grad for v in forward if getattr(v, "grad", None) is not None]
     if not grads:
         raise ValueError("viz.graph(adjoints=True): no tensor of this graph has a .grad; "
