@@ -19,6 +19,7 @@ from .autograd import (
 from .backend_selection import *  # noqa: F401,F403  (BACKEND, array_api, NDArray, Device, ...)
 from .backends import DTYPES
 from .backends.denormals import flush_denormals, is_flush_denormal, set_flush_denormal
+from .backends.threads import get_num_threads, set_num_threads
 from .init import ones, ones_like, zeros, zeros_like
 from .ops import *  # noqa: F401,F403
 

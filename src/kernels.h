@@ -19,6 +19,8 @@
 #include <emmintrin.h>
 #endif
 
+#include "parallel.h"
+
 namespace needle {
 
 /// The most dimensions a strided view may have (the spec asks for at least 8).
@@ -55,22 +57,62 @@ inline Layout collapse(const Layout& v) {
   return c;
 }
 
+template <typename Visit>
+void walk_rows(const Layout& v, int64_t first, int64_t last, Visit& visit);
+
 /// THE strided walker: calls visit(k, pos) for every element of `v`, k counting in row-major
 /// order and pos = offset + Σ idx·strides. compact, ewise_setitem, ewise_add_setitem,
-/// scalar_setitem and to_numpy are all this walk with a one-line visitor.
+/// scalar_setitem and to_numpy are all this walk with a one-line visitor. With `parallel`,
+/// chunks of inner rows run on several threads, each element visited once: only for visitors
+/// that write to element k alone, or to positions that are all distinct.
 template <typename Visit>
-void walk(const Layout& view, Visit visit) {
+void walk(const Layout& view, Visit visit, bool parallel) {
   if (view.size == 0) return;
   const Layout v = collapse(view);
   if (v.ndim == 0) {  // a single element
     visit(int64_t{0}, v.offset);
     return;
   }
+  // Chunks of whole inner rows, so every row is one vectorisable loop.
+  const int64_t row = v.shape[v.ndim - 1];
+  const int64_t rows_per_chunk = parallel ? std::max<int64_t>(1, kGrain / row) : v.size / row;
+  parallel_for(v.size / row, rows_per_chunk, [&](int64_t first, int64_t last) {
+    walk_rows(v, first, last, visit);
+  });
+}
+
+/// True when no two elements of the view share a position, so writes to them can run in
+/// parallel: sorted by |stride|, each dimension steps past everything the smaller ones span.
+inline bool distinct_positions(const Layout& v) {
+  std::array<std::pair<int64_t, int64_t>, kMaxDims> dims{};  // (|stride|, size)
+  int count = 0;
+  for (int d = 0; d < v.ndim; ++d) {
+    if (v.shape[d] > 1) dims[count++] = {v.strides[d] < 0 ? -v.strides[d] : v.strides[d],
+                                         v.shape[d]};
+  }
+  std::sort(dims.begin(), dims.begin() + count);
+  int64_t span = 1;
+  for (int i = 0; i < count; ++i) {
+    if (dims[i].first < span) return false;
+    span = dims[i].first * dims[i].second;
+  }
+  return true;
+}
+
+/// walk's visits for the inner rows [first, last) of the collapsed view v (ndim >= 1).
+template <typename Visit>
+void walk_rows(const Layout& v, int64_t first, int64_t last, Visit& visit) {
   const int inner = v.ndim - 1;
   const int64_t n = v.shape[inner], step = v.strides[inner];
-  std::array<int64_t, kMaxDims> idx{};  // counter over the outer dimensions
+  std::array<int64_t, kMaxDims> idx{};  // counter over the outer dimensions, at row `first`
   int64_t base = v.offset;
-  for (int64_t k = 0; k < v.size; k += n) {
+  for (int64_t d = inner - 1, rest = first; d >= 0; --d) {
+    idx[d] = rest % v.shape[d];
+    rest /= v.shape[d];
+    base += idx[d] * v.strides[d];
+  }
+  for (int64_t r = first; r < last; ++r) {
+    const int64_t k = r * n;
     // The unit-stride case is split off so the compiler emits a plain (vectorisable) copy.
     if (step == 1) {
       for (int64_t i = 0; i < n; ++i) visit(k + i, base + i);
@@ -91,26 +133,27 @@ void walk(const Layout& view, Visit visit) {
 /// out[k] = a[pos_k]: gather the view of `a` into compact `out`.
 template <typename T>
 void compact(const T* a, T* out, const Layout& v) {
-  walk(v, [&](int64_t k, int64_t pos) { out[k] = a[pos]; });
+  walk(v, [&](int64_t k, int64_t pos) { out[k] = a[pos]; }, true);
 }
 
 /// out[pos_k] = a[k]: scatter compact `a` into the view of `out`.
 template <typename T>
 void ewise_setitem(const T* a, T* out, const Layout& v) {
-  walk(v, [&](int64_t k, int64_t pos) { out[pos] = a[k]; });
+  // a view that repeats a position keeps its last write: that needs the one-thread order
+  walk(v, [&](int64_t k, int64_t pos) { out[pos] = a[k]; }, distinct_positions(v));
 }
 
 /// out[pos_k] += a[k]: add compact `a` into the view of `out` (a view without repeated
 /// positions, so each element is added once, as NumPy's `view += a` does).
 template <typename T>
 void ewise_add_setitem(const T* a, T* out, const Layout& v) {
-  walk(v, [&](int64_t k, int64_t pos) { out[pos] += a[k]; });
+  walk(v, [&](int64_t k, int64_t pos) { out[pos] += a[k]; }, distinct_positions(v));
 }
 
 /// out[pos_k] = val for every element of the view.
 template <typename T>
 void scalar_setitem(T val, T* out, const Layout& v) {
-  walk(v, [&](int64_t, int64_t pos) { out[pos] = val; });
+  walk(v, [&](int64_t, int64_t pos) { out[pos] = val; }, distinct_positions(v));
 }
 
 // ---- elementwise kernels on compact buffers -------------------------------------------------
@@ -118,19 +161,25 @@ void scalar_setitem(T val, T* out, const Layout& v) {
 /// out[i] = op(a[i], b[i]).
 template <typename T, typename Op>
 void ewise(const T* a, const T* b, T* out, int64_t n, Op op) {
-  for (int64_t i = 0; i < n; ++i) out[i] = op(a[i], b[i]);
+  parallel_for(n, kGrain, [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) out[i] = op(a[i], b[i]);
+  });
 }
 
 /// out[i] = op(a[i], val).
 template <typename T, typename Op>
 void scalar(const T* a, T val, T* out, int64_t n, Op op) {
-  for (int64_t i = 0; i < n; ++i) out[i] = op(a[i], val);
+  parallel_for(n, kGrain, [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) out[i] = op(a[i], val);
+  });
 }
 
 /// out[i] = op(a[i]).
 template <typename T, typename Op>
 void unary(const T* a, T* out, int64_t n, Op op) {
-  for (int64_t i = 0; i < n; ++i) out[i] = op(a[i]);
+  parallel_for(n, kGrain, [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) out[i] = op(a[i]);
+  });
 }
 
 // The functors the bindings hand to ewise/scalar/unary. Results keep the operands' type, so a
@@ -199,6 +248,8 @@ T sum(const T* x, int64_t n) {
 /// matrix row by row. `scratch` holds 9·d elements.
 template <typename T, typename Term>
 void column_lane_sums(int64_t n, int64_t d, Term f, T* out, T* scratch) {
+  // One thread: these sums stream the matrix once at memory speed, which a second thread
+  // reading other columns of the same rows did not improve (it made them slower).
   std::fill(scratch, scratch + 9 * d, T(0));
   const int64_t full = n - n % 8;
   for (int64_t i = 0; i < n; ++i) {
@@ -220,16 +271,23 @@ T max(const T* x, int64_t n) {
   return best;
 }
 
-/// out[i] = sum of a[i·rs : (i+1)·rs] (0 when rs == 0).
+/// Outputs per chunk of a reduction over `rs` elements each: about kGrain elements read.
+inline int64_t outputs_per_chunk(int64_t rs) { return std::max<int64_t>(1, kGrain / (rs + 1)); }
+
+/// out[i] = sum of a[i·rs : (i+1)·rs] (0 when rs == 0); each output summed by one thread.
 template <typename T>
 void reduce_sum(const T* a, T* out, int64_t out_size, int64_t rs) {
-  for (int64_t i = 0; i < out_size; ++i) out[i] = sum(a + i * rs, rs);
+  parallel_for(out_size, outputs_per_chunk(rs), [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) out[i] = sum(a + i * rs, rs);
+  });
 }
 
 /// out[i] = max of a[i·rs : (i+1)·rs]; rs >= 1.
 template <typename T>
 void reduce_max(const T* a, T* out, int64_t out_size, int64_t rs) {
-  for (int64_t i = 0; i < out_size; ++i) out[i] = max(a + i * rs, rs);
+  parallel_for(out_size, outputs_per_chunk(rs), [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) out[i] = max(a + i * rs, rs);
+  });
 }
 
 // ---- tiled matmul (the course's hand-written loop; see spec §8.1) ----------------------------
@@ -271,15 +329,17 @@ void retile(const T* rowmajor, T* tiled, int64_t rows, int64_t cols) {
 template <typename T>
 void sgd_update(const T* p, const T* grad, T* u, T* out, int64_t n, T lr, T momentum,
                 T one_minus_momentum, T weight_decay) {
-  for (int64_t i = 0; i < n; ++i) {
-    T g = p[i] * weight_decay;
-    g = g + grad[i];
-    T ui = u[i] * momentum;
-    g = g * one_minus_momentum;
-    ui = ui + g;
-    u[i] = ui;
-    out[i] = p[i] - ui * lr;
-  }
+  parallel_for(n, kGrain, [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) {
+      T g = p[i] * weight_decay;
+      g = g + grad[i];
+      T ui = u[i] * momentum;
+      g = g * one_minus_momentum;
+      ui = ui + g;
+      u[i] = ui;
+      out[i] = p[i] - ui * lr;
+    }
+  });
 }
 
 /// Adam hyper-parameters, already cast to T (bias1 = 1 − β1^t, bias2 = 1 − β2^t).
@@ -317,11 +377,26 @@ inline int64_t adam_update_sse2(const float* p, const float* grad, float* m, flo
 }
 #endif
 
+template <typename T>
+void adam_update_range(const T* p, const T* grad, T* m, T* v, T* out, int64_t n,
+                       const AdamScalars<T>& c);
+
 /// Adam: g = p·wd + grad; m = m·β1 + g·(1 − β1); v = v·β2 + g²·(1 − β2);
 /// out = p − (m/bias1)·lr / (sqrt(v/bias2) + eps). Updates m and v in place.
 template <typename T>
 void adam_update(const T* p, const T* grad, T* m, T* v, T* out, int64_t n,
                  const AdamScalars<T>& c) {
+  // chunks of a multiple of 4 elements, so the SSE2 part covers the same elements anywhere
+  parallel_for(n, kGrain, [&](int64_t first, int64_t last) {
+    adam_update_range(p + first, grad + first, m + first, v + first, out + first,
+                      last - first, c);
+  });
+}
+
+/// adam_update on one contiguous range.
+template <typename T>
+void adam_update_range(const T* p, const T* grad, T* m, T* v, T* out, int64_t n,
+                       const AdamScalars<T>& c) {
   int64_t i = 0;
 #if defined(__SSE2__)
   if constexpr (std::is_same_v<T, float>) i = adam_update_sse2(p, grad, m, v, out, n, c);
@@ -415,13 +490,15 @@ void batchnorm_backward(const T* g, const T* xhat, const T* weight, const T* inv
 template <typename T, typename Fill>
 void multiply_by_mask(const T* x, T* out, T* kept, int64_t n, Fill fill) {
   constexpr int64_t kChunk = 256;
-  T buffer[kChunk];
-  for (int64_t start = 0; start < n; start += kChunk) {
-    const int64_t len = std::min(kChunk, n - start);
-    T* m = kept != nullptr ? kept + start : buffer;
-    fill(start, len, m);
-    for (int64_t i = 0; i < len; ++i) out[start + i] = x[start + i] * m[i];
-  }
+  parallel_for(n, kGrain, [&](int64_t first, int64_t last) {
+    T buffer[kChunk];
+    for (int64_t start = first; start < last; start += kChunk) {
+      const int64_t len = std::min(kChunk, last - start);
+      T* m = kept != nullptr ? kept + start : buffer;
+      fill(start, len, m);
+      for (int64_t i = 0; i < len; ++i) out[start + i] = x[start + i] * m[i];
+    }
+  });
 }
 
 /// Dropout in one pass from float64 uniform draws u: the scaled mask
@@ -456,19 +533,21 @@ template <typename T>
 void layernorm_forward(const T* x, const T* weight, const T* bias, T* out, T* xhat, T* inv_std,
                        int64_t n, int64_t d, T eps) {
   const T width = static_cast<T>(d);
-  for (int64_t i = 0; i < n; ++i) {
-    const T* row = x + i * d;
-    T* h = xhat + i * d;
-    const T mean = sum(row, d) / width;
-    for (int64_t j = 0; j < d; ++j) h[j] = row[j] - mean;
-    const T var = lane_sum<T>(d, [h](int64_t j) { return h[j] * h[j]; }) / width;
-    const T scale = std::pow(var + eps, T(-0.5));
-    inv_std[i] = scale;
-    for (int64_t j = 0; j < d; ++j) {
-      h[j] = h[j] * scale;
-      out[i * d + j] = h[j] * weight[j] + bias[j];
+  parallel_for(n, outputs_per_chunk(d), [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) {
+      const T* row = x + i * d;
+      T* h = xhat + i * d;
+      const T mean = sum(row, d) / width;
+      for (int64_t j = 0; j < d; ++j) h[j] = row[j] - mean;
+      const T var = lane_sum<T>(d, [h](int64_t j) { return h[j] * h[j]; }) / width;
+      const T scale = std::pow(var + eps, T(-0.5));
+      inv_std[i] = scale;
+      for (int64_t j = 0; j < d; ++j) {
+        h[j] = h[j] * scale;
+        out[i * d + j] = h[j] * weight[j] + bias[j];
+      }
     }
-  }
+  });
 }
 
 /// Gradients of layernorm_forward for out_grad g (n, d): grad_bias = Σ_rows g,
@@ -483,18 +562,20 @@ void layernorm_backward(const T* g, const T* xhat, const T* weight, const T* inv
     return g[i * d + j] * xhat[i * d + j];
   }, grad_weight, scratch);
   const T width = static_cast<T>(d);
-  for (int64_t i = 0; i < n; ++i) {
-    const T* gi = g + i * d;
-    const T* h = xhat + i * d;
-    T* gx = grad_x + i * d;  // holds g·weight until the last loop overwrites it
-    for (int64_t j = 0; j < d; ++j) gx[j] = gi[j] * weight[j];
-    const T sum_gx = sum(gx, d);
-    const T sum_gx_xhat = lane_sum<T>(d, [gx, h](int64_t j) { return gx[j] * h[j]; });
-    const T factor = inv_std[i] / width;
-    for (int64_t j = 0; j < d; ++j) {
-      gx[j] = (gx[j] * width - sum_gx - h[j] * sum_gx_xhat) * factor;
+  parallel_for(n, outputs_per_chunk(d), [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) {
+      const T* gi = g + i * d;
+      const T* h = xhat + i * d;
+      T* gx = grad_x + i * d;  // holds g·weight until the last loop overwrites it
+      for (int64_t j = 0; j < d; ++j) gx[j] = gi[j] * weight[j];
+      const T sum_gx = sum(gx, d);
+      const T sum_gx_xhat = lane_sum<T>(d, [gx, h](int64_t j) { return gx[j] * h[j]; });
+      const T factor = inv_std[i] / width;
+      for (int64_t j = 0; j < d; ++j) {
+        gx[j] = (gx[j] * width - sum_gx - h[j] * sum_gx_xhat) * factor;
+      }
     }
-  }
+  });
 }
 
 /// e^x for float x ≤ 0 (a softmax's shifted logits) with no library call and no branch, so
@@ -555,18 +636,20 @@ template <typename T>
 T softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, T* per_example,
                         int64_t n, int64_t k, T lowest) {
   const T scale = T(1) / static_cast<T>(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const T* row = logits + i * k;
-    T* p = grad + i * k;
-    const T peak = max(row, k);
-    for (int64_t j = 0; j < k; ++j) p[j] = exp_nonpositive_any(row[j] - peak);
-    const T total = sum(p, k);
-    for (int64_t j = 0; j < k; ++j) p[j] = p[j] / total;
-    const T picked = Maximum{}(row[labels[i]] - peak, lowest);
-    per_example[i] = std::log(total) - picked;
-    p[labels[i]] = p[labels[i]] - T(1);
-    for (int64_t j = 0; j < k; ++j) p[j] = p[j] * scale;  // the row is still in cache
-  }
+  parallel_for(n, outputs_per_chunk(k), [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) {
+      const T* row = logits + i * k;
+      T* p = grad + i * k;
+      const T peak = max(row, k);
+      for (int64_t j = 0; j < k; ++j) p[j] = exp_nonpositive_any(row[j] - peak);
+      const T total = sum(p, k);
+      for (int64_t j = 0; j < k; ++j) p[j] = p[j] / total;
+      const T picked = Maximum{}(row[labels[i]] - peak, lowest);
+      per_example[i] = std::log(total) - picked;
+      p[labels[i]] = p[labels[i]] - T(1);
+      for (int64_t j = 0; j < k; ++j) p[j] = p[j] * scale;  // the row is still in cache
+    }
+  });
   return sum(per_example, n) / static_cast<T>(n);
 }
 
@@ -575,9 +658,11 @@ T softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, T* per_
 /// out[k] = table[ids[k]] for rows of d elements; ids already checked to lie in the table.
 template <typename T>
 void take_rows(const T* table, const int64_t* ids, T* out, int64_t count, int64_t d) {
-  for (int64_t k = 0; k < count; ++k) {
-    std::copy(table + ids[k] * d, table + (ids[k] + 1) * d, out + k * d);
-  }
+  parallel_for(count, outputs_per_chunk(d), [&](int64_t first, int64_t last) {
+    for (int64_t k = first; k < last; ++k) {
+      std::copy(table + ids[k] * d, table + (ids[k] + 1) * d, out + k * d);
+    }
+  });
 }
 
 /// out = zeros (num_rows, d), then out[ids[k]] += rows[k] for k in order (repeats accumulate).
@@ -665,9 +750,11 @@ void reduce_sum_rows(const T* a, T* out, int64_t rows, int64_t cols, T* scratch)
 /// row without materialising its broadcast.
 template <typename T>
 void add_row(const T* a, const T* row, T* out, int64_t rows, int64_t cols) {
-  for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t j = 0; j < cols; ++j) out[i * cols + j] = a[i * cols + j] + row[j];
-  }
+  parallel_for(rows, outputs_per_chunk(cols), [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) {
+      for (int64_t j = 0; j < cols; ++j) out[i * cols + j] = a[i * cols + j] + row[j];
+    }
+  });
 }
 
 }  // namespace needle

@@ -1099,6 +1099,14 @@ Project extras:
         "blocks >= 1 MiB of the same size, up to 256 MiB); returns the bytes freed.");
   m.def("cached_buffer_bytes", []() { return buffer_pool().cached_bytes(); },
         "Project extra: bytes held by the pool of freed large buffers.");
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) value_error("set_num_threads", "needs n >= 1, got " + std::to_string(n));
+    ThreadPool::instance().set_threads(n);
+  }, "n"_a,
+        "Project extra: the threads the kernels use, the caller included (1: no other thread).\n"
+        "Results are the same bits at any count.");
+  m.def("get_num_threads", []() { return ThreadPool::instance().threads(); },
+        "Project extra: the threads the kernels use, the caller included.");
   m.def("set_flush_denormal", &set_flush_denormal, "enabled"_a,
         "Set (True) or clear FTZ+DAZ in this thread's MXCSR; False if unsupported here.");
   m.def("get_flush_denormal", &get_flush_denormal,
