@@ -753,7 +753,8 @@ class NDArray:
     def __ge__(self, other: Any) -> "NDArray":
         return self._binary(other, "ewise_ge", "scalar_ge")
 
-    # The other comparisons are formed from == and >= and keep their dtype.
+    # The other comparisons are formed from == and >= and keep their dtype. None of them may
+    # negate >= or >: a NaN operand makes every ordered comparison 0, and only != 1.
     def __ne__(self, other: Any) -> "NDArray":  # type: ignore[override]
         return _logical_not(self == other)
 
@@ -761,10 +762,14 @@ class NDArray:
         return (self >= other) * (self != other)
 
     def __lt__(self, other: Any) -> "NDArray":
-        return _logical_not(self >= other)
+        if isinstance(other, NDArray):
+            return other > self
+        return _less_than_scalar(self, other, strict=True)
 
     def __le__(self, other: Any) -> "NDArray":
-        return _logical_not(self > other)
+        if isinstance(other, NDArray):
+            return other >= self
+        return _less_than_scalar(self, other, strict=False)
 
     __hash__ = None  # type: ignore[assignment]  (== returns an array)
 
@@ -968,6 +973,24 @@ def _logical_not(mask: NDArray) -> NDArray:
     """1 where the 1/0 array ``mask`` is 0, in its dtype (``1 - mask`` would make a bool
     mask int64)."""
     return mask == (False if mask._dtype is _BOOL else 0)
+
+
+def _less_than_scalar(array: NDArray, value: Any, strict: bool) -> NDArray:
+    """``array < value`` (``strict``) or ``array <= value`` as 1/0 in the array's dtype.
+
+    ``not (a >= c)`` would be 1 where a or c is NaN, so floats compare their negations:
+    ``a <= c`` is ``-a >= -c``, exact in IEEE arithmetic (NaN stays unordered, -0.0 equals
+    0.0). Integers have no NaN but their negation overflows at the minimum, so they keep
+    ``not (a > c)``; a float scalar makes them compare in float64, as NumPy does.
+    """
+    value = _scalar_value("<" if strict else "<=", value)
+    if _is_float(array._dtype):
+        mirrored = -array
+        return mirrored > -value if strict else mirrored >= -value
+    if isinstance(value, float):
+        as_float = array.astype(_FLOAT64)
+        return _less_than_scalar(as_float, value, strict).astype(array._dtype)
+    return _logical_not(array >= value if strict else array > value)
 
 
 def _check_devices(owner: str, a: NDArray, b: NDArray) -> None:

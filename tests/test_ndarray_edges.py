@@ -1,0 +1,81 @@
+"""The NDArray at the edges, against NumPy: NaN, infinities and signed zeros in comparisons,
+zero-length matrix products, shapes that are negative or too large for int64, views that
+reach past their buffer, setitem values that do not broadcast, and what errors name.
+
+Every test runs on each enabled NDArray device (the compiled ``cpu()`` and ``cpu_numpy()``).
+"""
+from __future__ import annotations
+
+import itertools
+import operator
+
+import numpy as np
+import pytest
+
+import needle as ndl
+from needle import backend_ndarray as nd
+
+DEVICES = [
+    pytest.param(d, id=d.name)
+    if d.enabled()
+    else pytest.param(d, id=d.name, marks=pytest.mark.skip(reason=f"{d} is not enabled here"))
+    for d in nd.all_devices()
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+# ----- comparisons: IEEE's unordered NaN, infinities, -0.0; integer extremes ----------------
+
+COMPARISONS = [operator.lt, operator.le, operator.gt, operator.ge, operator.eq, operator.ne]
+EDGE_VALUES = {
+    "float32": [np.nan, -np.inf, -1.5, -0.0, 0.0, 1.0, np.inf],
+    "float64": [np.nan, -np.inf, -1.5, -0.0, 0.0, 1.0, np.inf],
+    "int32": [-2**31, -1, 0, 1, 2**31 - 1],
+    "int64": [-2**63, -1, 0, 1, 2**63 - 1],
+    "bool": [False, True],
+}
+EDGE_SCALARS = [np.nan, np.inf, -np.inf, -0.0, 0.0, 0.5, 1, -1, True]
+
+
+def _all_pairs(dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair of the dtype's edge values, as two arrays of one shape."""
+    values = np.array(EDGE_VALUES[dtype], dtype=dtype)
+    return tuple(np.meshgrid(values, values))
+
+
+def _same(got: nd.NDArray, expected: np.ndarray, dtype: str) -> None:
+    """The course's rule: a comparison is 1/0 in the dtype, equal to NumPy's booleans."""
+    result = got.numpy()
+    assert result.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(result, np.asarray(expected).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", sorted(EDGE_VALUES))
+@pytest.mark.parametrize("op", COMPARISONS, ids=lambda op: op.__name__)
+def test_array_comparisons_follow_ieee(device, op, dtype):
+    a, b = _all_pairs(dtype)
+    _same(op(nd.array(a, device=device, dtype=dtype), nd.array(b, device=device, dtype=dtype)),
+          op(a, b), dtype)
+
+
+@pytest.mark.parametrize("scalar", EDGE_SCALARS, ids=repr)
+@pytest.mark.parametrize("dtype", sorted(EDGE_VALUES))
+@pytest.mark.parametrize("op", COMPARISONS, ids=lambda op: op.__name__)
+def test_scalar_comparisons_follow_ieee_both_ways_round(device, op, dtype, scalar):
+    a, _ = _all_pairs(dtype)
+    array = nd.array(a, device=device, dtype=dtype)
+    _same(op(array, scalar), op(a, scalar), dtype)
+    _same(op(scalar, array), op(scalar, a), dtype)  # reflected: 2 < a is a > 2
+
+
+def test_comparisons_of_mixed_dtypes_compare_in_the_common_dtype(device):
+    ints = np.array([0, 1, 2], dtype=np.int32)
+    floats = np.array([np.nan, 1.0, 3.0], dtype=np.float32)
+    a, b = nd.array(ints, device=device, dtype="int32"), nd.array(floats, device=device)
+    for op in COMPARISONS:
+        _same(op(a, b), op(ints, floats), "float64")
+        _same(op(b[0:1], a), op(floats[0:1], ints), "float64")  # broadcast NaN
