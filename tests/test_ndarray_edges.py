@@ -79,3 +79,26 @@ def test_comparisons_of_mixed_dtypes_compare_in_the_common_dtype(device):
     for op in COMPARISONS:
         _same(op(a, b), op(ints, floats), "float64")
         _same(op(b[0:1], a), op(floats[0:1], ints), "float64")  # broadcast NaN
+
+
+# ----- matrix products with a zero-length axis ---------------------------------------------
+
+ZERO_CASES = [
+    (batch_a, batch_b, m, n, p)
+    for m, n, p in itertools.product([0, 3, 8], repeat=3)
+    for batch_a, batch_b in [((), ()), ((0,), ()), ((), (0,)), ((2,), (2,)), ((1,), (0,)),
+                             ((3, 0), (1,)), ((2,), ())]
+    if 0 in (m, n, p) + batch_a + batch_b
+]
+
+
+@pytest.mark.parametrize("product", [operator.matmul, nd.matmul], ids=["@", "nd.matmul"])
+@pytest.mark.parametrize("batch_a, batch_b, m, n, p", ZERO_CASES)
+def test_matmul_with_a_zero_length_axis_is_numpys(device, product, batch_a, batch_b, m, n, p):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(batch_a + (m, n)).astype(np.float32)
+    b = rng.standard_normal(batch_b + (n, p)).astype(np.float32)
+    got = product(nd.array(a, device=device), nd.array(b, device=device)).numpy()
+    expected = np.matmul(a, b)  # an empty sum is 0; an empty batch an empty result
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)

@@ -1107,7 +1107,8 @@ def _matmul(name: str, a: Any, b: Any, product: Callable) -> NDArray:
     if a.ndim == 2 and b.ndim == 2:
         return product(a, b)
     if b.ndim == 2:  # (..., m, n) @ (n, p): one product over the stacked rows
-        rows = a.reshape((-1, a._shape[-1]))
+        # sizes spelled out, never -1: with a zero-length axis the -1 is ambiguous
+        rows = a.reshape((prod(a._shape[:-1]), a._shape[-1]))
         return product(rows, b).reshape(a._shape[:-1] + b._shape[-1:])
     return _matmul_batched(a, b, product)
 
@@ -1175,8 +1176,9 @@ def _matmul_strided(a: NDArray, b: NDArray) -> NDArray:
 def _matmul_batched(a: NDArray, b: NDArray, product: Callable) -> NDArray:
     """Batch dimensions broadcast as in np.matmul; one 2-D ``product`` per batch entry."""
     batch = _broadcast_shape("matmul", a._shape[:-2], b._shape[:-2])
-    a = a.broadcast_to(batch + a._shape[-2:]).reshape((-1,) + a._shape[-2:])
-    b = b.broadcast_to(batch + b._shape[-2:]).reshape((-1,) + b._shape[-2:])
+    count = prod(batch)
+    a = a.broadcast_to(batch + a._shape[-2:]).reshape((count,) + a._shape[-2:])
+    b = b.broadcast_to(batch + b._shape[-2:]).reshape((count,) + b._shape[-2:])
     m, p = a._shape[1], b._shape[2]
     out = NDArray.make((a._shape[0], m, p), device=a._device, dtype=a._dtype)
     if product is _matmul_strided and hasattr(a._device.mod, "matmul_batched"):
