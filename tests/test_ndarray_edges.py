@@ -102,3 +102,31 @@ def test_matmul_with_a_zero_length_axis_is_numpys(device, product, batch_a, batc
     expected = np.matmul(a, b)  # an empty sum is 0; an empty batch an empty result
     assert got.shape == expected.shape
     np.testing.assert_array_equal(got, expected)
+
+
+# ----- setitem: NumPy's broadcasting rule ------------------------------------------------
+
+
+def test_setitem_refuses_a_value_that_only_has_the_same_count(device):
+    a = nd.array(np.zeros((4, 5)), device=device)
+    with pytest.raises(ValueError, match=r"shape \(3, 2\) cannot be assigned to a view of "
+                                         r"shape \(2, 3\): it does not broadcast"):
+        a[0:2, 0:3] = nd.array(np.ones((3, 2)), device=device)
+    with pytest.raises(ValueError, match=r"\(shape \(\) as NumPy indexes it\)"):
+        a[1, 2] = nd.array([1.0, 2.0], device=device)
+    np.testing.assert_array_equal(a.numpy(), np.zeros((4, 5)))  # nothing written
+
+
+def test_setitem_takes_what_numpy_takes(device):
+    a, expected = nd.array(np.zeros((4, 5)), device=device), np.zeros((4, 5))
+    values = [
+        ((slice(0, 2), slice(0, 3)), np.arange(6.0).reshape(1, 2, 3)),  # extra leading 1
+        ((slice(None), 3), np.arange(4.0)),  # NumPy's a[:, 3] is (4,): the kept axis is 1
+        ((1,), np.arange(5.0)),
+        ((2, slice(2, 3)), np.array([[[7.0]]])),
+        ((slice(1, None, 2), slice(None, None, 2)), np.array([[9.0], [8.0]])),
+    ]
+    for index, value in values:
+        a[index] = nd.array(value, device=device)
+        expected[index] = value
+    np.testing.assert_array_equal(a.numpy(), expected)

@@ -633,7 +633,7 @@ class NDArray:
             shape, strides, offset
         ):  # the view itself, e.g. after `a[idx] += b`: every element already holds its value
             return
-        source = _setitem_source(other, shape)
+        source = _setitem_source(other, shape, idxs)
         if source._handle is self._handle:  # overlapping memory: read everything first
             source = NDArray(source)
         elif source.dtype != self.dtype:
@@ -1049,17 +1049,54 @@ def _distinct_elements(shape: Shape, strides: Shape) -> bool:
     return True
 
 
-def _setitem_source(other: NDArray, shape: Shape) -> NDArray:
-    """The value of ``a[idx] = other`` as a compact array of the view's ``shape``."""
-    try:
-        return other.broadcast_to(shape).compact()
-    except ValueError:
-        pass
-    if other.size == prod(shape):  # course behaviour: copied in row-major order
+def _setitem_source(other: NDArray, shape: Shape, index: Any = ()) -> NDArray:
+    """The value of ``a[index] = other`` as a compact array of the view's ``shape``.
+
+    NumPy's rule: ``other`` must broadcast to the view (leading length-1 axes beyond the
+    view's dimensions are dropped first, as NumPy does). The view keeps a length-1 axis for
+    each int in ``index`` where NumPy's ``a[index]`` drops it, so a value broadcasting to
+    NumPy's shape is accepted too (``a[:, 0] = column``). Anything else raises ValueError,
+    even with the right number of elements: a row-major copy would silently transpose it.
+    """
+    if other._shape == shape:
         return other.compact()
+    if _broadcasts_to(other._shape, shape):
+        return _without_leading_ones(other, len(shape)).broadcast_to(shape).compact()
+    numpy_shape = _numpy_index_shape(shape, index)
+    if _broadcasts_to(other._shape, numpy_shape):
+        value = _without_leading_ones(other, len(numpy_shape)).broadcast_to(numpy_shape)
+        return value.compact().reshape(shape)
+    as_numpy = f" (shape {numpy_shape} as NumPy indexes it)" if numpy_shape != shape else ""
     raise ValueError(
         f"NDArray setitem: a value of shape {other.shape} cannot be assigned to a view of "
-        f"shape {shape} (it neither broadcasts nor has the same number of elements)"
+        f"shape {shape}{as_numpy}: it does not broadcast (dimensions must be equal or 1)"
+    )
+
+
+def _broadcasts_to(shape: Shape, target: Shape) -> bool:
+    """Whether a setitem value of ``shape`` broadcasts to ``target`` (NumPy's rule, which
+    also ignores extra leading length-1 axes of the value)."""
+    extra = len(shape) - len(target)
+    if extra > 0 and any(n != 1 for n in shape[:extra]):
+        return False
+    return all(n == t or n == 1 for n, t in zip(reversed(shape), reversed(target)))
+
+
+def _without_leading_ones(array: NDArray, ndim: int) -> NDArray:
+    """``array`` without the leading length-1 axes that take it beyond ``ndim`` dimensions."""
+    extra = array.ndim - ndim
+    if extra <= 0:
+        return array
+    return array._view(array._shape[extra:], array._strides[extra:], array._offset)
+
+
+def _numpy_index_shape(shape: Shape, index: Any) -> Shape:
+    """NumPy's shape of ``a[index]`` given the NDArray's ``shape`` for it: the axes indexed
+    by an int dropped."""
+    index = index if isinstance(index, tuple) else (index,)
+    return tuple(
+        n for n, idx in zip(shape, index + (slice(None),) * (len(shape) - len(index)))
+        if isinstance(idx, slice)
     )
 
 
