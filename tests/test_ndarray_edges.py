@@ -104,6 +104,109 @@ def test_matmul_with_a_zero_length_axis_is_numpys(device, product, batch_a, batc
     np.testing.assert_array_equal(got, expected)
 
 
+# ----- shapes: negative dimensions and element counts beyond int64 -------------------------
+
+HUGE = (2**40, 2**40)  # 2**80 elements
+
+
+def _shape_entry_points(device):
+    """(name, call with a shape) for each NDArray function that takes a shape."""
+    one = nd.array([1.0], device=device)
+    empty = nd.array(np.zeros(0), device=device)
+    return {
+        "empty": lambda s: nd.empty(s, device=device),
+        "full": lambda s: nd.full(s, 1.0, device=device),
+        "zeros": lambda s: nd.zeros(s, device=device),
+        "ones": lambda s: device.ones(*s),
+        "rand": lambda s: device.rand(*s),
+        "randn": lambda s: device.randn(*s),
+        "make": lambda s: nd.NDArray.make(s, device=device),
+        "broadcast_to": lambda s: one.broadcast_to(s),
+        "as_strided": lambda s: one.as_strided(s, (0,) * len(s)),
+        "reshape": lambda s: empty.reshape(s + (0,)),
+    }
+
+
+@pytest.mark.parametrize("name", ["empty", "full", "zeros", "ones", "rand", "randn", "make",
+                                  "broadcast_to", "as_strided", "reshape"])
+def test_shapes_beyond_int64_are_refused_by_name(device, name):
+    call = _shape_entry_points(device)[name]
+    with pytest.raises(ValueError, match=rf"{name}: shape .* is too large"):
+        call(HUGE)
+    with pytest.raises(ValueError, match=rf"{name}: shape .* is too large"):
+        call((2**70,))
+
+
+@pytest.mark.parametrize("name", ["empty", "full", "zeros", "ones", "rand", "randn", "make",
+                                  "broadcast_to", "as_strided"])
+def test_negative_dimensions_are_refused_by_name(device, name):
+    with pytest.raises(ValueError, match=rf"{name}: negative dimension in shape \(-1, 2\)"):
+        _shape_entry_points(device)[name]((-1, 2))
+
+
+def test_shape_limits(device):
+    with pytest.raises(TypeError, match=r"empty: shape entries must be ints, got 2.5"):
+        nd.empty((2.5,), device=device)
+    with pytest.raises(ValueError, match=r"reshape: the new shape \(-1, -2\) must hold ints"):
+        nd.array(np.zeros(4), device=device).reshape((-1, -2))
+    assert nd.empty((0, 2**62), device=device).shape == (0, 2**62)  # within int64
+    view = nd.array([1.0], device=device).broadcast_to((3, 2**40))  # a stride-0 view is fine
+    assert view.shape == (3, 2**40) and view.strides == (0, 0)
+
+
+@pytest.mark.parametrize("shape", [(-1,), (-2, 1), HUGE])
+def test_tensor_broadcast_to_refuses_bad_shapes_when_called(shape):
+    with pytest.raises(ValueError, match=r"broadcast_to: (negative dimension|shape .* too large)"):
+        ndl.broadcast_to(ndl.Tensor([1.0]), shape)
+
+
+def test_tensor_reshape_refuses_negative_dimensions_beside_minus_one():
+    with pytest.raises(ValueError, match=r"reshape: the new shape \(-1, -2\) must hold ints"):
+        ndl.reshape(ndl.Tensor(np.zeros(4)), (-1, -2))
+    with pytest.raises(ValueError, match=r"reshape: shape \(0, \d+\) is too large"):
+        ndl.reshape(ndl.Tensor(np.zeros(0)), (-1, 2**70))
+
+
+def test_init_refuses_shapes_beyond_int64():
+    with pytest.raises(ValueError, match=r"rand: shape .* is too large"):
+        ndl.init.rand(*HUGE)
+    with pytest.raises(ValueError, match=r"constant: negative dimension"):
+        ndl.init.zeros(-1)
+
+
+# ----- views over a buffer: make with an offset ---------------------------------------------
+
+
+def test_make_refuses_a_view_past_its_buffer(device):
+    base = nd.array(np.arange(4.0), device=device)
+    with pytest.raises(ValueError, match=r"make: shape \(4,\), strides \(1,\) at offset 2 "
+                                         r"reach elements 2..5 of a buffer of 4"):
+        nd.NDArray.make((4,), device=device, handle=base._handle, offset=2)
+    with pytest.raises(ValueError, match=r"reach elements -1..0"):
+        nd.NDArray.make((2,), strides=(-1,), device=device, handle=base._handle)
+    with pytest.raises(ValueError, match=r"strides \(1, 1\) must be one int per dimension"):
+        nd.NDArray.make((2,), strides=(1, 1), device=device, handle=base._handle)
+
+
+def test_every_op_reads_an_offset_view_where_it_lies(device):
+    base = np.arange(6.0, dtype=np.float32)
+    handle = nd.array(base, device=device)._handle
+    view = nd.NDArray.make((3,), device=device, handle=handle, offset=3)
+    tail = base[3:]
+    assert not view.is_compact()
+    np.testing.assert_array_equal(view.compact().numpy(), tail)
+    np.testing.assert_array_equal((view + view).numpy(), tail + tail)
+    np.testing.assert_array_equal((view * 2).numpy(), tail * 2)
+    np.testing.assert_array_equal((view >= 4).numpy(), (tail >= 4).astype(np.float32))
+    np.testing.assert_array_equal(view.sum().numpy(), tail.sum())
+    np.testing.assert_array_equal(view.reshape((3, 1)).numpy(), tail.reshape(3, 1))
+    np.testing.assert_array_equal(nd.flip(view, 0).numpy(), tail[::-1])
+    np.testing.assert_array_equal(view.astype("float64").numpy(), tail)
+    square = nd.NDArray.make((2, 2), device=device, handle=handle, offset=2)
+    np.testing.assert_array_equal((square @ square).numpy(),
+                                  base[2:].reshape(2, 2) @ base[2:].reshape(2, 2))
+
+
 # ----- setitem: NumPy's broadcasting rule ------------------------------------------------
 
 

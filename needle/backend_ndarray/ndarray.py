@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .._validation import MAX_ELEMENTS, check_shape
 from . import ndarray_backend_numpy
 
 Shape = tuple[int, ...]
@@ -106,12 +107,12 @@ class BackendDevice:
     def rand(self, *shape: int, dtype: str = "float32") -> "NDArray":
         """Uniform [0, 1) draws: one ``np.random.rand(*shape)`` call, cast to ``dtype``."""
         self._check_enabled()
-        return NDArray(np.random.rand(*shape), device=self, dtype=dtype)
+        return NDArray(np.random.rand(*check_shape("rand", shape)), device=self, dtype=dtype)
 
     def randn(self, *shape: int, dtype: str = "float32") -> "NDArray":
         """Standard normal draws: one ``np.random.randn(*shape)`` call, cast to ``dtype``."""
         self._check_enabled()
-        return NDArray(np.random.randn(*shape), device=self, dtype=dtype)
+        return NDArray(np.random.randn(*check_shape("randn", shape)), device=self, dtype=dtype)
 
     def one_hot(self, n: int, i: Any, dtype: str = "float32") -> "NDArray":
         """Rows of the n×n identity picked by integer labels ``i``: shape ``i.shape + (n,)``."""
@@ -130,28 +131,37 @@ class BackendDevice:
 
     def empty(self, shape: Shape, dtype: str = "float32") -> "NDArray":
         """An uninitialised compact array of ``shape`` (a tuple)."""
-        if (type(dtype) is DType and type(shape) is tuple and self.mod is not None
-                and all(type(s) is int and s >= 0 for s in shape)):
-            # the ops' and optimizers' calls (an array's own shape and dtype): 1.5 µs, not 6
-            return _empty(shape, self, dtype)
-        self._check_enabled()
-        return NDArray.make(_shape_tuple("empty", shape), device=self, dtype=_dtype(dtype))
+        return self._allocate("empty", shape, dtype)
 
     def full(self, shape: Shape, fill_value: float, dtype: str = "float32") -> "NDArray":
         """A compact array of ``shape`` (a tuple) with every element ``fill_value`` (cast to
         ``dtype`` as NumPy casts it)."""
-        out = self.empty(shape, dtype)
-        value = _cast_scalar(_scalar_value("full", fill_value), out._dtype)
-        out._device.mod.fill(out._handle, value)
-        return out
+        return self._filled("full", shape, fill_value, dtype)
 
     def zeros(self, *shape: int, dtype: str = "float32") -> "NDArray":
         """Zeros of ``shape``."""
-        return self.full(_varargs_shape(shape), 0.0, dtype)
+        return self._filled("zeros", _varargs_shape(shape), 0.0, dtype)
 
     def ones(self, *shape: int, dtype: str = "float32") -> "NDArray":
         """Ones of ``shape``."""
-        return self.full(_varargs_shape(shape), 1.0, dtype)
+        return self._filled("ones", _varargs_shape(shape), 1.0, dtype)
+
+    def _allocate(self, owner: str, shape: Shape, dtype: Any) -> "NDArray":
+        """A new compact array; a bad shape or dtype raises an error naming ``owner``."""
+        if (type(dtype) is DType and type(shape) is tuple and self.mod is not None
+                and all(type(s) is int and s > 0 for s in shape)
+                and math.prod(shape) <= MAX_ELEMENTS):
+            # the ops' and optimizers' calls (an array's own shape and dtype): 1.5 µs, not 6;
+            # a zero takes the checked path, as it leaves the other dimensions unbounded
+            return _empty(shape, self, dtype)
+        self._check_enabled()
+        return NDArray.make(check_shape(owner, shape), device=self, dtype=_dtype(dtype))
+
+    def _filled(self, owner: str, shape: Shape, fill_value: Any, dtype: Any) -> "NDArray":
+        out = self._allocate(owner, shape, dtype)
+        value = _cast_scalar(_scalar_value(owner, fill_value), out._dtype)
+        out._device.mod.fill(out._handle, value)
+        return out
 
 
 def _varargs_shape(shape: tuple) -> Shape:
@@ -258,15 +268,6 @@ def _dtype(dtype: Any) -> DType:
             f"bool (convert other data with dtype='float32' or dtype='int64')"
         )
     return _DTYPES[name]
-
-
-def _shape_tuple(owner: str, shape: Any) -> Shape:
-    if isinstance(shape, numbers.Integral):
-        shape = (shape,)
-    shape = tuple(int(s) for s in shape)
-    if any(s < 0 for s in shape):
-        raise ValueError(f"{owner}: negative dimension in shape {shape}")
-    return shape
 
 
 def _is_float(dtype: DType) -> bool:
@@ -425,21 +426,22 @@ class NDArray:
         """An array over ``handle`` (a new uninitialised buffer when None), without ``__init__``.
 
         Strides default to the compact ones and device to :func:`default_device`; a
-        given handle is shared and its dtype wins.
+        given handle is shared and its dtype wins. A view reaching outside the buffer
+        raises ValueError here, before any operation can read past it.
         """
-        shape = tuple(shape)
+        shape = check_shape("make", shape)
         device = default_device() if device is None else device
         if handle is None and strides is None:
             device._check_enabled()
             return _empty(shape, device, _dtype(dtype))
-        array = object.__new__(NDArray)
-        array._shape = shape
-        array._strides = _compact_strides(shape) if strides is None else tuple(strides)
-        array._offset = offset
-        array._device = device
+        strides = _compact_strides(shape) if strides is None else tuple(strides)
         if handle is None:
             device._check_enabled()
             handle = device.mod.Array(prod(shape), _dtype(dtype))
+        _check_view("make", shape, strides, offset, handle.size)
+        array = object.__new__(NDArray)
+        array._shape, array._strides, array._offset = shape, strides, int(offset)
+        array._device = device
         array._handle = handle
         array._dtype = _DTYPES[handle.dtype]
         array._compact = None
@@ -478,11 +480,12 @@ class NDArray:
 
     # ----- layout -------------------------------------------------------------------------
     def is_compact(self) -> bool:
-        """Row-major strides over exactly the whole buffer (so offset 0)."""
+        """Row-major strides over exactly the whole buffer from its first element."""
         compact = self._compact
         if compact is None:
             compact = self._compact = (
-                self._strides == _compact_strides(self._shape)
+                self._offset == 0
+                and self._strides == _compact_strides(self._shape)
                 and prod(self._shape) == self._handle.size
             )
         return compact
@@ -499,17 +502,8 @@ class NDArray:
 
     def as_strided(self, shape: Sequence[int], strides: Sequence[int]) -> "NDArray":
         """A view with ``shape`` and ``strides`` over the same buffer and offset."""
-        shape, strides = tuple(shape), tuple(strides)
-        if len(shape) != len(strides) or any(s < 0 for s in shape):
-            raise ValueError(f"as_strided: bad shape {shape} for strides {strides}")
-        if prod(shape):
-            low = self._offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
-            high = self._offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
-            if low < 0 or high >= self._handle.size:
-                raise ValueError(
-                    f"as_strided: shape {shape}, strides {strides} at offset {self._offset} "
-                    f"reach elements {low}..{high} of a buffer of {self._handle.size}"
-                )
+        shape, strides = check_shape("as_strided", shape), tuple(strides)
+        _check_view("as_strided", shape, strides, self._offset, self._handle.size)
         return self._view(shape, strides, self._offset)
 
     def _view(self, shape: Shape, strides: Shape, offset: int) -> "NDArray":
@@ -551,6 +545,7 @@ class NDArray:
         new_shape = tuple(new_shape)
         if new_shape == self._shape:
             return self
+        new_shape = check_shape("broadcast_to", new_shape)
         lead = len(new_shape) - len(self._shape)
         if lead < 0:
             raise ValueError(f"broadcast_to: cannot broadcast {self._shape} to {new_shape}")
@@ -1001,6 +996,25 @@ def _check_devices(owner: str, a: NDArray, b: NDArray) -> None:
         )
 
 
+def _check_view(owner: str, shape: Shape, strides: Shape, offset: int, size: int) -> None:
+    """A ValueError unless the view ``(shape, strides, offset)`` stays inside a buffer of
+    ``size`` elements (an empty view reaches nothing)."""
+    if len(strides) != len(shape) or not all(isinstance(s, numbers.Integral) for s in strides):
+        raise ValueError(f"{owner}: strides {strides} must be one int per dimension of shape "
+                         f"{shape}")
+    if not isinstance(offset, numbers.Integral):
+        raise ValueError(f"{owner}: offset must be an int, got {offset!r}")
+    if not prod(shape):
+        return
+    low = offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
+    high = offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
+    if low < 0 or high >= size:
+        raise ValueError(
+            f"{owner}: shape {shape}, strides {strides} at offset {offset} reach elements "
+            f"{low}..{high} of a buffer of {size}"
+        )
+
+
 def _promote(a: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
     """Both operands in NumPy's common dtype: equal dtypes kept; float32 with float64 computes
     in float64, bool with int32 in int32, float32 with int32 in float64."""
@@ -1101,6 +1115,7 @@ def _numpy_index_shape(shape: Shape, index: Any) -> Shape:
 
 
 def _resolve_reshape(shape: Shape, new_shape: Any) -> Shape:
+    """``new_shape`` with its -1 resolved, holding as many elements as ``shape``."""
     new_shape = _shape_tuple_allowing_minus_one(new_shape)
     size = prod(shape)
     known = prod(s for s in new_shape if s != -1)
@@ -1115,13 +1130,15 @@ def _resolve_reshape(shape: Shape, new_shape: Any) -> Shape:
             f"reshape: cannot reshape {shape} ({size} elements) to {new_shape} "
             f"({known} elements)"
         )
+    if not size:  # no elements: the equal count bounds no dimension
+        check_shape("reshape", new_shape)
     return new_shape
 
 
 def _shape_tuple_allowing_minus_one(shape: Any) -> Shape:
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
     if any(not isinstance(s, numbers.Integral) or s < -1 for s in shape):
-        raise ValueError(f"reshape: bad shape {shape}")
+        raise ValueError(f"reshape: the new shape {shape} must hold ints >= 0 (one may be -1)")
     return tuple(int(s) for s in shape)
 
 
@@ -1263,12 +1280,12 @@ def full(
 
 def zeros(shape: Shape, dtype: Any = "float32", device: BackendDevice | None = None) -> NDArray:
     """Zeros of ``shape`` (a tuple)."""
-    return full(shape, 0.0, dtype, device)
+    return (default_device() if device is None else device).zeros(shape, dtype=dtype)
 
 
 def ones(shape: Shape, dtype: Any = "float32", device: BackendDevice | None = None) -> NDArray:
     """Ones of ``shape`` (a tuple)."""
-    return full(shape, 1.0, dtype, device)
+    return (default_device() if device is None else device).ones(shape, dtype=dtype)
 
 
 def zeros_like(a: NDArray, dtype: Any = None, shape: Shape | None = None) -> NDArray:
