@@ -9,6 +9,8 @@ import math
 import numbers
 from typing import Any
 
+import numpy as np
+
 
 def check_positive_int(owner: str, name: str, value: Any) -> int:
     """``value`` as an int > 0, or a ValueError naming ``owner`` and ``name``.
@@ -82,3 +84,31 @@ def check_shape(owner: str, shape: Any) -> tuple[int, ...]:
             f"int64 indices reach ({MAX_ELEMENTS})"
         )
     return shape if plain else tuple(int(dim) for dim in shape)
+
+
+def check_indices(owner: str, what: str, values: Any, limit: int, context: str = "") -> np.ndarray:
+    """``values`` (integral numbers, any shape) as an int64 array, each in [0, ``limit``).
+
+    Floats are accepted when integral (token batches are float32 tensors). The range is
+    checked on the values as passed, before the cast to int64, so one that int64 cannot
+    hold (``1e20``, ``2**64``) is reported as itself rather than as its wrapped-around cast.
+    Raises TypeError for non-numbers and ValueError naming ``owner``, ``what`` (e.g.
+    "labels"), the offending values and the valid range (``context`` follows the range).
+
+    >>> check_indices("one_hot", "labels", [2.0, 0], 3).tolist()
+    [2, 0]
+    """
+    array = np.asarray(values)
+    # NumPy keeps Python ints beyond uint64 as objects; they compare exactly below
+    big_ints = array.dtype.kind == "O" and all(isinstance(v, numbers.Integral) for v in array.flat)
+    if array.dtype.kind not in "iuf" and not big_ints:
+        raise TypeError(f"{owner}: {what} must be integers, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+        raise ValueError(f"{owner}: {what} must be integers, got {array.reshape(-1)[:8]!r}")
+    bad = array[(array < 0) | (array >= limit)]
+    if bad.size:
+        raise ValueError(
+            f"{owner}: {what} must be in [0, {limit}){context}, got "
+            f"{np.unique(bad)[:8].tolist()} (out of range)"
+        )
+    return array.astype(np.int64)

@@ -233,3 +233,36 @@ def test_setitem_takes_what_numpy_takes(device):
         a[index] = nd.array(value, device=device)
         expected[index] = value
     np.testing.assert_array_equal(a.numpy(), expected)
+
+
+# ----- what errors name --------------------------------------------------------------------
+
+
+def test_too_many_indices_names_the_dimensions_and_shape(device):
+    a = nd.array(np.zeros((4, 5)), device=device)
+    with pytest.raises(IndexError, match=r"too many indices \(3\) for a 2-d array of shape "
+                                         r"\(4, 5\)"):
+        a[0, 0, 0]
+    with pytest.raises(IndexError, match=r"too many indices \(3\) for a 2-d array"):
+        a[0, 0, 0] = 1.0
+
+
+@pytest.mark.parametrize("ids, shown", [
+    (np.array([1e20]), r"\[1e\+20\]"),
+    (np.array([2**63], dtype=np.uint64), r"\[9223372036854775808\]"),
+    ([2**64], r"\[18446744073709551616\]"),
+    ([-2**70, 1], r"\[-1180591620717411303424\]"),
+])
+def test_ids_beyond_int64_are_reported_as_passed(ids, shown):
+    weight = ndl.Tensor(np.ones((5, 2)))
+    with pytest.raises(ValueError, match=rf"embedding_lookup: ids must be in \[0, 5\) .*{shown}"):
+        ndl.embedding_lookup(weight, ids)
+    with pytest.raises(ValueError, match=rf"one_hot: labels must be in \[0, 5\), got {shown}"):
+        ndl.init.one_hot(5, ids)
+    with pytest.raises(ValueError, match=rf"one_hot: labels must be in \[0, 5\), got {shown}"):
+        nd.cpu_numpy().one_hot(5, ids)
+
+
+def test_one_hot_refuses_fractional_labels_instead_of_truncating():
+    with pytest.raises(ValueError, match=r"one_hot: labels must be integers"):
+        ndl.init.one_hot(3, np.array([1.7]))

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .._validation import MAX_ELEMENTS, check_shape
+from .._validation import MAX_ELEMENTS, check_indices, check_shape
 from . import ndarray_backend_numpy
 
 Shape = tuple[int, ...]
@@ -117,16 +117,7 @@ class BackendDevice:
     def one_hot(self, n: int, i: Any, dtype: str = "float32") -> "NDArray":
         """Rows of the n×n identity picked by integer labels ``i``: shape ``i.shape + (n,)``."""
         self._check_enabled()
-        labels = np.asarray(i.numpy() if isinstance(i, NDArray) else i)
-        if labels.dtype.kind == "f" and np.all(np.mod(labels, 1) == 0):
-            labels = labels.astype(np.int64)
-        if labels.dtype.kind not in "iu":
-            raise ValueError(f"one_hot: labels must be integers, got dtype {labels.dtype}")
-        if labels.size and (labels.min() < 0 or labels.max() >= n):
-            raise ValueError(
-                f"one_hot: labels must be in [0, {n}), got values from {labels.min()} "
-                f"to {labels.max()}"
-            )
+        labels = check_indices("one_hot", "labels", i.numpy() if isinstance(i, NDArray) else i, n)
         return NDArray(np.eye(n, dtype=np.float32)[labels], device=self, dtype=dtype)
 
     def empty(self, shape: Shape, dtype: str = "float32") -> "NDArray":
@@ -588,7 +579,8 @@ class NDArray:
         ndim = len(self._shape)
         if len(idxs) > ndim:
             raise IndexError(
-                f"NDArray index: too many indices ({len(idxs)}) for shape {self._shape}"
+                f"NDArray index: too many indices ({len(idxs)}) for a {ndim}-d array of shape "
+                f"{self._shape}"
             )
         shape, strides, offset = [], [], self._offset
         for dim, idx in enumerate(idxs + (slice(None),) * (ndim - len(idxs))):

@@ -6,9 +6,7 @@ the CPU), in the course's order, so ``np.random.seed`` reproduces the course's n
 
 from __future__ import annotations
 
-import numpy as np
-
-from .._validation import check_shape
+from .._validation import check_indices, check_shape
 from ..autograd import Tensor
 from ..backends import BACKEND, Device, check_dtype, default_device
 
@@ -129,12 +127,7 @@ def one_hot(
     ``i`` is a Tensor or array of integer labels in [0, n).
     """
     device = _device(device)
-    labels = i.numpy() if isinstance(i, Tensor) else i
-    labels = np.asarray(labels).astype("int64")
-    if labels.size and (labels.min() < 0 or labels.max() >= n):
-        raise ValueError(
-            f"one_hot: labels must be in [0, {n}), got values from {labels.min()} to {labels.max()}"
-        )
+    labels = check_indices("one_hot", "labels", i.numpy() if isinstance(i, Tensor) else i, n)
     return Tensor(
         device.one_hot(n, labels, dtype=check_dtype("one_hot", dtype)), device=device,
         requires_grad=requires_grad,
