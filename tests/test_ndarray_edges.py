@@ -144,6 +144,14 @@ def test_negative_dimensions_are_refused_by_name(device, name):
         _shape_entry_points(device)[name]((-1, 2))
 
 
+def test_operands_whose_broadcast_is_beyond_int64_are_refused(device):
+    rows = nd.array([1.0], device=device).broadcast_to((2**40, 1))
+    columns = nd.array([1.0], device=device).broadcast_to((1, 2**40))
+    with pytest.raises(ValueError, match=r"ewise_add: shapes \(\d+, 1\) and \(1, \d+\) "
+                                         r"broadcast to .* more elements than int64"):
+        rows + columns
+
+
 def test_shape_limits(device):
     with pytest.raises(TypeError, match=r"empty: shape entries must be ints, got 2.5"):
         nd.empty((2.5,), device=device)

@@ -370,6 +370,11 @@ def _broadcast_shape(owner: str, a: Shape, b: Shape) -> Shape:
                 f"(dimensions must be equal or 1)"
             )
         out.append(y if x == 1 else x)
+    if math.prod(out) > MAX_ELEMENTS:  # each shape fits, their broadcast may not
+        raise ValueError(
+            f"NDArray {owner}: shapes {a} and {b} broadcast to {tuple(out)}, more elements "
+            f"than int64 indices reach ({MAX_ELEMENTS})"
+        )
     return tuple(out)
 
 
@@ -536,7 +541,13 @@ class NDArray:
         new_shape = tuple(new_shape)
         if new_shape == self._shape:
             return self
-        new_shape = check_shape("broadcast_to", new_shape)
+        return self._broadcast_view(check_shape("broadcast_to", new_shape))
+
+    def _broadcast_view(self, new_shape: Shape) -> "NDArray":
+        """:meth:`broadcast_to` for a ``new_shape`` known to be valid (the operators'
+        common shapes), without checking it again on every operation."""
+        if new_shape == self._shape:
+            return self
         lead = len(new_shape) - len(self._shape)
         if lead < 0:
             raise ValueError(f"broadcast_to: cannot broadcast {self._shape} to {new_shape}")
@@ -1022,7 +1033,7 @@ def _common(owner: str, a: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
     a, b = _promote(a, b)
     if a._shape != b._shape:
         shape = _broadcast_shape(owner, a._shape, b._shape)
-        a, b = a.broadcast_to(shape), b.broadcast_to(shape)
+        a, b = a._broadcast_view(shape), b._broadcast_view(shape)
     return a.compact(), b.compact()
 
 
@@ -1067,10 +1078,10 @@ def _setitem_source(other: NDArray, shape: Shape, index: Any = ()) -> NDArray:
     if other._shape == shape:
         return other.compact()
     if _broadcasts_to(other._shape, shape):
-        return _without_leading_ones(other, len(shape)).broadcast_to(shape).compact()
+        return _without_leading_ones(other, len(shape))._broadcast_view(shape).compact()
     numpy_shape = _numpy_index_shape(shape, index)
     if _broadcasts_to(other._shape, numpy_shape):
-        value = _without_leading_ones(other, len(numpy_shape)).broadcast_to(numpy_shape)
+        value = _without_leading_ones(other, len(numpy_shape))._broadcast_view(numpy_shape)
         return value.compact().reshape(shape)
     as_numpy = f" (shape {numpy_shape} as NumPy indexes it)" if numpy_shape != shape else ""
     raise ValueError(
@@ -1223,8 +1234,8 @@ def _matmul_batched(a: NDArray, b: NDArray, product: Callable) -> NDArray:
     """Batch dimensions broadcast as in np.matmul; one 2-D ``product`` per batch entry."""
     batch = _broadcast_shape("matmul", a._shape[:-2], b._shape[:-2])
     count = prod(batch)
-    a = a.broadcast_to(batch + a._shape[-2:]).reshape((count,) + a._shape[-2:])
-    b = b.broadcast_to(batch + b._shape[-2:]).reshape((count,) + b._shape[-2:])
+    a = a._broadcast_view(batch + a._shape[-2:]).reshape((count,) + a._shape[-2:])
+    b = b._broadcast_view(batch + b._shape[-2:]).reshape((count,) + b._shape[-2:])
     m, p = a._shape[1], b._shape[2]
     out = NDArray.make((a._shape[0], m, p), device=a._device, dtype=a._dtype)
     if product is _matmul_strided and hasattr(a._device.mod, "matmul_batched"):
