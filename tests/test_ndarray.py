@@ -232,7 +232,7 @@ def test_setitem_in_place_with_arrays_scalars_and_numpy(device):
     a[0, :] = 1.0
     a[1:, 1:3] = _arr([[2.0], [3.0]], device)  # broadcast
     a[2:, :] = np.arange(4)  # a NumPy value
-    a[:, 3:] = _arr([7, 8, 9], device)  # equal element count: row-major copy
+    a[:, 3] = _arr([7, 8, 9], device)  # NumPy's shape of a[:, 3] is (3,)
     expected = np.zeros((3, 4))
     expected[0, :] = 1
     expected[1:, 1:3] = [[2.0], [3.0]]
@@ -242,6 +242,8 @@ def test_setitem_in_place_with_arrays_scalars_and_numpy(device):
     assert a._handle is handle and a.strides == strides
     with pytest.raises(ValueError, match=r"shape \(5,\) .* view of\s+shape \(1, 4\)"):
         a[0, :] = _arr(np.ones(5), device)
+    with pytest.raises(ValueError, match=r"shape \(3,\) .* view of\s+shape \(3, 1\)"):
+        a[:, 3:] = _arr([7, 8, 9], device)  # the same count, but NumPy refuses it too
 
 
 def test_overlapping_setitem_copies_the_source_first(device):

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .._validation import MAX_ELEMENTS, check_indices, check_shape
 from . import ndarray_backend_numpy
 
 Shape = tuple[int, ...]
@@ -106,52 +107,52 @@ class BackendDevice:
     def rand(self, *shape: int, dtype: str = "float32") -> "NDArray":
         """Uniform [0, 1) draws: one ``np.random.rand(*shape)`` call, cast to ``dtype``."""
         self._check_enabled()
-        return NDArray(np.random.rand(*shape), device=self, dtype=dtype)
+        return NDArray(np.random.rand(*check_shape("rand", shape)), device=self, dtype=dtype)
 
     def randn(self, *shape: int, dtype: str = "float32") -> "NDArray":
         """Standard normal draws: one ``np.random.randn(*shape)`` call, cast to ``dtype``."""
         self._check_enabled()
-        return NDArray(np.random.randn(*shape), device=self, dtype=dtype)
+        return NDArray(np.random.randn(*check_shape("randn", shape)), device=self, dtype=dtype)
 
     def one_hot(self, n: int, i: Any, dtype: str = "float32") -> "NDArray":
         """Rows of the n×n identity picked by integer labels ``i``: shape ``i.shape + (n,)``."""
         self._check_enabled()
-        labels = np.asarray(i.numpy() if isinstance(i, NDArray) else i)
-        if labels.dtype.kind == "f" and np.all(np.mod(labels, 1) == 0):
-            labels = labels.astype(np.int64)
-        if labels.dtype.kind not in "iu":
-            raise ValueError(f"one_hot: labels must be integers, got dtype {labels.dtype}")
-        if labels.size and (labels.min() < 0 or labels.max() >= n):
-            raise ValueError(
-                f"one_hot: labels must be in [0, {n}), got values from {labels.min()} "
-                f"to {labels.max()}"
-            )
+        labels = check_indices("one_hot", "labels", i.numpy() if isinstance(i, NDArray) else i, n)
         return NDArray(np.eye(n, dtype=np.float32)[labels], device=self, dtype=dtype)
 
     def empty(self, shape: Shape, dtype: str = "float32") -> "NDArray":
         """An uninitialised compact array of ``shape`` (a tuple)."""
-        if (type(dtype) is DType and type(shape) is tuple and self.mod is not None
-                and all(type(s) is int and s >= 0 for s in shape)):
-            # the ops' and optimizers' calls (an array's own shape and dtype): 1.5 µs, not 6
-            return _empty(shape, self, dtype)
-        self._check_enabled()
-        return NDArray.make(_shape_tuple("empty", shape), device=self, dtype=_dtype(dtype))
+        return self._allocate("empty", shape, dtype)
 
     def full(self, shape: Shape, fill_value: float, dtype: str = "float32") -> "NDArray":
         """A compact array of ``shape`` (a tuple) with every element ``fill_value`` (cast to
         ``dtype`` as NumPy casts it)."""
-        out = self.empty(shape, dtype)
-        value = _cast_scalar(_scalar_value("full", fill_value), out._dtype)
-        out._device.mod.fill(out._handle, value)
-        return out
+        return self._filled("full", shape, fill_value, dtype)
 
     def zeros(self, *shape: int, dtype: str = "float32") -> "NDArray":
         """Zeros of ``shape``."""
-        return self.full(_varargs_shape(shape), 0.0, dtype)
+        return self._filled("zeros", _varargs_shape(shape), 0.0, dtype)
 
     def ones(self, *shape: int, dtype: str = "float32") -> "NDArray":
         """Ones of ``shape``."""
-        return self.full(_varargs_shape(shape), 1.0, dtype)
+        return self._filled("ones", _varargs_shape(shape), 1.0, dtype)
+
+    def _allocate(self, owner: str, shape: Shape, dtype: Any) -> "NDArray":
+        """A new compact array; a bad shape or dtype raises an error naming ``owner``."""
+        if (type(dtype) is DType and type(shape) is tuple and self.mod is not None
+                and all(type(s) is int and s > 0 for s in shape)
+                and math.prod(shape) <= MAX_ELEMENTS):
+            # the ops' and optimizers' calls (an array's own shape and dtype): 1.5 µs, not 6;
+            # a zero takes the checked path, as it leaves the other dimensions unbounded
+            return _empty(shape, self, dtype)
+        self._check_enabled()
+        return NDArray.make(check_shape(owner, shape), device=self, dtype=_dtype(dtype))
+
+    def _filled(self, owner: str, shape: Shape, fill_value: Any, dtype: Any) -> "NDArray":
+        out = self._allocate(owner, shape, dtype)
+        value = _cast_scalar(_scalar_value(owner, fill_value), out._dtype)
+        out._device.mod.fill(out._handle, value)
+        return out
 
 
 def _varargs_shape(shape: tuple) -> Shape:
@@ -258,15 +259,6 @@ def _dtype(dtype: Any) -> DType:
             f"bool (convert other data with dtype='float32' or dtype='int64')"
         )
     return _DTYPES[name]
-
-
-def _shape_tuple(owner: str, shape: Any) -> Shape:
-    if isinstance(shape, numbers.Integral):
-        shape = (shape,)
-    shape = tuple(int(s) for s in shape)
-    if any(s < 0 for s in shape):
-        raise ValueError(f"{owner}: negative dimension in shape {shape}")
-    return shape
 
 
 def _is_float(dtype: DType) -> bool:
@@ -378,6 +370,11 @@ def _broadcast_shape(owner: str, a: Shape, b: Shape) -> Shape:
                 f"(dimensions must be equal or 1)"
             )
         out.append(y if x == 1 else x)
+    if math.prod(out) > MAX_ELEMENTS:  # each shape fits, their broadcast may not
+        raise ValueError(
+            f"NDArray {owner}: shapes {a} and {b} broadcast to {tuple(out)}, more elements "
+            f"than int64 indices reach ({MAX_ELEMENTS})"
+        )
     return tuple(out)
 
 
@@ -425,21 +422,22 @@ class NDArray:
         """An array over ``handle`` (a new uninitialised buffer when None), without ``__init__``.
 
         Strides default to the compact ones and device to :func:`default_device`; a
-        given handle is shared and its dtype wins.
+        given handle is shared and its dtype wins. A view reaching outside the buffer
+        raises ValueError here, before any operation can read past it.
         """
-        shape = tuple(shape)
+        shape = check_shape("make", shape)
         device = default_device() if device is None else device
         if handle is None and strides is None:
             device._check_enabled()
             return _empty(shape, device, _dtype(dtype))
-        array = object.__new__(NDArray)
-        array._shape = shape
-        array._strides = _compact_strides(shape) if strides is None else tuple(strides)
-        array._offset = offset
-        array._device = device
+        strides = _compact_strides(shape) if strides is None else tuple(strides)
         if handle is None:
             device._check_enabled()
             handle = device.mod.Array(prod(shape), _dtype(dtype))
+        _check_view("make", shape, strides, offset, handle.size)
+        array = object.__new__(NDArray)
+        array._shape, array._strides, array._offset = shape, strides, int(offset)
+        array._device = device
         array._handle = handle
         array._dtype = _DTYPES[handle.dtype]
         array._compact = None
@@ -478,11 +476,12 @@ class NDArray:
 
     # ----- layout -------------------------------------------------------------------------
     def is_compact(self) -> bool:
-        """Row-major strides over exactly the whole buffer (so offset 0)."""
+        """Row-major strides over exactly the whole buffer from its first element."""
         compact = self._compact
         if compact is None:
             compact = self._compact = (
-                self._strides == _compact_strides(self._shape)
+                self._offset == 0
+                and self._strides == _compact_strides(self._shape)
                 and prod(self._shape) == self._handle.size
             )
         return compact
@@ -499,17 +498,8 @@ class NDArray:
 
     def as_strided(self, shape: Sequence[int], strides: Sequence[int]) -> "NDArray":
         """A view with ``shape`` and ``strides`` over the same buffer and offset."""
-        shape, strides = tuple(shape), tuple(strides)
-        if len(shape) != len(strides) or any(s < 0 for s in shape):
-            raise ValueError(f"as_strided: bad shape {shape} for strides {strides}")
-        if prod(shape):
-            low = self._offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
-            high = self._offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
-            if low < 0 or high >= self._handle.size:
-                raise ValueError(
-                    f"as_strided: shape {shape}, strides {strides} at offset {self._offset} "
-                    f"reach elements {low}..{high} of a buffer of {self._handle.size}"
-                )
+        shape, strides = check_shape("as_strided", shape), tuple(strides)
+        _check_view("as_strided", shape, strides, self._offset, self._handle.size)
         return self._view(shape, strides, self._offset)
 
     def _view(self, shape: Shape, strides: Shape, offset: int) -> "NDArray":
@@ -549,6 +539,13 @@ class NDArray:
     def broadcast_to(self, new_shape: Sequence[int]) -> "NDArray":
         """A view of ``new_shape`` (NumPy's rule); broadcast dimensions get stride 0."""
         new_shape = tuple(new_shape)
+        if new_shape == self._shape:
+            return self
+        return self._broadcast_view(check_shape("broadcast_to", new_shape))
+
+    def _broadcast_view(self, new_shape: Shape) -> "NDArray":
+        """:meth:`broadcast_to` for a ``new_shape`` known to be valid (the operators'
+        common shapes), without checking it again on every operation."""
         if new_shape == self._shape:
             return self
         lead = len(new_shape) - len(self._shape)
@@ -593,7 +590,8 @@ class NDArray:
         ndim = len(self._shape)
         if len(idxs) > ndim:
             raise IndexError(
-                f"NDArray index: too many indices ({len(idxs)}) for shape {self._shape}"
+                f"NDArray index: too many indices ({len(idxs)}) for a {ndim}-d array of shape "
+                f"{self._shape}"
             )
         shape, strides, offset = [], [], self._offset
         for dim, idx in enumerate(idxs + (slice(None),) * (ndim - len(idxs))):
@@ -633,7 +631,7 @@ class NDArray:
             shape, strides, offset
         ):  # the view itself, e.g. after `a[idx] += b`: every element already holds its value
             return
-        source = _setitem_source(other, shape)
+        source = _setitem_source(other, shape, idxs)
         if source._handle is self._handle:  # overlapping memory: read everything first
             source = NDArray(source)
         elif source.dtype != self.dtype:
@@ -753,7 +751,8 @@ class NDArray:
     def __ge__(self, other: Any) -> "NDArray":
         return self._binary(other, "ewise_ge", "scalar_ge")
 
-    # The other comparisons are formed from == and >= and keep their dtype.
+    # The other comparisons are formed from == and >= and keep their dtype. None of them may
+    # negate >= or >: a NaN operand makes every ordered comparison 0, and only != 1.
     def __ne__(self, other: Any) -> "NDArray":  # type: ignore[override]
         return _logical_not(self == other)
 
@@ -761,10 +760,14 @@ class NDArray:
         return (self >= other) * (self != other)
 
     def __lt__(self, other: Any) -> "NDArray":
-        return _logical_not(self >= other)
+        if isinstance(other, NDArray):
+            return other > self
+        return _less_than_scalar(self, other, strict=True)
 
     def __le__(self, other: Any) -> "NDArray":
-        return _logical_not(self > other)
+        if isinstance(other, NDArray):
+            return other >= self
+        return _less_than_scalar(self, other, strict=False)
 
     __hash__ = None  # type: ignore[assignment]  (== returns an array)
 
@@ -970,11 +973,48 @@ def _logical_not(mask: NDArray) -> NDArray:
     return mask == (False if mask._dtype is _BOOL else 0)
 
 
+def _less_than_scalar(array: NDArray, value: Any, strict: bool) -> NDArray:
+    """``array < value`` (``strict``) or ``array <= value`` as 1/0 in the array's dtype.
+
+    ``not (a >= c)`` would be 1 where a or c is NaN, so floats compare their negations:
+    ``a <= c`` is ``-a >= -c``, exact in IEEE arithmetic (NaN stays unordered, -0.0 equals
+    0.0). Integers have no NaN but their negation overflows at the minimum, so they keep
+    ``not (a > c)``; a float scalar makes them compare in float64, as NumPy does.
+    """
+    value = _scalar_value("<" if strict else "<=", value)
+    if _is_float(array._dtype):
+        mirrored = -array
+        return mirrored > -value if strict else mirrored >= -value
+    if isinstance(value, float):
+        as_float = array.astype(_FLOAT64)
+        return _less_than_scalar(as_float, value, strict).astype(array._dtype)
+    return _logical_not(array >= value if strict else array > value)
+
+
 def _check_devices(owner: str, a: NDArray, b: NDArray) -> None:
     if a._device is not b._device and a._device != b._device:
         raise ValueError(
             f"NDArray {owner}: operands are on different devices, {a._device} and "
             f"{b._device}; move one with .to(device) first"
+        )
+
+
+def _check_view(owner: str, shape: Shape, strides: Shape, offset: int, size: int) -> None:
+    """A ValueError unless the view ``(shape, strides, offset)`` stays inside a buffer of
+    ``size`` elements (an empty view reaches nothing)."""
+    if len(strides) != len(shape) or not all(isinstance(s, numbers.Integral) for s in strides):
+        raise ValueError(f"{owner}: strides {strides} must be one int per dimension of shape "
+                         f"{shape}")
+    if not isinstance(offset, numbers.Integral):
+        raise ValueError(f"{owner}: offset must be an int, got {offset!r}")
+    if not prod(shape):
+        return
+    low = offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
+    high = offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
+    if low < 0 or high >= size:
+        raise ValueError(
+            f"{owner}: shape {shape}, strides {strides} at offset {offset} reach elements "
+            f"{low}..{high} of a buffer of {size}"
         )
 
 
@@ -993,7 +1033,7 @@ def _common(owner: str, a: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
     a, b = _promote(a, b)
     if a._shape != b._shape:
         shape = _broadcast_shape(owner, a._shape, b._shape)
-        a, b = a.broadcast_to(shape), b.broadcast_to(shape)
+        a, b = a._broadcast_view(shape), b._broadcast_view(shape)
     return a.compact(), b.compact()
 
 
@@ -1026,21 +1066,59 @@ def _distinct_elements(shape: Shape, strides: Shape) -> bool:
     return True
 
 
-def _setitem_source(other: NDArray, shape: Shape) -> NDArray:
-    """The value of ``a[idx] = other`` as a compact array of the view's ``shape``."""
-    try:
-        return other.broadcast_to(shape).compact()
-    except ValueError:
-        pass
-    if other.size == prod(shape):  # course behaviour: copied in row-major order
+def _setitem_source(other: NDArray, shape: Shape, index: Any = ()) -> NDArray:
+    """The value of ``a[index] = other`` as a compact array of the view's ``shape``.
+
+    NumPy's rule: ``other`` must broadcast to the view (leading length-1 axes beyond the
+    view's dimensions are dropped first, as NumPy does). The view keeps a length-1 axis for
+    each int in ``index`` where NumPy's ``a[index]`` drops it, so a value broadcasting to
+    NumPy's shape is accepted too (``a[:, 0] = column``). Anything else raises ValueError,
+    even with the right number of elements: a row-major copy would silently transpose it.
+    """
+    if other._shape == shape:
         return other.compact()
+    if _broadcasts_to(other._shape, shape):
+        return _without_leading_ones(other, len(shape))._broadcast_view(shape).compact()
+    numpy_shape = _numpy_index_shape(shape, index)
+    if _broadcasts_to(other._shape, numpy_shape):
+        value = _without_leading_ones(other, len(numpy_shape))._broadcast_view(numpy_shape)
+        return value.compact().reshape(shape)
+    as_numpy = f" (shape {numpy_shape} as NumPy indexes it)" if numpy_shape != shape else ""
     raise ValueError(
         f"NDArray setitem: a value of shape {other.shape} cannot be assigned to a view of "
-        f"shape {shape} (it neither broadcasts nor has the same number of elements)"
+        f"shape {shape}{as_numpy}: it does not broadcast (dimensions must be equal or 1)"
+    )
+
+
+def _broadcasts_to(shape: Shape, target: Shape) -> bool:
+    """Whether a setitem value of ``shape`` broadcasts to ``target`` (NumPy's rule, which
+    also ignores extra leading length-1 axes of the value)."""
+    extra = len(shape) - len(target)
+    if extra > 0 and any(n != 1 for n in shape[:extra]):
+        return False
+    return all(n == t or n == 1 for n, t in zip(reversed(shape), reversed(target)))
+
+
+def _without_leading_ones(array: NDArray, ndim: int) -> NDArray:
+    """``array`` without the leading length-1 axes that take it beyond ``ndim`` dimensions."""
+    extra = array.ndim - ndim
+    if extra <= 0:
+        return array
+    return array._view(array._shape[extra:], array._strides[extra:], array._offset)
+
+
+def _numpy_index_shape(shape: Shape, index: Any) -> Shape:
+    """NumPy's shape of ``a[index]`` given the NDArray's ``shape`` for it: the axes indexed
+    by an int dropped."""
+    index = index if isinstance(index, tuple) else (index,)
+    return tuple(
+        n for n, idx in zip(shape, index + (slice(None),) * (len(shape) - len(index)))
+        if isinstance(idx, slice)
     )
 
 
 def _resolve_reshape(shape: Shape, new_shape: Any) -> Shape:
+    """``new_shape`` with its -1 resolved, holding as many elements as ``shape``."""
     new_shape = _shape_tuple_allowing_minus_one(new_shape)
     size = prod(shape)
     known = prod(s for s in new_shape if s != -1)
@@ -1055,13 +1133,15 @@ def _resolve_reshape(shape: Shape, new_shape: Any) -> Shape:
             f"reshape: cannot reshape {shape} ({size} elements) to {new_shape} "
             f"({known} elements)"
         )
+    if not size:  # no elements: the equal count bounds no dimension
+        check_shape("reshape", new_shape)
     return new_shape
 
 
 def _shape_tuple_allowing_minus_one(shape: Any) -> Shape:
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
     if any(not isinstance(s, numbers.Integral) or s < -1 for s in shape):
-        raise ValueError(f"reshape: bad shape {shape}")
+        raise ValueError(f"reshape: the new shape {shape} must hold ints >= 0 (one may be -1)")
     return tuple(int(s) for s in shape)
 
 
@@ -1084,7 +1164,8 @@ def _matmul(name: str, a: Any, b: Any, product: Callable) -> NDArray:
     if a.ndim == 2 and b.ndim == 2:
         return product(a, b)
     if b.ndim == 2:  # (..., m, n) @ (n, p): one product over the stacked rows
-        rows = a.reshape((-1, a._shape[-1]))
+        # sizes spelled out, never -1: with a zero-length axis the -1 is ambiguous
+        rows = a.reshape((prod(a._shape[:-1]), a._shape[-1]))
         return product(rows, b).reshape(a._shape[:-1] + b._shape[-1:])
     return _matmul_batched(a, b, product)
 
@@ -1152,8 +1233,9 @@ def _matmul_strided(a: NDArray, b: NDArray) -> NDArray:
 def _matmul_batched(a: NDArray, b: NDArray, product: Callable) -> NDArray:
     """Batch dimensions broadcast as in np.matmul; one 2-D ``product`` per batch entry."""
     batch = _broadcast_shape("matmul", a._shape[:-2], b._shape[:-2])
-    a = a.broadcast_to(batch + a._shape[-2:]).reshape((-1,) + a._shape[-2:])
-    b = b.broadcast_to(batch + b._shape[-2:]).reshape((-1,) + b._shape[-2:])
+    count = prod(batch)
+    a = a._broadcast_view(batch + a._shape[-2:]).reshape((count,) + a._shape[-2:])
+    b = b._broadcast_view(batch + b._shape[-2:]).reshape((count,) + b._shape[-2:])
     m, p = a._shape[1], b._shape[2]
     out = NDArray.make((a._shape[0], m, p), device=a._device, dtype=a._dtype)
     if product is _matmul_strided and hasattr(a._device.mod, "matmul_batched"):
@@ -1201,12 +1283,12 @@ def full(
 
 def zeros(shape: Shape, dtype: Any = "float32", device: BackendDevice | None = None) -> NDArray:
     """Zeros of ``shape`` (a tuple)."""
-    return full(shape, 0.0, dtype, device)
+    return (default_device() if device is None else device).zeros(shape, dtype=dtype)
 
 
 def ones(shape: Shape, dtype: Any = "float32", device: BackendDevice | None = None) -> NDArray:
     """Ones of ``shape`` (a tuple)."""
-    return full(shape, 1.0, dtype, device)
+    return (default_device() if device is None else device).ones(shape, dtype=dtype)
 
 
 def zeros_like(a: NDArray, dtype: Any = None, shape: Shape | None = None) -> NDArray:

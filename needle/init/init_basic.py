@@ -6,8 +6,7 @@ the CPU), in the course's order, so ``np.random.seed`` reproduces the course's n
 
 from __future__ import annotations
 
-import numpy as np
-
+from .._validation import check_indices, check_shape
 from ..autograd import Tensor
 from ..backends import BACKEND, Device, check_dtype, default_device
 
@@ -39,11 +38,6 @@ def _float_dtype(owner: str, dtype) -> str:
     return name
 
 
-def _check_shape(name: str, shape: tuple) -> None:
-    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in shape):
-        raise ValueError(f"{name}: shape must be non-negative ints, got {shape!r}")
-
-
 def rand(
     *shape: int,
     low: float = 0.0,
@@ -57,7 +51,7 @@ def rand(
     >>> rand(2, 3).shape
     (2, 3)
     """
-    _check_shape("rand", shape)
+    check_shape("rand", shape)
     device = _device(device)
     array = _draw(device, "rand", shape, _float_dtype("rand", dtype)) * (high - low) + low
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
@@ -72,7 +66,7 @@ def randn(
     requires_grad: bool = False,
 ) -> Tensor:
     """Normal draws: ``device.randn(*shape) * std + mean``."""
-    _check_shape("randn", shape)
+    check_shape("randn", shape)
     device = _device(device)
     array = _draw(device, "randn", shape, _float_dtype("randn", dtype)) * std + mean
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
@@ -87,7 +81,7 @@ def constant(
 ) -> Tensor:
     """A tensor of ``shape`` filled with ``c`` (cast to ``dtype``: any of
     ``needle.backends.DTYPES``, e.g. ``ones(n, dtype="int64")`` for class labels)."""
-    _check_shape("constant", shape)
+    check_shape("constant", shape)
     device = _device(device)
     array = device.full(shape, c, dtype=check_dtype("constant", dtype))
     return Tensor.make_const(array, requires_grad=requires_grad)
@@ -119,7 +113,7 @@ def randb(
     The draws are float32 under ``nd`` (float64 under ``np``), as in the course; the
     result is a bool tensor by default, or 0/1 in ``dtype``.
     """
-    _check_shape("randb", shape)
+    check_shape("randb", shape)
     device = _device(device)
     array = _draw(device, "rand", shape, "float32") <= p
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
@@ -133,12 +127,7 @@ def one_hot(
     ``i`` is a Tensor or array of integer labels in [0, n).
     """
     device = _device(device)
-    labels = i.numpy() if isinstance(i, Tensor) else i
-    labels = np.asarray(labels).astype("int64")
-    if labels.size and (labels.min() < 0 or labels.max() >= n):
-        raise ValueError(
-            f"one_hot: labels must be in [0, {n}), got values from {labels.min()} to {labels.max()}"
-        )
+    labels = check_indices("one_hot", "labels", i.numpy() if isinstance(i, Tensor) else i, n)
     return Tensor(
         device.one_hot(n, labels, dtype=check_dtype("one_hot", dtype)), device=device,
         requires_grad=requires_grad,

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from .._types import Shape
+from .._validation import check_shape
 
 
 def broadcast_shapes(op_name: str, *shapes: Shape) -> Shape:
@@ -83,6 +84,11 @@ def reshape_target(op_name: str, shape: Shape, target: Shape) -> Shape:
     size = 1
     for s in shape:
         size *= s
+    target = tuple(target)
+    if any(not isinstance(t, numbers.Integral) or t < -1 for t in target):
+        raise ValueError(
+            f"{op_name}: the new shape {target} must hold ints >= 0 (one of them may be -1)"
+        )
     target = tuple(int(t) for t in target)
     if target.count(-1) > 1:
         raise ValueError(f"{op_name}: at most one -1 is allowed in the new shape {target}")
@@ -96,12 +102,12 @@ def reshape_target(op_name: str, shape: Shape, target: Shape) -> Shape:
                 f"{op_name}: cannot reshape {tuple(shape)} ({size} elements) to {target}"
             )
         target = tuple(size // known if t == -1 else t for t in target)
-    elif known != size or any(t < 0 for t in target):
+    elif known != size:
         raise ValueError(
             f"{op_name}: cannot reshape {tuple(shape)} ({size} elements) to {target} "
             f"({known} elements); the number of elements must stay the same"
         )
-    return target
+    return check_shape(op_name, target) if not size else target
 
 
 def python_scalar(op_name: str, value) -> int | float:

@@ -8,6 +8,7 @@ and raises a clear error before anything is computed.
 
 from __future__ import annotations
 
+from .._validation import check_shape
 from ..autograd import Tensor, TensorOp
 from ..backends import BACKEND, NDArray, array_api, check_dtype
 from ._shapes import (
@@ -518,7 +519,7 @@ class BroadcastTo(TensorOp):
 def broadcast_to(a: Tensor, shape: tuple) -> Tensor:
     """``a`` broadcast to ``shape`` (NumPy rules); the gradient sums back."""
     _check_tensor("broadcast_to", a)
-    shape = tuple(int(s) for s in shape)
+    shape = check_shape("broadcast_to", shape)
     check_broadcastable_to("broadcast_to", a.shape, shape)
     return BroadcastTo(shape)(a)
 

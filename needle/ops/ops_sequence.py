@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import check_indices
 from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp
 from ..backends import NDArray, array_api
 from .ops_fused import _device_kernel, _handles, _link_gradients
@@ -68,21 +69,10 @@ def integer_ids(owner: str, ids, num_rows: int) -> np.ndarray:
     """``ids`` (a Tensor or array of integral values) as int64, each checked to be in [0, num_rows).
 
     Float ids are accepted when integral (token batches are float32 tensors). Raises
-    ValueError naming ``owner``, the offending values and the valid range.
+    ValueError naming ``owner``, the offending values as passed and the valid range.
     """
-    array = np.asarray(ids.numpy() if isinstance(ids, Tensor) else ids)
-    if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
-        raise ValueError(f"{owner}: ids must be integers, got {array.reshape(-1)[:8]!r}")
-    if array.dtype.kind not in "iuf":
-        raise TypeError(f"{owner}: ids must be numbers, got dtype {array.dtype}")
-    array = array.astype(np.int64)
-    bad = array[(array < 0) | (array >= num_rows)]
-    if bad.size:
-        raise ValueError(
-            f"{owner}: ids must be in [0, {num_rows}) for a table of {num_rows} rows, got "
-            f"{np.unique(bad)[:8].tolist()} (out of range)"
-        )
-    return array
+    return check_indices(owner, "ids", ids.numpy() if isinstance(ids, Tensor) else ids, num_rows,
+                         f" for a table of {num_rows} rows")
 
 
 # ----- embedding gather ------------------------------------------------------------------------
