@@ -341,7 +341,7 @@ def test_recurrent_input_errors():
 
 def test_embedding_errors():
     emb = nn.Embedding(5, 2)
-    with pytest.raises(ValueError, match=r"Embedding\(num_embeddings=5\).*\[0, 5\).*\[5\]"):
+    with pytest.raises(ValueError, match=r"Embedding\(num_embeddings=5\).*\[0, 5\).*\[5(\.0)?\]"):
         emb(ndl.Tensor([[1, 5]], requires_grad=False))
     with pytest.raises(ValueError, match=r"\(T, B\), got \(3,\)"):
         emb(ndl.Tensor([1, 2, 3], requires_grad=False))
