@@ -8,6 +8,7 @@ import importlib.util
 import io
 import pathlib
 import re
+import subprocess
 
 from test_docs import python_blocks
 
@@ -53,3 +54,16 @@ def test_the_default_run_table_is_the_scripts_output_and_the_text_quotes_it():
     assert f"Test error {100 * last:.1f}% after 10 epochs" in section
     assert "`OPENBLAS_NUM_THREADS=1 needle train --out runs/default`" in section
     assert "python scripts/results_table.py runs/default/metrics.csv" in section
+
+
+def test_the_files_the_readme_commands_write_stay_out_of_the_work_tree():
+    """Every --out of the README's commands, and every file its examples save, is ignored
+    by git (under runs/, or a root-level example output), so following the README leaves
+    no untracked file."""
+    text = README.read_text()
+    outs = re.findall(r"--out (\S+)", text)
+    saved = re.findall(r'(?:save|trace)\([^"]*"([^"]+)"', text)
+    assert "runs/mlp.svg" in outs and "model.npz" in saved and "trace.html" in saved
+    for path in outs + saved:
+        check = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT)
+        assert check.returncode == 0, f"{path} would be an untracked file"
