@@ -108,8 +108,9 @@ def build_parser(*, with_defaults: bool = True, model: str | None = None,
                     "needle train --model lstm-lm --help.")
     _add_train_options(train, defaults)
     if with_defaults:
-        train.set_defaults(**{**defaults, "dataset": None}, resume=False, progress=True, quiet=False,
-                           distributed=False)
+        # dataset None: TrainConfig picks the model's task's first dataset
+        train.set_defaults(**{**defaults, "dataset": None}, resume=False, progress=True,
+                           quiet=False, distributed=False)
     evaluate = commands.add_parser(
         "eval", help="evaluate a saved checkpoint on the test set", **suppress,
         description="Rebuild the model saved in a training checkpoint and print its test "

@@ -50,7 +50,8 @@ def python_blocks(text: str) -> list[tuple[int, str, bool]]:
     ``line`` is the 1-based line of the opening fence.
 
     Example:
-        >>> python_blocks("a\\n<!-- fragment -->\\n```python\\nx\\n```\\n```python\\ny = 1\\n```\\n")
+        >>> text = "a\\n<!-- fragment -->\\n```python\\nx\\n```\\n```python\\ny = 1\\n```\\n"
+        >>> python_blocks(text)
         [(3, 'x\\n', True), (6, 'y = 1\\n', False)]
     """
     blocks = []

@@ -335,7 +335,8 @@ def test_lstm_defaults_beat_the_unigram_baseline_on_20000_kjv_tokens(tmp_path):
 
 
 def test_the_first_kjv_conversion_says_what_it_is_doing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(kjv, "read_kjv_verses", lambda program="bible": ["In the beginning God created."] * 200)
+    verses = ["In the beginning God created."] * 200
+    monkeypatch.setattr(kjv, "read_kjv_verses", lambda program="bible": verses)
     folder = kjv.kjv_folder(tmp_path / "kjv")
     assert capsys.readouterr().err == (f"converting the King James Bible PTB-style into "
                                        f"{folder} (first use only)\n")

@@ -46,8 +46,9 @@ from needle.data.datasets.ptb import EOS
 from needle.training import (CheckpointError, TrainConfig, TrainingError, checkpoint_config,
                              load_checkpoint)
 
-__all__ = ["MODELS", "DATASETS", "DEFAULTS", "TokenStream", "BPTTLoader", "LanguageModelling", "create",
-           "corpus_folder", "build_language_model", "saved_vocabulary", "unigram_perplexity",
+__all__ = ["MODELS", "DATASETS", "DEFAULTS", "TokenStream", "BPTTLoader", "LanguageModelling",
+           "create", "corpus_folder", "build_language_model", "saved_vocabulary",
+           "unigram_perplexity",
            "encode_prompt", "sample_next", "generate", "Generated"]
 
 #: Model name (as on the command line) -> the LanguageModel's ``seq_model``.
