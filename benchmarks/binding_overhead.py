@@ -5,7 +5,7 @@ CMake into build/binding-overhead, then times a no-op and `ewise_add` on 16 floa
 alternating the libraries round by round and keeping each one's best round. needle's own
 compiled `ewise_add` (nanobind) is timed alongside when it is installed.
 
-Usage::
+Usage (needs ``pip install nanobind pybind11 cmake`` and a C++ compiler)::
 
     python benchmarks/binding_overhead.py            # ~20 s after the build
     python benchmarks/binding_overhead.py --quick
@@ -20,8 +20,12 @@ import timeit
 from pathlib import Path
 from typing import Callable
 
-import nanobind
-import pybind11
+try:  # both libraries are build tools this benchmark compiles against, not needle's needs
+    import nanobind
+    import pybind11
+except ImportError as error:
+    sys.exit(f"binding_overhead.py needs nanobind and pybind11 ({error}): "
+             f"pip install nanobind pybind11 cmake")
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "benchmarks" / "binding_overhead"

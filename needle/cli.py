@@ -5,7 +5,10 @@ ResNet9, on Fashion-MNIST (default), MNIST or CIFAR-10 — or a language model (
 ``lstm-lm``, ``transformer-lm`` on the KJV or PTB-format text), with a progress bar, one
 summary line per epoch, and a checkpoint, a metrics CSV and loss/error (and perplexity)
 curves in ``--out`` after every epoch; ``--resume`` continues a run bit-identically.
-``needle eval --checkpoint PATH`` re-evaluates a saved model on the test set.
+Options not given take the defaults of the ``--model``'s task (image models: the
+course's recipe; language models: their own, :data:`needle.tasks.language.DEFAULTS`).
+``needle eval --checkpoint PATH`` re-evaluates a saved model on the test set (without
+``--checkpoint``: the latest run, ``runs/latest``).
 ``needle generate --checkpoint PATH --prompt TEXT`` samples text from a language model.
 ``mpiexec -n N needle train ...`` trains data-parallel on N processes (MPI is joined
 automatically when the launcher starts more than one; ``--distributed`` forces it).
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import traceback
 from typing import Callable, Sequence
@@ -38,6 +42,8 @@ from needle.viz import command as viz_command
 __all__ = ["build_parser", "main"]
 
 EXIT_USAGE = 2
+#: The checkpoint of ``needle train``'s default ``--out``: what ``needle eval`` reads by default.
+LATEST_CHECKPOINT = f"{TrainConfig.out}/{training.CHECKPOINT_NAME}"
 
 
 # ----- option types (argparse turns their ArgumentTypeError into a usage error) --------
@@ -70,35 +76,46 @@ unit_interval = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 # ----- the parser -------------------------------------------------------------------------
 
 
-def build_parser(*, with_defaults: bool = True) -> argparse.ArgumentParser:
+def build_parser(*, with_defaults: bool = True, model: str | None = None,
+                 ) -> argparse.ArgumentParser:
     """The ``needle`` argument parser.
 
     Args:
         with_defaults: False gives a parser whose result holds only the options given
             on the command line (used to tell them apart when resuming).
+        model: the ``--model`` whose task's defaults ``needle train`` shows (in its help
+            and in the parsed result); None: the default model's.
 
     Example:
         >>> args = build_parser().parse_args(["train", "--epochs", "3"])
         >>> args.command, args.epochs, args.batch_size
         ('train', 3, 100)
+        >>> build_parser(model="lstm-lm").parse_args(["train"]).batch_size
+        16
     """
     parser = argparse.ArgumentParser(
         prog="needle", description="needle: train and evaluate models from the command line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     suppress = {} if with_defaults else {"argument_default": argparse.SUPPRESS}
+    defaults = TrainConfig.for_task(**({} if model is None else {"model": model})).to_dict()
     train = commands.add_parser(
         "train", help="train an image classifier or a language model", **suppress,
         description="Train a model (default: the course's MLP ResNet on Fashion-MNIST); "
                     "checkpoint, metrics.csv and curves.png are written into --out after "
-                    "every epoch.")
-    _add_train_options(train)
-    if with_defaults:  # dataset None: the model's task picks its default (TrainConfig)
-        train.set_defaults(**{**TrainConfig().to_dict(), "dataset": None}, resume=False,
-                           progress=True, quiet=False, distributed=False)
+                    "every epoch. The defaults shown are those of "
+                    f"--model {defaults['model']}'s task: image models and language "
+                    "models (*-lm) have their own; see them with, e.g., "
+                    "needle train --model lstm-lm --help.")
+    _add_train_options(train, defaults)
+    if with_defaults:
+        # dataset None: TrainConfig picks the model's task's first dataset
+        train.set_defaults(**{**defaults, "dataset": None}, resume=False, progress=True,
+                           quiet=False, distributed=False)
     evaluate = commands.add_parser(
         "eval", help="evaluate a saved checkpoint on the test set", **suppress,
         description="Rebuild the model saved in a training checkpoint and print its test "
-                    "loss and error. Options not given are taken from the checkpoint.")
+                    "loss and error. Every option not given, --dataset included, is the "
+                    "one the checkpoint's run was trained with.")
     _add_eval_options(evaluate)
     generate = commands.add_parser(
         "generate", help="sample text from a language-model checkpoint", **suppress,
@@ -109,11 +126,9 @@ def build_parser(*, with_defaults: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def _add_data_options(group: argparse._ActionsContainer) -> None:
+def _add_data_options(group: argparse._ActionsContainer, dataset_help: str) -> None:
     """--dataset, --data-dir, --download (shared by train and eval)."""
-    group.add_argument("--dataset", choices=tasks.dataset_names(),
-                       help="the dataset (default: fashion-mnist for images, kjv for "
-                            "language models)")
+    group.add_argument("--dataset", choices=tasks.dataset_names(), help=dataset_help)
     group.add_argument("--data-dir", metavar="DIR",
                        help="a folder searched first for the IDX files "
                             "(train-images-idx3-ubyte[.gz], ...); for cifar10 the "
@@ -124,10 +139,11 @@ def _add_data_options(group: argparse._ActionsContainer) -> None:
                             "the cache folder")
 
 
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    """Every option of ``needle train``."""
+def _add_train_options(parser: argparse.ArgumentParser, d: dict) -> None:
+    """Every option of ``needle train``; ``d``: the defaults its help shows."""
     group = parser.add_argument_group("data")
-    _add_data_options(group)
+    _add_data_options(group, "the dataset (default: the first of the model's task: "
+                             "fashion-mnist for image models, kjv for language models)")
     group.add_argument("--limit-train", type=positive_int, metavar="N",
                        help="use only the first N training samples (tokens for text)")
     group.add_argument("--limit-test", type=positive_int, metavar="N",
@@ -135,41 +151,54 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--augment", action="store_true",
                        help="random horizontal flips and crops of the training images")
     group.add_argument("--crop-padding", type=non_negative_int, metavar="PX",
-                       help="maximal shift of the random crop, in pixels (default: 3)")
+                       help=f"maximal shift of the random crop, in pixels "
+                            f"(default: {d['crop_padding']})")
     group = parser.add_argument_group("model")
     group.add_argument("--model", choices=tasks.model_names(),
-                       help="the network (default: mlp-resnet; see docs/training.md)")
+                       help=f"the network (default: {TrainConfig.model}; see "
+                            f"docs/training.md)")
     group.add_argument("--hidden-dim", type=positive_int,
-                       help="mlp-resnet: width; *-lm: hidden size (default: 100)")
+                       help=f"mlp-resnet: width; *-lm: hidden size (default: {d['hidden_dim']})")
     group.add_argument("--num-blocks", type=non_negative_int,
-                       help="mlp-resnet: residual blocks (default: 3)")
+                       help=f"mlp-resnet: residual blocks (default: {d['num_blocks']})")
     group.add_argument("--drop-prob", type=probability,
-                       help="mlp-resnet, *-lm: dropout (default: 0.1)")
+                       help=f"mlp-resnet, *-lm: dropout (default: {d['drop_prob']:g})")
     group.add_argument("--width", type=positive_int,
-                       help="cnn: channels of the first block (default: 32)")
+                       help=f"cnn: channels of the first block (default: {d['width']})")
     group.add_argument("--embedding-dim", type=positive_int,
-                       help="*-lm: word-embedding size (default: 64)")
+                       help=f"*-lm: word-embedding size (default: {d['embedding_dim']})")
     group.add_argument("--num-layers", type=positive_int,
-                       help="*-lm: RNN/LSTM/Transformer layers (default: 1)")
+                       help=f"*-lm: RNN/LSTM/Transformer layers (default: {d['num_layers']})")
     group.add_argument("--seq-len", type=positive_int,
-                       help="*-lm: tokens per BPTT chunk (default: 40)")
+                       help=f"*-lm: tokens per BPTT chunk (default: {d['seq_len']})")
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=positive_int, help="total epochs (default: 10)")
-    group.add_argument("--batch-size", type=positive_int, help="(default: 100)")
-    group.add_argument("--optimizer", choices=["adam", "sgd"], help="(default: adam)")
-    group.add_argument("--lr", type=non_negative_float, help="learning rate (default: 0.001)")
-    group.add_argument("--weight-decay", type=non_negative_float, help="(default: 0.001)")
-    group.add_argument("--momentum", type=probability, help="SGD momentum (default: 0)")
+    group.add_argument("--epochs", type=positive_int,
+                       help=f"total epochs (default: {d['epochs']})")
+    group.add_argument("--batch-size", type=positive_int,
+                       help=f"samples per batch; *-lm: columns of the text "
+                            f"(default: {d['batch_size']})")
+    group.add_argument("--optimizer", choices=["adam", "sgd"],
+                       help=f"(default: {d['optimizer']})")
+    group.add_argument("--lr", type=non_negative_float,
+                       help=f"learning rate (default: {d['lr']:g})")
+    group.add_argument("--weight-decay", type=non_negative_float,
+                       help=f"(default: {d['weight_decay']:g})")
+    group.add_argument("--momentum", type=probability,
+                       help=f"SGD momentum (default: {d['momentum']:g})")
     group.add_argument("--scheduler", choices=["none", "step", "cosine"],
-                       help="per-epoch learning-rate schedule (default: none)")
+                       help=f"per-epoch learning-rate schedule; cosine anneals to 0 over "
+                            f"exactly --epochs epochs (default: {d['scheduler']})")
     group.add_argument("--step-size", type=positive_int,
-                       help="epochs between decays of the step schedule (default: 5)")
+                       help=f"epochs between decays of the step schedule "
+                            f"(default: {d['step_size']})")
     group.add_argument("--gamma", type=unit_interval,
-                       help="decay factor of the step schedule (default: 0.1)")
+                       help=f"decay factor of the step schedule (default: {d['gamma']:g})")
+    clip = "no clipping" if d["clip_grad"] is None else f"{d['clip_grad']:g}"
     group.add_argument("--clip-grad", type=positive_float, metavar="NORM",
-                       help="clip the global gradient norm to NORM (default: no clipping)")
+                       help=f"clip the global gradient norm to NORM (default: {clip})")
     group.add_argument("--seed", type=non_negative_int,
-                       help="seeds NumPy once, before the model is built (default: 4)")
+                       help=f"seeds NumPy once, before the model is built "
+                            f"(default: {d['seed']})")
     group.add_argument("--on-nonfinite", choices=training.ON_NONFINITE,
                        help="a training loss or gradient that is NaN or infinite: stop "
                             "(the default; the last checkpoint is kept and the message "
@@ -177,10 +206,14 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                             "batch's step is not taken); a checkpoint never holds "
                             "non-finite weights")
     group = parser.add_argument_group("run")
-    group.add_argument("--out", metavar="DIR", help="output folder (default: runs/latest)")
+    group.add_argument("--out", metavar="DIR",
+                       help=f"output folder (default: {d['out']}; a run already there is "
+                            f"replaced, and the first line says so)")
     group.add_argument("--resume", action="store_true",
                        help="continue the run saved in --out; options not given are "
-                            "taken from its checkpoint")
+                            "taken from its checkpoint. --epochs and --lr may change "
+                            "(more epochs continue the run), except that a cosine "
+                            "schedule spans exactly its --epochs: it cannot be extended")
     group.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no progress bar (it is also off when stderr is not a terminal)")
     group.add_argument("--quiet", "-q", action="store_true",
@@ -193,9 +226,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     """Every option of ``needle eval``."""
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="a checkpoint.npz written by needle train")
-    _add_data_options(parser)
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help=f"a checkpoint.npz written by needle train (default: the "
+                             f"latest run's, {LATEST_CHECKPOINT})")
+    _add_data_options(parser, "the dataset (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=positive_int,
                         help="(default: the checkpoint's)")
     parser.add_argument("--limit-test", type=positive_int, metavar="N",
@@ -226,8 +260,8 @@ def _train_command(args: argparse.Namespace, explicit: dict) -> None:
     if args.resume:
         overrides = {k: v for k, v in explicit.items() if k in fields}
         config = training.resume_config(args.out, overrides)
-    else:
-        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    else:  # the options given, and the defaults of the model's task for the others
+        config = TrainConfig.for_task(**{k: v for k, v in explicit.items() if k in fields})
     log = None if args.quiet else _print_line
     training.train(config, resume=args.resume, progress=args.progress and not args.quiet,
                    log=log)
@@ -236,11 +270,22 @@ def _train_command(args: argparse.Namespace, explicit: dict) -> None:
 def _eval_command(args: argparse.Namespace, explicit: dict) -> None:
     """Run ``needle eval``; options not given are the checkpoint's."""
     overrides = {k: v for k, v in explicit.items() if k not in {"command", "checkpoint"}}
-    err, loss, n = training.evaluate_checkpoint(args.checkpoint, **overrides)
-    config = training.checkpoint_config(args.checkpoint)
+    path = args.checkpoint
+    if path is None:
+        if not os.path.isfile(LATEST_CHECKPOINT):
+            raise training.CheckpointError(
+                f"no --checkpoint given and no latest run ({LATEST_CHECKPOINT}): train one "
+                f"with needle train, or give --checkpoint PATH")
+        path = LATEST_CHECKPOINT
+
+    def note(line: str) -> None:
+        _print_note(line if args.checkpoint else f"{line} (the latest run: no --checkpoint "
+                                                  f"given)")
+    err, loss, n = training.evaluate_checkpoint(path, progress=sys.stderr.isatty(), log=note,
+                                                **overrides)
+    config = training.checkpoint_config(path)
     ppl = f" ppl {math.exp(loss):.2f}" if tasks.create(config).perplexity else ""
-    print(f"test loss {loss:.4f} err {err:.4f}{ppl}  ({n} samples, {args.checkpoint})",
-          flush=True)
+    print(f"test loss {loss:.4f} err {err:.4f}{ppl}  ({n} samples, {path})", flush=True)
 
 
 def _generate_command(args: argparse.Namespace) -> None:
@@ -259,6 +304,11 @@ def _print_line(line: str) -> None:
     print(line, flush=True)
 
 
+def _print_note(line: str) -> None:
+    """A line about what a command is doing, on stderr (stdout keeps the results)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def _explicit_options(argv: Sequence[str]) -> dict:
     """The options given on the command line (no defaults filled in)."""
     return vars(build_parser(with_defaults=False).parse_args(argv))
@@ -275,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ``SystemExit(2)`` from argparse, as usual.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(model=_model_option(argv)).parse_args(argv)
     if args.command == "graph":
         return viz_command.run(args)
     explicit = _explicit_options(argv)
@@ -290,6 +340,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if status != 0 and _in_job():
         distributed.abort(status)  # the other ranks would wait for this one forever
     return status
+
+
+def _model_option(argv: Sequence[str]) -> str | None:
+    """The ``--model`` given in ``argv``, if it is a known one (it picks the defaults)."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--model")
+    model = peek.parse_known_args(argv)[0].model
+    return model if model in tasks.model_names() else None
 
 
 def _in_job() -> bool:
@@ -318,13 +376,28 @@ def _run_command(args: argparse.Namespace, explicit: dict) -> int:
         # OSError covers missing data (DatasetNotFoundError), failed downloads and an
         # unwritable --out; IDXFormatError, CIFAR10FormatError and CorpusFormatError a
         # damaged data file; DistributedError a lost rank.
-        print(f"needle {args.command}: error{_rank_note()}: {e}", file=sys.stderr, flush=True)
+        _report_error(args.command, e)
         return EXIT_USAGE if not isinstance(e, distributed.PeerLostError) else 1
     except KeyboardInterrupt:
         hint = "; --resume continues from the last saved epoch" if args.command == "train" else ""
         print(f"\nneedle {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     return 0
+
+
+def _report_error(command: str, error: Exception) -> None:
+    """Print the one-line error; in a job, one that every rank raised alike only once.
+
+    Such an error (``every_rank``: a resume refused by the same check on every rank) is
+    printed by rank 0 alone; the barrier keeps the job alive until it is out (the abort
+    that follows would otherwise cut it).
+    """
+    if _in_job() and getattr(error, "every_rank", False):
+        if distributed.rank() == 0:
+            print(f"needle {command}: error: {error}", file=sys.stderr, flush=True)
+        distributed.barrier()
+        return
+    print(f"needle {command}: error{_rank_note()}: {error}", file=sys.stderr, flush=True)
 
 
 def _rank_note() -> str:

@@ -93,7 +93,14 @@ class CheckpointError(TrainingError):
 
 
 class ResumeMismatchError(TrainingError):
-    """``--resume`` was asked with options that contradict the checkpoint's run."""
+    """``--resume`` was asked with options that contradict the checkpoint's run.
+
+    Every rank of a distributed run checks the same checkpoint and options, so every
+    rank raises it at the same point: ``every_rank`` tells the command line to report
+    it once (rank 0).
+    """
+
+    every_rank = True
 
 
 class NonFiniteError(TrainingError):
@@ -106,7 +113,8 @@ ON_NONFINITE = ("stop", "skip-batch")
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; the defaults are ``needle train``'s.
+    """Everything that defines a training run; the defaults are ``needle train``'s for
+    the image models (:meth:`for_task` gives a language model's).
 
     The model-specific fields are read only by the models they concern (``hidden_dim``,
     ``drop_prob``: mlp-resnet and the language models; ``num_blocks``: mlp-resnet;
@@ -189,6 +197,21 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.dataset is None:  # the model's task's first dataset (unknown model: later)
             self.dataset = tasks.default_dataset(self.model)
+
+    @classmethod
+    def for_task(cls, **options: Any) -> "TrainConfig":
+        """A config of ``options``; every other field has the default of the model's task.
+
+        The class's own defaults are the image task's; a language model's task has others
+        (:func:`needle.tasks.task_defaults`). This is what ``needle train`` builds.
+
+        Example:
+            >>> TrainConfig.for_task(model="lstm-lm").batch_size, TrainConfig.for_task().batch_size
+            (16, 100)
+            >>> TrainConfig.for_task(model="lstm-lm", batch_size=8).batch_size
+            8
+        """
+        return cls(**{**tasks.task_defaults(options.get("model", cls.model)), **options})
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (what a checkpoint stores)."""
@@ -402,11 +425,13 @@ def _train_and_evaluate(run: _Run, number: int, progress: bool) -> tuple[EpochMe
         bar.close()
     if run.scheduler is not None:
         run.scheduler.step()
-    tally = _ProgressBar(len(run.test_loader), "test", enabled=False)
+    tally = _ProgressBar(len(run.test_loader), f"epoch {number}/{run.config.epochs} test",
+                         progress)
     if len(run.test_loader):
         run.task.run_epoch(run.test_loader, run.model, on_batch=tally)
     else:  # a rank with no test sample (fewer than N): it still joins eval()'s collective
         run.model.eval()
+    tally.close()
     train_err, train_loss = _epoch_rates(bar, f"epoch {number}")
     test_err, test_loss = _epoch_rates(tally, "the test pass")
     note = (f"epoch {number}: skipped {opt.skipped} of {total} batches whose gradients were "
@@ -611,11 +636,14 @@ def resume_config(out: str | os.PathLike, overrides: dict[str, Any]) -> TrainCon
 def _check_resumable(saved: TrainConfig, config: TrainConfig, path: Path) -> None:
     """Raise ResumeMismatchError if ``config`` changes what the saved run was."""
     free = set(RESUME_FREE_FIELDS)
-    if config.scheduler == "cosine":
-        free.discard("epochs")  # the cosine schedule spans exactly `epochs` epochs
     changed = [f"--{name.replace('_', '-')} {getattr(saved, name)!r} -> {getattr(config, name)!r}"
-               for name in saved.to_dict() if name not in free
+               for name in saved.to_dict() if name not in free | {"epochs"}
                and getattr(saved, name) != getattr(config, name)]
+    if config.scheduler == "cosine" and saved.epochs != config.epochs:
+        changed.append(f"--epochs {saved.epochs} -> {config.epochs}: a cosine schedule "
+                       f"anneals the learning rate to 0 over exactly the run's --epochs, "
+                       f"so a cosine run cannot be extended or shortened; to train on, "
+                       f"start a new run with the --epochs you want")
     if changed:
         raise ResumeMismatchError(
             f"cannot resume {path}: the run was started with other options "
@@ -632,9 +660,19 @@ def _check_task_state(state: dict[str, Any], task: tasks.Task, path: Path) -> No
             f"the original files or start a new run with another --out")
 
 
+def _count(count: int, singular: str, plural: str | None = None) -> str:
+    """``count`` and the noun in the right number.
+
+    Example:
+        >>> _count(1, "epoch"), _count(3, "epoch"), _count(2, "process", "processes")
+        ('1 epoch', '3 epochs', '2 processes')
+    """
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"
+
+
 def _processes(count: int) -> str:
     """``"1 process"``, ``"3 processes"``."""
-    return f"{count} process" if count == 1 else f"{count} processes"
+    return _count(count, "process", "processes")
 
 
 def _check_world_size(state: dict[str, Any], path: Path) -> None:
@@ -708,6 +746,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     if config.on_nonfinite not in ON_NONFINITE:
         raise TrainingError(f"on_nonfinite={config.on_nonfinite!r}; use one of "
                             f"{', '.join(ON_NONFINITE)}")
+    replaced = None if resume or not rank0 else _replacement_note(checkpoint_path)
+    if replaced:
+        log(replaced)
     run = _build_run(config)
     if state is not None:
         _check_task_state(state, run.task, checkpoint_path)
@@ -725,6 +766,19 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         _train_epochs(run, done, history, show_bar, log)
     return history
+
+
+def _replacement_note(path: Path) -> str | None:
+    """The line saying that a new run replaces the one saved at ``path`` (None: no run)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = checkpoint_config(path)
+        what = f"the {saved.model} run on {saved.dataset}"
+    except CheckpointError:
+        what = "the unreadable checkpoint"
+    return (f"note: this run replaces {what} in {path.parent} (--out DIR keeps runs "
+            f"apart; --resume continues it)")
 
 
 def _train_epochs(run: _Run, done: int, history: list[EpochMetrics], show_bar: bool,
@@ -798,14 +852,16 @@ def _header(run: _Run, done: int) -> str:
     """The line printed before training starts."""
     config = run.config
     n_train, n_test = len(run.train_loader.dataset), len(run.test_loader.dataset)
+    clip = f", clip {config.clip_grad:g}" if config.clip_grad is not None else ""
     what = (f"{run.task.describe()} ({n_train} train / {n_test} test), {config.optimizer} "
-            f"lr {config.lr:g}, {config.epochs} epochs -> {config.out}")
+            f"lr {config.lr:g}, batch {config.batch_size}, weight decay "
+            f"{config.weight_decay:g}{clip}, {_count(config.epochs, 'epoch')} -> {config.out}")
     ranks = _world_size()
     if ranks is not None:
         what += (f"; data-parallel on {_processes(ranks)}, global batch "
                  f"{config.batch_size * ranks}")
     if done >= config.epochs:
-        return f"{what}: already {done} epochs done, nothing to train"
+        return f"{what}: already {_count(done, 'epoch')} done, nothing to train"
     return f"{what}, resuming after epoch {done}" if done else what
 
 
@@ -823,11 +879,16 @@ def _write_outputs(run: _Run, out: Path, epoch: int, history: list[EpochMetrics]
     plot_curves(out / CURVES_NAME, history, run.task.perplexity)
 
 
-def evaluate_checkpoint(path: str | os.PathLike, **overrides: Any) -> tuple[float, float, int]:
+def evaluate_checkpoint(path: str | os.PathLike, *, progress: bool = False,
+                        log: Callable[[str], None] | None = None,
+                        **overrides: Any) -> tuple[float, float, int]:
     """Rebuild the model saved in a training checkpoint and evaluate it on the test set.
 
     Args:
         path: a ``checkpoint.npz`` written by :func:`train`.
+        progress: show a progress bar over the test batches (tqdm, on stderr).
+        log: called with one line saying what is evaluated on what, before the pass
+            starts (None: silent).
         **overrides: :class:`TrainConfig` fields replacing the saved ones (e.g.
             ``dataset``, ``data_dir``, ``batch_size``, ``limit_test``).
 
@@ -850,5 +911,13 @@ def evaluate_checkpoint(path: str | os.PathLike, **overrides: Any) -> tuple[floa
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"cannot load the model from {os.fspath(path)}: {e}") from e
     test_set = task.dataset(train=False)
-    err, loss = task.run_epoch(task.loader(test_set, False), model)
+    loader = task.loader(test_set, False)
+    if log is not None:
+        log(f"evaluating {os.fspath(path)} ({config.model}) on {len(test_set)} "
+            f"{config.dataset} test samples")
+    bar = _ProgressBar(len(loader), "test", progress)
+    try:
+        err, loss = task.run_epoch(loader, model, on_batch=bar)
+    finally:
+        bar.close()
     return err, loss, len(test_set)

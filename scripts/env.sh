@@ -7,7 +7,8 @@
 #   python3-venv), install it with apt when root, else say exactly what to run.
 #
 # Afterwards `$PYTHON` is the environment's interpreter and its bin/ is first on PATH
-# (so the `needle` command resolves). Activate it yourself with: source .venv/bin/activate
+# (so the `needle` command resolves), and `install_needle EXTRAS` installs needle into it.
+# Activate it yourself with: source .venv/bin/activate
 
 _here=${BASH_SOURCE[0]%/*}
 [ "$_here" = "${BASH_SOURCE[0]}" ] && _here=.
@@ -46,3 +47,30 @@ else
 fi
 _python_ok "$PYTHON" || _fail "$PYTHON is $("$PYTHON" -V 2>&1); needle needs Python >= 3.10"
 export PYTHON
+
+# The fingerprint of what `pip install -e` makes of this checkout with extras $1: the
+# checkout's path, the interpreter, pyproject.toml (dependencies, build settings) and the
+# C++ sources. Python files need no reinstall: the install is editable.
+_needle_fingerprint() {
+  {
+    echo "$_repo_root [$1]"
+    "$PYTHON" -V 2>&1
+    cd "$_repo_root" && cat pyproject.toml CMakeLists.txt
+    find src -type f | LC_ALL=C sort | xargs cat
+  } | sha256sum | cut -d' ' -f1
+}
+
+# install_needle EXTRAS: pip install -e ".[EXTRAS]", skipped when the stamp left in the
+# environment by the last install matches (pip takes ~13 s even with nothing to do).
+install_needle() {
+  local extras=$1 prefix stamp fingerprint
+  prefix=$("$PYTHON" -c 'import sys; print(sys.prefix)')
+  stamp=$prefix/.needle-install-stamp-${extras//,/-}
+  fingerprint=$(_needle_fingerprint "$extras")
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ]; then
+    return 0
+  fi
+  echo "needle setup: installing needle[$extras] into $prefix with pip (builds the C++ backend: about a minute the first time)" >&2
+  "$PYTHON" -m pip install -q -e "$_repo_root[$extras]"
+  echo "$fingerprint" >"$stamp"
+}

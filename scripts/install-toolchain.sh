@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Make sure a C++ compiler is there to build needle's compiled backend (`pip install -e .`).
 # CMake and Ninja need no step: scikit-build-core fetches them from PyPI when missing.
-# With a compiler on PATH this does nothing; otherwise, as root, it installs Debian's g++;
-# otherwise it prints the command to run and exits non-zero.
+# With a compiler on PATH this does nothing and prints nothing; otherwise, as root, it
+# installs Debian's g++ (saying so); otherwise it prints the command to run and exits
+# non-zero.
 set -euo pipefail
 
 if command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1; then
-  echo "install-toolchain: C++ compiler found: $(command -v c++ || command -v g++)"
   exit 0
 fi
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "install-toolchain: no C++ compiler found; installing Debian's g++"
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y g++
+  echo "needle setup: no C++ compiler found; installing Debian's g++ (apt-get)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
   exit 0
 fi
 

@@ -14,8 +14,9 @@ if [ -z "$missing" ]; then
   exit 0
 fi
 if [ "$(id -u)" = 0 ]; then
+  echo "needle setup: installing$missing (apt-get), for needle.viz" >&2
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends $missing fonts-dejavu-core) \
+    apt-get install -y -qq --no-install-recommends $missing fonts-dejavu-core >/dev/null) \
     || echo "could not install$missing: SVG/PNG output and the browser tests will be skipped"
 else
   echo "run 'sudo apt-get install$missing' for needle.viz's SVG/PNG output and browser tests"

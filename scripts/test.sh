@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-bash scripts/install-toolchain.sh >/dev/null  # a C++17 compiler for the compiled backend
+bash scripts/install-toolchain.sh  # a C++17 compiler for the compiled backend (quiet if there)
 bash scripts/install-fashion-mnist.sh
 bash scripts/install-viz-deps.sh
-"$PYTHON" -m pip install -q -e ".[dev]"
+install_needle dev  # skipped when nothing changed since the last install
 "$PYTHON" -m pytest -q "$@"

@@ -336,9 +336,144 @@ def test_invalid_options_are_usage_errors(option, tmp_path, capsys):
     assert "error: argument" in capsys.readouterr().err
 
 
-def test_eval_needs_a_checkpoint(capsys):
+def test_eval_without_a_checkpoint_or_a_latest_run_says_what_is_missing(tmp_path, monkeypatch,
+                                                                       capsys):
+    monkeypatch.chdir(tmp_path)
     assert run_main("eval") == 2
-    assert "--checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err == ("needle eval: error: no --checkpoint given and no latest run "
+                   "(runs/latest/checkpoint.npz): train one with needle train, or give "
+                   "--checkpoint PATH\n")
+
+
+@needs_fashion
+def test_eval_without_a_checkpoint_evaluates_the_latest_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_main("train", *SMALL, "--epochs", "1") == 0  # the default --out
+    capsys.readouterr()
+    assert run_main("eval") == 0
+    captured = capsys.readouterr()
+    assert captured.err == ("evaluating runs/latest/checkpoint.npz (mlp-resnet) on 500 "
+                            "fashion-mnist test samples (the latest run: no --checkpoint "
+                            "given)\n")
+    last = ndl.load(tmp_path / "runs/latest/checkpoint.npz")["history"][-1]
+    assert captured.out == (f"test loss {last['test_loss']:.4f} err {last['test_err']:.4f}  "
+                            f"(500 samples, runs/latest/checkpoint.npz)\n")
+
+
+def test_eval_help_states_one_rule_for_its_defaults():
+    result = run_subprocess("eval", "--help")
+    text = " ".join(result.stdout.split())
+    assert result.returncode == 0
+    assert "Every option not given, --dataset included, is the one the checkpoint's run" in text
+    assert "the dataset (default: the checkpoint's)" in text
+    assert "fashion-mnist" not in text.replace("{fashion-mnist", "")  # only in the choices
+    assert "(default: the latest run's, runs/latest/checkpoint.npz)" in text
+
+
+@needs_fashion
+def test_a_run_that_replaces_another_says_so_on_its_first_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_main("train", *SMALL, "--epochs", "1") == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("MLPResNet(hidden 100, 3 blocks) on fashion-mnist")
+    assert run_main("train", "--model", "cnn", "--width", "4", "--limit-train", "200",
+                    "--limit-test", "100", "--epochs", "1") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("note: this run replaces the mlp-resnet run on fashion-mnist in "
+                        "runs/latest (--out DIR keeps runs apart; --resume continues it)")
+    assert lines[1].startswith("SmallCNN(width 4)")
+    assert training.checkpoint_config("runs/latest/checkpoint.npz").model == "cnn"
+
+
+@needs_fashion
+def test_the_header_counts_epochs_in_the_singular_and_the_plural(two_epoch_run, tmp_path,
+                                                                  capsys):
+    assert ", 2 epochs -> " in two_epoch_run[1].splitlines()[0]
+    assert run_main("train", *SMALL, "--limit-train", "200", "--epochs", "1", "--out",
+                    tmp_path) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.endswith(f"adam lr 0.001, batch 100, weight decay 0.001, 1 epoch -> {tmp_path}")
+
+
+@needs_fashion
+def test_resuming_a_cosine_run_with_more_epochs_explains_the_rule(tmp_path, capsys):
+    out = tmp_path / "cosine"
+    assert run_main("train", *SMALL, "--limit-train", "200", "--epochs", "1", "--scheduler",
+                    "cosine", "--out", out) == 0
+    capsys.readouterr()
+    assert run_main("train", "--resume", "--epochs", "2", "--out", out) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert ("(--epochs 1 -> 2: a cosine schedule anneals the learning rate to 0 over exactly "
+            "the run's --epochs, so a cosine run cannot be extended or shortened; to train "
+            "on, start a new run with the --epochs you want)") in err
+
+
+def test_resume_help_explains_which_options_may_change():
+    text = " ".join(run_subprocess("train", "--help").stdout.split())
+    assert ("--epochs and --lr may change (more epochs continue the run), except that a "
+            "cosine schedule spans exactly its --epochs: it cannot be extended") in text
+
+
+class _Terminal:
+    """A stand-in for stderr that says it is a terminal (so progress bars are shown)."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _record_bars(monkeypatch) -> list[tuple[str, int]]:
+    """Replace the progress bars by a recorder of their (description, batches)."""
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc):
+            self.desc, self.updates = desc, 0
+            bars.append(self)
+
+        def set_postfix_str(self, *args, **kwargs):
+            pass
+
+        def update(self, n):
+            self.updates += n
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(training, "_make_tqdm", Bar)
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    return bars
+
+
+@needs_fashion
+def test_the_test_pass_and_eval_show_progress(tmp_path, monkeypatch):
+    bars = _record_bars(monkeypatch)
+    config = training.TrainConfig(epochs=1, limit_train=200, limit_test=300, out=str(tmp_path))
+    training.train(config, log=None)
+    assert [(bar.desc, bar.updates) for bar in bars] == [("epoch 1/1", 2), ("epoch 1/1 test", 3)]
+    bars.clear()
+    training.evaluate_checkpoint(tmp_path / "checkpoint.npz", progress=True)
+    assert [(bar.desc, bar.updates) for bar in bars] == [("test", 3)]
+
+
+def test_train_help_shows_the_defaults_of_the_models_task():
+    image = " ".join(run_subprocess("train", "--help").stdout.split())
+    text = " ".join(run_subprocess("train", "--model", "lstm-lm", "--help").stdout.split())
+    assert "The defaults shown are those of --model mlp-resnet's task" in image
+    assert "learning rate (default: 0.001)" in image and "total epochs (default: 10)" in image
+    assert "The defaults shown are those of --model lstm-lm's task" in text
+    for shown in ("total epochs (default: 2)", "learning rate (default: 0.005)",
+                  "columns of the text (default: 16)", "--weight-decay WEIGHT_DECAY (default: 0)",
+                  "clip the global gradient norm to NORM (default: 1)",
+                  "tokens per BPTT chunk (default: 20)"):
+        assert shown in text, shown
 
 
 def test_help_from_the_command_line():

@@ -523,6 +523,23 @@ def test_needle_train_on_two_processes_writes_once_and_resumes_exactly(tiny_mnis
 
 
 @needs_mpiexec
+def test_a_resume_refused_on_every_rank_is_reported_once(tiny_mnist, tmp_path):
+    """Every rank refuses the same resume: the job prints the error once, from rank 0."""
+    out = tmp_path / "single"
+    job = mpiexec(1, "-m", "needle", "train", "--dataset", "mnist", "--data-dir", tiny_mnist,
+                  "--batch-size", 10, "--hidden-dim", 16, "--num-blocks", 1, "--limit-test", 1,
+                  "--epochs", 1, "--out", out)
+    assert job.returncode == 0, job.stderr
+    job = needle_train(2, tiny_mnist, out, "--epochs", 2, "--resume")
+    assert job.returncode == 2
+    errors = [line for line in job.stderr.splitlines() if "error" in line]
+    assert errors == [f"needle train: error: cannot resume {out / 'checkpoint.npz'}: it was a "
+                      f"single-process run and this is a run on 2 processes; resume with the "
+                      f"same number of processes (the global batch and the per-rank random "
+                      f"streams depend on it)"], job.stderr
+
+
+@needs_mpiexec
 def test_needle_train_cnn_on_two_processes(tiny_mnist, tmp_path):
     """The convolutional model goes through the same data-parallel loop (BatchNorm2d too)."""
     out = tmp_path / "cnn"

@@ -283,6 +283,68 @@ def test_a_language_model_defaults_to_kjv():
     assert training.TrainConfig(model="transformer-lm").dataset == "kjv"
 
 
+#: The language task's defaults, as docs/training.md lists them.
+LANGUAGE_DEFAULTS = dict(epochs=2, batch_size=16, seq_len=20, embedding_dim=128,
+                         hidden_dim=256, lr=0.005, weight_decay=0.0, drop_prob=0.0,
+                         clip_grad=1.0)
+
+
+def test_a_language_model_trains_with_its_tasks_defaults(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_main("train", "--model", "rnn-lm", "--dataset", "ptb", "--data-dir",
+                    corpus_dir, "--epochs", "1", "--no-progress", "--out", out) == 0
+    saved = training.checkpoint_config(out / training.CHECKPOINT_NAME)
+    assert {k: getattr(saved, k) for k in LANGUAGE_DEFAULTS} == {**LANGUAGE_DEFAULTS,
+                                                                 "epochs": 1}
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.endswith(f"adam lr 0.005, batch 16, weight decay 0, clip 1, 1 epoch -> {out}")
+
+
+def test_options_given_win_over_the_tasks_defaults(corpus_dir, tmp_path):
+    out = tmp_path / "out"
+    assert run_main("train", "--model", "lstm-lm", "--dataset", "ptb", "--data-dir",
+                    corpus_dir, "--epochs", "1", "--batch-size", "4", "--lr", "0.01",
+                    "--hidden-dim", "8", "--embedding-dim", "8", "--no-progress",
+                    "--out", out) == 0
+    saved = training.checkpoint_config(out / training.CHECKPOINT_NAME)
+    assert (saved.batch_size, saved.lr, saved.hidden_dim, saved.embedding_dim) == (4, 0.01, 8, 8)
+    assert (saved.seq_len, saved.weight_decay, saved.clip_grad) == (20, 0.0, 1.0)
+
+
+def test_image_models_keep_the_course_recipe():
+    assert tasks.task_defaults("mlp-resnet") == tasks.task_defaults("cnn") == {}
+    config = training.TrainConfig.for_task(model="cnn")
+    assert (config.batch_size, config.lr, config.weight_decay, config.epochs) == (100, 0.001,
+                                                                                  0.001, 10)
+    assert training.TrainConfig.for_task(model="lstm-lm").to_dict() == training.TrainConfig(
+        model="lstm-lm", **LANGUAGE_DEFAULTS).to_dict()
+
+
+@pytest.mark.slow  # one epoch on 20,000 tokens and the evaluation on 42,087: ~20-60 s
+@pytest.mark.skipif(shutil.which("bible") is None, reason="bible-kjv is not installed")
+def test_lstm_defaults_beat_the_unigram_baseline_on_20000_kjv_tokens(tmp_path):
+    """The docs' claim: no option but --epochs 1 --limit-train 20000 beats the unigram
+    model counted on the same tokens by far."""
+    out = tmp_path / "out"
+    assert run_main("train", "--model", "lstm-lm", "--epochs", "1", "--limit-train", "20000",
+                    "--no-progress", "--out", out) == 0
+    corpus = Corpus(language.corpus_folder(training.TrainConfig(model="lstm-lm")))
+    baseline = language.unigram_perplexity(corpus.train[:20000], corpus.test,
+                                           len(corpus.dictionary))
+    assert float(read_metrics(out)[0]["test_ppl"]) < 0.75 * baseline
+
+
+def test_the_first_kjv_conversion_says_what_it_is_doing(tmp_path, monkeypatch, capsys):
+    verses = ["In the beginning God created."] * 200
+    monkeypatch.setattr(kjv, "read_kjv_verses", lambda program="bible": verses)
+    folder = kjv.kjv_folder(tmp_path / "kjv")
+    assert capsys.readouterr().err == (f"converting the King James Bible PTB-style into "
+                                       f"{folder} (first use only)\n")
+    assert kjv.has_corpus(folder)
+    kjv.kjv_folder(tmp_path / "kjv")
+    assert capsys.readouterr().err == ""
+
+
 # ----- clip_grad_norm ------------------------------------------------------------------------
 
 

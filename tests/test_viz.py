@@ -494,8 +494,9 @@ def test_command_calls_a_function_from_a_script(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "either SCRIPT.py:FUNCTION or --model"),
-    (["x.py:f", "--model", "mlp"], "either SCRIPT.py:FUNCTION or --model"),
+    ([], "nothing to draw: give SCRIPT.py:FUNCTION or --model NAME; e.g. needle graph "
+         "--model mlp-resnet --out runs/graph.svg"),
+    (["x.py:f", "--model", "mlp"], "not both (x.py:f and --model mlp)"),
     (["nope.py:f"], "nope.py: no such file"),
     (["no_colon"], "expected SCRIPT.py:FUNCTION"),
     (["--model", "mlp", "--out", "g.jpg"], "suffix must be one of"),
@@ -511,6 +512,22 @@ def test_command_errors(args, message, capsys, tmp_path, monkeypatch):
 def test_command_writes_svg(tmp_path):
     assert run_command("--model", "mlp-resnet", "--adjoints", "--out", tmp_path / "g.svg") == 0
     assert "∇ modules.2" in (tmp_path / "g.svg").read_text()
+
+
+def test_command_creates_the_folder_of_out(tmp_path, capsys):
+    out = tmp_path / "new" / "folder" / "g.dot"
+    assert run_command("--model", "mlp", "--out", out) == 0
+    assert out.read_text().startswith("digraph")
+    assert capsys.readouterr().out == f"wrote {out}\n"
+
+
+def test_command_names_an_out_folder_it_cannot_create(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert run_command("--model", "mlp", "--out", tmp_path / "file" / "g.dot") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"needle graph: error: cannot create the folder {tmp_path / 'file'} "
+                          f"for --out {tmp_path / 'file' / 'g.dot'}: ")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
 def test_repr_counts_nodes():

@@ -28,7 +28,9 @@ Tasks: :mod:`needle.tasks.image` (image classification: models ``mlp-resnet``, `
 :mod:`needle.tasks.language` (language modelling: ``rnn-lm``, ``lstm-lm``,
 ``transformer-lm``; data ``kjv``, ``ptb``). A task is chosen by the model name
 (``config.model``); each task module lists its ``MODELS``, its ``DATASETS`` (the first
-is its default) and has a ``create(config)`` that returns its :class:`Task`
+is its default), its ``DEFAULTS`` (the :class:`~needle.training.TrainConfig` values
+that give a sensible run of its models when no option says otherwise; see
+:func:`task_defaults`) and has a ``create(config)`` that returns its :class:`Task`
 (docs/training.md, "The task seam").
 """
 from __future__ import annotations
@@ -46,7 +48,8 @@ if TYPE_CHECKING:
     from needle.apps.mlp_resnet import BatchResult
     from needle.training import TrainConfig
 
-__all__ = ["Task", "TASK_MODULES", "model_names", "dataset_names", "default_dataset", "create",
+__all__ = ["Task", "TASK_MODULES", "model_names", "dataset_names", "default_dataset",
+           "task_defaults", "create",
            "standard_loader", "FirstN", "first_n"]
 
 #: The task modules, in the order their models are listed.
@@ -106,6 +109,25 @@ def default_dataset(model: str) -> str | None:
         if model in module.MODELS:
             return next(iter(module.DATASETS))
     return None
+
+
+def task_defaults(model: str) -> dict[str, Any]:
+    """The option values of ``model``'s task that differ from TrainConfig's own defaults.
+
+    TrainConfig's defaults are the image task's (the course's MLP ResNet recipe); a
+    language model starts from its task's ``DEFAULTS`` instead. Unknown model: ``{}``
+    (the error comes when the task is created).
+
+    Example:
+        >>> task_defaults("mlp-resnet")
+        {}
+        >>> task_defaults("lstm-lm")["weight_decay"]
+        0.0
+    """
+    for module in _modules():
+        if model in module.MODELS:
+            return dict(module.DEFAULTS)
+    return {}
 
 
 def create(config: "TrainConfig") -> Task:

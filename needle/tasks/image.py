@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from needle import nn, optim
 from needle.apps.mlp_resnet import BatchResult, MLPResNet, run_epoch
@@ -35,7 +35,7 @@ from needle.data.datasets.cifar10 import FOLDER as CIFAR10_FOLDER
 from needle.tasks import first_n, standard_loader
 from needle.training import TrainConfig, TrainingError
 
-__all__ = ["MODELS", "DATASETS", "ImageDataset", "ImageClassification", "create",
+__all__ = ["MODELS", "DATASETS", "DEFAULTS", "ImageDataset", "ImageClassification", "create",
            "load_split", "cifar10_folder"]
 
 NUM_CLASSES = 10
@@ -118,6 +118,9 @@ MODELS: dict[str, Callable[[TrainConfig, tuple[int, int, int]], nn.Module]] = {
     "cnn": _cnn,
     "resnet9": _resnet9,
 }
+
+#: The image task's defaults are TrainConfig's own (the course's MLP ResNet recipe).
+DEFAULTS: dict[str, Any] = {}
 
 #: The models that take flat feature vectors; the others take NCHW images.
 FLAT_MODELS = frozenset({"mlp-resnet"})

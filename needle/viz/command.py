@@ -2,14 +2,16 @@
 
 Two ways to name the graph:
 
-* ``needle graph --model mlp-resnet --out graph.svg`` — a ready-made example
+* ``needle graph --model mlp-resnet --out runs/graph.svg`` — a ready-made example
   (:mod:`needle.viz.examples`) on a random batch;
-* ``needle graph my_script.py:make_loss --out graph.svg`` — calls ``make_loss()`` from
+* ``needle graph my_script.py:make_loss --out runs/graph.svg`` — calls ``make_loss()`` from
   your file. It returns the tensor to draw (or a tuple of tensors, optionally with the
   model among them, whose parameter names then label the leaves).
 
 The suffix of ``--out`` picks the output: ``.svg``, ``.png`` (need Graphviz), ``.dot``
 (text), or ``.html`` — the step-through trace of the backward pass (:func:`trace`).
+Its folder is created when missing; the default, ``runs/graph.svg``, is under ``runs/``
+with the training runs (ignored by git).
 """
 from __future__ import annotations
 
@@ -23,6 +25,11 @@ from .dot import GraphvizNotFoundError
 __all__ = ["add_parser", "run"]
 
 EXIT_USAGE = 2
+#: ``--out``'s default: under runs/, with the training runs, out of the work tree's way.
+DEFAULT_OUT = "runs/graph.svg"
+#: What ``needle graph`` says when it is not told what to draw.
+USAGE_EXAMPLES = ("e.g. needle graph --model mlp-resnet --out runs/graph.svg, or needle "
+                  "graph my_script.py:make_loss (a function returning the loss tensor)")
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -39,8 +46,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="a function in your file that returns the tensor to draw")
     parser.add_argument("--model", choices=sorted(EXAMPLES),
                         help="a ready-made example instead: its loss on a random batch")
-    parser.add_argument("--out", default="graph.svg", metavar="PATH",
-                        help="output file: .svg, .png, .dot or .html (default: graph.svg)")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="PATH",
+                        help=f"output file: .svg, .png, .dot or .html; its folder is created "
+                             f"if missing (default: {DEFAULT_OUT})")
     parser.add_argument("--adjoints", action="store_true",
                         help="run backward() first and draw the gradient nodes it creates")
     parser.add_argument("--collapse", choices=["auto", "module", "none"], default="auto",
@@ -57,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         tensors, model = _target(args)
+        _make_folder(args.out)
         if args.out.lower().endswith(".html"):
             trace(tensors[0], args.out, model=model, title=args.model or args.target)
         else:
@@ -69,12 +78,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_folder(path: str) -> None:
+    """Create the folder of ``path`` if missing; an OSError names the folder."""
+    folder = os.path.dirname(path)
+    if not folder:
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the folder {folder} for --out {path}: "
+                      f"{e.strerror or e}") from e
+
+
 def _target(args: argparse.Namespace) -> tuple[list, object]:
     """The tensors to draw and the model (or None), from --model or SCRIPT.py:FUNCTION."""
     from .examples import example
 
-    if (args.model is None) == (args.target is None):
-        raise ValueError("give either SCRIPT.py:FUNCTION or --model NAME (not both)")
+    if args.model is None and args.target is None:
+        raise ValueError(f"nothing to draw: give SCRIPT.py:FUNCTION or --model NAME; "
+                         f"{USAGE_EXAMPLES}")
+    if args.model is not None and args.target is not None:
+        raise ValueError(f"give SCRIPT.py:FUNCTION or --model NAME, not both "
+                         f"({args.target} and --model {args.model})")
     if args.model is not None:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be positive, got {args.batch_size}")

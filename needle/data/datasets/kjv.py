@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -160,10 +161,13 @@ def kjv_folder(data_dir: str | os.PathLike | None = None) -> Path:
         DatasetNotFoundError: not converted yet and ``bible`` is not installed.
     """
     folder = Path(data_dir) if data_dir is not None else default_data_dir("kjv")
-    return folder if has_corpus(folder) else build_kjv(folder)
+    if has_corpus(folder):
+        return folder
+    # A few seconds of silence before the first epoch would look like a hang.
+    print(f"converting the King James Bible PTB-style into {folder} (first use only)",
+          file=sys.stderr, flush=True)
+    return build_kjv(folder)
 
 
 if __name__ == "__main__":  # python -m needle.data.datasets.kjv [FOLDER]
-    import sys
-
     print(build_kjv(sys.argv[1] if len(sys.argv) > 1 else None))
