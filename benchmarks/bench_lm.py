@@ -57,7 +57,8 @@ def _needle_model(model_name: str):
     return LanguageModel(embedding, VOCAB, hidden, layers, model_name, seq_len=length)
 
 
-def _needle_step_fn(model_name: str):
+def _needle_step_fn(model_name: str, create_graph: bool | None = False):
+    """needle's step, calling ``loss.backward(create_graph=...)`` (None: plain backward())."""
     import needle as ndl
     from needle.apps.simple_ml_ptb import _detach  # the training loop's own state detach
 
@@ -71,7 +72,7 @@ def _needle_step_fn(model_name: str):
         state["h"] = _detach(h)
         loss = loss_fn(out, targets)
         opt.reset_grad()
-        loss.backward(create_graph=False)
+        loss.backward(create_graph=create_graph)
         opt.step()
 
     return step

@@ -67,7 +67,8 @@ def save_weights(path: str, model: str) -> None:
 # ----- workers: each runs in its own process ------------------------------------------------
 
 
-def _needle_step_fn(weights: str, model_name: str):
+def _needle_step_fn(weights: str, model_name: str, create_graph: bool | None = False):
+    """needle's step, calling ``loss.backward(create_graph=...)`` (None: plain backward())."""
     import numpy as np
 
     import needle as ndl
@@ -87,7 +88,7 @@ def _needle_step_fn(weights: str, model_name: str):
         out = model(ndl.Tensor(x, requires_grad=False))
         loss = loss_fn(out, ndl.Tensor(y, requires_grad=False))
         opt.reset_grad()
-        loss.backward(create_graph=False)
+        loss.backward(create_graph=create_graph)
         opt.step()
 
     return step
