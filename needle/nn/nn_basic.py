@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import init, ops
-from .._validation import check_positive_int, check_real
+from .._validation import check_indices, check_positive_int, check_real
 from ..autograd import Tensor
 from ..backends import BACKEND, Device, array_api
 from .module import Module, Parameter
@@ -243,16 +243,7 @@ def _labels(y: Any, n: int, k: int) -> np.ndarray:
             f"SoftmaxLoss: expected {n} labels (shape ({n},)) for logits of shape ({n}, {k}), "
             f"got labels of shape {labels.shape}"
         )
-    if labels.dtype.kind not in "iu":
-        if labels.dtype.kind != "f" or not np.all(np.mod(labels, 1) == 0):
-            raise ValueError(f"SoftmaxLoss: labels must be integers, got {labels[:8]!r}")
-    bad = labels[(labels < 0) | (labels >= k)]
-    if bad.size:
-        raise ValueError(
-            f"SoftmaxLoss: labels must be in [0, {k}) for {k} classes, got {np.unique(bad)[:8]} "
-            f"(labels out of range)"
-        )
-    return labels.astype(np.int64)
+    return check_indices("SoftmaxLoss", "labels", labels, k, f" for {k} classes")
 
 
 class SoftmaxLoss(Module):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import check_indices
 from ..autograd import Tensor, TensorOp, is_grad_enabled
 from ..backends import BACKEND, NDArray, array_api
 from .ops_mathematic import MultiplyConstant, _check_tensor, _device_kernel
@@ -319,13 +320,8 @@ def fused_softmax_cross_entropy(logits: Tensor, labels) -> Tensor:
         raise TypeError(
             f"fused_softmax_cross_entropy: labels must be integers, got dtype {labels.dtype}"
         )
-    k = logits.shape[1]
-    if labels.size and (labels.min() < 0 or labels.max() >= k):
-        raise ValueError(
-            f"fused_softmax_cross_entropy: labels must be in [0, {k}), got values from "
-            f"{labels.min()} to {labels.max()}"
-        )
-    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    labels = check_indices("fused_softmax_cross_entropy", "labels", labels, logits.shape[1])
+    labels = np.ascontiguousarray(labels)
     return FusedSoftmaxCrossEntropy(labels, logits.device)(logits)
 
 
