@@ -20,6 +20,7 @@ from .backend_selection import *  # noqa: F401,F403  (BACKEND, array_api, NDArra
 from .backends import DTYPES
 from .backends.denormals import flush_denormals, is_flush_denormal, set_flush_denormal
 from .init import ones, ones_like, zeros, zeros_like
+from .interop import from_dlpack, from_numpy
 from .ops import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
