@@ -21,6 +21,7 @@ from .backends import DTYPES
 from .backends.denormals import flush_denormals, is_flush_denormal, set_flush_denormal
 from .backends.threads import get_num_threads, set_num_threads
 from .init import ones, ones_like, zeros, zeros_like
+from .interop import from_dlpack, from_numpy
 from .ops import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

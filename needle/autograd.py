@@ -13,6 +13,7 @@ constant and no graph is kept.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import traceback
 import weakref
@@ -571,6 +572,188 @@ class Tensor(Value):
         from . import ops
 
         return ops.transpose(self, axes)
+
+    # ----- PyTorch-style methods: each is the needle function of the same name ------------
+    # (see needle.ops for the arguments; ``needle.max(t, ...)`` is ``t.max(...)``)
+    def __getitem__(self, key) -> "Tensor":
+        """``t[key]`` with NumPy's and PyTorch's rules (ints drop their axis; slices with any
+        step; None; ...; integer arrays or tensors; bool masks); see :func:`needle.getitem`."""
+        from . import ops
+
+        return ops.getitem(self, key)
+
+    def __setitem__(self, key, value) -> None:
+        """``t[key] = value`` (a scalar, array or tensor broadcast to ``t[key]``'s shape).
+
+        - ``t`` does not require grad: the values are written in place (views of ``t`` see
+          them), unless ``value`` requires grad: then ``t`` becomes the differentiable
+          result of :func:`needle.index_put`, and gradients reach ``value``.
+        - ``t`` requires grad (outside ``no_grad()``): RuntimeError. needle does not track
+          which nodes have read ``t``, and a graph that used its old value would compute
+          wrong gradients; write ``t = t.index_put(key, value)`` instead.
+        """
+        from . import ops
+        from .ops._index import parse_index, write
+
+        if _grad_enabled and self.requires_grad:
+            raise RuntimeError(
+                f"Tensor.__setitem__: this tensor (shape {self.shape}) requires grad; writing "
+                f"into it in place would change a value its graph may still need for gradients. "
+                f"Write out of place, t = t.index_put(key, value) (differentiable), or change "
+                f"the values without a gradient under no_grad() or through t.data"
+            )
+        if _grad_enabled and isinstance(value, Tensor) and value.requires_grad:
+            result = ops.index_put(self.detach(), key, value)
+            self.op, self.inputs, self.requires_grad = result.op, result.inputs, True
+            self.cached_data = result.cached_data
+            return
+        index = parse_index("setitem", self.shape, key)
+        if not isinstance(value, Tensor):
+            value = Tensor(value, dtype=self.dtype, device=self.device, requires_grad=False)
+        from .ops._shapes import check_broadcastable_to
+
+        check_broadcastable_to("setitem", value.shape, index.shape)
+        values = array_api.broadcast_to(value.realize_cached_data(), index.shape)
+        write(self.realize_cached_data(), index, values.astype(self.dtype, copy=False))
+
+    def index_put(self, key, value) -> "Tensor":
+        """A copy with ``value`` written at ``key``, differentiable (:func:`needle.index_put`)."""
+        from . import ops
+
+        return ops.index_put(self, key, value)
+
+    def __iter__(self) -> Iterator["Tensor"]:
+        if not self.shape:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    # Comparisons give bool tensors that need no gradient; hashing stays by identity, so
+    # tensors remain usable as dict keys and in sets.
+    __hash__ = Value.__hash__
+
+    def _compare(self, kind: str, other):
+        from . import ops
+
+        if not isinstance(other, (Tensor, numbers.Real)):
+            return NotImplemented
+        return ops.ops_elementwise._compare(kind, self, other)
+
+    def __eq__(self, other):  # type: ignore[override]
+        return self._compare("eq", other)
+
+    def __ne__(self, other):  # type: ignore[override]
+        return self._compare("ne", other)
+
+    def __lt__(self, other):
+        return self._compare("lt", other)
+
+    def __le__(self, other):
+        return self._compare("le", other)
+
+    def __gt__(self, other):
+        return self._compare("gt", other)
+
+    def __ge__(self, other):
+        return self._compare("ge", other)
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise RuntimeError(
+                f"the truth value of a tensor of shape {self.shape} is ambiguous; reduce it "
+                f"first, e.g. bool((a == b).all()) or (a == b).sum().item() == a.size"
+            )
+        return bool(self.item())
+
+    def all(self) -> "Tensor":
+        """Whether every element is non-zero: a 0-d bool tensor."""
+        return (self != 0).astype("int64").sum() == self.size
+
+    def any(self) -> "Tensor":
+        """Whether some element is non-zero: a 0-d bool tensor."""
+        return (self != 0).astype("int64").sum() > 0
+
+    def float(self) -> "Tensor":
+        """``astype("float32")`` (PyTorch's ``.float()``)."""
+        return self.astype("float32")
+
+    def double(self) -> "Tensor":
+        """``astype("float64")``."""
+        return self.astype("float64")
+
+    def long(self) -> "Tensor":
+        """``astype("int64")``."""
+        return self.astype("int64")
+
+    def int(self) -> "Tensor":
+        """``astype("int32")``."""
+        return self.astype("int32")
+
+    def bool(self) -> "Tensor":
+        """``astype("bool")``."""
+        return self.astype("bool")
+
+    def _call(name: str):  # noqa: N805  (builds methods at class creation)
+        def method(self, *args, **kwargs):
+            from . import ops
+
+            return getattr(ops, name)(self, *args, **kwargs)
+
+        method.__name__ = name
+        method.__doc__ = f"``needle.{name}(self, ...)``: see :func:`needle.ops.{name}`."
+        return method
+
+    # reductions
+    max, min, amax, amin = _call("max"), _call("min"), _call("amax"), _call("amin")
+    argmax, argmin, mean, var, std, prod = (
+        _call("argmax"), _call("argmin"), _call("mean"), _call("var"), _call("std"),
+        _call("prod"))
+    # elementwise
+    abs = __abs__ = _call("abs")
+    sqrt, rsqrt, sin, cos, exp, log = (
+        _call("sqrt"), _call("rsqrt"), _call("sin"), _call("cos"), _call("exp"), _call("log"))
+    log1p, expm1, tanh, sigmoid, relu, sign = (
+        _call("log1p"), _call("expm1"), _call("tanh"), _call("sigmoid"), _call("relu"),
+        _call("sign"))
+    clip = clamp = _call("clip")
+    maximum, minimum, pow = _call("maximum"), _call("minimum"), _call("power")
+    # shapes and selection
+    squeeze, unsqueeze, flatten, view = (
+        _call("squeeze"), _call("unsqueeze"), _call("flatten"), _call("view"))
+    permute, expand, repeat, tile = (
+        _call("permute"), _call("expand"), _call("repeat"), _call("tile"))
+    gather, scatter_add, masked_fill, chunk = (
+        _call("gather"), _call("scatter_add"), _call("masked_fill"), _call("chunk"))
+    softmax, log_softmax = _call("softmax"), _call("log_softmax")
+    del _call
+
+    def split(self, split_size_or_sections, dim: int = 0) -> tuple["Tensor", ...]:
+        """PyTorch's ``Tensor.split``: pieces of an int size along ``dim`` (the last smaller),
+        or of each size in a list. (``needle.split(a, axis)`` is the course's op.)"""
+        from .ops.ops_indexing import split_size
+
+        return split_size(self, split_size_or_sections, dim)
+
+    # ----- interoperability ---------------------------------------------------------------
+    def tolist(self):
+        """The values as (nested) Python lists of numbers."""
+        return self.numpy().tolist()
+
+    def __array__(self, dtype=None, copy=None) -> numpy.ndarray:
+        """``np.asarray(t)``: the array itself under ``np`` (shared memory), a copy under
+        ``nd`` (the NDArray's buffer is not NumPy memory)."""
+        array = self.numpy()
+        if dtype is not None and array.dtype != dtype:
+            return array.astype(dtype)
+        return array.copy() if copy else array
+
+    def __dlpack__(self, **kwargs):
+        """Export through DLPack (``torch.from_dlpack(t)``, ``np.from_dlpack(t)``) on the CPU:
+        the array itself under ``np`` (no copy), a NumPy copy under ``nd``."""
+        return self.numpy().__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        """DLPack's device of this tensor: ``(1, 0)``, the CPU."""
+        return (1, 0)
 
 
 # ----- graph traversal and the backward pass -------------------------------------------

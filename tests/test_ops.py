@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import needle as ndl
+import needle.nn.functional as F
 from conftest import tensor
 from needle.backends import NDArray
 from needle.autograd import find_topo_sort
@@ -135,6 +136,67 @@ def _recombine(parts) -> ndl.Tensor:
 
 def _np_recombine(a: np.ndarray, axis: int) -> np.ndarray:
     return sum((i + 1) * np.take(a, i, axis=axis) for i in range(a.shape[axis]))
+
+
+# ----- helpers of the PyTorch-named ops' rows ----------------------------------------------------
+
+_IDX = np.array([[2, 0], [1, 1]])  # gather / scatter_add indices along dim 1 (a repeat in row 1)
+
+
+def _np_put(a: np.ndarray, key, v) -> np.ndarray:
+    out = a.copy()
+    out[key] = v
+    return out
+
+
+def _np_scatter_add(a: np.ndarray, idx: np.ndarray, src: np.ndarray) -> np.ndarray:
+    out = a.copy()
+    rows = np.arange(idx.shape[0])[:, None]
+    np.add.at(out, (np.broadcast_to(rows, idx.shape), idx), src[:, :idx.shape[1]])
+    return out
+
+
+def _setitem_graph(v: ndl.Tensor) -> ndl.Tensor:
+    """``out[1] = v * 2`` into a constant: ``out`` becomes a node whose gradient reaches v."""
+    out = ndl.zeros(2, *v.shape, dtype=v.dtype, device=v.device)
+    out[1] = v * 2.0
+    return out
+
+
+def _np_zeros_mask(shape: Shape) -> np.ndarray:
+    """1 everywhere but a zero in row 1 and two zeros in row 2 (prod's three gradient cases)."""
+    mask = np.ones(shape)
+    mask[1, 0] = mask[2, 1] = mask[2, 3] = 0.0
+    return mask
+
+
+def _zeros_mask(a: ndl.Tensor) -> ndl.Tensor:
+    return ndl.Tensor(_np_zeros_mask(a.shape), dtype=a.dtype, device=a.device, requires_grad=False)
+
+
+def _np_labels(a: np.ndarray, ignore: bool = False) -> np.ndarray:
+    """Fixed class labels for the rows of ``a`` (N, C, ...); with ``ignore``, row 1 is -1."""
+    labels = np.arange(a.shape[0]) * 2 % a.shape[1]
+    if a.ndim > 2:
+        labels = (np.arange(a.shape[0] * a.shape[2]) % a.shape[1]).reshape(a.shape[0], a.shape[2])
+    if ignore:
+        labels[1] = -1
+    return labels
+
+
+def _labels(a: ndl.Tensor, ignore: bool = False) -> ndl.Tensor:
+    return ndl.Tensor(_np_labels(np.empty(a.shape), ignore), dtype="int64", device=a.device)
+
+
+def np_cross_entropy(logits: np.ndarray, labels: np.ndarray, ignore_index: int = -100,
+                     smoothing: float = 0.0, reduction: str = "mean") -> np.ndarray:
+    log_p = logits - np_logsumexp(logits, 1)[:, None]
+    kept = labels != ignore_index
+    picked = log_p[np.arange(len(labels)), np.where(kept, labels, 0)]
+    loss = ((1 - smoothing) * -picked - smoothing * log_p.mean(1)) * kept
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.sum() / kept.sum()
 
 
 # ----- the table -----------------------------------------------------------------------------
@@ -269,6 +331,153 @@ OPS: list[Row] = [
         lambda a, b: b * 2.0, [((3,), (2,))]),
     Row("fused_add_scalars", lambda a: ndl.fused_add_scalars(a, 1.0, -2.0)[0]
         * ndl.fused_add_scalars(a, 1.0, -2.0)[1], lambda a: (a + 1.0) * (a - 2.0), UNARY),
+    # ----- the PyTorch-named ops ---------------------------------------------------------
+    # indexing: views for basic keys, gathers for advanced ones; gradients scatter back
+    Row("getitem int", lambda a: a[1], lambda a: a[1], [((3,),), ((2, 3),), ((2, 3, 4),)]),
+    Row("getitem -1", lambda a: a[-1, 0], lambda a: a[-1, 0], [((2, 3),), ((2, 3, 4),)]),
+    Row("getitem slices", lambda a: a[:, 1:3], lambda a: a[:, 1:3], [((2, 3),), ((2, 3, 4),)]),
+    Row("getitem negative steps", lambda a: a[::-1, ::-2], lambda a: a[::-1, ::-2],
+        [((2, 3),), ((2, 3, 4),), ((1, 3, 1),)]),
+    Row("getitem None and ...", lambda a: a[None, ..., 0], lambda a: a[None, ..., 0],
+        [((3,),), ((2, 3),), ((2, 3, 4),)]),
+    Row("getitem ()", lambda a: a[()] * a[()], lambda a: a * a, UNARY),
+    Row("getitem int array, repeated", lambda a: a[[0, 1, 0]], lambda a: a[[0, 1, 0]],
+        [((2,),), ((2, 3),), ((2, 3, 4),)]),
+    Row("getitem int tensor and slice", lambda a: a[ndl.Tensor([[1], [0]], dtype="int64"), 1:],
+        lambda a: a[np.array([[1], [0]]), 1:], [((2, 3),), ((2, 3, 4),)]),
+    Row("getitem two arrays", lambda a: a[[1, 0, 1], [2, 2, 0]], lambda a: a[[1, 0, 1], [2, 2, 0]],
+        [((2, 3),), ((2, 3, 4),)]),
+    Row("getitem bool mask", lambda a: a[_np_fixed(a.shape) > 0], lambda a: a[_np_fixed(a.shape) > 0],
+        NONEMPTY),
+    Row("getitem bool mask tensor", lambda a: a[ndl.Tensor(_np_fixed(a.shape[:1]) > -1, dtype="bool")],
+        lambda a: a[_np_fixed(a.shape[:1]) > -1], NONEMPTY),
+    Row("index_put slice", lambda a, v: ndl.index_put(a, (slice(None), 0), v) * a,
+        lambda a, v: _np_put(a, (slice(None), 0), v) * a, [((2, 3), (2,)), ((2, 3), (1,))]),
+    Row("index_put mask scalar", lambda a: ndl.index_put(a, _np_fixed(a.shape) > 0, 0.5),
+        lambda a: _np_put(a, _np_fixed(a.shape) > 0, 0.5), NONEMPTY),
+    Row("index_put int array", lambda a, v: ndl.index_put(a, [2, 0], v),
+        lambda a, v: _np_put(a, [2, 0], v), [((3,), (2,)), ((3, 2), (2, 2)), ((3, 2), (2,))]),
+    Row("setitem with a value that requires grad", _setitem_graph,
+        lambda v: _np_put(np.zeros((2,) + v.shape), 1, v * 2.0), [((3,),), ((2, 3),)]),
+    Row("gather", lambda a: ndl.gather(a, 1, _IDX), lambda a: np.take_along_axis(a, _IDX, 1),
+        [((2, 3),)]),
+    Row("gather dim 0", lambda a: ndl.gather(a, 0, np.array([[1, 0, 1]])),
+        lambda a: np.take_along_axis(a, np.array([[1, 0, 1]]), 0), [((2, 3),)]),
+    Row("scatter_add", lambda a, s: ndl.scatter_add(a, 1, _IDX, s),
+        lambda a, s: _np_scatter_add(a, _IDX, s), [((2, 3), (2, 2)), ((2, 3), (2, 3))]),
+    Row("where (comparison)", lambda a, b: ndl.where(a > b, a, b * 2.0),
+        lambda a, b: np.where(a > b, a, b * 2.0), BROADCAST_PAIRS),
+    Row("where scalar", lambda a: ndl.where(a <= 0.5, a, 0.0), lambda a: np.where(a <= 0.5, a, 0.0),
+        UNARY),
+    Row("masked_fill", lambda a: ndl.masked_fill(a, a[..., :1] >= 0.5, -1.0),
+        lambda a: np.where(a[..., :1] >= 0.5, -1.0, a), NONEMPTY),
+    Row("cat 0", lambda a, b: ndl.cat([a, b], dim=0), lambda a, b: np.concatenate([a, b], 0),
+        [((3,), (2,)), ((2, 3), (1, 3)), ((1, 3, 1), (2, 3, 1))]),
+    Row("cat -1 of three", lambda a, b, c: ndl.concatenate([a, b, c], -1),
+        lambda *a: np.concatenate(a, -1), [((2, 3), (2, 1), (2, 2)), ((2, 1, 4),) * 3]),
+    Row("split_with_sizes", lambda a: ndl.cat(ndl.split_with_sizes(a, [1, 2], 1)[::-1], 1),
+        lambda a: np.concatenate([a[:, 1:], a[:, :1]], 1), [((2, 3),), ((2, 3, 4),)]),
+    Row("Tensor.split", lambda a: ndl.cat(a.split(2, -1)[::-1], -1),
+        lambda a: np.concatenate([a[..., 2:], a[..., :2]], -1), [((2, 3),), ((3,),)]),
+    Row("chunk", lambda a: ndl.cat(ndl.chunk(a, 2, 0)[::-1], 0),
+        lambda a: np.concatenate([a[1:], a[:1]], 0), [((2, 3),), ((2, 3, 4),)]),
+    # elementwise
+    Row("abs", ndl.abs, np.abs, UNARY, ("nonzero",)),
+    Row("sign", lambda a: ndl.sign(a) * a, np.abs, UNARY, ("nonzero",)),
+    Row("sqrt", ndl.sqrt, np.sqrt, UNARY, ("positive",)),
+    Row("rsqrt", ndl.rsqrt, lambda a: 1 / np.sqrt(a), UNARY, ("positive",)),
+    Row("sin", ndl.sin, np.sin, UNARY),
+    Row("cos", ndl.cos, np.cos, UNARY),
+    Row("log1p", ndl.log1p, np.log1p, UNARY, ("positive",)),
+    Row("expm1", ndl.expm1, np.expm1, UNARY),
+    Row("clip", lambda a: ndl.clip(a, -0.5, 0.7), lambda a: np.clip(a, -0.5, 0.7), UNARY),
+    Row("clamp min", lambda a: a.clamp(min=0.1), lambda a: np.maximum(a, 0.1), UNARY),
+    Row("clip tensor bounds", lambda a, b: ndl.clip(a, min=b, max=b + 1.0),
+        lambda a, b: np.clip(a, b, b + 1.0), BROADCAST_PAIRS),
+    Row("maximum", ndl.maximum, np.maximum, BROADCAST_PAIRS),
+    Row("minimum", ndl.minimum, np.minimum, BROADCAST_PAIRS),
+    Row("Tensor.pow", lambda a, b: a.pow(b), np.power, [((2, 3), (3,))], ("positive", "real")),
+    # reductions
+    Row("amax None", ndl.amax, np.max, UNARY),
+    Row("amax 1 keepdims", lambda a: ndl.amax(a, 1, keepdims=True),
+        lambda a: np.max(a, 1, keepdims=True), MATRICES),
+    Row("amax dim (0, -1)", lambda a: ndl.amax(a, dim=(0, -1)), lambda a: np.max(a, (0, -1)),
+        MATRICES),
+    Row("amin -1", lambda a: ndl.amin(a, -1), lambda a: np.min(a, -1), NONEMPTY),
+    Row("Tensor.max", lambda a: a.max(), np.max, UNARY),
+    Row("max dim values", lambda a: a.max(1).values, lambda a: np.max(a, 1), MATRICES),
+    Row("min dim keepdim", lambda a: ndl.min(a, -1, keepdim=True)[0],
+        lambda a: np.min(a, -1, keepdims=True), NONEMPTY),
+    Row("argmax through gather", lambda a: ndl.gather(a, 1, a.argmax(1, keepdim=True)),
+        lambda a: np.max(a, 1, keepdims=True), MATRICES),
+    Row("mean", ndl.mean, np.mean, UNARY),
+    Row("mean dim keepdim", lambda a: a.mean(dim=-1, keepdim=True),
+        lambda a: np.mean(a, -1, keepdims=True), NONEMPTY),
+    Row("mean axis tuple", lambda a: ndl.mean(a, (0, 2)), lambda a: np.mean(a, (0, 2)),
+        [((2, 3, 4),), ((1, 3, 1),)]),
+    Row("var", ndl.var, lambda a: np.var(a, ddof=1), [((3,),), ((2, 3),), ((2, 3, 4),)]),
+    Row("var dim 1 correction 0", lambda a: a.var(1, correction=0), lambda a: np.var(a, 1),
+        [((2, 3),), ((2, 3, 4),)]),
+    Row("std", lambda a: ndl.std(a, -1, keepdims=True), lambda a: np.std(a, -1, ddof=1, keepdims=True),
+        [((3,),), ((2, 3),)]),
+    Row("prod", ndl.prod, np.prod, UNARY),
+    Row("prod dim", lambda a: a.prod(dim=1), lambda a: np.prod(a, 1), MATRICES),
+    Row("prod with zeros", lambda a: ndl.prod(a * _zeros_mask(a), 1),
+        lambda a: np.prod(a * _np_zeros_mask(a.shape), 1), [((3, 4),)]),
+    # shapes
+    Row("permute", lambda a: a.permute(2, 0, 1), lambda a: np.transpose(a, (2, 0, 1)),
+        [((2, 3, 4),), ((1, 3, 1),)]),
+    Row("permute (-1, 0)", lambda a: ndl.permute(a, (-1, 0)), lambda a: a.T,
+        [(s,) for s in ZOO if len(s) == 2]),
+    Row("squeeze", ndl.squeeze, np.squeeze, UNARY),
+    Row("squeeze dim", lambda a: a.squeeze(0), lambda a: a.reshape(a.shape[1:]) if a.shape[0] == 1
+        else a, NONEMPTY),
+    Row("unsqueeze", lambda a: a.unsqueeze(-1), lambda a: a[..., None], UNARY),
+    Row("flatten", ndl.flatten, lambda a: a.reshape(-1), UNARY),
+    Row("flatten 1", lambda a: a.flatten(1), lambda a: a.reshape(a.shape[0], -1), MATRICES),
+    Row("view", lambda a: a.view(-1, 2), lambda a: a.reshape(-1, 2), [((2, 3),), ((2, 3, 4),)]),
+    Row("expand", lambda a: a.expand(2, -1, 3), lambda a: np.broadcast_to(a, (2, a.shape[0], 3)),
+        [((3, 1),), ((2, 1),)]),
+    Row("repeat", lambda a: a.repeat(2, 1, 3), lambda a: np.tile(a, (2, 1, 3)), MATRICES + [((3,),)]),
+    Row("tile", lambda a: ndl.tile(a, 2), lambda a: np.tile(a, 2), UNARY),
+    # softmax
+    Row("softmax", ndl.softmax, lambda a: np.exp(a - np_logsumexp(a, -1)[..., None]), NONEMPTY),
+    Row("log_softmax dim 0", lambda a: ndl.log_softmax(a, 0),
+        lambda a: a - np_logsumexp(a, 0)[None], NONEMPTY),
+    # activations and losses (needle.nn.functional)
+    Row("gelu", F.gelu, lambda a: 0.5 * a * (1 + np.tanh(np.sqrt(2 / np.pi) * (a + 0.044715 * a**3))),
+        UNARY),
+    Row("silu", F.silu, lambda a: a * np_sigmoid(a), UNARY),
+    Row("leaky_relu", lambda a: F.leaky_relu(a, 0.1), lambda a: np.where(a > 0, a, 0.1 * a), UNARY,
+        ("nonzero",)),
+    Row("elu", F.elu, lambda a: np.where(a > 0, a, np.expm1(a)), UNARY, ("nonzero",)),
+    Row("softplus", lambda a: F.softplus(a, 2.0, 3.0),
+        lambda a: np.where(2 * a > 3.0, a, np.log1p(np.exp(2 * a)) / 2), UNARY),
+    Row("cross_entropy", lambda a: F.cross_entropy(a, _labels(a)),
+        lambda a: np_cross_entropy(a, _np_labels(a)), [(s,) for s in ZOO if len(s) == 2]
+        + [((4, 5),)]),
+    Row("cross_entropy smoothing, ignore_index, sum", lambda a: F.cross_entropy(
+        a, _labels(a, ignore=True), ignore_index=-1, label_smoothing=0.1, reduction="sum"),
+        lambda a: np_cross_entropy(a, _np_labels(a, ignore=True), -1, 0.1, "sum"), [((4, 5),)]),
+    Row("cross_entropy (N, C, d)", lambda a: F.cross_entropy(a, _labels(a), reduction="none"),
+        lambda a: np_cross_entropy(np.moveaxis(a, 1, -1).reshape(-1, 3),
+                                   _np_labels(a).reshape(-1), reduction="none").reshape(2, 4),
+        [((2, 3, 4),)]),
+    Row("cross_entropy probabilities", lambda a, p: F.cross_entropy(a, ndl.softmax(p)),
+        lambda a, p: -np.mean(np.sum(np.exp(p - np_logsumexp(p, 1)[:, None])
+                                     * (a - np_logsumexp(a, 1)[:, None]), 1)), [((2, 3), (2, 3))]),
+    Row("nll_loss", lambda a: F.nll_loss(ndl.log_softmax(a, 1), _labels(a)),
+        lambda a: np_cross_entropy(a, _np_labels(a)), [((4, 5),)]),
+    Row("mse_loss", F.mse_loss, lambda a, b: np.mean((a - b) ** 2), [((2, 3), (2, 3))]),
+    Row("l1_loss sum", lambda a, b: F.l1_loss(a, b, "sum"), lambda a, b: np.abs(a - b).sum(),
+        [((2, 3), (2, 3))]),
+    Row("binary_cross_entropy", lambda a, b: F.binary_cross_entropy(ndl.sigmoid(a), ndl.sigmoid(b)),
+        lambda a, b: np.mean(-(np_sigmoid(b) * np.log(np_sigmoid(a)) + (1 - np_sigmoid(b))
+                               * np.log(1 - np_sigmoid(a)))), [((2, 3), (2, 3))]),
+    Row("binary_cross_entropy_with_logits", lambda a, b: F.binary_cross_entropy_with_logits(
+        a, ndl.sigmoid(b), reduction="none"),
+        lambda a, b: -(np_sigmoid(b) * np.log(np_sigmoid(a)) + (1 - np_sigmoid(b))
+                       * np.log(1 - np_sigmoid(a))), [((2, 3), (2, 3))]),
     # a composite: the course's softmax loss shape
     Row("composite", lambda x, w: ndl.logsumexp(ndl.relu(x @ w), 1).sum() / 2,
         lambda x, w: np_logsumexp(np.maximum(x @ w, 0), 1).sum() / 2, [((2, 3), (3, 4))],

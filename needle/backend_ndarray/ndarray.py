@@ -1456,10 +1456,107 @@ def finfo(dtype: Any) -> np.finfo:
     return np.finfo(_dtype(dtype))
 
 
+# ----- NumPy functions the ops need that have no kernel: computed through NumPy ----------------
+# Each takes and returns NDArrays with NumPy's semantics, so one op body serves both backends.
+# Those marked "through NumPy" copy their operands to the host and the result back.
+
+
+def _through_numpy(result: np.ndarray, like: NDArray) -> NDArray:
+    """A NumPy result as an NDArray on ``like``'s device (its own dtype)."""
+    result = np.asarray(result, order="C")  # (np.ascontiguousarray would make 0-d 1-d)
+    return NDArray(result, device=like.device, dtype=result.dtype)
+
+
+def _float_through_numpy(name: str, fn: Callable, a: NDArray) -> NDArray:
+    _require_float(name, a)
+    with np.errstate(all="ignore"):  # NDArray math gives inf/nan without warnings
+        return _through_numpy(fn(a.numpy()), a)
+
+
+def sin(a: NDArray) -> NDArray:
+    """Sine elementwise (np.sin; through NumPy)."""
+    return _float_through_numpy("sin", np.sin, a)
+
+
+def cos(a: NDArray) -> NDArray:
+    """Cosine elementwise (np.cos; through NumPy)."""
+    return _float_through_numpy("cos", np.cos, a)
+
+
+def log1p(a: NDArray) -> NDArray:
+    """``log(1 + a)``, accurate for small ``a`` (np.log1p; through NumPy)."""
+    return _float_through_numpy("log1p", np.log1p, a)
+
+
+def expm1(a: NDArray) -> NDArray:
+    """``exp(a) - 1``, accurate for small ``a`` (np.expm1; through NumPy)."""
+    return _float_through_numpy("expm1", np.expm1, a)
+
+
+def where(condition: NDArray, x: NDArray, y: NDArray) -> NDArray:
+    """``x`` where ``condition`` is true, else ``y`` (np.where with three arrays, broadcast;
+    through NumPy)."""
+    return _through_numpy(np.where(condition.numpy(), x.numpy(), y.numpy()), x)
+
+
+def argmax(a: NDArray, axis: int | None = None, keepdims: bool = False) -> NDArray:
+    """int64 index of the first maximum along ``axis`` (None: of the flattened array), as
+    np.argmax (through NumPy)."""
+    return _through_numpy(np.asarray(np.argmax(a.numpy(), axis=axis, keepdims=keepdims)), a)
+
+
+def argmin(a: NDArray, axis: int | None = None, keepdims: bool = False) -> NDArray:
+    """int64 index of the first minimum along ``axis``, as np.argmin (through NumPy)."""
+    return _through_numpy(np.asarray(np.argmin(a.numpy(), axis=axis, keepdims=keepdims)), a)
+
+
+def reduce_prod(a: NDArray, axis: Any = None, keepdims: bool = False) -> NDArray:
+    """Product over ``axis`` (None, an int or a tuple), as np.prod (through NumPy). Not named
+    ``prod``: that is the course's product of a shape's sizes."""
+    return _through_numpy(np.asarray(np.prod(a.numpy(), axis=axis, keepdims=keepdims)), a)
+
+
+def concatenate(arrays: Sequence[NDArray], axis: int = 0) -> NDArray:
+    """Arrays joined along an existing ``axis`` (np.concatenate): one strided copy each."""
+    arrays = list(arrays)
+    (axis,) = _normalize_axes("concatenate", axis, arrays[0].ndim)
+    shape = list(arrays[0].shape)
+    shape[axis] = builtins.sum(x.shape[axis] for x in arrays)
+    out = empty(tuple(shape), _result_dtype(arrays), arrays[0].device)
+    start, lead = 0, (slice(None),) * axis
+    for x in arrays:
+        out[lead + (slice(start, start + x.shape[axis]),)] = x
+        start += x.shape[axis]
+    return out
+
+
+def take(a: NDArray, indices: np.ndarray) -> NDArray:
+    """Elements of the flattened ``a`` at the int64 ``indices`` (np.take with no axis): an
+    array of ``indices.shape``. Float arrays use the device's ``take_rows`` kernel; other
+    dtypes go through NumPy."""
+    indices = np.asarray(indices, dtype=np.int64)
+    kernel = getattr(a.device, "take_rows", None)
+    if kernel is None or not _is_float(a.dtype):
+        return _through_numpy(np.take(a.numpy(), indices), a)
+    out = empty(indices.shape, a.dtype, a.device)
+    kernel(a.compact()._handle, np.ascontiguousarray(indices.reshape(-1)), out._handle, a.size, 1)
+    return out
+
+
+def put(a: NDArray, indices: np.ndarray, values: NDArray) -> None:
+    """``a.flat[indices] = values`` in place (np.put; the last of repeated indices wins;
+    through NumPy)."""
+    host = a.numpy()
+    np.put(host, np.asarray(indices, dtype=np.int64), values.numpy())
+    a[()] = NDArray(host, device=a.device, dtype=a.dtype)
+
+
 __all__ = [
     "NDArray", "BackendDevice", "DType", "cpu", "cuda", "cpu_numpy", "default_device",
     "all_devices", "prod", "array", "asarray", "empty", "full", "zeros", "ones", "zeros_like",
     "full_like", "broadcast_to", "reshape", "maximum", "clip", "log", "exp", "tanh", "power",
     "sqrt", "multiply", "divide", "sum", "max", "flip", "pad", "matmul", "swapaxes", "transpose",
     "stack", "inf", "errstate", "finfo", "float32", "float64", "int32", "int64", "bool_",
+    "sin", "cos", "log1p", "expm1", "where", "argmax", "argmin", "reduce_prod", "concatenate",
+    "take", "put",
 ]

@@ -5,6 +5,7 @@
 >>> model.num_parameters()
 58
 """
+from . import functional
 from .module import IncompatibleKeys, Module, Parameter, StateDictError
 from .nn_basic import (
     BatchNorm1d,
@@ -20,6 +21,21 @@ from .nn_basic import (
     SoftmaxLoss,
     Tanh,
 )
+from .nn_activations import (
+    ELU,
+    GELU,
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    L1Loss,
+    LeakyReLU,
+    LogSoftmax,
+    MSELoss,
+    NLLLoss,
+    SiLU,
+    Softmax,
+    Softplus,
+)
 from .nn_conv import BatchNorm2d, Conv
 from .nn_distributed import DistributedDataParallel
 from .nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
@@ -32,4 +48,7 @@ __all__ = [
     "Conv", "BatchNorm2d", "DistributedDataParallel",
     "Embedding", "RNNCell", "RNN", "LSTMCell", "LSTM",
     "MultiHeadAttention", "AttentionLayer", "TransformerLayer", "Transformer",
+    "Softmax", "LogSoftmax", "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus",
+    "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss",
+    "functional",
 ]

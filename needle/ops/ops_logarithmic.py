@@ -76,4 +76,22 @@ def logsoftmax(a: Tensor) -> Tensor:
     return LogSoftmax()(a)
 
 
-__all__ = ["LogSumExp", "logsumexp", "LogSoftmax", "logsoftmax"]
+def log_softmax(a: Tensor, dim: int = -1) -> Tensor:
+    """``a - logsumexp(a, dim)`` (torch.log_softmax), stable; over the last axis it is
+    :class:`LogSoftmax`, over another axis a composition with :class:`LogSumExp`."""
+    _check_tensor("log_softmax", a)
+    if len(a.shape) < 1:
+        raise ValueError(f"log_softmax: needs at least 1 dimension, got shape {a.shape}")
+    (axis,) = normalize_axes("log_softmax", dim, len(a.shape))
+    if axis == len(a.shape) - 1:
+        return LogSoftmax()(a)
+    kept = keepdims_shape(a.shape, (axis,))
+    return a - broadcast_to(reshape(logsumexp(a, axis), kept), a.shape)
+
+
+def softmax(a: Tensor, dim: int = -1) -> Tensor:
+    """``exp(a) / sum(exp(a), dim)`` (torch.softmax), as ``exp(log_softmax(a, dim))``."""
+    return exp(log_softmax(a, dim))
+
+
+__all__ = ["LogSumExp", "logsumexp", "LogSoftmax", "logsoftmax", "log_softmax", "softmax"]

@@ -43,8 +43,39 @@ class ModulePlace:
     top_type: str
 
 
-_PLACES: "weakref.WeakKeyDictionary[Value, ModulePlace]" = weakref.WeakKeyDictionary()
-_NAMES: "weakref.WeakKeyDictionary[Value, str]" = weakref.WeakKeyDictionary()
+class _WeakIdentityMap:
+    """A map from graph nodes to values that holds the nodes weakly and compares them by
+    identity (a WeakKeyDictionary compares keys with ``==``, which is elementwise for
+    tensors); an entry goes when its node is freed."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[weakref.ref, Any]] = {}
+
+    def get(self, key: Value, default: Any = None) -> Any:
+        entry = self._items.get(id(key))
+        return entry[1] if entry is not None and entry[0]() is key else default
+
+    def __contains__(self, key: Value) -> bool:
+        entry = self._items.get(id(key))
+        return entry is not None and entry[0]() is key
+
+    def __setitem__(self, key: Value, value: Any) -> None:
+        items, key_id = self._items, id(key)
+
+        def forget(ref: weakref.ref) -> None:
+            if items.get(key_id, (None,))[0] is ref:
+                del items[key_id]
+
+        items[key_id] = (weakref.ref(key, forget), value)
+
+    def setdefault(self, key: Value, value: Any) -> Any:
+        if key not in self:
+            self[key] = value
+        return self.get(key)
+
+
+_PLACES = _WeakIdentityMap()  # node -> ModulePlace
+_NAMES = _WeakIdentityMap()  # parameter or buffer -> its dotted name
 
 
 def module_place(node: Value) -> ModulePlace | None:
