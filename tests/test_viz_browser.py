@@ -79,7 +79,7 @@ def test_trace_loads_steps_forward_and_back_and_shows_the_gradients(browser, tmp
         tensor = order[int(s["node"][1:])]
         check_matches(s["sum"], tensor.grad.numpy())
         assert s["current"] == [f"row-{s['node']}"]
-        users = [f"v{order.index(u)}" for u in order if any(x is tensor for x in u.inputs)]
+        users = [f"v{i}" for i, u in enumerate(order) if any(x is tensor for x in u.inputs)]
         assert {p[0] for p in s["parts"]} <= set(users) | {""}
     # the logits (4, 3) feed both logsumexps of the loss: two contributions that add up
     logits = next(s for s in shown if len(s["parts"]) == 2)
