@@ -10,3 +10,4 @@ from .ops_tuple import *  # noqa: F401,F403
 from .ops_fused import *  # noqa: F401,F403
 from .ops_conv import *  # noqa: F401,F403
 from .ops_sequence import *  # noqa: F401,F403
+from .ops_pool import *  # noqa: F401,F403
