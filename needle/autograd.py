@@ -441,7 +441,7 @@ class Tensor(Value):
 
     # ----- differentiation ----------------------------------------------------------
     def backward(self, out_grad: "Tensor | None" = None, *,
-                 create_graph: bool | None = None) -> None:
+                 create_graph: bool | None = None, accumulate: bool = False) -> None:
         """Compute the gradient of this tensor with respect to every node of its graph.
 
         ``out_grad`` defaults to ones of this tensor's shape (for a non-scalar tensor
@@ -456,6 +456,12 @@ class Tensor(Value):
         keep the output tensor alive. ``create_graph=True`` records the gradient graph
         right away; ``create_graph=False`` makes constant gradients that can never be
         differentiated (see :func:`compute_gradient_of_variables`).
+
+        ``accumulate=True`` *adds* each leaf's new gradient to the ``.grad`` it already
+        has (a leaf without one just gets it), PyTorch's behaviour, for gradient
+        accumulation over micro-batches: several ``backward(accumulate=True)`` calls, then
+        one optimizer step, then ``reset_grad()``. The summed gradients are constants, so
+        it cannot be combined with ``create_graph=True``.
 
         >>> x = Tensor([2.0])
         >>> (x ** 3).backward()
@@ -478,7 +484,13 @@ class Tensor(Value):
                 f"backward(): out_grad.shape={out_grad.shape} must equal the tensor's "
                 f"shape {self.shape}"
             )
-        compute_gradient_of_variables(self, out_grad, create_graph=create_graph)
+        if accumulate and create_graph:
+            raise ValueError("backward(): accumulate=True sums gradients as constants; it "
+                             "cannot record their graph (create_graph=True)")
+        if accumulate:
+            create_graph = False
+        compute_gradient_of_variables(self, out_grad, create_graph=create_graph,
+                                      accumulate=bool(accumulate))
 
     # ----- operators: dispatch only (see needle.ops for the lowering) -----------------
     def __add__(self, other):
@@ -789,7 +801,8 @@ def find_topo_sort(node_list: Sequence[Value]) -> list[Value]:
 
 
 def compute_gradient_of_variables(
-    output_tensor: Tensor, out_grad: Tensor, create_graph: bool | None = None
+    output_tensor: Tensor, out_grad: Tensor, create_graph: bool | None = None,
+    accumulate: bool = False,
 ) -> None:
     """Reverse-mode differentiation: set ``.grad`` on every node of the output's graph.
 
@@ -810,6 +823,9 @@ def compute_gradient_of_variables(
       optimizer step, or the next backward), then only as long as the caller keeps it.
     - ``True``: the gradient graph is recorded right away (and holds the forward graph).
     - ``False``: the gradients are constants that can never be differentiated.
+
+    ``accumulate``: each leaf's gradient is added to the ``.grad`` it had (a constant sum,
+    made before the leaf's post-accumulate hooks run); use it with ``create_graph=False``.
     """
     global _grad_enabled, _record_graph, _queued_callbacks
     order = _topo_sort_with_gradient_graphs(output_tensor)
@@ -823,7 +839,7 @@ def compute_gradient_of_variables(
         _record_graph = False
     _queued_callbacks = []
     try:
-        _backpropagate(order, output_tensor, out_grad, record)
+        _backpropagate(order, output_tensor, out_grad, record, accumulate=accumulate)
         _grad_enabled, _record_graph = previous[:2]
         while _queued_callbacks:
             _queued_callbacks.pop(0)()
@@ -834,13 +850,15 @@ def compute_gradient_of_variables(
 def _backpropagate(order: list[Value], output_tensor: Tensor, out_grad: Tensor,
                    record: "_BackwardRecord | None" = None,
                    replayed: dict[int, Value] | None = None,
-                   replacements: dict[int, Value] | None = None) -> None:
+                   replacements: dict[int, Value] | None = None,
+                   accumulate: bool = False) -> None:
     """The backward pass over ``order`` (the output's topological order).
 
     Each node's adjoint, after its hooks, goes to its ``.grad`` (handed out through
     ``record`` when one is given). When replaying a pass for its graph, it goes into
     ``replayed[id(node)]`` instead, and no hook runs: ``replacements`` holds what the
-    hooks returned the first time.
+    hooks returned the first time. With ``accumulate``, a leaf's gradient is added to the
+    one it had.
     """
     partial_adjoints: dict[int, list[Value]] = {id(output_tensor): [out_grad]}
     hook = _partial_adjoint_hook if replayed is None else None
@@ -858,6 +876,8 @@ def _backpropagate(order: list[Value], output_tensor: Tensor, out_grad: Tensor,
                 if hooked is not grad and record is not None:
                     record.replacements[id(node)] = hooked
                 grad = hooked
+            if accumulate and node.op is None:
+                grad = _accumulated(node.grad, grad)
             node.grad = grad
             if record is not None and grad is not out_grad:
                 record.hand_out(grad, node)
@@ -873,6 +893,15 @@ def _backpropagate(order: list[Value], output_tensor: Tensor, out_grad: Tensor,
             partial_adjoints.setdefault(id(inp), []).append(inp_grad)
             if hook is not None:
                 hook(node, inp, inp_grad)
+
+
+def _accumulated(old: Value | None, new: Value) -> Value:
+    """``old + new`` as a constant in ``new``'s dtype, or ``new`` when there is no ``old``."""
+    if old is None:
+        return new
+    data = new.realize_cached_data()
+    total = old.realize_cached_data().astype(data.dtype, copy=False) + data
+    return Tensor.make_const(total)
 
 
 # ----- gradient graphs recorded on demand ---------------------------------------------------

@@ -36,8 +36,9 @@ from .nn_activations import (
     Softmax,
     Softplus,
 )
-from .nn_conv import BatchNorm2d, Conv
+from .nn_conv import AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv, MaxPool2d
 from .nn_distributed import DistributedDataParallel
+from .nn_norm import GroupNorm, LayerNorm, RMSNorm
 from .nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
 from .nn_transformer import AttentionLayer, MultiHeadAttention, Transformer, TransformerLayer
 
@@ -45,7 +46,8 @@ __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys",
     "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Sequential", "Residual",
     "SoftmaxLoss", "LayerNorm1d", "BatchNorm1d", "Dropout",
-    "Conv", "BatchNorm2d", "DistributedDataParallel",
+    "Conv", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+    "LayerNorm", "RMSNorm", "GroupNorm", "DistributedDataParallel",
     "Embedding", "RNNCell", "RNN", "LSTMCell", "LSTM",
     "MultiHeadAttention", "AttentionLayer", "TransformerLayer", "Transformer",
     "Softmax", "LogSoftmax", "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus",

@@ -1,4 +1,4 @@
-"""Convolutional layers on NCHW images: ``Conv`` and ``BatchNorm2d``.
+"""Convolutional layers on NCHW images: ``Conv``, ``BatchNorm2d`` and pooling.
 
 Both follow the course's hw4 exactly (parameters created, and drawn, in its order and
 with its bounds), so a seeded model gives the course's numbers. Internally they move
@@ -144,4 +144,65 @@ class BatchNorm2d(BatchNorm1d):
         return super().forward(x.reshape((n * h * w, c))).reshape((n, h, w, c))
 
 
-__all__ = ["Conv", "BatchNorm2d"]
+class MaxPool2d(Module):
+    """Max pooling of NCHW images, PyTorch's ``MaxPool2d``: (N, C, H, W) → (N, C, H_o, W_o).
+
+    ``H_o = ⌊(H + 2·padding − kernel_size)/stride⌋ + 1`` (``W_o`` likewise); ``kernel_size``
+    and ``padding`` are an int or an (H, W) pair, ``stride`` an int (default: the kernel
+    size). Padding, at most half the kernel, never wins. No parameters.
+
+    >>> import needle as ndl
+    >>> MaxPool2d(2)(ndl.init.rand(1, 3, 6, 6)).shape
+    (1, 3, 3, 3)
+    """
+
+    def __init__(self, kernel_size: int | tuple, stride: int | tuple | None = None,
+                 padding: int | tuple = 0) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) → (N, C, H_o, W_o)."""
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool2d(MaxPool2d):
+    """Average pooling of NCHW images, PyTorch's ``AvgPool2d`` (padding counts as zeros);
+    the arguments and sizes of :class:`MaxPool2d`.
+
+    >>> import needle as ndl
+    >>> AvgPool2d(3, stride=1, padding=1)(ndl.init.rand(1, 3, 6, 6)).shape
+    (1, 3, 6, 6)
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) → (N, C, H_o, W_o)."""
+        return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed size, PyTorch's ``AdaptiveAvgPool2d``:
+    (N, C, H, W) → (N, C, *output_size); ``output_size`` an int or an (H_o, W_o) pair, at
+    most the input's size. ``AdaptiveAvgPool2d(1)`` is global average pooling.
+
+    >>> import needle as ndl
+    >>> AdaptiveAvgPool2d((2, 3))(ndl.init.rand(1, 4, 7, 9)).shape
+    (1, 4, 2, 3)
+    """
+
+    def __init__(self, output_size: int | tuple) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) → (N, C, H_o, W_o)."""
+        return ops.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+__all__ = ["Conv", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]

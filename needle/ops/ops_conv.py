@@ -76,7 +76,8 @@ def _zero_pad_hw(a: NDArray, top: int, bottom: int, left: int, right: int) -> ND
     general ``np.pad`` machinery, which costs more than the copy itself here.
     """
     n, h, w, c = a.shape
-    out = array_api.zeros((n, top + h + bottom, left + w + right, c), dtype=a.dtype)
+    out = array_api.zeros((n, top + h + bottom, left + w + right, c), dtype=a.dtype,
+                          device=a.device)
     out[:, top : top + h, left : left + w, :] = a
     return out
 
@@ -205,7 +206,7 @@ class ConvInputGrad(TensorOp):
         # int index keeps its axis).
         acc_h = max(top + h, (ho - 1) * s + kh)
         acc_w = max(left + w, (wo - 1) * s + kw)
-        acc = array_api.zeros((n, acc_h, acc_w, 1, 1, c), dtype=cols.dtype)
+        acc = array_api.zeros((n, acc_h, acc_w, 1, 1, c), dtype=cols.dtype, device=cols.device)
         for u in range(kh):
             for v in range(kw):
                 rows = slice(u, u + (ho - 1) * s + 1, s)
@@ -244,7 +245,8 @@ class ConvWeightGrad(TensorOp):
         grad = grad.reshape(live + (c, o))
         if live == self.kernel:
             return grad
-        full = array_api.zeros(self.kernel + (c, o), dtype=grad.dtype)  # dead taps: 0
+        full = array_api.zeros(self.kernel + (c, o), dtype=grad.dtype,
+                               device=grad.device)  # dead taps: 0
         full[rows, cols] = grad
         return full
 

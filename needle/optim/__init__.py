@@ -1,4 +1,4 @@
-"""Optimizers (SGD, Adam) and learning-rate schedulers.
+"""Optimizers (SGD, Adam, AdamW, RMSprop, Adagrad) and learning-rate schedulers.
 
 >>> import needle as ndl
 >>> model = ndl.nn.Linear(3, 1)
@@ -8,8 +8,10 @@
 >>> opt.t
 1
 """
-from .lr_scheduler import CosineAnnealingLR, LRScheduler, StepLR
-from .optimizer import SGD, Adam, Optimizer, clip_grad_norm
+from .lr_scheduler import (CosineAnnealingLR, LinearWarmup, LRScheduler, OneCycleLR,
+                           ReduceLROnPlateau, StepLR)
+from .optimizer import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
 
-__all__ = ["Optimizer", "SGD", "Adam", "LRScheduler", "StepLR", "CosineAnnealingLR",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "LRScheduler", "StepLR",
+           "CosineAnnealingLR", "LinearWarmup", "OneCycleLR", "ReduceLROnPlateau",
            "clip_grad_norm"]
