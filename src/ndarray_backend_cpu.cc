@@ -31,6 +31,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "gemm.h"
 #include "kernels.h"
 
 namespace nb = nanobind;
@@ -438,6 +439,10 @@ void py_matmul(const Array& a, const Array& b, Array& out, int64_t m, int64_t n,
   check_matmul("matmul", a, b, out, m, n, p);
   dispatch_float("matmul", out.dtype(), [&](auto t) {
     using T = decltype(t);
+    if (m > 0 && n > 0 && p > 0 &&
+        gemm(a.as<T>(), n, int64_t{1}, b.as<T>(), p, int64_t{1}, out.as<T>(), m, n, p)) {
+      return;
+    }
     numpy_matmul()(numpy_view<T>(a, m, n), numpy_view<T>(b, n, p),
                    "out"_a = numpy_view<T>(out, m, p));
   });
@@ -474,6 +479,10 @@ void py_matmul_strided(const Array& a, const Array& b, Array& out, int64_t m, in
   }
   dispatch_float(fn, out.dtype(), [&](auto t) {
     using T = decltype(t);
+    if (gemm(a.as<T>() + va.offset, va.strides[0], va.strides[1], b.as<T>() + vb.offset,
+             vb.strides[0], vb.strides[1], out.as<T>(), m, n, p)) {
+      return;
+    }
     numpy_matmul()(numpy_strided_view<T>(a, va), numpy_strided_view<T>(b, vb),
                    "out"_a = numpy_view<T>(out, m, p));
   });
@@ -493,8 +502,23 @@ void py_matmul_batched(const Array& a, const Array& b, Array& out, int64_t batch
   check_size(fn, "out", out, checked_mul(fn, batch, checked_mul(fn, m, p)));
   dispatch_float(fn, out.dtype(), [&](auto t) {
     using T = decltype(t);
-    numpy_matmul()(numpy_view<T>(a, {batch, m, n}), numpy_view<T>(b, {batch, n, p}),
-                   "out"_a = numpy_view<T>(out, {batch, m, p}));
+    const Gemm<T> call = blas_gemm().get<T>();
+    if (call == nullptr || m == 0 || n == 0 || p == 0) {
+      numpy_matmul()(numpy_view<T>(a, {batch, m, n}), numpy_view<T>(b, {batch, n, p}),
+                     "out"_a = numpy_view<T>(out, {batch, m, p}));
+      return;
+    }
+    // whole products per chunk: the attention's thousands of small ones, several at a time
+    const T* pa = a.as<T>();
+    const T* pb = b.as<T>();
+    T* pc = out.as<T>();
+    const int64_t per_chunk = std::max<int64_t>(1, kGemmGrain / (m * n * p));
+    parallel_for(batch, per_chunk, [&](int64_t first, int64_t last) {
+      for (int64_t k = first; k < last; ++k) {
+        call(kRowMajor, kNoTrans, kNoTrans, m, p, n, T(1), pa + k * m * n, n, pb + k * n * p, p,
+             T(0), pc + k * m * p, p);
+      }
+    });
   });
 }
 
@@ -514,8 +538,12 @@ void py_matmul_tiled(const Array& a, const Array& b, Array& out, int64_t m, int6
     Array a_rows(m * n, dtype), b_rows(n * p, dtype), out_rows(m * p, dtype);
     untile<T, kTileSize>(a.as<T>(), a_rows.as<T>(), m, n);
     untile<T, kTileSize>(b.as<T>(), b_rows.as<T>(), n, p);
-    numpy_matmul()(numpy_view<T>(a_rows, m, n), numpy_view<T>(b_rows, n, p),
-                   "out"_a = numpy_view<T>(out_rows, m, p));
+    if (m == 0 || n == 0 || p == 0 ||
+        !gemm(a_rows.as<T>(), n, int64_t{1}, b_rows.as<T>(), p, int64_t{1}, out_rows.as<T>(),
+              m, n, p)) {
+      numpy_matmul()(numpy_view<T>(a_rows, m, n), numpy_view<T>(b_rows, n, p),
+                     "out"_a = numpy_view<T>(out_rows, m, p));
+    }
     retile<T, kTileSize>(out_rows.as<T>(), out.as<T>(), m, p);
   });
 }
@@ -1099,6 +1127,13 @@ Project extras:
         "blocks >= 1 MiB of the same size, up to 256 MiB); returns the bytes freed.");
   m.def("cached_buffer_bytes", []() { return buffer_pool().cached_bytes(); },
         "Project extra: bytes held by the pool of freed large buffers.");
+  m.def("use_blas", [](std::uintptr_t sgemm, std::uintptr_t dgemm) {
+    blas_gemm().sgemm = reinterpret_cast<Gemm<float>>(sgemm);
+    blas_gemm().dgemm = reinterpret_cast<Gemm<double>>(dgemm);
+  }, "sgemm"_a, "dgemm"_a,
+        "Project extra: the addresses of the ILP64 CBLAS sgemm and dgemm (64-bit integers) that\n"
+        "matrix products call directly, in row blocks on the kernels' threads; 0, 0 goes back to\n"
+        "numpy.matmul. The BLAS should run each call on one thread.");
   m.def("set_num_threads", [](int n) {
     if (n < 1) value_error("set_num_threads", "needs n >= 1, got " + std::to_string(n));
     ThreadPool::instance().set_threads(n);

@@ -184,8 +184,10 @@ inline long needle::ThreadPool::current_pid() { return 0; }
 
 namespace needle {
 
-/// Calls body(begin, end) over [0, n) in chunks of at least `grain` elements (fixed by n and
-/// grain alone, never by the thread count), in parallel when there are two chunks or more.
+/// Calls body(begin, end) over [0, n) in chunks of `grain` elements (the last one shorter),
+/// in parallel when there are two chunks or more. A call may cover several consecutive
+/// chunks (all of them on one thread); `begin` is always a multiple of `grain`, so a body
+/// that must not depend on the thread count walks its range in steps of `grain`.
 template <typename Body>
 void parallel_for(int64_t n, int64_t grain, const Body& body) {
   if (n <= 0) return;

@@ -1,19 +1,20 @@
 """How many threads needle's computations use, PyTorch's ``set_num_threads`` convention.
 
-Two pools of threads do needle's arithmetic: the compiled NDArray kernels' own (elementwise
-ops, copies and strided views, reductions, the fused layers and optimizers) and the BLAS that
-NumPy brings for matrix products (OpenBLAS in NumPy's wheels). :func:`set_num_threads` sets
-both; :func:`get_num_threads` reads the kernels' count.
+Under the NDArray backend one pool of threads does all of needle's arithmetic: the compiled
+kernels (elementwise ops, copies and strided views, reductions, the fused layers and
+optimizers) and the matrix products, which call the BLAS that NumPy brings (OpenBLAS in
+NumPy's wheels) directly, one row block per chunk, with the BLAS itself on one thread. One
+pool rather than two: OpenBLAS's own threads spin between products and took the cores from
+the kernels, and they stall a whole product when the system deschedules one of them. (So
+NumPy's own products, elsewhere in the process, run on one thread too.) Under the NumPy
+backend the BLAS's threads are the only ones.
 
 The default is every CPU this process may run on (``os.sched_getaffinity``), like PyTorch's;
-``NEEDLE_NUM_THREADS`` overrides it, else ``OMP_NUM_THREADS`` (the usual knob, also read by
-the BLAS). The kernels split only work of at least ~32k elements, in chunks fixed by the
-size alone, so **the kernels give the same bits at any thread count**, short kernels stay
-on the calling thread, and a busy machine costs little: the calling thread works too and
-never waits for a thread the system has not scheduled. Matrix products are the BLAS's:
-OpenBLAS splits their sums differently at another thread count, so a product (and what
-follows from it) may differ in the last bits between thread counts; keep the count to
-reproduce a run bit for bit.
+``NEEDLE_NUM_THREADS`` overrides it, else ``OMP_NUM_THREADS`` (the usual knob). Work is split
+only when it is large (~32k elements, ~1M multiply-adds), in chunks fixed by the sizes alone,
+so **results are the same bits at any thread count**; short kernels stay on the calling
+thread; and a busy machine costs little: the calling thread works too and never waits for a
+thread the system has not scheduled.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import os
 
 from . import BACKEND
 
-#: The OpenBLAS entry points that set its thread count, by build (NumPy's wheels prefix theirs).
+#: OpenBLAS entry points, by build (NumPy's wheels prefix theirs): its thread-count setter,
+#: and its ILP64 CBLAS products (64-bit integers: what the compiled module's calls pass).
 _BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
                  "openblas_set_num_threads64_", "openblas_set_num_threads")
+_GEMMS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_", "cblas_dgemm64_"))
 
 
 def _cpu_module():
@@ -62,20 +65,41 @@ def _from_environment() -> int:
     return _available_cpus()
 
 
-def _blas_setter():
-    """OpenBLAS's ``set_num_threads`` among the libraries NumPy loaded, or None."""
+def _openblas():
+    """The OpenBLAS library NumPy loaded, or None (another BLAS, or not Linux)."""
+    import numpy  # noqa: F401  (loads the BLAS, so that it can be found)
+
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split()[-1] for line in maps if "openblas" in line and ".so" in line}
-    except OSError:  # not Linux: the BLAS keeps its own setting
+    except OSError:
         return None
-    for path in sorted(paths):
-        library = ctypes.CDLL(path)
-        for name in _BLAS_SETTERS:
-            setter = getattr(library, name, None)
-            if setter is not None:
-                return setter
+    return ctypes.CDLL(sorted(paths)[0]) if paths else None
+
+
+def _blas_setter():
+    """OpenBLAS's ``set_num_threads``, or None."""
+    library = _openblas()
+    for name in _BLAS_SETTERS if library is not None else ():
+        if hasattr(library, name):
+            return getattr(library, name)
     return None
+
+
+def _blas_gemms() -> tuple[int, int] | None:
+    """The addresses of OpenBLAS's ILP64 ``cblas_sgemm`` and ``cblas_dgemm``, or None."""
+    library = _openblas()
+    for single, double in _GEMMS if library is not None else ():
+        if hasattr(library, single) and hasattr(library, double):
+            address = ctypes.cast(getattr(library, single), ctypes.c_void_p).value
+            return address, ctypes.cast(getattr(library, double), ctypes.c_void_p).value
+    return None
+
+
+def _set_blas_threads(n: int) -> None:
+    setter = _blas_setter()
+    if setter is not None:
+        setter(ctypes.c_int(n))
 
 
 def set_num_threads(n: int) -> None:
@@ -87,17 +111,13 @@ def set_num_threads(n: int) -> None:
     1
     >>> ndl.set_num_threads(previous)
     """
-    n = _check("set_num_threads", n)
+    global _count
+    _count = _check("set_num_threads", n)
     module = _cpu_module()
     if module is not None:
         module.set_num_threads(n)
-    global _count
-    _count = n
-    import numpy  # noqa: F401  (loads the BLAS, so that it can be found)
-
-    setter = _blas_setter()
-    if setter is not None:
-        setter(ctypes.c_int(n))
+    if not _products_on_the_pool:
+        _set_blas_threads(n)
 
 
 def get_num_threads() -> int:
@@ -106,8 +126,22 @@ def get_num_threads() -> int:
     return module.get_num_threads() if module is not None else _count
 
 
+def _products_to_the_pool() -> bool:
+    """Hand the compiled module the BLAS's products and the BLAS one thread; False when
+    there is no compiled module or no usable BLAS (products then keep the BLAS's threads)."""
+    module, gemms = _cpu_module(), None
+    if module is not None:
+        gemms = _blas_gemms()
+    if gemms is None:
+        return False
+    module.use_blas(*gemms)
+    _set_blas_threads(1)
+    return True
+
+
 _count = _from_environment()
-if "NEEDLE_NUM_THREADS" in os.environ:
-    set_num_threads(_count)  # needle's own knob sets the BLAS too
-elif _cpu_module() is not None:
-    _cpu_module().set_num_threads(_count)  # the BLAS keeps what its environment says
+_products_on_the_pool = _products_to_the_pool()
+if _cpu_module() is not None:
+    _cpu_module().set_num_threads(_count)
+if "NEEDLE_NUM_THREADS" in os.environ and not _products_on_the_pool:
+    _set_blas_threads(_count)  # needle's own knob sets the BLAS's threads too

@@ -138,8 +138,8 @@ def avg_pool2d(x: Tensor, kernel_size: int | Pair, stride: int | Pair | None = N
     ``x`` (N, C, H, W) → (N, C, H_o, W_o), sizes as :func:`max_pool2d`'s.
 
     >>> import needle as ndl
-    >>> avg_pool2d(ndl.init.ones(1, 2, 4, 6), (2, 3)).shape
-    (1, 2, 2, 2)
+    >>> avg_pool2d(ndl.init.ones(1, 2, 4, 6), 2).shape
+    (1, 2, 2, 3)
     """
     kernel, stride, padding = _pool_arguments("avg_pool2d", x, kernel_size, stride, padding)
     n, c, h, w = x.shape
