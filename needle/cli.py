@@ -4,7 +4,8 @@
 ResNet9, on Fashion-MNIST (default), MNIST or CIFAR-10 — or a language model (``rnn-lm``,
 ``lstm-lm``, ``transformer-lm`` on the KJV or PTB-format text), with a progress bar, one
 summary line per epoch, and a checkpoint, a metrics CSV and loss/error (and perplexity)
-curves in ``--out`` after every epoch; ``--resume`` continues a run bit-identically.
+curves in ``--out`` after every epoch (the checkpoint also every ``--checkpoint-every``,
+in mid-epoch); ``--resume`` continues a run bit-identically.
 Options not given take the defaults of the ``--model``'s task (image models: the
 course's recipe; language models: their own, :data:`needle.tasks.language.DEFAULTS`).
 ``needle eval --checkpoint PATH`` re-evaluates a saved model on the test set (without
@@ -17,12 +18,12 @@ automatically when the launcher starts more than one; ``--distributed`` forces i
 ``docs/distributed.md`` and :mod:`needle.training`.
 
 Exit status: 0 on success, 2 for a usage problem (bad option, missing or damaged data
-files, unreadable checkpoint, mismatched resume, unwritable ``--out``, a run that diverged
-to NaN: see ``--on-nonfinite``), with a one-line
-``needle …: error:`` message (several lines for missing data: where it looked and how to
-get the data); 130 after Ctrl-C. In a job of several processes, an error on any rank
-prints ``needle train: error (rank R of N): …`` and ends the whole job (``MPI_Abort``)
-with that status, so no rank is left waiting for it.
+files, unreadable or invalid checkpoint, mismatched resume, unwritable ``--out``, a model
+too large for the memory, a run that diverged to NaN: see ``--on-nonfinite``), with a
+one-line ``needle …: error:`` message naming the option or file; 130 after Ctrl-C. A
+traceback is printed only for an error in needle itself. In a job of several processes,
+an error on any rank prints ``needle train: error (rank R of N): …`` and ends the whole
+job (``MPI_Abort``) with that status, so no rank is left waiting for it.
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ import traceback
 from typing import Callable, Sequence
 
 import needle as ndl
-from needle import distributed, tasks, training
-from needle.training import TrainConfig
+from needle import distributed, options, tasks, training
+from needle.training import FIELD_RULES, OPTIONAL_RULES, TrainConfig
 from needle.viz import command as viz_command
 
 __all__ = ["build_parser", "main"]
@@ -49,28 +50,27 @@ LATEST_CHECKPOINT = f"{TrainConfig.out}/{training.CHECKPOINT_NAME}"
 # ----- option types (argparse turns their ArgumentTypeError into a usage error) --------
 
 
-def _number(cast: Callable[[str], float], check: Callable[[float], bool],
-            what: str) -> Callable[[str], float]:
-    """An argparse ``type=`` that parses with ``cast`` and requires ``check``."""
-    def parse(text: str) -> float:
+def _option_type(rule: options.Rule) -> Callable[[str], object]:
+    """An argparse ``type=`` that parses with ``rule`` (:mod:`needle.options`)."""
+    def parse(text: str) -> object:
         try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if not check(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
-        return value
-    parse.__name__ = what  # argparse names the type in some messages
+            return rule.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = rule.what  # argparse names the type in some messages
     return parse
 
 
-positive_int = _number(int, lambda v: v > 0, "a positive integer")
-non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
-positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
-non_negative_float = _number(float, lambda v: v >= 0 and v != float("inf"),
-                             "a non-negative number")
-probability = _number(float, lambda v: 0 <= v < 1, "a probability in [0, 1)")
-unit_interval = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+def _field_type(field: str) -> Callable[[str], object]:
+    """The ``type=`` of the option of TrainConfig field ``field``."""
+    return _option_type({**FIELD_RULES, **OPTIONAL_RULES}[field])
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line: the problem, then where help is."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # ----- the parser -------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def build_parser(*, with_defaults: bool = True, model: str | None = None,
         >>> build_parser(model="lstm-lm").parse_args(["train"]).batch_size
         16
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="needle", description="needle: train and evaluate models from the command line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     suppress = {} if with_defaults else {"argument_default": argparse.SUPPRESS}
@@ -129,7 +129,7 @@ def build_parser(*, with_defaults: bool = True, model: str | None = None,
 def _add_data_options(group: argparse._ActionsContainer, dataset_help: str) -> None:
     """--dataset, --data-dir, --download (shared by train and eval)."""
     group.add_argument("--dataset", choices=tasks.dataset_names(), help=dataset_help)
-    group.add_argument("--data-dir", metavar="DIR",
+    group.add_argument("--data-dir", metavar="DIR", type=_field_type("data_dir"),
                        help="a folder searched first for the IDX files "
                             "(train-images-idx3-ubyte[.gz], ...); for cifar10 the "
                             "cifar-10-batches-py folder or its parent; for ptb (and kjv) "
@@ -144,59 +144,59 @@ def _add_train_options(parser: argparse.ArgumentParser, d: dict) -> None:
     group = parser.add_argument_group("data")
     _add_data_options(group, "the dataset (default: the first of the model's task: "
                              "fashion-mnist for image models, kjv for language models)")
-    group.add_argument("--limit-train", type=positive_int, metavar="N",
+    group.add_argument("--limit-train", type=_field_type("limit_train"), metavar="N",
                        help="use only the first N training samples (tokens for text)")
-    group.add_argument("--limit-test", type=positive_int, metavar="N",
+    group.add_argument("--limit-test", type=_field_type("limit_test"), metavar="N",
                        help="use only the first N test samples (tokens for text)")
     group.add_argument("--augment", action="store_true",
                        help="random horizontal flips and crops of the training images")
-    group.add_argument("--crop-padding", type=non_negative_int, metavar="PX",
+    group.add_argument("--crop-padding", type=_field_type("crop_padding"), metavar="PX",
                        help=f"maximal shift of the random crop, in pixels "
                             f"(default: {d['crop_padding']})")
     group = parser.add_argument_group("model")
     group.add_argument("--model", choices=tasks.model_names(),
                        help=f"the network (default: {TrainConfig.model}; see "
                             f"docs/training.md)")
-    group.add_argument("--hidden-dim", type=positive_int,
+    group.add_argument("--hidden-dim", type=_field_type("hidden_dim"),
                        help=f"mlp-resnet: width; *-lm: hidden size (default: {d['hidden_dim']})")
-    group.add_argument("--num-blocks", type=non_negative_int,
+    group.add_argument("--num-blocks", type=_field_type("num_blocks"),
                        help=f"mlp-resnet: residual blocks (default: {d['num_blocks']})")
-    group.add_argument("--drop-prob", type=probability,
+    group.add_argument("--drop-prob", type=_field_type("drop_prob"),
                        help=f"mlp-resnet, *-lm: dropout (default: {d['drop_prob']:g})")
-    group.add_argument("--width", type=positive_int,
+    group.add_argument("--width", type=_field_type("width"),
                        help=f"cnn: channels of the first block (default: {d['width']})")
-    group.add_argument("--embedding-dim", type=positive_int,
+    group.add_argument("--embedding-dim", type=_field_type("embedding_dim"),
                        help=f"*-lm: word-embedding size (default: {d['embedding_dim']})")
-    group.add_argument("--num-layers", type=positive_int,
+    group.add_argument("--num-layers", type=_field_type("num_layers"),
                        help=f"*-lm: RNN/LSTM/Transformer layers (default: {d['num_layers']})")
-    group.add_argument("--seq-len", type=positive_int,
+    group.add_argument("--seq-len", type=_field_type("seq_len"),
                        help=f"*-lm: tokens per BPTT chunk (default: {d['seq_len']})")
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=positive_int,
+    group.add_argument("--epochs", type=_field_type("epochs"),
                        help=f"total epochs (default: {d['epochs']})")
-    group.add_argument("--batch-size", type=positive_int,
+    group.add_argument("--batch-size", type=_field_type("batch_size"),
                        help=f"samples per batch; *-lm: columns of the text "
                             f"(default: {d['batch_size']})")
     group.add_argument("--optimizer", choices=["adam", "sgd"],
                        help=f"(default: {d['optimizer']})")
-    group.add_argument("--lr", type=non_negative_float,
+    group.add_argument("--lr", type=_field_type("lr"),
                        help=f"learning rate (default: {d['lr']:g})")
-    group.add_argument("--weight-decay", type=non_negative_float,
+    group.add_argument("--weight-decay", type=_field_type("weight_decay"),
                        help=f"(default: {d['weight_decay']:g})")
-    group.add_argument("--momentum", type=probability,
+    group.add_argument("--momentum", type=_field_type("momentum"),
                        help=f"SGD momentum (default: {d['momentum']:g})")
     group.add_argument("--scheduler", choices=["none", "step", "cosine"],
                        help=f"per-epoch learning-rate schedule; cosine anneals to 0 over "
                             f"exactly --epochs epochs (default: {d['scheduler']})")
-    group.add_argument("--step-size", type=positive_int,
+    group.add_argument("--step-size", type=_field_type("step_size"),
                        help=f"epochs between decays of the step schedule "
                             f"(default: {d['step_size']})")
-    group.add_argument("--gamma", type=unit_interval,
+    group.add_argument("--gamma", type=_field_type("gamma"),
                        help=f"decay factor of the step schedule (default: {d['gamma']:g})")
     clip = "no clipping" if d["clip_grad"] is None else f"{d['clip_grad']:g}"
-    group.add_argument("--clip-grad", type=positive_float, metavar="NORM",
+    group.add_argument("--clip-grad", type=_field_type("clip_grad"), metavar="NORM",
                        help=f"clip the global gradient norm to NORM (default: {clip})")
-    group.add_argument("--seed", type=non_negative_int,
+    group.add_argument("--seed", type=_field_type("seed"),
                        help=f"seeds NumPy once, before the model is built "
                             f"(default: {d['seed']})")
     group.add_argument("--on-nonfinite", choices=training.ON_NONFINITE,
@@ -206,7 +206,12 @@ def _add_train_options(parser: argparse.ArgumentParser, d: dict) -> None:
                             "batch's step is not taken); a checkpoint never holds "
                             "non-finite weights")
     group = parser.add_argument_group("run")
-    group.add_argument("--out", metavar="DIR",
+    group.add_argument("--checkpoint-every", metavar="WHEN", type=_field_type("checkpoint_every"),
+                       help=f"also save the checkpoint in mid-epoch (with the exact position "
+                            f"in the epoch, so --resume goes on from there): a time (30s, 5m, "
+                            f"1h), a number of training steps (200), or epoch (or 0) for the "
+                            f"end of each epoch only (default: {d['checkpoint_every']})")
+    group.add_argument("--out", metavar="DIR", type=_field_type("out"),
                        help=f"output folder (default: {d['out']}; a run already there is "
                             f"replaced, and the first line says so)")
     group.add_argument("--resume", action="store_true",
@@ -226,28 +231,31 @@ def _add_train_options(parser: argparse.ArgumentParser, d: dict) -> None:
 
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     """Every option of ``needle eval``."""
-    parser.add_argument("--checkpoint", metavar="PATH",
+    parser.add_argument("--checkpoint", metavar="PATH", type=_option_type(options.PATH),
                         help=f"a checkpoint.npz written by needle train (default: the "
                              f"latest run's, {LATEST_CHECKPOINT})")
     _add_data_options(parser, "the dataset (default: the checkpoint's)")
-    parser.add_argument("--batch-size", type=positive_int,
+    parser.add_argument("--batch-size", type=_field_type("batch_size"),
                         help="(default: the checkpoint's)")
-    parser.add_argument("--limit-test", type=positive_int, metavar="N",
+    parser.add_argument("--limit-test", type=_field_type("limit_test"), metavar="N",
                         help="use only the first N test samples (default: the checkpoint's)")
 
 
 def _add_generate_options(parser: argparse.ArgumentParser) -> None:
     """Every option of ``needle generate``."""
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        type=_option_type(options.PATH),
                         help="a checkpoint.npz written by needle train --model *-lm")
     parser.add_argument("--prompt", default="", metavar="TEXT",
                         help="the text to continue (default: none, start a line)")
-    parser.add_argument("--length", type=positive_int, default=50, metavar="N",
+    parser.add_argument("--length", type=_option_type(options.POSITIVE_INT), default=50,
+                        metavar="N",
                         help="words to generate (default: 50)")
-    parser.add_argument("--temperature", type=non_negative_float, default=1.0, metavar="T",
+    parser.add_argument("--temperature", type=_option_type(options.NON_NEGATIVE_FLOAT),
+                        default=1.0, metavar="T",
                         help="divides the logits before sampling; 0 always takes the most "
                              "likely word (default: 1)")
-    parser.add_argument("--seed", type=non_negative_int, default=0,
+    parser.add_argument("--seed", type=_option_type(options.SEED), default=0,
                         help="seeds the sampling (default: 0)")
 
 
@@ -376,28 +384,48 @@ def _run_command(args: argparse.Namespace, explicit: dict) -> int:
         # OSError covers missing data (DatasetNotFoundError), failed downloads and an
         # unwritable --out; IDXFormatError, CIFAR10FormatError and CorpusFormatError a
         # damaged data file; DistributedError a lost rank.
-        _report_error(args.command, e)
+        _report_error(args.command, str(e), getattr(e, "every_rank", False))
         return EXIT_USAGE if not isinstance(e, distributed.PeerLostError) else 1
+    except MemoryError as e:  # NumPy refuses an allocation larger than the machine has
+        _report_error(args.command, f"not enough memory for this run ({e}); smaller sizes "
+                                    f"(--hidden-dim, --width, --embedding-dim, --num-layers, "
+                                    f"--seq-len, --batch-size) need less")
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        hint = "; --resume continues from the last saved epoch" if args.command == "train" else ""
+        hint = "; --resume continues from the last checkpoint" if args.command == "train" else ""
         print(f"\nneedle {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     return 0
 
 
-def _report_error(command: str, error: Exception) -> None:
-    """Print the one-line error; in a job, one that every rank raised alike only once.
+def _report_error(command: str, message: str, every_rank: bool = False) -> None:
+    """Print the error as one line; in a job, one that every rank raised alike only once.
 
     Such an error (``every_rank``: a resume refused by the same check on every rank) is
     printed by rank 0 alone; the barrier keeps the job alive until it is out (the abort
     that follows would otherwise cut it).
     """
-    if _in_job() and getattr(error, "every_rank", False):
+    line = one_line(message)
+    if _in_job() and every_rank:
         if distributed.rank() == 0:
-            print(f"needle {command}: error: {error}", file=sys.stderr, flush=True)
+            print(f"needle {command}: error: {line}", file=sys.stderr, flush=True)
         distributed.barrier()
         return
-    print(f"needle {command}: error{_rank_note()}: {error}", file=sys.stderr, flush=True)
+    print(f"needle {command}: error{_rank_note()}: {line}", file=sys.stderr, flush=True)
+
+
+def one_line(message: str) -> str:
+    r"""A message of several lines (a list of places, of problems) as one line.
+
+    Example:
+        >>> one_line("not found. Looked in:\n  - /a\n  - /b\nGet it with --download")
+        'not found. Looked in: /a; /b; Get it with --download'
+    """
+    parts = [line.strip().removeprefix("- ") for line in message.splitlines() if line.strip()]
+    text = parts[0] if parts else ""
+    for part in parts[1:]:
+        text += (" " if text.endswith(":") else "; ") + part
+    return text
 
 
 def _rank_note() -> str:

@@ -14,6 +14,12 @@ it on the test set and writes three files into its output folder:
 * ``curves.png`` — loss and error (and perplexity) against epoch, train and test
   (needs matplotlib).
 
+The checkpoint is also saved in mid-epoch, every ``config.checkpoint_every`` (five
+minutes by default), with the exact position in the epoch — its batch order, the
+batches done, the running tallies and what the task's pass carries from batch to batch
+(a language model's hidden state) — so a killed run loses minutes at most, and
+resuming from such a checkpoint is bit-identical too.
+
 Randomness: NumPy's global generator is seeded once, with ``config.seed``, before the
 model is built. Unlike the course's :func:`~needle.apps.mlp_resnet.epoch` it is *not*
 reseeded every epoch, so each epoch draws a new shuffle and new dropout masks. Because
@@ -50,14 +56,16 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 import needle as ndl
-from needle import distributed, nn, optim, tasks
+from needle import distributed, nn, optim, options, tasks
 from needle.apps.mlp_resnet import BatchResult
+from needle.options import CheckpointInterval
 from needle.serialization import atomic_write
 
 __all__ = [
     "TrainConfig",
     "EpochMetrics",
     "TrainingError",
+    "ConfigError",
     "CheckpointError",
     "NonFiniteError",
     "ON_NONFINITE",
@@ -88,6 +96,10 @@ class TrainingError(Exception):
     """A problem with a run the user can fix (bad checkpoint, mismatched resume, ...)."""
 
 
+class ConfigError(TrainingError, ValueError):
+    """A :class:`TrainConfig` field holds a value its option does not accept."""
+
+
 class CheckpointError(TrainingError):
     """A checkpoint file is missing, unreadable or not a needle training checkpoint."""
 
@@ -109,6 +121,36 @@ class NonFiniteError(TrainingError):
 
 #: What a run does with a batch whose loss or gradients are not finite (``--on-nonfinite``).
 ON_NONFINITE = ("stop", "skip-batch")
+
+#: ``--checkpoint-every``'s default: a killed run loses at most five minutes of training,
+#: for a save that takes well under a second for needle's models (a few MB).
+DEFAULT_CHECKPOINT_EVERY = "5m"
+
+#: The rule of every TrainConfig field that is not a model or dataset name (those are
+#: checked by :func:`needle.tasks.create`); ``*_OPTIONAL`` ones may also be None.
+FIELD_RULES: dict[str, options.Rule] = {
+    "epochs": options.POSITIVE_INT, "batch_size": options.POSITIVE_INT,
+    "lr": options.NON_NEGATIVE_FLOAT, "weight_decay": options.NON_NEGATIVE_FLOAT,
+    "hidden_dim": options.SIZE, "num_blocks": options.COUNT,
+    "drop_prob": options.PROBABILITY, "width": options.SIZE, "seq_len": options.SIZE,
+    "embedding_dim": options.SIZE, "num_layers": options.SIZE,
+    "optimizer": options.choice("adam", "sgd"), "momentum": options.PROBABILITY,
+    "scheduler": options.choice("none", "step", "cosine"),
+    "step_size": options.POSITIVE_INT, "gamma": options.UNIT_INTERVAL,
+    "crop_padding": options.COUNT, "seed": options.SEED, "out": options.PATH,
+    "on_nonfinite": options.choice(*ON_NONFINITE),
+    "checkpoint_every": options.CHECKPOINT_EVERY,
+}
+OPTIONAL_RULES: dict[str, options.Rule] = {
+    "data_dir": options.PATH, "clip_grad": options.POSITIVE_FLOAT,
+    "limit_train": options.POSITIVE_INT, "limit_test": options.POSITIVE_INT,
+}
+_FLAGS = ("download", "augment")
+
+
+def option_name(field: str) -> str:
+    """The command-line option of a TrainConfig field: ``--hidden-dim`` for ``hidden_dim``."""
+    return "--" + field.replace("_", "-")
 
 
 @dataclass
@@ -163,6 +205,14 @@ class TrainConfig:
             without saving) or ``"skip-batch"`` (a batch whose gradients are not finite
             is not applied, and non-finite losses are left out of the metrics); either
             way no checkpoint with non-finite weights is ever written.
+        checkpoint_every: how often the checkpoint is also saved in the middle of an
+            epoch: a time (``"30s"``, ``"5m"``, ``"1h"``), a number of training steps
+            (``"200"``), or ``"epoch"`` (``"0"``) for the end of each epoch only (see
+            :class:`~needle.options.CheckpointInterval`).
+
+    Raises:
+        ConfigError: a field holds a value its option does not accept (the message
+            names the option, the value and what it accepts).
     """
 
     model: str = "mlp-resnet"
@@ -193,10 +243,30 @@ class TrainConfig:
     limit_test: int | None = None
     out: str = "runs/latest"
     on_nonfinite: str = "stop"
+    checkpoint_every: str = DEFAULT_CHECKPOINT_EVERY
 
     def __post_init__(self) -> None:
         if self.dataset is None:  # the model's task's first dataset (unknown model: later)
             self.dataset = tasks.default_dataset(self.model)
+        self._check_fields()
+
+    def _check_fields(self) -> None:
+        """Raise ConfigError for the first field whose option does not accept its value."""
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{option_name(name)} {getattr(self, name)!r} is not "
+                                  f"true or false")
+        rules = {**FIELD_RULES, **{k: rule for k, rule in OPTIONAL_RULES.items()
+                                   if getattr(self, k) is not None}}
+        for name, rule in rules.items():
+            value = getattr(self, name)
+            if not rule.accepts(value):
+                raise ConfigError(f"{option_name(name)} {value!r} is not {rule.what}")
+
+    @property
+    def checkpoint_interval(self) -> CheckpointInterval:
+        """``checkpoint_every``, parsed."""
+        return CheckpointInterval.parse(self.checkpoint_every)
 
     @classmethod
     def for_task(cls, **options: Any) -> "TrainConfig":
@@ -236,7 +306,7 @@ def _plain(value: Any) -> Any:
 #: schedule depends on it) how many epochs to run in total, the learning rate (to resume
 #: a diverged run more gently) and what to do with non-finite losses.
 RESUME_FREE_FIELDS = frozenset({"data_dir", "download", "out", "epochs", "lr",
-                                "on_nonfinite"})
+                                "on_nonfinite", "checkpoint_every"})
 
 
 @dataclass(frozen=True)
@@ -331,12 +401,18 @@ class _ProgressBar:
     """
 
     def __init__(self, total: int, desc: str, enabled: bool,
-                 on_nonfinite: Callable[[int, float], None] | None = None) -> None:
+                 on_nonfinite: Callable[[int, float], None] | None = None,
+                 start: "_Position | None" = None) -> None:
         self.samples, self.errors, self.loss_sum = 0, 0, 0.0
         self.batches, self.total = 0, total
+        if start is not None:  # a pass resumed in mid-epoch goes on with its tallies
+            self.samples, self.errors, self.loss_sum = start.samples, start.errors, start.loss_sum
+            self.batches = start.done
         self.on_nonfinite = on_nonfinite
         self.start = time.perf_counter()
         self.bar = _make_tqdm(total, desc) if enabled else None
+        if self.bar is not None and self.batches:
+            self.bar.update(self.batches)
 
     def __call__(self, result: BatchResult) -> None:
         self.batches += 1
@@ -377,10 +453,10 @@ class _SkipNonFiniteSteps:
     during ``backward()``), so every rank skips the same steps.
     """
 
-    def __init__(self, opt: optim.Optimizer) -> None:
+    def __init__(self, opt: optim.Optimizer, skipped: int = 0) -> None:
         self.opt = opt
         self.params = opt.params  # what clip_grad_norm reads
-        self.skipped = 0
+        self.skipped = skipped
 
     def reset_grad(self) -> None:
         """The optimizer's ``reset_grad``."""
@@ -406,21 +482,133 @@ def _ignore_nonfinite_loss(batch: int, loss: float) -> None:
     """Under ``--on-nonfinite skip-batch``, a non-finite loss is only left out of the metrics."""
 
 
-def _train_and_evaluate(run: _Run, number: int, progress: bool) -> tuple[EpochMetrics, str]:
-    """Train epoch ``number``, step the scheduler, evaluate in ``model.eval()``; time it.
+@dataclass
+class _Position:
+    """Where a run stands inside an epoch: what a mid-epoch checkpoint keeps.
+
+    Attributes:
+        epoch: the epoch in progress (1-based).
+        order: the epoch's batches, each an array of sample indices (the loader's
+            ``batch_indices()``, drawn when the epoch started).
+        done: the batches of ``order`` trained so far.
+        samples, errors, loss_sum: the partial epoch's running tallies (its metrics).
+        skipped: steps skipped for non-finite gradients (``--on-nonfinite skip-batch``).
+        seconds: the time spent on the epoch so far.
+        carry: what the task's pass carries into the next batch (a hidden state).
+    """
+
+    epoch: int
+    order: list[np.ndarray]
+    done: int = 0
+    samples: int = 0
+    errors: int = 0
+    loss_sum: float = 0.0
+    skipped: int = 0
+    seconds: float = 0.0
+    carry: Any = None
+
+    def to_state(self) -> dict[str, Any]:
+        """The position as a tree :func:`needle.save` stores (the order as one array)."""
+        return {"epoch": self.epoch, "order": np.concatenate(self.order).astype(np.int64),
+                "sizes": np.array([len(batch) for batch in self.order], dtype=np.int64),
+                "done": self.done, "samples": self.samples, "errors": self.errors,
+                "loss_sum": self.loss_sum, "skipped": self.skipped, "seconds": self.seconds,
+                "carry": self.carry}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "_Position":
+        """The position :meth:`to_state` saved (KeyError, TypeError or ValueError if damaged)."""
+        sizes = np.asarray(state["sizes"], dtype=np.int64)
+        order = np.asarray(state["order"], dtype=np.int64)
+        if sizes.ndim != 1 or (sizes < 0).any() or sizes.sum() != order.size:
+            raise ValueError("the saved batch order is inconsistent")
+        return cls(int(state["epoch"]), np.split(order, np.cumsum(sizes)[:-1]),
+                   int(state["done"]), int(state["samples"]), int(state["errors"]),
+                   float(state["loss_sum"]), int(state["skipped"]), float(state["seconds"]),
+                   state["carry"])
+
+    def describe(self) -> str:
+        """``epoch 3, batch 40 of 120``."""
+        return f"epoch {self.epoch}, batch {self.done} of {len(self.order)}"
+
+
+def _epoch_order(run: _Run, number: int) -> list[np.ndarray]:
+    """Draw epoch ``number``'s batch order (the shuffle's random draw happens here)."""
+    if run.train_loader.sampler is not None:
+        run.train_loader.sampler.set_epoch(number - 1)  # explicit, so a resumed run agrees
+    return run.train_loader.batch_indices()
+
+
+class _Checkpoints:
+    """Writes the run's checkpoint: at every epoch's end and every ``--checkpoint-every``.
+
+    Every rank calls it alike (a checkpoint gathers every rank's state); rank 0 writes.
+    ``holds`` says what the file holds (None: nothing written by this run or before it).
+    """
+
+    def __init__(self, run: _Run, history: list[EpochMetrics], holds: str | None) -> None:
+        self.run, self.history, self.holds = run, history, holds
+        self.interval = run.config.checkpoint_interval
+        self.write = _is_rank0()
+        self._restart()
+
+    def _restart(self) -> None:
+        self.steps, self.since = 0, time.monotonic()
+
+    def after_step(self, position: Callable[[], _Position]) -> None:
+        """Count a training step; save ``position()`` when the interval says so."""
+        self.steps += 1
+        if not self._due():
+            return
+        where = position()
+        _check_finite_weights(self.run.model, f"at {where.describe()}")
+        state = _checkpoint_state(self.run, where.epoch - 1, self.history, where)
+        if self.write:
+            ndl.save(state, Path(self.run.config.out) / CHECKPOINT_NAME)
+        self.holds = where.describe()
+        self._restart()
+
+    def _due(self) -> bool:
+        due = self.interval.due(self.steps, time.monotonic() - self.since)
+        if self.interval.seconds is not None and distributed.is_initialized():
+            # Clocks differ between ranks, and saving is a collective: rank 0's decides.
+            due = bool(distributed.broadcast(np.array([due], dtype=np.int64))[0])
+        return due
+
+    def after_epoch(self, number: int) -> None:
+        """Write the checkpoint, metrics and curves of epoch ``number`` (just appended)."""
+        _check_finite_weights(self.run.model, f"after epoch {number}")
+        _write_outputs(self.run, Path(self.run.config.out), number, self.history, self.write)
+        self.holds = f"epoch {number}"
+        self._restart()
+
+
+def _train_and_evaluate(run: _Run, number: int, progress: bool, position: _Position | None,
+                        checkpoints: _Checkpoints) -> tuple[EpochMetrics, str]:
+    """Train epoch ``number`` (from ``position`` if resumed in it), step the scheduler,
+    evaluate in ``model.eval()``; time it.
 
     Returns the metrics and a note on the batches skipped (empty when none was).
     """
-    start = time.perf_counter()
-    if run.train_loader.sampler is not None:
-        run.train_loader.sampler.set_epoch(number - 1)  # explicit, so a resumed run agrees
-    total = len(run.train_loader)
+    if position is None:
+        position = _Position(number, _epoch_order(run, number))
+    start = time.perf_counter() - position.seconds
+    total = len(position.order)
     skip = run.config.on_nonfinite == "skip-batch"
-    opt = _SkipNonFiniteSteps(run.opt) if skip else run.opt
+    opt = _SkipNonFiniteSteps(run.opt, position.skipped) if skip else run.opt
     on_nonfinite = _ignore_nonfinite_loss if skip else _stop_at_nonfinite_loss(number, total)
-    bar = _ProgressBar(total, f"epoch {number}/{run.config.epochs}", progress, on_nonfinite)
+    bar = _ProgressBar(total, f"epoch {number}/{run.config.epochs}", progress, on_nonfinite,
+                       position)
+
+    def after_batch(result: BatchResult) -> None:
+        bar(result)
+        if bar.batches < total:  # after the last batch, the end-of-epoch checkpoint follows
+            checkpoints.after_step(lambda: _Position(
+                number, position.order, bar.batches, bar.samples, bar.errors, bar.loss_sum,
+                opt.skipped if skip else 0, time.perf_counter() - start, result.carry))
     try:
-        run.task.run_epoch(run.train_loader, run.model, opt, on_batch=bar)
+        run.task.run_epoch(run.train_loader.batches(position.order[position.done:]), run.model,
+                           opt, on_batch=after_batch, carry=position.carry)
     finally:
         bar.close()
     if run.scheduler is not None:
@@ -455,12 +643,12 @@ def _epoch_rates(tally: _ProgressBar, what: str) -> tuple[float, float]:
     return errors / samples, loss_sum / samples
 
 
-def _check_finite_weights(model: nn.Module, number: int) -> None:
-    """Raise NonFiniteError if a parameter holds a NaN or an infinity after epoch ``number``."""
+def _check_finite_weights(model: nn.Module, when: str) -> None:
+    """Raise NonFiniteError if a parameter holds a NaN or an infinity (``when``: e.g.
+    ``after epoch 3``, for the message)."""
     for name, array in model.state_dict().items():
         if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise NonFiniteError(f"the model's {name} is not finite after epoch {number}: "
-                                 f"the run diverged")
+            raise NonFiniteError(f"the model's {name} is not finite {when}: the run diverged")
 
 
 def format_epoch_line(metrics: EpochMetrics, epochs: int, perplexity: bool = False) -> str:
@@ -552,16 +740,21 @@ def plot_curves(path: str | os.PathLike, history: list[EpochMetrics],
 # ----- checkpoints ----------------------------------------------------------------------
 
 
-def _checkpoint_state(run: _Run, epoch: int, history: list[EpochMetrics]) -> dict[str, Any]:
+def _checkpoint_state(run: _Run, epoch: int, history: list[EpochMetrics],
+                      position: _Position | None = None) -> dict[str, Any]:
     """Everything a resumed run needs, as a tree :func:`needle.save` can store.
 
-    A distributed run adds its ``world_size`` and every rank's generator state
-    (``rng_states``, by rank; gathering them is a collective).
+    ``epoch``: the epochs completed; ``position``: where the run stands in the next one
+    (None at the end of an epoch). A distributed run adds its ``world_size``, every
+    rank's generator state (``rng_states``, by rank) and every rank's position
+    (``positions``); gathering them is a collective.
     """
+    saved_position = None if position is None else position.to_state()
     extra = {}
     if distributed.is_initialized():
         extra = {"world_size": distributed.world_size(),
-                 "rng_states": distributed.all_gather_object(np.random.get_state())}
+                 "rng_states": distributed.all_gather_object(np.random.get_state()),
+                 "positions": distributed.all_gather_object(saved_position)}
     return {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -570,6 +763,7 @@ def _checkpoint_state(run: _Run, epoch: int, history: list[EpochMetrics]) -> dic
         "optimizer": run.opt.state_dict(),
         "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
         "rng_state": np.random.get_state(),
+        "position": saved_position,
         "history": [dataclasses.asdict(m) for m in history],
         "task": run.task.state(),
         **extra,
@@ -600,9 +794,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def _checkpoint_config(state: dict[str, Any], path: str | os.PathLike) -> TrainConfig:
     """The :class:`TrainConfig` stored in a checkpoint, or CheckpointError."""
     try:
-        return TrainConfig.from_dict(dict(state["config"]))
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{os.fspath(path)}: bad run configuration ({e})") from e
+        config = TrainConfig.from_dict(dict(state["config"]))
+        tasks.check_config(config)
+    except (KeyError, TypeError, TrainingError) as e:
+        raise CheckpointError(f"{os.fspath(path)}: the run's saved options are invalid "
+                              f"({e})") from e
+    return config
 
 
 def checkpoint_config(path: str | os.PathLike,
@@ -687,8 +884,10 @@ def _check_world_size(state: dict[str, Any], path: Path) -> None:
             f"per-rank random streams depend on it)")
 
 
-def _restore(run: _Run, state: dict[str, Any], path: Path) -> tuple[int, list[EpochMetrics]]:
-    """Load model, optimizer, scheduler and RNG state; return (epochs done, history)."""
+def _restore(run: _Run, state: dict[str, Any], path: Path,
+             ) -> tuple[int, list[EpochMetrics], _Position | None]:
+    """Load model, optimizer, scheduler and RNG state; return (epochs done, history, the
+    position in the next epoch: None unless the checkpoint was saved in mid-epoch)."""
     try:
         run.model.load_state_dict(state["model"])
         run.opt.load_state_dict(state["optimizer"])
@@ -700,9 +899,30 @@ def _restore(run: _Run, state: dict[str, Any], path: Path) -> tuple[int, list[Ep
         if distributed.is_initialized():
             rng_state = state["rng_states"][distributed.rank()]
         np.random.set_state(tuple(rng_state))
+        position = _saved_position(state, run, epoch)
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"cannot restore from {path}: {e}".splitlines()[0]) from e
-    return epoch, history
+        raise CheckpointError(f"cannot restore from {path}: {e}") from e
+    return epoch, history, position
+
+
+def _saved_position(state: dict[str, Any], run: _Run, epoch: int) -> _Position | None:
+    """This rank's position in epoch ``epoch + 1`` saved in ``state`` (None: at an epoch's end).
+
+    Raises:
+        ValueError: the position does not fit this run's loader (a damaged checkpoint).
+    """
+    saved = state.get("position")
+    if distributed.is_initialized() and saved is not None:
+        saved = state["positions"][distributed.rank()]
+    if saved is None:
+        return None
+    position = _Position.from_state(saved)
+    if (position.epoch != epoch + 1 or len(position.order) != len(run.train_loader)
+            or not 0 < position.done < len(position.order)):
+        raise ValueError(f"its position in the epoch ({position.describe()}, after "
+                         f"{_count(epoch, 'epoch')}) does not fit this run's "
+                         f"{len(run.train_loader)} batches per epoch")
+    return position
 
 
 # ----- the run --------------------------------------------------------------------------
@@ -743,19 +963,17 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     if state is not None:
         _check_resumable(_checkpoint_config(state, checkpoint_path), config, checkpoint_path)
         _check_world_size(state, checkpoint_path)
-    if config.on_nonfinite not in ON_NONFINITE:
-        raise TrainingError(f"on_nonfinite={config.on_nonfinite!r}; use one of "
-                            f"{', '.join(ON_NONFINITE)}")
     replaced = None if resume or not rank0 else _replacement_note(checkpoint_path)
     if replaced:
         log(replaced)
     run = _build_run(config)
     if state is not None:
         _check_task_state(state, run.task, checkpoint_path)
-    done, history = _restore(run, state, checkpoint_path) if state is not None else (0, [])
+    done, history, position = (_restore(run, state, checkpoint_path) if state is not None
+                               else (0, [], None))
     if state is not None:
         _apply_learning_rate(run, _checkpoint_config(state, checkpoint_path).lr)
-    log(_header(run, done))
+    log(_header(run, done, position))
     show_bar = progress and rank0 and sys.stderr.isatty()
     notice = missing_extras_notice(progress_bar=show_bar)
     if notice:
@@ -764,7 +982,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
         out.mkdir(parents=True, exist_ok=True)
     # Overflows are expected when a run diverges, and reported as one error instead.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        _train_epochs(run, done, history, show_bar, log)
+        _train_epochs(run, done, history, position, show_bar, log)
     return history
 
 
@@ -781,35 +999,38 @@ def _replacement_note(path: Path) -> str | None:
             f"apart; --resume continues it)")
 
 
-def _train_epochs(run: _Run, done: int, history: list[EpochMetrics], show_bar: bool,
-                  log: Callable[[str], None]) -> None:
-    """Train the epochs after ``done``, writing the outputs after each (see :func:`train`)."""
-    config, out, rank0 = run.config, Path(run.config.out), _is_rank0()
-    saved = done
+def _train_epochs(run: _Run, done: int, history: list[EpochMetrics],
+                  position: _Position | None, show_bar: bool, log: Callable[[str], None]) -> None:
+    """Train the epochs after ``done`` (the first from ``position`` if given), writing the
+    outputs after each and the checkpoint every ``--checkpoint-every`` (see :func:`train`)."""
+    config = run.config
+    holds = position.describe() if position else f"epoch {done}" if done else None
+    checkpoints = _Checkpoints(run, history, holds)
     try:
         for number in range(done + 1, config.epochs + 1):
-            metrics, note = _train_and_evaluate(run, number, show_bar)
+            metrics, note = _train_and_evaluate(run, number, show_bar, position, checkpoints)
+            position = None
             history.append(metrics)
-            _check_finite_weights(run.model, number)
-            _write_outputs(run, out, number, history, rank0)
-            saved = number
+            checkpoints.after_epoch(number)
             if note:
                 log(note)
             log(format_epoch_line(history[-1], config.epochs, run.task.perplexity))
     except NonFiniteError as error:
-        raise NonFiniteError(f"{error}. {_divergence_advice(config, saved)}") from None
+        advice = _divergence_advice(config, checkpoints.holds)
+        raise NonFiniteError(f"{error}. {advice}") from None
 
 
-def _divergence_advice(config: TrainConfig, saved: int) -> str:
-    """What was kept of a diverged run, and the command that goes on more gently."""
+def _divergence_advice(config: TrainConfig, holds: str | None) -> str:
+    """What was kept of a diverged run (``holds``: what its checkpoint holds, e.g.
+    ``epoch 2``; None: nothing), and the command that goes on more gently."""
     smaller = f"--lr {config.lr / 10:g}"
     skip = ("" if config.on_nonfinite == "skip-batch"
             else "; or --on-nonfinite skip-batch to skip such batches")
-    if saved == 0:
+    if holds is None:
         return (f"Stopped before any checkpoint was written; start again with a smaller "
                 f"learning rate than {config.lr:g}, e.g. {smaller}{skip}")
-    return (f"Stopped without saving: {Path(config.out) / CHECKPOINT_NAME} still holds epoch "
-            f"{saved}. Resume from it with a smaller learning rate than {config.lr:g}: "
+    return (f"Stopped without saving: {Path(config.out) / CHECKPOINT_NAME} still holds "
+            f"{holds}. Resume from it with a smaller learning rate than {config.lr:g}: "
             f"needle train --resume --out {config.out} {smaller}{skip}")
 
 
@@ -848,7 +1069,7 @@ def missing_extras_notice(*, progress_bar: bool) -> str | None:
             f"(or pip install {names})")
 
 
-def _header(run: _Run, done: int) -> str:
+def _header(run: _Run, done: int, position: _Position | None) -> str:
     """The line printed before training starts."""
     config = run.config
     n_train, n_test = len(run.train_loader.dataset), len(run.test_loader.dataset)
@@ -862,6 +1083,8 @@ def _header(run: _Run, done: int) -> str:
                  f"{config.batch_size * ranks}")
     if done >= config.epochs:
         return f"{what}: already {_count(done, 'epoch')} done, nothing to train"
+    if position is not None:
+        return f"{what}, resuming at {position.describe()}"
     return f"{what}, resuming after epoch {done}" if done else what
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -103,11 +103,14 @@ class BatchResult:
         size: number of samples in the batch.
         loss: the batch's mean softmax loss.
         errors: number of samples whose arg-max logit is not the label.
+        carry: what the pass carries from this batch into the next (a recurrent
+            model's hidden state); None when batches are independent.
     """
 
     size: int
     loss: float
     errors: int
+    carry: Any = None
 
 
 def run_epoch(dataloader: Iterable, model: nn.Module, opt: "ndl.optim.Optimizer | None" = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .. import nn, optim
 from ..autograd import Tensor, no_grad
@@ -54,12 +54,12 @@ def bptt_chunks(data: np.ndarray, seq_len: int, device: Device | None = None,
 def lm_epoch(chunks: Iterable[tuple[Tensor, Tensor]], model: nn.Module,
              opt: optim.Optimizer | None = None, clip: float | None = None,
              on_batch: Callable[[BatchResult], None] | None = None,
-             loss_fn: nn.Module | None = None) -> tuple[float, float]:
+             loss_fn: nn.Module | None = None, h: Any = None) -> tuple[float, float]:
     """One pass of truncated backpropagation through time over consecutive chunks.
 
     Sets ``model.train()`` when ``opt`` is given, else ``model.eval()`` (and builds no
-    graph). The hidden state starts as None and is carried, detached, from chunk to
-    chunk (never reset within the pass). With ``opt``, per chunk: ``reset_grad``,
+    graph). The hidden state starts as ``h`` (None: zeros) and is carried, detached, from
+    chunk to chunk (never reset within the pass). With ``opt``, per chunk: ``reset_grad``,
     ``backward``, :func:`~needle.optim.clip_grad_norm` to ``clip`` if given, ``step``.
     Draws no random numbers itself (the model's dropout does).
 
@@ -69,8 +69,10 @@ def lm_epoch(chunks: Iterable[tuple[Tensor, Tensor]], model: nn.Module,
         opt: the optimizer; None evaluates.
         clip: the largest global gradient norm (None: no clipping).
         on_batch: called after every chunk with its :class:`BatchResult` (size = tokens,
-            errors = wrong arg-max predictions).
+            errors = wrong arg-max predictions, carry = the hidden state passed on).
         loss_fn: the loss (default :class:`~needle.nn.SoftmaxLoss`, mean over tokens).
+        h: the hidden state of the first chunk: None starts afresh; a pass resumed in
+            the middle of the text gives the ``carry`` of the chunk before.
 
     Returns:
         ``(error rate, mean loss)`` over all tokens; ``exp(mean loss)`` is the perplexity.
@@ -80,7 +82,6 @@ def lm_epoch(chunks: Iterable[tuple[Tensor, Tensor]], model: nn.Module,
     """
     model.train() if opt is not None else model.eval()
     loss_fn = nn.SoftmaxLoss() if loss_fn is None else loss_fn
-    h = None
     errors = tokens = 0
     loss_sum = 0.0
     for X, y in chunks:
@@ -94,7 +95,7 @@ def lm_epoch(chunks: Iterable[tuple[Tensor, Tensor]], model: nn.Module,
             h = _detach(h)
         labels = y.numpy()
         result = BatchResult(labels.shape[0], float(loss.numpy()),
-                             int(np.sum(out.numpy().argmax(axis=1) != labels)))
+                             int(np.sum(out.numpy().argmax(axis=1) != labels)), carry=h)
         if opt is not None:
             opt.reset_grad()
             loss.backward(create_graph=False)  # needle's fast path: constant gradients

@@ -294,11 +294,16 @@ class DataLoader:
         """Yield the batches of one pass; the order is drawn when ``iter()`` is called."""
         # ``ordering`` mirrors the course's attribute of the same name.
         self.ordering = self.batch_indices()
-        return self._batches(self.ordering, _batch_fetcher(self.dataset))
+        return self.batches(self.ordering)
 
-    def _batches(self, ordering: list[np.ndarray],
-                 fetch: Callable[[np.ndarray], Batch]) -> Iterator[tuple[Tensor, ...]]:
-        """Generator behind ``__iter__`` (kept separate so the order is drawn eagerly)."""
+    def batches(self, ordering: list[np.ndarray]) -> Iterator[tuple[Tensor, ...]]:
+        """Yield the batches of ``ordering`` (:meth:`batch_indices`' result, or its tail).
+
+        Draws no order: a training loop that resumes in mid-epoch passes the rest of the
+        order it saved (each batch is fetched only when it is reached, so random
+        transforms draw at the same point of the run as in ``iter()``).
+        """
+        fetch = _batch_fetcher(self.dataset)
         for indices in ordering:
             yield tuple(_field_tensor(field, self.device) for field in fetch(indices))
 

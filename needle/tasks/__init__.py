@@ -8,12 +8,16 @@ that differ between problems:
 * ``dataset(train)``: the training or test :class:`~needle.data.Dataset` (augmented,
   limited to ``--limit-train``/``--limit-test``);
 * ``build_model()``: the network (its construction draws the initial weights);
-* ``run_epoch(loader, model, opt, on_batch)``: one pass over a loader, training with
-  ``opt`` or evaluating without it, reporting each batch to ``on_batch`` as a
-  :class:`~needle.apps.mlp_resnet.BatchResult` (samples, mean loss, errors);
+* ``run_epoch(loader, model, opt, on_batch, carry)``: one pass over a loader (or any
+  iterable of its batches), training with ``opt`` or evaluating without it, reporting
+  each batch to ``on_batch`` as a :class:`~needle.apps.mlp_resnet.BatchResult` (samples,
+  mean loss, errors, and the ``carry`` passed from that batch to the next: a language
+  model's hidden state); ``carry`` starts a pass resumed in mid-epoch where it stopped;
 * ``loader(dataset, train)``: the batches of a split, in the order a pass takes them
   (images: :func:`standard_loader`, shuffled for training, a rank's shard when
-  distributed; text: consecutive BPTT chunks);
+  distributed; text: consecutive BPTT chunks); ``loader.batch_indices()`` draws a
+  pass's order and ``loader.batches(order)`` yields the batches of an order (or of its
+  tail, when a run resumes in mid-epoch);
 * ``describe()``: the model and data in a few words, for the run's header line;
 * ``perplexity``: True if the loss is a mean log-likelihood per token, so the loop also
   reports ``exp(loss)`` (the perplexity);
@@ -49,7 +53,7 @@ if TYPE_CHECKING:
     from needle.training import TrainConfig
 
 __all__ = ["Task", "TASK_MODULES", "model_names", "dataset_names", "default_dataset",
-           "task_defaults", "create",
+           "task_defaults", "check_config", "create",
            "standard_loader", "FirstN", "first_n"]
 
 #: The task modules, in the order their models are listed.
@@ -68,11 +72,13 @@ class Task(Protocol):
     def run_epoch(self, loader: Iterable, model: "nn.Module",
                   opt: "optim.Optimizer | None" = None,
                   on_batch: "Callable[[BatchResult], None] | None" = None,
-                  ) -> tuple[float, float]:
-        """One pass: ``(error_rate, mean_loss)``; trains if ``opt`` is given."""
+                  carry: Any = None) -> tuple[float, float]:
+        """One pass: ``(error_rate, mean_loss)``; trains if ``opt`` is given; starts from
+        ``carry`` (a :class:`BatchResult`'s, None for a fresh pass)."""
 
     def loader(self, dataset: Dataset, train: bool) -> Iterable:
-        """The batches of a split; has ``len()``, ``.dataset`` and ``.sampler`` (or None)."""
+        """The batches of a split; has ``len()``, ``.dataset``, ``.sampler`` (or None),
+        ``batch_indices()`` and ``batches(order)``."""
 
     def describe(self) -> str:
         """The model and data in a few words (the header line)."""
@@ -128,6 +134,28 @@ def task_defaults(model: str) -> dict[str, Any]:
         if model in module.MODELS:
             return dict(module.DEFAULTS)
     return {}
+
+
+def check_config(config: "TrainConfig") -> None:
+    """Raise if ``config`` names no known model, or gives its model sizes it cannot have.
+
+    A task module may define ``check_config(config)`` for the rules that span several
+    options or depend on the data (e.g. the MLP ResNet's blocks are ``--hidden-dim // 2``
+    wide); its task's constructor applies them too.
+
+    Raises:
+        needle.training.TrainingError: an unknown model;
+            :class:`~needle.training.ConfigError`: sizes that make no working model.
+    """
+    from needle.training import TrainingError
+
+    for module in _modules():
+        if config.model in module.MODELS:
+            if hasattr(module, "check_config"):
+                module.check_config(config)
+            return
+    raise TrainingError(f"unknown model {config.model!r}; use one of "
+                        f"{', '.join(model_names())}")
 
 
 def create(config: "TrainConfig") -> Task:

@@ -33,7 +33,7 @@ from needle.data import (MNIST, CIFAR10Dataset, DataLoader, Dataset, DatasetNotF
                          download_cifar10)
 from needle.data.datasets.cifar10 import FOLDER as CIFAR10_FOLDER
 from needle.tasks import first_n, standard_loader
-from needle.training import TrainConfig, TrainingError
+from needle.training import ConfigError, TrainConfig, TrainingError
 
 __all__ = ["MODELS", "DATASETS", "DEFAULTS", "ImageDataset", "ImageClassification", "create",
            "load_split", "cifar10_folder"]
@@ -163,6 +163,7 @@ class ImageClassification:
         if config.dataset not in DATASETS:
             raise TrainingError(f"unknown dataset {config.dataset!r} for --model "
                                 f"{config.model}; use one of {', '.join(DATASETS)}")
+        check_config(config)
         self.config = config
         self.image_shape = DATASETS[config.dataset].shape
         #: The shape of one sample as the model takes it.
@@ -178,8 +179,13 @@ class ImageClassification:
         return MODELS[self.config.model](self.config, self.image_shape)
 
     def run_epoch(self, loader: Iterable, model: nn.Module, opt: optim.Optimizer | None = None,
-                  on_batch: Callable[[BatchResult], None] | None = None) -> tuple[float, float]:
-        """:func:`~needle.apps.mlp_resnet.run_epoch` with batches in the model's layout."""
+                  on_batch: Callable[[BatchResult], None] | None = None,
+                  carry: Any = None) -> tuple[float, float]:
+        """:func:`~needle.apps.mlp_resnet.run_epoch` with batches in the model's layout.
+
+        Images are independent samples: a pass carries nothing from batch to batch, so
+        ``carry`` (always None here) is not used.
+        """
         return run_epoch(loader, model, opt, on_batch=on_batch, input_shape=self.input_shape)
 
     def loader(self, dataset: Dataset, train: bool) -> DataLoader:
@@ -213,6 +219,25 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 def _same_shape(shape: tuple[int, int, int]) -> list[str]:
     """The dataset names whose images have ``shape``."""
     return [name for name, data in DATASETS.items() if data.shape == shape]
+
+
+def check_config(config: TrainConfig) -> None:
+    """Raise ConfigError for sizes that make a layer 0 wide or a crop blank.
+
+    The MLP ResNet's residual blocks are ``--hidden-dim // 2`` wide inside, so it needs
+    ``--hidden-dim`` 2 or more; a crop shifted by a whole image is blank, so
+    ``--crop-padding`` stays below the images' height and width.
+    """
+    if config.model == "mlp-resnet" and config.hidden_dim < 2:
+        raise ConfigError(f"--hidden-dim {config.hidden_dim} makes the MLP ResNet's residual "
+                          f"blocks 0 wide (they are --hidden-dim // 2 wide inside); use "
+                          f"--hidden-dim 2 or more")
+    if config.dataset in DATASETS:
+        side = min(DATASETS[config.dataset].shape[1:])
+        if config.crop_padding >= side:
+            raise ConfigError(f"--crop-padding {config.crop_padding} shifts {config.dataset}'s "
+                              f"{side}-pixel images out of the crop entirely; use at most "
+                              f"{side - 1}")
 
 
 def create(config: TrainConfig) -> ImageClassification:

@@ -40,7 +40,7 @@ from needle.apps.mlp_resnet import BatchResult
 from needle.apps.models_lm import LanguageModel
 from needle.apps.simple_ml_ptb import bptt_chunks, lm_epoch
 from needle.autograd import Tensor
-from needle.data import Corpus, Dataset, DatasetNotFoundError, batchify
+from needle.data import Corpus, Dataset, DatasetNotFoundError, batchify, get_batch
 from needle.data.datasets.kjv import UNK, kjv_folder, ptb_tokens
 from needle.data.datasets.ptb import EOS
 from needle.training import (CheckpointError, TrainConfig, TrainingError, checkpoint_config,
@@ -122,7 +122,9 @@ class BPTTLoader:
 
     The stream is ``batchify``-ed into ``batch_size`` columns; iterating yields
     :func:`~needle.data.get_batch`'s ``(X (L, B), y (L·B,))`` for ``i = 0, seq_len, …``.
-    ``len()`` is the number of chunks; ``sampler`` is None (the order is fixed).
+    ``len()`` is the number of chunks; ``sampler`` is None (the order is fixed). As with a
+    :class:`~needle.data.DataLoader`, :meth:`batch_indices` lists a pass's batches (here
+    the start of each chunk) and :meth:`batches` yields those of such a list.
 
     Raises:
         TrainingError: the stream is too short for one chunk of ``batch_size`` columns.
@@ -138,13 +140,23 @@ class BPTTLoader:
                 f"its target); use a smaller --batch-size or more text")
         self.dataset = dataset
         self.seq_len = seq_len
-        self.batches = batchify(dataset.ids, batch_size)
+        self.columns = batchify(dataset.ids, batch_size)
 
     def __len__(self) -> int:
-        return math.ceil((self.batches.shape[0] - 1) / self.seq_len)
+        return math.ceil((self.columns.shape[0] - 1) / self.seq_len)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        return bptt_chunks(self.batches, self.seq_len)
+        return bptt_chunks(self.columns, self.seq_len)
+
+    def batch_indices(self) -> list[np.ndarray]:
+        """The start of every chunk, in order (one 1-element array per chunk)."""
+        starts = np.arange(0, self.columns.shape[0] - 1, self.seq_len, dtype=np.int64)
+        return [starts[k:k + 1] for k in range(len(starts))]
+
+    def batches(self, ordering: list[np.ndarray]) -> Iterator[tuple[Tensor, Tensor]]:
+        """The chunks starting at the positions of ``ordering`` (see :meth:`batch_indices`)."""
+        for start in ordering:
+            yield get_batch(self.columns, int(start[0]), self.seq_len)
 
 
 class LanguageModelling:
@@ -195,9 +207,11 @@ class LanguageModelling:
         return build_language_model(self.config, len(self.vocabulary))
 
     def run_epoch(self, loader: Iterable, model: nn.Module, opt: optim.Optimizer | None = None,
-                  on_batch: Callable[[BatchResult], None] | None = None) -> tuple[float, float]:
-        """:func:`~needle.apps.simple_ml_ptb.lm_epoch`, clipping to ``--clip-grad``."""
-        return lm_epoch(loader, model, opt, self.config.clip_grad, on_batch=on_batch)
+                  on_batch: Callable[[BatchResult], None] | None = None,
+                  carry: Any = None) -> tuple[float, float]:
+        """:func:`~needle.apps.simple_ml_ptb.lm_epoch`, clipping to ``--clip-grad``; ``carry``
+        is the hidden state to start from (None: a fresh pass)."""
+        return lm_epoch(loader, model, opt, self.config.clip_grad, on_batch=on_batch, h=carry)
 
     def describe(self) -> str:
         """E.g. ``LanguageModel(lstm, …, vocabulary 10000) on kjv tokens``."""
