@@ -5,7 +5,7 @@ Data flows file → :mod:`~needle.data.idx` (validated uint8 arrays) → a
 :class:`DataLoader` (shuffled batches of ``needle.Tensor``). See docs/data.md.
 """
 
-from .data_basic import DataLoader, Dataset, stack_items
+from .data_basic import DataLoader, Dataset, IterableDataset, stack_items
 from .data_transforms import RandomCrop, RandomFlipHorizontal, Transform
 from . import datasets
 from .datasets import *  # noqa: F401,F403  (every dataset, the downloaders; see its __all__)
@@ -14,6 +14,7 @@ from .samplers import DistributedSampler
 
 __all__ = [
     "Dataset",
+    "IterableDataset",
     "DataLoader",
     "stack_items",
     "DistributedSampler",

@@ -39,7 +39,7 @@ from .nn_activations import (
 from .nn_conv import AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv, MaxPool2d
 from .nn_distributed import DistributedDataParallel
 from .nn_norm import GroupNorm, LayerNorm, RMSNorm
-from .nn_sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
+from .nn_sequence import GRU, LSTM, RNN, Embedding, GRUCell, LSTMCell, RNNCell
 from .nn_transformer import AttentionLayer, MultiHeadAttention, Transformer, TransformerLayer
 
 __all__ = [
@@ -48,7 +48,7 @@ __all__ = [
     "SoftmaxLoss", "LayerNorm1d", "BatchNorm1d", "Dropout",
     "Conv", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "LayerNorm", "RMSNorm", "GroupNorm", "DistributedDataParallel",
-    "Embedding", "RNNCell", "RNN", "LSTMCell", "LSTM",
+    "Embedding", "RNNCell", "RNN", "LSTMCell", "LSTM", "GRUCell", "GRU",
     "MultiHeadAttention", "AttentionLayer", "TransformerLayer", "Transformer",
     "Softmax", "LogSoftmax", "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus",
     "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss",

@@ -1,14 +1,15 @@
-"""Recurrent layers and the embedding: Embedding, RNNCell, RNN, LSTMCell, LSTM.
+"""Recurrent layers and the embedding: Embedding, RNNCell, RNN, LSTMCell, LSTM, GRUCell, GRU.
 
 Sequences are time-major, ``(T, B, features)``. Weights are ``(in, out)`` (PyTorch's
-transposed) and the LSTM gate blocks run i, f, g, o along their columns, so a PyTorch
-model's weights copy over with one transpose. Parameters are drawn in the course's
+transposed) and the gate blocks run along their columns in PyTorch's order (LSTM i, f,
+g, o; GRU r, z, n), so a PyTorch model's weights copy over with one transpose. Parameters are drawn in the course's
 order and with its bounds (``U(-k, k)``, ``k = 1/√hidden_size``), so a seeded run gives
 the course's numbers.
 
 The cells compute a step as one fused op (``needle.ops.rnn_cell``/``lstm_cell``) with a
 hand-derived gradient; ``fused=False`` composes it from elementary ops instead (twice
-differentiable, and the reference the fused ops are tested against). Forward passes read
+differentiable, and the reference the fused ops are tested against); the GRU is composed
+from elementary ops only. Forward passes read
 ``W_ih``, ``W_hh`` and the biases at call time, so they may be replaced after construction.
 """
 
@@ -66,9 +67,9 @@ class Embedding(Module):
 
 
 class _Cell(Module):
-    """What RNNCell and LSTMCell share: sizes, the four draws, input checks, zeros state.
+    """What the cells share: sizes, the four draws, input checks, zeros state.
 
-    ``gates`` is the number of H-wide blocks in the weights' columns (1 or 4).
+    ``gates`` is the number of H-wide blocks in the weights' columns (1, 3 or 4).
     """
 
     gates = 1
@@ -119,11 +120,12 @@ class _Cell(Module):
 
     def _pre_activation(self, X: Tensor, h: Tensor) -> Tensor:
         """``X @ W_ih + b_ih + h @ W_hh + b_hh`` from elementary ops (the unfused path)."""
-        out = X @ self.W_ih + h @ self.W_hh
-        for bias in (self.bias_ih, self.bias_hh):
-            if bias is not None:
-                out = out + bias.reshape((1, bias.shape[0])).broadcast_to(out.shape)
-        return out
+        return _affine(X, self.W_ih, self.bias_ih) + _affine(h, self.W_hh, self.bias_hh)
+
+    def _gate_blocks(self, projection: Tensor) -> tuple[Tensor, ...]:
+        """The H-wide column blocks of a (B, gates·H) projection, each (B, H)."""
+        batch = projection.shape[0]
+        return tuple(ops.split(projection.reshape((batch, self.gates, self.hidden_size)), 1))
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}"
@@ -195,11 +197,52 @@ class LSTMCell(_Cell):
         if self.fused:
             step = ops.lstm_cell(X, h0, c0, self.W_ih, self.W_hh, self.bias_ih, self.bias_hh)
             return step[0], step[1]
-        batch, size = h0.shape
-        blocks = ops.split(self._pre_activation(X, h0).reshape((batch, 4, size)), 1)
+        blocks = self._gate_blocks(self._pre_activation(X, h0))
         i, f, o = (ops.sigmoid(blocks[k]) for k in (0, 1, 3))
         c_new = f * c0 + i * ops.tanh(blocks[2])
         return o * ops.tanh(c_new), c_new
+
+
+class GRUCell(_Cell):
+    """One GRU step (PyTorch's formulation): (X (B, in), h (B, H) or None) → h' (B, H).
+
+    Parameters as in :class:`RNNCell` but 3H wide: ``W_ih`` (in, 3H), ``W_hh`` (H, 3H),
+    ``bias_ih`` (3H,), ``bias_hh`` (3H,), column blocks r, z, n (PyTorch's order)::
+
+        r = σ(x W_ir + b_ir + h W_hr + b_hr)      z = σ(x W_iz + b_iz + h W_hz + b_hz)
+        n = tanh(x W_in + b_in + r · (h W_hn + b_hn))
+        h' = (1 − z) · n + z · h
+
+    ``b_hn`` sits inside the reset product, so the two projections are kept apart.
+
+    >>> import needle as ndl
+    >>> GRUCell(3, 5)(ndl.init.ones(2, 3)).shape
+    (2, 5)
+    """
+
+    gates = 3
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 device: Device | None = None, dtype: str = "float32") -> None:
+        super().__init__(input_size, hidden_size, bias, device, dtype, fused=False)
+
+    def forward(self, X: Tensor, h: Tensor | None = None) -> Tensor:
+        """X (B, input_size), h (B, hidden_size) or None (zeros) → h' (B, hidden_size)."""
+        self._check_input(X)
+        h = self._state(X, h, "h")
+        x_r, x_z, x_n = self._gate_blocks(_affine(X, self.W_ih, self.bias_ih))
+        h_r, h_z, h_n = self._gate_blocks(_affine(h, self.W_hh, self.bias_hh))
+        r, z = ops.sigmoid(x_r + h_r), ops.sigmoid(x_z + h_z)
+        n = ops.tanh(x_n + r * h_n)
+        return n + z * (h - n)  # = (1 − z)·n + z·h with one product
+
+
+def _affine(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ weight + bias`` for x (B, in), weight (in, out), bias (out,) or None → (B, out)."""
+    out = x @ weight
+    if bias is None:
+        return out
+    return out + bias.reshape((1, bias.shape[0])).broadcast_to(out.shape)
 
 
 def _state_pair(owner: str, h: Any) -> tuple[Tensor | None, Tensor | None]:
@@ -236,7 +279,7 @@ def _unroll(cells: Sequence[Module], X: Tensor, states: list,
 
 
 class _Recurrent(Module):
-    """What RNN and LSTM share: sizes and the layer list (layer 0 reads the input).
+    """What RNN, LSTM and GRU share: sizes and the layer list (layer 0 reads the input).
 
     With ``fused`` (the default) each layer runs the whole sequence as one op
     (``ops.rnn_layer``/``ops.lstm_layer``), reading its cell's weights at call time;
@@ -365,4 +408,33 @@ class LSTM(_Recurrent):
         return X, (ops.stack([s[0] for s in finals], 0), ops.stack([s[1] for s in finals], 0))
 
 
-__all__ = ["Embedding", "RNNCell", "RNN", "LSTMCell", "LSTM"]
+class GRU(_Recurrent):
+    """A multi-layer GRU over a time-major sequence (composed from elementary ops).
+
+    ``forward(X (T, B, input_size), h0 (L, B, H) or None)`` → ``(output (T, B, H),
+    h_n (L, B, H))``, as :class:`RNN`. ``gru_cells`` is the list of :class:`GRUCell`
+    (layer 0 first, each drawing its four parameters in order).
+
+    >>> import needle as ndl
+    >>> out, h = GRU(3, 4, 2)(ndl.init.ones(5, 2, 3))
+    >>> out.shape, h.shape
+    ((5, 2, 4), (2, 2, 4))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 device: Device | None = None, dtype: str = "float32") -> None:
+        super().__init__()
+        self.gru_cells = self._make_cells(
+            input_size, hidden_size, num_layers, False,
+            lambda size: GRUCell(size, hidden_size, bias, device, dtype),
+        )
+
+    def forward(self, X: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """X (T, B, input_size), h0 (L, B, H) or None → (output (T, B, H), h_n (L, B, H))."""
+        self._check_sequence(X)
+        output, finals = _unroll(self.gru_cells, X, self._layer_states(X, h0, "h0"),
+                                 lambda h: h)
+        return output, ops.stack(finals, 0)
+
+
+__all__ = ["Embedding", "RNNCell", "RNN", "LSTMCell", "LSTM", "GRUCell", "GRU"]
