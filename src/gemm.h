@@ -17,23 +17,31 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <thread>
 #include <type_traits>
 
 #include "parallel.h"
 
 namespace needle {
 
-/// How a product is cut into blocks (by its sizes alone, so the bits never depend on the
-/// thread count): at least kGemmGrain multiply-adds and kGemmMinWidth rows or columns per
-/// block, at most kGemmMaxBlocks blocks (each block repacks the other operand, so more blocks
-/// cost copies).
+/// How a product is cut into blocks, by its sizes and this machine's CPU count (never by the
+/// thread count in use, so the bits never depend on it): at least kGemmGrain multiply-adds
+/// and kGemmMinWidth rows or columns per block, at most gemm_max_blocks() blocks. Each block
+/// repacks the other operand, so blocks cost copies: 16 blocks made the one-thread step of
+/// the 512-wide MLP ResNet 18% slower than one BLAS call, 4 blocks 2%.
 constexpr int64_t kGemmGrain = int64_t{1} << 20;
-constexpr int64_t kGemmMinWidth = 32;
-constexpr int64_t kGemmMaxBlocks = 16;
+constexpr int64_t kGemmMinWidth = 64;
+
+/// One block per CPU, from 4 to 16.
+inline int64_t gemm_max_blocks() {
+  static const int64_t blocks =
+      std::clamp<int64_t>(static_cast<int64_t>(std::thread::hardware_concurrency()), 4, 16);
+  return blocks;
+}
 
 /// The width of a product's blocks along an axis of `size`, for `work` multiply-adds in all.
 inline int64_t gemm_block(int64_t size, int64_t work) {
-  const int64_t blocks = std::clamp<int64_t>(work / kGemmGrain, 1, kGemmMaxBlocks);
+  const int64_t blocks = std::clamp<int64_t>(work / kGemmGrain, 1, gemm_max_blocks());
   return std::max(kGemmMinWidth, (size + blocks - 1) / blocks);
 }
 
