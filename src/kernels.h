@@ -290,9 +290,9 @@ void reduce_max(const T* a, T* out, int64_t out_size, int64_t rs) {
   });
 }
 
-// ---- tiled matmul (the course's hand-written loop; see spec §8.1) ----------------------------
+// ---- tiled matmul (the course's hand-written loop) ----------------------------
 
-/// The tiled layout of §8.1 and back: `tiled` is (rows/T, cols/T, T, T), each tile a
+/// The course's tiled layout and back: `tiled` is (rows/T, cols/T, T, T), each tile a
 /// contiguous T×T block in row-major tile order; `rowmajor` is the (rows, cols) matrix.
 /// matmul_tiled converts with these so that its product runs in the BLAS, not a tile loop.
 template <typename T, int64_t TILE>

@@ -1,5 +1,5 @@
 // needle's compiled CPU backend: the Array buffer, validation at the Python boundary, and the
-// nanobind bindings of the backend API (docs/backends.md, spec §8). Kernels live in kernels.h.
+// nanobind bindings of the backend API (docs/backends.md). Kernels live in kernels.h.
 //
 // Every binding first checks its arguments (dtypes, sizes, the range a strided view reaches)
 // and raises TypeError/ValueError; only then does it call a kernel, which trusts its input.
@@ -940,7 +940,7 @@ void py_add_row(const Array& a, const Array& row, Array& out, int64_t rows, int6
 }
 
 NB_MODULE(ndarray_backend_cpu, m) {
-  m.doc() = R"(needle's compiled CPU backend (C++17, nanobind): the spec §8 backend API.
+  m.doc() = R"(needle's compiled CPU backend (C++17, nanobind): the course's backend API.
 
 Array(size, dtype="float32") is a flat, 64-byte-aligned, uninitialised buffer of float32, float64,
 int32, int64 or bool elements. Copies, views, setitem, add, mul, maximum, the comparisons, fill and
@@ -1064,7 +1064,7 @@ Project extras:
         "(element strides and offsets, range-checked) into compact (m,p) out, through NumPy's\n"
         "BLAS; a transposed view (one unit stride) is read in place, without a copy.");
   m.def("matmul_tiled", &py_matmul_tiled, "a"_a, "b"_a, "out"_a, "m"_a, "n"_a, "p"_a,
-        "Tiled (m,n)@(n,p) on the (r/8, c/8, 8, 8) layout of spec §8.1; zeroes out itself.");
+        "Tiled (m,n)@(n,p) on the (r/8, c/8, 8, 8) layout (the course's tiling); zeroes out itself.");
 
   m.def("sgd_update", &py_sgd_update, "params"_a, "grads"_a, "u"_a, "outs"_a, "lr"_a,
         "momentum"_a, "weight_decay"_a,

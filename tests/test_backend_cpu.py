@@ -1,9 +1,9 @@
-"""The compiled CPU backend module (spec §8) against NumPy, kernel by kernel.
+"""The compiled CPU backend module against NumPy, kernel by kernel.
 
 Calls `needle.backend_ndarray.ndarray_backend_cpu` directly, below the NDArray class: every
 kernel in float32 and float64 at sizes 0, 1 and random ones; compact / ewise_setitem /
 scalar_setitem / to_numpy on random strided views (up to 8 dims, zero and negative strides)
-against an index computed in NumPy; and one test per validation error of spec §6.
+against an index computed in NumPy; and one test per validation error.
 """
 from __future__ import annotations
 
@@ -281,7 +281,7 @@ def test_matmul(dtype, m, n, p):
 
 
 def to_tiles(x: np.ndarray, tile: int) -> np.ndarray:
-    """The §8.1 tiled form (r/T, c/T, T, T) of a row-major r×c matrix."""
+    """The tiled form (r/T, c/T, T, T) of a row-major r×c matrix."""
     r, c = x.shape
     return x.reshape(r // tile, tile, c // tile, tile).transpose(0, 2, 1, 3).copy()
 
@@ -386,7 +386,7 @@ def test_compact_of_slices_and_broadcasts_matches_numpy():
         np.testing.assert_array_equal(download(out), v.ravel())
 
 
-# ---- validation at the boundary (spec §6): one test per error class ----------------------------
+# ---- validation at the boundary: one test per error class ---------------------------------------
 
 
 def f32(n: int) -> "cpu.Array":

@@ -82,7 +82,7 @@ def test_default_paddings_are_the_courses():
     assert Conv()(a, b).shape == (1, 3, 3, 1)  # the op class by 0
 
 
-# ----- the op class: rectangular kernels and padding pairs (hw4 §1.1) -----------------------
+# ----- the op class: rectangular kernels and padding pairs --------------------------------
 
 
 @pytest.mark.parametrize(

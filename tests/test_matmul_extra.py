@@ -113,7 +113,7 @@ def test_transposed_operands_reach_the_kernel_uncopied(device, monkeypatch):
 
 
 def test_operator_keeps_the_tiled_path_and_matmul_does_not(device, monkeypatch):
-    """Spec §8.1: ``@`` tiles when m, n, p are multiples of 8; ``nd.matmul`` never does."""
+    """``@`` tiles when m, n, p are multiples of 8; ``nd.matmul`` never does."""
     if not hasattr(device.mod, "matmul_tiled"):
         pytest.skip(f"{device} has no tiled matmul")
     calls = []

@@ -686,7 +686,7 @@ def test_relu_backward_kernel_is_the_gradient_times_the_ndarrays_mask(device, dt
         expected = g * (a > 0).astype(dtype)
     np.testing.assert_array_equal(out.numpy(), expected)  # bits too: -0.0 for g = -3
     assert np.signbit(out.numpy()[4]) and np.isnan(out.numpy()[5])
-    np.testing.assert_array_equal(out.numpy(), (grad * (array > 0)).numpy())  # spec §5's ops
+    np.testing.assert_array_equal(out.numpy(), (grad * (array > 0)).numpy())  # the NDArray's ops
     with pytest.raises(ValueError, match="relu_backward"):
         device.mod.relu_backward(grad[:10].compact()._handle, array._handle, out._handle)
 

@@ -1,6 +1,6 @@
 """Recurrent and attention layers: the course's draws, PyTorch cross-checks, and errors.
 
-Draw-order tests replay NumPy's global generator by hand (hw4 §2, §3, §7). PyTorch
+Draw-order tests replay NumPy's global generator by hand. PyTorch
 cross-checks copy our weights into torch.nn modules (transposed: ours are (in, out)).
 """
 

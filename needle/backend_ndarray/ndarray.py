@@ -786,7 +786,7 @@ class NDArray:
     # ----- matrix product -------------------------------------------------------------------
     def __matmul__(self, other: "NDArray") -> "NDArray":
         """``self @ other``; 2-D products whose sizes are multiples of the device's tile size
-        take the course's tiled path (spec §8.1). :func:`matmul` never does."""
+        take the course's tiled path. :func:`matmul` never does."""
         return _matmul("NDArray @", self, other, _matmul_2d)
 
     # ----- reductions -----------------------------------------------------------------------
@@ -1385,7 +1385,7 @@ def matmul(a: NDArray, b: NDArray) -> NDArray:
     """NumPy's ``matmul`` for the ops: ``a @ b`` straight to the BLAS (project extra).
 
     Shapes as ``a @ b`` (batch dimensions broadcast), but it never takes the tiled path of
-    ``@`` (spec §8.1), and an operand whose last two axes are a transposed or row-sliced
+    ``@`` (the course's tiled layout), and an operand whose last two axes are a transposed or row-sliced
     view of a compact matrix (``swapaxes(w, 0, 1)``) is handed to the BLAS as it is, with
     no copy. Other layouts are compacted first. The ops call this; ``@`` stays the course's.
 

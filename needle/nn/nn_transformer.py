@@ -21,7 +21,7 @@ from .module import Module
 from .nn_basic import Dropout, LayerNorm1d, Linear, _check_tensor
 from .nn_sequence import Embedding
 
-#: The causal mask value: the most negative float32, never -inf (hw4 §3: -inf times a
+#: The causal mask value: the most negative float32, never -inf (-inf times a
 #: 0/1 mask would put NaN at the kept positions).
 MASK_VALUE = -float(np.finfo(np.float32).max)
 
