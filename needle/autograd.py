@@ -21,17 +21,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy
 
-from .backends import (
-    BACKEND,
-    FLOAT_DTYPES,
-    check_dtype,
-    Device,
-    NDArray,
-    all_devices,
-    array_api,
-    cpu,
-    default_device,
-)
+from .backends import BACKEND, FLOAT_DTYPES, Device, NDArray, array_api, check_dtype, default_device
+from .backends import all_devices, cpu  # noqa: F401  (the course imports them from here)
 from ._types import Shape
 
 _ND = BACKEND == "nd"
