@@ -1,4 +1,4 @@
-"""Print a run's metrics.csv as the README's results table (Markdown).
+"""Print a run's metrics.csv as the results table of docs/results.md (Markdown).
 
 Usage: python scripts/results_table.py runs/default/metrics.csv
 

@@ -1,5 +1,5 @@
-"""The README's first example prints what its comments say; its results table is the one
-scripts/results_table.py writes, and the text around it quotes it right.
+"""The README's first example prints what its comments say; the results table of
+docs/results.md is the one scripts/results_table.py writes, and the text around it quotes it.
 
 (Every python block of the README also runs in tests/test_docs.py.)
 """
@@ -25,9 +25,9 @@ def _results_table_module():
 
 
 def _default_run_section() -> str:
-    """The README's section on the default run, up to the next result."""
-    text = README.read_text()
-    start = text.index("## Results: `needle train` on Fashion-MNIST")
+    """docs/results.md's section on the default run, up to the next result."""
+    text = (ROOT / "docs" / "results.md").read_text()
+    start = text.index("## `needle train` on Fashion-MNIST")
     return text[start:text.index("**Beyond the course recipe", start)]
 
 
