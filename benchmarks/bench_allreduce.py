@@ -154,6 +154,21 @@ def worker(repeat: int) -> None:
         report(results, distributed.world_size())
 
 
+def run_workers(script: str, processes: int, repeat: int) -> int:
+    """``script --worker --repeat R`` on ``processes`` MPI ranks, one thread each; the exit
+    status (the script says why when there is no mpiexec)."""
+    from needle import distributed
+
+    launcher = distributed.find_mpiexec()
+    if launcher is None:
+        sys.exit(f"{os.path.basename(script)}: no mpiexec found; "
+                 f"pip install \"needle-dl[distributed]\"")
+    env = dict(os.environ, **{name: "1" for name in THREAD_VARS})
+    command = [launcher, "-n", str(processes), sys.executable, script, "--worker",
+               "--repeat", str(repeat)]
+    return subprocess.run(command, env=env).returncode
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20, help="repetitions (median)")
@@ -163,15 +178,7 @@ def main() -> None:
     if args.worker:
         worker(args.repeat)
         return
-    from needle import distributed
-
-    launcher = distributed.find_mpiexec()
-    if launcher is None:
-        sys.exit("bench_allreduce: no mpiexec found; pip install \"needle-dl[distributed]\"")
-    env = dict(os.environ, **{name: "1" for name in THREAD_VARS})
-    command = [launcher, "-n", str(args.processes), sys.executable, __file__, "--worker",
-               "--repeat", str(args.repeat)]
-    sys.exit(subprocess.run(command, env=env).returncode)
+    sys.exit(run_workers(__file__, args.processes, args.repeat))
 
 
 if __name__ == "__main__":

@@ -21,14 +21,12 @@ variant once (alternating), on the slowest rank. See docs/distributed.md.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 
 import numpy as np
 
-from bench_allreduce import THREAD_VARS, timed
+from bench_allreduce import run_workers, timed
 
 
 def _mlp():
@@ -110,18 +108,10 @@ def main() -> None:
     if args.worker:
         worker(args.repeat)
         return
-    from needle import distributed
-
-    launcher = distributed.find_mpiexec()
-    if launcher is None:
-        sys.exit("bench_ddp_overlap: no mpiexec found; pip install \"needle-dl[distributed]\"")
-    env = dict(os.environ, **{name: "1" for name in THREAD_VARS})
     print("| model | ranks | compute ms | after ms | overlap ms | communication ms | hidden |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for n in args.processes:
-        command = [launcher, "-n", str(n), sys.executable, __file__, "--worker", "--repeat",
-                   str(args.repeat)]
-        code = subprocess.run(command, env=env).returncode
+        code = run_workers(__file__, n, args.repeat)
         if code:
             sys.exit(code)
 

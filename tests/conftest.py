@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import needle as ndl
 import needle.autograd as autograd
 from needle import backend_ndarray
 from needle.backends import NDArray
+from needle.data import write_idx
 
 
 def _params_of(devices) -> list:
@@ -82,6 +84,19 @@ def server(tmp_path, monkeypatch):
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory) -> Path:
+    """A folder with random MNIST-format IDX files: 120 training and 40 test images."""
+    folder = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 120), ("t10k", 40)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz",
+                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz",
+                  rng.integers(0, 10, n, dtype=np.uint8))
+    return folder
 
 
 def tensor(data, **kwargs) -> ndl.Tensor:

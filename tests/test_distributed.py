@@ -22,7 +22,7 @@ import pytest
 
 import needle as ndl
 from needle import cli, distributed, nn, training
-from needle.data import DataLoader, DistributedSampler, NDArrayDataset, write_idx
+from needle.data import DataLoader, DistributedSampler, NDArrayDataset
 from needle.nn.nn_distributed import _make_buckets
 
 import distributed_worker as worker
@@ -424,19 +424,6 @@ def test_a_hung_rank_makes_the_others_stop_with_a_clear_error(tmp_path):
 
 
 # ----- mpiexec -n N needle train ----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory) -> Path:
-    """A folder with random MNIST-format IDX files: 120 training and 40 test images."""
-    folder = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 120), ("t10k", 40)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz",
-                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz",
-                  rng.integers(0, 10, n, dtype=np.uint8))
-    return folder
 
 
 def needle_train(n: int, data: Path, out: Path, *options: Any) -> subprocess.CompletedProcess:

@@ -15,17 +15,10 @@ import pytest
 import needle as ndl
 from needle import backend_ndarray as nd
 
-DEVICES = [
-    pytest.param(d, id=d.name)
-    if d.enabled()
-    else pytest.param(d, id=d.name, marks=pytest.mark.skip(reason=f"{d} is not enabled here"))
-    for d in nd.all_devices()
-]
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    return request.param
+@pytest.fixture
+def device(nd_device):
+    """Every NDArray device (conftest's nd_device) under the name these tests use."""
+    return nd_device
 
 
 # ----- comparisons: IEEE's unordered NaN, infinities, -0.0; integer extremes ----------------

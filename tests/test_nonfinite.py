@@ -13,20 +13,6 @@ import pytest
 
 import needle as ndl
 from needle import cli, nn, optim, training
-from needle.data import write_idx
-
-
-@pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory) -> Path:
-    """Random MNIST-format IDX files: 120 training and 40 test images."""
-    folder = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 120), ("t10k", 40)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz",
-                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz",
-                  rng.integers(0, 10, n, dtype=np.uint8))
-    return folder
 
 
 def train(data: Path, out: Path, *options: str) -> int:

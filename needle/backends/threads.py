@@ -20,6 +20,7 @@ thread the system has not scheduled.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 from . import BACKEND
@@ -65,8 +66,9 @@ def _from_environment() -> int:
     return _available_cpus()
 
 
+@functools.lru_cache(maxsize=1)
 def _openblas():
-    """The OpenBLAS library NumPy loaded, or None (another BLAS, or not Linux)."""
+    """The OpenBLAS library NumPy loaded, or None (another BLAS, or not Linux); looked up once."""
     import numpy  # noqa: F401  (loads the BLAS, so that it can be found)
 
     try:
