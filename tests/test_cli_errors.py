@@ -19,7 +19,6 @@ import pytest
 import needle as ndl
 from needle import cli, training
 from test_language_task import write_ptb_folder
-from test_nonfinite import tiny_mnist  # noqa: F401  (a fixture)
 
 HUGE = "99999999999999999999"
 VALUES = ["", "-1", "0", "1.5", HUGE, "1e400", "nan", "inf", "-inf", "abc"]

@@ -23,7 +23,6 @@ from needle.options import CheckpointInterval
 from test_cli import _env, assert_same_state, run_main
 from test_distributed import mpiexec, needs_mpiexec
 from test_language_task import write_ptb_folder
-from test_nonfinite import tiny_mnist  # noqa: F401  (a fixture)
 
 #: Runs ``needle train ARGS`` and SIGKILLs the process after training step ``N`` (on rank 0
 #: in a data-parallel job: the launcher then ends every rank).
