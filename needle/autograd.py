@@ -21,11 +21,10 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy
 
-from .backends import BACKEND, FLOAT_DTYPES, Device, NDArray, array_api, check_dtype, default_device
+from .backends import FLOAT_DTYPES, Device, NDArray, array_api, check_dtype, kernels
 from .backends import all_devices, cpu  # noqa: F401  (the course imports them from here)
 from ._types import Shape
 
-_ND = BACKEND == "nd"
 _FLOAT32, _FLOAT64 = FLOAT_DTYPES
 
 #: When True, an op's result is computed only when :meth:`Value.realize_cached_data` is called.
@@ -47,21 +46,38 @@ _partial_adjoint_hook = None
 
 
 
+class Saved:
+    """What an op's ``compute`` returns when its gradient needs arrays made by the forward
+    pass: the ``output`` and those ``arrays``. The node keeps the arrays as ``node.saved``
+    (a tuple) for the op's ``gradient``; the op object keeps nothing from the call, so it
+    holds only its constructor's parameters (PyTorch's ``ctx.save_for_backward``)."""
+
+    __slots__ = ("output", "arrays")
+
+    def __init__(self, output, *arrays) -> None:
+        self.output = output
+        self.arrays = arrays
+
+
 class Op:
     """An operator: ``compute`` runs it on backend arrays, ``gradient`` differentiates it.
 
     ``takes_integers`` says whether integer and boolean tensors are valid inputs (views,
     sums, additions and products are; everything that computes in floating point is not,
-    and refuses them with a TypeError before computing).
+    and refuses them with a TypeError before computing). ``saved_without_graph`` says
+    whether ``node.saved`` stays when no graph is kept (its caller reads results from it);
+    otherwise it goes with the graph.
     """
 
     takes_integers = False
+    saved_without_graph = False
 
     def __call__(self, *args):
         raise NotImplementedError()
 
     def compute(self, *args: NDArray):
-        """Forward on backend arrays; returns a backend array (or a tuple of them)."""
+        """Forward on backend arrays; returns a backend array (or a tuple of them), or a
+        :class:`Saved` holding it and the arrays the gradient needs."""
         raise NotImplementedError()
 
     def gradient(self, out_grad: "Value", node: "Value") -> "Value | tuple[Value, ...]":
@@ -108,13 +124,15 @@ class Value:
     ``requires_grad``.
     """
 
-    __slots__ = ("op", "inputs", "cached_data", "requires_grad", "grad", "_replay", "_hooks",
-                 "_trace", "__weakref__")
+    __slots__ = ("op", "inputs", "cached_data", "saved", "requires_grad", "grad", "_replay",
+                 "_hooks", "_trace", "__weakref__")
 
     def realize_cached_data(self):
         """The node's backend array, computing it (and its inputs') first if needed."""
         if self.cached_data is None:
             data = self.op.compute(*[x.realize_cached_data() for x in self.inputs])
+            if data.__class__ is Saved:
+                self.saved, data = data.arrays, data.output
             self.cached_data = data if isinstance(data, NDArray) else _as_arrays(data)
             if _anomaly_enabled:
                 _check_finite(self.cached_data, self, "forward output")
@@ -150,6 +168,7 @@ class Value:
         self.op = op
         self.inputs = tuple(inputs)
         self.cached_data = cached_data
+        self.saved = ()
         self.requires_grad = requires_grad
         self.grad = None
         self._replay = None
@@ -191,6 +210,8 @@ class Value:
                 # Nothing upstream needs a gradient (or a default backward() is running):
                 # drop the graph so it can be freed.
                 value.op, value.inputs = None, ()
+                if not op.saved_without_graph:
+                    value.saved = ()
         return value
 
 
@@ -228,9 +249,8 @@ class TensorTuple(Value):
         return len(self.realize_cached_data())
 
     def __getitem__(self, index: int) -> "Tensor":
-        from .ops import tuple_get_item
 
-        return tuple_get_item(self, index)
+        return ops.tuple_get_item(self, index)
 
     def __iter__(self) -> Iterator["Tensor"]:
         return (self[i] for i in range(len(self)))
@@ -246,11 +266,10 @@ class TensorTuple(Value):
         return self.__repr__()
 
     def __add__(self, other: "TensorTuple") -> "TensorTuple":
-        from .ops import make_tuple
 
         if not isinstance(other, TensorTuple) or len(self) != len(other):
             raise TypeError("TensorTuple + : both operands must be TensorTuples of equal length")
-        return make_tuple(*[self[i] + other[i] for i in range(len(self))])
+        return ops.make_tuple(*[self[i] + other[i] for i in range(len(self))])
 
     def detach(self) -> "TensorTuple":
         """A constant TensorTuple sharing the arrays, outside any graph."""
@@ -309,11 +328,7 @@ class Tensor(Value):
         """
         if dtype is not None:
             dtype = check_dtype("Tensor", dtype)
-        if not _ND:
-            return numpy.array(data, dtype=dtype)
-        if device is None:
-            device = data.device if isinstance(data, NDArray) else default_device()
-        return array_api.array(data, device=device, dtype=dtype)
+        return kernels.make_array(data, device, dtype)
 
     # ----- properties -------------------------------------------------------------
     @property
@@ -359,7 +374,7 @@ class Tensor(Value):
     @property
     def device(self) -> Device:
         """The device of this tensor's array."""
-        return self.realize_cached_data().device if _ND else default_device()
+        return kernels.device_of(self.realize_cached_data())
 
     def to(self, device: Device) -> "Tensor":
         """This tensor on ``device``: itself when it is already there, else a detached copy."""
@@ -369,8 +384,7 @@ class Tensor(Value):
 
     def numpy(self) -> numpy.ndarray:
         """The data as a NumPy array: a copy under ``nd``; the array itself under ``np``."""
-        data = self.realize_cached_data()
-        return data.numpy() if _ND else data
+        return kernels.to_numpy(self.realize_cached_data())
 
     def item(self) -> float:
         """The value of a one-element tensor as a Python number."""
@@ -485,41 +499,34 @@ class Tensor(Value):
 
     # ----- operators: dispatch only (see needle.ops for the lowering) -----------------
     def __add__(self, other):
-        from . import ops
 
         return ops.add(self, other) if isinstance(other, Tensor) else ops.add_scalar(self, other)
 
     def __mul__(self, other):
-        from . import ops
 
         if isinstance(other, Tensor):
             return ops.multiply(self, other)
         return ops.mul_scalar(self, other)
 
     def __pow__(self, other):
-        from . import ops
 
         if isinstance(other, Tensor):
             return ops.power(self, other)
         return ops.power_scalar(self, other)
 
     def __sub__(self, other):
-        from . import ops
-        from .ops._shapes import python_scalar
 
         if isinstance(other, Tensor):
             return ops.add(self, ops.negate(other))
-        return ops.add_scalar(self, -python_scalar("subtract", other))
+        return ops.add_scalar(self, -_shapes.python_scalar("subtract", other))
 
     def __truediv__(self, other):
-        from . import ops
 
         if isinstance(other, Tensor):
             return ops.divide(self, other)
         return ops.divide_scalar(self, other)
 
     def __matmul__(self, other):
-        from . import ops
 
         return ops.matmul(self, other)
 
@@ -528,17 +535,14 @@ class Tensor(Value):
         return self.__matmul__(other)
 
     def __neg__(self):
-        from . import ops
 
         return ops.negate(self)
 
     def __rsub__(self, other):
-        from . import ops
 
         return ops.add_scalar(ops.negate(self), other)
 
     def __rtruediv__(self, other):
-        from . import ops
 
         return ops.mul_scalar(ops.power_scalar(self, -1), other)
 
@@ -548,31 +552,26 @@ class Tensor(Value):
     def astype(self, dtype) -> "Tensor":
         """This tensor converted to ``dtype`` (``"float32"``, ``"int64"``, ...): a new tensor,
         differentiable between float dtypes (NumPy's name; PyTorch's ``.to(dtype)``)."""
-        from . import ops
 
         return ops.astype(self, dtype)
 
     def sum(self, axes=None) -> "Tensor":
         """Sum over ``axes`` (None: all; an int; or a tuple), dropping them."""
-        from . import ops
 
         return ops.summation(self, axes)
 
     def broadcast_to(self, shape: Shape) -> "Tensor":
         """This tensor broadcast to ``shape`` (NumPy rules)."""
-        from . import ops
 
         return ops.broadcast_to(self, shape)
 
     def reshape(self, shape: Shape) -> "Tensor":
         """The same elements in ``shape``."""
-        from . import ops
 
         return ops.reshape(self, shape)
 
     def transpose(self, axes=None) -> "Tensor":
         """Swap two axes: the last two by default, else the two in ``axes``."""
-        from . import ops
 
         return ops.transpose(self, axes)
 
@@ -581,7 +580,6 @@ class Tensor(Value):
     def __getitem__(self, key) -> "Tensor":
         """``t[key]`` with NumPy's and PyTorch's rules (ints drop their axis; slices with any
         step; None; ...; integer arrays or tensors; bool masks); see :func:`needle.getitem`."""
-        from . import ops
 
         return ops.getitem(self, key)
 
@@ -595,8 +593,6 @@ class Tensor(Value):
           which nodes have read ``t``, and a graph that used its old value would compute
           wrong gradients; write ``t = t.index_put(key, value)`` instead.
         """
-        from . import ops
-        from .ops._index import parse_index, write
 
         if _grad_enabled and self.requires_grad:
             raise RuntimeError(
@@ -608,20 +604,18 @@ class Tensor(Value):
         if _grad_enabled and isinstance(value, Tensor) and value.requires_grad:
             result = ops.index_put(self.detach(), key, value)
             self.op, self.inputs, self.requires_grad = result.op, result.inputs, True
-            self.cached_data = result.cached_data
+            self.cached_data, self.saved = result.cached_data, result.saved
             return
-        index = parse_index("setitem", self.shape, key)
+        index = _index.parse_index("setitem", self.shape, key)
         if not isinstance(value, Tensor):
             value = Tensor(value, dtype=self.dtype, device=self.device, requires_grad=False)
-        from .ops._shapes import check_broadcastable_to
 
-        check_broadcastable_to("setitem", value.shape, index.shape)
+        _shapes.check_broadcastable_to("setitem", value.shape, index.shape)
         values = array_api.broadcast_to(value.realize_cached_data(), index.shape)
-        write(self.realize_cached_data(), index, values.astype(self.dtype, copy=False))
+        _index.write(self.realize_cached_data(), index, values.astype(self.dtype, copy=False))
 
     def index_put(self, key, value) -> "Tensor":
         """A copy with ``value`` written at ``key``, differentiable (:func:`needle.index_put`)."""
-        from . import ops
 
         return ops.index_put(self, key, value)
 
@@ -635,7 +629,6 @@ class Tensor(Value):
     __hash__ = Value.__hash__
 
     def _compare(self, kind: str, other):
-        from . import ops
 
         if not isinstance(other, (Tensor, numbers.Real)):
             return NotImplemented
@@ -697,7 +690,6 @@ class Tensor(Value):
 
     def _call(name: str):  # noqa: N805  (builds methods at class creation)
         def method(self, *args, **kwargs):
-            from . import ops
 
             return getattr(ops, name)(self, *args, **kwargs)
 
@@ -732,9 +724,8 @@ class Tensor(Value):
     def split(self, split_size_or_sections, dim: int = 0) -> tuple["Tensor", ...]:
         """PyTorch's ``Tensor.split``: pieces of an int size along ``dim`` (the last smaller),
         or of each size in a list. (``needle.split(a, axis)`` is the course's op.)"""
-        from .ops.ops_indexing import split_size
 
-        return split_size(self, split_size_or_sections, dim)
+        return ops_indexing.split_size(self, split_size_or_sections, dim)
 
     # ----- interoperability ---------------------------------------------------------------
     def tolist(self):
@@ -979,7 +970,7 @@ def _adopt_graph(grad: Value, twin: Value) -> None:
     grad._replay = None
     grad.requires_grad = twin.requires_grad
     if twin.op is not None:
-        grad.op, grad.inputs = twin.op, twin.inputs
+        grad.op, grad.inputs, grad.saved = twin.op, twin.inputs, twin.saved
     elif twin.requires_grad:
         grad.op, grad.inputs = _SameAs(), (twin,)
 
@@ -1201,3 +1192,10 @@ def _anomaly_from_environment() -> None:
 
 
 _anomaly_from_environment()
+
+
+# The one import circle of the design: Tensor's methods and operators are ops (``a + b`` is
+# ops.add), and the ops are built on Tensor and TensorOp. Resolved here, once: this module is
+# complete when the ops load, and the methods look the ops up when they are called.
+from . import ops  # noqa: E402
+from .ops import _index, _shapes, ops_indexing  # noqa: E402

@@ -1,2 +1,2 @@
-"""Course-compatible alias of :mod:`needle.backends.numpy_backend`."""
-from .backends.numpy_backend import *  # noqa: F401,F403
+"""The course's name for :mod:`needle.backends.numpy`, the NumPy backend's devices."""
+from .backends.numpy import *  # noqa: F401,F403

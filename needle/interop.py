@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .autograd import Tensor
-from .backends import BACKEND, DTYPES
+from .backends import DTYPES, kernels
 
 
 def from_numpy(array: np.ndarray) -> Tensor:
@@ -24,9 +24,7 @@ def from_numpy(array: np.ndarray) -> Tensor:
         raise TypeError(
             f"from_numpy: dtype {array.dtype} is not supported; use one of {', '.join(DTYPES)}"
         )
-    if BACKEND == "np":
-        return Tensor.make_const(array)
-    return Tensor(array, dtype=array.dtype, requires_grad=False)
+    return Tensor.make_const(kernels.share_numpy(array))
 
 
 def from_dlpack(source) -> Tensor:

@@ -13,7 +13,7 @@ import pytest
 import needle as ndl
 from needle import backend_ndarray as nd
 
-COMPILED = "needle.backend_ndarray.ndarray_backend_cpu"
+COMPILED = "needle.backends.ndarray.ndarray_backend_cpu"
 BLOCK = f"import sys; sys.modules[{COMPILED!r}] = None; "
 
 

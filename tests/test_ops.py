@@ -85,8 +85,11 @@ def _draws(shape: Shape) -> np.ndarray:
 
 
 def _np_dropout_mask(shape: Shape, keep: float) -> np.ndarray:
-    keep32 = np.float32(keep)
-    return (_draws(shape).astype(np.float32) <= keep32).astype(np.float32) / keep32
+    """The mask in the dtype of the backend's uniform draws (float32 under nd, float64 under np)."""
+    from needle.backends import kernels
+
+    dtype = np.dtype(kernels.DRAW_DTYPE).type
+    return (_draws(shape).astype(dtype) <= dtype(keep)).astype(dtype) / dtype(keep)
 
 
 def _fixed(a: ndl.Tensor) -> NDArray:

@@ -235,25 +235,3 @@ def test_step_shape_errors(rng):
     with pytest.raises(ValueError, match=r"lstm_layer: got shapes .*'c0': \(2, 3\)"):
         ndl.lstm_layer(ndl.Tensor(np.ones((5, 2, 3))), h, ndl.Tensor(np.ones((2, 3))),
                        ndl.Tensor(np.ones((3, 16))), ndl.Tensor(np.ones((4, 16))))
-
-
-@pytest.mark.parametrize("batch, hidden", [(4, 3), (1, 1), (16, 20)])
-def test_lstm_gate_kernels_give_the_compositions_bits(batch, hidden, rng):
-    from needle.backends import BACKEND
-    from needle.ops import ops_sequence as seq
-
-    if BACKEND != "nd":
-        pytest.skip("the one-pass kernels belong to the NDArray backend")
-
-    def arrays(*shapes):
-        return [ndl.Tensor(rng.standard_normal(s) * 3, dtype="float32").realize_cached_data()
-                for s in shapes]
-
-    gates, c, grad_h, grad_c = arrays((batch, 4 * hidden), *[(batch, hidden)] * 3)
-    h_k, c_k, saved_k = seq._lstm_gates(gates, c)
-    h_p, c_p, saved_p = seq._lstm_gates_composed(gates, c)
-    np.testing.assert_array_equal(h_k.numpy(), h_p.numpy())
-    np.testing.assert_array_equal(c_k.numpy(), c_p.numpy())
-    for got, want in zip(seq._lstm_gates_grad(grad_h, grad_c, saved_k),
-                         seq._lstm_gates_grad_composed(grad_h, grad_c, saved_p)):
-        np.testing.assert_array_equal(got.numpy(), want.numpy())

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from needle import nn
 from needle.autograd import Tensor
-from needle.backends.numpy_backend import Device
+from needle.backends import Device
 
 __all__ = ["ConvBN", "ResNet9", "SmallCNN"]
 

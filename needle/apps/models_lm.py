@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .. import nn
 from ..autograd import Tensor
-from ..backends.numpy_backend import Device
+from ..backends import Device
 from .._validation import check_positive_int, check_real
 
 SEQ_MODELS = ("rnn", "lstm", "transformer")

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .. import nn, optim
 from ..autograd import Tensor, no_grad
-from ..backends.numpy_backend import Device
+from ..backends import Device
 from ..data import get_batch
 from .mlp_resnet import BatchResult
 

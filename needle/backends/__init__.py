@@ -1,15 +1,19 @@
 """Array backends: where tensors keep their data and how it is computed.
 
-needle's ops never import an array library; they compute through :data:`array_api`,
-the array namespace of the selected backend, and allocate through a :class:`Device`.
-``NEEDLE_BACKEND`` selects it once per process:
+A *backend* is the array library behind tensors. There are two, one package each:
 
-- ``nd`` (the default): strided ``NDArray``s from :mod:`needle.backend_ndarray`, whose
-  kernels are compiled C++ on ``cpu()`` (NumPy on ``cpu_numpy()``);
-- ``np``: plain ``numpy.ndarray``s, NumPy as the namespace; no compiled code is loaded.
+- :mod:`needle.backends.ndarray` (``nd``, the default): strided ``NDArray``s whose kernels
+  are compiled C++ on ``cpu()`` (NumPy on ``cpu_numpy()``);
+- :mod:`needle.backends.numpy` (``np``): plain ``numpy.ndarray``s; no compiled code is loaded.
 
-Unset, ``nd`` is used when its compiled CPU module imports and ``np`` otherwise (with
-one warning). ``needle.backend_selection`` is the course's name for this module.
+``NEEDLE_BACKEND`` selects one once per process; unset, ``nd`` is used when its compiled
+CPU module imports and ``np`` otherwise (with one warning). Everything above the backends
+computes through three names exported here: :data:`array_api` (the NumPy-like array
+namespace), :class:`Device` (where arrays live) and :data:`kernels` (needle's fused
+computations and the few array operations the two array types spell differently, with
+one signature on both backends). The course's names for these modules stay importable:
+``needle.backend_selection`` (this module), ``needle.backend_ndarray`` and
+``needle.backend_numpy``.
 """
 import os
 import warnings
@@ -27,13 +31,13 @@ def _select(requested: str | None) -> str:
         )
     if requested == "np":
         return "np"
-    from ..backend_ndarray import CPU_IMPORT_ERROR
+    from .ndarray import CPU_IMPORT_ERROR
 
     if CPU_IMPORT_ERROR is None:
         return "nd"
     if requested == "nd":
         raise ImportError(
-            f"NEEDLE_BACKEND=nd needs the compiled module needle.backend_ndarray."
+            f"NEEDLE_BACKEND=nd needs the compiled module needle.backends.ndarray."
             f"ndarray_backend_cpu, which failed to import ({CPU_IMPORT_ERROR}). Build it with "
             f"`pip install -e .` (needs a C++17 compiler and CMake), or set NEEDLE_BACKEND=np."
         )
@@ -68,15 +72,17 @@ def check_dtype(owner: str, dtype: Any) -> str:
 
 
 if BACKEND == "nd":
-    from .. import backend_ndarray as array_api
-    from ..backend_ndarray import BackendDevice as Device
-    from ..backend_ndarray import NDArray, all_devices, cpu, cpu_numpy, cuda, default_device
+    from . import ndarray as array_api
+    from .ndarray import BackendDevice as Device
+    from .ndarray import NDArray, all_devices, cpu, cpu_numpy, cuda, default_device, kernels
+    from .ndarray.ndarray import ndarray_backend_cpu as CPU_MODULE
 else:
     import numpy as array_api
 
-    from .numpy_backend import Device, all_devices, cpu, cpu_numpy, cuda, default_device
+    from .numpy import Device, all_devices, cpu, cpu_numpy, cuda, default_device, kernels
 
     NDArray = array_api.ndarray
+    CPU_MODULE = None  # no compiled code under np
 
 #: The backend's float32 and float64 dtype objects (what ``array.dtype`` is), in that order.
 FLOAT_DTYPES = (array_api.float32, array_api.float64) if BACKEND == "nd" else (

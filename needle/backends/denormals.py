@@ -27,19 +27,10 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from . import BACKEND, array_api
+from . import BACKEND, CPU_MODULE, array_api
 
 _enabled = False
 _in_hardware = False  # whether the CPU's FTZ/DAZ modes carry it (else the optimizers do)
-
-
-def _cpu_module():
-    """The compiled CPU module, or None (never imported under ``np``)."""
-    if BACKEND != "nd":
-        return None
-    from ..backend_ndarray.ndarray import ndarray_backend_cpu
-
-    return ndarray_backend_cpu
 
 
 def set_flush_denormal(enabled: bool) -> bool:
@@ -56,7 +47,7 @@ def set_flush_denormal(enabled: bool) -> bool:
     global _enabled, _in_hardware
     if not isinstance(enabled, bool):
         raise TypeError(f"set_flush_denormal: expected True or False, got {enabled!r}")
-    module = _cpu_module()
+    module = CPU_MODULE
     supported = module is not None and bool(module.set_flush_denormal(enabled))
     _enabled, _in_hardware = enabled, supported and enabled
     return supported

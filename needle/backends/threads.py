@@ -23,22 +23,13 @@ import ctypes
 import functools
 import os
 
-from . import BACKEND
+from . import CPU_MODULE
 
 #: OpenBLAS entry points, by build (NumPy's wheels prefix theirs): its thread-count setter,
 #: and its ILP64 CBLAS products (64-bit integers: what the compiled module's calls pass).
 _BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
                  "openblas_set_num_threads64_", "openblas_set_num_threads")
 _GEMMS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_", "cblas_dgemm64_"))
-
-
-def _cpu_module():
-    """The compiled CPU module, or None (never imported under ``np``)."""
-    if BACKEND != "nd":
-        return None
-    from ..backend_ndarray.ndarray import ndarray_backend_cpu
-
-    return ndarray_backend_cpu
 
 
 def _available_cpus() -> int:
@@ -115,7 +106,7 @@ def set_num_threads(n: int) -> None:
     """
     global _count
     _count = _check("set_num_threads", n)
-    module = _cpu_module()
+    module = CPU_MODULE
     if module is not None:
         module.set_num_threads(n)
     if not _products_on_the_pool:
@@ -124,14 +115,14 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     """The number of threads the kernels use (see :func:`set_num_threads`)."""
-    module = _cpu_module()
+    module = CPU_MODULE
     return module.get_num_threads() if module is not None else _count
 
 
 def _products_to_the_pool() -> bool:
     """Hand the compiled module the BLAS's products and the BLAS one thread; False when
     there is no compiled module or no usable BLAS (products then keep the BLAS's threads)."""
-    module, gemms = _cpu_module(), None
+    module, gemms = CPU_MODULE, None
     if module is not None:
         gemms = _blas_gemms()
     if gemms is None:
@@ -143,7 +134,7 @@ def _products_to_the_pool() -> bool:
 
 _count = _from_environment()
 _products_on_the_pool = _products_to_the_pool()
-if _cpu_module() is not None:
-    _cpu_module().set_num_threads(_count)
+if CPU_MODULE is not None:
+    CPU_MODULE.set_num_threads(_count)
 if "NEEDLE_NUM_THREADS" in os.environ and not _products_on_the_pool:
     _set_blas_threads(_count)  # needle's own knob sets the BLAS's threads too

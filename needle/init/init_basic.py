@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .._validation import check_indices, check_shape
 from ..autograd import Tensor
-from ..backends import BACKEND, Device, check_dtype, default_device
+from ..backends import Device, check_dtype, default_device, kernels
 
 
 def _device(device: Device | None) -> Device:
@@ -22,9 +22,7 @@ def _draw(device: Device, kind: str, shape: tuple, dtype) -> object:
     that dtype (spec); under ``np`` they stay float64 and the scaled result is cast, as in
     the course's NumPy framework.
     """
-    if BACKEND == "nd":
-        return getattr(device, kind)(*shape, dtype=dtype)
-    return getattr(device, kind)(*shape)
+    return kernels.draws(device, kind, shape, dtype)
 
 
 def _float_dtype(owner: str, dtype) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from .. import init, ops
 from .._validation import check_positive_int
 from ..autograd import Tensor
-from ..backends.numpy_backend import Device
+from ..backends import Device
 from .module import Module, Parameter
 from .nn_basic import BatchNorm1d, _check_tensor
 

@@ -14,7 +14,7 @@ import numpy as np
 from .. import init, ops
 from .._validation import check_positive_int, check_real
 from ..autograd import Tensor
-from ..backends.numpy_backend import Device
+from ..backends import Device
 from .module import Module, Parameter
 from .nn_basic import LayerNorm1d, _check_tensor, _over_rows
 

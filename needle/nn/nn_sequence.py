@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 from .. import init, ops
 from .._validation import check_positive_int
 from ..autograd import Tensor
-from ..backends.numpy_backend import Device
+from ..backends import Device
 from ..ops.ops_sequence import integer_ids
 from .module import Module, Parameter
 from .nn_basic import _check_tensor

@@ -16,7 +16,7 @@ import numpy as np
 from .. import init, ops
 from .._validation import check_positive_int
 from ..autograd import Tensor
-from ..backends.numpy_backend import Device
+from ..backends import Device
 from .module import Module
 from .nn_basic import Dropout, LayerNorm1d, Linear, _check_tensor
 from .nn_sequence import Embedding

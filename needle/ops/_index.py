@@ -23,7 +23,7 @@ import numpy as np
 
 from .._types import Shape
 from ..autograd import Tensor
-from ..backends import BACKEND, NDArray, array_api
+from ..backends import NDArray, array_api, kernels
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,34 +182,12 @@ def _basic_shape(shape: Shape, items: tuple) -> Shape:
 
 def basic_view(array: NDArray, index: Index) -> NDArray:
     """The strided view ``array[index]`` for a basic index (shares ``array``'s memory)."""
-    if BACKEND != "nd":
-        return array[index.items + (Ellipsis,)]  # the ellipsis keeps a 0-d result an array
-    # The NDArray's own slices take positive steps and keep int axes: slice each axis down to
-    # its first element there (which moves the offset), then lay out the result's strides.
-    first, shape, strides = [], [], []
-    axis = 0
-    for item in index.items:
-        if item is None:
-            shape.append(1)
-            strides.append(0)
-            continue
-        if isinstance(item, int):
-            first.append(slice(item, item + 1))
-        else:
-            start, stop, step = item.indices(array.shape[axis])
-            count = len(range(start, stop, step))
-            first.append(slice(start, start + 1) if count else slice(0, 0))
-            shape.append(count)
-            strides.append(array.strides[axis] * step)
-        axis += 1
-    return array[tuple(first)].as_strided(tuple(shape), tuple(strides))
+    return kernels.basic_view(array, index.items)
 
 
 def take(array: NDArray, index: Index) -> NDArray:
     """``array[index]`` for an advanced index: a new array of ``index.shape``."""
-    if BACKEND != "nd":
-        return array.reshape(-1)[index.positions]
-    return array_api.take(array, index.positions)
+    return kernels.take_flat(array, index.positions)
 
 
 def add_at(values: NDArray, index: Index, shape: Shape) -> NDArray:
@@ -219,10 +197,8 @@ def add_at(values: NDArray, index: Index, shape: Shape) -> NDArray:
     if index.basic:
         basic_view(out, index)[()] = values
         return out
-    from .ops_sequence import _add_rows  # the backends' one scatter-add entry point
-
     size = _size(shape)
-    rows = _add_rows(values.reshape(index.shape + (1,)), index.positions, size)
+    rows = kernels.add_rows(values.reshape(index.shape + (1,)), index.positions, size)
     return rows.reshape(shape)
 
 

@@ -17,8 +17,8 @@ hw4's dilate-and-convolve recipe: it is correct for every stride and padding wit
 crop that recipe needs, and it never multiplies the zeros a dilation inserts
 (docs/conv.md has the derivation and the comparison).
 
-Backend note: everything runs through ``array_api`` except :func:`_strided_view`, the one
-place that knows how each backend spells a strided view.
+Everything runs through ``array_api``, and the strided view through
+``kernels.strided_view`` (each backend spells it its own way).
 """
 
 from __future__ import annotations
@@ -26,30 +26,10 @@ from __future__ import annotations
 import numbers
 
 from ..autograd import Tensor, TensorOp
-from ..backends import NDArray, array_api
+from ..backends import NDArray, array_api, kernels
 from .ops_mathematic import _check_tensor
 
 Pair = tuple[int, int]
-
-
-# ----- the one backend-specific helper -------------------------------------------------------
-
-
-def _strided_view(a: NDArray, shape: tuple, strides: tuple) -> NDArray:
-    """A read-only view of ``a``, compacted first, with ``shape`` and ``strides`` in ELEMENTS.
-
-    ``strides`` refer to ``a``'s compact (row-major) layout. NumPy's ``as_strided`` takes
-    byte strides; needle's ``NDArray.as_strided`` takes element strides. This is the only
-    function in the op library that dispatches on the array type.
-    """
-    if hasattr(a, "compact"):  # needle.backend_ndarray.NDArray
-        return a.compact().as_strided(shape, strides)
-    import numpy as np  # the NumPy backend: array_api is numpy itself
-
-    a = np.ascontiguousarray(a)
-    return np.lib.stride_tricks.as_strided(
-        a, shape, tuple(s * a.itemsize for s in strides), writeable=False
-    )
 
 
 def _compact_strides(shape: tuple) -> tuple:
@@ -97,7 +77,7 @@ def _im2col(a: NDArray, kernel: Pair, stride: int, pad_before: Pair, out_hw: Pai
     if top or bottom or left or right:
         a = _zero_pad_hw(a, top, bottom, left, right)
     sn, sh, sw, sc = _compact_strides(a.shape)
-    view = _strided_view(
+    view = kernels.strided_view(
         a, (n, ho, wo, kh, kw, c), (sn, stride * sh, stride * sw, sh, sw, sc)
     )
     return view.reshape((n * ho * wo, kh * kw * c))

@@ -9,6 +9,11 @@ second time. Rather than return a silently wrong second derivative, each gradien
 linked into the graph through :class:`HandDerivedGradient`, whose own gradient raises
 an error that says how to get a twice-differentiable layer (``fused=False``).
 The unfused compositions in ``needle.nn`` are the reference the tests check these against.
+
+The arithmetic is the backend's: each op calls its entry points in
+:data:`needle.backends.kernels` (a compiled kernel under ``nd``, a NumPy formula under
+``np``), and what a gradient needs from the forward pass is kept on the node
+(``node.saved``), never on the op.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import check_indices
-from ..autograd import Tensor, TensorOp, is_grad_enabled
-from ..backends import BACKEND, NDArray, array_api
-from .ops_mathematic import MultiplyConstant, _check_tensor, _device_kernel
+from ..autograd import Saved, Tensor, TensorOp, is_grad_enabled
+from ..backends import NDArray, array_api, kernels
+from .ops_mathematic import MultiplyConstant, _check_tensor
 
 
 class HandDerivedGradient(TensorOp):
@@ -60,14 +65,7 @@ class FusedLinear(TensorOp):
 
     def compute(self, X: NDArray, W: NDArray, b: NDArray | None = None):
         out = array_api.matmul(X, W)
-        if b is None:
-            return out
-        add_row = _device_kernel(out, "add_row")
-        if add_row is None or b.dtype != out.dtype:
-            return out + b
-        # the bias added to every row in one pass, its (N, out) broadcast never materialised
-        add_row(*_handles(out, b, out), *out.shape)
-        return out
+        return out if b is None else kernels.add_row(out, b)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         X, W = (t.realize_cached_data() for t in node.inputs[:2])
@@ -99,127 +97,49 @@ def fused_linear(X: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
     return FusedLinear()(X, W, b)
 
 
-def _handles(*arrays: NDArray) -> list:
-    """The compact buffers of ``arrays``, for a direct kernel call."""
-    return [a.compact()._handle for a in arrays]
+class FusedBatchNorm(TensorOp):
+    """Training-mode batch norm of x (N, D) with per-feature weight and bias (D,), the batch
+    statistics computed in the same pass.
 
-
-class _FusedNorm(TensorOp):
-    """Normalise x (N, D) along ``axis`` with its mean and biased variance, then scale and shift.
-
-    ``axis`` 0 is batch norm (statistics per feature), 1 is layer norm (per example);
-    weight and bias (D,) act per feature either way. The forward keeps ``xhat`` and
-    ``inv_std`` for the gradient and exposes ``mean``/``var`` (batch norm's running stats).
+    The node keeps ``(xhat, inv_std, mean, var)`` for the gradient and, even when no graph is
+    kept, for the layer's running statistics (:func:`fused_batch_norm` returns them).
     """
 
-    name = "norm"
-    axis = 0
-    #: The names of the backend module's one-pass kernels (both norms' kernels share their
-    #: signatures); None: the array composition only.
-    forward_kernel: str | None = None
-    backward_kernel: str | None = None
+    saved_without_graph = True
 
     def __init__(self, eps: float):
         self.eps = eps
 
     def compute(self, x: NDArray, weight: NDArray, bias: NDArray):
-        kernel = self.forward_kernel and _device_kernel(x, self.forward_kernel)
-        if kernel is None:
-            return self._compose(x, weight, bias)
-        (n, d), dtype, device = x.shape, x.dtype, x.device
-        out, self.xhat = (array_api.empty((n, d), dtype=dtype, device=device) for _ in "ab")
-        stats = self._new_stats(n, d, lambda shape: array_api.empty(shape, dtype=dtype,
-                                                                      device=device))
-        kernel(*_handles(x, weight, bias, out, self.xhat, *stats), n, d, self.eps)
-        return out
-
-    def _new_stats(self, n: int, d: int, empty) -> list:
-        """Uninitialised statistics arrays the forward kernel writes after ``out`` and
-        ``xhat``, also kept on ``self``; ``empty(shape)`` makes one."""
-        raise NotImplementedError
-
-    def _compose(self, x: NDArray, weight: NDArray, bias: NDArray):
-        """The forward as array operations (any backend)."""
-        n = x.shape[self.axis]
-        self.mean = x.sum(axis=self.axis, keepdims=True) / n
-        centred = x - self.mean
-        self.var = (centred * centred).sum(axis=self.axis, keepdims=True) / n
-        self.inv_std = (self.var + self.eps) ** -0.5
-        self.xhat = centred * self.inv_std
-        return self.xhat * weight + bias
+        out, xhat, mean, var, inv_std = kernels.batchnorm_forward(x, weight, bias, self.eps)
+        return Saved(out, xhat, inv_std, mean, var)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        g = out_grad.realize_cached_data()
+        xhat, inv_std = node.saved[:2]
         weight = node.inputs[1].realize_cached_data()
-        grads = self._grad_kernel(g, weight)
-        if grads is None:
-            grad_bias = g.sum(axis=0)
-            grad_weight = (g * self.xhat).sum(axis=0)
-            grads = (self._grad_x(g, weight, grad_weight, grad_bias), grad_weight, grad_bias)
-        return _link_gradients(self.name, out_grad, node, grads)
-
-    def _grad_kernel(self, g: NDArray, weight: NDArray) -> tuple | None:
-        """``(grad_x, grad_weight, grad_bias)`` from the device's one-pass kernel, or None."""
-        kernel = self.backward_kernel and _device_kernel(g, self.backward_kernel)
-        if kernel is None:
-            return None
-        (n, d), dtype, device = g.shape, g.dtype, g.device
-        grad_x = array_api.empty((n, d), dtype=dtype, device=device)
-        grad_weight, grad_bias = (array_api.empty((d,), dtype=dtype, device=device) for _ in "ab")
-        kernel(*_handles(g, self.xhat, weight, self.inv_std, grad_x, grad_weight, grad_bias),
-               n, d)
-        return grad_x, grad_weight, grad_bias
-
-    def _grad_x(self, g: NDArray, weight: NDArray, grad_weight: NDArray, grad_bias: NDArray):
-        # d/dx of (x - mean) * inv_std, applied to gx = g * weight, along the stats axis:
-        # inv_std / n * (n * gx - sum(gx) - xhat * sum(gx * xhat)).
-        gx = g * weight
-        n = g.shape[self.axis]
-        sum_gx = gx.sum(axis=self.axis, keepdims=True)
-        sum_gx_xhat = (gx * self.xhat).sum(axis=self.axis, keepdims=True)
-        return (gx * n - sum_gx - self.xhat * sum_gx_xhat) * (self.inv_std / n)
+        grads = kernels.batchnorm_backward(out_grad.realize_cached_data(), xhat, weight, inv_std)
+        return _link_gradients("BatchNorm1d", out_grad, node, grads)
 
 
-class FusedBatchNorm(_FusedNorm):
-    """Training-mode batch norm of x (N, D) with per-feature weight and bias (D,).
-
-    On a device whose backend module has the one-pass ``batchnorm_forward`` and
-    ``batchnorm_backward`` kernels (the NDArray devices), forward and gradient are one
-    kernel call each instead of about a dozen array operations.
-    """
-
-    name = "BatchNorm1d"
-    axis = 0
-    forward_kernel, backward_kernel = "batchnorm_forward", "batchnorm_backward"
-
-    def _new_stats(self, n: int, d: int, empty) -> list:
-        self.mean, self.var, self.inv_std = (empty((1, d)) for _ in "abc")
-        return [self.mean, self.var, self.inv_std]
-
-    def _grad_x(self, g: NDArray, weight: NDArray, grad_weight: NDArray, grad_bias: NDArray):
-        # With statistics per feature, sum(gx) = weight * grad_bias and
-        # sum(gx * xhat) = weight * grad_weight: the general formula's two extra
-        # reductions are already done.
-        n = g.shape[0]
-        centred_grad = g * n - grad_bias - self.xhat * grad_weight
-        return centred_grad * (weight * self.inv_std / n)
-
-
-class FusedLayerNorm(_FusedNorm):
+class FusedLayerNorm(TensorOp):
     """Layer norm of x (N, D): each row normalised, then per-feature weight and bias (D,).
 
-    On an NDArray device the forward and the gradient are one kernel call each
-    (``layernorm_forward``/``layernorm_backward``), one pass per row, with the same float
-    operations in the same order as the composition, so the results are its bits.
+    The forward and the gradient are one kernel call each, one pass per row, with the same
+    float operations in the same order as the NumPy formula, so the results are its bits.
     """
 
-    name = "LayerNorm1d"
-    axis = 1
-    forward_kernel, backward_kernel = "layernorm_forward", "layernorm_backward"
+    def __init__(self, eps: float):
+        self.eps = eps
 
-    def _new_stats(self, n: int, d: int, empty) -> list:
-        self.inv_std = empty((n, 1))
-        return [self.inv_std]
+    def compute(self, x: NDArray, weight: NDArray, bias: NDArray):
+        out, xhat, inv_std = kernels.layernorm_forward(x, weight, bias, self.eps)
+        return Saved(out, xhat, inv_std)
+
+    def gradient(self, out_grad: Tensor, node: Tensor):
+        xhat, inv_std = node.saved
+        weight = node.inputs[1].realize_cached_data()
+        grads = kernels.layernorm_backward(out_grad.realize_cached_data(), xhat, weight, inv_std)
+        return _link_gradients("LayerNorm1d", out_grad, node, grads)
 
 
 def _check_norm(op_name: str, x: Tensor, weight: Tensor, bias: Tensor) -> None:
@@ -240,10 +160,9 @@ def fused_batch_norm(
     constants (for the running averages), the variance biased.
     """
     _check_norm("fused_batch_norm", x, weight, bias)
-    op = FusedBatchNorm(eps)
-    out = op(x, weight, bias)
-    shape = (x.shape[1],)
-    return out, Tensor.make_const(op.mean.reshape(shape)), Tensor.make_const(op.var.reshape(shape))
+    out = FusedBatchNorm(eps)(x, weight, bias)
+    mean, var = out.saved[2:]
+    return out, Tensor.make_const(mean), Tensor.make_const(var)
 
 
 def fused_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
@@ -255,49 +174,24 @@ def fused_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5)
 class FusedSoftmaxCrossEntropy(TensorOp):
     """Mean over the batch of ``logsumexp(logits_i) - logits_i[y_i]``; a 0-d result.
 
-    ``labels`` are int64 (N,) in [0, K) (checked by the caller). On an NDArray device the
-    forward is one kernel call (``softmax_cross_entropy``: per row, max, exp-sum, loss and
-    the gradient), so no one-hot matrix is built. Elsewhere the labels become a one-hot
-    (N, K) matrix, the target logit is a masked row sum (exact: each row has one non-zero
-    term) and the arithmetic is the kernel's. Either way the forward keeps
-    ``unit_grad = (softmax - one_hot) * (1 / N)``, the gradient for ``out_grad = 1`` (what
-    training passes), which the backward then returns without another pass over (N, K);
-    for another ``out_grad`` it is ``unit_grad * out_grad``.
+    ``labels`` are int64 (N,) in [0, K) (checked by the caller). The forward is one kernel
+    call (per row: max, exp-sum, loss and the gradient; no one-hot matrix is built), and the
+    node keeps ``unit_grad = (softmax - one_hot) * (1 / N)``, the gradient for
+    ``out_grad = 1`` (what training passes), which the backward then returns without another
+    pass over (N, K); for another ``out_grad`` it is ``unit_grad * out_grad``.
     """
 
-    def __init__(self, labels, device):
+    def __init__(self, labels: np.ndarray):
         self.labels = labels
-        self.device = device
 
     def compute(self, logits: NDArray):
-        kernel = _device_kernel(logits, "softmax_cross_entropy")
-        if kernel is None:
-            return self._compose(logits)
-        (n, k), dtype, device = logits.shape, logits.dtype, logits.device
-        self.unit_grad = array_api.empty((n, k), dtype=dtype, device=device)
-        loss = array_api.empty((), dtype=dtype, device=device)
-        kernel(*_handles(logits), self.labels, *_handles(self.unit_grad, loss), n, k)
-        return loss
-
-    def _compose(self, logits: NDArray):
-        n, k = logits.shape
-        one_hot = self.device.one_hot(k, self.labels, dtype=logits.dtype)
-        peak = logits.max(axis=1, keepdims=True)
-        shifted = logits - peak
-        exps = array_api.exp(shifted)
-        total = exps.sum(axis=1, keepdims=True)
-        scalar = np.dtype(logits.dtype).type  # 1 / n rounded in the dtype, as out_grad / n is
-        self.unit_grad = (exps / total - one_hot) * (scalar(1) / scalar(n))
-        # A -inf logit would make 0 * -inf = nan in the masked sum: clip it to the
-        # dtype's lowest finite value first (shifted is <= 0, so nothing else changes).
-        lowest = -float(array_api.finfo(logits.dtype).max)
-        picked = (array_api.maximum(shifted, lowest) * one_hot).sum(axis=1, keepdims=True)
-        per_example = array_api.log(total) - picked
-        return array_api.asarray(per_example.sum() / n, dtype=logits.dtype)
+        loss, unit_grad = kernels.softmax_cross_entropy(logits, self.labels)
+        return Saved(loss, unit_grad)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
+        (unit_grad,) = node.saved
         g = out_grad.realize_cached_data()
-        grad = self.unit_grad if float(g) == 1.0 else self.unit_grad * g
+        grad = unit_grad if float(g) == 1.0 else unit_grad * g
         return _link_gradients("SoftmaxLoss", out_grad, node, (grad,))
 
 
@@ -322,14 +216,14 @@ def fused_softmax_cross_entropy(logits: Tensor, labels) -> Tensor:
         )
     labels = check_indices("fused_softmax_cross_entropy", "labels", labels, logits.shape[1])
     labels = np.ascontiguousarray(labels)
-    return FusedSoftmaxCrossEntropy(labels, logits.device)(logits)
+    return FusedSoftmaxCrossEntropy(labels)(logits)
 
 
 class FusedDropout(TensorOp):
     """Dropout with given uniform draws in one pass: ``out = x * mask``, where
-    ``mask = [float32(draws) <= keep] / keep`` in float32 (as the course's float32 ``rand``
-    rounds its draws), cast to x's dtype. One kernel on an NDArray device (``dropout``), NumPy
-    otherwise; the same values.
+    ``mask = [draws <= keep] / keep`` computed in the dtype of the backend's ``rand`` draws
+    (``kernels.DRAW_DTYPE``: float32 under ``nd``, float64 under ``np``, so the mask is the
+    course's ``randb`` expression on either), cast to x's dtype; the node keeps the mask.
 
     Unlike the other fused ops, the gradient is built from an op (``multiply_constant`` by the
     mask), so it can be differentiated again.
@@ -338,27 +232,20 @@ class FusedDropout(TensorOp):
     def __init__(self, draws: np.ndarray, keep: float):
         self.draws = draws
         self.keep = keep
-        self.mask: NDArray | None = None
 
     def compute(self, x: NDArray):
-        kernel = _device_kernel(x, "dropout")
-        if kernel is None:
-            keep = np.float32(self.keep)
-            mask = (self.draws.astype(np.float32) <= keep).astype(np.float32) / keep
-            self.mask = (array_api.array(mask, dtype=x.dtype, device=x.device)
-                         if BACKEND == "nd" else mask.astype(x.dtype))
-            return x * self.mask
-        self.mask, out = (array_api.empty(x.shape, dtype=x.dtype, device=x.device) for _ in "mo")
-        kernel(self.draws, x.compact()._handle, self.mask._handle, out._handle, self.keep)
-        return out
+        out, mask = kernels.dropout(x, self.draws, self.keep)
+        return Saved(out, mask)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
-        return MultiplyConstant(self.mask)(out_grad)
+        (mask,) = node.saved
+        return MultiplyConstant(mask)(out_grad)
 
 
 def fused_dropout(x: Tensor, draws: np.ndarray, keep: float) -> Tensor:
-    """``x * ([draws <= keep] / keep)`` in one pass; ``draws`` are float64 uniform [0, 1)
-    draws of x's shape (``np.random.rand(*x.shape)``), ``keep`` in (0, 1]."""
+    """``x * ([draws <= keep] / keep)`` in one pass, compared in the dtype of the backend's
+    ``rand`` draws; ``draws`` are float64 uniform [0, 1) draws of x's shape
+    (``np.random.rand(*x.shape)``), ``keep`` in (0, 1]."""
     _check_tensor("fused_dropout", x, "x")
     draws = np.asarray(draws, dtype=np.float64, order="C")  # (keeps a 0-d shape)
     if draws.shape != x.shape:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .._validation import check_shape
 from ..autograd import Tensor, TensorOp
-from ..backends import BACKEND, NDArray, array_api, check_dtype
+from ..backends import NDArray, array_api, check_dtype, kernels
 from ._shapes import (
     broadcast_shapes,
     check_broadcastable_to,
@@ -161,7 +161,7 @@ def multiply_constant(a: Tensor, c: NDArray) -> Tensor:
             f"multiply_constant: the constant has shape {tuple(c.shape)}, the tensor {a.shape}; "
             f"expected one shape"
         )
-    if BACKEND == "nd" and c.device != a.device:
+    if kernels.device_of(c) != a.device:
         raise ValueError(
             f"multiply_constant: the constant is on {c.device}, the tensor on {a.device}; "
             f"move one with .to(device) first"
@@ -368,12 +368,7 @@ class ReLUGradient(TensorOp):
         self.x = x
 
     def compute(self, out_grad: NDArray):
-        kernel = _device_kernel(out_grad, "relu_backward")
-        if kernel is None or out_grad.dtype != self.x.dtype:
-            return out_grad * (self.x > 0)
-        out = array_api.empty(out_grad.shape, dtype=out_grad.dtype, device=out_grad.device)
-        kernel(out_grad.compact()._handle, self.x.compact()._handle, out._handle)
-        return out
+        return kernels.relu_backward(out_grad, self.x)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         return ReLUGradient(self.x)(out_grad)
@@ -386,14 +381,6 @@ def relu_gradient(out_grad: Tensor, x: Tensor) -> Tensor:
     _check_same_shape("relu_gradient", out_grad, x)
     _check_same_device("relu_gradient", out_grad, x)
     return ReLUGradient(x.realize_cached_data())(out_grad)
-
-
-def _device_kernel(array: NDArray, name: str):
-    """The backend module's fused kernel ``name`` for ``array``'s device, or None (NumPy
-    arrays, or a device without it)."""
-    if BACKEND != "nd":
-        return None
-    return getattr(array.device, name, None)
 
 
 def relu(a: Tensor) -> Tensor:

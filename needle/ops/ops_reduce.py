@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..autograd import Tensor, TensorOp
-from ..backends import BACKEND, NDArray, array_api
+from ..backends import NDArray, array_api, kernels
 from ._shapes import keepdims_shape, normalize_axes
 from .ops_elementwise import _mask, eq, sqrt
 from .ops_indexing import gather, where
@@ -191,14 +191,6 @@ def std(a: Tensor, axis=None, keepdims: bool = False, *, dim=None,
     return sqrt(var(a, axis, keepdims, dim=dim, keepdim=keepdim, correction=correction))
 
 
-def _reduce_prod(a: NDArray, axes: tuple | None, keepdims: bool) -> NDArray:
-    # The NDArray module's ``prod`` is the course's product of a shape's sizes, so the array
-    # product has its own name there.
-    if BACKEND == "nd":
-        return array_api.reduce_prod(a, axis=axes, keepdims=keepdims)
-    return array_api.prod(a, axis=axes, keepdims=keepdims)
-
-
 class Prod(TensorOp):
     """The product over ``axes``. The gradient of each element is the product of the others
     in its slice, exact with zeros: where an element is 0 it is the product of the non-zero
@@ -208,7 +200,7 @@ class Prod(TensorOp):
         self.axes, self.keepdims = axes, keepdims
 
     def compute(self, a: NDArray):
-        return _reduce_prod(a, self.axes, self.keepdims)
+        return kernels.reduce_prod(a, self.axes, self.keepdims)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         a = node.inputs[0]

@@ -11,12 +11,9 @@
   compositions in ``needle.nn.nn_sequence`` (``fused=False``) are the reference the
   tests check them against.
 
-Backend note: array code here uses only what both array backends offer (slices,
-``stack``, ``reshape``, ``transpose``, ``matmul``, elementwise math). The gather and the
-scatter-add are the exception: NumPy has fancy indexing, the strided NDArray has the
-``take_rows``/``add_rows`` kernels instead. They go through :func:`_take_rows` and
-:func:`_add_rows`, the only backend-specific functions of this file. On an NDArray device
-the LSTM gate arithmetic is one kernel each way (the composition's bits).
+Array code here uses only what both array backends offer (slices, ``stack``, ``reshape``,
+``transpose``, ``matmul``, elementwise math); the gather, the scatter-add and the LSTM gate
+arithmetic (one kernel each way) are entry points of :data:`needle.backends.kernels`.
 """
 
 from __future__ import annotations
@@ -24,46 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import check_indices
-from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp
-from ..backends import NDArray, array_api
-from .ops_fused import _device_kernel, _handles, _link_gradients
-from .ops_mathematic import Sigmoid, _check_tensor
-
-# ----- the backend-specific gather / scatter-add -------------------------------------------
-
-
-def _take_rows(table: NDArray, ids: np.ndarray) -> NDArray:
-    """``table[ids]``: rows of ``table`` (n, D) picked by int ids → ``ids.shape + (D,)``.
-
-    NumPy gathers directly; an NDArray device runs its ``take_rows`` kernel.
-    """
-    if isinstance(table, np.ndarray):
-        return table[ids]
-    out = array_api.empty(ids.shape + (table.shape[1],), dtype=table.dtype, device=table.device)
-    table.device.take_rows(table.compact()._handle, _flat_ids(ids), out._handle, *table.shape)
-    return out
-
-
-def _add_rows(grad: NDArray, ids: np.ndarray, num_rows: int) -> NDArray:
-    """Scatter-add: ``out[ids[k]] += grad[k]`` into zeros (num_rows, D); grad is ids.shape + (D,).
-
-    Repeated ids accumulate, in the order of ``ids``: NumPy with ``np.add.at``, an
-    NDArray device with its ``add_rows`` kernel (the same additions in the same order).
-    """
-    width = grad.shape[-1]
-    if isinstance(grad, np.ndarray):
-        out = np.zeros((num_rows, width), dtype=grad.dtype)
-        np.add.at(out, ids.reshape(-1), grad.reshape((ids.size, width)))
-        return out
-    out = array_api.empty((num_rows, width), dtype=grad.dtype, device=grad.device)
-    grad.device.add_rows(grad.compact()._handle, _flat_ids(ids), out._handle, num_rows, width)
-    return out
-
-
-def _flat_ids(ids: np.ndarray) -> np.ndarray:
-    """``ids`` as the flat C-contiguous int64 array the row kernels take."""
-    return np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
-
+from ..autograd import Saved, Tensor, TensorOp, TensorTuple, TensorTupleOp
+from ..backends import NDArray, array_api, kernels
+from .ops_fused import _link_gradients
+from .ops_mathematic import _check_tensor
 
 def integer_ids(owner: str, ids, num_rows: int) -> np.ndarray:
     """``ids`` (a Tensor or array of integral values) as int64, each checked to be in [0, num_rows).
@@ -85,7 +46,7 @@ class EmbeddingLookup(TensorOp):
         self.ids = ids
 
     def compute(self, weight: NDArray):
-        return _take_rows(weight, self.ids)
+        return kernels.take_rows(weight, self.ids)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         return scatter_add_rows(out_grad, self.ids, node.inputs[0].shape[0])
@@ -115,7 +76,7 @@ class ScatterAddRows(TensorOp):
         self.num_rows = num_rows
 
     def compute(self, a: NDArray):
-        return _add_rows(a, self.ids, self.num_rows)
+        return kernels.add_rows(a, self.ids, self.num_rows)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         return EmbeddingLookup(self.ids)(out_grad)
@@ -170,10 +131,6 @@ def _input_grads(g_pre: NDArray, x: NDArray, h: NDArray, W_ih: NDArray, W_hh: ND
     return grads + (g_pre.sum(axis=0),) * num_biases
 
 
-def _sigmoid(a: NDArray) -> NDArray:
-    return Sigmoid().compute(a)  # the overflow-safe formula, shared with ops.sigmoid
-
-
 def _rnn_activate(pre: NDArray, nonlinearity: str) -> NDArray:
     return array_api.tanh(pre) if nonlinearity == "tanh" else array_api.maximum(pre, 0)
 
@@ -181,74 +138,6 @@ def _rnn_activate(pre: NDArray, nonlinearity: str) -> NDArray:
 def _rnn_pre_grad(g: NDArray, out: NDArray, nonlinearity: str) -> NDArray:
     # tanh' = 1 - tanh², relu' = [out > 0] (0 at the kink, as ops.relu)
     return g * (1 - out * out) if nonlinearity == "tanh" else g * (out > 0)
-
-
-def _lstm_gates(gates: NDArray, c: NDArray) -> tuple[NDArray, NDArray, tuple]:
-    """``(h', c', saved)`` from the pre-activation (B, 4H), blocks i, f, g, o, and c (B, H).
-
-    An NDArray device computes the step in one ``lstm_cell_forward`` kernel (the same
-    operations in the same order); ``saved`` is then ``(c, activated gates, tanh(c'))``.
-    """
-    kernel = _device_kernel(gates, "lstm_cell_forward")
-    if kernel is None:
-        return _lstm_gates_composed(gates, c)
-    gates, c = _in_common_dtype(gates, c)
-    (batch, size), dtype, device = c.shape, c.dtype, c.device
-    act = array_api.empty(gates.shape, dtype=dtype, device=device)
-    h_new, c_new, tanh_c = (array_api.empty((batch, size), dtype=dtype, device=device)
-                            for _ in "abc")
-    c = c.compact()
-    kernel(*_handles(gates, c, act, h_new, c_new, tanh_c), batch, size)
-    return h_new, c_new, (c, act, tanh_c)
-
-
-def _in_common_dtype(*arrays: NDArray) -> list[NDArray]:
-    """``arrays`` in the dtype array arithmetic would promote them to (float64 if any is)."""
-    dtype = "float64" if any(a.dtype == "float64" for a in arrays) else "float32"
-    return [a.astype(dtype, copy=False) for a in arrays]
-
-
-def _lstm_gates_composed(gates: NDArray, c: NDArray) -> tuple[NDArray, NDArray, tuple]:
-    """:func:`_lstm_gates` as array operations (any backend)."""
-    size = c.shape[1]
-    i, f, o = (_sigmoid(gates[:, k * size : (k + 1) * size]) for k in (0, 1, 3))
-    g = array_api.tanh(gates[:, 2 * size : 3 * size])
-    c_new = f * c + i * g
-    tanh_c = array_api.tanh(c_new)
-    return o * tanh_c, c_new, (c, i, f, g, o, tanh_c)
-
-
-def _lstm_gates_grad(grad_h: NDArray, grad_c: NDArray, saved: tuple) -> tuple[NDArray, NDArray]:
-    """``(gradient of the pre-activation (B, 4H), gradient of c)`` from those of h' and c'.
-
-    ``saved`` comes from :func:`_lstm_gates` on the same device, so the kernel here is
-    present exactly when the forward one was.
-    """
-    kernel = _device_kernel(grad_h, "lstm_cell_backward")
-    if kernel is None:
-        return _lstm_gates_grad_composed(grad_h, grad_c, saved)
-    c, act, tanh_c = saved
-    grad_h, grad_c = _in_common_dtype(grad_h, grad_c, act)[:2]
-    (batch, size), dtype, device = c.shape, act.dtype, c.device
-    grad_pre = array_api.empty(act.shape, dtype=dtype, device=device)
-    grad_c_prev = array_api.empty((batch, size), dtype=dtype, device=device)
-    kernel(*_handles(grad_h, grad_c, c, act, tanh_c, grad_pre, grad_c_prev), batch, size)
-    return grad_pre, grad_c_prev
-
-
-def _lstm_gates_grad_composed(grad_h: NDArray, grad_c: NDArray,
-                              saved: tuple) -> tuple[NDArray, NDArray]:
-    """:func:`_lstm_gates_grad` as array operations (any backend)."""
-    c, i, f, g, o, tanh_c = saved
-    grad_c_total = grad_c + grad_h * o * (1 - tanh_c * tanh_c)
-    grad_gates = (  # through σ' = σ(1 - σ) and tanh' = 1 - tanh², in block order i, f, g, o
-        grad_c_total * g * i * (1 - i),
-        grad_c_total * c * f * (1 - f),
-        grad_c_total * i * (1 - g * g),
-        grad_h * tanh_c * o * (1 - o),
-    )
-    batch, size = c.shape
-    return array_api.stack(grad_gates, axis=1).reshape((batch, 4 * size)), grad_c_total * f
 
 
 def _step(a: NDArray, t: int) -> NDArray:
@@ -285,12 +174,13 @@ class LSTMCellStep(TensorTupleOp):
     """One LSTM step ``(h', c')``; gate blocks i, f, g, o along the columns of the weights."""
 
     def compute(self, x, h, c, W_ih, W_hh, *biases):
-        h_new, c_new, self.saved = _lstm_gates(_pre_activation(x, h, W_ih, W_hh, biases), c)
-        return h_new, c_new
+        pre = _pre_activation(x, h, W_ih, W_hh, biases)
+        h_new, c_new, act, tanh_c = kernels.lstm_cell_forward(pre, c)
+        return Saved((h_new, c_new), c, act, tanh_c)
 
     def gradient(self, out_grad, node):
         x, h, _, W_ih, W_hh = (t.realize_cached_data() for t in node.inputs[:5])
-        g_pre, grad_c = _lstm_gates_grad(*out_grad.realize_cached_data(), self.saved)
+        g_pre, grad_c = kernels.lstm_cell_backward(*out_grad.realize_cached_data(), *node.saved)
         grad_x, grad_h, *rest = _input_grads(g_pre, x, h, W_ih, W_hh, len(node.inputs) - 5)
         return _link_gradients("LSTMCell", out_grad, node, (grad_x, grad_h, grad_c, *rest))
 
@@ -336,12 +226,13 @@ class LSTMLayer(TensorTupleOp):
     def compute(self, X, h0, c0, W_ih, W_hh, *biases):
         width = W_hh.shape[1]
         projected = _add_biases(_mm(_flat(X), W_ih), biases).reshape(X.shape[:2] + (width,))
-        h, c, outputs, self.saved = h0, c0, [], []
+        h, c, outputs, steps = h0, c0, [], []
         for t in range(X.shape[0]):
-            h, c, saved = _lstm_gates(_step(projected, t) + _mm(h, W_hh), c)
+            c_prev = c
+            h, c, act, tanh_c = kernels.lstm_cell_forward(_step(projected, t) + _mm(h, W_hh), c)
             outputs.append(h)
-            self.saved.append(saved)
-        return array_api.stack(outputs, axis=0), h, c
+            steps.append((c_prev, act, tanh_c))
+        return Saved((array_api.stack(outputs, axis=0), h, c), *steps)
 
     def gradient(self, out_grad, node):
         X, h0, _, W_ih, W_hh = (t.realize_cached_data() for t in node.inputs[:5])
@@ -350,8 +241,8 @@ class LSTMLayer(TensorTupleOp):
         W_hh_t = array_api.transpose(W_hh)
         g_pres = [None] * X.shape[0]
         for t in reversed(range(X.shape[0])):
-            g_pres[t], grad_c = _lstm_gates_grad(_step(grad_output, t) + grad_h, grad_c,
-                                                 self.saved[t])
+            g_pres[t], grad_c = kernels.lstm_cell_backward(_step(grad_output, t) + grad_h, grad_c,
+                                                           *node.saved[t])
             grad_h = _mm(g_pres[t], W_hh_t)
         grads = _sequence_grads(g_pres, X, h0, output, W_ih, W_hh, len(node.inputs) - 5)
         return _link_gradients("LSTM", out_grad, node, (grads[0], grad_h, grad_c) + grads[2:])

@@ -19,13 +19,8 @@ import numpy as np
 
 from .._validation import check_real
 from ..autograd import Tensor, release_gradient_graphs
-from ..backends import BACKEND, array_api
+from ..backends import array_api, kernels
 from ..backends.denormals import flush_in_place, optimizer_must_flush
-
-# The flat-buffer update makes every parameter a view into one buffer. A NumPy view is
-# an ordinary array, but an NDArray view at an offset is not compact, so each op would
-# copy it: under ``nd`` each parameter keeps its own compact array and state.
-_FLAT_STATE = BACKEND == "np"
 
 
 #: Checks that run on a parameter before every optimizer step, by the parameter's id (a
@@ -165,10 +160,7 @@ class Optimizer:
                  for i, data in zip(indices, datas)]
         datas = [self._decayed(data, group) for data in datas]
         slots = [self.state[i] for i in indices]
-        news = self._fused_step(datas, grads, slots, group)
-        if news is None:
-            news = [self._update(slot, data, grad, group)
-                    for slot, data, grad in zip(slots, datas, grads)]
+        news = self._apply(datas, grads, slots, group)
         for index, data, new in zip(indices, datas, news):
             _flush_if_needed(new, self.state[index].values())
             params[index].cached_data = new.astype(data.dtype, copy=False)
@@ -178,33 +170,12 @@ class Optimizer:
         (:class:`AdamW`) shrinks it. Returns a new array where it changes anything."""
         return data
 
-    # The device kernel that runs _update's formula over a list of parameters in one call
-    # (``sgd_update``/``adam_update`` of the compiled backend), and its scalar arguments.
-    _kernel: str | None = None
-
-    def _kernel_scalars(self, group: dict) -> tuple[float, ...]:
-        return ()
-
-    def _fused_step(self, datas: list, grads: list, slots: list, group: dict) -> list | None:
-        """The new parameter arrays from the device's one-pass kernel, all of a group's
-        parameters in one call (the state ``slots`` updated in place); None where there is
-        no such kernel.
-
-        Only NDArray devices have them; they run the same float operations, in the same order,
-        as the array formula in ``_update``, so the results are the same bits. One call for
-        the whole list: a Python loop over the parameters cost ~20 µs each per step.
-        """
-        if BACKEND != "nd" or self._kernel is None or not datas:
-            return None
-        device = datas[0].device
-        run = getattr(device, self._kernel, None)
-        if run is None or any(data.device != device for data in datas):
-            return None
-        outs = [array_api.empty(data.shape, dtype=data.dtype, device=device) for data in datas]
-        slot_lists = ([slot[name]._handle for slot in slots] for name in self._slot_names)
-        run([data.compact()._handle for data in datas], [g.compact()._handle for g in grads],
-            *slot_lists, [out._handle for out in outs], *self._kernel_scalars(group))
-        return outs
+    def _apply(self, datas: list, grads: list, slots: list, group: dict) -> list:
+        """The new parameter arrays for ``datas`` with gradients ``grads`` and state ``slots``
+        (one dict per parameter, updated in place) under ``group``'s options: :meth:`_update`
+        per parameter here; an optimizer with a fused kernel makes one call for the list."""
+        return [self._update(slot, data, grad, group)
+                for slot, data, grad in zip(slots, datas, grads)]
 
     def _update(
         self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray, group: dict
@@ -228,7 +199,10 @@ class Optimizer:
         sizes = [p.size for p in self.params]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self._flat = {"offsets": offsets, "slots": None, "data": None, "views": None}
-        if len(dtypes) == 1 and _FLAT_STATE:
+        # One flat buffer per slot makes every parameter's state a view into it; that pays
+        # only where a view at an offset is an ordinary array (NumPy's), not a strided one
+        # that each op would copy (an NDArray's).
+        if len(dtypes) == 1 and kernels.OFFSET_VIEWS_ARE_COMPACT:
             dtype = dtypes.pop()
             flat = {name: np.zeros(offsets[-1], dtype=dtype) for name in self._slot_names}
             self._flat["slots"] = flat
@@ -269,7 +243,7 @@ class Optimizer:
         grad = np.concatenate(
             [p.grad.realize_cached_data().reshape(-1) for p in params], dtype=dtype
         )
-        new = self._update(flat["slots"], self._decayed(data, group), grad, group)
+        new = self._apply([self._decayed(data, group)], [grad], [flat["slots"]], group)[0]
         _flush_if_needed(new, flat["slots"].values())
         # Each parameter gets a view of the new array; the old arrays are left untouched.
         views = [new[offsets[i] : offsets[i + 1]].reshape(p.shape) for i, p in enumerate(params)]
@@ -518,24 +492,11 @@ class SGD(Optimizer):
         super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
     _slot_names = ("u",)
-    _kernel = "sgd_update"
 
-    def _kernel_scalars(self, group: dict) -> tuple[float, ...]:
-        return group["lr"], group["momentum"], group["weight_decay"]
-
-    def _update(
-        self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray, group: dict
-    ) -> np.ndarray:
-        # The course's u = m*u + (1-m)*(grad + wd*p); p - lr*u, in place where the array is ours.
-        momentum = group["momentum"]
-        g = array_api.multiply(data, group["weight_decay"])
-        g += grad
-        u = slots["u"]
-        u *= momentum
-        g *= 1 - momentum
-        u += g
-        array_api.multiply(u, group["lr"], out=g)
-        return data - g
+    def _apply(self, datas: list, grads: list, slots: list, group: dict) -> list:
+        # The course's u = m*u + (1-m)*(grad + wd*p); p - lr*u, one kernel for the list.
+        return kernels.sgd_update(datas, grads, [slot["u"] for slot in slots], group["lr"],
+                                  group["momentum"], group["weight_decay"])
 
 
 class _StepCounter:
@@ -587,40 +548,18 @@ class Adam(_StepCounter, Optimizer):
         self.t = 0
 
     _slot_names = ("m", "v")
-    _kernel = "adam_update"
 
     def _l2_decay(self, group: dict) -> float:
         """The weight decay added to the gradient (``g = grad + wd * p``)."""
         return group["weight_decay"]
 
-    def _kernel_scalars(self, group: dict) -> tuple[float, ...]:
+    def _apply(self, datas: list, grads: list, slots: list, group: dict) -> list:
+        # The course's formula, operation for operation, one kernel for the list.
         beta1, beta2 = group["beta1"], group["beta2"]
-        return (group["lr"], beta1, beta2, group["eps"], self._l2_decay(group),
-                1 - beta1**self.t, 1 - beta2**self.t)
-
-    def _update(
-        self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray, group: dict
-    ) -> np.ndarray:
-        # The course's formula, operation for operation (so the bits match), but in place on
-        # two scratch arrays: fresh temporaries of this size cost page faults on every step.
-        beta1, beta2 = group["beta1"], group["beta2"]
-        g = array_api.multiply(data, self._l2_decay(group))
-        g += grad  # g = grad + wd * p
-        m, v = slots["m"], slots["v"]
-        scratch = array_api.multiply(g, 1 - beta1)
-        m *= beta1
-        m += scratch  # m = b1 m + (1 - b1) g
-        array_api.multiply(g, g, out=g)
-        g *= 1 - beta2
-        v *= beta2
-        v += g  # v = b2 v + (1 - b2) g^2
-        m_hat = array_api.divide(m, 1 - beta1**self.t, out=scratch)
-        v_hat = array_api.divide(v, 1 - beta2**self.t, out=g)
-        array_api.sqrt(v_hat, out=v_hat)
-        v_hat += group["eps"]
-        m_hat *= group["lr"]
-        m_hat /= v_hat  # lr * m_hat / (sqrt(v_hat) + eps)
-        return data - m_hat
+        return kernels.adam_update(datas, grads, [slot["m"] for slot in slots],
+                                   [slot["v"] for slot in slots], group["lr"], beta1, beta2,
+                                   group["eps"], self._l2_decay(group), 1 - beta1**self.t,
+                                   1 - beta2**self.t)
 
 
 class AdamW(Adam):

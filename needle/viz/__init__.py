@@ -11,7 +11,8 @@ See docs/viz.md. SVG/PNG need Graphviz (``pip install 'needle-dl[viz]'`` and
 ``apt-get install graphviz``); DOT text and the trace do not.
 """
 from .dot import GraphvizNotFoundError
-from .graph import Edge, Graph, Node, graph
+from .graph import graph
+from .model import Edge, Graph, Node
 from .modules import module_place, record, recorded_name
 from .trace import trace
 

@@ -10,7 +10,7 @@ node may land in the neighbouring box.
 """
 from __future__ import annotations
 
-from .graph import Edge, Graph, Node
+from .model import Edge, Graph, Node
 
 __all__ = ["collapse_modules"]
 

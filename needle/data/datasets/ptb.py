@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ...autograd import Tensor
-from ...backends.numpy_backend import Device
+from ...backends import Device
 from .mnist_dataset import DatasetNotFoundError
 
 EOS = "<eos>"

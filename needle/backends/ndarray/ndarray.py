@@ -7,7 +7,7 @@ slices, ``permute``, ``broadcast_to``, ``reshape`` of a compact array — share 
 buffer and only change ``(shape, strides, offset)``; element ``idx`` lives at
 ``handle[offset + Σ idx_d · strides_d]``.
 
->>> a = array([[1.0, 2.0], [3.0, 4.0]], device=cpu_numpy())
+>>> a = NDArray([[1.0, 2.0], [3.0, 4.0]], device=cpu_numpy())
 >>> (a @ a).numpy().tolist()
 [[7.0, 10.0], [15.0, 22.0]]
 >>> a[1, :].shape                 # an int index keeps its dimension (course behaviour)
@@ -17,17 +17,23 @@ buffer and only change ``(shape, strides, offset)``; element ``idx`` lives at
 from __future__ import annotations
 
 import builtins
-import functools
 import math
 import numbers
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._validation import MAX_ELEMENTS, check_indices, check_shape
+from ..._validation import MAX_ELEMENTS, check_indices, check_shape
 from . import ndarray_backend_numpy
+from .dtypes import (
+    _BOOL, _DTYPES, _FLOAT32, _FLOAT64, _INT64, DType, _cast_scalar, _dtype, _is_float,
+    _promoted, _scalar_value,
+)
+from .layout import (
+    Shape, _broadcast_shape, _broadcasts_to, _check_view, _compact_strides, _distinct_elements,
+    _normalize_axes, _numpy_index_shape, _resolve_reshape, prod,
+)
 
-Shape = tuple[int, ...]
 
 # ----- backend modules ---------------------------------------------------------------------
 
@@ -202,105 +208,6 @@ def _device_named(name: str) -> BackendDevice:
 # ----- small helpers ----------------------------------------------------------------------
 
 
-def prod(values: Iterable[int]) -> int:
-    """The integer product of ``values``; 1 when empty.
-
-    >>> prod((2, 3, 4)), prod(())
-    (24, 1)
-    """
-    result = 1
-    for value in values:
-        result *= value
-    return result
-
-
-class DType(str):
-    """A dtype name (``"float32"``, ``"float64"``, ``"int32"``, ``"int64"``, ``"bool"``) that
-    also equals NumPy's spellings.
-
-    ``a.dtype == "float32"``, ``== np.float32`` and ``== np.dtype("float32")`` all hold.
-    """
-
-    __slots__ = ()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            return str.__eq__(self, other) or _spelled(other) == str(self)
-        return _spelled(other) == str(self)
-
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
-
-    __hash__ = str.__hash__
-
-
-def _spelled(value: Any) -> str | None:
-    try:
-        return np.dtype(value).name
-    except TypeError:
-        return None
-
-
-_FLOAT32, _FLOAT64 = DType("float32"), DType("float64")
-_INT32, _INT64, _BOOL = DType("int32"), DType("int64"), DType("bool")
-_DTYPES = {d: d for d in (_FLOAT32, _FLOAT64, _INT32, _INT64, _BOOL)}
-
-
-def _dtype(dtype: Any) -> DType:
-    """``dtype`` as one of the supported DTypes, or a TypeError naming them."""
-    try:  # the common case: "float32"/"float64" strings (the handles' own dtype)
-        return _DTYPES[dtype]
-    except (KeyError, TypeError):
-        pass
-    name = _spelled(dtype) if dtype is not None else None
-    if name not in _DTYPES:
-        raise TypeError(
-            f"NDArray: dtype {dtype!r} is not supported; use float32, float64, int32, int64 or "
-            f"bool (convert other data with dtype='float32' or dtype='int64')"
-        )
-    return _DTYPES[name]
-
-
-def _is_float(dtype: DType) -> bool:
-    return dtype is _FLOAT32 or dtype is _FLOAT64
-
-
-def _require_float(owner: str, *arrays: "NDArray") -> None:
-    """A TypeError for an integer or boolean operand of a floating-point computation."""
-    for array in arrays:
-        if not _is_float(array._dtype):
-            raise TypeError(
-                f"NDArray {owner}: needs float32 or float64 arrays, got {array._dtype}; convert "
-                f"with astype('float32')"
-            )
-
-
-def _scalar_value(owner: str, value: Any) -> float | int | bool:
-    """A Python/NumPy real scalar as a Python float, int or bool, else a TypeError."""
-    if type(value) is float:  # the hot path: no ABC check
-        return value
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        raise TypeError(
-            f"NDArray {owner}: got a NumPy array operand of shape {value.shape}; wrap it with "
-            f"nd.array(x, device=...) first"
-        )
-    raise TypeError(f"NDArray {owner}: expected an NDArray or a real scalar, got "
-                    f"{type(value).__name__}")
-
-
-def _cast_scalar(value: float | int | bool, dtype: DType) -> float | int | bool:
-    """``value`` converted to ``dtype``'s Python type as NumPy casts it (1.5 -> 1 for ints)."""
-    if _is_float(dtype):
-        return float(value)
-    return np.dtype(dtype).type(value).item()
-
-
 def _scalar_operands(array: "NDArray", value: float | int | bool) -> tuple["NDArray", Any]:
     """NumPy's promotion of an integer or boolean array with a Python scalar: a float scalar
     makes it float64, an int makes a bool array int64; otherwise the dtype is kept."""
@@ -321,61 +228,14 @@ def _integer_with_scalar(array: "NDArray", value: float | int | bool, kernel: st
         return out.astype(array._dtype)
     return out
 
-
-@functools.lru_cache(maxsize=64)
-def _promoted(a: DType, b: DType) -> DType:
-    """NumPy's common dtype of two supported dtypes (float32 with int32 gives float64)."""
-    return _DTYPES[np.promote_types(a, b).name]
-
-
-@functools.lru_cache(maxsize=4096)
-def _compact_strides(shape: Shape) -> Shape:
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= size
-    return tuple(reversed(strides))
-
-
-def _normalize_axes(owner: str, axes: Any, ndim: int) -> tuple[int, ...]:
-    """``axes`` (None: all; an int; a tuple/list) as non-negative ints in the given order."""
-    if axes is None:
-        return tuple(range(ndim))
-    if type(axes) is int or isinstance(axes, numbers.Integral):
-        axes = (axes,)
-    result = []
-    for axis in axes:
-        integral = type(axis) is int or isinstance(axis, numbers.Integral)
-        if not integral or not -ndim <= axis < ndim:
-            raise ValueError(
-                f"{owner}: axis {axis!r} is out of range for an array with {ndim} dimensions"
+def _require_float(owner: str, *arrays: "NDArray") -> None:
+    """A TypeError for an integer or boolean operand of a floating-point computation."""
+    for array in arrays:
+        if not _is_float(array._dtype):
+            raise TypeError(
+                f"NDArray {owner}: needs float32 or float64 arrays, got {array._dtype}; convert "
+                f"with astype('float32')"
             )
-        result.append(int(axis) % ndim)
-    if len(set(result)) != len(result):
-        raise ValueError(f"{owner}: repeated axis in {tuple(axes)}")
-    return tuple(result)
-
-
-def _broadcast_shape(owner: str, a: Shape, b: Shape) -> Shape:
-    """NumPy's broadcast of two shapes, or a ValueError naming both."""
-    if a == b:
-        return a
-    ndim = builtins.max(len(a), len(b))
-    a1, b1 = (1,) * (ndim - len(a)) + a, (1,) * (ndim - len(b)) + b
-    out = []
-    for x, y in zip(a1, b1):
-        if x != y and x != 1 and y != 1:
-            raise ValueError(
-                f"NDArray {owner}: shapes {a} and {b} cannot be broadcast together "
-                f"(dimensions must be equal or 1)"
-            )
-        out.append(y if x == 1 else x)
-    if math.prod(out) > MAX_ELEMENTS:  # each shape fits, their broadcast may not
-        raise ValueError(
-            f"NDArray {owner}: shapes {a} and {b} broadcast to {tuple(out)}, more elements "
-            f"than int64 indices reach ({MAX_ELEMENTS})"
-        )
-    return tuple(out)
 
 
 # ----- the array ----------------------------------------------------------------------------
@@ -732,7 +592,7 @@ class NDArray:
     def __rtruediv__(self, other: Any) -> "NDArray":
         _require_float("/", self)
         numerator = _scalar_value("rtruediv", other)
-        return full(self._shape, numerator, dtype=self.dtype, device=self._device) / self
+        return self._device.full(self._shape, numerator, dtype=self.dtype) / self
 
     def __neg__(self) -> "NDArray":
         return self * -1
@@ -848,7 +708,7 @@ class NDArray:
                 f"{self._shape}, got {axes!r}"
             )
         shape = tuple(s + b + e for s, (b, e) in zip(self._shape, pairs))
-        out = full(shape, 0.0, dtype=self.dtype, device=self._device)
+        out = self._device.full(shape, 0.0, dtype=self.dtype)
         out[tuple(slice(b, b + s) for s, (b, _) in zip(self._shape, pairs))] = self
         return out
 
@@ -999,25 +859,6 @@ def _check_devices(owner: str, a: NDArray, b: NDArray) -> None:
         )
 
 
-def _check_view(owner: str, shape: Shape, strides: Shape, offset: int, size: int) -> None:
-    """A ValueError unless the view ``(shape, strides, offset)`` stays inside a buffer of
-    ``size`` elements (an empty view reaches nothing)."""
-    if len(strides) != len(shape) or not all(isinstance(s, numbers.Integral) for s in strides):
-        raise ValueError(f"{owner}: strides {strides} must be one int per dimension of shape "
-                         f"{shape}")
-    if not isinstance(offset, numbers.Integral):
-        raise ValueError(f"{owner}: offset must be an int, got {offset!r}")
-    if not prod(shape):
-        return
-    low = offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s < 0)
-    high = offset + builtins.sum((n - 1) * s for n, s in zip(shape, strides) if s > 0)
-    if low < 0 or high >= size:
-        raise ValueError(
-            f"{owner}: shape {shape}, strides {strides} at offset {offset} reach elements "
-            f"{low}..{high} of a buffer of {size}"
-        )
-
-
 def _promote(a: NDArray, b: NDArray) -> tuple[NDArray, NDArray]:
     """Both operands in NumPy's common dtype: equal dtypes kept; float32 with float64 computes
     in float64, bool with int32 in int32, float32 with int32 in float64."""
@@ -1055,17 +896,6 @@ def _adds_in_place(view: NDArray, other: Any) -> bool:
     )
 
 
-def _distinct_elements(shape: Shape, strides: Shape) -> bool:
-    """True when no two indices of the view reach the same element: sorted by |stride|, each
-    axis steps past everything the smaller axes span."""
-    span = 1
-    for step, size in sorted((abs(st), n) for n, st in zip(shape, strides) if n > 1):
-        if step < span:
-            return False
-        span = step * size
-    return True
-
-
 def _setitem_source(other: NDArray, shape: Shape, index: Any = ()) -> NDArray:
     """The value of ``a[index] = other`` as a compact array of the view's ``shape``.
 
@@ -1090,59 +920,12 @@ def _setitem_source(other: NDArray, shape: Shape, index: Any = ()) -> NDArray:
     )
 
 
-def _broadcasts_to(shape: Shape, target: Shape) -> bool:
-    """Whether a setitem value of ``shape`` broadcasts to ``target`` (NumPy's rule, which
-    also ignores extra leading length-1 axes of the value)."""
-    extra = len(shape) - len(target)
-    if extra > 0 and any(n != 1 for n in shape[:extra]):
-        return False
-    return all(n == t or n == 1 for n, t in zip(reversed(shape), reversed(target)))
-
-
 def _without_leading_ones(array: NDArray, ndim: int) -> NDArray:
     """``array`` without the leading length-1 axes that take it beyond ``ndim`` dimensions."""
     extra = array.ndim - ndim
     if extra <= 0:
         return array
     return array._view(array._shape[extra:], array._strides[extra:], array._offset)
-
-
-def _numpy_index_shape(shape: Shape, index: Any) -> Shape:
-    """NumPy's shape of ``a[index]`` given the NDArray's ``shape`` for it: the axes indexed
-    by an int dropped."""
-    index = index if isinstance(index, tuple) else (index,)
-    return tuple(
-        n for n, idx in zip(shape, index + (slice(None),) * (len(shape) - len(index)))
-        if isinstance(idx, slice)
-    )
-
-
-def _resolve_reshape(shape: Shape, new_shape: Any) -> Shape:
-    """``new_shape`` with its -1 resolved, holding as many elements as ``shape``."""
-    new_shape = _shape_tuple_allowing_minus_one(new_shape)
-    size = prod(shape)
-    known = prod(s for s in new_shape if s != -1)
-    if new_shape.count(-1) > 1:
-        raise ValueError(f"reshape: at most one -1 in {new_shape}")
-    if -1 in new_shape:
-        if known == 0 or size % known:
-            raise ValueError(f"reshape: cannot reshape {shape} ({size} elements) to {new_shape}")
-        new_shape = tuple(size // known if s == -1 else s for s in new_shape)
-    elif known != size:
-        raise ValueError(
-            f"reshape: cannot reshape {shape} ({size} elements) to {new_shape} "
-            f"({known} elements)"
-        )
-    if not size:  # no elements: the equal count bounds no dimension
-        check_shape("reshape", new_shape)
-    return new_shape
-
-
-def _shape_tuple_allowing_minus_one(shape: Any) -> Shape:
-    shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
-    if any(not isinstance(s, numbers.Integral) or s < -1 for s in shape):
-        raise ValueError(f"reshape: the new shape {shape} must hold ints >= 0 (one may be -1)")
-    return tuple(int(s) for s in shape)
 
 
 # ----- matrix products -------------------------------------------------------------------------
@@ -1250,313 +1033,3 @@ def _matmul_batched(a: NDArray, b: NDArray, product: Callable) -> NDArray:
     return out.reshape(batch + (m, p))
 
 
-# ----- module functions (the course's, then NumPy-named helpers for the ops) -------------------
-
-
-def array(a: Any, dtype: Any = "float32", device: BackendDevice | None = None) -> NDArray:
-    """A new array holding ``a`` (``dtype=None`` means float32 for non-NDArray data)."""
-    if dtype is None and not isinstance(a, NDArray):
-        dtype = _FLOAT32
-    return NDArray(a, device=device, dtype=dtype)
-
-
-def asarray(a: Any, dtype: Any = None, device: BackendDevice | None = None) -> NDArray:
-    """``a`` itself when it is an NDArray of that dtype and device, else :func:`array`."""
-    if isinstance(a, NDArray) and (dtype is None or _dtype(dtype) == a.dtype) and (
-        device is None or device == a.device
-    ):
-        return a
-    return NDArray(a, device=device, dtype=dtype)
-
-
-def empty(shape: Shape, dtype: Any = "float32", device: BackendDevice | None = None) -> NDArray:
-    """An uninitialised array of ``shape``."""
-    return (default_device() if device is None else device).empty(shape, dtype)
-
-
-def full(
-    shape: Shape, fill_value: float, dtype: Any = "float32", device: BackendDevice | None = None
-) -> NDArray:
-    """An array of ``shape`` filled with ``fill_value``."""
-    return (default_device() if device is None else device).full(shape, fill_value, dtype)
-
-
-def zeros(shape: Shape, dtype: Any = "float32", device: BackendDevice | None = None) -> NDArray:
-    """Zeros of ``shape`` (a tuple)."""
-    return (default_device() if device is None else device).zeros(shape, dtype=dtype)
-
-
-def ones(shape: Shape, dtype: Any = "float32", device: BackendDevice | None = None) -> NDArray:
-    """Ones of ``shape`` (a tuple)."""
-    return (default_device() if device is None else device).ones(shape, dtype=dtype)
-
-
-def zeros_like(a: NDArray, dtype: Any = None, shape: Shape | None = None) -> NDArray:
-    """Zeros on ``a``'s device, of its dtype and shape unless given (np.zeros_like)."""
-    return full_like(a, 0.0, dtype, shape)
-
-
-def full_like(
-    a: NDArray, fill_value: float, dtype: Any = None, shape: Shape | None = None
-) -> NDArray:
-    """``fill_value`` on ``a``'s device, of its dtype and shape unless given (np.full_like)."""
-    return full(
-        a.shape if shape is None else shape, fill_value, a.dtype if dtype is None else dtype,
-        a.device,
-    )
-
-
-def broadcast_to(a: NDArray, shape: Shape) -> NDArray:
-    """A broadcast view of ``a``."""
-    return a.broadcast_to(shape)
-
-
-def reshape(a: NDArray, shape: Shape) -> NDArray:
-    """``a`` in ``shape``."""
-    return a.reshape(shape)
-
-
-def maximum(a: NDArray, b: Any) -> NDArray:
-    """Elementwise maximum of ``a`` and an array or scalar ``b``."""
-    return a.maximum(b)
-
-
-def clip(a: NDArray, a_min: float, a_max: float) -> NDArray:
-    """``a`` limited to [a_min, a_max] (scalars), as np.clip."""
-    return -((-a.maximum(a_min)).maximum(-a_max))
-
-
-def log(a: NDArray) -> NDArray:
-    """Natural logarithm elementwise."""
-    return a.log()
-
-
-def exp(a: NDArray) -> NDArray:
-    """Exponential elementwise."""
-    return a.exp()
-
-
-def tanh(a: NDArray) -> NDArray:
-    """Hyperbolic tangent elementwise."""
-    return a.tanh()
-
-
-def power(a: NDArray, b: Any) -> NDArray:
-    """``a ** b`` elementwise (array or scalar exponent)."""
-    return a**b
-
-
-def multiply(a: NDArray, b: Any, out: NDArray | None = None) -> NDArray:
-    """``a * b`` elementwise, into ``out`` when given (np.multiply)."""
-    return a * b if out is None else a._into(b, out, "ewise_mul", "scalar_mul")
-
-
-def divide(a: NDArray, b: Any, out: NDArray | None = None) -> NDArray:
-    """``a / b`` elementwise, into ``out`` when given (np.divide)."""
-    return a / b if out is None else a._into(b, out, "ewise_div", "scalar_div")
-
-
-def sqrt(a: NDArray, out: NDArray | None = None) -> NDArray:
-    """Square root elementwise (``a ** 0.5``), into ``out`` when given (np.sqrt)."""
-    return a**0.5 if out is None else a._into(0.5, out, "ewise_power", "scalar_power")
-
-
-def sum(a: NDArray, axis: Any = None, keepdims: bool = False) -> NDArray:  # noqa: A001
-    """Sum over ``axis``."""
-    return a.sum(axis=axis, keepdims=keepdims)
-
-
-def max(a: NDArray, axis: Any = None, keepdims: bool = False) -> NDArray:  # noqa: A001
-    """Maximum over ``axis``."""
-    return a.max(axis=axis, keepdims=keepdims)
-
-
-def flip(a: NDArray, axes: Any) -> NDArray:
-    """``a`` reversed along ``axes``."""
-    return a.flip(axes)
-
-
-def pad(a: NDArray, axes: Sequence[tuple[int, int]]) -> NDArray:
-    """``a`` zero-padded by ``(before, after)`` per dimension."""
-    return a.pad(axes)
-
-
-def matmul(a: NDArray, b: NDArray) -> NDArray:
-    """NumPy's ``matmul`` for the ops: ``a @ b`` straight to the BLAS (project extra).
-
-    Shapes as ``a @ b`` (batch dimensions broadcast), but it never takes the tiled path of
-    ``@`` (the course's tiled layout), and an operand whose last two axes are a transposed or row-sliced
-    view of a compact matrix (``swapaxes(w, 0, 1)``) is handed to the BLAS as it is, with
-    no copy. Other layouts are compacted first. The ops call this; ``@`` stays the course's.
-
-    >>> a = array([[1.0, 2.0], [3.0, 4.0]])
-    >>> matmul(a, swapaxes(a, 0, 1)).numpy().tolist()
-    [[5.0, 11.0], [11.0, 25.0]]
-    """
-    return _matmul("matmul", a, b, _matmul_strided)
-
-
-def swapaxes(a: NDArray, axis1: int, axis2: int) -> NDArray:
-    """A view with two axes exchanged."""
-    axes = list(range(a.ndim))
-    i, j = _normalize_axes("swapaxes", (axis1, axis2), a.ndim) if axis1 != axis2 else (0, 0)
-    axes[i], axes[j] = axes[j], axes[i]
-    return a.permute(axes)
-
-
-def transpose(a: NDArray, axes: Sequence[int] | None = None) -> NDArray:
-    """A view with all axes permuted (reversed when ``axes`` is None)."""
-    return a.permute(tuple(reversed(range(a.ndim))) if axes is None else axes)
-
-
-def stack(arrays: Sequence[NDArray], axis: int = 0) -> NDArray:
-    """Arrays of one shape joined along a new ``axis``."""
-    arrays = list(arrays)
-    if not arrays:
-        raise ValueError("stack: needs at least one array")
-    shape = arrays[0].shape
-    if any(x.shape != shape for x in arrays):
-        raise ValueError(f"stack: all arrays need one shape, got {[x.shape for x in arrays]}")
-    (axis,) = _normalize_axes("stack", axis, len(shape) + 1)
-    out_shape = shape[:axis] + (len(arrays),) + shape[axis:]
-    out = empty(out_shape, _result_dtype(arrays), arrays[0].device)
-    lead = (slice(None),) * axis
-    for i, x in enumerate(arrays):
-        out[lead + (i,)] = x.reshape(shape[:axis] + (1,) + shape[axis:])
-    return out
-
-
-def _result_dtype(arrays: Sequence[NDArray]) -> DType:
-    return functools.reduce(_promoted, (x._dtype for x in arrays))
-
-
-#: The dtypes, under NumPy's names (equal to their strings and to NumPy's dtypes).
-float32, float64, int32, int64 = _FLOAT32, _FLOAT64, _INT32, _INT64
-bool_ = _BOOL
-
-#: Positive infinity (NumPy's name), for ops that build -inf fills.
-inf = math.inf
-
-
-class errstate:
-    """NumPy's floating-point warning context; NDArray kernels never warn, so it does nothing."""
-
-    def __init__(self, **kwargs: str) -> None:
-        self.kwargs = kwargs
-
-    def __enter__(self) -> "errstate":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
-def finfo(dtype: Any) -> np.finfo:
-    """Machine limits of ``dtype`` (NumPy's ``finfo``)."""
-    return np.finfo(_dtype(dtype))
-
-
-# ----- NumPy functions the ops need that have no kernel: computed through NumPy ----------------
-# Each takes and returns NDArrays with NumPy's semantics, so one op body serves both backends.
-# Those marked "through NumPy" copy their operands to the host and the result back.
-
-
-def _through_numpy(result: np.ndarray, like: NDArray) -> NDArray:
-    """A NumPy result as an NDArray on ``like``'s device (its own dtype)."""
-    result = np.asarray(result, order="C")  # (np.ascontiguousarray would make 0-d 1-d)
-    return NDArray(result, device=like.device, dtype=result.dtype)
-
-
-def _float_through_numpy(name: str, fn: Callable, a: NDArray) -> NDArray:
-    _require_float(name, a)
-    with np.errstate(all="ignore"):  # NDArray math gives inf/nan without warnings
-        return _through_numpy(fn(a.numpy()), a)
-
-
-def sin(a: NDArray) -> NDArray:
-    """Sine elementwise (np.sin; through NumPy)."""
-    return _float_through_numpy("sin", np.sin, a)
-
-
-def cos(a: NDArray) -> NDArray:
-    """Cosine elementwise (np.cos; through NumPy)."""
-    return _float_through_numpy("cos", np.cos, a)
-
-
-def log1p(a: NDArray) -> NDArray:
-    """``log(1 + a)``, accurate for small ``a`` (np.log1p; through NumPy)."""
-    return _float_through_numpy("log1p", np.log1p, a)
-
-
-def expm1(a: NDArray) -> NDArray:
-    """``exp(a) - 1``, accurate for small ``a`` (np.expm1; through NumPy)."""
-    return _float_through_numpy("expm1", np.expm1, a)
-
-
-def where(condition: NDArray, x: NDArray, y: NDArray) -> NDArray:
-    """``x`` where ``condition`` is true, else ``y`` (np.where with three arrays, broadcast;
-    through NumPy)."""
-    return _through_numpy(np.where(condition.numpy(), x.numpy(), y.numpy()), x)
-
-
-def argmax(a: NDArray, axis: int | None = None, keepdims: bool = False) -> NDArray:
-    """int64 index of the first maximum along ``axis`` (None: of the flattened array), as
-    np.argmax (through NumPy)."""
-    return _through_numpy(np.asarray(np.argmax(a.numpy(), axis=axis, keepdims=keepdims)), a)
-
-
-def argmin(a: NDArray, axis: int | None = None, keepdims: bool = False) -> NDArray:
-    """int64 index of the first minimum along ``axis``, as np.argmin (through NumPy)."""
-    return _through_numpy(np.asarray(np.argmin(a.numpy(), axis=axis, keepdims=keepdims)), a)
-
-
-def reduce_prod(a: NDArray, axis: Any = None, keepdims: bool = False) -> NDArray:
-    """Product over ``axis`` (None, an int or a tuple), as np.prod (through NumPy). Not named
-    ``prod``: that is the course's product of a shape's sizes."""
-    return _through_numpy(np.asarray(np.prod(a.numpy(), axis=axis, keepdims=keepdims)), a)
-
-
-def concatenate(arrays: Sequence[NDArray], axis: int = 0) -> NDArray:
-    """Arrays joined along an existing ``axis`` (np.concatenate): one strided copy each."""
-    arrays = list(arrays)
-    (axis,) = _normalize_axes("concatenate", axis, arrays[0].ndim)
-    shape = list(arrays[0].shape)
-    shape[axis] = builtins.sum(x.shape[axis] for x in arrays)
-    out = empty(tuple(shape), _result_dtype(arrays), arrays[0].device)
-    start, lead = 0, (slice(None),) * axis
-    for x in arrays:
-        out[lead + (slice(start, start + x.shape[axis]),)] = x
-        start += x.shape[axis]
-    return out
-
-
-def take(a: NDArray, indices: np.ndarray) -> NDArray:
-    """Elements of the flattened ``a`` at the int64 ``indices`` (np.take with no axis): an
-    array of ``indices.shape``. Float arrays use the device's ``take_rows`` kernel; other
-    dtypes go through NumPy."""
-    indices = np.asarray(indices, dtype=np.int64)
-    kernel = getattr(a.device, "take_rows", None)
-    if kernel is None or not _is_float(a.dtype):
-        return _through_numpy(np.take(a.numpy(), indices), a)
-    out = empty(indices.shape, a.dtype, a.device)
-    kernel(a.compact()._handle, np.ascontiguousarray(indices.reshape(-1)), out._handle, a.size, 1)
-    return out
-
-
-def put(a: NDArray, indices: np.ndarray, values: NDArray) -> None:
-    """``a.flat[indices] = values`` in place (np.put; the last of repeated indices wins;
-    through NumPy)."""
-    host = a.numpy()
-    np.put(host, np.asarray(indices, dtype=np.int64), values.numpy())
-    a[()] = NDArray(host, device=a.device, dtype=a.dtype)
-
-
-__all__ = [
-    "NDArray", "BackendDevice", "DType", "cpu", "cuda", "cpu_numpy", "default_device",
-    "all_devices", "prod", "array", "asarray", "empty", "full", "zeros", "ones", "zeros_like",
-    "full_like", "broadcast_to", "reshape", "maximum", "clip", "log", "exp", "tanh", "power",
-    "sqrt", "multiply", "divide", "sum", "max", "flip", "pad", "matmul", "swapaxes", "transpose",
-    "stack", "inf", "errstate", "finfo", "float32", "float64", "int32", "int64", "bool_",
-    "sin", "cos", "log1p", "expm1", "where", "argmax", "argmin", "reduce_prod", "concatenate",
-    "take", "put",
-]

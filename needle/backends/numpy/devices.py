@@ -1,4 +1,4 @@
-"""The NumPy backend: one CPU device whose arrays are ``numpy.ndarray``.
+"""The NumPy backend's devices: one CPU whose arrays are ``numpy.ndarray``.
 
 Random draws go through NumPy's *global* generator (``np.random.rand`` /
 ``np.random.randn``) so that ``np.random.seed`` governs every draw, exactly as in the
@@ -128,3 +128,7 @@ def default_device() -> CPUDevice:
 def all_devices() -> list[Device]:
     """Every device of this backend, enabled or not."""
     return [_CPU, _CUDA]
+
+
+__all__ = ["Device", "CPUDevice", "DisabledCUDADevice", "cpu", "cpu_numpy", "cuda",
+           "default_device", "all_devices"]

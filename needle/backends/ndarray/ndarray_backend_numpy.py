@@ -8,11 +8,17 @@ buffers, shapes/strides/offsets are in elements, results go into ``out``.
 Like the compiled bindings, the functions that walk strides check that every element
 they reach lies inside the buffer, and the rest check handle sizes and dtypes, so a
 bad direct call raises ``ValueError``/``TypeError`` instead of reading stray memory.
+
+The fused kernels (norms, softmax loss, LSTM gates, row gather/scatter, optimizer updates)
+view their buffers as arrays and run the NumPy backend's formulas
+(:mod:`needle.backends.numpy.kernels`), so one formula serves both.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from ..numpy import kernels as formulas
 
 __device_name__ = "numpy"
 
@@ -75,6 +81,12 @@ def _check_sizes(name: str, *pairs: tuple[Array, int]) -> None:
     for handle, needed in pairs:
         if handle.array.size != needed:
             raise ValueError(f"{name}: a buffer has {handle.array.size} elements, needs {needed}")
+
+
+def _write(outs: tuple, values: tuple) -> None:
+    """Each of ``values`` (arrays of any shape, or 0-d) flattened into its ``outs`` buffer."""
+    for out, value in zip(outs, values):
+        out.array[:] = np.asarray(value).reshape(-1)
 
 
 def _strided(handle: Array, shape, strides, offset: int, name: str = "view") -> np.ndarray:
@@ -277,15 +289,10 @@ def sgd_update(params: list, grads: list, u: list, outs: list, lr: float, moment
     """needle's SGD step for a list of parameters: each ``u`` in place, the new parameters
     in ``outs`` (every argument but the scalars a list, one buffer per parameter)."""
     _check_update("sgd_update", outs, params, grads, u)
-    for param, grad, u_buf, out in zip(params, grads, u, outs):
-        p, u_arr = param.array, u_buf.array
-        g = p * weight_decay
-        g += grad.array
-        u_arr *= momentum
-        g *= 1 - momentum
-        u_arr += g
-        np.multiply(u_arr, lr, out=g)
-        np.subtract(p, g, out=out.array)
+    news = formulas.sgd_update([p.array for p in params], [g.array for g in grads],
+                               [b.array for b in u], lr, momentum, weight_decay)
+    for out, new in zip(outs, news):
+        out.array[:] = new
 
 
 def adam_update(params: list, grads: list, m: list, v: list, outs: list, lr: float,
@@ -297,24 +304,11 @@ def adam_update(params: list, grads: list, m: list, v: list, outs: list, lr: flo
     ``bias1 = 1 - beta1**t`` and ``bias2 = 1 - beta2**t`` are the bias corrections.
     """
     _check_update("adam_update", outs, params, grads, m, v)
-    for param, grad, m_buf, v_buf, out in zip(params, grads, m, v, outs):
-        p, m_arr, v_arr = param.array, m_buf.array, v_buf.array
-        g = p * weight_decay
-        g += grad.array
-        scratch = g * (1 - beta1)
-        m_arr *= beta1
-        m_arr += scratch
-        np.multiply(g, g, out=g)
-        g *= 1 - beta2
-        v_arr *= beta2
-        v_arr += g
-        m_hat = np.divide(m_arr, bias1, out=scratch)
-        v_hat = np.divide(v_arr, bias2, out=g)
-        np.sqrt(v_hat, out=v_hat)
-        v_hat += eps
-        m_hat *= lr
-        m_hat /= v_hat
-        np.subtract(p, m_hat, out=out.array)
+    news = formulas.adam_update([p.array for p in params], [g.array for g in grads],
+                                [b.array for b in m], [b.array for b in v], lr, beta1, beta2,
+                                eps, weight_decay, bias1, bias2)
+    for out, new in zip(outs, news):
+        out.array[:] = new
 
 
 # ----- fused batch norm (project extras, mirrored by the compiled module) --------------------
@@ -323,43 +317,26 @@ def adam_update(params: list, grads: list, m: list, v: list, outs: list, lr: flo
 def batchnorm_forward(x: Array, weight: Array, bias: Array, out: Array, xhat: Array,
                       mean: Array, var: Array, inv_std: Array, n: int, d: int,
                       eps: float) -> None:
-    """Training batch norm of x (n, d) per column: ``out = xhat * weight + bias``.
-
-    Also writes ``xhat`` (n, d) and the column ``mean``, biased ``var`` and
-    ``inv_std = (var + eps) ** -0.5`` (d each), which the gradient and the running
-    statistics need. The arithmetic is needle.ops.FusedBatchNorm's, in its order.
-    """
+    """Training batch norm of x (n, d) per column into ``out``; also writes ``xhat`` (n, d)
+    and the column ``mean``, biased ``var`` and ``inv_std`` (d each)."""
     _check_same_dtype(x, weight, bias, out, xhat, mean, var, inv_std)
     _check_sizes("batchnorm_forward", (x, n * d), (out, n * d), (xhat, n * d), (weight, d),
                  (bias, d), (mean, d), (var, d), (inv_std, d))
     if n < 1:
         raise ValueError(f"batchnorm_forward: needs at least one row, got n={n}")
-    rows = x.array.reshape(n, d)
-    column_mean = rows.sum(axis=0) / n
-    centred = rows - column_mean
-    column_var = (centred * centred).sum(axis=0) / n
-    scale = (column_var + eps) ** -0.5
-    normed = centred * scale
-    mean.array[:], var.array[:], inv_std.array[:] = column_mean, column_var, scale
-    xhat.array[:] = normed.reshape(-1)
-    out.array[:] = (normed * weight.array + bias.array).reshape(-1)
+    results = formulas.batchnorm_forward(x.array.reshape(n, d), weight.array, bias.array, eps)
+    _write((out, xhat, mean, var, inv_std), results)
 
 
 def batchnorm_backward(g: Array, xhat: Array, weight: Array, inv_std: Array, grad_x: Array,
                        grad_weight: Array, grad_bias: Array, n: int, d: int) -> None:
-    """The input, weight and bias gradients of :func:`batchnorm_forward` for out_grad g.
-
-    ``grad_bias = Σ_rows g``, ``grad_weight = Σ_rows g·xhat`` and
-    ``grad_x = (g·n − grad_bias − xhat·grad_weight) · (weight·inv_std / n)``.
-    """
+    """The input, weight and bias gradients of :func:`batchnorm_forward` for out_grad g."""
     _check_same_dtype(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias)
     _check_sizes("batchnorm_backward", (g, n * d), (xhat, n * d), (grad_x, n * d),
                  (weight, d), (inv_std, d), (grad_weight, d), (grad_bias, d))
-    rows, normed = g.array.reshape(n, d), xhat.array.reshape(n, d)
-    grad_bias.array[:] = rows.sum(axis=0)
-    grad_weight.array[:] = (rows * normed).sum(axis=0)
-    centred_grad = rows * n - grad_bias.array - normed * grad_weight.array
-    grad_x.array[:] = (centred_grad * (weight.array * inv_std.array / n)).reshape(-1)
+    results = formulas.batchnorm_backward(g.array.reshape(n, d), xhat.array.reshape(n, d),
+                                          weight.array, inv_std.array)
+    _write((grad_x, grad_weight, grad_bias), results)
 
 
 # ----- fused dropout mask, layer norm, softmax loss and row gather/scatter (project extras) ---
@@ -400,26 +377,20 @@ def relu_backward(g: Array, a: Array, out: Array) -> None:
     """ReLU's gradient: ``out = g * [a > 0]``."""
     _check_same_dtype(g, a, out)
     _check_sizes("relu_backward", (g, out.array.size), (a, out.array.size))
-    np.multiply(g.array, a.array > 0, out=out.array)
+    out.array[:] = formulas.relu_backward(g.array, a.array)
 
 
 def layernorm_forward(x: Array, weight: Array, bias: Array, out: Array, xhat: Array,
                       inv_std: Array, n: int, d: int, eps: float) -> None:
-    """Layer norm of the rows of x (n, d): ``out = xhat * weight + bias`` with
-    ``xhat = (x - mean) * inv_std`` per row; also writes ``xhat`` and ``inv_std`` (n,)."""
+    """Layer norm of the rows of x (n, d) into ``out``; also writes ``xhat`` and ``inv_std``
+    (n,)."""
     _check_same_dtype(x, weight, bias, out, xhat, inv_std)
     if d < 1:
         raise ValueError(f"layernorm_forward: needs at least one column, got d={d}")
     _check_sizes("layernorm_forward", (x, n * d), (out, n * d), (xhat, n * d), (weight, d),
                  (bias, d), (inv_std, n))
-    dtype = x.array.dtype.type
-    rows = x.array.reshape(n, d)
-    centred = rows - (rows.sum(axis=1) / dtype(d))[:, None]
-    scale = np.power((centred * centred).sum(axis=1) / dtype(d) + dtype(eps), dtype(-0.5))
-    normed = centred * scale[:, None]
-    inv_std.array[:] = scale
-    xhat.array[:] = normed.reshape(-1)
-    out.array[:] = (normed * weight.array + bias.array).reshape(-1)
+    results = formulas.layernorm_forward(x.array.reshape(n, d), weight.array, bias.array, eps)
+    _write((out, xhat, inv_std), results)
 
 
 def layernorm_backward(g: Array, xhat: Array, weight: Array, inv_std: Array, grad_x: Array,
@@ -428,14 +399,9 @@ def layernorm_backward(g: Array, xhat: Array, weight: Array, inv_std: Array, gra
     _check_same_dtype(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias)
     _check_sizes("layernorm_backward", (g, n * d), (xhat, n * d), (grad_x, n * d),
                  (weight, d), (inv_std, n), (grad_weight, d), (grad_bias, d))
-    dtype = g.array.dtype.type
-    rows, normed = g.array.reshape(n, d), xhat.array.reshape(n, d)
-    grad_bias.array[:] = rows.sum(axis=0)
-    grad_weight.array[:] = (rows * normed).sum(axis=0)
-    gx = rows * weight.array
-    sum_gx, sum_gx_xhat = gx.sum(axis=1)[:, None], (gx * normed).sum(axis=1)[:, None]
-    factor = (inv_std.array / dtype(d))[:, None]
-    grad_x.array[:] = ((gx * dtype(d) - sum_gx - normed * sum_gx_xhat) * factor).reshape(-1)
+    results = formulas.layernorm_backward(g.array.reshape(n, d), xhat.array.reshape(n, d),
+                                          weight.array, inv_std.array)
+    _write((grad_x, grad_weight, grad_bias), results)
 
 
 def softmax_cross_entropy(logits: Array, labels: np.ndarray, grad: Array, loss: Array, n: int,
@@ -449,16 +415,7 @@ def softmax_cross_entropy(logits: Array, labels: np.ndarray, grad: Array, loss: 
     labels = _check_ids("softmax_cross_entropy", labels, k)
     if labels.size != n:
         raise ValueError(f"softmax_cross_entropy: got {labels.size} labels for {n} rows")
-    dtype = logits.array.dtype
-    rows = logits.array.reshape(n, k)
-    shifted = rows - rows.max(axis=1, keepdims=True)
-    exps = np.exp(shifted)
-    total = exps.sum(axis=1)
-    softmax = exps / total[:, None]
-    picked = np.maximum(shifted[np.arange(n), labels], -np.finfo(dtype).max)
-    loss.array[0] = (np.log(total) - picked).sum() / dtype.type(n)
-    softmax[np.arange(n), labels] -= 1
-    grad.array[:] = (softmax * (dtype.type(1) / dtype.type(n))).reshape(-1)
+    _write((loss, grad), formulas.softmax_cross_entropy(logits.array.reshape(n, k), labels))
 
 
 def take_rows(table: Array, ids: np.ndarray, out: Array, num_rows: int, d: int) -> None:
@@ -466,7 +423,7 @@ def take_rows(table: Array, ids: np.ndarray, out: Array, num_rows: int, d: int) 
     _check_same_dtype(table, out)
     ids = _check_ids("take_rows", ids, num_rows)
     _check_sizes("take_rows", (table, num_rows * d), (out, ids.size * d))
-    out.array[:] = table.array.reshape(num_rows, d)[ids].reshape(-1)
+    out.array[:] = formulas.take_rows(table.array.reshape(num_rows, d), ids).reshape(-1)
 
 
 def add_rows(rows: Array, ids: np.ndarray, out: Array, num_rows: int, d: int) -> None:
@@ -474,19 +431,10 @@ def add_rows(rows: Array, ids: np.ndarray, out: Array, num_rows: int, d: int) ->
     _check_same_dtype(rows, out)
     ids = _check_ids("add_rows", ids, num_rows)
     _check_sizes("add_rows", (rows, ids.size * d), (out, num_rows * d))
-    table = out.array.reshape(num_rows, d)
-    table[...] = 0
-    np.add.at(table, ids, rows.array.reshape(ids.size, d))
+    out.array[:] = formulas.add_rows(rows.array.reshape(ids.size, d), ids, num_rows).reshape(-1)
 
 
 # ----- fused LSTM cell gates (project extras, mirrored by the compiled module) ----------------
-
-
-def _sigmoid(a: np.ndarray) -> np.ndarray:
-    """The ops' overflow-safe sigmoid, in their order of operations."""
-    e = np.exp(-np.maximum(a, -a))
-    positive = (a >= 0).astype(a.dtype)
-    return (positive + (1 - positive) * e) / (1 + e)
 
 
 def _check_lstm(name: str, wide: tuple, narrow: tuple, batch: int, hidden: int) -> None:
@@ -501,15 +449,9 @@ def lstm_cell_forward(pre: Array, c: Array, act: Array, h_out: Array, c_out: Arr
     write ``act`` = (σ(i), σ(f), tanh(g), σ(o)), ``c' = f·c + i·g``, ``tanh(c')`` and
     ``h' = o·tanh(c')``."""
     _check_lstm("lstm_cell_forward", (pre, act), (c, h_out, c_out, tanh_c), batch, hidden)
-    gates = pre.array.reshape(batch, 4, hidden)
-    activated = act.array.reshape(batch, 4, hidden)
-    activated[:] = _sigmoid(gates)
-    activated[:, 2] = np.tanh(gates[:, 2])
-    i, f, g, o = (activated[:, k] for k in range(4))
-    c_new = f * c.array.reshape(batch, hidden) + i * g
-    c_out.array[:] = c_new.reshape(-1)
-    tanh_c.array[:] = np.tanh(c_new).reshape(-1)
-    h_out.array[:] = (o * np.tanh(c_new)).reshape(-1)
+    results = formulas.lstm_cell_forward(pre.array.reshape(batch, 4 * hidden),
+                                         c.array.reshape(batch, hidden))
+    _write((h_out, c_out, act, tanh_c), results)
 
 
 def lstm_cell_backward(grad_h: Array, grad_c: Array, c: Array, act: Array, tanh_c: Array,
@@ -518,15 +460,11 @@ def lstm_cell_backward(grad_h: Array, grad_c: Array, c: Array, act: Array, tanh_
     the previous cell state, from the gradients of h' and c'."""
     _check_lstm("lstm_cell_backward", (act, grad_pre),
                 (grad_h, grad_c, c, tanh_c, grad_c_prev), batch, hidden)
-    i, f, g, o = (act.array.reshape(batch, 4, hidden)[:, k] for k in range(4))
-    gh, t = grad_h.array.reshape(batch, hidden), tanh_c.array.reshape(batch, hidden)
-    total = grad_c.array.reshape(batch, hidden) + gh * o * (1 - t * t)
-    out = grad_pre.array.reshape(batch, 4, hidden)
-    out[:, 0] = total * g * i * (1 - i)
-    out[:, 1] = total * c.array.reshape(batch, hidden) * f * (1 - f)
-    out[:, 2] = total * i * (1 - g * g)
-    out[:, 3] = gh * t * o * (1 - o)
-    grad_c_prev.array[:] = (total * f).reshape(-1)
+    narrow = (grad_h, grad_c, c)
+    results = formulas.lstm_cell_backward(*(a.array.reshape(batch, hidden) for a in narrow),
+                                          act.array.reshape(batch, 4 * hidden),
+                                          tanh_c.array.reshape(batch, hidden))
+    _write((grad_pre, grad_c_prev), results)
 
 
 # ----- sums over rows and row broadcasts (project extras, mirrored by the compiled module) ----
@@ -543,4 +481,4 @@ def add_row(a: Array, row: Array, out: Array, rows: int, cols: int) -> None:
     """``out[i, j] = a[i, j] + row[j]`` for a compact (rows, cols) ``a``."""
     _check_same_dtype(a, row, out)
     _check_sizes("add_row", (a, rows * cols), (row, cols), (out, rows * cols))
-    np.add(a.array.reshape(rows, cols), row.array, out=out.array.reshape(rows, cols))
+    out.array[:] = formulas.add_row(a.array.reshape(rows, cols), row.array).reshape(-1)
