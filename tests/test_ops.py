@@ -773,3 +773,51 @@ def test_second_derivative_of_tanh_and_sigmoid(op, second):
     x.grad.backward()
     y = op(tensor(values)).numpy()
     np.testing.assert_allclose(x.grad.numpy(), second(y), rtol=1e-10, atol=1e-12)
+
+
+# ----- every op's gradient is differentiable: Hessian-vector products ----------------------
+
+def _gradients(row: Row, arrays: list, weights: list, create_graph: bool):
+    """The leaves and their gradients of ``sum(row.fn(*leaves) * weights)``."""
+    leaves = [tensor(a, requires_grad=True) for a in arrays]
+    out = row.fn(*leaves)
+    (out * tensor(weights[0])).sum().backward(create_graph=create_graph)
+    return leaves, [x.grad for x in leaves]
+
+
+def _largest_case(row: Row) -> tuple:
+    return max(row.shapes, key=lambda shapes: sum(int(np.prod(s)) for s in shapes))
+
+
+@pytest.mark.parametrize("row", [pytest.param(row, id=row.name.replace(" ", ""))
+                                 for row in OPS])
+def test_hessian_vector_product_matches_finite_differences(row: Row):
+    """d/dx <∇f(x), v> (the gradient's own backward) against central differences of ∇f
+    along v, for every op of the table on its largest case."""
+    shapes = _largest_case(row)
+    arrays = row.inputs(shapes)
+    rng = np.random.default_rng(zlib.crc32(row.name.encode()))
+    vs = [rng.standard_normal(a.shape) for a in arrays]
+    weights = [_np_fixed(np.shape(row.ref(*arrays))) + 0.25]
+    leaves, grads = _gradients(row, arrays, weights, create_graph=True)
+    linked = [(g * tensor(v)).sum() for g, v in zip(grads, vs) if g is not None
+              and g.requires_grad]
+    if not linked:  # a gradient that does not depend on the inputs: the Hessian is 0
+        hvp = [np.zeros(a.shape) for a in arrays]
+    else:
+        for x in leaves:
+            x.grad = None
+        sum(linked[1:], linked[0]).backward()
+        hvp = [np.zeros(a.shape) if x.grad is None else x.grad.numpy() for a, x in
+               zip(arrays, leaves)]
+    eps = 1e-6
+
+    def gradient_at(sign: float) -> list:
+        moved = [a + sign * eps * v for a, v in zip(arrays, vs)]
+        return [np.zeros(a.shape) if g is None else g.numpy()
+                for a, g in zip(moved, _gradients(row, moved, weights, False)[1])]
+
+    numeric = [(p - m) / (2 * eps) for p, m in zip(gradient_at(1.0), gradient_at(-1.0))]
+    for i, (got, want) in enumerate(zip(hvp, numeric)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{row.name}: input {i}")

@@ -203,7 +203,8 @@ def adam_update(params: Sequence[NDArray], grads: Sequence[NDArray], m: Sequence
 def _update(kernel: str, params: Sequence[NDArray], grads: Sequence[NDArray],
             slots: tuple, scalars: tuple) -> list[NDArray]:
     """Run the list kernel ``kernel`` over the parameters, one call per device (a Python
-    loop over parameters would cost ~20 µs each per step); the new parameters in order."""
+    loop over the parameters would pay a kernel call per parameter); the new parameters in
+    order."""
     news: list = [None] * len(params)
     for device in dict.fromkeys(p.device for p in params):
         picked = [i for i, p in enumerate(params) if p.device == device]
