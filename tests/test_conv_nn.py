@@ -1,5 +1,6 @@
-"""nn.Conv, nn.BatchNorm2d, nn.Flatten, ConvBN and ResNet9: shapes, the course's draw
-order and bounds, NumPy/PyTorch references (forward and backward), and bad input.
+"""nn.Conv, nn.Conv2d, nn.ConvTranspose2d, nn.Upsample, nn.BatchNorm2d, nn.Flatten, ConvBN
+and ResNet9: shapes, the course's draw order and bounds, NumPy/PyTorch references (forward
+and backward), and bad input.
 """
 from __future__ import annotations
 
@@ -114,6 +115,180 @@ CONV_LAYER_ERRORS = [
                          ids=[e[0] for e in CONV_LAYER_ERRORS])
 def test_conv_layer_errors(name, call, words):
     with pytest.raises(ValueError) as info:
+        call()
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+# ----- nn.Conv2d, nn.ConvTranspose2d, nn.Upsample --------------------------------------------
+
+
+def _agree_with_torch(layer, ref, x_shape, rng) -> None:
+    """Forward, input gradient and parameter gradients of ``layer`` and its torch twin."""
+    torch = pytest.importorskip("torch")
+    with torch.no_grad():  # our (K_h, K_w, ·, ·) weight is torch's permuted by (2, 3, 1, 0)
+        ref.weight.copy_(torch.tensor(layer.weight.numpy().transpose(3, 2, 0, 1).copy()))
+        if layer.bias is not None:
+            ref.bias.copy_(torch.tensor(layer.bias.numpy()))
+    x_np = rng.standard_normal(x_shape).astype(np.float32)
+    x = _tensor(x_np, requires_grad=True)
+    out = layer(x)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    out.backward(_tensor(g))
+    tx = torch.tensor(x_np, requires_grad=True)
+    tout = ref(tx)
+    tout.backward(torch.tensor(g))
+    assert out.shape == tuple(tout.shape)
+    np.testing.assert_allclose(out.numpy(), tout.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layer.weight.grad.numpy(),
+                               ref.weight.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4,
+                               atol=1e-4)
+    if layer.bias is not None:
+        np.testing.assert_allclose(layer.bias.grad.numpy(), ref.bias.grad.numpy(), rtol=1e-4,
+                                   atol=1e-4)
+
+
+CONV2D_CASES = [  # (in, out, kernel_size, keyword arguments, input (N, C, H, W))
+    (3, 4, (3, 2), {"padding": (1, 0)}, (2, 3, 6, 5)),
+    (4, 6, 3, {"stride": (2, 1), "dilation": 2, "groups": 2, "padding": 2}, (1, 4, 7, 6)),
+    (3, 6, 3, {"groups": 3, "padding": "same", "bias": False}, (2, 3, 5, 5)),  # depthwise
+    (2, 3, 4, {"padding": "same", "dilation": (1, 2)}, (1, 2, 6, 7)),  # even kernel
+    (2, 2, 3, {"padding": "valid", "stride": 2}, (1, 2, 3, 3)),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")  # torch: it pads a copy
+@pytest.mark.parametrize("case", CONV2D_CASES, ids=str)
+def test_conv2d_agrees_with_torch(case, rng):
+    torch = pytest.importorskip("torch")
+    c_in, c_out, k, kwargs, x_shape = case
+    _agree_with_torch(nn.Conv2d(c_in, c_out, k, **kwargs),
+                      torch.nn.Conv2d(c_in, c_out, k, **kwargs), x_shape, rng)
+
+
+def test_conv2d_with_courses_padding_is_conv(rng):
+    """Same draws in the same order, same numbers: Conv2d(i, o, k, padding=k // 2) is Conv."""
+    np.random.seed(4)
+    course = nn.Conv(3, 5, 3, stride=2)
+    after_course = np.random.rand()
+    np.random.seed(4)
+    layer = nn.Conv2d(3, 5, 3, stride=2, padding=1)
+    assert np.random.rand() == after_course  # as many draws
+    np.testing.assert_array_equal(layer.weight.numpy(), course.weight.numpy())
+    np.testing.assert_array_equal(layer.bias.numpy(), course.bias.numpy())
+    x = _tensor(rng.standard_normal((2, 3, 7, 6)))
+    np.testing.assert_array_equal(layer(x).numpy(), course(x).numpy())
+
+
+def test_conv2d_draws_with_the_group_fan_in():
+    np.random.seed(1)
+    layer = nn.Conv2d(4, 6, (3, 2), groups=2)
+    np.random.seed(1)
+    fan_in = 2 * 3 * 2
+    bound = math.sqrt(2) * math.sqrt(3 / fan_in)
+    weight = scaled_draws(np.random.rand(3, 2, 2, 6), 2 * bound, -bound)
+    bias = scaled_draws(np.random.rand(6), 2 / math.sqrt(fan_in), -1 / math.sqrt(fan_in))
+    np.testing.assert_array_equal(layer.weight.numpy(), weight)
+    np.testing.assert_array_equal(layer.bias.numpy(), bias)
+    assert (layer.kernel_size, layer.stride, layer.padding) == ((3, 2), (1, 1), ((0, 0), (0, 0)))
+
+
+def test_depthwise_conv2d_by_hand():
+    """Independent of torch: a depthwise 1×2 kernel [1, -1] per channel, scaled by the
+    channel's index + 1, is a horizontal difference of each channel on its own."""
+    layer = nn.Conv2d(2, 2, (1, 2), groups=2, bias=False)
+    layer.weight = ndl.Tensor(np.array([[[[1.0, 2.0]], [[-1.0, -2.0]]]], dtype=np.float32))
+    x = np.arange(2 * 2 * 3, dtype=np.float32).reshape(1, 2, 2, 3) ** 2
+    expected = (x[..., :-1] - x[..., 1:]) * np.array([1.0, 2.0]).reshape(1, 2, 1, 1)
+    np.testing.assert_allclose(layer(_tensor(x)).numpy(), expected)
+
+
+TRANSPOSED_LAYER_CASES = [  # (in, out, kernel_size, keyword arguments, input (N, C, H, W))
+    (4, 3, 3, {"stride": 2, "padding": 1, "output_padding": 1}, (2, 4, 3, 4)),
+    (4, 6, (2, 3), {"stride": (1, 2), "groups": 2, "dilation": (2, 1)}, (1, 4, 3, 3)),
+    (2, 2, 4, {"stride": 2, "padding": 1, "bias": False}, (1, 2, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSED_LAYER_CASES, ids=str)
+def test_conv_transpose2d_agrees_with_torch(case, rng):
+    torch = pytest.importorskip("torch")
+    c_in, c_out, k, kwargs, x_shape = case
+    _agree_with_torch(nn.ConvTranspose2d(c_in, c_out, k, **kwargs),
+                      torch.nn.ConvTranspose2d(c_in, c_out, k, **kwargs), x_shape, rng)
+
+
+def test_conv_transpose2d_by_hand():
+    """Independent of torch: stride 2 with a 2×2 kernel of ones copies every pixel to a
+    2×2 block (nearest upsampling), plus the bias."""
+    layer = nn.ConvTranspose2d(1, 1, 2, stride=2)
+    layer.weight = ndl.init.ones(2, 2, 1, 1)
+    layer.bias = ndl.Tensor(np.array([0.5], dtype=np.float32))
+    x = ndl.Tensor(np.array([[[[1.0, 2.0], [3.0, 4.0]]]], dtype=np.float32))
+    expected = nn.Upsample(2)(x).numpy() + 0.5
+    np.testing.assert_array_equal(layer(x).numpy(), expected)
+    assert layer.weight.shape == (2, 2, 1, 1)
+
+
+def test_conv_transpose2d_undoes_the_shape_of_conv2d():
+    down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+    up = nn.ConvTranspose2d(8, 3, 3, stride=2, padding=1, output_padding=1)
+    x = ndl.init.ones(1, 3, 8, 6)
+    assert up(down(x)).shape == x.shape
+    assert up.weight.shape == (3, 3, 3, 8)
+
+
+@pytest.mark.parametrize("scale", [2, (3, 1)])
+def test_upsample_agrees_with_torch_and_numpy(scale, rng):
+    x_np = rng.standard_normal((2, 3, 2, 4)).astype(np.float32)
+    x = _tensor(x_np, requires_grad=True)
+    out = nn.Upsample(scale_factor=scale)(x)
+    s_h, s_w = (scale, scale) if isinstance(scale, int) else scale
+    np.testing.assert_array_equal(out.numpy(), x_np.repeat(s_h, 2).repeat(s_w, 3))
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    out.backward(_tensor(g))  # each pixel's gradient is the sum over its block
+    block_sums = g.reshape(2, 3, 2, s_h, 4, s_w).sum(axis=(3, 5))
+    np.testing.assert_allclose(x.grad.numpy(), block_sums, rtol=1e-6)
+    torch = pytest.importorskip("torch")
+    ref = torch.nn.Upsample(scale_factor=scale, mode="nearest")(torch.tensor(x_np))
+    np.testing.assert_array_equal(out.numpy(), ref.numpy())
+
+
+NEW_LAYER_ERRORS = [
+    ("Conv2d groups", lambda: nn.Conv2d(4, 6, 3, groups=4), ValueError,
+     ["Conv2d", "groups=4", "in_channels=4", "out_channels=6"]),
+    ("Conv2d same stride", lambda: nn.Conv2d(2, 2, 3, stride=2, padding="same"), ValueError,
+     ["Conv2d", "'same'", "stride 1"]),
+    ("Conv2d kernel triple", lambda: nn.Conv2d(2, 2, (3, 3, 3)), ValueError,
+     ["Conv2d", "kernel_size", "(3, 3, 3)"]),
+    ("Conv2d channels", lambda: nn.Conv2d(3, 2, 3)(ndl.init.ones(1, 4, 5, 5)), ValueError,
+     ["Conv2d(3, 2)", "(1, 4, 5, 5)", "(N, 3, H, W)"]),
+    ("Conv2d empty output", lambda: nn.Conv2d(1, 1, 5, dilation=2)(ndl.init.ones(1, 1, 6, 9)),
+     ValueError, ["Conv2d(1, 1)", "(1, 1, 6, 9)", "dilated by (2, 2) to 9×9", "6×9"]),
+    ("ConvTranspose2d output_padding", lambda: nn.ConvTranspose2d(2, 2, 3, output_padding=1),
+     ValueError, ["ConvTranspose2d", "output_padding=1", "smaller than the stride"]),
+    ("ConvTranspose2d same", lambda: nn.ConvTranspose2d(2, 2, 3, padding="same"), ValueError,
+     ["ConvTranspose2d", "'same'"]),
+    ("ConvTranspose2d groups", lambda: nn.ConvTranspose2d(3, 4, 3, groups=2), ValueError,
+     ["ConvTranspose2d", "groups=2", "in_channels=3"]),
+    ("ConvTranspose2d NHWC", lambda: nn.ConvTranspose2d(3, 2, 3)(ndl.init.ones(1, 4, 4, 3)),
+     ValueError, ["ConvTranspose2d(3, 2)", "(1, 4, 4, 3)", "NHWC"]),
+    ("ConvTranspose2d empty", lambda: nn.ConvTranspose2d(1, 1, 1, padding=1)(
+        ndl.init.ones(1, 1, 1, 1)), ValueError,
+     ["ConvTranspose2d(1, 1)", "(1, 1, 1, 1)", "empty output"]),
+    ("Upsample mode", lambda: nn.Upsample(2, mode="bilinear"), ValueError,
+     ["Upsample", "'bilinear'", "'nearest'"]),
+    ("Upsample factor", lambda: nn.Upsample(0), ValueError, ["Upsample", "scale_factor", "0"]),
+    ("Upsample 3-D", lambda: nn.Upsample(2)(ndl.init.ones(3, 4, 4)), ValueError,
+     ["upsample_nearest2d", "(3, 4, 4)"]),
+]
+
+
+@pytest.mark.parametrize("name, call, error, words", NEW_LAYER_ERRORS,
+                         ids=[e[0] for e in NEW_LAYER_ERRORS])
+def test_new_conv_layer_errors(name, call, error, words):
+    with pytest.raises(error) as info:
         call()
     for word in words:
         assert word in str(info.value), (word, str(info.value))

@@ -1,7 +1,9 @@
 """The convolution ops: forward against a loop reference, gradients against finite
 differences (every stride, odd sizes, padding beyond K − 1, non-square images and
 rectangular kernels), second derivatives, PyTorch cross-checks, ``pad``, and the
-hw4 semantics of flip/dilate/undilate/stack/split.
+hw4 semantics of flip/dilate/undilate/stack/split; ``convolution`` and
+``conv_transpose`` with per-side padding, dilation and groups against PyTorch, and
+their errors (the op table in test_ops.py checks them against NumPy).
 """
 from __future__ import annotations
 
@@ -142,9 +144,13 @@ def test_second_derivative_through_backward(rng):
 def test_dead_taps_are_skipped():
     from needle.ops.ops_conv import _live_taps
 
-    assert _live_taps((1, 1), (1, 1), (3, 3), 1, (1, 1)) == (slice(1, 2), slice(1, 2))
-    assert _live_taps((2, 8), (1, 4), (3, 3), 2, (1, 1)) == (slice(1, 3), slice(0, 3))
-    assert _live_taps((1, 1), (1, 1), (1, 1), 5, (1, 1)) == (slice(0, 1), slice(0, 1))
+    one, two = (1, 1), (2, 2)
+    assert _live_taps(one, one, (3, 3), one, one, one) == ((slice(1, 2), slice(1, 2)), (0, 0))
+    assert _live_taps((2, 8), (1, 4), (3, 3), two, one, one) == ((slice(1, 3), slice(0, 3)),
+                                                                (0, 1))
+    assert _live_taps(one, one, one, (5, 5), one, one) == ((slice(0, 1), slice(0, 1)), one)
+    # dilated: tap 0 of a 1×1 image padded by 2 (dilation 2) reads only padding; tap 1 stays
+    assert _live_taps(one, one, (3, 3), one, two, two) == ((slice(1, 2), slice(1, 2)), (0, 0))
 
 
 def test_data_input_gets_no_input_gradient(rng):
@@ -299,6 +305,175 @@ CONV_ERRORS = [
 
 @pytest.mark.parametrize("name, call, error, words", CONV_ERRORS, ids=[e[0] for e in CONV_ERRORS])
 def test_conv_errors(name, call, error, words):
+    with pytest.raises(error) as info:
+        call()
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+# ----- convolution and conv_transpose: every option, against PyTorch -----------------------
+
+# (a shape NHWC, weight shape, stride, padding, dilation, groups)
+GENERAL_CASES = [
+    ((2, 5, 6, 4), (3, 2, 2, 6), (1, 2), ((1, 0), (2, 1)), (2, 1), 2),
+    ((1, 7, 7, 3), (3, 3, 1, 3), 2, 1, 2, 3),  # depthwise, dilated
+    ((1, 1, 1, 2), (3, 3, 2, 2), 1, 2, 2, 1),  # a 1×1 image: only the centre tap is live
+    ((2, 4, 5, 2), (2, 2, 1, 4), 1, "same", 1, 2),  # even kernel: the odd pixel after
+    ((1, 6, 6, 2), (3, 3, 2, 2), (3, 2), ((4, 4), (1, 1)), (1, 3), 1),
+    ((1, 3, 3, 4), (1, 1, 1, 8), 1, "valid", 1, 4),
+]
+
+
+def _torch_padding(padding, kernel) -> tuple:
+    """(left, right, top, bottom) for torch.nn.functional.pad."""
+    if padding == "same":  # PyTorch's: the odd pixel after
+        padding = [((k - 1) // 2, k // 2) for k in kernel]
+    elif padding == "valid":
+        padding = 0
+    if np.isscalar(padding):
+        padding = (padding, padding)
+    (top, bottom), (left, right) = [(p, p) if np.isscalar(p) else tuple(p) for p in padding]
+    return (left, right, top, bottom)
+
+
+def _compare_with_torch(out, x, w, tout, tx, tw):
+    np.testing.assert_allclose(out.numpy(), tout.detach().numpy().transpose(0, 2, 3, 1),
+                               atol=1e-10)
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy().transpose(0, 2, 3, 1), atol=1e-10)
+    np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy().transpose(2, 3, 1, 0), atol=1e-10)
+
+
+@pytest.mark.parametrize("case", GENERAL_CASES, ids=str)
+def test_convolution_agrees_with_torch(case, rng):
+    torch = pytest.importorskip("torch")
+    a_shape, b_shape, stride, padding, dilation, groups = case
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    x = ndl.Tensor(a, dtype="float64", requires_grad=True)
+    w = ndl.Tensor(b, dtype="float64", requires_grad=True)
+    out = ndl.convolution(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    g = rng.standard_normal(out.shape)
+    out.backward(ndl.Tensor(g, dtype="float64"))
+    tx = torch.tensor(a.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+    tw = torch.tensor(b.transpose(3, 2, 0, 1).copy(), requires_grad=True)
+    padded = torch.nn.functional.pad(tx, _torch_padding(padding, b_shape[:2]))
+    tout = torch.nn.functional.conv2d(padded, tw, stride=stride, dilation=dilation,
+                                      groups=groups)
+    tout.backward(torch.tensor(g.transpose(0, 3, 1, 2).copy()))
+    _compare_with_torch(out, x, w, tout, tx, tw)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")  # torch: it pads a copy
+def test_same_padding_is_torchs(rng):
+    torch = pytest.importorskip("torch")
+    a, b = rng.standard_normal((1, 5, 6, 2)), rng.standard_normal((4, 3, 2, 3))
+    out = ndl.convolution(ndl.Tensor(a, dtype="float64"), ndl.Tensor(b, dtype="float64"),
+                          padding="same", dilation=(1, 2))
+    ref = torch.nn.functional.conv2d(torch.tensor(a.transpose(0, 3, 1, 2).copy()),
+                                     torch.tensor(b.transpose(3, 2, 0, 1).copy()),
+                                     padding="same", dilation=(1, 2))
+    np.testing.assert_allclose(out.numpy(), ref.numpy().transpose(0, 2, 3, 1), atol=1e-10)
+
+
+# (a shape NHWC, weight (K_h, K_w, C_out/groups, C_in), stride, padding, output_padding,
+# dilation, groups)
+TRANSPOSED_CASES = [
+    ((2, 3, 4, 4), (3, 3, 3, 4), 2, 1, 1, 1, 2),
+    ((1, 2, 2, 2), (3, 2, 3, 2), (3, 2), (0, 1), (2, 0), (1, 2), 1),
+    ((1, 4, 3, 3), (2, 2, 1, 3), 1, 0, 0, (2, 1), 3),
+    ((1, 1, 1, 2), (3, 3, 2, 2), 2, 1, 1, 1, 1),  # one input pixel
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSED_CASES, ids=str)
+def test_conv_transpose_agrees_with_torch(case, rng):
+    torch = pytest.importorskip("torch")
+    a_shape, b_shape, stride, padding, extra, dilation, groups = case
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    x = ndl.Tensor(a, dtype="float64", requires_grad=True)
+    w = ndl.Tensor(b, dtype="float64", requires_grad=True)
+    out = ndl.conv_transpose(x, w, stride=stride, padding=padding, output_padding=extra,
+                             dilation=dilation, groups=groups)
+    g = rng.standard_normal(out.shape)
+    out.backward(ndl.Tensor(g, dtype="float64"))
+    tx = torch.tensor(a.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+    tw = torch.tensor(b.transpose(3, 2, 0, 1).copy(), requires_grad=True)
+    tout = torch.nn.functional.conv_transpose2d(tx, tw, stride=stride, padding=padding,
+                                                output_padding=extra, dilation=dilation,
+                                                groups=groups)
+    tout.backward(torch.tensor(g.transpose(0, 3, 1, 2).copy()))
+    _compare_with_torch(out, x, w, tout, tx, tw)
+
+
+def test_conv_is_convolution_with_the_courses_arguments(rng):
+    a, b = rng.standard_normal((2, 7, 5, 3)), rng.standard_normal((3, 3, 3, 4))
+    x, w = ndl.Tensor(a, dtype="float32"), ndl.Tensor(b, dtype="float32")
+    np.testing.assert_array_equal(ndl.conv(x, w, 2, 1).numpy(),
+                                  ndl.convolution(x, w, stride=2, padding=1).numpy())
+
+
+@pytest.mark.parametrize("case", [c for c in GENERAL_CASES if not isinstance(c[3], str)],
+                         ids=str)
+def test_gradient_ops_with_dilation_and_groups_have_correct_gradients(case, rng):
+    """Second derivatives: the gradient ops are differentiable for every geometry."""
+    a_shape, b_shape, stride, padding, dilation, groups = case
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    op = Conv(stride, padding, dilation, groups)
+    g = rng.standard_normal(op(ndl.Tensor(a, dtype="float64"), ndl.Tensor(b, dtype="float64"))
+                            .shape)
+    geometry = (stride, padding, dilation, groups)
+    assert gradcheck(lambda gg, w: ConvInputGrad(a_shape[1:3], *geometry)(gg, w), g, b)
+    assert gradcheck(lambda x, gg: ConvWeightGrad(b_shape[:2], *geometry)(x, gg), a, g)
+
+
+GENERAL_ERRORS = [
+    ("groups do not divide C_in", lambda: ndl.convolution(T(1, 5, 5, 3), T(3, 3, 1, 4), groups=2),
+     ValueError, ["convolution", "groups=2", "(3)"]),
+    ("groups do not divide C_out", lambda: ndl.convolution(T(1, 5, 5, 4), T(3, 3, 2, 3), groups=2),
+     ValueError, ["convolution", "groups=2", "b.shape[3]=3"]),
+    ("grouped channels", lambda: ndl.convolution(T(1, 5, 5, 4), T(3, 3, 1, 4), groups=2),
+     ValueError, ["convolution", "4 channels", "groups·b.shape[2] = 2·1 = 2"]),
+    ("dilated kernel too large", lambda: ndl.convolution(T(1, 4, 4, 1), T(3, 3, 1, 1),
+                                                         dilation=2),
+     ValueError, ["convolution", "dilated by (2, 2) to 5×5", "4×4", "empty output"]),
+    ("same with stride", lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), stride=2,
+                                                 padding="same"),
+     ValueError, ["convolution", "'same'", "stride 1", "(2, 2)"]),
+    ("unknown padding word", lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), padding="full"),
+     ValueError, ["convolution", "'full'", "'same' or 'valid'"]),
+    ("negative side padding", lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1),
+                                                      padding=((1, -1), (0, 0))),
+     ValueError, ["convolution", "padding", ">= 0", "-1"]),
+    ("stride triple", lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), stride=(1, 1, 1)),
+     ValueError, ["convolution", "stride", "(H, W) pair", "(1, 1, 1)"]),
+    ("dilation 0", lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), dilation=0),
+     ValueError, ["convolution", "dilation", ">= 1", "0"]),
+    ("float groups", lambda: ndl.convolution(T(1, 5, 5, 2), T(3, 3, 1, 2), groups=2.0),
+     TypeError, ["convolution", "groups", "2.0"]),
+    ("transpose channels", lambda: ndl.conv_transpose(T(1, 3, 3, 4), T(3, 3, 2, 3)),
+     ValueError, ["conv_transpose", "4 channels", "C_in=3"]),
+    ("transpose output_padding", lambda: ndl.conv_transpose(T(1, 3, 3, 2), T(3, 3, 2, 2),
+                                                            stride=2, output_padding=2),
+     ValueError, ["conv_transpose", "output_padding=2", "smaller than the stride (2, 2)"]),
+    ("transpose same", lambda: ndl.conv_transpose(T(1, 3, 3, 2), T(3, 3, 2, 2), padding="same"),
+     ValueError, ["conv_transpose", "'same'"]),
+    ("transpose empty", lambda: ndl.conv_transpose(T(1, 1, 1, 2), T(1, 1, 2, 2), padding=1),
+     ValueError, ["conv_transpose", "(1, 1, 1, 2)", "empty output (-1, -1)"]),
+    ("transpose groups", lambda: ndl.conv_transpose(T(1, 3, 3, 3), T(3, 3, 2, 3), groups=2),
+     ValueError, ["conv_transpose", "groups=2", "(3)"]),
+    ("transpose 3-D", lambda: ndl.conv_transpose(T(3, 3, 2), T(3, 3, 2, 2)),
+     ValueError, ["conv_transpose", "(3, 3, 2)", "(K_h, K_w, C_out/groups, C_in)"]),
+    ("upsample 3-D", lambda: ndl.upsample_nearest2d(T(3, 4, 4), 2),
+     ValueError, ["upsample_nearest2d", "(3, 4, 4)", "(N, C, H, W)"]),
+    ("upsample factor 0", lambda: ndl.upsample_nearest2d(T(1, 3, 4, 4), (2, 0)),
+     ValueError, ["upsample_nearest2d", "scale_factor", "(2, 0)"]),
+    ("upsample float factor", lambda: ndl.upsample_nearest2d(T(1, 3, 4, 4), 1.5),
+     ValueError, ["upsample_nearest2d", "scale_factor", "1.5"]),
+]
+
+
+@pytest.mark.parametrize("name, call, error, words", GENERAL_ERRORS,
+                         ids=[e[0] for e in GENERAL_ERRORS])
+def test_convolution_errors(name, call, error, words):
     with pytest.raises(error) as info:
         call()
     for word in words:

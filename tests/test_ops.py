@@ -202,6 +202,50 @@ def np_cross_entropy(logits: np.ndarray, labels: np.ndarray, ignore_index: int =
     return loss.sum() if reduction == "sum" else loss.sum() / kept.sum()
 
 
+def _np_pads(padding) -> tuple:
+    """An int, an (H, W) pair or ((top, bottom), (left, right)) as the last form."""
+    if np.isscalar(padding):
+        padding = (padding, padding)
+    return tuple((p, p) if np.isscalar(p) else tuple(p) for p in padding)
+
+
+def np_conv2d(a: np.ndarray, b: np.ndarray, stride=1, padding=0, dilation=1,
+              groups: int = 1) -> np.ndarray:
+    """The definition, pixel by pixel: NHWC ``a`` × (K_h, K_w, C/groups, O) ``b``; output
+    channel o of group g reads input channels g·C/groups … (g+1)·C/groups − 1."""
+    (s_h, s_w), (d_h, d_w) = np.broadcast_to(stride, 2), np.broadcast_to(dilation, 2)
+    a = np.pad(a, ((0, 0), *_np_pads(padding), (0, 0)))
+    kh, kw, cg, o = b.shape
+    og = o // groups
+    ho = (a.shape[1] - d_h * (kh - 1) - 1) // s_h + 1
+    wo = (a.shape[2] - d_w * (kw - 1) - 1) // s_w + 1
+    out = np.zeros((a.shape[0], ho, wo, o))
+    for i, j, g in np.ndindex(ho, wo, groups):
+        field = a[:, i * s_h: i * s_h + d_h * (kh - 1) + 1: d_h,
+                  j * s_w: j * s_w + d_w * (kw - 1) + 1: d_w, g * cg: (g + 1) * cg]
+        out[:, i, j, g * og: (g + 1) * og] = np.einsum("nuvc,uvco->no", field,
+                                                       b[..., g * og: (g + 1) * og])
+    return out
+
+
+def np_conv_transpose2d(a: np.ndarray, b: np.ndarray, stride=1, padding=0, output_padding=0,
+                        dilation=1, groups: int = 1) -> np.ndarray:
+    """The definition as a scatter: input pixel (i, j) adds ``a[i, j] · b[u, v]ᵀ`` at
+    output (i·s + u·d, j·s + v·d), before the padding is cropped off."""
+    (s_h, s_w), (d_h, d_w) = np.broadcast_to(stride, 2), np.broadcast_to(dilation, 2)
+    (top, bottom), (left, right) = _np_pads(padding)
+    extra_h, extra_w = np.broadcast_to(output_padding, 2)
+    n, h, w, c = a.shape
+    kh, kw, og, _ = b.shape
+    cg = c // groups
+    canvas = np.zeros((n, (h - 1) * s_h + d_h * (kh - 1) + 1 + extra_h,
+                       (w - 1) * s_w + d_w * (kw - 1) + 1 + extra_w, og * groups))
+    for i, j, u, v, g in np.ndindex(h, w, kh, kw, groups):
+        canvas[:, i * s_h + u * d_h, j * s_w + v * d_w, g * og: (g + 1) * og] += (
+            a[:, i, j, g * cg: (g + 1) * cg] @ b[u, v, :, g * cg: (g + 1) * cg].T)
+    return canvas[:, top: canvas.shape[1] - bottom, left: canvas.shape[2] - right]
+
+
 # ----- the table -----------------------------------------------------------------------------
 
 OPS: list[Row] = [
@@ -481,6 +525,35 @@ OPS: list[Row] = [
         a, ndl.sigmoid(b), reduction="none"),
         lambda a, b: -(np_sigmoid(b) * np.log(np_sigmoid(a)) + (1 - np_sigmoid(b))
                        * np.log(1 - np_sigmoid(a))), [((2, 3), (2, 3))]),
+    # convolutions (NHWC × KKIO) with every option; the last shape of each row is an edge case
+    Row("convolution same padding, even kernel, groups 2",
+        lambda a, b: ndl.convolution(a, b, padding="same", groups=2),
+        lambda a, b: np_conv2d(a, b, padding=[((k - 1) // 2, k // 2) for k in b.shape[:2]],
+                               groups=2),  # PyTorch's "same": the odd pixel after
+        [((1, 4, 5, 4), (2, 2, 2, 2)), ((2, 3, 3, 2), (3, 2, 1, 4)),
+         ((1, 1, 1, 2), (2, 2, 1, 2))]),  # a 1×1 image: the only live tap is (0, 0)
+    Row("convolution depthwise, stride 2, padding 2, dilation 2",
+        lambda a, b: ndl.convolution(a, b, stride=2, padding=2, dilation=2, groups=a.shape[3]),
+        lambda a, b: np_conv2d(a, b, 2, 2, 2, a.shape[3]),
+        [((1, 5, 5, 3), (3, 3, 1, 3)), ((2, 6, 4, 2), (2, 3, 1, 4)),  # channel multiplier 2
+         ((1, 1, 1, 1), (3, 3, 1, 1))]),  # only the centre tap meets the image
+    Row("convolution stride (2, 1), per-side padding, dilation (1, 2)",
+        lambda a, b: ndl.convolution(a, b, stride=(2, 1), padding=((1, 0), (2, 1)),
+                                     dilation=(1, 2)),
+        lambda a, b: np_conv2d(a, b, (2, 1), ((1, 0), (2, 1)), (1, 2)),
+        [((1, 5, 6, 2), (3, 2, 2, 3)), ((1, 2, 7, 1), (2, 3, 1, 1))]),
+    Row("conv_transpose stride 2, padding 1, output_padding 1",
+        lambda a, b: ndl.conv_transpose(a, b, stride=2, padding=1, output_padding=1),
+        lambda a, b: np_conv_transpose2d(a, b, 2, 1, 1),
+        [((1, 3, 3, 2), (3, 3, 3, 2)), ((2, 2, 4, 1), (4, 4, 2, 1)),
+         ((1, 1, 1, 2), (3, 3, 1, 2))]),  # one input pixel
+    Row("conv_transpose groups 2, stride (1, 2), dilation (2, 1), per-side padding",
+        lambda a, b: ndl.conv_transpose(a, b, stride=(1, 2), padding=((1, 0), (0, 2)),
+                                        output_padding=(0, 1), dilation=(2, 1), groups=2),
+        lambda a, b: np_conv_transpose2d(a, b, (1, 2), ((1, 0), (0, 2)), (0, 1), (2, 1), 2),
+        [((1, 3, 4, 4), (2, 3, 1, 4)), ((2, 2, 2, 2), (3, 2, 2, 2))]),
+    Row("upsample_nearest2d", lambda a: ndl.upsample_nearest2d(a, (2, 3)),
+        lambda a: a.repeat(2, axis=2).repeat(3, axis=3), [((1, 2, 3, 2),), ((2, 1, 1, 1),)]),
     # a composite: the course's softmax loss shape
     Row("composite", lambda x, w: ndl.logsumexp(ndl.relu(x @ w), 1).sum() / 2,
         lambda x, w: np_logsumexp(np.maximum(x @ w, 0), 1).sum() / 2, [((2, 3), (3, 4))],

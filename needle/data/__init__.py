@@ -6,7 +6,15 @@ Data flows file → :mod:`~needle.data.idx` (validated uint8 arrays) → a
 """
 
 from .data_basic import DataLoader, Dataset, IterableDataset, stack_items
-from .data_transforms import RandomCrop, RandomFlipHorizontal, Transform
+from .data_transforms import (
+    ColorJitter,
+    Normalize,
+    RandomCrop,
+    RandomFlipHorizontal,
+    RandomResizedCrop,
+    RandomRotation,
+    Transform,
+)
 from . import datasets
 from .datasets import *  # noqa: F401,F403  (every dataset, the downloaders; see its __all__)
 from .idx import IDXFormatError, load_mnist_arrays, read_idx, write_idx
@@ -21,6 +29,10 @@ __all__ = [
     "Transform",
     "RandomFlipHorizontal",
     "RandomCrop",
+    "RandomResizedCrop",
+    "RandomRotation",
+    "ColorJitter",
+    "Normalize",
     "IDXFormatError",
     "read_idx",
     "write_idx",

@@ -36,7 +36,16 @@ from .nn_activations import (
     Softmax,
     Softplus,
 )
-from .nn_conv import AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv, MaxPool2d
+from .nn_conv import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm2d,
+    Conv,
+    Conv2d,
+    ConvTranspose2d,
+    MaxPool2d,
+    Upsample,
+)
 from .nn_distributed import DistributedDataParallel
 from .nn_norm import GroupNorm, LayerNorm, RMSNorm
 from .nn_sequence import GRU, LSTM, RNN, Embedding, GRUCell, LSTMCell, RNNCell
@@ -46,7 +55,8 @@ __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys",
     "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Sequential", "Residual",
     "SoftmaxLoss", "LayerNorm1d", "BatchNorm1d", "Dropout",
-    "Conv", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+    "Conv", "Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d",
+    "AdaptiveAvgPool2d", "Upsample",
     "LayerNorm", "RMSNorm", "GroupNorm", "DistributedDataParallel",
     "Embedding", "RNNCell", "RNN", "LSTMCell", "LSTM", "GRUCell", "GRU",
     "MultiHeadAttention", "AttentionLayer", "TransformerLayer", "Transformer",

@@ -1,9 +1,11 @@
-"""Convolutional layers on NCHW images: ``Conv``, ``BatchNorm2d`` and pooling.
+"""Convolutional layers on NCHW images: ``Conv``, ``Conv2d``, ``ConvTranspose2d``,
+``BatchNorm2d``, pooling and ``Upsample``.
 
-Both follow the course's hw4 exactly (parameters created, and drawn, in its order and
-with its bounds), so a seeded model gives the course's numbers. Internally they move
-the channels last (NHWC), which is the layout of the ``conv`` op and of BatchNorm1d's
-``(rows, features)``.
+``Conv`` and ``BatchNorm2d`` follow the course's hw4 exactly (parameters created, and
+drawn, in its order and with its bounds), so a seeded model gives the course's numbers.
+``Conv2d`` and ``ConvTranspose2d`` take PyTorch's signatures and options and draw like
+``Conv``. Internally the layers move the channels last (NHWC), which is the layout of the
+convolution ops and of BatchNorm1d's ``(rows, features)``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ from .. import init, ops
 from .._validation import check_positive_int
 from ..autograd import Tensor
 from ..backends import Device
+from ..ops.ops_conv import (
+    _check_geometry,
+    _check_output_size,
+    _check_pair,
+    _check_transposed_geometry,
+    _check_transposed_hw,
+)
+from ..ops.ops_pool import _pair as _check_pool_pair
 from .module import Module, Parameter
 from .nn_basic import BatchNorm1d, _check_tensor
 
@@ -49,6 +59,39 @@ def _check_nchw(layer: str, x: Any, channels: int) -> None:
     )
 
 
+def _conv_parameters(shape: tuple, fan_in: int, out_channels: int, bias: bool,
+                     device: Device | None, dtype: str) -> tuple[Parameter, Parameter | None]:
+    """A convolution's ``(weight, bias)``, drawn in this order as the course's ``Conv`` draws.
+
+    ``weight`` (``shape``) ~ ``kaiming_uniform(fan_in, …)``, bound √2·√(3/fan_in); ``bias``
+    (out_channels,) ~ U(−1/√fan_in, 1/√fan_in), or None (no draw) without ``bias``.
+    """
+    kernel_area = shape[0] * shape[1]
+    weight = Parameter(init.kaiming_uniform(fan_in, out_channels * kernel_area, shape=shape,
+                                            device=device, dtype=dtype, requires_grad=True))
+    if not bias:
+        return weight, None
+    bound = 1.0 / math.sqrt(fan_in)
+    return weight, Parameter(init.rand(out_channels, low=-bound, high=bound, device=device,
+                                       dtype=dtype, requires_grad=True))
+
+
+def _add_bias(out: Tensor, bias: Tensor | None) -> Tensor:
+    """``out`` (N, H, W, C) plus ``bias`` (C,) broadcast over the pixels (None: unchanged)."""
+    if bias is None:
+        return out
+    return out + bias.reshape((1, 1, 1, out.shape[3])).broadcast_to(out.shape)
+
+
+def _check_groups(owner: str, groups: int, in_channels: int, out_channels: int) -> int:
+    """``groups`` as a positive int that divides both channel counts."""
+    groups = check_positive_int(owner, "groups", groups)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"{owner}: groups={groups} must divide in_channels={in_channels} and "
+                         f"out_channels={out_channels}")
+    return groups
+
+
 class Conv(Module):
     """2-D convolution of NCHW images: (N, in, H, W) → (N, out, H_o, W_o), padding K // 2.
 
@@ -80,19 +123,10 @@ class Conv(Module):
         self.kernel_size = check_positive_int("Conv", "kernel_size", _first(kernel_size))
         self.stride = check_positive_int("Conv", "stride", _first(stride))
         self.padding = self.kernel_size // 2
-        k, fan_in = self.kernel_size, self.in_channels * self.kernel_size**2
-        shape = (k, k, self.in_channels, self.out_channels)
-        self.weight = Parameter(
-            init.kaiming_uniform(fan_in, self.out_channels * k * k, shape=shape,
-                                 device=device, dtype=dtype, requires_grad=True)
-        )
-        self.bias = None
-        if bias:
-            bound = 1.0 / math.sqrt(fan_in)
-            self.bias = Parameter(
-                init.rand(self.out_channels, low=-bound, high=bound, device=device, dtype=dtype,
-                          requires_grad=True)
-            )
+        k = self.kernel_size
+        self.weight, self.bias = _conv_parameters(
+            (k, k, self.in_channels, self.out_channels), self.in_channels * k * k,
+            self.out_channels, bias, device, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, in, H, W) → (N, out, H_o, W_o)."""
@@ -109,15 +143,160 @@ class Conv(Module):
         Blocks that chain layers (``apps.models.ConvBN``) stay channels-last between them:
         under the ``nd`` backend every op on an NCHW view of NHWC data copies it first.
         """
-        out = ops.conv(x, self.weight, stride=self.stride, padding=self.padding)
-        if self.bias is not None:
-            out = out + self.bias.reshape((1, 1, 1, self.out_channels)).broadcast_to(out.shape)
-        return out
+        return _add_bias(ops.conv(x, self.weight, stride=self.stride, padding=self.padding),
+                         self.bias)
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}"
+        )
+
+
+class Conv2d(Module):
+    """2-D convolution of NCHW images with PyTorch's signature and options:
+    (N, in, H, W) → (N, out, H_o, W_o).
+
+    ``H_o = ⌊(H + top + bottom − dilation_h·(K_h − 1) − 1)/stride_h⌋ + 1`` (``W_o``
+    likewise). ``kernel_size``, ``stride`` and ``dilation`` are an int or an (H, W) pair;
+    ``padding`` an int, an (H, W) pair, ``((top, bottom), (left, right))``, ``"valid"`` or
+    ``"same"`` (stride 1; an odd total puts the extra pixel after, as PyTorch).
+    ``groups`` splits the channels into independent convolutions (``groups=in_channels``
+    is depthwise). Unlike the course's :class:`Conv`, a pair ``kernel_size`` is a
+    rectangle and the padding defaults to 0.
+
+    Parameters, drawn in this order as :class:`Conv` draws them, with
+    ``fan_in = in/groups·K_h·K_w``: ``weight`` (K_h, K_w, in/groups, out) (PyTorch's
+    weight permuted by (2, 3, 1, 0)), then ``bias`` (out,), or None with ``bias=False``.
+    ``Conv2d(i, o, k, padding=k // 2)`` draws and computes exactly what ``Conv(i, o, k)``
+    does. Attributes hold the checked arguments as pairs, ``padding`` as
+    ``((top, bottom), (left, right))``.
+
+    >>> import needle as ndl
+    >>> layer = Conv2d(4, 6, (3, 2), padding="same", dilation=2, groups=2)
+    >>> layer(ndl.init.ones(1, 4, 5, 5)).shape
+    (1, 6, 5, 5)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple,
+        stride: int | tuple = 1,
+        padding: int | tuple | str = 0,
+        dilation: int | tuple = 1,
+        groups: int = 1,
+        bias: bool = True,
+        *,
+        device: Device | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        super().__init__()
+        self.in_channels = check_positive_int("Conv2d", "in_channels", in_channels)
+        self.out_channels = check_positive_int("Conv2d", "out_channels", out_channels)
+        self.kernel_size = _check_pair("Conv2d", "kernel_size", kernel_size, 1)
+        self.stride, self.padding, self.dilation = _check_geometry(
+            "Conv2d", self.kernel_size, stride, padding, dilation)
+        self.groups = _check_groups("Conv2d", groups, self.in_channels, self.out_channels)
+        (kh, kw), group_in = self.kernel_size, self.in_channels // self.groups
+        self.weight, self.bias = _conv_parameters(
+            (kh, kw, group_in, self.out_channels), group_in * kh * kw, self.out_channels,
+            bias, device, dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, in, H, W) → (N, out, H_o, W_o)."""
+        name = f"Conv2d({self.in_channels}, {self.out_channels})"
+        _check_nchw(name, x, self.in_channels)
+        _check_output_size(name, tuple(x.shape), tuple(x.shape[2:]), self.kernel_size,
+                           self.padding, self.dilation)
+        return _nhwc_to_nchw(self.forward_nhwc(_nchw_to_nhwc(x)))
+
+    def forward_nhwc(self, x: Tensor) -> Tensor:
+        """The same layer on channels-last tensors: (N, H, W, in) → (N, H_o, W_o, out)."""
+        out = ops.convolution(x, self.weight, stride=self.stride, padding=self.padding,
+                              dilation=self.dilation, groups=self.groups)
+        return _add_bias(out, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"groups={self.groups}, bias={self.bias is not None}"
+        )
+
+
+class ConvTranspose2d(Module):
+    """Transposed 2-D convolution of NCHW images with PyTorch's signature:
+    (N, in, H, W) → (N, out, H_o, W_o), the gradient of a :class:`Conv2d` from out to in.
+
+    ``H_o = (H − 1)·s_h − top − bottom + d_h·(K_h − 1) + 1 + output_padding_h`` (``W_o``
+    likewise; s the stride, d the dilation). ``padding`` (an int, an (H, W) pair or
+    ``((top, bottom), (left, right))``) crops the output; ``output_padding`` (each < the
+    stride) picks among the sizes a strided convolution maps to the same input size.
+    ``groups`` as in Conv2d.
+
+    Parameters, drawn in this order as :class:`Conv` draws them, with
+    ``fan_in = in/groups·K_h·K_w``: ``weight`` (K_h, K_w, out/groups, in) — the weight of
+    the convolution it transposes; PyTorch's (in, out/groups, K_h, K_w) weight permuted by
+    (2, 3, 1, 0) — then ``bias`` (out,), or None with ``bias=False``.
+
+    >>> import needle as ndl
+    >>> up = ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1)
+    >>> up(ndl.init.ones(2, 8, 5, 5)).shape
+    (2, 4, 10, 10)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple,
+        stride: int | tuple = 1,
+        padding: int | tuple = 0,
+        output_padding: int | tuple = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: int | tuple = 1,
+        *,
+        device: Device | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        super().__init__()
+        name = "ConvTranspose2d"
+        self.in_channels = check_positive_int(name, "in_channels", in_channels)
+        self.out_channels = check_positive_int(name, "out_channels", out_channels)
+        self.kernel_size = _check_pair(name, "kernel_size", kernel_size, 1)
+        self.stride, self.padding, self.output_padding, self.dilation = (
+            _check_transposed_geometry(name, self.kernel_size, stride, padding, output_padding,
+                                       dilation))
+        self.groups = _check_groups(name, groups, self.in_channels, self.out_channels)
+        (kh, kw), group_in = self.kernel_size, self.in_channels // self.groups
+        self.weight, self.bias = _conv_parameters(
+            (kh, kw, self.out_channels // self.groups, self.in_channels), group_in * kh * kw,
+            self.out_channels, bias, device, dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, in, H, W) → (N, out, H_o, W_o)."""
+        name = f"ConvTranspose2d({self.in_channels}, {self.out_channels})"
+        _check_nchw(name, x, self.in_channels)
+        _check_transposed_hw(name, tuple(x.shape), tuple(x.shape[2:]), self.kernel_size,
+                             self.stride, self.padding, self.dilation, self.output_padding)
+        return _nhwc_to_nchw(self.forward_nhwc(_nchw_to_nhwc(x)))
+
+    def forward_nhwc(self, x: Tensor) -> Tensor:
+        """The same layer on channels-last tensors: (N, H, W, in) → (N, H_o, W_o, out)."""
+        out = ops.conv_transpose(x, self.weight, stride=self.stride, padding=self.padding,
+                                 output_padding=self.output_padding, dilation=self.dilation,
+                                 groups=self.groups)
+        return _add_bias(out, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, "
+            f"output_padding={self.output_padding}, dilation={self.dilation}, "
+            f"groups={self.groups}, bias={self.bias is not None}"
         )
 
 
@@ -205,4 +384,32 @@ class AdaptiveAvgPool2d(Module):
         return f"output_size={self.output_size}"
 
 
-__all__ = ["Conv", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
+class Upsample(Module):
+    """Nearest-neighbour upsampling of NCHW images by integer factors, PyTorch's
+    ``Upsample(scale_factor=s, mode="nearest")``: (N, C, H, W) → (N, C, H·s_h, W·s_w).
+
+    ``scale_factor`` is an int or an (s_h, s_w) pair of ints >= 1; ``mode`` must be
+    ``"nearest"``. No parameters.
+
+    >>> import needle as ndl
+    >>> Upsample(scale_factor=2)(ndl.init.ones(1, 3, 4, 5)).shape
+    (1, 3, 8, 10)
+    """
+
+    def __init__(self, scale_factor: int | tuple, mode: str = "nearest") -> None:
+        super().__init__()
+        if mode != "nearest":
+            raise ValueError(f"Upsample: mode={mode!r} is not available; only 'nearest' is")
+        self.scale_factor = _check_pool_pair("Upsample", "scale_factor", scale_factor, 1)
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) → (N, C, H·s_h, W·s_w)."""
+        return ops.upsample_nearest2d(x, self.scale_factor)
+
+    def extra_repr(self) -> str:
+        return f"scale_factor={self.scale_factor}, mode={self.mode!r}"
+
+
+__all__ = ["Conv", "Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d",
+           "AdaptiveAvgPool2d", "Upsample"]

@@ -26,14 +26,46 @@ from .nn_sequence import Embedding
 MASK_VALUE = -float(np.finfo(np.float32).max)
 
 
+def _additive(hidden: np.ndarray, dtype: str) -> np.ndarray:
+    """MASK_VALUE where ``hidden``, 0 elsewhere: a mask added to the attention logits."""
+    return np.where(hidden, MASK_VALUE, 0.0).astype(dtype)
+
+
+def _future(T: int, S: int) -> np.ndarray:
+    """(1, 1, T, S) bool: True where key j > i + (S - T), the keys a causal query i never sees."""
+    return np.triu(np.ones((T, S), dtype=bool), S - T + 1).reshape(1, 1, T, S)
+
+
 def causal_mask(T: int, S: int, dtype: str = "float32") -> np.ndarray:
     """(1, 1, T, S): MASK_VALUE where key j > i + (S - T) (the future), 0 elsewhere.
 
     >>> causal_mask(2, 3)[0, 0].tolist() == [[0.0, 0.0, MASK_VALUE], [0.0, 0.0, 0.0]]
     True
     """
-    future = np.triu(np.ones((T, S), dtype=bool), S - T + 1)
-    return np.where(future, MASK_VALUE, 0.0).astype(dtype).reshape(1, 1, T, S)
+    return _additive(_future(T, S), dtype)
+
+
+def _check_key_padding_mask(owner: str, mask, batch: int, length: int) -> np.ndarray:
+    """``mask`` (a bool Tensor or array (B, S), True at padded keys) as a NumPy bool array.
+
+    Raises TypeError for a non-bool mask and ValueError for a shape other than
+    ``(batch, length)``, naming ``owner``.
+
+    >>> _check_key_padding_mask("Transformer", [[False, True]], 1, 2).tolist()
+    [[False, True]]
+    """
+    array = np.asarray(mask.numpy() if isinstance(mask, Tensor) else mask)
+    if array.dtype != np.bool_:
+        raise TypeError(
+            f"{owner}: key_padding_mask must be boolean (True marks a padded key), got dtype "
+            f"{array.dtype}; e.g. pass lengths[:, None] <= np.arange(S)"
+        )
+    if array.shape != (batch, length):
+        raise ValueError(
+            f"{owner}: key_padding_mask has shape {array.shape}, expected (B, S) = "
+            f"({batch}, {length}): one row per batch entry, one column per key position"
+        )
+    return array
 
 
 def _softmax_last(logits: Tensor) -> Tensor:
@@ -50,7 +82,9 @@ class MultiHeadAttention(Module):
     ``forward(q (B, H, T, D), k (B, H, S, D), v (B, H, S, D))`` returns
     ``(result (B, H, T, D), probs (B, H, T, S))`` with
     ``probs = dropout(softmax(q kᵀ/√D + mask))``, the probs returned after dropout,
-    and ``result = probs @ v``. With ``causal`` the mask hides key j > i + (S − T).
+    and ``result = probs @ v``. With ``causal`` the mask hides key j > i + (S − T);
+    ``key_padding_mask`` (B, S), True at padded keys, hides those keys from every query.
+    Hidden keys get weight exactly 0 (a row whose keys are all hidden is uniform).
 
     >>> import needle as ndl
     >>> out, probs = MultiHeadAttention()(*[ndl.init.ones(1, 2, 3, 4)] * 3)
@@ -64,16 +98,30 @@ class MultiHeadAttention(Module):
         self.causal = causal
         self.dropout = Dropout(dropout)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """q (B, H, T, D), k and v (B, H, S, D) → (result (B, H, T, D), probs (B, H, T, S))."""
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *,
+                key_padding_mask=None) -> tuple[Tensor, Tensor]:
+        """q (B, H, T, D), k and v (B, H, S, D), key_padding_mask None or bool (B, S) →
+        (result (B, H, T, D), probs (B, H, T, S))."""
         _check_heads(q, k, v)
-        T, S, D = q.shape[2], k.shape[2], q.shape[3]
+        B, T, S, D = q.shape[0], q.shape[2], k.shape[2], q.shape[3]
         logits = (q @ ops.transpose(k)) / math.sqrt(D)
-        if self.causal:
-            mask = Tensor(causal_mask(T, S, logits.dtype), device=q.device, requires_grad=False)
+        hidden = self._hidden_keys(B, T, S, key_padding_mask)
+        if hidden is not None:
+            mask = Tensor(_additive(hidden, logits.dtype), device=q.device, requires_grad=False)
             logits = logits + mask.broadcast_to(logits.shape)
         probs = self.dropout(_softmax_last(logits))
         return probs @ v, probs
+
+    def _hidden_keys(self, B: int, T: int, S: int, key_padding_mask) -> np.ndarray | None:
+        """Bool, broadcastable to (B, 1, T, S): the keys each query may not see (None: all
+        visible). One combined mask, so a key hidden twice still gets MASK_VALUE once."""
+        padded = None
+        if key_padding_mask is not None:
+            padded = _check_key_padding_mask("MultiHeadAttention", key_padding_mask, B, S)
+            padded = padded.reshape(B, 1, 1, S)
+        if not self.causal:
+            return padded
+        return _future(T, S) if padded is None else _future(T, S) | padded
 
     def extra_repr(self) -> str:
         return f"dropout={self.dropout.p}, causal={self.causal}"
@@ -138,8 +186,12 @@ class AttentionLayer(Module):
         out = projection(norm(x.reshape((batch * length, features))))
         return out.reshape((batch, length, self.num_head, self.dim_head)).transpose((1, 2))
 
-    def forward(self, q: Tensor, k: Tensor | None = None, v: Tensor | None = None) -> Tensor:
-        """q (B, T, q_features), k (B, S, k_features), v (B, S, v_features) → (B, T, out)."""
+    def forward(self, q: Tensor, k: Tensor | None = None, v: Tensor | None = None, *,
+                key_padding_mask=None) -> Tensor:
+        """q (B, T, q_features), k (B, S, k_features), v (B, S, v_features) → (B, T, out).
+
+        ``key_padding_mask``: None, or bool (B, S), True at the padded key positions.
+        """
         k = q if k is None else k
         v = q if v is None else v
         heads = [self._heads(q, self.prenorm_q, self.q_projection, "q"),
@@ -150,7 +202,10 @@ class AttentionLayer(Module):
                 f"AttentionLayer: q.shape={tuple(q.shape)}, k.shape={tuple(k.shape)}, "
                 f"v.shape={tuple(v.shape)}: batch sizes must match and k, v need one length"
             )
-        result, _ = self.attn(*heads)
+        if key_padding_mask is not None:
+            key_padding_mask = _check_key_padding_mask("AttentionLayer", key_padding_mask,
+                                                      heads[1].shape[0], heads[1].shape[2])
+        result, _ = self.attn(*heads, key_padding_mask=key_padding_mask)
         batch, T = q.shape[:2]
         merged = result.transpose((1, 2)).reshape((batch * T, self.num_head * self.dim_head))
         return self.out_projection(merged).reshape((batch, T, self.out_features))
@@ -164,7 +219,8 @@ class TransformerLayer(Module):
     ``attention`` (:class:`AttentionLayer`), ``norm``, ``linear1`` (D → hidden_size),
     ``linear2`` (hidden_size → D), both with bias, and one ``dropout`` used three times.
     Dropout draws, in order: the attention probs, the first residual branch, after the
-    ReLU, after linear2.
+    ReLU, after linear2. ``key_padding_mask`` (B, T), True at padded positions, hides
+    them as keys.
     """
 
     def __init__(self, q_features: int, num_head: int, dim_head: int, hidden_size: int, *,
@@ -179,9 +235,9 @@ class TransformerLayer(Module):
         self.linear2 = Linear(hidden_size, q_features, **kw)
         self.dropout = Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, T, q_features) → the same shape."""
-        x = x + self.dropout(self.attention(x))
+    def forward(self, x: Tensor, *, key_padding_mask=None) -> Tensor:
+        """x (B, T, q_features), key_padding_mask None or bool (B, T) → x's shape."""
+        x = x + self.dropout(self.attention(x, key_padding_mask=key_padding_mask))
         batch, T, features = x.shape
         flat = x.reshape((batch * T, features))
         hidden = self.dropout(ops.relu(self.linear1(self.norm(flat))))
@@ -196,7 +252,8 @@ class Transformer(Module):
     list of ``num_layers`` :class:`TransformerLayer`. ``forward(x, h=None)`` adds the
     embedding of positions 0 … T−1 and applies the layers; ``h`` is ignored and the
     second result is ``zeros_like(x)`` (the course's interface). With ``batch_first`` x
-    is (B, T, D).
+    is (B, T, D). ``key_padding_mask`` is (B, T) in either layout, True at the padded
+    positions, which no query attends to (their own outputs are computed as usual).
 
     >>> import needle as ndl
     >>> out, h = Transformer(8, 16, 1, num_head=2, dim_head=4)(ndl.init.ones(5, 2, 8))
@@ -221,8 +278,9 @@ class Transformer(Module):
             for _ in range(self.num_layers)
         ]
 
-    def forward(self, x: Tensor, h=None) -> tuple[Tensor, Tensor]:
-        """x (T, B, D), or (B, T, D) when ``batch_first`` → (same shape, zeros of it)."""
+    def forward(self, x: Tensor, h=None, *, key_padding_mask=None) -> tuple[Tensor, Tensor]:
+        """x (T, B, D), or (B, T, D) when ``batch_first``, key_padding_mask None or bool
+        (B, T) → (same shape, zeros of it)."""
         _check_tensor("Transformer", x)
         layout = "(B, T, D)" if self.batch_first else "(T, B, D)"
         if len(x.shape) != 3 or x.shape[2] != self.embedding_size:
@@ -238,11 +296,13 @@ class Transformer(Module):
                 f"Transformer: sequence length {T} exceeds sequence_len={self.sequence_len}; "
                 f"build the model with a larger sequence_len"
             )
+        if key_padding_mask is not None:
+            key_padding_mask = _check_key_padding_mask("Transformer", key_padding_mask, batch, T)
         positions = Tensor(np.repeat(np.arange(T)[:, None], batch, axis=1), device=x.device,
                            requires_grad=False)
         x = x + self.positional_embedding(positions).transpose((0, 1))
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, key_padding_mask=key_padding_mask)
         if not self.batch_first:
             x = x.transpose((0, 1))
         return x, init.zeros_like(x)

@@ -1,4 +1,5 @@
-"""Pooling of NCHW images: ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``.
+"""Pooling of NCHW images: ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``; and
+its opposite, ``upsample_nearest2d``.
 
 Each channel is pooled on its own, so the images are viewed as ``(N·C, H, W, 1)`` — one
 channel, channels-last — which is the layout of the ``conv`` op's helpers:
@@ -10,7 +11,9 @@ channel, channels-last — which is the layout of the ``conv`` op's helpers:
   built from needle ops;
 * average pooling is a convolution with a constant ``1/(K_h·K_w)`` kernel;
 * adaptive average pooling multiplies by two constant averaging matrices, one per axis
-  (PyTorch's bins: ``[⌊i·H/H_o⌋, ⌈(i+1)·H/H_o⌉)``), which covers every output size.
+  (PyTorch's bins: ``[⌊i·H/H_o⌋, ⌈(i+1)·H/H_o⌉)``), which covers every output size;
+* nearest upsampling broadcasts each pixel to a block between two reshapes, so its
+  gradient (the sum over each block) is BroadcastTo's.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def _windows(a: NDArray, kernel: Pair, stride: int, padding: Pair, out_hw: Pair)
         padded = array_api.full_like(a, -math.inf, shape=(m, h + 2 * ph, w + 2 * pw, 1))
         padded[:, ph : ph + h, pw : pw + w, :] = a
         a = padded
-    return _im2col(a, kernel, stride, (0, 0), out_hw)
+    return _im2col(a, kernel, (stride, stride), (0, 0), out_hw)
 
 
 class MaxPool2d(TensorOp):
@@ -55,7 +58,7 @@ class MaxPool2d(TensorOp):
 
     def _out_hw(self, h: int, w: int) -> Pair:
         (kh, kw), (ph, pw), s = self.kernel, self.padding, self.stride
-        return _out_size(h, kh, s, ph), _out_size(w, kw, s, pw)
+        return _out_size(h, kh, s, (ph, ph)), _out_size(w, kw, s, (pw, pw))
 
     def compute(self, a: NDArray):
         n, c, h, w = a.shape
@@ -184,4 +187,25 @@ def adaptive_avg_pool2d(x: Tensor, output_size: int | Pair) -> Tensor:
     return rows @ (x @ cols)  # (H_o, H) @ (N, C, H, W_o) broadcasts over (N, C)
 
 
-__all__ = ["MaxPool2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
+def upsample_nearest2d(x: Tensor, scale_factor: int | Pair) -> Tensor:
+    """Nearest-neighbour upsampling of NCHW images by integer factors (PyTorch's
+    ``F.interpolate(x, scale_factor=s, mode="nearest")`` with integer ``s``).
+
+    ``x`` (N, C, H, W) → (N, C, H·s_h, W·s_w): each pixel becomes an s_h×s_w block;
+    ``scale_factor`` is an int or an (s_h, s_w) pair of ints >= 1.
+
+    >>> import needle as ndl
+    >>> upsample_nearest2d(ndl.Tensor([[[[1.0, 2.0]]]]), (2, 1)).numpy().tolist()
+    [[[[1.0, 2.0], [1.0, 2.0]]]]
+    """
+    _check_tensor("upsample_nearest2d", x, "x")
+    if len(x.shape) != 4:
+        raise ValueError(f"upsample_nearest2d: expected an NCHW input (N, C, H, W), got shape "
+                         f"{tuple(x.shape)}")
+    s_h, s_w = _pair("upsample_nearest2d", "scale_factor", scale_factor, 1)
+    n, c, h, w = x.shape
+    blocks = x.reshape((n, c, h, 1, w, 1)).broadcast_to((n, c, h, s_h, w, s_w))
+    return blocks.reshape((n, c, h * s_h, w * s_w))
+
+
+__all__ = ["MaxPool2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "upsample_nearest2d"]
