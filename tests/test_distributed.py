@@ -539,7 +539,7 @@ def test_needle_train_cnn_on_two_processes(tiny_mnist, tmp_path):
     assert "data-parallel on 2 processes, global batch 40" in header
     assert len(epochs) == 1  # rank 0 only
     state = ndl.load(out / training.CHECKPOINT_NAME)
-    assert state["config"]["model"] == "cnn" and len(state["rng_states"]) == 2
+    assert state["config"]["network"]["model"] == "cnn" and len(state["rng_states"]) == 2
 
 
 @needs_mpiexec
