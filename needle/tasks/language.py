@@ -277,8 +277,8 @@ class LanguageModelling(Task):
         if saved_vocabulary(state) != self.vocabulary:
             raise TrainingError(
                 f"the model ({saved.network.model}) was trained on {saved.data.dataset} with "
-                f"another vocabulary than {self.config.data.dataset}'s here ({len(self.vocabulary)} "
-                f"words); evaluate it on the corpus it was trained on")
+                f"another vocabulary than {self.config.data.dataset}'s here "
+                f"({len(self.vocabulary)} words); evaluate it on the corpus it was trained on")
 
 
 def build_language_model(config: TrainConfig, vocabulary_size: int) -> LanguageModel:
