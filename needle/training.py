@@ -199,17 +199,18 @@ class Schedule:
     def restart_at(self, lr: float, saved_lr: float, opt: optim.Optimizer) -> None:
         """Give a resumed run the rate ``lr`` where the saved run had ``saved_lr``: a
         closed-form schedule restarts from ``lr`` at the step it had reached; a plateau
-        schedule's rate is scaled by ``lr / saved_lr`` (keeping its decays); a constant
-        rate becomes ``lr``."""
+        schedule past its warmup has its rate scaled by ``lr / saved_lr`` (keeping its
+        decays); a constant rate becomes ``lr``."""
         closed = [s for s in (self.per_step, self.per_epoch)
                   if s is not None and not isinstance(s, optim.ReduceLROnPlateau)]
         for scheduler in closed:
             scheduler.base_lr = lr
-        if closed:
-            opt.lr = closed[0].get_last_lr()
-        elif self.per_epoch is not None and saved_lr > 0:
+        plateau = isinstance(self.per_epoch, optim.ReduceLROnPlateau)
+        if plateau and not self._warming_up() and saved_lr > 0:
             for group in opt.param_groups:
                 group["lr"] *= lr / saved_lr
+        elif closed:
+            opt.lr = closed[0].get_last_lr()
         else:
             opt.lr = lr
 
@@ -295,13 +296,14 @@ def _build_run(config: TrainConfig) -> _Run:
     Raises:
         ConfigError: ``--clip-grad`` in a data-parallel run, or a warmup as long as the run.
     """
+    if distributed.is_initialized():
+        _check_data_parallel(config)
     task = tasks.create(config)
     seed = config.run.seed
     np.random.seed(seed)
     train_set, test_set = task.dataset(train=True), task.dataset(train=False)
     model = task.build_model()
     if distributed.is_initialized():
-        _check_data_parallel(config)
         model = nn.DistributedDataParallel(model)
         np.random.seed([seed, distributed.rank()])
     opt = build_optimizer(model, config)

@@ -97,11 +97,11 @@ def test_unknown_options_are_type_errors_that_name_them():
     (["--scheduler", "onecycle", "--warmup-steps", "5"],
      "--warmup-steps 5 with --scheduler onecycle: the one-cycle schedule warms up by itself"),
     (["--scheduler", "plateau", "--gamma", "1"],
-     "--gamma 1.0 with --scheduler plateau never lowers the learning rate; use a --gamma "
-     "below 1"),
+     ("--gamma 1.0 with --scheduler plateau never lowers the learning rate; use a --gamma "
+      "below 1")),
     (["--warmup-steps", "12", "--epochs", "2"],
-     "--warmup-steps 12 is not shorter than the run: 12 optimizer steps (--epochs 2 × 6 per "
-     "epoch)"),
+     ("--warmup-steps 12 is not shorter than the run: 12 optimizer steps (--epochs 2 × 6 "
+      "per epoch)")),
 ])
 def test_bad_options_are_one_line_naming_the_flag_and_the_value(options, message, tiny_mnist,
                                                                  tmp_path, capsys):
@@ -300,3 +300,16 @@ def test_a_changed_run_length_is_refused_on_resume_for_onecycle(tiny_mnist, tmp_
     assert run_main("train", "--resume", "--out", tmp_path, "--epochs", "2") == 2
     assert ("--epochs 1 -> 2: a onecycle schedule rises and falls over exactly the run's "
             "--epochs") in capsys.readouterr().err
+
+
+def test_a_new_lr_on_resume_keeps_a_plateau_schedules_decays():
+    config = TrainConfig(lr=1.0, epochs=3, scheduler="plateau", patience=0, gamma=0.5)
+    opt = optim.SGD([nn.Parameter(ndl.init.zeros(1))], lr=1.0)
+    schedule = training.build_schedule(opt, config, 4)
+    for loss in (1.0, 2.0):  # the second epoch does not improve: the rate halves
+        schedule.after_epoch(loss)
+    schedule.restart_at(0.1, 1.0, opt)
+    assert opt.lr == pytest.approx(0.05)
+    constant = optim.SGD([nn.Parameter(ndl.init.zeros(1))], lr=1.0)
+    training.build_schedule(constant, TrainConfig(lr=1.0), 4).restart_at(0.1, 1.0, constant)
+    assert constant.lr == 0.1

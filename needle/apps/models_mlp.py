@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
+import numpy as np  # noqa: F401  (the examples below use np and ndl)
 
-import needle as ndl
+import needle as ndl  # noqa: F401
 from needle import nn
 
 __all__ = ["ResidualBlock", "MLPResNet"]

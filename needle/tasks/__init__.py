@@ -36,7 +36,7 @@ Tasks: :mod:`needle.tasks.image` (image classification: models ``mlp-resnet``, `
 is its default), its ``DEFAULTS`` (the :class:`~needle.options.TrainConfig` options
 that give a sensible run of its models when no option says otherwise; see
 :func:`task_defaults`) and has a ``create(config)`` that returns its :class:`Task`
-(docs/training.md, "The task seam").
+(docs/training.md, "The loop and the tasks").
 """
 from __future__ import annotations
 
