@@ -86,15 +86,14 @@ def measure(hidden: int, blocks: int, repeat: int) -> dict:
     Each round times every variant once, so load drift hits them all alike.
     """
     from needle import distributed, nn
+    from needle.loop import run_batches
+    from needle.tasks.image import Classification
 
     model, opt, X, y = build(hidden, blocks)
-    loss_fn = nn.SoftmaxLoss()
+    objective = Classification()
 
-    def compute() -> None:  # one step without communication
-        loss = loss_fn(model(X), y)
-        opt.reset_grad()
-        loss.backward(create_graph=False)
-        opt.step()
+    def compute() -> None:  # one step of needle's batch loop, without communication
+        run_batches([(X, y)], model, objective, opt)
 
     compute()  # warm up: gradients exist and the optimizer state is allocated
     size = sum(p.size for p in model.parameters())

@@ -37,19 +37,16 @@ def epoch(hidden: int, batch: int, steps: int) -> float:
 
     import needle as ndl
     from needle.apps.mlp_resnet import MLPResNet
+    from needle.loop import run_batches
+    from needle.tasks.image import Classification
 
     np.random.seed(0)
     model = MLPResNet(784, hidden)
     opt = ndl.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = ndl.nn.SoftmaxLoss()
     X = ndl.Tensor(np.random.rand(batch, 784), dtype="float32")
     y = ndl.Tensor(np.random.randint(0, 10, batch), dtype="int64")
     start = time.perf_counter()
-    for _ in range(steps):
-        loss = loss_fn(model(X), y)
-        opt.reset_grad()
-        loss.backward()
-        opt.step()
+    run_batches([(X, y)] * steps, model, Classification(), opt)
     return time.perf_counter() - start
 
 

@@ -60,7 +60,7 @@ def _needle_model(model_name: str):
 def _needle_step_fn(model_name: str, create_graph: bool | None = False):
     """needle's step, calling ``loss.backward(create_graph=...)`` (None: plain backward())."""
     import needle as ndl
-    from needle.apps.simple_ml_ptb import _detach  # the training loop's own state detach
+    from needle.tasks.language import detach_state  # what the training loop does to it
 
     model = _needle_model(model_name).train()
     opt = ndl.optim.SGD(model.parameters(), lr=LR)
@@ -69,7 +69,7 @@ def _needle_step_fn(model_name: str, create_graph: bool | None = False):
 
     def step(ids, targets):
         out, h = model(ndl.Tensor(ids, requires_grad=False), state["h"])
-        state["h"] = _detach(h)
+        state["h"] = detach_state(h)
         loss = loss_fn(out, targets)
         opt.reset_grad()
         loss.backward(create_graph=create_graph)

@@ -127,23 +127,20 @@ def _torch_step_fn(hidden: int = HIDDEN):
 
 
 def _needle_epoch(images, labels):
+    """One training epoch through needle's batch loop (``needle train``'s, metrics included)."""
     import numpy as np
 
     import needle as ndl
     from needle.apps.mlp_resnet import MLPResNet
+    from needle.loop import run_batches
+    from needle.tasks.image import Classification
 
     np.random.seed(4)
     model = MLPResNet(784, HIDDEN)
     opt = ndl.optim.Adam(model.parameters(), lr=0.001, weight_decay=0.001)
     loader = ndl.data.DataLoader(ndl.data.NDArrayDataset(images, labels), BATCH, shuffle=True)
-    loss_fn = ndl.nn.SoftmaxLoss()
-    model.train()
     start = time.perf_counter()
-    for x, y in loader:
-        loss = loss_fn(model(x), y)
-        opt.reset_grad()
-        loss.backward(create_graph=False)
-        opt.step()
+    run_batches(loader, model, Classification(), opt)
     return time.perf_counter() - start
 
 

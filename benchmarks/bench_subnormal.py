@@ -42,28 +42,25 @@ def worker(checkpoint: str, start: str, flush: bool, steps: int, warmup: int) ->
 
     import needle as ndl
     from needle import tasks, training
+    from needle.loop import run_batches
 
     ndl.set_flush_denormal(flush)
-    state = ndl.load(checkpoint)
-    config = training.TrainConfig(**{k: v for k, v in state["config"].items()
-                                     if k in training.TrainConfig.__dataclass_fields__})
-    np.random.seed(config.seed)
-    model = tasks.create(config).build_model().train()
+    state = training.load_checkpoint(checkpoint)
+    config = training.checkpoint_config(checkpoint, state)
+    np.random.seed(config.run.seed)
+    task = tasks.create(config)
+    model = task.build_model()
     opt = training.build_optimizer(model, config)
     if start == "checkpoint":
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-    loss_fn = ndl.nn.SoftmaxLoss()
     rng = np.random.default_rng(0)
     x = rng.random((BATCH, 784), dtype=np.float32)
     y = rng.integers(0, 10, BATCH)
     X, Y = ndl.Tensor(x, requires_grad=False), ndl.Tensor(y, requires_grad=False)
 
-    def step():
-        loss = loss_fn(model(X), Y)
-        opt.reset_grad()
-        loss.backward(create_graph=False)
-        opt.step()
+    def step():  # one step of needle's batch loop
+        run_batches([(X, Y)], model, task.objective, opt)
 
     fraction = _subnormal_fraction([p.numpy() for p in model.parameters()])
     for _ in range(warmup):

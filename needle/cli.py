@@ -28,7 +28,6 @@ job (``MPI_Abort``) with that status, so no rank is left waiting for it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import sys
@@ -37,14 +36,14 @@ from typing import Callable, Sequence
 
 import needle as ndl
 from needle import distributed, options, tasks, training
-from needle.training import FIELD_RULES, OPTIONAL_RULES, TrainConfig
+from needle.options import NetworkOptions, RunOptions, TrainConfig
 from needle.viz import command as viz_command
 
 __all__ = ["build_parser", "main"]
 
 EXIT_USAGE = 2
 #: The checkpoint of ``needle train``'s default ``--out``: what ``needle eval`` reads by default.
-LATEST_CHECKPOINT = f"{TrainConfig.out}/{training.CHECKPOINT_NAME}"
+LATEST_CHECKPOINT = f"{RunOptions.out}/{training.CHECKPOINT_NAME}"
 
 
 # ----- option types (argparse turns their ArgumentTypeError into a usage error) --------
@@ -61,9 +60,9 @@ def _option_type(rule: options.Rule) -> Callable[[str], object]:
     return parse
 
 
-def _field_type(field: str) -> Callable[[str], object]:
-    """The ``type=`` of the option of TrainConfig field ``field``."""
-    return _option_type({**FIELD_RULES, **OPTIONAL_RULES}[field])
+def _field_type(name: str) -> Callable[[str], object]:
+    """The ``type=`` of the TrainConfig option ``name`` (its rule, :func:`options.rule_of`)."""
+    return _option_type(options.rule_of(name))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +96,7 @@ def build_parser(*, with_defaults: bool = True, model: str | None = None,
         prog="needle", description="needle: train and evaluate models from the command line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     suppress = {} if with_defaults else {"argument_default": argparse.SUPPRESS}
-    defaults = TrainConfig.for_task(**({} if model is None else {"model": model})).to_dict()
+    defaults = TrainConfig.for_task(**({} if model is None else {"model": model})).options()
     train = commands.add_parser(
         "train", help="train an image classifier or a language model", **suppress,
         description="Train a model (default: the course's MLP ResNet on Fashion-MNIST); "
@@ -153,9 +152,9 @@ def _add_train_options(parser: argparse.ArgumentParser, d: dict) -> None:
     group.add_argument("--crop-padding", type=_field_type("crop_padding"), metavar="PX",
                        help=f"maximal shift of the random crop, in pixels "
                             f"(default: {d['crop_padding']})")
-    group = parser.add_argument_group("model")
+    group = parser.add_argument_group("network")
     group.add_argument("--model", choices=tasks.model_names(),
-                       help=f"the network (default: {TrainConfig.model}; see "
+                       help=f"the network (default: {NetworkOptions.model}; see "
                             f"docs/training.md)")
     group.add_argument("--hidden-dim", type=_field_type("hidden_dim"),
                        help=f"mlp-resnet: width; *-lm: hidden size (default: {d['hidden_dim']})")
@@ -171,45 +170,20 @@ def _add_train_options(parser: argparse.ArgumentParser, d: dict) -> None:
                        help=f"*-lm: RNN/LSTM/Transformer layers (default: {d['num_layers']})")
     group.add_argument("--seq-len", type=_field_type("seq_len"),
                        help=f"*-lm: tokens per BPTT chunk (default: {d['seq_len']})")
-    group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=_field_type("epochs"),
-                       help=f"total epochs (default: {d['epochs']})")
-    group.add_argument("--batch-size", type=_field_type("batch_size"),
-                       help=f"samples per batch; *-lm: columns of the text "
-                            f"(default: {d['batch_size']})")
-    group.add_argument("--optimizer", choices=["adam", "sgd"],
-                       help=f"(default: {d['optimizer']})")
-    group.add_argument("--lr", type=_field_type("lr"),
-                       help=f"learning rate (default: {d['lr']:g})")
-    group.add_argument("--weight-decay", type=_field_type("weight_decay"),
-                       help=f"(default: {d['weight_decay']:g})")
-    group.add_argument("--momentum", type=_field_type("momentum"),
-                       help=f"SGD momentum (default: {d['momentum']:g})")
-    group.add_argument("--scheduler", choices=["none", "step", "cosine"],
-                       help=f"per-epoch learning-rate schedule; cosine anneals to 0 over "
-                            f"exactly --epochs epochs (default: {d['scheduler']})")
-    group.add_argument("--step-size", type=_field_type("step_size"),
-                       help=f"epochs between decays of the step schedule "
-                            f"(default: {d['step_size']})")
-    group.add_argument("--gamma", type=_field_type("gamma"),
-                       help=f"decay factor of the step schedule (default: {d['gamma']:g})")
-    clip = "no clipping" if d["clip_grad"] is None else f"{d['clip_grad']:g}"
-    group.add_argument("--clip-grad", type=_field_type("clip_grad"), metavar="NORM",
-                       help=f"clip the global gradient norm to NORM (default: {clip})")
+    _add_optim_options(parser.add_argument_group("optimisation"), d)
+    group = parser.add_argument_group("run")
     group.add_argument("--seed", type=_field_type("seed"),
                        help=f"seeds NumPy once, before the model is built "
                             f"(default: {d['seed']})")
-    group.add_argument("--on-nonfinite", choices=training.ON_NONFINITE,
+    group.add_argument("--on-nonfinite", choices=options.ON_NONFINITE,
                        help="a training loss or gradient that is NaN or infinite: stop "
                             "(the default; the last checkpoint is kept and the message "
                             "says how to resume with a smaller --lr) or skip-batch (that "
-                            "batch's step is not taken); a checkpoint never holds "
-                            "non-finite weights")
-    group = parser.add_argument_group("run")
+                            "step is not taken); a checkpoint never holds non-finite weights")
     group.add_argument("--checkpoint-every", metavar="WHEN", type=_field_type("checkpoint_every"),
                        help=f"also save the checkpoint in mid-epoch (with the exact position "
                             f"in the epoch, so --resume goes on from there): a time (30s, 5m, "
-                            f"1h), a number of training steps (200), or epoch (or 0) for the "
+                            f"1h), a number of optimizer steps (200), or epoch (or 0) for the "
                             f"end of each epoch only (default: {d['checkpoint_every']})")
     group.add_argument("--out", metavar="DIR", type=_field_type("out"),
                        help=f"output folder (default: {d['out']}; a run already there is "
@@ -218,7 +192,8 @@ def _add_train_options(parser: argparse.ArgumentParser, d: dict) -> None:
                        help="continue the run saved in --out; options not given are "
                             "taken from its checkpoint. --epochs and --lr may change "
                             "(more epochs continue the run), except that a cosine "
-                            "schedule spans exactly its --epochs: it cannot be extended")
+                            "schedule spans exactly its --epochs: it cannot be extended "
+                            "(nor can onecycle)")
     group.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no progress bar (it is also off when stderr is not a terminal)")
     group.add_argument("--quiet", "-q", action="store_true",
@@ -227,6 +202,52 @@ def _add_train_options(parser: argparse.ArgumentParser, d: dict) -> None:
                        help="train data-parallel over MPI: start with mpiexec -n N; "
                             "--batch-size is per process (automatic when mpiexec starts "
                             "more than one process; needs needle-dl[distributed])")
+
+
+def _add_optim_options(group: argparse._ActionsContainer, d: dict) -> None:
+    """The optimisation options of ``needle train``; ``d``: the defaults its help shows."""
+    group.add_argument("--epochs", type=_field_type("epochs"),
+                       help=f"total epochs (default: {d['epochs']})")
+    group.add_argument("--batch-size", type=_field_type("batch_size"),
+                       help=f"samples per batch; *-lm: columns of the text "
+                            f"(default: {d['batch_size']})")
+    group.add_argument("--optimizer", choices=options.OPTIMIZERS,
+                       help=f"adamw: Adam with decoupled weight decay (default: "
+                            f"{d['optimizer']})")
+    group.add_argument("--lr", type=_field_type("lr"),
+                       help=f"learning rate (default: {d['lr']:g}); the peak of onecycle")
+    group.add_argument("--weight-decay", type=_field_type("weight_decay"),
+                       help=f"(default: {d['weight_decay']:g})")
+    group.add_argument("--no-decay-norm-bias", action="store_true",
+                       help="no weight decay for biases and normalisation weights (every "
+                            "parameter with one dimension or a name ending in bias)")
+    group.add_argument("--momentum", type=_field_type("momentum"),
+                       help=f"SGD momentum (default: {d['momentum']:g})")
+    group.add_argument("--scheduler", choices=options.SCHEDULERS,
+                       help=f"learning-rate schedule: per epoch step, cosine (to 0 over "
+                            f"exactly --epochs) or plateau (times --gamma after more than "
+                            f"--patience epochs without a lower test loss); per optimizer "
+                            f"step onecycle (default: {d['scheduler']})")
+    group.add_argument("--step-size", type=_field_type("step_size"),
+                       help=f"epochs between decays of the step schedule "
+                            f"(default: {d['step_size']})")
+    group.add_argument("--gamma", type=_field_type("gamma"),
+                       help=f"decay factor of the step and plateau schedules "
+                            f"(default: {d['gamma']:g})")
+    group.add_argument("--patience", type=_field_type("patience"), metavar="EPOCHS",
+                       help=f"plateau: epochs without improvement before a decay "
+                            f"(default: {d['patience']})")
+    group.add_argument("--warmup-steps", type=_field_type("warmup_steps"), metavar="N",
+                       help=f"raise the learning rate linearly from 0 over the first N "
+                            f"optimizer steps, then follow --scheduler (step and cosine "
+                            f"then count optimizer steps) (default: {d['warmup_steps']})")
+    group.add_argument("--grad-accum", type=_field_type("grad_accum"), metavar="N",
+                       help=f"N batches (micro-batches) per optimizer step, each loss "
+                            f"scaled by 1/N: the step of a batch N times larger "
+                            f"(default: {d['grad_accum']})")
+    clip = "no clipping" if d["clip_grad"] is None else f"{d['clip_grad']:g}"
+    group.add_argument("--clip-grad", type=_field_type("clip_grad"), metavar="NORM",
+                       help=f"clip the global gradient norm to NORM (default: {clip})")
 
 
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
@@ -264,7 +285,7 @@ def _add_generate_options(parser: argparse.ArgumentParser) -> None:
 
 def _train_command(args: argparse.Namespace, explicit: dict) -> None:
     """Run ``needle train``."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = set(options.GROUP_OF)
     if args.resume:
         overrides = {k: v for k, v in explicit.items() if k in fields}
         config = training.resume_config(args.out, overrides)

@@ -1,44 +1,46 @@
-"""The training loop behind ``needle train`` and ``needle eval``, for every task.
+"""The training run behind ``needle train`` and ``needle eval``, for every task.
 
 A run trains a model — by default the course's :func:`~needle.apps.mlp_resnet.MLPResNet`
-on Fashion-MNIST; ``config.model`` picks another — and, after every epoch, evaluates
-it on the test set and writes three files into its output folder:
+on Fashion-MNIST; ``--model`` picks another — and, after every epoch, evaluates it on
+the test set and writes three files into its output folder:
 
 * ``checkpoint.npz`` — everything needed to continue: the model and optimizer state,
-  the scheduler state, the number of epochs completed, NumPy's global RNG state, the
-  run's :class:`TrainConfig` and the metrics history (written with :func:`needle.save`,
-  which replaces the file atomically);
+  the learning-rate schedule's state, the number of epochs completed, NumPy's global RNG
+  state, the run's :class:`~needle.options.TrainConfig` and the metrics history (written
+  with :func:`needle.save`, which replaces the file atomically);
 * ``metrics.csv`` — one row per epoch (``epoch, train_loss, train_err, test_loss,
   test_err, seconds``; a task whose loss is per token, language modelling, adds
   ``train_ppl, test_ppl`` before ``seconds``);
 * ``curves.png`` — loss and error (and perplexity) against epoch, train and test
   (needs matplotlib).
 
-The checkpoint is also saved in mid-epoch, every ``config.checkpoint_every`` (five
-minutes by default), with the exact position in the epoch — its batch order, the
-batches done, the running tallies and what the task's pass carries from batch to batch
-(a language model's hidden state) — so a killed run loses minutes at most, and
-resuming from such a checkpoint is bit-identical too.
+Each pass over batches — training and evaluation — is the one batch loop,
+:func:`needle.loop.run_batches`, with the task's objective (:mod:`needle.tasks`: the
+datasets, the model, what a batch is); this module is the run around it: the optimizer
+and the learning-rate schedule (:func:`build_optimizer`, :func:`build_schedule`), the
+progress bar, the metrics, the files, resume and the distributed plumbing.
 
-Randomness: NumPy's global generator is seeded once, with ``config.seed``, before the
-model is built. Unlike the course's :func:`~needle.apps.mlp_resnet.epoch` it is *not*
-reseeded every epoch, so each epoch draws a new shuffle and new dropout masks. Because
-the generator's state is saved with every checkpoint, a resumed run draws exactly the
+The checkpoint is also saved in mid-epoch, every ``--checkpoint-every`` (five minutes by
+default; after an optimizer step), with the exact position in the epoch — its batch
+order, the batches done, the running tallies and what the task's objective carries from
+batch to batch (a language model's hidden state) — so a killed run loses minutes at
+most, and resuming from such a checkpoint is bit-identical too.
+
+Randomness: NumPy's global generator is seeded once, with ``--seed``, before the model is
+built. Unlike the course's :func:`~needle.apps.mlp_resnet.epoch` it is *not* reseeded
+every epoch, so each epoch draws a new shuffle and new dropout masks. Because the
+generator's state is saved with every checkpoint, a resumed run draws exactly the
 numbers the uninterrupted run would have: both end with bit-identical weights.
 
 Data-parallel runs (after :func:`needle.distributed.init`, as ``mpiexec -n N needle
 train`` does): every rank trains a :class:`~needle.nn.DistributedDataParallel` replica on
-its :class:`~needle.data.DistributedSampler` shard of each epoch (seeded with
-``config.seed`` and the epoch), so the global batch is ``batch_size × N``. Every rank
-starts from rank 0's weights, then reseeds NumPy with ``(seed, rank)`` so ranks draw their
-own dropout masks and augmentations. The test set is split over the ranks, and the
-metrics are sums over all ranks. Only rank 0 logs, shows progress and writes the files;
-the checkpoint holds every rank's generator state, so every rank can resume exactly
-(with the same number of processes). See docs/distributed.md.
-
-What is trained on what comes from the run's task (:mod:`needle.tasks`: the datasets,
-the model, one pass over a loader); this module is the loop around it: the progress
-bar, the metrics, the files, resume and the distributed plumbing.
+its :class:`~needle.data.DistributedSampler` shard of each epoch (seeded with ``--seed``
+and the epoch), so the global batch is ``batch_size × N``. Every rank starts from rank
+0's weights, then reseeds NumPy with ``(seed, rank)`` so ranks draw their own dropout
+masks and augmentations. The test set is split over the ranks, and the metrics are sums
+over all ranks. Only rank 0 logs, shows progress and writes the files; the checkpoint
+holds every rank's generator state, so every rank can resume exactly (with the same
+number of processes). See docs/distributed.md.
 """
 from __future__ import annotations
 
@@ -56,10 +58,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 import needle as ndl
-from needle import distributed, nn, optim, options, tasks
-from needle.apps.mlp_resnet import BatchResult
-from needle.options import CheckpointInterval
+from needle import distributed, nn, optim, tasks
+from needle.loop import BatchResult, Tally, run_batches
+from needle.options import ON_NONFINITE, TrainConfig, option_name, to_python
 from needle.serialization import atomic_write
+from needle.training_errors import (CheckpointError, ConfigError, NonFiniteError,
+                                    ResumeMismatchError, TrainingError)
 
 __all__ = [
     "TrainConfig",
@@ -73,8 +77,9 @@ __all__ = [
     "CHECKPOINT_NAME",
     "METRICS_NAME",
     "CURVES_NAME",
+    "Schedule",
     "build_optimizer",
-    "build_scheduler",
+    "build_schedule",
     "train",
     "resume_config",
     "checkpoint_config",
@@ -89,224 +94,18 @@ CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.csv"
 CURVES_NAME = "curves.png"
 #: Identifies (and versions) the layout of a training checkpoint.
-CHECKPOINT_FORMAT = "needle-train-checkpoint-v1"
+CHECKPOINT_FORMAT = "needle-train-checkpoint-v2"
+#: The layout before the options were grouped: its ``config`` is one flat dict of
+#: options, its ``scheduler`` the per-epoch schedule's state (or None). Still read.
+CHECKPOINT_FORMAT_V1 = "needle-train-checkpoint-v1"
 
-
-class TrainingError(Exception):
-    """A problem with a run the user can fix (bad checkpoint, mismatched resume, ...)."""
-
-
-class ConfigError(TrainingError, ValueError):
-    """A :class:`TrainConfig` field holds a value its option does not accept."""
-
-
-class CheckpointError(TrainingError):
-    """A checkpoint file is missing, unreadable or not a needle training checkpoint."""
-
-
-class ResumeMismatchError(TrainingError):
-    """``--resume`` was asked with options that contradict the checkpoint's run.
-
-    Every rank of a distributed run checks the same checkpoint and options, so every
-    rank raises it at the same point: ``every_rank`` tells the command line to report
-    it once (rank 0).
-    """
-
-    every_rank = True
-
-
-class NonFiniteError(TrainingError):
-    """The training loss or the weights stopped being finite numbers: the run diverged."""
-
-
-#: What a run does with a batch whose loss or gradients are not finite (``--on-nonfinite``).
-ON_NONFINITE = ("stop", "skip-batch")
-
-#: ``--checkpoint-every``'s default: a killed run loses at most five minutes of training,
-#: for a save that takes well under a second for needle's models (a few MB).
-DEFAULT_CHECKPOINT_EVERY = "5m"
-
-#: The rule of every TrainConfig field that is not a model or dataset name (those are
-#: checked by :func:`needle.tasks.create`); ``*_OPTIONAL`` ones may also be None.
-FIELD_RULES: dict[str, options.Rule] = {
-    "epochs": options.POSITIVE_INT, "batch_size": options.POSITIVE_INT,
-    "lr": options.NON_NEGATIVE_FLOAT, "weight_decay": options.NON_NEGATIVE_FLOAT,
-    "hidden_dim": options.SIZE, "num_blocks": options.COUNT,
-    "drop_prob": options.PROBABILITY, "width": options.SIZE, "seq_len": options.SIZE,
-    "embedding_dim": options.SIZE, "num_layers": options.SIZE,
-    "optimizer": options.choice("adam", "sgd"), "momentum": options.PROBABILITY,
-    "scheduler": options.choice("none", "step", "cosine"),
-    "step_size": options.POSITIVE_INT, "gamma": options.UNIT_INTERVAL,
-    "crop_padding": options.COUNT, "seed": options.SEED, "out": options.PATH,
-    "on_nonfinite": options.choice(*ON_NONFINITE),
-    "checkpoint_every": options.CHECKPOINT_EVERY,
-}
-OPTIONAL_RULES: dict[str, options.Rule] = {
-    "data_dir": options.PATH, "clip_grad": options.POSITIVE_FLOAT,
-    "limit_train": options.POSITIVE_INT, "limit_test": options.POSITIVE_INT,
-}
-_FLAGS = ("download", "augment")
-
-
-def option_name(field: str) -> str:
-    """The command-line option of a TrainConfig field: ``--hidden-dim`` for ``hidden_dim``."""
-    return "--" + field.replace("_", "-")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; the defaults are ``needle train``'s for
-    the image models (:meth:`for_task` gives a language model's).
-
-    The model-specific fields are read only by the models they concern (``hidden_dim``,
-    ``drop_prob``: mlp-resnet and the language models; ``num_blocks``: mlp-resnet;
-    ``width``: cnn; ``seq_len``, ``embedding_dim``, ``num_layers``, ``clip_grad``: the
-    language models).
-
-    Attributes:
-        model: ``"mlp-resnet"``, ``"cnn"`` or ``"resnet9"``
-            (:data:`needle.tasks.image.MODELS`); ``"rnn-lm"``, ``"lstm-lm"`` or
-            ``"transformer-lm"`` (:data:`needle.tasks.language.MODELS`).
-        dataset: ``"fashion-mnist"``, ``"mnist"`` or ``"cifar10"``
-            (:data:`needle.tasks.image.DATASETS`); ``"kjv"`` or ``"ptb"``
-            (:data:`needle.tasks.language.DATASETS`); None (the default): the first
-            dataset of the model's task (fashion-mnist, kjv).
-        data_dir: a folder searched first for the IDX files, or CIFAR-10's batch folder
-            (or its parent), or the folder of train.txt/valid.txt/test.txt (ptb, kjv);
-            None: the standard places.
-        download: download missing data files.
-        epochs: total number of epochs of the run.
-        batch_size: samples per batch (training and evaluation).
-        lr: learning rate.
-        weight_decay: L2 penalty added to the gradients by the optimizer.
-        hidden_dim: width of the MLP ResNet (its blocks are half as wide inside); the
-            hidden size of a language model's RNN/LSTM or Transformer feed-forward.
-        num_blocks: number of residual blocks.
-        drop_prob: dropout probability inside the blocks; a language model's dropout
-            (see :class:`~needle.apps.models_lm.LanguageModel`).
-        width: channels of the first block of the ``cnn`` (the later ones have 2× and 4×).
-        seq_len: tokens per chunk of truncated backpropagation through time.
-        embedding_dim: the language model's word-embedding size.
-        num_layers: the language model's RNN/LSTM/Transformer layers.
-        clip_grad: clip the global gradient norm to this (None: no clipping).
-        optimizer: ``"adam"`` or ``"sgd"``.
-        momentum: SGD momentum (ignored by Adam).
-        scheduler: ``"none"``, ``"step"`` (lr × gamma every ``step_size`` epochs) or
-            ``"cosine"`` (cosine annealing from lr to 0 over ``epochs``).
-        step_size: epochs between two decays of the step scheduler.
-        gamma: decay factor of the step scheduler.
-        augment: random horizontal flips and crops of the training images.
-        crop_padding: the padding (maximal shift in pixels) of the random crop.
-        seed: seeds NumPy's global generator once, before the model is built.
-        limit_train: use only the first N training samples (tokens for text; None: all).
-        limit_test: use only the first N test samples (tokens for text; None: all).
-        out: the output folder (checkpoint, metrics, curves).
-        on_nonfinite: ``"stop"`` (the run stops at the first non-finite training loss,
-            without saving) or ``"skip-batch"`` (a batch whose gradients are not finite
-            is not applied, and non-finite losses are left out of the metrics); either
-            way no checkpoint with non-finite weights is ever written.
-        checkpoint_every: how often the checkpoint is also saved in the middle of an
-            epoch: a time (``"30s"``, ``"5m"``, ``"1h"``), a number of training steps
-            (``"200"``), or ``"epoch"`` (``"0"``) for the end of each epoch only (see
-            :class:`~needle.options.CheckpointInterval`).
-
-    Raises:
-        ConfigError: a field holds a value its option does not accept (the message
-            names the option, the value and what it accepts).
-    """
-
-    model: str = "mlp-resnet"
-    dataset: str | None = None
-    data_dir: str | None = None
-    download: bool = False
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 0.001
-    weight_decay: float = 0.001
-    hidden_dim: int = 100
-    num_blocks: int = 3
-    drop_prob: float = 0.1
-    width: int = 32
-    seq_len: int = 40
-    embedding_dim: int = 64
-    num_layers: int = 1
-    clip_grad: float | None = None
-    optimizer: str = "adam"
-    momentum: float = 0.0
-    scheduler: str = "none"
-    step_size: int = 5
-    gamma: float = 0.1
-    augment: bool = False
-    crop_padding: int = 3
-    seed: int = 4
-    limit_train: int | None = None
-    limit_test: int | None = None
-    out: str = "runs/latest"
-    on_nonfinite: str = "stop"
-    checkpoint_every: str = DEFAULT_CHECKPOINT_EVERY
-
-    def __post_init__(self) -> None:
-        if self.dataset is None:  # the model's task's first dataset (unknown model: later)
-            self.dataset = tasks.default_dataset(self.model)
-        self._check_fields()
-
-    def _check_fields(self) -> None:
-        """Raise ConfigError for the first field whose option does not accept its value."""
-        for name in _FLAGS:
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{option_name(name)} {getattr(self, name)!r} is not "
-                                  f"true or false")
-        rules = {**FIELD_RULES, **{k: rule for k, rule in OPTIONAL_RULES.items()
-                                   if getattr(self, k) is not None}}
-        for name, rule in rules.items():
-            value = getattr(self, name)
-            if not rule.accepts(value):
-                raise ConfigError(f"{option_name(name)} {value!r} is not {rule.what}")
-
-    @property
-    def checkpoint_interval(self) -> CheckpointInterval:
-        """``checkpoint_every``, parsed."""
-        return CheckpointInterval.parse(self.checkpoint_every)
-
-    @classmethod
-    def for_task(cls, **options: Any) -> "TrainConfig":
-        """A config of ``options``; every other field has the default of the model's task.
-
-        The class's own defaults are the image task's; a language model's task has others
-        (:func:`needle.tasks.task_defaults`). This is what ``needle train`` builds.
-
-        Example:
-            >>> TrainConfig.for_task(model="lstm-lm").batch_size, TrainConfig.for_task().batch_size
-            (16, 100)
-            >>> TrainConfig.for_task(model="lstm-lm", batch_size=8).batch_size
-            8
-        """
-        return cls(**{**tasks.task_defaults(options.get("model", cls.model)), **options})
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict (what a checkpoint stores)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """Build a config from :meth:`to_dict`'s output; unknown keys raise TypeError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise TypeError(f"TrainConfig: unknown fields {unknown}")
-        return cls(**{k: _plain(v) for k, v in values.items()})
-
-
-def _plain(value: Any) -> Any:
-    """A NumPy scalar as the matching Python scalar (checkpoints may store either)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-#: Fields a resumed run may change: where the data and files are, (unless the cosine
-#: schedule depends on it) how many epochs to run in total, the learning rate (to resume
+#: Options a resumed run may change: where the data and files are, (unless the schedule
+#: spans exactly the run) how many epochs to run in total, the learning rate (to resume
 #: a diverged run more gently) and what to do with non-finite losses.
 RESUME_FREE_FIELDS = frozenset({"data_dir", "download", "out", "epochs", "lr",
                                 "on_nonfinite", "checkpoint_every"})
+#: The schedules whose shape depends on the run's --epochs.
+_RUN_LENGTH_SCHEDULES = frozenset({"cosine", "onecycle"})
 
 
 @dataclass(frozen=True)
@@ -321,34 +120,162 @@ class EpochMetrics:
     seconds: float
 
 
-# ----- optimizer, scheduler ------------------------------------------------------------
+# ----- optimizer, learning-rate schedule -------------------------------------------------
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> optim.Optimizer:
-    """Adam or SGD (with momentum) over the model's parameters, with weight decay."""
-    if config.optimizer == "adam":
-        return optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                         weight_decay=config.weight_decay)
-    raise ValueError(f"build_optimizer: unknown optimizer {config.optimizer!r}; use adam or sgd")
+    """``--optimizer`` (Adam, AdamW or SGD with ``--momentum``) over the model's parameters.
+
+    With ``--no-decay-norm-bias`` the parameters are two groups: the decayed ones and,
+    with weight decay 0, those :func:`_exempt_from_decay` picks (biases, norm weights).
+    """
+    o = config.optim
+    params: list = model.parameters()
+    if o.no_decay_norm_bias:
+        params = _decay_groups(model)
+    if o.optimizer == "adam":
+        return optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.optimizer == "adamw":
+        return optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.optimizer == "sgd":
+        return optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    raise ValueError(f"build_optimizer: unknown optimizer {o.optimizer!r}; use adam, adamw "
+                     f"or sgd")
 
 
-def build_scheduler(opt: optim.Optimizer, config: TrainConfig) -> Any:
-    """The per-epoch learning-rate scheduler of ``config.scheduler``, or None."""
-    if config.scheduler == "none":
-        return None
-    if config.scheduler == "step":
-        return optim.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
-    if config.scheduler == "cosine":
-        return optim.CosineAnnealingLR(opt, T_max=config.epochs)
-    raise ValueError(
-        f"build_scheduler: unknown scheduler {config.scheduler!r}; use none, step or cosine")
+def _exempt_from_decay(name: str, param: nn.Parameter) -> bool:
+    """True for a bias or a normalisation weight: a parameter with one dimension
+    (BatchNorm's and LayerNorm's weights and biases, convolution and recurrent biases) or
+    one whose name ends in ``bias`` (a Linear layer's bias has shape ``(1, out)``)."""
+    return len(param.shape) <= 1 or name.rsplit(".", 1)[-1].startswith("bias")
+
+
+def _decay_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """The model's parameters as two groups: decayed, then exempt (weight decay 0); a group
+    with no parameter is left out."""
+    named = list(model.named_parameters())
+    decayed = [p for name, p in named if not _exempt_from_decay(name, p)]
+    exempt = [p for name, p in named if _exempt_from_decay(name, p)]
+    groups = [{"params": decayed}, {"params": exempt, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
+class Schedule:
+    """A run's learning-rate schedule: a part stepped after every optimizer step (by the
+    batch loop) and a part stepped after every epoch's evaluation.
+
+    Attributes:
+        per_step: a warmup, one-cycle, or a warmup followed by a step or cosine schedule
+            counted in optimizer steps; None.
+        per_epoch: StepLR, CosineAnnealingLR or ReduceLROnPlateau (on the test loss); None.
+    """
+
+    def __init__(self, per_step: optim.LRScheduler | None = None,
+                 per_epoch: optim.LRScheduler | None = None) -> None:
+        self.per_step, self.per_epoch = per_step, per_epoch
+
+    def _warming_up(self) -> bool:
+        """True while a warmup that no schedule follows in steps still ramps the rate."""
+        warmup = self.per_step
+        return (isinstance(warmup, optim.LinearWarmup) and warmup.after is None
+                and warmup.last_epoch < warmup.warmup_steps)
+
+    def for_batches(self) -> optim.LRScheduler | None:
+        """The scheduler the batch loop steps this epoch. A bare warmup stops once done: it
+        would otherwise set the starting rate again over a plateau schedule's decays."""
+        if isinstance(self.per_step, optim.LinearWarmup) and self.per_step.after is None:
+            return self.per_step if self._warming_up() else None
+        return self.per_step
+
+    def after_epoch(self, test_loss: float) -> None:
+        """Step the per-epoch part; a plateau schedule watches ``test_loss`` once the warmup
+        is over."""
+        if isinstance(self.per_epoch, optim.ReduceLROnPlateau):
+            if not self._warming_up():
+                self.per_epoch.step(test_loss)
+        elif self.per_epoch is not None:
+            self.per_epoch.step()
+
+    def restart_at(self, lr: float, saved_lr: float, opt: optim.Optimizer) -> None:
+        """Give a resumed run the rate ``lr`` where the saved run had ``saved_lr``: a
+        closed-form schedule restarts from ``lr`` at the step it had reached; a plateau
+        schedule past its warmup has its rate scaled by ``lr / saved_lr`` (keeping its
+        decays); a constant rate becomes ``lr``."""
+        closed = [s for s in (self.per_step, self.per_epoch)
+                  if s is not None and not isinstance(s, optim.ReduceLROnPlateau)]
+        for scheduler in closed:
+            scheduler.base_lr = lr
+        plateau = isinstance(self.per_epoch, optim.ReduceLROnPlateau)
+        if plateau and not self._warming_up() and saved_lr > 0:
+            for group in opt.param_groups:
+                group["lr"] *= lr / saved_lr
+        elif closed:
+            opt.lr = closed[0].get_last_lr()
+        else:
+            opt.lr = lr
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"per_step": state or None, "per_epoch": state or None}``."""
+        return {name: None if s is None else s.state_dict()
+                for name, s in (("per_step", self.per_step), ("per_epoch", self.per_epoch))}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (ValueError if it is another schedule's)."""
+        for name, scheduler in (("per_step", self.per_step), ("per_epoch", self.per_epoch)):
+            if (state.get(name) is None) != (scheduler is None):
+                raise ValueError(f"its {name.replace('_', '-')} learning-rate schedule does "
+                                 f"not match this run's --scheduler and --warmup-steps")
+            if scheduler is not None:
+                scheduler.load_state_dict(state[name])
+
+
+def build_schedule(opt: optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Schedule:
+    """The learning-rate schedule of ``--scheduler`` and ``--warmup-steps`` on ``opt``.
+
+    ``step``, ``cosine`` and ``plateau`` run per epoch, ``onecycle`` per optimizer step over
+    the whole run (``--epochs`` × ``steps_per_epoch``). A warmup runs per optimizer step;
+    after it, ``step`` and ``cosine`` go on per optimizer step too (``step`` decays every
+    ``--step-size`` epochs' worth of steps, ``cosine`` anneals to 0 over the steps left),
+    while ``plateau`` starts watching the test loss.
+
+    Raises:
+        ConfigError: the warmup is not shorter than the run.
+    """
+    o = config.optim
+    total = o.epochs * steps_per_epoch
+    if o.warmup_steps >= total:
+        raise ConfigError(f"--warmup-steps {o.warmup_steps} is not shorter than the run: "
+                          f"{total} optimizer steps (--epochs {o.epochs} × {steps_per_epoch} "
+                          f"per epoch); use fewer warmup steps")
+    if o.scheduler == "onecycle":
+        return Schedule(per_step=optim.OneCycleLR(opt, max_lr=o.lr, total_steps=total))
+    if not o.warmup_steps:
+        return Schedule(per_epoch=_epoch_scheduler(opt, config))
+    if o.scheduler in ("none", "plateau"):
+        # Built first: a scheduler sets the rate when built, and the warmup's 0 must win.
+        plateau = _epoch_scheduler(opt, config)
+        return Schedule(optim.LinearWarmup(opt, o.warmup_steps), plateau)
+    after = (optim.StepLR(opt, step_size=o.step_size * steps_per_epoch, gamma=o.gamma)
+             if o.scheduler == "step" else
+             optim.CosineAnnealingLR(opt, T_max=total - o.warmup_steps))
+    return Schedule(per_step=optim.LinearWarmup(opt, o.warmup_steps, after=after))
+
+
+def _epoch_scheduler(opt: optim.Optimizer, config: TrainConfig) -> optim.LRScheduler | None:
+    """The per-epoch scheduler of ``--scheduler`` (none, step, cosine, plateau)."""
+    o = config.optim
+    if o.scheduler == "step":
+        return optim.StepLR(opt, step_size=o.step_size, gamma=o.gamma)
+    if o.scheduler == "cosine":
+        return optim.CosineAnnealingLR(opt, T_max=o.epochs)
+    if o.scheduler == "plateau":
+        return optim.ReduceLROnPlateau(opt, factor=o.gamma, patience=o.patience)
+    return None
 
 
 @dataclass
 class _Run:
-    """The objects of a run: its config, task, loaders, model, optimizer and scheduler."""
+    """The objects of a run: its config, task, loaders, model, optimizer and schedule."""
 
     config: TrainConfig
     task: tasks.Task
@@ -356,26 +283,42 @@ class _Run:
     test_loader: Any
     model: nn.Module
     opt: optim.Optimizer
-    scheduler: Any
+    schedule: Schedule
 
 
 def _build_run(config: TrainConfig) -> _Run:
-    """Seed NumPy with ``config.seed``, load the data, then build model and optimizer.
+    """Seed NumPy with ``--seed``, load the data, then build model, optimizer and schedule.
 
     The order matters: the model's initial weights are the first random draws. In a
     data-parallel run the model is wrapped (rank 0's weights go to every rank) and
     each rank then continues with its own random stream.
+
+    Raises:
+        ConfigError: ``--clip-grad`` in a data-parallel run, or a warmup as long as the run.
     """
+    if distributed.is_initialized():
+        _check_data_parallel(config)
     task = tasks.create(config)
-    np.random.seed(config.seed)
+    seed = config.run.seed
+    np.random.seed(seed)
     train_set, test_set = task.dataset(train=True), task.dataset(train=False)
     model = task.build_model()
     if distributed.is_initialized():
         model = nn.DistributedDataParallel(model)
-        np.random.seed([config.seed, distributed.rank()])
+        np.random.seed([seed, distributed.rank()])
     opt = build_optimizer(model, config)
-    return _Run(config, task, task.loader(train_set, True), task.loader(test_set, False),
-                model, opt, build_scheduler(opt, config))
+    train_loader = task.loader(train_set, True)
+    schedule = build_schedule(opt, config, math.ceil(len(train_loader) / config.optim.grad_accum))
+    return _Run(config, task, train_loader, task.loader(test_set, False), model, opt, schedule)
+
+
+def _check_data_parallel(config: TrainConfig) -> None:
+    """Refuse the options a data-parallel run cannot honour."""
+    if config.optim.clip_grad is not None:
+        raise ConfigError(f"--clip-grad {config.optim.clip_grad:g} in a data-parallel run: "
+                          f"clipping replaces the gradients DistributedDataParallel averaged, "
+                          f"and its optimizer step refuses them; drop --clip-grad or train "
+                          f"on one process")
 
 
 def _is_rank0() -> bool:
@@ -388,47 +331,33 @@ def _world_size() -> int | None:
     return distributed.world_size() if distributed.is_initialized() else None
 
 
+
 # ----- one epoch, with a progress bar ---------------------------------------------------
 
 
 class _ProgressBar:
-    """A tqdm bar over one pass: batches, running loss and accuracy, samples per second.
+    """A tqdm bar over one pass showing its :class:`~needle.loop.Tally`: batches, running
+    loss and accuracy, samples per second.
 
-    Used as ``run_epoch``'s ``on_batch`` callback; it also adds up the pass's samples,
-    errors and losses (the epoch metrics). Disabled or without tqdm it only counts.
-    With ``on_nonfinite``, a batch whose loss is not finite is handed to it (which may
-    raise) and left out of the metrics.
+    Used as the batch loop's ``on_batch``; disabled, or without tqdm, it does nothing.
     """
 
-    def __init__(self, total: int, desc: str, enabled: bool,
-                 on_nonfinite: Callable[[int, float], None] | None = None,
-                 start: "_Position | None" = None) -> None:
-        self.samples, self.errors, self.loss_sum = 0, 0, 0.0
-        self.batches, self.total = 0, total
-        if start is not None:  # a pass resumed in mid-epoch goes on with its tallies
-            self.samples, self.errors, self.loss_sum = start.samples, start.errors, start.loss_sum
-            self.batches = start.done
-        self.on_nonfinite = on_nonfinite
+    def __init__(self, total: int, desc: str, enabled: bool, tally: Tally) -> None:
+        self.tally, self.total = tally, total
         self.start = time.perf_counter()
         self.bar = _make_tqdm(total, desc) if enabled else None
-        if self.bar is not None and self.batches:
-            self.bar.update(self.batches)
+        if self.bar is not None and tally.batches:  # a pass resumed in mid-epoch
+            self.bar.update(tally.batches)
 
     def __call__(self, result: BatchResult) -> None:
-        self.batches += 1
-        if self.on_nonfinite is not None and not math.isfinite(result.loss):
-            self.on_nonfinite(self.batches, result.loss)
-            return
-        self.samples += result.size
-        self.errors += result.errors
-        self.loss_sum += result.loss * result.size
         if self.bar is None:
             return
-        rate = self.samples / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.set_postfix_str(
-            f"loss {self.loss_sum / self.samples:.4f} "
-            f"acc {1 - self.errors / self.samples:.4f} {rate:,.0f} samples/s",
-            refresh=False)
+        tally = self.tally
+        if tally.samples:
+            rate = tally.samples / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.set_postfix_str(
+                f"loss {tally.mean_loss:.4f} acc {tally.accuracy:.4f} {rate:,.0f} samples/s",
+                refresh=False)
         self.bar.update(1)
 
     def close(self) -> None:
@@ -469,17 +398,6 @@ class _SkipNonFiniteSteps:
         else:
             self.skipped += 1
 
-
-def _stop_at_nonfinite_loss(number: int, total: int) -> Callable[[int, float], None]:
-    """The ``on_nonfinite`` of epoch ``number``'s progress bar under ``--on-nonfinite stop``."""
-    def stop(batch: int, loss: float) -> None:
-        raise NonFiniteError(f"the training loss is {loss} at epoch {number}, batch {batch} "
-                             f"of {total}: the run diverged")
-    return stop
-
-
-def _ignore_nonfinite_loss(batch: int, loss: float) -> None:
-    """Under ``--on-nonfinite skip-batch``, a non-finite loss is only left out of the metrics."""
 
 
 @dataclass
@@ -548,7 +466,7 @@ class _Checkpoints:
 
     def __init__(self, run: _Run, history: list[EpochMetrics], holds: str | None) -> None:
         self.run, self.history, self.holds = run, history, holds
-        self.interval = run.config.checkpoint_interval
+        self.interval = run.config.run.checkpoint_interval
         self.write = _is_rank0()
         self._restart()
 
@@ -564,7 +482,7 @@ class _Checkpoints:
         _check_finite_weights(self.run.model, f"at {where.describe()}")
         state = _checkpoint_state(self.run, where.epoch - 1, self.history, where)
         if self.write:
-            ndl.save(state, Path(self.run.config.out) / CHECKPOINT_NAME)
+            ndl.save(state, Path(self.run.config.run.out) / CHECKPOINT_NAME)
         self.holds = where.describe()
         self._restart()
 
@@ -578,15 +496,17 @@ class _Checkpoints:
     def after_epoch(self, number: int) -> None:
         """Write the checkpoint, metrics and curves of epoch ``number`` (just appended)."""
         _check_finite_weights(self.run.model, f"after epoch {number}")
-        _write_outputs(self.run, Path(self.run.config.out), number, self.history, self.write)
+        _write_outputs(self.run, Path(self.run.config.run.out), number, self.history,
+                       self.write)
         self.holds = f"epoch {number}"
         self._restart()
 
 
+
 def _train_and_evaluate(run: _Run, number: int, progress: bool, position: _Position | None,
                         checkpoints: _Checkpoints) -> tuple[EpochMetrics, str]:
-    """Train epoch ``number`` (from ``position`` if resumed in it), step the scheduler,
-    evaluate in ``model.eval()``; time it.
+    """Train epoch ``number`` (from ``position`` if resumed in it), evaluate in
+    ``model.eval()``, step the per-epoch schedule; time it.
 
     Returns the metrics and a note on the batches skipped (empty when none was).
     """
@@ -594,41 +514,56 @@ def _train_and_evaluate(run: _Run, number: int, progress: bool, position: _Posit
         position = _Position(number, _epoch_order(run, number))
     start = time.perf_counter() - position.seconds
     total = len(position.order)
-    skip = run.config.on_nonfinite == "skip-batch"
+    o = run.config.optim
+    skip = run.config.run.on_nonfinite == "skip-batch"
     opt = _SkipNonFiniteSteps(run.opt, position.skipped) if skip else run.opt
-    on_nonfinite = _ignore_nonfinite_loss if skip else _stop_at_nonfinite_loss(number, total)
-    bar = _ProgressBar(total, f"epoch {number}/{run.config.epochs}", progress, on_nonfinite,
-                       position)
+    # Non-finite losses stay out of the metrics (and stop the run unless skipped).
+    tally = Tally(position.samples, position.errors, position.loss_sum, position.done,
+                  finite_only=True)
+    bar = _ProgressBar(total, f"epoch {number}/{o.epochs}", progress, tally)
 
     def after_batch(result: BatchResult) -> None:
+        if not skip and not math.isfinite(result.loss):
+            raise NonFiniteError(f"the training loss is {result.loss} at epoch {number}, "
+                                 f"batch {tally.batches} of {total}: the run diverged")
         bar(result)
-        if bar.batches < total:  # after the last batch, the end-of-epoch checkpoint follows
+        if result.stepped and tally.batches < total:  # the epoch's end saves anyway
             checkpoints.after_step(lambda: _Position(
-                number, position.order, bar.batches, bar.samples, bar.errors, bar.loss_sum,
-                opt.skipped if skip else 0, time.perf_counter() - start, result.carry))
+                number, position.order, tally.batches, tally.samples, tally.errors,
+                tally.loss_sum, opt.skipped if skip else 0, time.perf_counter() - start,
+                result.carry))
     try:
-        run.task.run_epoch(run.train_loader.batches(position.order[position.done:]), run.model,
-                           opt, on_batch=after_batch, carry=position.carry)
+        run_batches(run.train_loader.batches(position.order[position.done:]), run.model,
+                    run.task.objective, opt, carry=position.carry, accumulate=o.grad_accum,
+                    num_batches=total - position.done, clip_grad=o.clip_grad,
+                    schedule=run.schedule.for_batches(), on_batch=after_batch, tally=tally)
     finally:
         bar.close()
-    if run.scheduler is not None:
-        run.scheduler.step()
-    tally = _ProgressBar(len(run.test_loader), f"epoch {number}/{run.config.epochs} test",
-                         progress)
-    if len(run.test_loader):
-        run.task.run_epoch(run.test_loader, run.model, on_batch=tally)
-    else:  # a rank with no test sample (fewer than N): it still joins eval()'s collective
-        run.model.eval()
-    tally.close()
-    train_err, train_loss = _epoch_rates(bar, f"epoch {number}")
-    test_err, test_loss = _epoch_rates(tally, "the test pass")
+    test_tally = _evaluate(run, f"epoch {number}/{o.epochs} test", progress)
+    train_err, train_loss = _epoch_rates(tally, f"epoch {number}")
+    test_err, test_loss = _epoch_rates(test_tally, "the test pass")
+    run.schedule.after_epoch(test_loss)
     note = (f"epoch {number}: skipped {opt.skipped} of {total} batches whose gradients were "
             f"not finite" if skip and opt.skipped else "")
     return EpochMetrics(number, train_loss, train_err, test_loss, test_err,
                         time.perf_counter() - start), note
 
 
-def _epoch_rates(tally: _ProgressBar, what: str) -> tuple[float, float]:
+def _evaluate(run: _Run, desc: str, progress: bool) -> Tally:
+    """The test pass of the model in ``model.eval()`` mode (this rank's share)."""
+    tally = Tally()
+    bar = _ProgressBar(len(run.test_loader), desc, progress, tally)
+    try:
+        if len(run.test_loader):
+            run_batches(run.test_loader, run.model, run.task.objective, on_batch=bar, tally=tally)
+        else:  # a rank with no test sample (fewer than N): it still joins eval()'s collective
+            run.model.eval()
+    finally:
+        bar.close()
+    return tally
+
+
+def _epoch_rates(tally: Tally, what: str) -> tuple[float, float]:
     """``(error rate, mean loss)`` of a pass, over the samples of every rank.
 
     Raises:
@@ -668,6 +603,7 @@ def format_epoch_line(metrics: EpochMetrics, epochs: int, perplexity: bool = Fal
         return f"{name} loss {loss:.4f} err {err:.4f}{ppl}"
     return (f"epoch {m.epoch}/{epochs}  {split('train', m.train_loss, m.train_err)}  "
             f"{split('test', m.test_loss, m.test_err)}  {m.seconds:.1f}s")
+
 
 
 # ----- output files ----------------------------------------------------------------------
@@ -740,6 +676,7 @@ def plot_curves(path: str | os.PathLike, history: list[EpochMetrics],
 # ----- checkpoints ----------------------------------------------------------------------
 
 
+
 def _checkpoint_state(run: _Run, epoch: int, history: list[EpochMetrics],
                       position: _Position | None = None) -> dict[str, Any]:
     """Everything a resumed run needs, as a tree :func:`needle.save` can store.
@@ -761,7 +698,7 @@ def _checkpoint_state(run: _Run, epoch: int, history: list[EpochMetrics],
         "config": run.config.to_dict(),
         "model": run.model.state_dict(),
         "optimizer": run.opt.state_dict(),
-        "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
+        "scheduler": run.schedule.state_dict(),
         "rng_state": np.random.get_state(),
         "position": saved_position,
         "history": [dataclasses.asdict(m) for m in history],
@@ -771,7 +708,9 @@ def _checkpoint_state(run: _Run, epoch: int, history: list[EpochMetrics],
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training checkpoint written by :func:`train`.
+    """Read a training checkpoint written by :func:`train` (a ``v1`` one is upgraded: its
+    schedule state is put in the current layout; :meth:`TrainConfig.from_dict` reads its
+    flat options).
 
     Raises:
         CheckpointError: the file is missing, unreadable, or not a training checkpoint
@@ -785,10 +724,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as e:  # any failure to parse means the file is not usable
         raise CheckpointError(
             f"cannot read checkpoint {path}: {type(e).__name__}: {e}".splitlines()[0]) from e
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT_V1:
+        return _upgraded_v1(state)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a needle training checkpoint "
                               f"(expected format {CHECKPOINT_FORMAT!r})")
     return state
+
+
+def _upgraded_v1(state: dict[str, Any]) -> dict[str, Any]:
+    """A ``v1`` checkpoint in the current layout: its one per-epoch schedule state becomes
+    the schedule's ``per_epoch`` part (v1 had no per-step schedules)."""
+    return {**state, "format": CHECKPOINT_FORMAT,
+            "scheduler": {"per_step": None, "per_epoch": state.get("scheduler")}}
 
 
 def _checkpoint_config(state: dict[str, Any], path: str | os.PathLike) -> TrainConfig:
@@ -814,38 +762,45 @@ def checkpoint_config(path: str | os.PathLike,
     return _checkpoint_config(load_checkpoint(path) if state is None else state, path)
 
 
+
 def resume_config(out: str | os.PathLike, overrides: dict[str, Any]) -> TrainConfig:
     """The config of the run saved in ``out``, with ``overrides`` applied.
 
     Args:
         out: the run's output folder (holding ``checkpoint.npz``).
-        overrides: option values given explicitly for the resumed run.
+        overrides: option values (by name) given explicitly for the resumed run.
 
     Raises:
         CheckpointError: no readable checkpoint in ``out``.
     """
     path = Path(out) / CHECKPOINT_NAME
-    saved = _checkpoint_config(load_checkpoint(path), path).to_dict()
-    saved.update(overrides, out=os.fspath(out))
-    return TrainConfig.from_dict(saved)
+    saved = _checkpoint_config(load_checkpoint(path), path)
+    return saved.replace(**{**overrides, "out": os.fspath(out)})
 
 
 def _check_resumable(saved: TrainConfig, config: TrainConfig, path: Path) -> None:
     """Raise ResumeMismatchError if ``config`` changes what the saved run was."""
-    free = set(RESUME_FREE_FIELDS)
-    changed = [f"--{name.replace('_', '-')} {getattr(saved, name)!r} -> {getattr(config, name)!r}"
-               for name in saved.to_dict() if name not in free | {"epochs"}
-               and getattr(saved, name) != getattr(config, name)]
-    if config.scheduler == "cosine" and saved.epochs != config.epochs:
-        changed.append(f"--epochs {saved.epochs} -> {config.epochs}: a cosine schedule "
-                       f"anneals the learning rate to 0 over exactly the run's --epochs, "
-                       f"so a cosine run cannot be extended or shortened; to train on, "
-                       f"start a new run with the --epochs you want")
+    before, after = saved.options(), config.options()
+    changed = [f"{option_name(name)} {before[name]!r} -> {after[name]!r}"
+               for name in before if name not in RESUME_FREE_FIELDS
+               and before[name] != after[name]]
+    scheduler = config.optim.scheduler
+    if scheduler in _RUN_LENGTH_SCHEDULES and saved.optim.epochs != config.optim.epochs:
+        changed.append(_run_length_note(scheduler, saved.optim.epochs, config.optim.epochs))
     if changed:
         raise ResumeMismatchError(
             f"cannot resume {path}: the run was started with other options "
             f"({'; '.join(changed)}). Resume with the original options (omitted options are "
             f"taken from the checkpoint), or start a new run with another --out.")
+
+
+def _run_length_note(scheduler: str, saved: int, asked: int) -> str:
+    """Why ``--epochs`` cannot change on resume under a schedule spanning the run."""
+    what = ("anneals the learning rate to 0 over exactly the run's --epochs" if
+            scheduler == "cosine" else "rises and falls over exactly the run's --epochs")
+    return (f"--epochs {saved} -> {asked}: a {scheduler} schedule {what}, so a {scheduler} "
+            f"run cannot be extended or shortened; to train on, start a new run with the "
+            f"--epochs you want")
 
 
 def _check_task_state(state: dict[str, Any], task: tasks.Task, path: Path) -> None:
@@ -876,7 +831,7 @@ def _check_world_size(state: dict[str, Any], path: Path) -> None:
     """Raise ResumeMismatchError unless this run has as many ranks as the saved one."""
     def describe(size: int | None) -> str:
         return "a single-process run" if size is None else f"a run on {_processes(size)}"
-    saved, now = _plain(state.get("world_size")), _world_size()
+    saved, now = to_python(state.get("world_size")), _world_size()
     if saved != now:
         raise ResumeMismatchError(
             f"cannot resume {path}: it was {describe(saved)} and this is {describe(now)}; "
@@ -884,16 +839,17 @@ def _check_world_size(state: dict[str, Any], path: Path) -> None:
             f"per-rank random streams depend on it)")
 
 
+
 def _restore(run: _Run, state: dict[str, Any], path: Path,
              ) -> tuple[int, list[EpochMetrics], _Position | None]:
-    """Load model, optimizer, scheduler and RNG state; return (epochs done, history, the
+    """Load model, optimizer, schedule and RNG state; return (epochs done, history, the
     position in the next epoch: None unless the checkpoint was saved in mid-epoch)."""
     try:
         run.model.load_state_dict(state["model"])
         run.opt.load_state_dict(state["optimizer"])
-        if run.scheduler is not None:
-            run.scheduler.load_state_dict(state["scheduler"])
-        history = [EpochMetrics(**{k: _plain(v) for k, v in m.items()}) for m in state["history"]]
+        run.schedule.load_state_dict(state["scheduler"])
+        history = [EpochMetrics(**{k: to_python(v) for k, v in m.items()})
+                   for m in state["history"]]
         epoch = int(state["epoch"])
         rng_state = state["rng_state"]
         if distributed.is_initialized():
@@ -934,7 +890,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
 
     Args:
         config: the run (see :class:`TrainConfig`).
-        resume: continue the run saved in ``config.out`` from the epoch after the last
+        resume: continue the run saved in ``--out`` from the epoch after the last
             completed one; the result is bit-identical to an uninterrupted run.
         progress: show a tqdm progress bar (only when stderr is a terminal).
         log: called with the header and each epoch's summary line; None is silent.
@@ -947,7 +903,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     Raises:
         TrainingError: an unknown model or dataset.
         needle.data.DatasetNotFoundError: the data files are missing.
-        CheckpointError: ``resume`` and no readable checkpoint in ``config.out``.
+        CheckpointError: ``resume`` and no readable checkpoint in ``--out``.
         ResumeMismatchError: ``resume`` with options that differ from the saved run's
             (or with another number of processes).
         needle.distributed.PeerLostError: a rank of a distributed run died.
@@ -957,7 +913,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     """
     rank0 = _is_rank0()
     log = log if log is not None and rank0 else (lambda line: None)
-    out = Path(config.out)
+    out = Path(config.run.out)
     checkpoint_path = out / CHECKPOINT_NAME
     state = load_checkpoint(checkpoint_path) if resume else None
     if state is not None:
@@ -972,7 +928,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     done, history, position = (_restore(run, state, checkpoint_path) if state is not None
                                else (0, [], None))
     if state is not None:
-        _apply_learning_rate(run, _checkpoint_config(state, checkpoint_path).lr)
+        saved_lr = _checkpoint_config(state, checkpoint_path).optim.lr
+        if saved_lr != config.optim.lr:  # a diverged run resumed more gently
+            run.schedule.restart_at(config.optim.lr, saved_lr, run.opt)
     log(_header(run, done, position))
     show_bar = progress and rank0 and sys.stderr.isatty()
     notice = missing_extras_notice(progress_bar=show_bar)
@@ -992,7 +950,7 @@ def _replacement_note(path: Path) -> str | None:
         return None
     try:
         saved = checkpoint_config(path)
-        what = f"the {saved.model} run on {saved.dataset}"
+        what = f"the {saved.network.model} run on {saved.data.dataset}"
     except CheckpointError:
         what = "the unreadable checkpoint"
     return (f"note: this run replaces {what} in {path.parent} (--out DIR keeps runs "
@@ -1007,46 +965,33 @@ def _train_epochs(run: _Run, done: int, history: list[EpochMetrics],
     holds = position.describe() if position else f"epoch {done}" if done else None
     checkpoints = _Checkpoints(run, history, holds)
     try:
-        for number in range(done + 1, config.epochs + 1):
+        for number in range(done + 1, config.optim.epochs + 1):
             metrics, note = _train_and_evaluate(run, number, show_bar, position, checkpoints)
             position = None
             history.append(metrics)
             checkpoints.after_epoch(number)
             if note:
                 log(note)
-            log(format_epoch_line(history[-1], config.epochs, run.task.perplexity))
+            log(format_epoch_line(history[-1], config.optim.epochs, run.task.perplexity))
     except NonFiniteError as error:
         advice = _divergence_advice(config, checkpoints.holds)
         raise NonFiniteError(f"{error}. {advice}") from None
 
 
+
 def _divergence_advice(config: TrainConfig, holds: str | None) -> str:
     """What was kept of a diverged run (``holds``: what its checkpoint holds, e.g.
     ``epoch 2``; None: nothing), and the command that goes on more gently."""
-    smaller = f"--lr {config.lr / 10:g}"
-    skip = ("" if config.on_nonfinite == "skip-batch"
+    lr, out = config.optim.lr, config.run.out
+    smaller = f"--lr {lr / 10:g}"
+    skip = ("" if config.run.on_nonfinite == "skip-batch"
             else "; or --on-nonfinite skip-batch to skip such batches")
     if holds is None:
         return (f"Stopped before any checkpoint was written; start again with a smaller "
-                f"learning rate than {config.lr:g}, e.g. {smaller}{skip}")
-    return (f"Stopped without saving: {Path(config.out) / CHECKPOINT_NAME} still holds "
-            f"{holds}. Resume from it with a smaller learning rate than {config.lr:g}: "
-            f"needle train --resume --out {config.out} {smaller}{skip}")
-
-
-def _apply_learning_rate(run: _Run, saved_lr: float) -> None:
-    """Give a resumed run the ``--lr`` asked for, when it differs from the saved run's.
-
-    The optimizer's state brought back the saved learning rate; a schedule restarts
-    from the new one at the epoch it had reached.
-    """
-    if run.config.lr == saved_lr:
-        return
-    if run.scheduler is None:
-        run.opt.lr = run.config.lr
-    else:
-        run.scheduler.base_lr = run.config.lr
-        run.opt.lr = run.scheduler.get_last_lr()
+                f"learning rate than {lr:g}, e.g. {smaller}{skip}")
+    return (f"Stopped without saving: {Path(out) / CHECKPOINT_NAME} still holds "
+            f"{holds}. Resume from it with a smaller learning rate than {lr:g}: "
+            f"needle train --resume --out {out} {smaller}{skip}")
 
 
 def missing_extras_notice(*, progress_bar: bool) -> str | None:
@@ -1069,23 +1014,38 @@ def missing_extras_notice(*, progress_bar: bool) -> str | None:
             f"(or pip install {names})")
 
 
+
 def _header(run: _Run, done: int, position: _Position | None) -> str:
     """The line printed before training starts."""
-    config = run.config
+    o = run.config.optim
     n_train, n_test = len(run.train_loader.dataset), len(run.test_loader.dataset)
-    clip = f", clip {config.clip_grad:g}" if config.clip_grad is not None else ""
-    what = (f"{run.task.describe()} ({n_train} train / {n_test} test), {config.optimizer} "
-            f"lr {config.lr:g}, batch {config.batch_size}, weight decay "
-            f"{config.weight_decay:g}{clip}, {_count(config.epochs, 'epoch')} -> {config.out}")
+    what = (f"{run.task.describe()} ({n_train} train / {n_test} test), {o.optimizer} "
+            f"lr {o.lr:g}{_schedule_text(o)}, batch {o.batch_size}{_accumulation_text(o)}, "
+            f"weight decay {o.weight_decay:g}"
+            f"{' (not on biases and norms)' if o.no_decay_norm_bias else ''}"
+            f"{f', clip {o.clip_grad:g}' if o.clip_grad is not None else ''}, "
+            f"{_count(o.epochs, 'epoch')} -> {run.config.run.out}")
     ranks = _world_size()
     if ranks is not None:
         what += (f"; data-parallel on {_processes(ranks)}, global batch "
-                 f"{config.batch_size * ranks}")
-    if done >= config.epochs:
+                 f"{o.batch_size * o.grad_accum * ranks}")
+    if done >= o.epochs:
         return f"{what}: already {_count(done, 'epoch')} done, nothing to train"
     if position is not None:
         return f"{what}, resuming at {position.describe()}"
     return f"{what}, resuming after epoch {done}" if done else what
+
+
+def _schedule_text(o: Any) -> str:
+    """`` (warmup 100 steps, cosine schedule)`` for the header; empty for a constant rate."""
+    parts = [f"warmup {_count(o.warmup_steps, 'step')}"] if o.warmup_steps else []
+    parts += [f"{o.scheduler} schedule"] if o.scheduler != "none" else []
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _accumulation_text(o: Any) -> str:
+    """`` × 4 micro-batches per step`` for the header; empty without accumulation."""
+    return f" × {o.grad_accum} micro-batches per step" if o.grad_accum > 1 else ""
 
 
 def _write_outputs(run: _Run, out: Path, epoch: int, history: list[EpochMetrics],
@@ -1102,6 +1062,7 @@ def _write_outputs(run: _Run, out: Path, epoch: int, history: list[EpochMetrics]
     plot_curves(out / CURVES_NAME, history, run.task.perplexity)
 
 
+
 def evaluate_checkpoint(path: str | os.PathLike, *, progress: bool = False,
                         log: Callable[[str], None] | None = None,
                         **overrides: Any) -> tuple[float, float, int]:
@@ -1112,8 +1073,8 @@ def evaluate_checkpoint(path: str | os.PathLike, *, progress: bool = False,
         progress: show a progress bar over the test batches (tqdm, on stderr).
         log: called with one line saying what is evaluated on what, before the pass
             starts (None: silent).
-        **overrides: :class:`TrainConfig` fields replacing the saved ones (e.g.
-            ``dataset``, ``data_dir``, ``batch_size``, ``limit_test``).
+        **overrides: options replacing the saved ones (e.g. ``dataset``, ``data_dir``,
+            ``batch_size``, ``limit_test``).
 
     Returns:
         ``(test_err, test_loss, number of test samples)``.
@@ -1125,7 +1086,7 @@ def evaluate_checkpoint(path: str | os.PathLike, *, progress: bool = False,
     """
     state = load_checkpoint(path)
     saved = _checkpoint_config(state, path)
-    config = dataclasses.replace(saved, **overrides)
+    config = saved.replace(**overrides)
     task = tasks.create(config)
     task.check_eval_data(saved, state.get("task", {}))
     model = task.build_model()
@@ -1136,9 +1097,10 @@ def evaluate_checkpoint(path: str | os.PathLike, *, progress: bool = False,
     test_set = task.dataset(train=False)
     loader = task.loader(test_set, False)
     if log is not None:
-        log(f"evaluating {os.fspath(path)} ({config.model}) on {len(test_set)} "
-            f"{config.dataset} test samples")
-    bar = _ProgressBar(len(loader), "test", progress)
+        log(f"evaluating {os.fspath(path)} ({config.network.model}) on {len(test_set)} "
+            f"{config.data.dataset} test samples")
+    tally = Tally()
+    bar = _ProgressBar(len(loader), "test", progress, tally)
     try:
         err, loss = task.run_epoch(loader, model, on_batch=bar)
     finally:

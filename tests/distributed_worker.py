@@ -66,7 +66,7 @@ def make_optimizer(model: nn.Module, name: str) -> optim.Optimizer:
 
 def train(model: nn.Module, loader: DataLoader, opt_name: str, epochs: int,
           on_batch=None) -> None:
-    """``epochs`` passes of :func:`run_epoch` (which syncs a DDP model's gradients)."""
+    """``epochs`` passes of :func:`run_epoch` (a DDP model averages its gradients in backward())."""
     opt = make_optimizer(model, opt_name)
     for _ in range(epochs):
         run_epoch(loader, model, opt, on_batch=on_batch)

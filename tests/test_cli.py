@@ -105,7 +105,7 @@ class _Capture:
 def test_train_writes_checkpoint_metrics_and_curves(two_epoch_run):
     out, _ = two_epoch_run
     state = ndl.load(out / "checkpoint.npz")
-    assert state["epoch"] == 2 and state["config"]["limit_train"] == 2000
+    assert state["epoch"] == 2 and state["config"]["data"]["limit_train"] == 2000
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]

@@ -539,7 +539,38 @@ def test_needle_train_cnn_on_two_processes(tiny_mnist, tmp_path):
     assert "data-parallel on 2 processes, global batch 40" in header
     assert len(epochs) == 1  # rank 0 only
     state = ndl.load(out / training.CHECKPOINT_NAME)
-    assert state["config"]["model"] == "cnn" and len(state["rng_states"]) == 2
+    assert state["config"]["network"]["model"] == "cnn" and len(state["rng_states"]) == 2
+
+
+@needs_mpiexec
+def test_accumulated_micro_batches_on_two_processes_equal_batches_twice_as_large(tiny_mnist,
+                                                                                 tmp_path):
+    """DistributedDataParallel averages inside every backward(accumulate=True): two
+    micro-batches of 5 per rank and step give the step of one batch of 10 per rank (no
+    BatchNorm, no dropout: --num-blocks 0; each rank's shard is the same in both runs)."""
+    options = ["--num-blocks", 0, "--optimizer", "adamw", "--lr", 0.01, "--epochs", 2,
+               "--warmup-steps", 2]
+    job = needle_train(2, tiny_mnist, tmp_path / "accumulated", *options, "--batch-size", 5,
+                       "--grad-accum", 2)
+    assert job.returncode == 0, job.stderr
+    assert "global batch 20" in job.stdout.splitlines()[0]
+    job = needle_train(2, tiny_mnist, tmp_path / "large", *options)
+    assert job.returncode == 0, job.stderr
+    accumulated = ndl.load(tmp_path / "accumulated" / training.CHECKPOINT_NAME)
+    large = ndl.load(tmp_path / "large" / training.CHECKPOINT_NAME)
+    assert accumulated["optimizer"]["t"] == large["optimizer"]["t"] == 12
+    for key, value in large["model"].items():
+        np.testing.assert_allclose(accumulated["model"][key], value, rtol=1e-5, atol=1e-6)
+
+
+@needs_mpiexec
+def test_clipping_is_refused_in_a_data_parallel_run(tiny_mnist, tmp_path):
+    """Clipping would replace the averaged gradients, which the optimizer step refuses."""
+    job = needle_train(2, tiny_mnist, tmp_path, "--clip-grad", 1)
+    assert job.returncode == 2
+    assert ("--clip-grad 1 in a data-parallel run: clipping replaces the gradients "
+            "DistributedDataParallel averaged") in job.stderr
+    assert not (tmp_path / training.CHECKPOINT_NAME).exists()
 
 
 @needs_mpiexec

@@ -86,6 +86,21 @@ def test_cnn_killed_at_a_random_step_resumes_bit_identically(tiny_mnist, tmp_pat
     check_kill_and_resume(tmp_path, options, 10, "0.001s")
 
 
+@pytest.mark.parametrize("options, checkpoints", [
+    (["--optimizer", "adamw", "--warmup-steps", "4", "--grad-accum", "2", "--scheduler",
+      "cosine", "--no-decay-norm-bias", "--epochs", "2"], 2 * 5),
+    (["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05", "--grad-accum", "3",
+      "--scheduler", "onecycle", "--epochs", "2"], 2 * 3),
+    (["--optimizer", "adamw", "--warmup-steps", "5", "--scheduler", "plateau", "--patience",
+      "0", "--gamma", "0.5", "--epochs", "3"], 3 * 11),
+], ids=["adamw-warmup-cosine-accumulation", "sgd-onecycle-accumulation", "warmup-plateau"])
+def test_optimizer_schedule_and_accumulation_state_resume_bit_identically(
+        options, checkpoints, tiny_mnist, tmp_path):
+    # 12 batches an epoch; a checkpoint after every optimizer step but an epoch's last (never
+    # inside an accumulation), holding the schedule's step count and the optimizer's moments.
+    check_kill_and_resume(tmp_path, [*mnist(tiny_mnist), *MNIST_MLP, *options], checkpoints, "1")
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     return write_ptb_folder(tmp_path_factory.mktemp("ptb") / "data")

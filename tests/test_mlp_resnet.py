@@ -11,7 +11,6 @@ import pytest
 import needle as ndl
 from needle import nn
 from needle.apps.mlp_resnet import (
-    BatchResult,
     MLPResNet,
     ResidualBlock,
     epoch,
@@ -19,6 +18,7 @@ from needle.apps.mlp_resnet import (
     train_mnist,
 )
 from needle.data import DataLoader, NDArrayDataset
+from needle.loop import BatchResult
 
 
 def _kaiming_uniform_draw(fan_in: int, fan_out: int) -> np.ndarray:

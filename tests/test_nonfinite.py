@@ -52,7 +52,7 @@ def test_a_diverging_resumed_run_keeps_the_last_good_checkpoint(tiny_mnist, tmp_
     # The advice works: a smaller learning rate resumes from epoch 1 and finishes.
     assert train(tiny_mnist, out, "--epochs", "3", "--resume", "--lr", "1e-4") == 0
     state = ndl.load(checkpoint)
-    assert state["epoch"] == 3 and state["config"]["lr"] == 1e-4
+    assert state["epoch"] == 3 and state["config"]["optim"]["lr"] == 1e-4
     assert all(np.isfinite(w).all() for w in state["model"].values())
 
 
@@ -123,6 +123,6 @@ def test_resuming_with_another_lr_restarts_the_schedule_from_it(tiny_mnist, tmp_
     assert train(tiny_mnist, out, "--epochs", "1", "--lr", "0.01", *schedule) == 0
     assert train(tiny_mnist, out, "--epochs", "2", "--resume", "--lr", "0.001") == 0
     state = ndl.load(out / training.CHECKPOINT_NAME)
-    assert state["scheduler"]["base_lr"] == 0.001
+    assert state["scheduler"]["per_epoch"]["base_lr"] == 0.001
     # After two scheduler steps: the new base rate halved twice.
     assert state["optimizer"]["hyperparameters"]["lr"] == 0.001 * 0.5 ** 2

@@ -137,7 +137,8 @@ def test_cnn_run_writes_files_and_learns(cnn_run):
     assert second["train_loss"] < first["train_loss"]
     assert second["test_err"] < 0.5  # 10 classes: chance is 0.9
     state = ndl.load(out / training.CHECKPOINT_NAME)
-    assert state["config"]["model"] == "cnn" and state["config"]["width"] == 8
+    network = state["config"]["network"]
+    assert network["model"] == "cnn" and network["width"] == 8
     assert any(key.endswith("conv.weight") for key in state["model"])
 
 
@@ -176,7 +177,7 @@ def test_resnet9_trains_on_fashion_mnist(tmp_path, capsys):
     assert run_main("train", "--model", "resnet9", "--limit-train", "200", "--limit-test",
                     "50", "--epochs", "1", "--out", tmp_path) == 0
     assert capsys.readouterr().out.startswith("ResNet9 on fashion-mnist (200 train / 50 test)")
-    assert ndl.load(tmp_path / training.CHECKPOINT_NAME)["config"]["model"] == "resnet9"
+    assert ndl.load(tmp_path / training.CHECKPOINT_NAME)["config"]["network"]["model"] == "resnet9"
 
 
 @needs_fashion

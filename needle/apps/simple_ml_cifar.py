@@ -13,17 +13,11 @@ import numpy as np
 
 import needle as ndl
 from needle import nn
-from needle.autograd import Tensor
+from needle.loop import run_batches
 from needle.optim import Optimizer
+from needle.tasks.image import Classification
 
 __all__ = ["epoch_general_cifar10", "train_cifar10", "evaluate_cifar10"]
-
-
-def _on_device(value: Tensor, device) -> Tensor:
-    """``value`` on ``device`` (a copy without gradient if it lives elsewhere)."""
-    if value.device == device:
-        return value
-    return Tensor(value.numpy(), device=device, dtype=value.dtype, requires_grad=False)
 
 
 def epoch_general_cifar10(dataloader: Iterable, model: nn.Module,
@@ -31,6 +25,7 @@ def epoch_general_cifar10(dataloader: Iterable, model: nn.Module,
                           opt: Optimizer | None = None) -> tuple[float, float]:
     """One pass over ``dataloader``: training if ``opt`` is given, else evaluation.
 
+    :func:`~needle.loop.run_batches` with :class:`~needle.tasks.image.Classification`:
     ``model.train()`` or ``model.eval()`` is called first. Each batch ``(X, y)`` moves to
     the model's device, then ``out = model(X)``, ``loss = loss_fn(out, y)`` and, when
     training, ``opt.reset_grad()``, ``loss.backward()``, ``opt.step()``.
@@ -39,28 +34,10 @@ def epoch_general_cifar10(dataloader: Iterable, model: nn.Module,
         ``(Σ correct / N, Σ loss_b · n_b / N)``, with the loss taken before the step.
     """
     np.random.seed(4)
-    if opt is not None:
-        model.train()
-    else:
-        model.eval()
     device = next(iter(model.parameters())).device
-    correct = loss_sum = 0.0
-    seen = 0
-    for X, y in dataloader:
-        X, y = _on_device(X, device), _on_device(y, device)
-        out = model(X)
-        loss = loss_fn(out, y)
-        if opt is not None:
-            opt.reset_grad()
-            loss.backward(create_graph=False)  # the fast path: no graph for the gradients
-            opt.step()
-        n = y.shape[0]
-        correct += float(np.sum(out.numpy().argmax(axis=1) == y.numpy()))
-        loss_sum += float(loss.numpy()) * n
-        seen += n
-    if seen == 0:
-        raise ValueError("epoch_general_cifar10: the dataloader yielded no batches")
-    return correct / seen, loss_sum / seen
+    objective = Classification(loss_fn=loss_fn, device=device)
+    tally = run_batches(dataloader, model, objective, opt)
+    return tally.accuracy, tally.mean_loss
 
 
 def train_cifar10(model: nn.Module, dataloader: Iterable, n_epochs: int = 1,

@@ -1,56 +1,58 @@
 """Training tasks: what ``needle train`` trains, one small module per kind of problem.
 
-The loop in :mod:`needle.training` (epochs, progress bar, metrics, checkpoints, resume,
-rank-0 I/O) knows nothing about images or text. It asks a :class:`Task` — built from
-the run's :class:`~needle.training.TrainConfig` by :func:`create` — for the four things
-that differ between problems:
+The run in :mod:`needle.training` (epochs, progress bar, metrics, checkpoints, resume,
+rank-0 I/O) and the batch loop in :mod:`needle.loop` (forward, backward, steps,
+accumulation, tallies) know nothing about images or text. They ask a :class:`Task` —
+built from the run's :class:`~needle.options.TrainConfig` by :func:`create` — for what
+differs between problems:
 
 * ``dataset(train)``: the training or test :class:`~needle.data.Dataset` (augmented,
   limited to ``--limit-train``/``--limit-test``);
 * ``build_model()``: the network (its construction draws the initial weights);
-* ``run_epoch(loader, model, opt, on_batch, carry)``: one pass over a loader (or any
-  iterable of its batches), training with ``opt`` or evaluating without it, reporting
-  each batch to ``on_batch`` as a :class:`~needle.apps.mlp_resnet.BatchResult` (samples,
-  mean loss, errors, and the ``carry`` passed from that batch to the next: a language
-  model's hidden state); ``carry`` starts a pass resumed in mid-epoch where it stopped;
+* ``objective``: the hook :func:`~needle.loop.run_batches` calls for every batch — what
+  a batch is and how its loss, its errors and what it carries into the next batch (a
+  language model's hidden state) are computed (:class:`~needle.tasks.image.Classification`,
+  :class:`~needle.tasks.language.NextToken`);
 * ``loader(dataset, train)``: the batches of a split, in the order a pass takes them
   (images: :func:`standard_loader`, shuffled for training, a rank's shard when
   distributed; text: consecutive BPTT chunks); ``loader.batch_indices()`` draws a
   pass's order and ``loader.batches(order)`` yields the batches of an order (or of its
   tail, when a run resumes in mid-epoch);
 * ``describe()``: the model and data in a few words, for the run's header line;
-* ``perplexity``: True if the loss is a mean log-likelihood per token, so the loop also
+* ``perplexity``: True if the loss is a mean log-likelihood per token, so the run also
   reports ``exp(loss)`` (the perplexity);
 * ``state()``: what, besides the weights, a checkpoint must keep to use the model
   (the vocabulary of a language model), stored as the checkpoint's ``"task"`` entry;
 
 and ``check_eval_data(saved, state)``, which refuses to evaluate a checkpoint on data
-its model cannot take.
+its model cannot take. :meth:`Task.run_epoch` is one plain pass with the task's
+objective (what ``needle eval`` runs).
 
 Tasks: :mod:`needle.tasks.image` (image classification: models ``mlp-resnet``, ``cnn``,
 ``resnet9``; data ``fashion-mnist``, ``mnist``, ``cifar10``) and
 :mod:`needle.tasks.language` (language modelling: ``rnn-lm``, ``lstm-lm``,
 ``transformer-lm``; data ``kjv``, ``ptb``). A task is chosen by the model name
 (``config.model``); each task module lists its ``MODELS``, its ``DATASETS`` (the first
-is its default), its ``DEFAULTS`` (the :class:`~needle.training.TrainConfig` values
+is its default), its ``DEFAULTS`` (the :class:`~needle.options.TrainConfig` options
 that give a sensible run of its models when no option says otherwise; see
 :func:`task_defaults`) and has a ``create(config)`` that returns its :class:`Task`
-(docs/training.md, "The task seam").
+(docs/training.md, "The loop and the tasks").
 """
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
 from needle import distributed
 from needle.data import DataLoader, Dataset, DistributedSampler
+from needle.loop import BatchResult, Objective, run_batches
+from needle.training_errors import TrainingError
 
 if TYPE_CHECKING:
     from needle import nn, optim
-    from needle.apps.mlp_resnet import BatchResult
-    from needle.training import TrainConfig
+    from needle.options import TrainConfig
 
 __all__ = ["Task", "TASK_MODULES", "model_names", "dataset_names", "default_dataset",
            "task_defaults", "check_config", "create",
@@ -60,38 +62,57 @@ __all__ = ["Task", "TASK_MODULES", "model_names", "dataset_names", "default_data
 TASK_MODULES: tuple[str, ...] = ("needle.tasks.image", "needle.tasks.language")
 
 
-class Task(Protocol):
-    """What the training loop needs from a task (built for one run's config)."""
+class Task:
+    """Base of the tasks: what the run and the batch loop need from one (built for one
+    run's config). Subclasses define every member but :meth:`run_epoch`."""
+
+    #: The run's options.
+    config: "TrainConfig"
+    #: The hook :func:`~needle.loop.run_batches` calls for every batch.
+    objective: Objective
+    #: True: the loss is per token and the run reports the perplexity ``exp(loss)``.
+    perplexity: bool = False
 
     def dataset(self, train: bool) -> Dataset:
         """The training or the test set."""
+        raise NotImplementedError
 
     def build_model(self) -> "nn.Module":
         """The network, with freshly drawn weights."""
-
-    def run_epoch(self, loader: Iterable, model: "nn.Module",
-                  opt: "optim.Optimizer | None" = None,
-                  on_batch: "Callable[[BatchResult], None] | None" = None,
-                  carry: Any = None) -> tuple[float, float]:
-        """One pass: ``(error_rate, mean_loss)``; trains if ``opt`` is given; starts from
-        ``carry`` (a :class:`BatchResult`'s, None for a fresh pass)."""
+        raise NotImplementedError
 
     def loader(self, dataset: Dataset, train: bool) -> Iterable:
         """The batches of a split; has ``len()``, ``.dataset``, ``.sampler`` (or None),
         ``batch_indices()`` and ``batches(order)``."""
+        raise NotImplementedError
 
     def describe(self) -> str:
         """The model and data in a few words (the header line)."""
-
-    #: True: the loss is per token and the loop reports the perplexity ``exp(loss)``.
-    perplexity: bool
+        raise NotImplementedError
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps besides the weights (``{}`` for none)."""
+        raise NotImplementedError
 
     def check_eval_data(self, saved: "TrainConfig", state: dict[str, Any]) -> None:
         """Raise TrainingError if the model saved with ``saved`` and ``state`` cannot
         take this data."""
+        raise NotImplementedError
+
+    def run_epoch(self, loader: Iterable, model: "nn.Module",
+                  opt: "optim.Optimizer | None" = None,
+                  on_batch: Callable[[BatchResult], None] | None = None,
+                  carry: Any = None) -> tuple[float, float]:
+        """One plain pass with :attr:`objective`: trains with ``opt`` (a step per batch,
+        the gradient norm clipped to ``--clip-grad``), evaluates without; starts from
+        ``carry`` (a :class:`~needle.loop.BatchResult`'s, None for a fresh pass).
+
+        Returns:
+            ``(error_rate, mean_loss)`` over the pass's samples.
+        """
+        tally = run_batches(loader, model, self.objective, opt, carry=carry,
+                            clip_grad=self.config.optim.clip_grad, on_batch=on_batch)
+        return tally.error_rate, tally.mean_loss
 
 
 def _modules() -> list[Any]:
@@ -144,47 +165,43 @@ def check_config(config: "TrainConfig") -> None:
     wide); its task's constructor applies them too.
 
     Raises:
-        needle.training.TrainingError: an unknown model;
-            :class:`~needle.training.ConfigError`: sizes that make no working model.
+        TrainingError: an unknown model;
+            :class:`~needle.training_errors.ConfigError`: sizes that make no working model.
     """
-    from needle.training import TrainingError
-
     for module in _modules():
-        if config.model in module.MODELS:
+        if config.network.model in module.MODELS:
             if hasattr(module, "check_config"):
                 module.check_config(config)
             return
-    raise TrainingError(f"unknown model {config.model!r}; use one of "
+    raise TrainingError(f"unknown model {config.network.model!r}; use one of "
                         f"{', '.join(model_names())}")
 
 
 def create(config: "TrainConfig") -> Task:
-    """The task of ``config.model``, built for ``config``.
+    """The task of ``config.network.model``, built for ``config``.
 
     Raises:
-        needle.training.TrainingError: no task has that model, or the task refuses the
-            config (e.g. a dataset it does not know).
+        TrainingError: no task has that model, or the task refuses the config (e.g. a
+            dataset it does not know).
     """
-    from needle.training import TrainingError
-
     for module in _modules():
-        if config.model in module.MODELS:
+        if config.network.model in module.MODELS:
             return module.create(config)
-    raise TrainingError(f"unknown model {config.model!r}; use one of "
+    raise TrainingError(f"unknown model {config.network.model!r}; use one of "
                         f"{', '.join(model_names())}")
 
 
 def standard_loader(dataset: Dataset, config: "TrainConfig", train: bool) -> DataLoader:
-    """The loader of a dataset of independent samples, ``config.batch_size`` at a time.
+    """The loader of a dataset of independent samples, ``--batch-size`` at a time.
 
     Training: shuffled; evaluation: in order. In a data-parallel run each rank gets its
-    :class:`~needle.data.DistributedSampler` shard (seeded with ``config.seed``).
+    :class:`~needle.data.DistributedSampler` shard (seeded with ``--seed``).
     """
-    size = config.batch_size
+    size = config.optim.batch_size
     if not distributed.is_initialized():
         return DataLoader(dataset, size, shuffle=train)
     if train:
-        return DataLoader(dataset, size, sampler=DistributedSampler(dataset, seed=config.seed))
+        return DataLoader(dataset, size, sampler=DistributedSampler(dataset, seed=config.run.seed))
     return DataLoader(dataset, size,
                       sampler=DistributedSampler(dataset, shuffle=False, even=False))
 

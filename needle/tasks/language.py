@@ -17,10 +17,11 @@ every line end); the per-epoch evaluation and ``needle eval`` use ``test.txt``.
 
 Training is the course's truncated backpropagation through time: each split is
 ``batchify``-ed into ``--batch-size`` columns and cut into ``--seq-len`` chunks taken
-in order; the hidden state is carried, detached, from chunk to chunk and starts afresh
-every epoch (:func:`~needle.apps.simple_ml_ptb.lm_epoch`). A "sample" is a token: the
-loop's loss is the mean negative log-likelihood per token, its error the fraction of
-wrongly predicted next tokens, and it reports the perplexity ``exp(loss)``.
+in order (:func:`bptt_chunks`); the task's objective, :class:`NextToken`, carries the
+hidden state, detached, from chunk to chunk, and it starts afresh every epoch. A
+"sample" is a token: the loss is the mean negative log-likelihood per token, the error
+the fraction of wrongly predicted next tokens, and the run reports the perplexity
+``exp(loss)``.
 
 :func:`generate` samples text from a checkpoint (``needle generate``).
 """
@@ -35,20 +36,21 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 import needle as ndl
-from needle import distributed, nn, optim
-from needle.apps.mlp_resnet import BatchResult
+from needle import distributed, nn
 from needle.apps.models_lm import LanguageModel
-from needle.apps.simple_ml_ptb import bptt_chunks, lm_epoch
 from needle.autograd import Tensor
+from needle.backends import Device
 from needle.data import Corpus, Dataset, DatasetNotFoundError, batchify, get_batch
 from needle.data.datasets.kjv import UNK, kjv_folder, ptb_tokens
 from needle.data.datasets.ptb import EOS
+from needle.loop import Forward
+from needle.tasks import Task
 from needle.training import (CheckpointError, TrainConfig, TrainingError, checkpoint_config,
                              load_checkpoint)
 
-__all__ = ["MODELS", "DATASETS", "DEFAULTS", "TokenStream", "BPTTLoader", "LanguageModelling",
-           "create", "corpus_folder", "build_language_model", "saved_vocabulary",
-           "unigram_perplexity",
+__all__ = ["MODELS", "DATASETS", "DEFAULTS", "NextToken", "detach_state", "bptt_chunks",
+           "TokenStream", "BPTTLoader", "LanguageModelling", "create", "corpus_folder",
+           "build_language_model", "saved_vocabulary", "unigram_perplexity",
            "encode_prompt", "sample_next", "generate", "Generated"]
 
 #: Model name (as on the command line) -> the LanguageModel's ``seq_model``.
@@ -64,6 +66,53 @@ DEFAULTS: dict[str, Any] = {
     "epochs": 2, "batch_size": 16, "seq_len": 20, "embedding_dim": 128, "hidden_dim": 256,
     "lr": 0.005, "weight_decay": 0.0, "drop_prob": 0.0, "clip_grad": 1.0,
 }
+
+
+def detach_state(h: Any) -> Any:
+    """A hidden state cut from its graph: a Tensor, a tuple of them (LSTM), or None."""
+    if h is None:
+        return None
+    if isinstance(h, tuple):
+        return tuple(detach_state(part) for part in h)
+    return h.detach()
+
+
+class NextToken:
+    """Language modelling's objective: a batch is a BPTT chunk ``(X, y)``, token ids
+    ``(L, B)`` and next-token targets ``(L·B,)``; ``model(X, h)`` gives logits
+    ``(L·B, vocabulary)`` and the new hidden state. The loss is the mean softmax loss per
+    token, an error a token whose arg-max prediction is wrong, and the hidden state is
+    carried, detached, into the next chunk (gradients flow through one chunk, the state
+    through the whole text).
+
+    Args:
+        loss_fn: the loss of ``(logits, y)`` (default :class:`~needle.nn.SoftmaxLoss`).
+
+    Example:
+        >>> model = LanguageModel(4, 6, 5, seq_model="lstm")
+        >>> X, y = Tensor(np.zeros((3, 2), "float32")), Tensor(np.arange(6) % 6)
+        >>> forward = NextToken()(model, (X, y), None)
+        >>> forward.size, [tuple(part.shape) for part in forward.carry]
+        (6, [(1, 2, 5), (1, 2, 5)])
+    """
+
+    def __init__(self, loss_fn: nn.Module | None = None) -> None:
+        self.loss_fn = nn.SoftmaxLoss() if loss_fn is None else loss_fn
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], carry: Any) -> Forward:
+        """The loss, tokens and errors of one chunk, starting from the hidden state ``carry``."""
+        X, y = batch
+        logits, h = model(X, carry)
+        labels = y.numpy()
+        errors = int(np.sum(logits.numpy().argmax(axis=1) != labels))
+        return Forward(self.loss_fn(logits, y), labels.shape[0], errors, detach_state(h))
+
+
+def bptt_chunks(data: np.ndarray, seq_len: int, device: Device | None = None,
+                dtype: str = "float32") -> Iterator[tuple[Tensor, Tensor]]:
+    """The :func:`~needle.data.get_batch` chunks ``(X (L, B), y (L·B,))`` of ``data`` in order."""
+    for i in range(0, data.shape[0] - 1, seq_len):
+        yield get_batch(data, i, seq_len, device=device, dtype=dtype)
 
 
 def _ptb_folder(data_dir: str | None) -> Path:
@@ -82,17 +131,18 @@ DATASETS: dict[str, Callable[[str | None], Path]] = {"kjv": kjv_folder, "ptb": _
 
 
 def corpus_folder(config: TrainConfig) -> Path:
-    """The folder of ``config.dataset``'s ``train.txt``/``test.txt`` (KJV: converted).
+    """The folder of ``--dataset``'s ``train.txt``/``test.txt`` (KJV: converted).
 
     Raises:
         needle.data.DatasetNotFoundError: the files are missing; the message says how
             to get them.
     """
-    folder = DATASETS[config.dataset](config.data_dir)
+    dataset = config.data.dataset
+    folder = DATASETS[dataset](config.data.data_dir)
     for name in ("train.txt", "test.txt"):
         if not (folder / name).is_file():
             raise DatasetNotFoundError(
-                f"{config.dataset}: no {folder / name}; the folder must hold PTB-format "
+                f"{dataset}: no {folder / name}; the folder must hold PTB-format "
                 f"train.txt, valid.txt and test.txt (one sentence per line). For the "
                 f"KJV corpus: sudo apt-get install bible-kjv, then --dataset kjv")
     return folder
@@ -159,25 +209,28 @@ class BPTTLoader:
             yield get_batch(self.columns, int(start[0]), self.seq_len)
 
 
-class LanguageModelling:
+class LanguageModelling(Task):
     """The language-modelling task of one run (see :mod:`needle.tasks`).
 
     The corpus is read once, when first needed (the model's output size is its
     vocabulary size).
     """
 
-    #: The loss is per token: the loop reports perplexity.
+    #: The loss is per token: the run reports perplexity.
     perplexity = True
 
     def __init__(self, config: TrainConfig) -> None:
-        if config.dataset not in DATASETS:
-            raise TrainingError(f"unknown dataset {config.dataset!r} for --model "
-                                f"{config.model}; use one of {', '.join(DATASETS)}")
+        model, dataset = config.network.model, config.data.dataset
+        if dataset not in DATASETS:
+            raise TrainingError(f"unknown dataset {dataset!r} for --model {model}; use one "
+                                f"of {', '.join(DATASETS)}")
         if distributed.is_initialized() and distributed.world_size() > 1:
-            raise TrainingError(f"--model {config.model} trains on one process only (the "
+            raise TrainingError(f"--model {model} trains on one process only (the "
                                 f"hidden state runs through the whole text); start it "
                                 f"without mpiexec")
         self.config = config
+        #: Next-token loss and errors, the hidden state carried from chunk to chunk.
+        self.objective = NextToken()
         self._corpus: Corpus | None = None
 
     @property
@@ -195,31 +248,25 @@ class LanguageModelling:
     def dataset(self, train: bool) -> TokenStream:
         """The training or test tokens, the first ``--limit-train``/``--limit-test``."""
         ids = self.corpus.train if train else self.corpus.test
-        limit = self.config.limit_train if train else self.config.limit_test
+        data = self.config.data
+        limit = data.limit_train if train else data.limit_test
         return TokenStream(ids if limit is None else ids[:limit])
 
     def loader(self, dataset: TokenStream, train: bool) -> BPTTLoader:
         """The consecutive BPTT chunks (the same order for training and evaluation)."""
-        return BPTTLoader(dataset, self.config.batch_size, self.config.seq_len)
+        return BPTTLoader(dataset, self.config.optim.batch_size, self.config.network.seq_len)
 
     def build_model(self) -> LanguageModel:
         """The LanguageModel of ``config`` over this corpus's vocabulary."""
         return build_language_model(self.config, len(self.vocabulary))
 
-    def run_epoch(self, loader: Iterable, model: nn.Module, opt: optim.Optimizer | None = None,
-                  on_batch: Callable[[BatchResult], None] | None = None,
-                  carry: Any = None) -> tuple[float, float]:
-        """:func:`~needle.apps.simple_ml_ptb.lm_epoch`, clipping to ``--clip-grad``; ``carry``
-        is the hidden state to start from (None: a fresh pass)."""
-        return lm_epoch(loader, model, opt, self.config.clip_grad, on_batch=on_batch, h=carry)
-
     def describe(self) -> str:
         """E.g. ``LanguageModel(lstm, …, vocabulary 10000) on kjv tokens``."""
-        c = self.config
-        layers = f"{c.num_layers} layer{'s' if c.num_layers != 1 else ''}"
-        return (f"LanguageModel({MODELS[c.model]}, embedding {c.embedding_dim}, hidden "
-                f"{c.hidden_dim}, {layers}, vocabulary {len(self.vocabulary)}) on "
-                f"{c.dataset} tokens")
+        net = self.config.network
+        layers = f"{net.num_layers} layer{'s' if net.num_layers != 1 else ''}"
+        return (f"LanguageModel({MODELS[net.model]}, embedding {net.embedding_dim}, hidden "
+                f"{net.hidden_dim}, {layers}, vocabulary {len(self.vocabulary)}) on "
+                f"{self.config.data.dataset} tokens")
 
     def state(self) -> dict[str, Any]:
         """The vocabulary (for ``needle generate`` and to check ``needle eval``'s data)."""
@@ -229,16 +276,16 @@ class LanguageModelling:
         """Refuse a corpus whose vocabulary differs from the one the model was trained on."""
         if saved_vocabulary(state) != self.vocabulary:
             raise TrainingError(
-                f"the model ({saved.model}) was trained on {saved.dataset} with another "
-                f"vocabulary than {self.config.dataset}'s here ({len(self.vocabulary)} "
-                f"words); evaluate it on the corpus it was trained on")
+                f"the model ({saved.network.model}) was trained on {saved.data.dataset} with "
+                f"another vocabulary than {self.config.data.dataset}'s here "
+                f"({len(self.vocabulary)} words); evaluate it on the corpus it was trained on")
 
 
 def build_language_model(config: TrainConfig, vocabulary_size: int) -> LanguageModel:
     """``config``'s LanguageModel with ``vocabulary_size`` outputs (draws its weights)."""
-    return LanguageModel(config.embedding_dim, vocabulary_size, config.hidden_dim,
-                         config.num_layers, MODELS[config.model], seq_len=config.seq_len,
-                         dropout=config.drop_prob)
+    net = config.network
+    return LanguageModel(net.embedding_dim, vocabulary_size, net.hidden_dim, net.num_layers,
+                         MODELS[net.model], seq_len=net.seq_len, dropout=net.drop_prob)
 
 
 def saved_vocabulary(state: dict[str, Any]) -> list[str]:
@@ -340,13 +387,13 @@ def generate(checkpoint: str | os.PathLike, prompt: str = "", length: int = 50,
     ids, unknown = encode_prompt(prompt, vocabulary)
     context = ids or [vocabulary.index(EOS)]
     rng = np.random.default_rng(seed)
-    recurrent = MODELS[config.model] != "transformer"
+    recurrent = MODELS[config.network.model] != "transformer"
     new: list[int] = []
     with ndl.no_grad():
         h, feed = None, context
         for _ in range(length):
             if not recurrent:
-                feed, h = (context + new)[-config.seq_len:], None
+                feed, h = (context + new)[-config.network.seq_len:], None
             logits, h = model(Tensor(np.array(feed, dtype=np.float32)[:, None],
                                      requires_grad=False), h)
             new.append(sample_next(logits.numpy()[-1], temperature, rng))
@@ -369,8 +416,8 @@ def _load_language_model(path: str | os.PathLike) -> tuple[LanguageModel, list[s
     """The model (eval mode), vocabulary and config saved in a language-model checkpoint."""
     state = load_checkpoint(path)
     config = checkpoint_config(path, state)
-    if config.model not in MODELS:
-        raise CheckpointError(f"{os.fspath(path)} holds a {config.model} model, not a "
+    if config.network.model not in MODELS:
+        raise CheckpointError(f"{os.fspath(path)} holds a {config.network.model} model, not a "
                               f"language model ({', '.join(MODELS)})")
     vocabulary = saved_vocabulary(state.get("task", {}))
     if not vocabulary:
