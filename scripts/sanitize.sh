@@ -20,8 +20,8 @@ fi
 .venv-asan/bin/python -m pip install -q -e ".[dev]" "${isolation[@]}" \
   --config-settings=build-dir=build/asan --config-settings=cmake.define.NEEDLE_SANITIZE=ON
 
-tests=(tests/test_backend_cpu.py)
-for f in tests/test_ndarray*.py; do
+tests=(tests/backends/test_backend_cpu.py)
+for f in tests/backends/test_ndarray*.py; do
   [ -e "$f" ] && tests+=("$f")
 done
 

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the DevTools driver the browser tests use
 
-from browser import Chromium  # noqa: E402
+from helpers.browser import Chromium  # noqa: E402
 
 from needle import viz  # noqa: E402
 from needle.viz.examples import example  # noqa: E402

@@ -1,4 +1,8 @@
-"""Shared pytest fixtures. Keep this file small: helpers used by one file live in that file."""
+"""Shared pytest fixtures and the groups of tests that need something optional.
+
+Keep this file small: helpers used by one file live in that file, helpers imported by
+several in tests/helpers/.
+"""
 from __future__ import annotations
 
 import functools
@@ -11,9 +15,75 @@ import pytest
 
 import needle as ndl
 import needle.autograd as autograd
-from needle import backend_ndarray
-from needle.backends import NDArray
+from needle import backend_ndarray, distributed
 from needle.data import write_idx
+
+# ----- groups: tests that need PyTorch, MPI or a browser ----------------------------------------
+# Such a test carries the marker of its group (registered in pyproject.toml), so that
+# `-m torch` selects the group and `-m "not torch"` leaves it out. Where what the group needs
+# is missing, each of its tests skips with the reason; the other tests of its module run.
+# `torch`: given to every test that takes the `torch` fixture (below). `mpi`: from
+# helpers.mpi (`needs_mpi4py`; `needs_mpiexec` is `mpi(launcher=True)`). `browser`: the
+# browser tests' module sets it.
+
+
+@functools.cache
+def _missing_torch() -> str | None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return 'PyTorch, the reference this test compares with, is not installed ' \
+               '(pip install -e ".[torch]")'
+    return None
+
+
+@functools.cache
+def _missing_mpi(launcher: bool = False) -> str | None:
+    if not distributed.is_available():
+        return 'mpi4py is not installed (pip install -e ".[distributed]")'
+    if launcher and distributed.find_mpiexec() is None:
+        return 'no mpiexec launcher found (pip install -e ".[distributed]" installs one)'
+    return None
+
+
+@functools.cache
+def _missing_browser() -> str | None:
+    from helpers.browser import chromium_path
+    if chromium_path() is None:
+        return "Chromium not installed (scripts/install-viz-deps.sh)"
+    return None
+
+
+MISSING = {"torch": _missing_torch, "mpi": _missing_mpi, "browser": _missing_browser}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "torch" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.torch)
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
+def pytest_runtest_setup(item):
+    for group, missing in MISSING.items():
+        for marker in item.iter_markers(group):
+            reason = missing(**marker.kwargs)
+            if reason:
+                pytest.skip(reason)
+
+
+@pytest.fixture
+def torch():
+    """The ``torch`` module, for tests that compare with PyTorch (they are marked ``torch``)."""
+    reason = _missing_torch()
+    if reason:
+        pytest.skip(reason)
+    import torch
+    return torch
+
+
+# ----- devices ---------------------------------------------------------------------------------
 
 
 def _params_of(devices) -> list:
@@ -97,31 +167,3 @@ def tiny_mnist(tmp_path_factory) -> Path:
         write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz",
                   rng.integers(0, 10, n, dtype=np.uint8))
     return folder
-
-
-def tensor(data, **kwargs) -> ndl.Tensor:
-    """``ndl.Tensor(data)`` keeping NumPy's inferred float dtype on both backends.
-
-    Under ``nd`` a Tensor is float32 unless a dtype is given (spec), while these tests'
-    NumPy references compute in the data's own dtype (float64 for Python floats); under
-    ``np`` this is exactly ``ndl.Tensor(data)``.
-    """
-    if "dtype" not in kwargs and not isinstance(data, (ndl.Tensor, NDArray)):
-        inferred = np.asarray(data).dtype
-        if inferred.kind == "f":
-            kwargs["dtype"] = inferred
-    return ndl.Tensor(data, **kwargs)
-
-
-ND = ndl.backends.BACKEND == "nd"
-
-
-def scaled_draws(draws: np.ndarray, scale: float, shift: float) -> np.ndarray:
-    """``draws * scale + shift`` as needle.init computes it, as float32.
-
-    Under ``np`` in float64, then cast (the course's NumPy framework); under ``nd`` the
-    draws and the scalars are cast to float32 first (spec: NDArray arithmetic in the dtype).
-    """
-    if ND:
-        return draws.astype(np.float32) * np.float32(scale) + np.float32(shift)
-    return (draws * scale + shift).astype(np.float32)

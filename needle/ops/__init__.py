@@ -5,7 +5,7 @@ elementwise, shape and linear-algebra ops; ``ops_elementwise``, ``ops_shape`` an
 ``ops_reduce`` for the PyTorch-named ones; ``ops_indexing`` for indexing, selection and
 joining; ``ops_conv`` for convolutions; ``ops_pool`` for pooling and upsampling;
 ``ops_logarithmic`` for log-sum-exp style reductions; ``ops_tuple`` for ops on tuples of
-tensors), plus one row in ``tests/test_ops.py``'s table.
+tensors), plus one row in ``tests/ops/test_ops.py``'s table.
 """
 from .ops_logarithmic import *  # noqa: F401,F403
 from .ops_mathematic import *  # noqa: F401,F403
