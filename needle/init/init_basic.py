@@ -19,8 +19,8 @@ def _draw(device: Device, kind: str, shape: tuple, dtype) -> object:
     """``device.rand``/``randn`` draws for a tensor of ``dtype`` (a float dtype).
 
     Under ``nd`` the draws are cast to the dtype before any scaling, which then runs in
-    that dtype (spec); under ``np`` they stay float64 and the scaled result is cast, as in
-    the course's NumPy framework.
+    that dtype (as the course's NDArray does); under ``np`` they stay float64 and the scaled
+    result is cast, as in the course's NumPy framework.
     """
     return kernels.draws(device, kind, shape, dtype)
 

@@ -1,4 +1,4 @@
-"""The NumPy backend module: the spec's flat-buffer kernel API written with NumPy.
+"""The NumPy backend module: the course's flat-buffer kernel API written with NumPy.
 
 It serves two purposes: ``cpu_numpy()`` runs on machines where the compiled module
 could not be built, and it is the oracle the compiled kernels are tested against.
