@@ -3,8 +3,8 @@
 Where to add an op: the file for its family (``ops_mathematic`` for the course's
 elementwise, shape and linear-algebra ops; ``ops_elementwise``, ``ops_shape`` and
 ``ops_reduce`` for the PyTorch-named ones; ``ops_indexing`` for indexing, selection and
-joining; ``ops_pool`` for pooling; ``ops_logarithmic`` for log-sum-exp style reductions; ``ops_tuple`` for ops on
-tuples of tensors), plus one row in ``tests/test_ops.py``'s table.
+joining; ``ops_pool`` for pooling; ``ops_logarithmic`` for log-sum-exp style reductions;
+``ops_tuple`` for ops on tuples of tensors), plus one row in ``tests/test_ops.py``'s table.
 """
 from .ops_logarithmic import *  # noqa: F401,F403
 from .ops_mathematic import *  # noqa: F401,F403
