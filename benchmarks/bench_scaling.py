@@ -210,7 +210,7 @@ def measure(sizes, runs: int, threads: int) -> dict:
         extra = ["--hidden", str(hidden), "--batch", str(batch), "--steps", str(steps),
                  "--warmup", str(warmup)]
         results[hidden, batch] = alternate(
-            runs, lambda f: run_worker(__file__, f, extra, threads=threads))
+            runs, lambda f, extra=extra: run_worker(__file__, f, extra, threads=threads))
         print_speed_row(hidden, batch, results[hidden, batch])
     return results
 

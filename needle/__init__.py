@@ -34,7 +34,8 @@ def _submodules() -> set[str]:
     """The names of needle's subpackages and modules (``nn``, ``viz``, ``distributed``, ...)."""
     import pkgutil
 
-    return {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    modules = pkgutil.iter_modules(__path__)  # noqa: F405  (the package's own __path__)
+    return {m.name for m in modules if not m.name.startswith("_")}
 
 
 def __getattr__(name: str):

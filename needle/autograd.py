@@ -12,14 +12,17 @@ constant and no graph is kept.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import functools
 import numbers
+import operator
 import os
 import traceback
 import weakref
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence, TypeVar, cast
 
-import numpy
+import numpy as np
 
 from .backends import FLOAT_DTYPES, Device, NDArray, array_api, check_dtype, kernels
 from .backends import all_devices, cpu  # noqa: F401  (the course imports them from here)
@@ -105,7 +108,7 @@ class Op:
 class TensorOp(Op):
     """An op whose output is a :class:`Tensor`."""
 
-    def __call__(self, *args: "Tensor") -> "Tensor":
+    def __call__(self, *args: "Value") -> "Tensor":
         return Tensor.make_from_op(self, args)
 
 
@@ -114,6 +117,10 @@ class TensorTupleOp(Op):
 
     def __call__(self, *args: "Value") -> "TensorTuple":
         return TensorTuple.make_from_op(self, args)
+
+
+# What Value's constructors return: the class they are called on (typing.Self is 3.11+).
+_V = TypeVar("_V", bound="Value")
 
 
 class Value:
@@ -126,6 +133,7 @@ class Value:
 
     __slots__ = ("op", "inputs", "cached_data", "saved", "requires_grad", "grad", "_replay",
                  "_hooks", "_trace", "__weakref__")
+    cached_data: Any  # a backend array (NDArray or numpy.ndarray), or a tuple of them
 
     def realize_cached_data(self):
         """The node's backend array, computing it (and its inputs') first if needed."""
@@ -144,11 +152,9 @@ class Value:
 
     def __del__(self):
         global TENSOR_COUNTER
-        try:
-            self._trace  # set last by _init: a Value whose _init never finished was not counted
-        except AttributeError:
-            return
-        TENSOR_COUNTER -= 1
+        # _trace is set last by _init: a Value whose _init never finished was not counted
+        if hasattr(self, "_trace"):
+            TENSOR_COUNTER -= 1
 
     def _init(self, op, inputs, *, cached_data=None, requires_grad=None):
         global TENSOR_COUNTER
@@ -177,7 +183,7 @@ class Value:
         TENSOR_COUNTER += 1
 
     @classmethod
-    def make_const(cls, data, requires_grad: bool = False) -> "Value":
+    def make_const(cls: type[_V], data, requires_grad: bool = False) -> _V:
         """A leaf node holding ``data``: a backend array, or a Value whose array is shared."""
         if isinstance(data, Value):
             data = data.realize_cached_data()
@@ -186,7 +192,7 @@ class Value:
         return value
 
     @classmethod
-    def make_from_op(cls, op: Op, inputs: Sequence["Value"]) -> "Value":
+    def make_from_op(cls: type[_V], op: Op, inputs: Sequence["Value"]) -> _V:
         """The node ``op(*inputs)``: computed now unless LAZY_MODE.
 
         A constant (no graph kept) when no input requires grad.
@@ -382,7 +388,7 @@ class Tensor(Value):
             return self
         return Tensor(self, device=device, requires_grad=self.requires_grad)
 
-    def numpy(self) -> numpy.ndarray:
+    def numpy(self) -> np.ndarray:
         """The data as a NumPy array: a copy under ``nd``; the array itself under ``np``."""
         return kernels.to_numpy(self.realize_cached_data())
 
@@ -634,10 +640,10 @@ class Tensor(Value):
             return NotImplemented
         return ops.ops_elementwise._compare(kind, self, other)
 
-    def __eq__(self, other):  # type: ignore[override]
+    def __eq__(self, other):
         return self._compare("eq", other)
 
-    def __ne__(self, other):  # type: ignore[override]
+    def __ne__(self, other):
         return self._compare("ne", other)
 
     def __lt__(self, other):
@@ -688,7 +694,8 @@ class Tensor(Value):
         """``astype("bool")``."""
         return self.astype("bool")
 
-    def _call(name: str):  # noqa: N805  (builds methods at class creation)
+    @staticmethod  # called in the class body, where it builds methods
+    def _call(name: str):
         def method(self, *args, **kwargs):
 
             return getattr(ops, name)(self, *args, **kwargs)
@@ -721,7 +728,8 @@ class Tensor(Value):
     softmax, log_softmax = _call("softmax"), _call("log_softmax")
     del _call
 
-    def split(self, split_size_or_sections, dim: int = 0) -> tuple["Tensor", ...]:
+    # (``builtins.int``: in this class body ``int`` is the method above)
+    def split(self, split_size_or_sections, dim: builtins.int = 0) -> tuple["Tensor", ...]:
         """PyTorch's ``Tensor.split``: pieces of an int size along ``dim`` (the last smaller),
         or of each size in a list. (``needle.split(a, axis)`` is the course's op.)"""
 
@@ -732,7 +740,7 @@ class Tensor(Value):
         """The values as (nested) Python lists of numbers."""
         return self.numpy().tolist()
 
-    def __array__(self, dtype=None, copy=None) -> numpy.ndarray:
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
         """``np.asarray(t)``: the array itself under ``np`` (shared memory), a copy under
         ``nd`` (the NDArray's buffer is not NumPy memory)."""
         array = self.numpy()
@@ -745,7 +753,7 @@ class Tensor(Value):
         the array itself under ``np`` (no copy), a NumPy copy under ``nd``."""
         return self.numpy().__dlpack__(**kwargs)
 
-    def __dlpack_device__(self) -> tuple[int, int]:
+    def __dlpack_device__(self) -> tuple[builtins.int, builtins.int]:
         """DLPack's device of this tensor: ``(1, 0)``, the CPU."""
         return (1, 0)
 
@@ -850,11 +858,12 @@ def _backpropagate(order: list[Value], output_tensor: Tensor, out_grad: Tensor,
             continue  # no path from this node to the output carries a gradient
         grad = sum_node_list(partials)
         if replayed is not None:
-            grad = replacements.get(id(node), grad)
+            if replacements:
+                grad = replacements.get(id(node), grad)
             replayed[id(node)] = grad
         else:
-            if node._hooks is not None:
-                hooked = node._hooks.run_grad_hooks(node, grad)
+            if node._hooks is not None:  # only Tensors register hooks
+                hooked = node._hooks.run_grad_hooks(cast(Tensor, node), grad)
                 if hooked is not grad and record is not None:
                     record.replacements[id(node)] = hooked
                 grad = hooked
@@ -1044,7 +1053,7 @@ class _TensorHooks:
         hooks.append(hook)
         return RemovableHandle(hooks, hook, f"{kind} hook")
 
-    def run_grad_hooks(self, node: Value, grad: Value) -> Value:
+    def run_grad_hooks(self, node: "Tensor", grad: Value) -> Value:
         """``grad`` after every gradient hook (each may return a replacement)."""
         for hook in list(self.grad):
             result = hook.fn(grad)
@@ -1065,7 +1074,7 @@ class _Hook:
         self.fn = fn
 
 
-def _check_hook_result(hook, node: Value, result) -> None:
+def _check_hook_result(hook, node: Tensor, result) -> None:
     """A hook's replacement gradient must be a Tensor of the tensor's shape and dtype."""
     name = getattr(hook, "__name__", type(hook).__name__)
     if not isinstance(result, Tensor):
@@ -1092,17 +1101,16 @@ def queue_callback(callback) -> None:
 
 def sum_node_list(node_list: list[Value]) -> Value:
     """The sum of a list of adjoints, built from ops (left to right)."""
-    total = node_list[0]
-    for node in node_list[1:]:
-        total = total + node
-    return total
+    # Adjoints are Tensors or TensorTuples, which add; their base class Value does not.
+    return functools.reduce(operator.add, node_list)
 
 
 def _check_adjoint(node: Value, inp: Value, grad: Value) -> None:
     """The engine's invariant: a partial adjoint has its input's shape."""
-    if isinstance(inp, Tensor) and grad.shape != inp.shape:
+    if isinstance(inp, Tensor) and (not isinstance(grad, Tensor) or grad.shape != inp.shape):
+        got = f"shape {grad.shape}" if isinstance(grad, Tensor) else f"type {type(grad).__name__}"
         raise RuntimeError(
-            f"{type(node.op).__name__}.gradient returned an adjoint of shape {grad.shape} "
+            f"{type(node.op).__name__}.gradient returned an adjoint of {got} "
             f"for an input of shape {inp.shape}; an op's gradient must sum broadcast axes back "
             f"(see needle.ops.unbroadcast)"
         )
@@ -1159,9 +1167,9 @@ def detect_anomaly() -> Iterator[None]:
 def _check_finite(array, node: Value, what: str) -> None:
     arrays = array if isinstance(array, tuple) else (array,)
     for arr in arrays:
-        arr = numpy.asarray(arr)  # a debugging aid: checking on the host is fine
-        if arr.dtype.kind == "f" and not numpy.isfinite(arr).all():
-            bad = "NaN" if numpy.isnan(arr).any() else "Inf"
+        arr = np.asarray(arr)  # a debugging aid: checking on the host is fine
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = "NaN" if np.isnan(arr).any() else "Inf"
             shapes = ", ".join(str(x.shape) for x in node.inputs if isinstance(x, Tensor))
             frame = _user_frame(node._trace)
             where = (

@@ -48,9 +48,8 @@ inline int64_t gemm_block(int64_t size, int64_t work) {
 enum CblasConstants : int { kRowMajor = 101, kNoTrans = 111, kTrans = 112 };
 
 template <typename T>
-using Gemm = void (*)(int order, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                      T alpha, const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c,
-                      int64_t ldc);
+using Gemm = void (*)(int order, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                      const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
 /// The BLAS's sgemm and dgemm, or null until set.
 struct BlasGemm {
@@ -93,8 +92,8 @@ inline bool blas_layout(int64_t rows, int64_t cols, int64_t row_stride, int64_t 
 /// threads; false (nothing written) when there is no BLAS or a layout the BLAS cannot read.
 /// Every size must be >= 1.
 template <typename T>
-bool gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* b, int64_t b_rs, int64_t b_cs,
-          T* c, int64_t m, int64_t n, int64_t p) {
+bool gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* b, int64_t b_rs, int64_t b_cs, T* c,
+          int64_t m, int64_t n, int64_t p) {
   const Gemm<T> call = blas_gemm().get<T>();
   int trans_a, trans_b;
   int64_t lda, ldb;
@@ -111,8 +110,8 @@ bool gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* b, int64_t b_rs, int6
     const int64_t rows = gemm_block(m, work);
     parallel_for(m, rows, [&](int64_t first, int64_t last) {
       for (int64_t r = first; r < last; r += rows) {
-        call(kRowMajor, trans_a, trans_b, std::min(rows, last - r), p, n, T(1), a + r * a_rs,
-             lda, b, ldb, T(0), c + r * p, p);
+        call(kRowMajor, trans_a, trans_b, std::min(rows, last - r), p, n, T(1), a + r * a_rs, lda,
+             b, ldb, T(0), c + r * p, p);
       }
     });
   } else {

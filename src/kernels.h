@@ -76,9 +76,8 @@ void walk(const Layout& view, Visit visit, bool parallel) {
   // Chunks of whole inner rows, so every row is one vectorisable loop.
   const int64_t row = v.shape[v.ndim - 1];
   const int64_t rows_per_chunk = parallel ? std::max<int64_t>(1, kGrain / row) : v.size / row;
-  parallel_for(v.size / row, rows_per_chunk, [&](int64_t first, int64_t last) {
-    walk_rows(v, first, last, visit);
-  });
+  parallel_for(v.size / row, rows_per_chunk,
+               [&](int64_t first, int64_t last) { walk_rows(v, first, last, visit); });
 }
 
 /// True when no two elements of the view share a position, so writes to them can run in
@@ -87,8 +86,8 @@ inline bool distinct_positions(const Layout& v) {
   std::array<std::pair<int64_t, int64_t>, kMaxDims> dims{};  // (|stride|, size)
   int count = 0;
   for (int d = 0; d < v.ndim; ++d) {
-    if (v.shape[d] > 1) dims[count++] = {v.strides[d] < 0 ? -v.strides[d] : v.strides[d],
-                                         v.shape[d]};
+    if (v.shape[d] > 1)
+      dims[count++] = {v.strides[d] < 0 ? -v.strides[d] : v.strides[d], v.shape[d]};
   }
   std::sort(dims.begin(), dims.begin() + count);
   int64_t span = 1;
@@ -189,34 +188,48 @@ void unary(const T* a, T* out, int64_t n, Op op) {
 struct Maximum {
   template <typename T>
   // `|`, not `||`: no short-circuit branch, so the loops over it vectorise
-  T operator()(T x, T y) const { return ((x != x) | (x > y)) ? x : y; }
+  T operator()(T x, T y) const {
+    return ((x != x) | (x > y)) ? x : y;
+  }
 };
 /// 1 where equal, else 0 (in the operands' type).
 struct Equal {
   template <typename T>
-  T operator()(T x, T y) const { return x == y ? T(1) : T(0); }
+  T operator()(T x, T y) const {
+    return x == y ? T(1) : T(0);
+  }
 };
 /// 1 where x >= y, else 0.
 struct GreaterEqual {
   template <typename T>
-  T operator()(T x, T y) const { return x >= y ? T(1) : T(0); }
+  T operator()(T x, T y) const {
+    return x >= y ? T(1) : T(0);
+  }
 };
 /// C pow: NaN for a negative base with a fractional exponent, exact signs for integral ones.
 struct Power {
   template <typename T>
-  T operator()(T x, T y) const { return std::pow(x, y); }
+  T operator()(T x, T y) const {
+    return std::pow(x, y);
+  }
 };
 struct Log {
   template <typename T>
-  T operator()(T x) const { return std::log(x); }
+  T operator()(T x) const {
+    return std::log(x);
+  }
 };
 struct Exp {
   template <typename T>
-  T operator()(T x) const { return std::exp(x); }
+  T operator()(T x) const {
+    return std::exp(x);
+  }
 };
 struct Tanh {
   template <typename T>
-  T operator()(T x) const { return std::tanh(x); }
+  T operator()(T x) const {
+    return std::tanh(x);
+  }
 };
 
 // ---- reductions -----------------------------------------------------------------------------
@@ -258,8 +271,8 @@ void column_lane_sums(int64_t n, int64_t d, Term f, T* out, T* scratch) {
   }
   for (int64_t j = 0; j < d; ++j) {
     const T* l = scratch + j;
-    out[j] = ((l[0] + l[d]) + (l[2 * d] + l[3 * d])) + ((l[4 * d] + l[5 * d]) +
-             (l[6 * d] + l[7 * d])) + l[8 * d];
+    out[j] = ((l[0] + l[d]) + (l[2 * d] + l[3 * d])) +
+             ((l[4 * d] + l[5 * d]) + (l[6 * d] + l[7 * d])) + l[8 * d];
   }
 }
 
@@ -354,8 +367,8 @@ struct AdamScalars {
 /// the compiler will not vectorise the loop itself: std::sqrt may set errno, and the flag that
 /// waives that (-fno-math-errno) belongs to the unsafe-math family this build avoids. Returns
 /// how many leading elements it updated.
-inline int64_t adam_update_sse2(const float* p, const float* grad, float* m, float* v,
-                                float* out, int64_t n, const AdamScalars<float>& c) {
+inline int64_t adam_update_sse2(const float* p, const float* grad, float* m, float* v, float* out,
+                                int64_t n, const AdamScalars<float>& c) {
   const __m128 wd = _mm_set1_ps(c.weight_decay), beta1 = _mm_set1_ps(c.beta1);
   const __m128 rest1 = _mm_set1_ps(c.one_minus_beta1), beta2 = _mm_set1_ps(c.beta2);
   const __m128 rest2 = _mm_set1_ps(c.one_minus_beta2), bias1 = _mm_set1_ps(c.bias1);
@@ -365,8 +378,8 @@ inline int64_t adam_update_sse2(const float* p, const float* grad, float* m, flo
     const __m128 pi = _mm_loadu_ps(p + i);
     const __m128 g = _mm_add_ps(_mm_mul_ps(pi, wd), _mm_loadu_ps(grad + i));
     const __m128 mi = _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(m + i), beta1), _mm_mul_ps(g, rest1));
-    const __m128 vi = _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(v + i), beta2),
-                                 _mm_mul_ps(_mm_mul_ps(g, g), rest2));
+    const __m128 vi =
+        _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(v + i), beta2), _mm_mul_ps(_mm_mul_ps(g, g), rest2));
     _mm_storeu_ps(m + i, mi);
     _mm_storeu_ps(v + i, vi);
     const __m128 m_hat = _mm_mul_ps(_mm_div_ps(mi, bias1), lr);
@@ -388,8 +401,7 @@ void adam_update(const T* p, const T* grad, T* m, T* v, T* out, int64_t n,
                  const AdamScalars<T>& c) {
   // chunks of a multiple of 4 elements, so the SSE2 part covers the same elements anywhere
   parallel_for(n, kGrain, [&](int64_t first, int64_t last) {
-    adam_update_range(p + first, grad + first, m + first, v + first, out + first,
-                      last - first, c);
+    adam_update_range(p + first, grad + first, m + first, v + first, out + first, last - first, c);
   });
 }
 
@@ -427,8 +439,8 @@ void adam_update_range(const T* p, const T* grad, T* m, T* v, T* out, int64_t n,
 /// out = xhat·weight + bias with xhat = (x − mean)·inv_std, mean and biased var per column,
 /// inv_std = 1 / sqrt(var + eps). Writes xhat, mean, var and inv_std too.
 template <typename T>
-void batchnorm_forward(const T* x, const T* weight, const T* bias, T* out, T* xhat, T* mean,
-                       T* var, T* inv_std, int64_t n, int64_t d, T eps) {
+void batchnorm_forward(const T* x, const T* weight, const T* bias, T* out, T* xhat, T* mean, T* var,
+                       T* inv_std, int64_t n, int64_t d, T eps) {
   std::fill(mean, mean + d, T(0));
   std::fill(var, var + d, T(0));
   for (int64_t i = 0; i < n; ++i) {
@@ -556,11 +568,11 @@ void layernorm_forward(const T* x, const T* weight, const T* bias, T* out, T* xh
 template <typename T>
 void layernorm_backward(const T* g, const T* xhat, const T* weight, const T* inv_std, T* grad_x,
                         T* grad_weight, T* grad_bias, T* scratch, int64_t n, int64_t d) {
-  column_lane_sums<T>(n, d, [g, d](int64_t i, int64_t j) { return g[i * d + j]; }, grad_bias,
-                      scratch);
-  column_lane_sums<T>(n, d, [g, xhat, d](int64_t i, int64_t j) {
-    return g[i * d + j] * xhat[i * d + j];
-  }, grad_weight, scratch);
+  column_lane_sums<T>(
+      n, d, [g, d](int64_t i, int64_t j) { return g[i * d + j]; }, grad_bias, scratch);
+  column_lane_sums<T>(
+      n, d, [g, xhat, d](int64_t i, int64_t j) { return g[i * d + j] * xhat[i * d + j]; },
+      grad_weight, scratch);
   const T width = static_cast<T>(d);
   parallel_for(n, outputs_per_chunk(d), [&](int64_t first, int64_t last) {
     for (int64_t i = first; i < last; ++i) {
@@ -608,8 +620,8 @@ inline float exp_nonpositive(float x) {
   std::memcpy(&value_bits, &value, sizeof value_bits);
   // x < ln(FLT_MIN) or x = −inf: a negative float's bits grow with its magnitude, up to −inf's
   // 0xFF800000 (a negative NaN's are larger still and keep its NaN)
-  const uint32_t underflow = static_cast<uint32_t>(x_bits > 0xC2AEAC50u) &
-                             static_cast<uint32_t>(x_bits <= 0xFF800000u);
+  const uint32_t underflow =
+      static_cast<uint32_t>(x_bits > 0xC2AEAC50u) & static_cast<uint32_t>(x_bits <= 0xFF800000u);
   value_bits &= underflow - 1u;  // all ones to keep the value, zero to give +0.0
   float result;
   std::memcpy(&result, &value_bits, sizeof result);
@@ -633,8 +645,8 @@ T exp_nonpositive_any(T x) {
 /// The composition's operations in its order, except e^x (exp_nonpositive_any, ≤ 2 ulp from
 /// the library's in float32), which dominates the cost at a 10,000-way output.
 template <typename T>
-T softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, T* per_example,
-                        int64_t n, int64_t k, T lowest) {
+T softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, T* per_example, int64_t n,
+                        int64_t k, T lowest) {
   const T scale = T(1) / static_cast<T>(n);
   parallel_for(n, outputs_per_chunk(k), [&](int64_t first, int64_t last) {
     for (int64_t i = first; i < last; ++i) {
@@ -715,9 +727,8 @@ void lstm_cell_forward(const T* pre, const T* c, T* act, T* h_out, T* c_out, T* 
 /// The gradients of lstm_cell_forward: from those of h' and c' (batch, hidden), the gradient of
 /// the pre-activation (batch, 4·hidden) and of the previous cell state c (batch, hidden).
 template <typename T>
-void lstm_cell_backward(const T* grad_h, const T* grad_c, const T* c, const T* act,
-                        const T* tanh_c, T* grad_pre, T* grad_c_prev, int64_t batch,
-                        int64_t hidden) {
+void lstm_cell_backward(const T* grad_h, const T* grad_c, const T* c, const T* act, const T* tanh_c,
+                        T* grad_pre, T* grad_c_prev, int64_t batch, int64_t hidden) {
   for (int64_t b = 0; b < batch; ++b) {
     const T* a = act + b * 4 * hidden;
     T* gp = grad_pre + b * 4 * hidden;
@@ -742,8 +753,8 @@ void lstm_cell_backward(const T* grad_h, const T* grad_c, const T* c, const T* a
 /// `scratch` holds 9·cols elements.
 template <typename T>
 void reduce_sum_rows(const T* a, T* out, int64_t rows, int64_t cols, T* scratch) {
-  column_lane_sums<T>(rows, cols, [a, cols](int64_t i, int64_t j) { return a[i * cols + j]; },
-                      out, scratch);
+  column_lane_sums<T>(
+      rows, cols, [a, cols](int64_t i, int64_t j) { return a[i * cols + j]; }, out, scratch);
 }
 
 /// out[i, j] = a[i, j] + row[j] for the compact (rows, cols) matrix a: a bias added to every

@@ -54,9 +54,8 @@ struct DTypeInfo {
 };
 
 constexpr DTypeInfo kDTypes[] = {
-    {DType::float32, "float32", 4}, {DType::float64, "float64", 8},
-    {DType::int32, "int32", 4},     {DType::int64, "int64", 8},
-    {DType::bool_, "bool", 1},
+    {DType::float32, "float32", 4}, {DType::float64, "float64", 8}, {DType::int32, "int32", 4},
+    {DType::int64, "int64", 8},     {DType::bool_, "bool", 1},
 };
 
 const DTypeInfo& info(DType d) {
@@ -74,8 +73,9 @@ DType parse_dtype(const std::string& name) {
   for (const DTypeInfo& i : kDTypes) {
     if (name == i.name) return i.dtype;
   }
-  throw nb::type_error(("Array: unsupported dtype '" + name +
-                        "'; expected float32, float64, int32, int64 or bool").c_str());
+  throw nb::type_error(
+      ("Array: unsupported dtype '" + name + "'; expected float32, float64, int32, int64 or bool")
+          .c_str());
 }
 
 /// Where Array buffers come from: fresh aligned memory, or a recently freed large buffer of
@@ -178,12 +178,12 @@ class Array {
 
   int64_t size() const { return size_; }
   DType dtype() const { return dtype_; }
-  std::size_t bytes() const {
-    return static_cast<std::size_t>(size_) * info(dtype_).itemsize;
-  }
+  std::size_t bytes() const { return static_cast<std::size_t>(size_) * info(dtype_).itemsize; }
   std::uintptr_t ptr() const { return reinterpret_cast<std::uintptr_t>(data_); }
   template <typename T>
-  T* as() const { return static_cast<T*>(data_); }
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
 
  private:
   int64_t size_;
@@ -215,7 +215,8 @@ void dispatch_float(const char* fn, DType d, F&& f) {
   } else {
     throw nb::type_error((std::string(fn) + ": dtype " + dtype_name(d) +
                           " is not supported; this kernel computes in float32 or float64 "
-                          "(convert with astype('float32'))").c_str());
+                          "(convert with astype('float32'))")
+                             .c_str());
   }
 }
 
@@ -232,13 +233,17 @@ T scalar_as(const char* fn, nb::handle value) {
   } else {
     int64_t v;
     if (!nb::try_cast(value, v)) {
-      throw nb::type_error((std::string(fn) + ": an integer or boolean array needs an integer "
-                            "scalar, got " + nb::inst_name(value).c_str()).c_str());
+      throw nb::type_error((std::string(fn) +
+                            ": an integer or boolean array needs an integer "
+                            "scalar, got " +
+                            nb::inst_name(value).c_str())
+                               .c_str());
     }
     if (v < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
         v > static_cast<int64_t>(std::numeric_limits<T>::max())) {
       throw nb::value_error((std::string(fn) + ": the scalar " + std::to_string(v) +
-                             " does not fit the array's dtype").c_str());
+                             " does not fit the array's dtype")
+                                .c_str());
     }
     return static_cast<T>(v);
   }
@@ -256,15 +261,16 @@ void check_same_dtype(const char* fn, std::initializer_list<const Array*> arrays
     if (a->dtype() != first) {
       throw nb::type_error((std::string(fn) + ": all arrays must share one dtype, got " +
                             dtype_name(first) + " and " + dtype_name(a->dtype()) +
-                            "; convert one with astype()").c_str());
+                            "; convert one with astype()")
+                               .c_str());
     }
   }
 }
 
 void check_size(const char* fn, const char* name, const Array& a, int64_t expected) {
   if (a.size() != expected) {
-    value_error(fn, std::string(name) + ".size is " + std::to_string(a.size()) +
-                        ", expected " + std::to_string(expected));
+    value_error(fn, std::string(name) + ".size is " + std::to_string(a.size()) + ", expected " +
+                        std::to_string(expected));
   }
 }
 
@@ -318,11 +324,10 @@ Layout check_view(const char* fn, const std::vector<int64_t>& shape,
     (reach < 0 ? lowest : highest) = checked_add(fn, reach < 0 ? lowest : highest, reach);
   }
   if (v.size > 0 && (lowest < 0 || highest >= buffer_size)) {
-    value_error(fn, "the view shape=" + format_tuple(shape) + ", strides=" +
-                        format_tuple(strides) + ", offset=" + std::to_string(offset) +
-                        " reaches elements " + std::to_string(lowest) + ".." +
-                        std::to_string(highest) + " of a buffer of size " +
-                        std::to_string(buffer_size));
+    value_error(fn, "the view shape=" + format_tuple(shape) + ", strides=" + format_tuple(strides) +
+                        ", offset=" + std::to_string(offset) + " reaches elements " +
+                        std::to_string(lowest) + ".." + std::to_string(highest) +
+                        " of a buffer of size " + std::to_string(buffer_size));
   }
   return v;
 }
@@ -345,59 +350,71 @@ void dispatch(const char* fn, DType d, F&& f) {
 /// Binds name(a, b, out): out[i] = op(a[i], b[i]) on compact buffers of one size.
 template <Takes takes, typename Op>
 void def_ewise(nb::module_& m, const char* name, Op op, const char* doc) {
-  m.def(name, [name, op](const Array& a, const Array& b, Array& out) {
-    check_same_dtype(name, {&a, &b, &out});
-    check_size(name, "a", a, out.size());
-    check_size(name, "b", b, out.size());
-    dispatch<takes>(name, out.dtype(), [&](auto t) {
-      using T = decltype(t);
-      ewise(a.as<T>(), b.as<T>(), out.as<T>(), out.size(), op);
-    });
-  }, "a"_a, "b"_a, "out"_a, doc);
+  m.def(
+      name,
+      [name, op](const Array& a, const Array& b, Array& out) {
+        check_same_dtype(name, {&a, &b, &out});
+        check_size(name, "a", a, out.size());
+        check_size(name, "b", b, out.size());
+        dispatch<takes>(name, out.dtype(), [&](auto t) {
+          using T = decltype(t);
+          ewise(a.as<T>(), b.as<T>(), out.as<T>(), out.size(), op);
+        });
+      },
+      "a"_a, "b"_a, "out"_a, doc);
 }
 
 /// Binds name(a, val, out): out[i] = op(a[i], T(val)), the scalar cast to the dtype first.
 template <Takes takes, typename Op>
 void def_scalar(nb::module_& m, const char* name, Op op, const char* doc) {
-  m.def(name, [name, op](const Array& a, nb::handle val, Array& out) {
-    check_same_dtype(name, {&a, &out});
-    check_size(name, "a", a, out.size());
-    dispatch<takes>(name, out.dtype(), [&](auto t) {
-      using T = decltype(t);
-      scalar(a.as<T>(), scalar_as<T>(name, val), out.as<T>(), out.size(), op);
-    });
-  }, "a"_a, "val"_a, "out"_a, doc);
+  m.def(
+      name,
+      [name, op](const Array& a, nb::handle val, Array& out) {
+        check_same_dtype(name, {&a, &out});
+        check_size(name, "a", a, out.size());
+        dispatch<takes>(name, out.dtype(), [&](auto t) {
+          using T = decltype(t);
+          scalar(a.as<T>(), scalar_as<T>(name, val), out.as<T>(), out.size(), op);
+        });
+      },
+      "a"_a, "val"_a, "out"_a, doc);
 }
 
 /// Binds name(a, out): out[i] = op(a[i]), a floating-point function.
 template <typename Op>
 void def_unary(nb::module_& m, const char* name, Op op, const char* doc) {
-  m.def(name, [name, op](const Array& a, Array& out) {
-    check_same_dtype(name, {&a, &out});
-    check_size(name, "a", a, out.size());
-    dispatch_float(name, out.dtype(), [&](auto t) {
-      using T = decltype(t);
-      unary(a.as<T>(), out.as<T>(), out.size(), op);
-    });
-  }, "a"_a, "out"_a, doc);
+  m.def(
+      name,
+      [name, op](const Array& a, Array& out) {
+        check_same_dtype(name, {&a, &out});
+        check_size(name, "a", a, out.size());
+        dispatch_float(name, out.dtype(), [&](auto t) {
+          using T = decltype(t);
+          unary(a.as<T>(), out.as<T>(), out.size(), op);
+        });
+      },
+      "a"_a, "out"_a, doc);
 }
 
 /// Binds name(a, out, reduce_size) for reduce_sum / reduce_max (every dtype).
 template <typename Kernel>
 void def_reduce(nb::module_& m, const char* name, Kernel kernel, bool allow_empty,
                 const char* doc) {
-  m.def(name, [name, kernel, allow_empty](const Array& a, Array& out, int64_t reduce_size) {
-    check_same_dtype(name, {&a, &out});
-    check_nonnegative(name, "reduce_size", reduce_size);
-    check_size(name, "a", a, checked_mul(name, out.size(), reduce_size));
-    if (!allow_empty && reduce_size == 0 && out.size() > 0) {
-      value_error(name, "cannot reduce over 0 elements (reduce_size=0)");
-    }
-    dispatch_any(out.dtype(), [&](auto t) {
-      using T = decltype(t);
-      kernel(a.as<T>(), out.as<T>(), out.size(), reduce_size);
-    });
-  }, "a"_a, "out"_a, "reduce_size"_a, doc);
+  m.def(
+      name,
+      [name, kernel, allow_empty](const Array& a, Array& out, int64_t reduce_size) {
+        check_same_dtype(name, {&a, &out});
+        check_nonnegative(name, "reduce_size", reduce_size);
+        check_size(name, "a", a, checked_mul(name, out.size(), reduce_size));
+        if (!allow_empty && reduce_size == 0 && out.size() > 0) {
+          value_error(name, "cannot reduce over 0 elements (reduce_size=0)");
+        }
+        dispatch_any(out.dtype(), [&](auto t) {
+          using T = decltype(t);
+          kernel(a.as<T>(), out.as<T>(), out.size(), reduce_size);
+        });
+      },
+      "a"_a, "out"_a, "reduce_size"_a, doc);
 }
 
 /// Checks the handles of a (m,n)@(n,p) product.
@@ -462,8 +479,8 @@ nb::object numpy_strided_view(const Array& a, const Layout& v) {
 /// Project extra: (m,n)@(n,p) on strided 2-D views of `a` and `b` into compact `out`. NumPy's
 /// matmul hands a view with one unit stride (row-major, or a transpose of a compact matrix)
 /// to the BLAS as it is, with no copy; other layouts are still right, only slower.
-void py_matmul_strided(const Array& a, const Array& b, Array& out, int64_t m, int64_t n,
-                       int64_t p, const std::vector<int64_t>& a_strides, int64_t a_offset,
+void py_matmul_strided(const Array& a, const Array& b, Array& out, int64_t m, int64_t n, int64_t p,
+                       const std::vector<int64_t>& a_strides, int64_t a_offset,
                        const std::vector<int64_t>& b_strides, int64_t b_offset) {
   const char* fn = "matmul_strided";
   check_same_dtype(fn, {&a, &b, &out});
@@ -539,8 +556,8 @@ void py_matmul_tiled(const Array& a, const Array& b, Array& out, int64_t m, int6
     untile<T, kTileSize>(a.as<T>(), a_rows.as<T>(), m, n);
     untile<T, kTileSize>(b.as<T>(), b_rows.as<T>(), n, p);
     if (m == 0 || n == 0 || p == 0 ||
-        !gemm(a_rows.as<T>(), n, int64_t{1}, b_rows.as<T>(), p, int64_t{1}, out_rows.as<T>(),
-              m, n, p)) {
+        !gemm(a_rows.as<T>(), n, int64_t{1}, b_rows.as<T>(), p, int64_t{1}, out_rows.as<T>(), m, n,
+              p)) {
       numpy_matmul()(numpy_view<T>(a_rows, m, n), numpy_view<T>(b_rows, n, p),
                      "out"_a = numpy_view<T>(out_rows, m, p));
     }
@@ -568,7 +585,8 @@ void from_numpy(const AnyArray& x, Array& out) {
   if (!same_dtype) {
     throw nb::type_error((std::string("from_numpy: the array's dtype differs from out's ") +
                           dtype_name(out.dtype()) +
-                          "; pass np.ascontiguousarray(x, dtype=out.dtype)").c_str());
+                          "; pass np.ascontiguousarray(x, dtype=out.dtype)")
+                             .c_str());
   }
   if (!is_c_contiguous(x)) {
     value_error("from_numpy", "the array is not C-contiguous; pass np.ascontiguousarray(x)");
@@ -652,19 +670,22 @@ void check_update(const char* fn, std::initializer_list<const Buffers*> lists,
   for (std::size_t i = 0; i < outs.size(); ++i) {
     if (!is_float(outs[i]->dtype())) {
       throw nb::type_error((std::string(fn) + ": parameter " + std::to_string(i) + " is " +
-                            dtype_name(outs[i]->dtype()) + "; parameters are float32 or "
-                            "float64").c_str());
+                            dtype_name(outs[i]->dtype()) +
+                            "; parameters are float32 or "
+                            "float64")
+                               .c_str());
     }
     for (const Buffers* list : lists) {
       const Array& a = *(*list)[i];
       if (a.dtype() != outs[i]->dtype()) {
-        throw nb::type_error((std::string(fn) + ": parameter " + std::to_string(i) +
-                              "'s buffers differ in dtype").c_str());
+        throw nb::type_error(
+            (std::string(fn) + ": parameter " + std::to_string(i) + "'s buffers differ in dtype")
+                .c_str());
       }
       if (a.size() != outs[i]->size()) {
         value_error(fn, "parameter " + std::to_string(i) + "'s buffers differ in size (" +
-                            std::to_string(a.size()) + " and " +
-                            std::to_string(outs[i]->size()) + ")");
+                            std::to_string(a.size()) + " and " + std::to_string(outs[i]->size()) +
+                            ")");
       }
     }
   }
@@ -683,18 +704,17 @@ void py_sgd_update(const Buffers& params, const Buffers& grads, const Buffers& u
   }
 }
 
-void py_adam_update(const Buffers& params, const Buffers& grads, const Buffers& m,
-                    const Buffers& v, const Buffers& outs, double lr, double beta1, double beta2,
-                    double eps, double weight_decay, double bias1, double bias2) {
+void py_adam_update(const Buffers& params, const Buffers& grads, const Buffers& m, const Buffers& v,
+                    const Buffers& outs, double lr, double beta1, double beta2, double eps,
+                    double weight_decay, double bias1, double bias2) {
   check_update("adam_update", {&params, &grads, &m, &v}, outs);
   for (std::size_t i = 0; i < outs.size(); ++i) {
     dispatch_float("adam_update", outs[i]->dtype(), [&](auto tag) {
       using T = decltype(tag);
-      const AdamScalars<T> c{static_cast<T>(lr),          static_cast<T>(beta1),
-                             static_cast<T>(1 - beta1),   static_cast<T>(beta2),
-                             static_cast<T>(1 - beta2),   static_cast<T>(eps),
-                             static_cast<T>(weight_decay),
-                             static_cast<T>(bias1),       static_cast<T>(bias2)};
+      const AdamScalars<T> c{
+          static_cast<T>(lr),           static_cast<T>(beta1),     static_cast<T>(1 - beta1),
+          static_cast<T>(beta2),        static_cast<T>(1 - beta2), static_cast<T>(eps),
+          static_cast<T>(weight_decay), static_cast<T>(bias1),     static_cast<T>(bias2)};
       adam_update(params[i]->as<T>(), grads[i]->as<T>(), m[i]->as<T>(), v[i]->as<T>(),
                   outs[i]->as<T>(), outs[i]->size(), c);
     });
@@ -735,9 +755,8 @@ void py_batchnorm_backward(const Array& g, const Array& xhat, const Array& weigh
   dispatch_float(fn, g.dtype(), [&](auto t) {
     using T = decltype(t);
     std::vector<T> scale(static_cast<std::size_t>(d));
-    batchnorm_backward(g.as<T>(), xhat.as<T>(), weight.as<T>(), inv_std.as<T>(),
-                       grad_x.as<T>(), grad_weight.as<T>(), grad_bias.as<T>(), scale.data(), n,
-                       d);
+    batchnorm_backward(g.as<T>(), xhat.as<T>(), weight.as<T>(), inv_std.as<T>(), grad_x.as<T>(),
+                       grad_weight.as<T>(), grad_bias.as<T>(), scale.data(), n, d);
   });
 }
 
@@ -767,8 +786,9 @@ void check_rows(const char* fn, Arrays rows, Arrays per_column, int64_t n, int64
 void py_dropout(const AnyArray& u, const Array& x, Array& mask, Array& out, double keep) {
   const char* fn = "dropout";
   if (u.dtype() != nb::dtype<double>() || !is_c_contiguous(u)) {
-    throw nb::type_error("dropout: u must be a C-contiguous float64 NumPy array (the draws "
-                         "of np.random.rand)");
+    throw nb::type_error(
+        "dropout: u must be a C-contiguous float64 NumPy array (the draws "
+        "of np.random.rand)");
   }
   check_same_dtype(fn, {&x, &mask, &out});
   check_size(fn, "mask", mask, out.size());
@@ -782,8 +802,8 @@ void py_dropout(const AnyArray& u, const Array& x, Array& mask, Array& out, doub
   }
   dispatch_float(fn, out.dtype(), [&](auto t) {
     using T = decltype(t);
-    dropout(static_cast<const double*>(u.data()), x.as<T>(), mask.as<T>(), out.as<T>(),
-            out.size(), static_cast<float>(keep));
+    dropout(static_cast<const double*>(u.data()), x.as<T>(), mask.as<T>(), out.as<T>(), out.size(),
+            static_cast<float>(keep));
   });
 }
 
@@ -821,9 +841,8 @@ void py_layernorm_backward(const Array& g, const Array& xhat, const Array& weigh
   dispatch_float(fn, g.dtype(), [&](auto t) {
     using T = decltype(t);
     std::vector<T> scratch(static_cast<std::size_t>(9 * d));
-    layernorm_backward(g.as<T>(), xhat.as<T>(), weight.as<T>(), inv_std.as<T>(),
-                       grad_x.as<T>(), grad_weight.as<T>(), grad_bias.as<T>(), scratch.data(),
-                       n, d);
+    layernorm_backward(g.as<T>(), xhat.as<T>(), weight.as<T>(), inv_std.as<T>(), grad_x.as<T>(),
+                       grad_weight.as<T>(), grad_bias.as<T>(), scratch.data(), n, d);
   });
 }
 
@@ -838,16 +857,16 @@ void py_softmax_cross_entropy(const Array& logits, const Ids& labels, Array& gra
   check_rows(fn, {&logits, &grad}, {}, n, k);
   check_size(fn, "loss", loss, 1);
   if (static_cast<int64_t>(labels.shape(0)) != n) {
-    value_error(fn, "got " + std::to_string(labels.shape(0)) + " labels for " +
-                        std::to_string(n) + " rows");
+    value_error(fn, "got " + std::to_string(labels.shape(0)) + " labels for " + std::to_string(n) +
+                        " rows");
   }
   check_ids(fn, labels, k);
   dispatch_float(fn, logits.dtype(), [&](auto t) {
     using T = decltype(t);
     std::vector<T> per_example(static_cast<std::size_t>(n));
-    loss.as<T>()[0] = softmax_cross_entropy(logits.as<T>(), labels.data(), grad.as<T>(),
-                                            per_example.data(), n, k,
-                                            -std::numeric_limits<T>::max());
+    loss.as<T>()[0] =
+        softmax_cross_entropy(logits.as<T>(), labels.data(), grad.as<T>(), per_example.data(), n, k,
+                              -std::numeric_limits<T>::max());
   });
 }
 
@@ -892,8 +911,8 @@ void check_lstm(const char* fn, Arrays wide, Arrays narrow, int64_t batch, int64
   for (const Array* a : narrow) check_size(fn, "a (batch, hidden) buffer", *a, rows);
 }
 
-void py_lstm_cell_forward(const Array& pre, const Array& c, Array& act, Array& h_out,
-                          Array& c_out, Array& tanh_c, int64_t batch, int64_t hidden) {
+void py_lstm_cell_forward(const Array& pre, const Array& c, Array& act, Array& h_out, Array& c_out,
+                          Array& tanh_c, int64_t batch, int64_t hidden) {
   const char* fn = "lstm_cell_forward";
   check_same_dtype(fn, {&pre, &c, &act, &h_out, &c_out, &tanh_c});
   check_lstm(fn, {&pre, &act}, {&c, &h_out, &c_out, &tanh_c}, batch, hidden);
@@ -909,8 +928,7 @@ void py_lstm_cell_backward(const Array& grad_h, const Array& grad_c, const Array
                            Array& grad_c_prev, int64_t batch, int64_t hidden) {
   const char* fn = "lstm_cell_backward";
   check_same_dtype(fn, {&grad_h, &grad_c, &c, &act, &tanh_c, &grad_pre, &grad_c_prev});
-  check_lstm(fn, {&act, &grad_pre}, {&grad_h, &grad_c, &c, &tanh_c, &grad_c_prev}, batch,
-             hidden);
+  check_lstm(fn, {&act, &grad_pre}, {&grad_h, &grad_c, &c, &tanh_c, &grad_c_prev}, batch, hidden);
   dispatch_float(fn, act.dtype(), [&](auto t) {
     using T = decltype(t);
     lstm_cell_backward(grad_h.as<T>(), grad_c.as<T>(), c.as<T>(), act.as<T>(), tanh_c.as<T>(),
@@ -969,62 +987,77 @@ Project extras:
   nb::class_<Array>(m, "Array", "A flat, aligned, uninitialised buffer of `size` elements.")
       .def(nb::init<int64_t, const std::string&>(), "size"_a, "dtype"_a = "float32")
       .def_prop_ro("size", &Array::size, "Number of elements.")
-      .def_prop_ro("dtype", [](const Array& a) { return dtype_name(a.dtype()); },
-                   "'float32', 'float64', 'int32', 'int64' or 'bool'.")
+      .def_prop_ro(
+          "dtype", [](const Array& a) { return dtype_name(a.dtype()); },
+          "'float32', 'float64', 'int32', 'int64' or 'bool'.")
       .def("ptr", &Array::ptr, "Base address of the buffer, as an int.");
 
-  m.def("fill", [](Array& out, nb::handle val) {
-    dispatch_any(out.dtype(), [&](auto t) {
-      using T = decltype(t);
-      std::fill(out.as<T>(), out.as<T>() + out.size(), scalar_as<T>("fill", val));
-    });
-  }, "out"_a, "val"_a, "Set every element of out to val (cast to out's dtype).");
+  m.def(
+      "fill",
+      [](Array& out, nb::handle val) {
+        dispatch_any(out.dtype(), [&](auto t) {
+          using T = decltype(t);
+          std::fill(out.as<T>(), out.as<T>() + out.size(), scalar_as<T>("fill", val));
+        });
+      },
+      "out"_a, "val"_a, "Set every element of out to val (cast to out's dtype).");
 
-  m.def("compact", [](const Array& a, Array& out, const std::vector<int64_t>& shape,
-                      const std::vector<int64_t>& strides, int64_t offset) {
-    check_same_dtype("compact", {&a, &out});
-    const Layout v = check_view("compact", shape, strides, offset, a.size());
-    check_size("compact", "out", out, v.size);
-    dispatch_any(out.dtype(), [&](auto t) { compact(a.as<decltype(t)>(), out.as<decltype(t)>(), v); });
-  }, "a"_a, "out"_a, NEEDLE_VIEW_ARGS, "out[k] = a[offset + Σ idx_k·strides], k row-major.");
+  m.def(
+      "compact",
+      [](const Array& a, Array& out, const std::vector<int64_t>& shape,
+         const std::vector<int64_t>& strides, int64_t offset) {
+        check_same_dtype("compact", {&a, &out});
+        const Layout v = check_view("compact", shape, strides, offset, a.size());
+        check_size("compact", "out", out, v.size);
+        dispatch_any(out.dtype(),
+                     [&](auto t) { compact(a.as<decltype(t)>(), out.as<decltype(t)>(), v); });
+      },
+      "a"_a, "out"_a, NEEDLE_VIEW_ARGS, "out[k] = a[offset + Σ idx_k·strides], k row-major.");
 
-  m.def("ewise_setitem", [](const Array& a, Array& out, const std::vector<int64_t>& shape,
-                            const std::vector<int64_t>& strides, int64_t offset) {
-    check_same_dtype("ewise_setitem", {&a, &out});
-    const Layout v = check_view("ewise_setitem", shape, strides, offset, out.size());
-    check_size("ewise_setitem", "a", a, v.size);
-    dispatch_any(out.dtype(), [&](auto t) {
-      ewise_setitem(a.as<decltype(t)>(), out.as<decltype(t)>(), v);
-    });
-  }, "a"_a, "out"_a, NEEDLE_VIEW_ARGS, "out[offset + Σ idx_k·strides] = a[k] (compact a).");
+  m.def(
+      "ewise_setitem",
+      [](const Array& a, Array& out, const std::vector<int64_t>& shape,
+         const std::vector<int64_t>& strides, int64_t offset) {
+        check_same_dtype("ewise_setitem", {&a, &out});
+        const Layout v = check_view("ewise_setitem", shape, strides, offset, out.size());
+        check_size("ewise_setitem", "a", a, v.size);
+        dispatch_any(out.dtype(),
+                     [&](auto t) { ewise_setitem(a.as<decltype(t)>(), out.as<decltype(t)>(), v); });
+      },
+      "a"_a, "out"_a, NEEDLE_VIEW_ARGS, "out[offset + Σ idx_k·strides] = a[k] (compact a).");
 
-  m.def("ewise_add_setitem", [](const Array& a, Array& out, const std::vector<int64_t>& shape,
-                                const std::vector<int64_t>& strides, int64_t offset) {
-    check_same_dtype("ewise_add_setitem", {&a, &out});
-    const Layout v = check_view("ewise_add_setitem", shape, strides, offset, out.size());
-    check_size("ewise_add_setitem", "a", a, v.size);
-    dispatch_any(out.dtype(), [&](auto t) {
-      ewise_add_setitem(a.as<decltype(t)>(), out.as<decltype(t)>(), v);
-    });
-  }, "a"_a, "out"_a, NEEDLE_VIEW_ARGS,
-     "Project extra: out[offset + Σ idx_k·strides] += a[k] (compact a), the in-place add of\n"
-     "a view; the view must not repeat a position (no zero strides or overlaps).");
+  m.def(
+      "ewise_add_setitem",
+      [](const Array& a, Array& out, const std::vector<int64_t>& shape,
+         const std::vector<int64_t>& strides, int64_t offset) {
+        check_same_dtype("ewise_add_setitem", {&a, &out});
+        const Layout v = check_view("ewise_add_setitem", shape, strides, offset, out.size());
+        check_size("ewise_add_setitem", "a", a, v.size);
+        dispatch_any(out.dtype(), [&](auto t) {
+          ewise_add_setitem(a.as<decltype(t)>(), out.as<decltype(t)>(), v);
+        });
+      },
+      "a"_a, "out"_a, NEEDLE_VIEW_ARGS,
+      "Project extra: out[offset + Σ idx_k·strides] += a[k] (compact a), the in-place add of\n"
+      "a view; the view must not repeat a position (no zero strides or overlaps).");
 
-  m.def("scalar_setitem", [](int64_t size, nb::handle val, Array& out,
-                             const std::vector<int64_t>& shape,
-                             const std::vector<int64_t>& strides, int64_t offset) {
-    check_nonnegative("scalar_setitem", "size", size);
-    const Layout v = check_view("scalar_setitem", shape, strides, offset, out.size());
-    if (size != v.size) {
-      value_error("scalar_setitem", "size is " + std::to_string(size) + ", prod(shape) is " +
-                                        std::to_string(v.size));
-    }
-    dispatch_any(out.dtype(), [&](auto t) {
-      using T = decltype(t);
-      scalar_setitem(scalar_as<T>("scalar_setitem", val), out.as<T>(), v);
-    });
-  }, "size"_a, "val"_a, "out"_a, NEEDLE_VIEW_ARGS,
-     "out[offset + Σ idx·strides] = val over the view; size must be prod(shape).");
+  m.def(
+      "scalar_setitem",
+      [](int64_t size, nb::handle val, Array& out, const std::vector<int64_t>& shape,
+         const std::vector<int64_t>& strides, int64_t offset) {
+        check_nonnegative("scalar_setitem", "size", size);
+        const Layout v = check_view("scalar_setitem", shape, strides, offset, out.size());
+        if (size != v.size) {
+          value_error("scalar_setitem", "size is " + std::to_string(size) + ", prod(shape) is " +
+                                            std::to_string(v.size));
+        }
+        dispatch_any(out.dtype(), [&](auto t) {
+          using T = decltype(t);
+          scalar_setitem(scalar_as<T>("scalar_setitem", val), out.as<T>(), v);
+        });
+      },
+      "size"_a, "val"_a, "out"_a, NEEDLE_VIEW_ARGS,
+      "out[offset + Σ idx·strides] = val over the view; size must be prod(shape).");
 
   m.def("to_numpy", &to_numpy, "a"_a, NEEDLE_VIEW_ARGS,
         "A new NumPy array of `shape` holding the view's elements (always a copy).");
@@ -1051,10 +1084,12 @@ Project extras:
   def_unary(m, "ewise_exp", Exp{}, "out = exp(a)");
   def_unary(m, "ewise_tanh", Tanh{}, "out = tanh(a)");
 
-  def_reduce(m, "reduce_sum", [](auto... args) { reduce_sum(args...); }, true,
-             "out[i] = sum(a[i*reduce_size:(i+1)*reduce_size])");
-  def_reduce(m, "reduce_max", [](auto... args) { reduce_max(args...); }, false,
-             "out[i] = max(a[i*reduce_size:(i+1)*reduce_size]); reduce_size >= 1");
+  def_reduce(
+      m, "reduce_sum", [](auto... args) { reduce_sum(args...); }, true,
+      "out[i] = sum(a[i*reduce_size:(i+1)*reduce_size])");
+  def_reduce(
+      m, "reduce_max", [](auto... args) { reduce_max(args...); }, false,
+      "out[i] = max(a[i*reduce_size:(i+1)*reduce_size]); reduce_size >= 1");
 
   m.def("matmul", &py_matmul, "a"_a, "b"_a, "out"_a, "m"_a, "n"_a, "p"_a,
         "out = a @ b for row-major (m,n) and (n,p), through NumPy's BLAS; overwrites out.");
@@ -1063,11 +1098,12 @@ Project extras:
         "Project extra: out = A @ B for the (m,n) view A of a and the (n,p) view B of b\n"
         "(element strides and offsets, range-checked) into compact (m,p) out, through NumPy's\n"
         "BLAS; a transposed view (one unit stride) is read in place, without a copy.");
-  m.def("matmul_tiled", &py_matmul_tiled, "a"_a, "b"_a, "out"_a, "m"_a, "n"_a, "p"_a,
-        "Tiled (m,n)@(n,p) on the (r/8, c/8, 8, 8) layout (the course's tiling); zeroes out itself.");
+  m.def(
+      "matmul_tiled", &py_matmul_tiled, "a"_a, "b"_a, "out"_a, "m"_a, "n"_a, "p"_a,
+      "Tiled (m,n)@(n,p) on the (r/8, c/8, 8, 8) layout (the course's tiling); zeroes out itself.");
 
-  m.def("sgd_update", &py_sgd_update, "params"_a, "grads"_a, "u"_a, "outs"_a, "lr"_a,
-        "momentum"_a, "weight_decay"_a,
+  m.def("sgd_update", &py_sgd_update, "params"_a, "grads"_a, "u"_a, "outs"_a, "lr"_a, "momentum"_a,
+        "weight_decay"_a,
         "Project extra: needle's SGD step for a list of parameters in one call, one pass each;\n"
         "each argument but the scalars is a list with one buffer per parameter (u updated in\n"
         "place, the new parameters written to outs).");
@@ -1076,11 +1112,11 @@ Project extras:
         "Project extra: needle's Adam step for a list of parameters in one call, one pass\n"
         "each; lists as in sgd_update (m, v updated in place); bias1 = 1 - beta1**t and\n"
         "bias2 = 1 - beta2**t are the bias corrections.");
-  m.def("batchnorm_forward", &py_batchnorm_forward, "x"_a, "weight"_a, "bias"_a, "out"_a,
-        "xhat"_a, "mean"_a, "var"_a, "inv_std"_a, "n"_a, "d"_a, "eps"_a,
+  m.def("batchnorm_forward", &py_batchnorm_forward, "x"_a, "weight"_a, "bias"_a, "out"_a, "xhat"_a,
+        "mean"_a, "var"_a, "inv_std"_a, "n"_a, "d"_a, "eps"_a,
         "Project extra: training batch norm of x (n, d), statistics per column, in one pass.");
-  m.def("batchnorm_backward", &py_batchnorm_backward, "g"_a, "xhat"_a, "weight"_a,
-        "inv_std"_a, "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
+  m.def("batchnorm_backward", &py_batchnorm_backward, "g"_a, "xhat"_a, "weight"_a, "inv_std"_a,
+        "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
         "Project extra: the gradients of batchnorm_forward for out_grad g.");
   m.def("dropout", &py_dropout, "u"_a, "x"_a, "mask"_a, "out"_a, "keep"_a,
         "Project extra: dropout in one pass from the float64 NumPy draws u: mask = [u <= keep]\n"
@@ -1088,12 +1124,12 @@ Project extras:
         "to mask's dtype, and out = x * mask.");
   m.def("relu_backward", &py_relu_backward, "g"_a, "a"_a, "out"_a,
         "Project extra: ReLU's gradient out = g * [a > 0] in one pass.");
-  m.def("layernorm_forward", &py_layernorm_forward, "x"_a, "weight"_a, "bias"_a, "out"_a,
-        "xhat"_a, "inv_std"_a, "n"_a, "d"_a, "eps"_a,
+  m.def("layernorm_forward", &py_layernorm_forward, "x"_a, "weight"_a, "bias"_a, "out"_a, "xhat"_a,
+        "inv_std"_a, "n"_a, "d"_a, "eps"_a,
         "Project extra: layer norm of the rows of x (n, d) in one pass per row; writes out,\n"
         "xhat (n, d) and inv_std (n,).");
-  m.def("layernorm_backward", &py_layernorm_backward, "g"_a, "xhat"_a, "weight"_a,
-        "inv_std"_a, "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
+  m.def("layernorm_backward", &py_layernorm_backward, "g"_a, "xhat"_a, "weight"_a, "inv_std"_a,
+        "grad_x"_a, "grad_weight"_a, "grad_bias"_a, "n"_a, "d"_a,
         "Project extra: the gradients of layernorm_forward for out_grad g.");
   m.def("softmax_cross_entropy", &py_softmax_cross_entropy, "logits"_a, "labels"_a, "grad"_a,
         "loss"_a, "n"_a, "k"_a,
@@ -1105,16 +1141,15 @@ Project extras:
         "an id outside [0, num_rows) raises ValueError.");
   m.def("add_rows", &py_add_rows, "rows"_a, "ids"_a, "out"_a, "num_rows"_a, "d"_a,
         "Project extra: out = zeros (num_rows, d); out[ids[k]] += rows[k] in order of k.");
-  m.def("lstm_cell_forward", &py_lstm_cell_forward, "pre"_a, "c"_a, "act"_a, "h_out"_a,
-        "c_out"_a, "tanh_c"_a, "batch"_a, "hidden"_a,
+  m.def("lstm_cell_forward", &py_lstm_cell_forward, "pre"_a, "c"_a, "act"_a, "h_out"_a, "c_out"_a,
+        "tanh_c"_a, "batch"_a, "hidden"_a,
         "Project extra: one LSTM step's gates from the pre-activation (batch, 4*hidden), blocks\n"
         "i, f, g, o, and c: writes act (the activated gates), h', c' and tanh(c').");
   m.def("lstm_cell_backward", &py_lstm_cell_backward, "grad_h"_a, "grad_c"_a, "c"_a, "act"_a,
         "tanh_c"_a, "grad_pre"_a, "grad_c_prev"_a, "batch"_a, "hidden"_a,
         "Project extra: the gradients of lstm_cell_forward: grad_pre (batch, 4*hidden) and the\n"
         "previous cell state's gradient, from those of h' and c'.");
-  m.def("matmul_batched", &py_matmul_batched, "a"_a, "b"_a, "out"_a, "batch"_a, "m"_a, "n"_a,
-        "p"_a,
+  m.def("matmul_batched", &py_matmul_batched, "a"_a, "b"_a, "out"_a, "batch"_a, "m"_a, "n"_a, "p"_a,
         "Project extra: out[k] = a[k] @ b[k] for k < batch, compact (batch,m,n) and (batch,n,p)\n"
         "buffers, through NumPy's BLAS in one call.");
   m.def("reduce_sum_rows", &py_reduce_sum_rows, "a"_a, "out"_a, "rows"_a, "cols"_a,
@@ -1122,26 +1157,35 @@ Project extras:
         "reduce_sum's order (the bits of reduce_sum on the transpose, without copying it).");
   m.def("add_row", &py_add_row, "a"_a, "row"_a, "out"_a, "rows"_a, "cols"_a,
         "Project extra: out[i, j] = a[i, j] + row[j] for a compact (rows, cols) a.");
-  m.def("release_cached_buffers", []() { return buffer_pool().clear(); },
-        "Project extra: free the cached large buffers of deleted Arrays (the pool reuses\n"
-        "blocks >= 1 MiB of the same size, up to 256 MiB); returns the bytes freed.");
-  m.def("cached_buffer_bytes", []() { return buffer_pool().cached_bytes(); },
-        "Project extra: bytes held by the pool of freed large buffers.");
-  m.def("use_blas", [](std::uintptr_t sgemm, std::uintptr_t dgemm) {
-    blas_gemm().sgemm = reinterpret_cast<Gemm<float>>(sgemm);
-    blas_gemm().dgemm = reinterpret_cast<Gemm<double>>(dgemm);
-  }, "sgemm"_a, "dgemm"_a,
-        "Project extra: the addresses of the ILP64 CBLAS sgemm and dgemm (64-bit integers) that\n"
-        "matrix products call directly, in row blocks on the kernels' threads; 0, 0 goes back to\n"
-        "numpy.matmul. The BLAS should run each call on one thread.");
-  m.def("set_num_threads", [](int n) {
-    if (n < 1) value_error("set_num_threads", "needs n >= 1, got " + std::to_string(n));
-    ThreadPool::instance().set_threads(n);
-  }, "n"_a,
-        "Project extra: the threads the kernels use, the caller included (1: no other thread).\n"
-        "Results are the same bits at any count.");
-  m.def("get_num_threads", []() { return ThreadPool::instance().threads(); },
-        "Project extra: the threads the kernels use, the caller included.");
+  m.def(
+      "release_cached_buffers", []() { return buffer_pool().clear(); },
+      "Project extra: free the cached large buffers of deleted Arrays (the pool reuses\n"
+      "blocks >= 1 MiB of the same size, up to 256 MiB); returns the bytes freed.");
+  m.def(
+      "cached_buffer_bytes", []() { return buffer_pool().cached_bytes(); },
+      "Project extra: bytes held by the pool of freed large buffers.");
+  m.def(
+      "use_blas",
+      [](std::uintptr_t sgemm, std::uintptr_t dgemm) {
+        blas_gemm().sgemm = reinterpret_cast<Gemm<float>>(sgemm);
+        blas_gemm().dgemm = reinterpret_cast<Gemm<double>>(dgemm);
+      },
+      "sgemm"_a, "dgemm"_a,
+      "Project extra: the addresses of the ILP64 CBLAS sgemm and dgemm (64-bit integers) that\n"
+      "matrix products call directly, in row blocks on the kernels' threads; 0, 0 goes back to\n"
+      "numpy.matmul. The BLAS should run each call on one thread.");
+  m.def(
+      "set_num_threads",
+      [](int n) {
+        if (n < 1) value_error("set_num_threads", "needs n >= 1, got " + std::to_string(n));
+        ThreadPool::instance().set_threads(n);
+      },
+      "n"_a,
+      "Project extra: the threads the kernels use, the caller included (1: no other thread).\n"
+      "Results are the same bits at any count.");
+  m.def(
+      "get_num_threads", []() { return ThreadPool::instance().threads(); },
+      "Project extra: the threads the kernels use, the caller included.");
   m.def("set_flush_denormal", &set_flush_denormal, "enabled"_a,
         "Set (True) or clear FTZ+DAZ in this thread's MXCSR; False if unsupported here.");
   m.def("get_flush_denormal", &get_flush_denormal,

@@ -114,8 +114,7 @@ class ThreadPool {
   /// a chunk of a later job for the task of an earlier one.
   int64_t claim(uint64_t generation, int64_t chunks) {
     uint64_t current = claim_.load(std::memory_order_acquire);
-    while ((current >> 32) == generation &&
-           static_cast<int64_t>(current & 0xFFFFFFFFu) < chunks) {
+    while ((current >> 32) == generation && static_cast<int64_t>(current & 0xFFFFFFFFu) < chunks) {
       if (claim_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel)) {
         return static_cast<int64_t>(current & 0xFFFFFFFFu);
       }
@@ -197,9 +196,8 @@ void parallel_for(int64_t n, int64_t grain, const Body& body) {
     body(int64_t{0}, n);
     return;
   }
-  ThreadPool::instance().run(chunks, [&](int64_t c) {
-    body(c * grain, std::min(n, (c + 1) * grain));
-  });
+  ThreadPool::instance().run(chunks,
+                             [&](int64_t c) { body(c * grain, std::min(n, (c + 1) * grain)); });
 }
 
 }  // namespace needle

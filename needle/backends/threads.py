@@ -84,8 +84,10 @@ def _blas_gemms() -> tuple[int, int] | None:
     library = _openblas()
     for single, double in _GEMMS if library is not None else ():
         if hasattr(library, single) and hasattr(library, double):
-            address = ctypes.cast(getattr(library, single), ctypes.c_void_p).value
-            return address, ctypes.cast(getattr(library, double), ctypes.c_void_p).value
+            sgemm = ctypes.cast(getattr(library, single), ctypes.c_void_p).value
+            dgemm = ctypes.cast(getattr(library, double), ctypes.c_void_p).value
+            if sgemm and dgemm:  # c_void_p reads NULL as None
+                return sgemm, dgemm
     return None
 
 

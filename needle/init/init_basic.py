@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from .._validation import check_indices, check_shape
 from ..autograd import Tensor
-from ..backends import Device, check_dtype, default_device, kernels
+from ..backends import Device, NDArray, check_dtype, default_device, kernels
 
 
 def _device(device: Device | None) -> Device:
     return default_device() if device is None else device
 
 
-def _draw(device: Device, kind: str, shape: tuple, dtype) -> object:
+def _draw(device: Device, kind: str, shape: tuple, dtype) -> NDArray:
     """``device.rand``/``randn`` draws for a tensor of ``dtype`` (a float dtype).
 
     Under ``nd`` the draws are cast to the dtype before any scaling, which then runs in

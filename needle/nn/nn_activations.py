@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..autograd import Tensor
 from . import functional as F
 from .module import Module
@@ -109,7 +111,7 @@ class NLLLoss(Module):
 class _ElementwiseLoss(Module):
     """A loss of ``(input, target)`` of one shape with a ``reduction``."""
 
-    function = None
+    function: Callable[[Tensor, Tensor, str], Tensor]  # each subclass's F.<loss>
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class _Bucket:
             view[...] = 0 if array is None else array
 
 
-def _make_buckets(tensors: list[Tensor], cap_bytes: float) -> list[_Bucket]:
+def _make_buckets(tensors: Sequence[Tensor], cap_bytes: float) -> list[_Bucket]:
     """Group ``tensors`` in order into buckets of one dtype and at most ``cap_bytes``.
 
     A tensor larger than the cap gets a bucket of its own.
@@ -202,15 +202,17 @@ class DistributedDataParallel(Module):
         that is full (in order); the first call of a backward queues the finish."""
         if not self._averaging:
             return
-        if self._reduction is None:
-            self._reduction = _Reduction(counts=[0] * len(self._grad_buckets))
+        reduction = self._reduction
+        if reduction is None:
+            reduction = self._reduction = _Reduction(counts=[0] * len(self._grad_buckets))
             queue_callback(self._finish_average)
         b, i = self._place[id(param)]
+        assert param.grad is not None  # the hook runs once .grad is set
         self._grad_buckets[b].view(i)[...] = param.grad.numpy()
-        self._reduction.ready.add(id(param))
-        self._reduction.counts[b] += 1
-        self._start_full_buckets(self._reduction)
-        for request in self._reduction.requests:  # lets MPI move the started ones along
+        reduction.ready.add(id(param))
+        reduction.counts[b] += 1
+        self._start_full_buckets(reduction)
+        for request in reduction.requests:  # lets MPI move the started ones along
             distributed._test(request, "DistributedDataParallel.sync_gradients")
 
     def _start_full_buckets(self, reduction: _Reduction) -> None:
@@ -226,6 +228,7 @@ class DistributedDataParallel(Module):
         """The end of backward(): parameters that got no gradient count as zeros; start the
         remaining buckets, wait for them all and hand out the means."""
         reduction, self._reduction = self._reduction, None
+        assert reduction is not None, "queued by the backward's first _gradient_ready"
         for b, bucket in enumerate(self._grad_buckets):
             for i, t in enumerate(bucket.tensors):
                 if id(t) not in reduction.ready:

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .. import init, ops
+from .. import init
 from .._validation import check_positive_int, check_real
 from ..autograd import Tensor
 from ..backends import Device

@@ -2,9 +2,9 @@
 
 Sequences are time-major, ``(T, B, features)``. Weights are ``(in, out)`` (PyTorch's
 transposed) and the gate blocks run along their columns in PyTorch's order (LSTM i, f,
-g, o; GRU r, z, n), so a PyTorch model's weights copy over with one transpose. Parameters are drawn in the course's
-order and with its bounds (``U(-k, k)``, ``k = 1/√hidden_size``), so a seeded run gives
-the course's numbers.
+g, o; GRU r, z, n), so a PyTorch model's weights copy over with one transpose. Parameters
+are drawn in the course's order and with its bounds (``U(-k, k)``, ``k = 1/√hidden_size``),
+so a seeded run gives the course's numbers.
 
 The cells compute a step as one fused op (``needle.ops.rnn_cell``/``lstm_cell``) with a
 hand-derived gradient; ``fused=False`` composes it from elementary ops instead (twice
@@ -401,8 +401,9 @@ class LSTM(_Recurrent):
             X, finals = _unroll(self.lstm_cells, X, states, lambda state: state[0])
         else:
             finals = []
-            for cell, (h, c) in zip(self.lstm_cells, states):
-                X, h_n, c_n = ops.lstm_layer(X, self._or_zeros(X, h), self._or_zeros(X, c),
+            for cell, (h_start, c_start) in zip(self.lstm_cells, states):
+                X, h_n, c_n = ops.lstm_layer(X, self._or_zeros(X, h_start),
+                                             self._or_zeros(X, c_start),
                                              cell.W_ih, cell.W_hh, cell.bias_ih, cell.bias_hh)
                 finals.append((h_n, c_n))
         return X, (ops.stack([s[0] for s in finals], 0), ops.stack([s[1] for s in finals], 0))

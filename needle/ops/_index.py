@@ -182,11 +182,13 @@ def _basic_shape(shape: Shape, items: tuple) -> Shape:
 
 def basic_view(array: NDArray, index: Index) -> NDArray:
     """The strided view ``array[index]`` for a basic index (shares ``array``'s memory)."""
+    assert index.items is not None, "basic_view: needs a basic index"
     return kernels.basic_view(array, index.items)
 
 
 def take(array: NDArray, index: Index) -> NDArray:
     """``array[index]`` for an advanced index: a new array of ``index.shape``."""
+    assert index.positions is not None, "take: needs an advanced index"
     return kernels.take_flat(array, index.positions)
 
 
@@ -197,6 +199,7 @@ def add_at(values: NDArray, index: Index, shape: Shape) -> NDArray:
     if index.basic:
         basic_view(out, index)[()] = values
         return out
+    assert index.positions is not None  # not basic: advanced
     size = _size(shape)
     rows = kernels.add_rows(values.reshape(index.shape + (1,)), index.positions, size)
     return rows.reshape(shape)
@@ -208,6 +211,7 @@ def write(array: NDArray, index: Index, values) -> None:
     if index.basic:
         basic_view(array, index)[()] = values
     else:
+        assert index.positions is not None  # not basic: advanced
         array_api.put(array, index.positions, values)
 
 

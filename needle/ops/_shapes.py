@@ -63,7 +63,7 @@ def normalize_axes(op_name: str, axes, ndim: int) -> tuple[int, ...]:
     for axis in axes:
         if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
             raise TypeError(f"{op_name}: axes must be ints, got {axis!r} in {axes!r}")
-        if not -ndim <= axis < ndim:
+        if not -ndim <= int(axis) < ndim:
             raise ValueError(
                 f"{op_name}: axis {axis!r} is out of range for a tensor with {ndim} dimensions "
                 f"(valid: {-ndim} to {ndim - 1})"

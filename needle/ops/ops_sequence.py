@@ -211,11 +211,12 @@ class RNNLayer(TensorTupleOp):
         output = node.realize_cached_data()[0]
         grad_output, grad_h = out_grad.realize_cached_data()
         W_hh_t = array_api.transpose(W_hh)
-        g_pres = [None] * X.shape[0]
+        g_pres = []  # from the last step back, reversed below
         for t in reversed(range(X.shape[0])):
             grad = _step(grad_output, t) + grad_h
-            g_pres[t] = _rnn_pre_grad(grad, _step(output, t), self.nonlinearity)
-            grad_h = _mm(g_pres[t], W_hh_t)
+            g_pres.append(_rnn_pre_grad(grad, _step(output, t), self.nonlinearity))
+            grad_h = _mm(g_pres[-1], W_hh_t)
+        g_pres.reverse()
         grads = _sequence_grads(g_pres, X, h0, output, W_ih, W_hh, len(node.inputs) - 4)
         return _link_gradients("RNN", out_grad, node, (grads[0], grad_h) + grads[2:])
 
@@ -239,11 +240,13 @@ class LSTMLayer(TensorTupleOp):
         output = node.realize_cached_data()[0]
         grad_output, grad_h, grad_c = out_grad.realize_cached_data()
         W_hh_t = array_api.transpose(W_hh)
-        g_pres = [None] * X.shape[0]
+        g_pres = []  # from the last step back, reversed below
         for t in reversed(range(X.shape[0])):
-            g_pres[t], grad_c = kernels.lstm_cell_backward(_step(grad_output, t) + grad_h, grad_c,
-                                                           *node.saved[t])
-            grad_h = _mm(g_pres[t], W_hh_t)
+            g_pre, grad_c = kernels.lstm_cell_backward(_step(grad_output, t) + grad_h, grad_c,
+                                                       *node.saved[t])
+            g_pres.append(g_pre)
+            grad_h = _mm(g_pre, W_hh_t)
+        g_pres.reverse()
         grads = _sequence_grads(g_pres, X, h0, output, W_ih, W_hh, len(node.inputs) - 5)
         return _link_gradients("LSTM", out_grad, node, (grads[0], grad_h, grad_c) + grads[2:])
 

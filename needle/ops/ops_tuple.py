@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp, Value
+from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp
 from ..backends import NDArray, array_api
 from ._shapes import python_scalar
 from .ops_mathematic import _check_tensor
@@ -37,7 +37,7 @@ class TupleGetItem(TensorOp):
     def __init__(self, index: int):
         self.index = index
 
-    def __call__(self, a: TensorTuple, fold_const: bool = True) -> Value:
+    def __call__(self, a: TensorTuple, fold_const: bool = True) -> Tensor:
         # Taking an element of a tuple just made by make_tuple is that element itself.
         if fold_const and isinstance(a.op, MakeTensorTuple):
             return a.inputs[self.index]

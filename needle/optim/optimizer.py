@@ -19,7 +19,7 @@ import numpy as np
 
 from .._validation import check_real
 from ..autograd import Tensor, release_gradient_graphs
-from ..backends import array_api, kernels
+from ..backends import NDArray, array_api, kernels
 from ..backends.denormals import flush_in_place, optimizer_must_flush
 
 
@@ -89,8 +89,8 @@ class Optimizer:
         # The indices into ``params`` of each group's parameters (groups are contiguous).
         sizes = np.cumsum([0] + [len(group["params"]) for group in self.param_groups])
         self._group_ranges = [range(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
-        self.state: dict[int, dict[str, np.ndarray]] = {}
-        self._flat: dict | None = None  # flat buffers behind ``state``, made at the first step
+        self.state: dict[int, dict[str, NDArray]] = {}
+        self._flat: dict = {}  # flat buffers behind ``state``: empty until the first step
 
     @property
     def _hyperparameters(self) -> tuple[str, ...]:
@@ -142,7 +142,7 @@ class Optimizer:
                 check = _STEP_CHECKS.get(id(param))
                 if check is not None:
                     check(param)
-        if self._flat is None:
+        if not self._flat:
             self._allocate_state()
         if (len(self.param_groups) == 1 and self._flat["slots"] is not None
                 and all(p.grad is not None for p in params)):
@@ -152,7 +152,8 @@ class Optimizer:
             self._step_group(group, [i for i in indices if params[i].grad is not None])
 
     def _step_group(self, group: dict, indices: list[int]) -> None:
-        """Update ``params[i]`` for each ``i`` in ``indices`` (one group's) with ``group``'s options."""
+        """Update ``params[i]`` for each ``i`` in ``indices`` (one group's) with ``group``'s
+        options."""
         params = self.params
         datas = [params[i].realize_cached_data() for i in indices]
         # Cast the gradients (not in place) so a float64 loss cannot promote a parameter.
@@ -178,8 +179,8 @@ class Optimizer:
                 for slot, data, grad in zip(slots, datas, grads)]
 
     def _update(
-        self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray, group: dict
-    ) -> np.ndarray:
+        self, slots: dict[str, NDArray], data: NDArray, grad: NDArray, group: dict
+    ) -> NDArray:
         """The new parameter array given its array, its gradient, its state ``slots`` and
         its group's options ``group``.
 
@@ -204,7 +205,8 @@ class Optimizer:
         # that each op would copy (an NDArray's).
         if len(dtypes) == 1 and kernels.OFFSET_VIEWS_ARE_COMPACT:
             dtype = dtypes.pop()
-            flat = {name: np.zeros(offsets[-1], dtype=dtype) for name in self._slot_names}
+            flat = {name: array_api.zeros((int(offsets[-1]),), dtype=dtype)
+                    for name in self._slot_names}
             self._flat["slots"] = flat
             for i, p in enumerate(self.params):
                 self.state[i] = {
@@ -359,7 +361,8 @@ def _build_groups(owner: str, params: Any, defaults: dict[str, Any],
     params = list(params)
     if not params or not any(isinstance(p, dict) for p in params):
         return [{"params": _check_params(owner, params), **defaults}]
-    groups, seen = [], {}
+    groups: list[dict] = []
+    seen: dict[int, int] = {}  # the group index of each parameter, by id
     for index, group in enumerate(params):
         where = f"param_groups[{index}]"
         if not isinstance(group, dict) or "params" not in group:
@@ -621,8 +624,8 @@ class RMSprop(Optimizer):
                          momentum=momentum, centered=centered)
 
     def _update(
-        self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray, group: dict
-    ) -> np.ndarray:
+        self, slots: dict[str, NDArray], data: NDArray, grad: NDArray, group: dict
+    ) -> NDArray:
         alpha = group["alpha"]
         g = array_api.multiply(data, group["weight_decay"])
         g += grad
@@ -677,8 +680,8 @@ class Adagrad(_StepCounter, Optimizer):
         return group["initial_accumulator_value"]
 
     def _update(
-        self, slots: dict[str, np.ndarray], data: np.ndarray, grad: np.ndarray, group: dict
-    ) -> np.ndarray:
+        self, slots: dict[str, NDArray], data: NDArray, grad: NDArray, group: dict
+    ) -> NDArray:
         g = array_api.multiply(data, group["weight_decay"])
         g += grad
         total = slots["sum"]
@@ -714,11 +717,10 @@ def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float = 0.25, *,
         (10.0, [3.0, 4.0])
     """
     max_norm = check_real(caller, "max_norm", max_norm, low=0.0, low_open=True)
-    with_grad = [p for p in parameters if p.grad is not None]
-    total = math.sqrt(sum(_squared_norm(p.grad.realize_cached_data()) for p in with_grad))
+    with_grad = [(p, p.grad.realize_cached_data()) for p in parameters if p.grad is not None]
+    total = math.sqrt(sum(_squared_norm(grad) for _, grad in with_grad))
     scale = max_norm / (total + 1e-6)
     if scale < 1.0:
-        for param in with_grad:
-            grad = param.grad.realize_cached_data()
+        for param, grad in with_grad:
             param.grad = Tensor.make_const((grad * scale).astype(grad.dtype, copy=False))
     return total

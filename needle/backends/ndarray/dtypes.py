@@ -38,7 +38,7 @@ def _spelled(value: Any) -> str | None:
 
 _FLOAT32, _FLOAT64 = DType("float32"), DType("float64")
 _INT32, _INT64, _BOOL = DType("int32"), DType("int64"), DType("bool")
-_DTYPES = {d: d for d in (_FLOAT32, _FLOAT64, _INT32, _INT64, _BOOL)}
+_DTYPES: dict[str, DType] = {d: d for d in (_FLOAT32, _FLOAT64, _INT32, _INT64, _BOOL)}
 
 
 def _dtype(dtype: Any) -> DType:
@@ -48,7 +48,7 @@ def _dtype(dtype: Any) -> DType:
     except (KeyError, TypeError):
         pass
     name = _spelled(dtype) if dtype is not None else None
-    if name not in _DTYPES:
+    if name is None or name not in _DTYPES:
         raise TypeError(
             f"NDArray: dtype {dtype!r} is not supported; use float32, float64, int32, int64 or "
             f"bool (convert other data with dtype='float32' or dtype='int64')"

@@ -156,9 +156,10 @@ def matmul(a: NDArray, b: NDArray) -> NDArray:
     """NumPy's ``matmul`` for the ops: ``a @ b`` straight to the BLAS (project extra).
 
     Shapes as ``a @ b`` (batch dimensions broadcast), but it never takes the tiled path of
-    ``@`` (the course's tiled layout), and an operand whose last two axes are a transposed or row-sliced
-    view of a compact matrix (``swapaxes(w, 0, 1)``) is handed to the BLAS as it is, with
-    no copy. Other layouts are compacted first. The ops call this; ``@`` stays the course's.
+    ``@`` (the course's tiled layout), and an operand whose last two axes are a transposed
+    or row-sliced view of a compact matrix (``swapaxes(w, 0, 1)``) is handed to the BLAS as
+    it is, with no copy. Other layouts are compacted first. The ops call this; ``@`` stays the
+    course's.
 
     >>> a = array([[1.0, 2.0], [3.0, 4.0]])
     >>> matmul(a, swapaxes(a, 0, 1)).numpy().tolist()

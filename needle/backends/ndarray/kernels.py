@@ -223,7 +223,8 @@ def _update(kernel: str, params: Sequence[NDArray], grads: Sequence[NDArray],
 #: The dtype of this backend's uniform draws (``device.rand``): dropout compares in it.
 DRAW_DTYPE = "float32"
 
-#: Whether a view at an offset into a flat buffer is as good as its own array (an NDArray view at an offset is strided, not compact: ops copy it).
+#: Whether a view at an offset into a flat buffer is as good as its own array (an NDArray
+#: view at an offset is strided, not compact: ops copy it).
 OFFSET_VIEWS_ARE_COMPACT = False
 
 

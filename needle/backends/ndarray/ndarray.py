@@ -135,12 +135,12 @@ class BackendDevice:
         ``dtype`` as NumPy casts it)."""
         return self._filled("full", shape, fill_value, dtype)
 
-    def zeros(self, *shape: int, dtype: str = "float32") -> "NDArray":
-        """Zeros of ``shape``."""
+    def zeros(self, *shape: int | Sequence[int], dtype: str = "float32") -> "NDArray":
+        """Zeros of ``shape``: ``zeros(2, 3)`` or ``zeros((2, 3))``."""
         return self._filled("zeros", _varargs_shape(shape), 0.0, dtype)
 
-    def ones(self, *shape: int, dtype: str = "float32") -> "NDArray":
-        """Ones of ``shape``."""
+    def ones(self, *shape: int | Sequence[int], dtype: str = "float32") -> "NDArray":
+        """Ones of ``shape``: ``ones(2, 3)`` or ``ones((2, 3))``."""
         return self._filled("ones", _varargs_shape(shape), 1.0, dtype)
 
     def _allocate(self, owner: str, shape: Shape, dtype: Any) -> "NDArray":
@@ -259,6 +259,13 @@ class NDArray:
         "_shape", "_strides", "_offset", "_device", "_handle", "_dtype", "_compact",
         "__weakref__",
     )
+    _shape: Shape
+    _strides: Shape
+    _offset: int
+    _device: BackendDevice
+    _handle: Any  # the device module's flat Array (compiled or NumPy)
+    _dtype: DType
+    _compact: bool | None
     # NumPy defers `numpy_array + nd_array` to our reflected operators (which explain).
     __array_ufunc__ = None
 
@@ -462,14 +469,14 @@ class NDArray:
                 strides.append(stride * sl.step)
                 offset += sl.start * stride
             elif isinstance(idx, numbers.Integral) and not isinstance(idx, bool):
-                n = self._shape[dim]
+                n, idx = self._shape[dim], int(idx)
                 if not -n <= idx < n:
                     raise IndexError(
                         f"NDArray index: {idx} is out of range for axis {dim} of size {n}"
                     )
                 shape.append(1)  # an int keeps its dimension (course behaviour)
                 strides.append(stride)
-                offset += (int(idx) % n) * stride
+                offset += (idx % n) * stride
             else:
                 raise TypeError(
                     f"NDArray index: only ints and slices are supported, got "
@@ -526,6 +533,7 @@ class NDArray:
         The kernel writes ``out``'s buffer directly when ``out`` is compact and of the
         result's shape and dtype; otherwise the result is computed and assigned.
         """
+        b: NDArray | float | int | bool
         if isinstance(other, NDArray):
             a, b = _common(ewise, self, other)
         else:
@@ -536,9 +544,10 @@ class NDArray:
             out[(slice(None),) * out.ndim] = a._binary(b, ewise, scalar)
             return out
         _check_devices(ewise, a, out)
-        kernel = ewise if isinstance(b, NDArray) else scalar
-        getattr(a._device.mod, kernel)(a._handle, b._handle if kernel == ewise else b,
-                                       out._handle)
+        if isinstance(b, NDArray):
+            getattr(a._device.mod, ewise)(a._handle, b._handle, out._handle)
+        else:
+            getattr(a._device.mod, scalar)(a._handle, b, out._handle)
         return out
 
     def __iadd__(self, other: Any) -> "NDArray":
@@ -629,7 +638,7 @@ class NDArray:
             return other >= self
         return _less_than_scalar(self, other, strict=False)
 
-    __hash__ = None  # type: ignore[assignment]  (== returns an array)
+    __hash__ = None  # type: ignore[assignment]  # == returns an array
 
     def log(self) -> "NDArray":
         """Natural logarithm elementwise."""

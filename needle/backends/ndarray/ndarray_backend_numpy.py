@@ -36,6 +36,7 @@ class Array:
     """
 
     __slots__ = ("array",)
+    array: np.ndarray
 
     def __init__(self, size: int, dtype: str = "float32") -> None:
         if dtype not in _DTYPES:
@@ -460,10 +461,10 @@ def lstm_cell_backward(grad_h: Array, grad_c: Array, c: Array, act: Array, tanh_
     the previous cell state, from the gradients of h' and c'."""
     _check_lstm("lstm_cell_backward", (act, grad_pre),
                 (grad_h, grad_c, c, tanh_c, grad_c_prev), batch, hidden)
-    narrow = (grad_h, grad_c, c)
-    results = formulas.lstm_cell_backward(*(a.array.reshape(batch, hidden) for a in narrow),
-                                          act.array.reshape(batch, 4 * hidden),
-                                          tanh_c.array.reshape(batch, hidden))
+    state = (batch, hidden)  # the shape of h, c and their gradients
+    results = formulas.lstm_cell_backward(
+        grad_h.array.reshape(state), grad_c.array.reshape(state), c.array.reshape(state),
+        act.array.reshape(batch, 4 * hidden), tanh_c.array.reshape(state))
     _write((grad_pre, grad_c_prev), results)
 
 

@@ -233,7 +233,8 @@ def _adam_one(p: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr:
 #: The dtype of this backend's uniform draws (``device.rand``): dropout compares in it.
 DRAW_DTYPE = "float64"
 
-#: Whether a view at an offset into a flat buffer is as good as its own array (a NumPy view at an offset is an ordinary array).
+#: Whether a view at an offset into a flat buffer is as good as its own array (a NumPy view
+#: at an offset is an ordinary array).
 OFFSET_VIEWS_ARE_COMPACT = True
 
 
