@@ -40,6 +40,7 @@ that give a sensible run of its models when no option says otherwise; see
 """
 from __future__ import annotations
 
+import abc
 import importlib
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -62,7 +63,7 @@ __all__ = ["Task", "TASK_MODULES", "model_names", "dataset_names", "default_data
 TASK_MODULES: tuple[str, ...] = ("needle.tasks.image", "needle.tasks.language")
 
 
-class Task:
+class Task(abc.ABC):
     """Base of the tasks: what the run and the batch loop need from one (built for one
     run's config). Subclasses define every member but :meth:`run_epoch`."""
 
@@ -73,31 +74,31 @@ class Task:
     #: True: the loss is per token and the run reports the perplexity ``exp(loss)``.
     perplexity: bool = False
 
+    @abc.abstractmethod
     def dataset(self, train: bool) -> Dataset:
         """The training or the test set."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def build_model(self) -> "nn.Module":
         """The network, with freshly drawn weights."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def loader(self, dataset: Dataset, train: bool) -> Iterable:
         """The batches of a split; has ``len()``, ``.dataset``, ``.sampler`` (or None),
         ``batch_indices()`` and ``batches(order)``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """The model and data in a few words (the header line)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps besides the weights (``{}`` for none)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def check_eval_data(self, saved: "TrainConfig", state: dict[str, Any]) -> None:
         """Raise TrainingError if the model saved with ``saved`` and ``state`` cannot
         take this data."""
-        raise NotImplementedError
 
     def run_epoch(self, loader: Iterable, model: "nn.Module",
                   opt: "optim.Optimizer | None" = None,
