@@ -13,7 +13,7 @@ import os
 import statistics
 import subprocess
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -67,8 +67,9 @@ def run_worker(script: str, framework: str, extra: list[str], threads: int = 1) 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def alternate(runs: int, run_one: Callable[[str], dict | None],
-              needles: Sequence[str] = ("needle",)) -> dict[str, list[dict]]:
+def alternate(
+    runs: int, run_one: Callable[[str], dict | None], needles: Sequence[str] = ("needle",)
+) -> dict[str, list[dict]]:
     """``runs`` rounds of each needle variant, then torch (if installed), in turn.
 
     Alternating makes machine drift hit every framework alike.
@@ -104,7 +105,8 @@ def report(results: dict[str, list[dict]], key: str, unit: str, scale: float = 1
     for needle in [f for f in results if f != "torch" and f + "-np" in results]:
         if results[needle] and results[needle + "-np"]:
             ratio = statistics.median(r[key] for r in results[needle]) / statistics.median(
-                r[key] for r in results[needle + "-np"])
+                r[key] for r in results[needle + "-np"]
+            )
             print(f"  ratio {needle} (nd) / {needle}-np = {ratio:.2f}  (<= 1.0: nd is as fast)")
     if not has_torch():
         print("  (PyTorch not installed: pip install torch==2.13.0 for the comparison)")

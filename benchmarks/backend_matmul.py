@@ -9,6 +9,7 @@ Usage::
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/backend_matmul.py [--quick]
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads OpenBLA
 
 import argparse  # noqa: E402
 import time  # noqa: E402
-from typing import Callable  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -27,7 +28,7 @@ SIZES = [(100, 784, 100), (1000, 2048, 2048)]
 TILED_SIZES = [(96, 784, 96), (256, 256, 256)]
 
 
-def upload(x: np.ndarray) -> "cpu.Array":
+def upload(x: np.ndarray) -> cpu.Array:
     arr = cpu.Array(x.size, str(x.dtype))
     cpu.from_numpy(np.ascontiguousarray(x), arr)
     return arr
@@ -57,9 +58,11 @@ def compare(m: int, n: int, p: int, kernel: str, budget: float) -> None:
         best["needle"] = min(best["needle"], best_seconds(ours, budget))
         best["numpy"] = min(best["numpy"], best_seconds(theirs, budget))
     flops = 2.0 * m * n * p
-    print(f"  {kernel:13s} {m}x{n} @ {n}x{p}: needle {flops / best['needle'] / 1e9:6.1f} GFLOP/s"
-          f" ({best['needle'] * 1e3:8.3f} ms), np.matmul {flops / best['numpy'] / 1e9:6.1f}"
-          f" GFLOP/s ({best['numpy'] * 1e3:8.3f} ms)")
+    print(
+        f"  {kernel:13s} {m}x{n} @ {n}x{p}: needle {flops / best['needle'] / 1e9:6.1f} GFLOP/s"
+        f" ({best['needle'] * 1e3:8.3f} ms), np.matmul {flops / best['numpy'] / 1e9:6.1f}"
+        f" GFLOP/s ({best['numpy'] * 1e3:8.3f} ms)"
+    )
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ Bus bandwidth is the ring algorithm's traffic per rank over the time,
     python benchmarks/bench_allreduce.py            # 20 repetitions (median)
     python benchmarks/bench_allreduce.py --repeat 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,9 +99,11 @@ def measure(hidden: int, blocks: int, repeat: int) -> dict:
     compute()  # warm up: gradients exist and the optimizer state is allocated
     size = sum(p.size for p in model.parameters())
     flat, one = np.ones(size, dtype=np.float32), np.ones(1, dtype=np.float32)
-    variants = {"compute": compute,
-                "raw": lambda: distributed._wait(distributed._start_all_reduce(flat), "raw"),
-                "latency": lambda: distributed._wait(distributed._start_all_reduce(one), "one")}
+    variants = {
+        "compute": compute,
+        "raw": lambda: distributed._wait(distributed._start_all_reduce(flat), "raw"),
+        "latency": lambda: distributed._wait(distributed._start_all_reduce(one), "one"),
+    }
     for cap in BUCKETS_MB:
         ddp = nn.DistributedDataParallel(model, bucket_cap_mb=cap or 1e-9)
         variants[f"sync {cap}"] = ddp.sync_gradients
@@ -116,30 +119,43 @@ def measure(hidden: int, blocks: int, repeat: int) -> dict:
 def report(results: dict[str, dict], n: int) -> None:
     """Print the measurements and the predictions."""
     print(f"\n{n} processes on one machine (shared memory), 1 thread each; median ms")
-    header = "model                   params   MB   compute  " + "  ".join(
-        f"{'per-param' if c is None else f'{c:g} MB':>9}" for c in BUCKETS_MB) + "      raw"
+    header = (
+        "model                   params   MB   compute  "
+        + "  ".join(f"{'per-param' if c is None else f'{c:g} MB':>9}" for c in BUCKETS_MB)
+        + "      raw"
+    )
     print(header)
     for name, f in results.items():
         syncs = "  ".join(f"{f[f'sync {c}']:9.3f}" for c in BUCKETS_MB)
-        print(f"{name:22} {f['params']:>8,} {f['bytes'] / 1e6:5.2f} {f['compute']:8.2f}  "
-              f"{syncs} {f['raw']:8.3f}")
+        print(
+            f"{name:22} {f['params']:>8,} {f['bytes'] / 1e6:5.2f} {f['compute']:8.2f}  "
+            f"{syncs} {f['raw']:8.3f}"
+        )
     for name, f in results.items():
         bus = 2 * (n - 1) / n * f["bytes"] / (f["raw"] / 1e3)
-        print(f"{name}: raw all-reduce bus bandwidth {bus / 1e9:.2f} GB/s, one-float "
-              f"all-reduce (latency) {f['latency'] * 1e3:.1f} us")
-    print("\nRing all-reduce prediction: t = 2(N-1)/N * bytes/BW + 2(N-1)*latency; "
-          "efficiency = compute / (compute + t); last column: with compute "
-          f"{FAST_COMPUTE}x faster")
+        print(
+            f"{name}: raw all-reduce bus bandwidth {bus / 1e9:.2f} GB/s, one-float "
+            f"all-reduce (latency) {f['latency'] * 1e3:.1f} us"
+        )
+    print(
+        "\nRing all-reduce prediction: t = 2(N-1)/N * bytes/BW + 2(N-1)*latency; "
+        "efficiency = compute / (compute + t); last column: with compute "
+        f"{FAST_COMPUTE}x faster"
+    )
     for name, f in results.items():
         for network, (bandwidth, latency) in NETWORKS.items():
             for workers in WORKERS:
-                t = 2 * (workers - 1) / workers * f["bytes"] / bandwidth \
+                t = (
+                    2 * (workers - 1) / workers * f["bytes"] / bandwidth
                     + 2 * (workers - 1) * latency
+                )
                 step = f["compute"] + 1e3 * t
                 fast = f["compute"] / FAST_COMPUTE
-                print(f"  {name:22} {network:>10} N={workers:<3} all-reduce {1e3 * t:7.2f} ms  "
-                      f"step {step:8.2f} ms  efficiency {f['compute'] / step:5.1%}  "
-                      f"{fast / (fast + 1e3 * t):5.1%}")
+                print(
+                    f"  {name:22} {network:>10} N={workers:<3} all-reduce {1e3 * t:7.2f} ms  "
+                    f"step {step:8.2f} ms  efficiency {f['compute'] / step:5.1%}  "
+                    f"{fast / (fast + 1e3 * t):5.1%}"
+                )
 
 
 def worker(repeat: int) -> None:
@@ -147,8 +163,7 @@ def worker(repeat: int) -> None:
     from needle import distributed
 
     distributed.init()
-    results = {name: measure(hidden, blocks, repeat)
-               for name, (hidden, blocks) in MODELS.items()}
+    results = {name: measure(hidden, blocks, repeat) for name, (hidden, blocks) in MODELS.items()}
     if distributed.rank() == 0:
         report(results, distributed.world_size())
 
@@ -160,11 +175,20 @@ def run_workers(script: str, processes: int, repeat: int) -> int:
 
     launcher = distributed.find_mpiexec()
     if launcher is None:
-        sys.exit(f"{os.path.basename(script)}: no mpiexec found; "
-                 f"pip install \"needle-dl[distributed]\"")
+        sys.exit(
+            f'{os.path.basename(script)}: no mpiexec found; pip install "needle-dl[distributed]"'
+        )
     env = dict(os.environ, **{name: "1" for name in THREAD_VARS})
-    command = [launcher, "-n", str(processes), sys.executable, script, "--worker",
-               "--repeat", str(repeat)]
+    command = [
+        launcher,
+        "-n",
+        str(processes),
+        sys.executable,
+        script,
+        "--worker",
+        "--repeat",
+        str(repeat),
+    ]
     return subprocess.run(command, env=env).returncode
 
 

@@ -12,6 +12,7 @@ Without ``--busy`` the same on a quiet machine.
     python benchmarks/bench_contention.py                     # 5 rounds, 1 busy process
     python benchmarks/bench_contention.py --busy 0 --rounds 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,22 @@ def run(threads: str, args) -> float:
         env.pop(name, None)
     if threads == "1":
         env.update({name: "1" for name in THREAD_VARS})
-    command = [sys.executable, __file__, "--worker", "--hidden", str(args.hidden),
-               "--batch", str(args.batch), "--steps", str(args.steps)]
-    return float(subprocess.run(command, env=env, capture_output=True, text=True,
-                                check=True).stdout.strip().splitlines()[-1])
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--hidden",
+        str(args.hidden),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+    ]
+    return float(
+        subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
 
 
 def main() -> None:
@@ -86,11 +99,13 @@ def main() -> None:
         for process in busy:
             process.terminate()
     default, one = (statistics.median(times[k]) for k in ("default", "1"))
-    print(f"MLP ResNet {args.hidden} × {args.batch}, {args.steps} steps, {args.busy} busy "
-          f"process(es): default threads {default:.2f} s, one thread {one:.2f} s, "
-          f"ratio {default / one:.2f} (rounds: default "
-          f"{', '.join(f'{t:.2f}' for t in times['default'])}; one "
-          f"{', '.join(f'{t:.2f}' for t in times['1'])})")
+    print(
+        f"MLP ResNet {args.hidden} × {args.batch}, {args.steps} steps, {args.busy} busy "
+        f"process(es): default threads {default:.2f} s, one thread {one:.2f} s, "
+        f"ratio {default / one:.2f} (rounds: default "
+        f"{', '.join(f'{t:.2f}' for t in times['default'])}; one "
+        f"{', '.join(f'{t:.2f}' for t in times['1'])})"
+    )
 
 
 if __name__ == "__main__":

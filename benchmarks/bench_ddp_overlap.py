@@ -18,6 +18,7 @@ variant once (alternating), on the slowest rank. See docs/distributed.md.
     python benchmarks/bench_ddp_overlap.py                  # N = 2 and 4, 5 rounds
     python benchmarks/bench_ddp_overlap.py --processes 2 --repeat 9
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,6 @@ import statistics
 import sys
 
 import numpy as np
-
 from bench_allreduce import run_workers, timed
 
 
@@ -73,8 +73,11 @@ def measure(make, repeat: int) -> dict[str, float]:
             loss.backward()
         opt.step()
 
-    variants = {"compute": lambda: step(plain, False), "after": lambda: step(wrapped, True),
-                "overlap": lambda: step(wrapped, False)}
+    variants = {
+        "compute": lambda: step(plain, False),
+        "after": lambda: step(wrapped, True),
+        "overlap": lambda: step(wrapped, False),
+    }
     for run in variants.values():
         run()  # warm up: optimizer state, buffer pool
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -94,9 +97,11 @@ def worker(repeat: int) -> None:
         if distributed.rank() == 0:
             comm = f["after"] - f["compute"]
             hidden = (f["after"] - f["overlap"]) / comm if comm > 0 else float("nan")
-            print(f"| {name} | {distributed.world_size()} | {f['compute']:.1f} | "
-                  f"{f['after']:.1f} | {f['overlap']:.1f} | {comm:.1f} | {hidden:.0%} |",
-                  flush=True)
+            print(
+                f"| {name} | {distributed.world_size()} | {f['compute']:.1f} | "
+                f"{f['after']:.1f} | {f['overlap']:.1f} | {comm:.1f} | {hidden:.0%} |",
+                flush=True,
+            )
 
 
 def main() -> None:

@@ -127,14 +127,27 @@ def _torch_transformer_layer(ours, torch):
     heads, dim = attn.num_head, attn.dim_head
     from needle.nn import LayerNorm1d
 
-    parts = {name: getattr(attn, name) for name in (
-        "prenorm_q", "prenorm_k", "prenorm_v",
-        "q_projection", "k_projection", "v_projection", "out_projection")}
+    parts = {
+        name: getattr(attn, name)
+        for name in (
+            "prenorm_q",
+            "prenorm_k",
+            "prenorm_v",
+            "q_projection",
+            "k_projection",
+            "v_projection",
+            "out_projection",
+        )
+    }
     parts.update({name: getattr(ours, name) for name in ("norm", "linear1", "linear2")})
-    mods = torch.nn.ModuleDict({
-        name: (_torch_layer_norm if isinstance(part, LayerNorm1d) else _torch_linear)(part, torch)
-        for name, part in parts.items()
-    })
+    mods = torch.nn.ModuleDict(
+        {
+            name: (_torch_layer_norm if isinstance(part, LayerNorm1d) else _torch_linear)(
+                part, torch
+            )
+            for name, part in parts.items()
+        }
+    )
 
     class Layer(torch.nn.Module):
         def __init__(self):
@@ -151,7 +164,8 @@ def _torch_transformer_layer(ours, torch):
             merged = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             batch, length = x.shape[:2]
             x = x + self.mods["out_projection"](
-                merged.transpose(1, 2).reshape(batch, length, heads * dim))
+                merged.transpose(1, 2).reshape(batch, length, heads * dim)
+            )
             hidden = torch.relu(self.mods["linear1"](self.mods["norm"](x)))
             return x + self.mods["linear2"](hidden)
 
@@ -172,9 +186,11 @@ def _torch_model(model_name: str):
             self.linear = _torch_linear(ours.linear, torch)
             if model_name == "transformer":
                 self.positions = torch.nn.Parameter(
-                    _torch_tensor(ours.seq_model.positional_embedding.weight))
+                    _torch_tensor(ours.seq_model.positional_embedding.weight)
+                )
                 self.layers = torch.nn.ModuleList(
-                    _torch_transformer_layer(layer, torch) for layer in ours.seq_model.layers)
+                    _torch_transformer_layer(layer, torch) for layer in ours.seq_model.layers
+                )
             else:
                 self.seq = _torch_recurrent(ours.seq_model, torch)
 
@@ -235,8 +251,10 @@ def compare(model_name: str, args) -> None:
     extra = ["--models", model_name, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     results = alternate(args.runs, lambda framework: run_worker(__file__, framework, extra))
     batch, length, layers, embedding, hidden = SETTINGS[model_name]
-    print(f"{model_name}: batch {batch}, {length} tokens, {layers} layers, embedding "
-          f"{embedding}, hidden {hidden}, vocabulary {VOCAB}")
+    print(
+        f"{model_name}: batch {batch}, {length} tokens, {layers} layers, embedding "
+        f"{embedding}, hidden {hidden}, vocabulary {VOCAB}"
+    )
     if has_torch():
         print(f"  same function: max |logits difference| = {check_same_function(model_name):.1e}")
     for key, what in (("ms_per_step", "wall"), ("cpu_ms_per_step", "CPU")):
@@ -279,8 +297,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default="rnn,lstm,transformer",
-                        help="comma-separated subset of rnn, lstm, transformer")
+    parser.add_argument(
+        "--models",
+        default="rnn,lstm,transformer",
+        help="comma-separated subset of rnn, lstm, transformer",
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)

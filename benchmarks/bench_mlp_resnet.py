@@ -24,6 +24,7 @@ import os
 import time
 
 from _harness import alternate, peak_rss_mb, pin_threads, report, run_worker
+
 BATCH, HIDDEN, BLOCKS, CLASSES = 100, 100, 3, 10
 
 
@@ -47,8 +48,9 @@ def _batches(images, labels, steps, seed=0):
 # ----- workers: each runs in its own process ------------------------------------------------
 
 
-def _needle_step_fn(create_graph: bool | None = False, hidden: int = HIDDEN,
-                    phases: dict | None = None):
+def _needle_step_fn(
+    create_graph: bool | None = False, hidden: int = HIDDEN, phases: dict | None = None
+):
     """needle's step at width ``hidden``, calling ``loss.backward(create_graph=...)``: None
     is plain ``backward()`` (the default), False the explicit fast path. With a ``phases``
     dict, the seconds spent in forward, backward and optimizer are added to its keys of
@@ -288,7 +290,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument(
-        "--worker", choices=["needle", "needle-np", "needle-default", "torch"],
+        "--worker",
+        choices=["needle", "needle-np", "needle-default", "torch"],
         help=argparse.SUPPRESS,
     )
     args = parser.parse_args()

@@ -27,10 +27,19 @@ import tempfile
 import time
 
 from _harness import alternate, peak_rss_mb, pin_threads, report, run_worker
+
 BATCH, N_BATCHES = 128, 4
 # (in, out, kernel, stride, input size) of ResNet9's eight convolutions on 32×32 images.
-CONVS = [(3, 16, 7, 4, 32), (16, 32, 3, 2, 8), (32, 32, 3, 1, 4), (32, 32, 3, 1, 4),
-         (32, 64, 3, 2, 4), (64, 128, 3, 2, 2), (128, 128, 3, 1, 1), (128, 128, 3, 1, 1)]
+CONVS = [
+    (3, 16, 7, 4, 32),
+    (16, 32, 3, 2, 8),
+    (32, 32, 3, 1, 4),
+    (32, 32, 3, 1, 4),
+    (32, 64, 3, 2, 4),
+    (64, 128, 3, 2, 2),
+    (128, 128, 3, 1, 1),
+    (128, 128, 3, 1, 1),
+]
 LINEARS = [(128, 128), (128, 10)]
 
 
@@ -43,8 +52,9 @@ def _batches(model: str):
 
     rng = np.random.default_rng(0)
     shape = (BATCH,) + IMAGES[model]
-    return [(rng.random(shape, dtype=np.float32), rng.integers(0, 10, BATCH))
-            for _ in range(N_BATCHES)]
+    return [
+        (rng.random(shape, dtype=np.float32), rng.integers(0, 10, BATCH)) for _ in range(N_BATCHES)
+    ]
 
 
 def _needle_model(model: str):
@@ -78,8 +88,7 @@ def _needle_step_fn(weights: str, model_name: str, create_graph: bool | None = F
     for i, p in enumerate(model.parameters()):
         # The NumPy backend's float32 draws may differ in the last bit (docs/backends.md):
         # every variant starts from the orchestrator's copy, like torch.
-        p.data = ndl.Tensor(saved[f"arr_{i}"], device=p.device, dtype=p.dtype,
-                            requires_grad=False)
+        p.data = ndl.Tensor(saved[f"arr_{i}"], device=p.device, dtype=p.dtype, requires_grad=False)
     opt = ndl.optim.Adam(model.parameters(), lr=0.001, weight_decay=0.001)
     loss_fn = ndl.nn.SoftmaxLoss()
     model.train()
@@ -110,21 +119,31 @@ def _torch_model(weights: str, model_name: str):
             return self.fn(x) + x
 
     def convbn(a, b, k, s):
-        return tnn.Sequential(tnn.Conv2d(a, b, k, stride=s, padding=k // 2), tnn.BatchNorm2d(b),
-                              tnn.ReLU())
+        return tnn.Sequential(
+            tnn.Conv2d(a, b, k, stride=s, padding=k // 2), tnn.BatchNorm2d(b), tnn.ReLU()
+        )
 
     if model_name == "resnet9":
         model = tnn.Sequential(
-            convbn(3, 16, 7, 4), convbn(16, 32, 3, 2),
+            convbn(3, 16, 7, 4),
+            convbn(16, 32, 3, 2),
             Residual(convbn(32, 32, 3, 1), convbn(32, 32, 3, 1)),
-            convbn(32, 64, 3, 2), convbn(64, 128, 3, 2),
+            convbn(32, 64, 3, 2),
+            convbn(64, 128, 3, 2),
             Residual(convbn(128, 128, 3, 1), convbn(128, 128, 3, 1)),
-            tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10),
+            tnn.Flatten(),
+            tnn.Linear(128, 128),
+            tnn.ReLU(),
+            tnn.Linear(128, 10),
         )
     else:  # SmallCNN(1, (28, 28), width=32): 28 → 28 → 14 → 14 → 7 → 4
         model = tnn.Sequential(
-            convbn(1, 32, 3, 1), convbn(32, 64, 3, 2), Residual(convbn(64, 64, 3, 1)),
-            convbn(64, 128, 3, 2), convbn(128, 128, 3, 2), tnn.Flatten(),
+            convbn(1, 32, 3, 1),
+            convbn(32, 64, 3, 2),
+            Residual(convbn(64, 64, 3, 1)),
+            convbn(64, 128, 3, 2),
+            convbn(128, 128, 3, 2),
+            tnn.Flatten(),
             tnn.Linear(128 * 4 * 4, 10),
         )
     saved = np.load(weights)
@@ -187,14 +206,22 @@ def floor_ms(repeats: int = 10) -> float:
     rng = np.random.default_rng(0)
     layers = []
     for c, o, k, s, size in CONVS:
-        x = np.pad(rng.random((BATCH, size, size, c), dtype=np.float32),
-                   ((0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)))
+        x = np.pad(
+            rng.random((BATCH, size, size, c), dtype=np.float32),
+            ((0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)),
+        )
         out = (size + 2 * (k // 2) - k) // s + 1
         w = rng.random((k * k * c, o), dtype=np.float32)
         g = rng.random((BATCH * out * out, o), dtype=np.float32)
         layers.append((x, k, s, out, w, g))
-    dense = [(rng.random((BATCH, i), dtype=np.float32), rng.random((i, o), dtype=np.float32),
-              rng.random((BATCH, o), dtype=np.float32)) for i, o in LINEARS]
+    dense = [
+        (
+            rng.random((BATCH, i), dtype=np.float32),
+            rng.random((i, o), dtype=np.float32),
+            rng.random((BATCH, o), dtype=np.float32),
+        )
+        for i, o in LINEARS
+    ]
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -219,8 +246,9 @@ def compare(args) -> None:
         weights = os.path.join(tmp, f"{args.model}_seed4.npz")
         save_weights(weights, args.model)
         extra += ["--weights", weights]
-        results = alternate(args.runs, lambda f: run_worker(__file__, f, extra),
-                            ("needle", "needle-np"))
+        results = alternate(
+            args.runs, lambda f: run_worker(__file__, f, extra), ("needle", "needle-np")
+        )
     report(results, "ms_per_step", "ms/step")
     if args.model == "resnet9":
         print(f"  im2col + GEMM floor: {floor_ms():.1f} ms/step (NumPy, one thread)")
@@ -253,21 +281,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--model", choices=sorted(IMAGES), default="resnet9")
-    parser.add_argument("--worker", choices=["needle", "needle-np", "torch"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=["needle", "needle-np", "torch"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
     pin_threads()  # the floor is timed here; NumPy is imported lazily, so this takes effect
     if args.worker:
-        print(json.dumps(worker(args.worker, args.steps, args.warmup, args.weights,
-                                args.model)))
+        print(json.dumps(worker(args.worker, args.steps, args.warmup, args.weights, args.model)))
         return
     if args.profile:
         profile_needle(args.steps, args.model)
         return
     shape = "x".join(map(str, IMAGES[args.model]))
-    print(f"{args.model}, batch {BATCH}x{shape}, Adam; one thread each; {os.cpu_count()} CPUs "
-          f"(shared: figures under load are noisy)")
+    print(
+        f"{args.model}, batch {BATCH}x{shape}, Adam; one thread each; {os.cpu_count()} CPUs "
+        f"(shared: figures under load are noisy)"
+    )
     compare(args)
 
 

@@ -31,8 +31,14 @@ import statistics
 import time
 
 from _harness import alternate, has_torch, peak_rss_mb, pin_threads, run_worker, status_mb
-from bench_mlp_resnet import BLOCKS, CLASSES, _needle_step_fn, _torch_step_fn, gemm_floor_ms
-from bench_mlp_resnet import layer_shapes
+from bench_mlp_resnet import (
+    BLOCKS,
+    CLASSES,
+    _needle_step_fn,
+    _torch_step_fn,
+    gemm_floor_ms,
+    layer_shapes,
+)
 
 SIZES = [(100, 100), (100, 1000), (512, 100), (512, 1000), (2048, 100), (2048, 1000)]
 HEAVY = (2048, 1000)  # left out by --quick
@@ -116,8 +122,10 @@ def _random_batch(batch: int):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    return (rng.random((batch, 784), dtype=np.float32),
-            rng.integers(0, CLASSES, batch).astype(np.uint8))
+    return (
+        rng.random((batch, 784), dtype=np.float32),
+        rng.integers(0, CLASSES, batch).astype(np.uint8),
+    )
 
 
 def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> dict:
@@ -140,9 +148,12 @@ def worker(framework: str, hidden: int, batch: int, steps: int, warmup: int) -> 
     peak = peak_rss_mb()
     # The median step: this machine's speed drifts by 10-20% over seconds (other tenants of
     # the host), and the median ignores the steps a slow spell hits.
-    result = {"ms_per_step": statistics.median(times) * 1e3,
-              "mean_ms_per_step": statistics.fmean(times) * 1e3, "peak_rss_mb": peak,
-              "peak_over_start_mb": peak - baseline}
+    result = {
+        "ms_per_step": statistics.median(times) * 1e3,
+        "mean_ms_per_step": statistics.fmean(times) * 1e3,
+        "peak_rss_mb": peak,
+        "peak_over_start_mb": peak - baseline,
+    }
     result.update({f"{k}_ms": v / steps * 1e3 for k, v in phases.items()})
     return result
 
@@ -165,9 +176,12 @@ def paired_worker(hidden: int, batch: int, steps: int, warmup: int, rounds: int 
                 steps_by[name](x, y)
             times[name].append((time.perf_counter() - start) / per_turn)
     ratios = [n / t for n, t in zip(times["needle"], times["torch"])]
-    return {"needle_ms": statistics.median(times["needle"]) * 1e3,
-            "torch_ms": statistics.median(times["torch"]) * 1e3,
-            "ratio": statistics.median(ratios), "steps_per_turn": per_turn}
+    return {
+        "needle_ms": statistics.median(times["needle"]) * 1e3,
+        "torch_ms": statistics.median(times["torch"]) * 1e3,
+        "ratio": statistics.median(ratios),
+        "steps_per_turn": per_turn,
+    }
 
 
 def measure_paired(sizes, runs: int, threads: int) -> None:
@@ -176,16 +190,29 @@ def measure_paired(sizes, runs: int, threads: int) -> None:
     print("|---|---:|---:|---:|---|")
     for hidden, batch in sizes:
         steps, warmup = steps_for(hidden, batch)
-        extra = ["--hidden", str(hidden), "--batch", str(batch), "--steps", str(2 * steps),
-                 "--warmup", str(warmup)]
-        results = [r for r in (run_worker(__file__, "paired", extra, threads=threads)
-                                for _ in range(runs)) if r]
+        extra = [
+            "--hidden",
+            str(hidden),
+            "--batch",
+            str(batch),
+            "--steps",
+            str(2 * steps),
+            "--warmup",
+            str(warmup),
+        ]
+        results = [
+            r
+            for r in (run_worker(__file__, "paired", extra, threads=threads) for _ in range(runs))
+            if r
+        ]
         if not results:
             continue
         each = " ".join(f"{r['ratio']:.2f}" for r in sorted(results, key=lambda r: r["ratio"]))
-        print(f"| {hidden} × {batch} | {_median(results, 'needle_ms'):.1f} | "
-              f"{_median(results, 'torch_ms'):.1f} | {_median(results, 'ratio'):.2f} | {each} |",
-              flush=True)
+        print(
+            f"| {hidden} × {batch} | {_median(results, 'needle_ms'):.1f} | "
+            f"{_median(results, 'torch_ms'):.1f} | {_median(results, 'ratio'):.2f} | {each} |",
+            flush=True,
+        )
 
 
 def steps_for(hidden: int, batch: int) -> tuple[int, int]:
@@ -207,17 +234,28 @@ def measure(sizes, runs: int, threads: int) -> dict:
     results = {}
     for hidden, batch in sizes:
         steps, warmup = steps_for(hidden, batch)
-        extra = ["--hidden", str(hidden), "--batch", str(batch), "--steps", str(steps),
-                 "--warmup", str(warmup)]
+        extra = [
+            "--hidden",
+            str(hidden),
+            "--batch",
+            str(batch),
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+        ]
         results[hidden, batch] = alternate(
-            runs, lambda f, extra=extra: run_worker(__file__, f, extra, threads=threads))
+            runs, lambda f, extra=extra: run_worker(__file__, f, extra, threads=threads)
+        )
         print_speed_row(hidden, batch, results[hidden, batch])
     return results
 
 
 def print_speed_header() -> None:
-    print("| hidden × batch | needle ms/step | PyTorch ms/step | ratio | ratio per round | "
-          "needle peak MB (+ over start) | PyTorch peak MB (+ over start) |")
+    print(
+        "| hidden × batch | needle ms/step | PyTorch ms/step | ratio | ratio per round | "
+        "needle peak MB (+ over start) | PyTorch peak MB (+ over start) |"
+    )
     print("|---|---:|---:|---:|---|---:|---:|")
 
 
@@ -239,14 +277,19 @@ def print_speed_row(hidden: int, batch: int, runs: dict) -> None:
             return "—"
         return f"{max(r['peak_rss_mb'] for r in rs):.0f} (+{_median(rs, 'peak_over_start_mb'):.0f})"
 
-    print(f"| {hidden} × {batch} | {ms_n:.1f} | {ms_t:.1f} | {ratio} | {spread} | "
-          f"{memory(needle)} | {memory(torch)} |", flush=True)
+    print(
+        f"| {hidden} × {batch} | {ms_n:.1f} | {ms_t:.1f} | {ratio} | {spread} | "
+        f"{memory(needle)} | {memory(torch)} |",
+        flush=True,
+    )
 
 
 def print_roofline(results: dict, bandwidth: float, rate: float) -> None:
     """Per size: each part's least time at the machine's limits vs needle's measured time."""
-    print(f"\nroofline: memory bandwidth {bandwidth / 1e9:.1f} GB/s (copy), "
-          f"GEMM {rate / 1e9:.1f} GFLOP/s (2048² sgemm)")
+    print(
+        f"\nroofline: memory bandwidth {bandwidth / 1e9:.1f} GB/s (copy), "
+        f"GEMM {rate / 1e9:.1f} GFLOP/s (2048² sgemm)"
+    )
     print("| hidden × batch | part | work | limit ms | measured ms | % of limit |")
     print("|---|---|---:|---:|---:|---:|")
     for (hidden, batch), runs in results.items():
@@ -261,19 +304,30 @@ def print_roofline(results: dict, bandwidth: float, rate: float) -> None:
         fwd_bwd = _median(needle, "forward_ms") + _median(needle, "backward_ms")
         rows = [
             ("matmuls (NumPy alone)", f"{flops / 1e9:.2f} GFLOP", flops / rate * 1e3, floor),
-            ("Adam update", f"{adam / 2**20:.0f} MB", adam / bandwidth * 1e3,
-             _median(needle, "optimizer_ms")),
-            ("fwd+bwd beyond matmuls", f"{rest / 2**20:.0f} MB", rest / bandwidth * 1e3,
-             max(fwd_bwd - floor, 0.0)),
+            (
+                "Adam update",
+                f"{adam / 2**20:.0f} MB",
+                adam / bandwidth * 1e3,
+                _median(needle, "optimizer_ms"),
+            ),
+            (
+                "fwd+bwd beyond matmuls",
+                f"{rest / 2**20:.0f} MB",
+                rest / bandwidth * 1e3,
+                max(fwd_bwd - floor, 0.0),
+            ),
         ]
         for part, work, limit, measured in rows:
             # the NumPy matmul time can exceed needle's fwd+bwd under load: no share then
             share = f"{100 * limit / measured:.0f}%" if measured > 0 else "—"
-            print(f"| {hidden} × {batch} | {part} | {work} | {limit:.2f} | {measured:.2f} | "
-                  f"{share} |")
-    print("(fwd+bwd beyond matmuls = needle's forward+backward minus the NumPy matmul time;\n"
-          " its limit counts one pass per read/write of each activation: norm, dropout,\n"
-          " bias/ReLU/residual and the loss)")
+            print(
+                f"| {hidden} × {batch} | {part} | {work} | {limit:.2f} | {measured:.2f} | {share} |"
+            )
+    print(
+        "(fwd+bwd beyond matmuls = needle's forward+backward minus the NumPy matmul time;\n"
+        " its limit counts one pass per read/write of each activation: norm, dropout,\n"
+        " bias/ReLU/residual and the loss)"
+    )
 
 
 def _parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -293,11 +347,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 rounds, no 2048x1000")
     parser.add_argument("--runs", type=int, default=None, help="rounds per size (default 5)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--sizes", type=_parse_sizes, default=None,
-                        help="comma-separated HIDDENxBATCH, e.g. 512x100,2048x1000")
-    parser.add_argument("--paired", action="store_true",
-                        help="needle and PyTorch in one process, taking turns every few steps "
-                             "(needs PyTorch; no memory or roofline)")
+    parser.add_argument(
+        "--sizes",
+        type=_parse_sizes,
+        default=None,
+        help="comma-separated HIDDENxBATCH, e.g. 512x100,2048x1000",
+    )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="needle and PyTorch in one process, taking turns every few steps "
+        "(needs PyTorch; no memory or roofline)",
+    )
     parser.add_argument("--worker", choices=["needle", "torch", "paired"], help=argparse.SUPPRESS)
     parser.add_argument("--hidden", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -313,11 +374,15 @@ def main() -> None:
         return
     sizes = args.sizes or [s for s in SIZES if not (args.quick and s == HEAVY)]
     runs = args.runs or (2 if args.quick else 5)
-    mode = (f"{runs} processes per size, each 20 turns of both" if args.paired
-            else f"{runs} alternating rounds per size")
-    print(f"MLP ResNet 784-hidden (3 blocks of hidden/2)-10, Adam; {args.threads} thread(s) "
-          f"each; {os.cpu_count()} CPUs; {mode}"
-          + ("" if has_torch() else " (PyTorch not installed)"))
+    mode = (
+        f"{runs} processes per size, each 20 turns of both"
+        if args.paired
+        else f"{runs} alternating rounds per size"
+    )
+    print(
+        f"MLP ResNet 784-hidden (3 blocks of hidden/2)-10, Adam; {args.threads} thread(s) "
+        f"each; {os.cpu_count()} CPUs; {mode}" + ("" if has_torch() else " (PyTorch not installed)")
+    )
     if args.paired:
         if not has_torch():
             parser.error("--paired needs PyTorch: pip install torch==2.13.0")

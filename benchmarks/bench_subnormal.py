@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-DEFAULT_CHECKPOINT = (Path(__file__).resolve().parents[2] / "shared" / "data"
-                      / "mlp512-epoch20-subnormal.npz")
+DEFAULT_CHECKPOINT = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "mlp512-epoch20-subnormal.npz"
+)
 BATCH = 100
 
 
@@ -75,9 +76,20 @@ def worker(checkpoint: str, start: str, flush: bool, steps: int, warmup: int) ->
 def _run(setting: tuple[str, bool], args) -> dict | None:
     start, flush = setting
     env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
-    cmd = [sys.executable, __file__, "--worker", start, "--flush", str(int(flush)),
-           "--checkpoint", args.checkpoint, "--steps", str(args.steps),
-           "--warmup", str(args.warmup)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        start,
+        "--flush",
+        str(int(flush)),
+        "--checkpoint",
+        args.checkpoint,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
         print(f"worker {setting} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -87,7 +99,8 @@ def _run(setting: tuple[str, bool], args) -> dict | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
@@ -96,17 +109,24 @@ def main() -> None:
     parser.add_argument("--flush", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.checkpoint, args.worker, bool(args.flush), args.steps,
-                                args.warmup)))
+        print(
+            json.dumps(
+                worker(args.checkpoint, args.worker, bool(args.flush), args.steps, args.warmup)
+            )
+        )
         return
     if not Path(args.checkpoint).is_file():
-        sys.exit(f"bench_subnormal: no checkpoint at {args.checkpoint}; pass --checkpoint PATH "
-                 f"(it ships in the project's shared/data folder)")
+        sys.exit(
+            f"bench_subnormal: no checkpoint at {args.checkpoint}; pass --checkpoint PATH "
+            f"(it ships in the project's shared/data folder)"
+        )
     import needle as ndl
     from needle.backends import BACKEND
 
-    print(f"backend {BACKEND}; CPU: {_cpu_name()}; flush supported here: "
-          f"{ndl.set_flush_denormal(False)}")
+    print(
+        f"backend {BACKEND}; CPU: {_cpu_name()}; flush supported here: "
+        f"{ndl.set_flush_denormal(False)}"
+    )
     settings = [("fresh", True), ("checkpoint", True), ("fresh", False), ("checkpoint", False)]
     results: dict = {s: [] for s in settings}
     for _ in range(args.runs):
@@ -114,17 +134,22 @@ def main() -> None:
             out = _run(setting, args)
             if out:
                 results[setting].append(out)
-    median = {s: statistics.median(r["ms_per_step"] for r in runs)
-              for s, runs in results.items() if runs}
+    median = {
+        s: statistics.median(r["ms_per_step"] for r in runs) for s, runs in results.items() if runs
+    }
     for (start, flush), ms in median.items():
         frac = results[(start, flush)][0]["subnormal_weights"]
-        print(f"{start:>10} weights, flush {'on ' if flush else 'off'}: {ms:8.2f} ms/step "
-              f"(subnormal weights {frac:.1%})")
+        print(
+            f"{start:>10} weights, flush {'on ' if flush else 'off'}: {ms:8.2f} ms/step "
+            f"(subnormal weights {frac:.1%})"
+        )
     for flush in (True, False):
         if ("fresh", flush) in median and ("checkpoint", flush) in median:
             ratio = median[("checkpoint", flush)] / median[("fresh", flush)]
-            print(f"  flush {'on ' if flush else 'off'}: checkpoint / fresh = {ratio:.2f}"
-                  + ("  (goal <= 1.1)" if flush else ""))
+            print(
+                f"  flush {'on ' if flush else 'off'}: checkpoint / fresh = {ratio:.2f}"
+                + ("  (goal <= 1.1)" if flush else "")
+            )
 
 
 def _cpu_name() -> str:

@@ -18,6 +18,7 @@ written to ``--out``); docs/performance.md shows it.
     python benchmarks/bench_table.py --models mlp-100x100 resnet9 --rounds 5
     python benchmarks/bench_table.py --out /tmp/table.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,19 +54,28 @@ def _step_and_batches(model: str, variant: str, weights: str):
         from bench_scaling import _random_batch
 
         hidden, batch = (int(x) for x in model[4:].split("x"))
-        step = (mlp._torch_step_fn(hidden) if framework == "torch"
-                else mlp._needle_step_fn(create_graph=create_graph, hidden=hidden))
+        step = (
+            mlp._torch_step_fn(hidden)
+            if framework == "torch"
+            else mlp._needle_step_fn(create_graph=create_graph, hidden=hidden)
+        )
         return step, [_random_batch(batch)]
     if model == "resnet9":
         import bench_resnet9 as conv
 
-        step = (conv._torch_step_fn(weights, model) if framework == "torch"
-                else conv._needle_step_fn(weights, model, create_graph=create_graph))
+        step = (
+            conv._torch_step_fn(weights, model)
+            if framework == "torch"
+            else conv._needle_step_fn(weights, model, create_graph=create_graph)
+        )
         return step, conv._batches(model)
     import bench_lm as lm
 
-    step = (lm._torch_step_fn(model) if framework == "torch"
-            else lm._needle_step_fn(model, create_graph=create_graph))
+    step = (
+        lm._torch_step_fn(model)
+        if framework == "torch"
+        else lm._needle_step_fn(model, create_graph=create_graph)
+    )
     return step, list(lm._token_chunks(model, 4))
 
 
@@ -125,8 +135,9 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info
-                       if line.startswith("model name"))
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     torch_version = "not installed"
@@ -134,8 +145,10 @@ def machine() -> str:
         import torch
 
         torch_version = torch.__version__
-    return (f"{cpu}, {len(os.sched_getaffinity(0))} cores available; Python "
-            f"{platform.python_version()}, NumPy {np.__version__}, PyTorch {torch_version}")
+    return (
+        f"{cpu}, {len(os.sched_getaffinity(0))} cores available; Python "
+        f"{platform.python_version()}, NumPy {np.__version__}, PyTorch {torch_version}"
+    )
 
 
 def table(models: list[str], rounds: int) -> str:
@@ -143,13 +156,16 @@ def table(models: list[str], rounds: int) -> str:
 
     import bench_resnet9
 
-    lines = [f"Machine: {machine()}. Command: `python benchmarks/bench_table.py "
-             f"--rounds {rounds}`; ms per step (median over rounds), ratios needle / PyTorch "
-             f"(median of the rounds' ratios; below 1.0 needle is faster), peak RSS in MB.", "",
-             "| model | threads | `backward()` ms | fast path ms | PyTorch ms | "
-             "`backward()` / PyTorch | fast path / PyTorch | peak MB (`backward()` / fast / "
-             "PyTorch) |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"Machine: {machine()}. Command: `python benchmarks/bench_table.py "
+        f"--rounds {rounds}`; ms per step (median over rounds), ratios needle / PyTorch "
+        f"(median of the rounds' ratios; below 1.0 needle is faster), peak RSS in MB.",
+        "",
+        "| model | threads | `backward()` ms | fast path ms | PyTorch ms | "
+        "`backward()` / PyTorch | fast path / PyTorch | peak MB (`backward()` / fast / "
+        "PyTorch) |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
     with tempfile.TemporaryDirectory() as folder:
         weights = os.path.join(folder, "resnet9.npz")
         if "resnet9" in models:
@@ -158,10 +174,12 @@ def table(models: list[str], rounds: int) -> str:
             for threads in ("1", "default"):
                 runs = measure(model, threads, rounds, weights)
                 peaks = " / ".join(_cell(runs.get(v, []), "peak_mb", ".0f") for v in VARIANTS)
-                line = (f"| {MODELS[model][0]} | {threads} | {_cell(runs['default'], 'ms', '.1f')}"
-                        f" | {_cell(runs['fast'], 'ms', '.1f')} | "
-                        f"{_cell(runs.get('torch', []), 'ms', '.1f')} | "
-                        f"{_ratio(runs, 'default')} | {_ratio(runs, 'fast')} | {peaks} |")
+                line = (
+                    f"| {MODELS[model][0]} | {threads} | {_cell(runs['default'], 'ms', '.1f')}"
+                    f" | {_cell(runs['fast'], 'ms', '.1f')} | "
+                    f"{_cell(runs.get('torch', []), 'ms', '.1f')} | "
+                    f"{_ratio(runs, 'default')} | {_ratio(runs, 'fast')} | {peaks} |"
+                )
                 print(line, flush=True)
                 lines.append(line)
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ Usage (needs ``pip install nanobind pybind11 cmake`` and a C++ compiler)::
     python benchmarks/binding_overhead.py            # ~20 s after the build
     python benchmarks/binding_overhead.py --quick
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,15 +18,17 @@ import importlib
 import subprocess
 import sys
 import timeit
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 try:  # both libraries are build tools this benchmark compiles against, not needle's needs
     import nanobind
     import pybind11
 except ImportError as error:
-    sys.exit(f"binding_overhead.py needs nanobind and pybind11 ({error}): "
-             f"pip install nanobind pybind11 cmake")
+    sys.exit(
+        f"binding_overhead.py needs nanobind and pybind11 ({error}): "
+        f"pip install nanobind pybind11 cmake"
+    )
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "benchmarks" / "binding_overhead"
@@ -36,10 +39,20 @@ SIZE = 16
 def build() -> None:
     """Configure and build both bench modules (incremental after the first run)."""
     subprocess.run(
-        ["cmake", "-S", str(SOURCE), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=Release",
-         f"-DPython_EXECUTABLE={sys.executable}", f"-Dnanobind_DIR={nanobind.cmake_dir()}",
-         f"-Dpybind11_DIR={pybind11.get_cmake_dir()}"],
-        check=True, stdout=subprocess.DEVNULL)
+        [
+            "cmake",
+            "-S",
+            str(SOURCE),
+            "-B",
+            str(BUILD),
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-Dnanobind_DIR={nanobind.cmake_dir()}",
+            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     subprocess.run(["cmake", "--build", str(BUILD)], check=True, stdout=subprocess.DEVNULL)
     sys.path.insert(0, str(BUILD))
 

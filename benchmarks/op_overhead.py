@@ -13,6 +13,7 @@ Usage::
     python benchmarks/op_overhead.py           # full run (~30 s)
     python benchmarks/op_overhead.py --quick   # a few seconds
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -109,8 +110,12 @@ CASES = [
     ("add (100,100)", [(100, 100)] * 2, lambda a, b: a + b, lambda a, b: a + b),
     ("mul (10,10)", [(10, 10)] * 2, lambda a, b: a * b, lambda a, b: a * b),
     ("mul (100,100)", [(100, 100)] * 2, lambda a, b: a * b, lambda a, b: a * b),
-    ("add broadcast (100,100)+(100,)", [(100, 100), (100,)],
-     lambda a, b: a + b, lambda a, b: a + b),
+    (
+        "add broadcast (100,100)+(100,)",
+        [(100, 100), (100,)],
+        lambda a, b: a + b,
+        lambda a, b: a + b,
+    ),
     ("add_scalar (10,10)", [(10, 10)], lambda a: a + 1.0, lambda a: a + 1.0),
     ("mul_scalar (100,100)", [(100, 100)], lambda a: a * 2.0, lambda a: a * 2.0),
     ("power_scalar 2 (10,10)", [(10, 10)], lambda a: a**2, lambda a: a**2),
@@ -119,8 +124,12 @@ CASES = [
     ("matmul 64x64", [(64, 64)] * 2, lambda a, b: a @ b, lambda a, b: a @ b),
     ("summation (100,100) all", [(100, 100)], lambda a: a.sum(), lambda a: a.sum()),
     ("summation (100,100) axis 0", [(100, 100)], lambda a: a.sum(0), lambda a: a.sum(0)),
-    ("logsumexp (8,10) axis 1", [(8, 10)], lambda a: ndl.logsumexp(a, 1),
-     lambda a: torch.logsumexp(a, 1)),
+    (
+        "logsumexp (8,10) axis 1",
+        [(8, 10)],
+        lambda a: ndl.logsumexp(a, 1),
+        lambda a: torch.logsumexp(a, 1),
+    ),
 ]
 
 
@@ -175,13 +184,22 @@ def print_table(columns: dict[str, dict[str, float]]) -> None:
                 v = columns[key].get(name)
                 line += f"  {v / t:>8.1f}" if v is not None and t else f"  {'-':>8}"
         print(line)
-    print("\nmedian of repeated timed loops after warm-up; ratios = needle / torch"
-          + ("" if torch else " (PyTorch not installed)"))
+    print(
+        "\nmedian of repeated timed loops after warm-up; ratios = needle / torch"
+        + ("" if torch else " (PyTorch not installed)")
+    )
 
 
 # (m, n, p) of every product in the MLP ResNet step (batch 100, 784-100-50-100-10).
-STEP_MATMULS = [(100, 784, 100), (784, 100, 100), (100, 100, 50), (100, 50, 100),
-                (50, 100, 100), (100, 100, 10), (100, 10, 100)]
+STEP_MATMULS = [
+    (100, 784, 100),
+    (784, 100, 100),
+    (100, 100, 50),
+    (100, 50, 100),
+    (50, 100, 100),
+    (100, 100, 10),
+    (100, 10, 100),
+]
 
 
 def matmul_gflops(quick: bool) -> None:
@@ -211,8 +229,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_cases("needle", args.quick)))
         return
     print(f"numpy {np.__version__}" + (f", torch {torch.__version__} (1 thread)" if torch else ""))
-    columns = {"needle nd": _needle_column("nd", args.quick),
-               "needle np": _needle_column("np", args.quick)}
+    columns = {
+        "needle nd": _needle_column("nd", args.quick),
+        "needle np": _needle_column("np", args.quick),
+    }
     if torch is not None:
         columns["torch"] = run_cases("torch", args.quick)
     print_table(columns)

@@ -11,6 +11,7 @@ Run: python examples/gan_course_style.py [steps]
 It prints the mean and covariance of the data and of the generator's samples before and
 after training.
 """
+
 import sys
 
 import numpy as np
@@ -26,8 +27,10 @@ real_points = np.random.normal(0, 1, (3200, 2)) @ MIX + SHIFT
 
 generator = nn.Sequential(nn.Linear(2, 2))
 discriminator = nn.Sequential(
-    nn.Linear(2, 20), nn.ReLU(),
-    nn.Linear(20, 10), nn.ReLU(),
+    nn.Linear(2, 20),
+    nn.ReLU(),
+    nn.Linear(20, 10),
+    nn.ReLU(),
     nn.Linear(10, 2),
 )
 criterion = nn.SoftmaxLoss()
@@ -53,8 +56,9 @@ def step_discriminator(points, noise):
     """Teach the discriminator: real points are 1, generated ones (detached) are 0."""
     fake = generator(noise).detach()
     batch = points.shape[0]
-    loss = criterion(discriminator(points), ndl.ones(batch, dtype="int32")) \
-        + criterion(discriminator(fake), ndl.zeros(batch, dtype="int32"))
+    loss = criterion(discriminator(points), ndl.ones(batch, dtype="int32")) + criterion(
+        discriminator(fake), ndl.zeros(batch, dtype="int32")
+    )
     loss.backward()
     opt_discriminator.step()
 
@@ -62,7 +66,7 @@ def step_discriminator(points, noise):
 def train(steps, batch=32):
     for step in range(steps):
         start = (batch * step) % real_points.shape[0]
-        points = ndl.Tensor(real_points[start:start + batch])
+        points = ndl.Tensor(real_points[start : start + batch])
         noise = ndl.Tensor(np.random.normal(0, 1, (batch, 2)))
         step_discriminator(points, noise)
         step_generator(noise)

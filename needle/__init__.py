@@ -6,6 +6,7 @@ the course's creation functions (``ndl.ones``, ``ndl.zeros_like``, …), the bac
 every subpackage (``nn``, ``optim``, ``data``, ``apps``, ``viz``, ``distributed``, …),
 loaded on first use.
 """
+
 from . import autograd, backends, init, ops
 from .autograd import (
     AnomalyError,

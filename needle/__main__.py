@@ -1,4 +1,5 @@
 """``python -m needle``: the same as the ``needle`` command (see :mod:`needle.cli`)."""
+
 import sys
 
 from needle.cli import main

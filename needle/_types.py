@@ -1,4 +1,5 @@
 """Type aliases used across needle's public signatures."""
+
 from __future__ import annotations
 
 #: A tensor shape: a tuple of non-negative ints.

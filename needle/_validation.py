@@ -3,6 +3,7 @@
 Each raises where the user passed the value, naming the owner (layer or optimizer),
 the argument, the value and the accepted range.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,16 @@ def check_positive_int(owner: str, name: str, value: Any) -> int:
     return int(value)
 
 
-def check_real(owner: str, name: str, value: Any, *, low: float = -math.inf,
-               high: float = math.inf, low_open: bool = False, high_open: bool = False) -> float:
+def check_real(
+    owner: str,
+    name: str,
+    value: Any,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """``value`` as a float within [low, high] (ends excluded where ``*_open``).
 
     NaN is always rejected. A non-number raises TypeError, a value out of range ValueError.
@@ -63,8 +72,9 @@ def check_shape(owner: str, shape: Any) -> tuple[int, ...]:
         if isinstance(shape, numbers.Integral):
             shape = (shape,)
         elif not hasattr(shape, "__iter__"):
-            raise TypeError(f"{owner}: shape must be an int or a sequence of ints, got "
-                            f"{type(shape).__name__}")
+            raise TypeError(
+                f"{owner}: shape must be an int or a sequence of ints, got {type(shape).__name__}"
+            )
         shape = tuple(shape)
     span, plain = 1, True
     for dim in shape:  # one pass: the NDArray's broadcasts check their shape on every op

@@ -20,13 +20,22 @@ import operator
 import os
 import traceback
 import weakref
-from typing import Any, Iterable, Iterator, Sequence, TypeVar, cast
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from .backends import FLOAT_DTYPES, Device, NDArray, array_api, check_dtype, kernels
-from .backends import all_devices, cpu  # noqa: F401  (the course imports them from here)
 from ._types import Shape
+from .backends import (  # noqa: F401  (the course imports them from here)
+    FLOAT_DTYPES,
+    Device,
+    NDArray,
+    all_devices,
+    array_api,
+    check_dtype,
+    cpu,
+    kernels,
+)
 
 _FLOAT32, _FLOAT64 = FLOAT_DTYPES
 
@@ -46,7 +55,6 @@ _anomaly_enabled = False
 #: adjoint from its user ``node``; None (the default) costs one check per edge. Set only
 #: while :func:`needle.viz.trace` or :func:`needle.viz.record` is active.
 _partial_adjoint_hook = None
-
 
 
 class Saved:
@@ -83,7 +91,7 @@ class Op:
         :class:`Saved` holding it and the arrays the gradient needs."""
         raise NotImplementedError()
 
-    def gradient(self, out_grad: "Value", node: "Value") -> "Value | tuple[Value, ...]":
+    def gradient(self, out_grad: Value, node: Value) -> Value | tuple[Value, ...]:
         """The partial adjoints of the inputs, built from needle ops.
 
         ``out_grad`` is the adjoint of ``node`` (this op's output). Returns one tensor
@@ -92,7 +100,7 @@ class Op:
         """
         raise NotImplementedError()
 
-    def gradient_as_tuple(self, out_grad: "Value", node: "Value") -> tuple:
+    def gradient_as_tuple(self, out_grad: Value, node: Value) -> tuple:
         """:meth:`gradient`, always as a tuple (one entry per input)."""
         output = self.gradient(out_grad, node)
         if isinstance(output, tuple):
@@ -108,14 +116,14 @@ class Op:
 class TensorOp(Op):
     """An op whose output is a :class:`Tensor`."""
 
-    def __call__(self, *args: "Value") -> "Tensor":
+    def __call__(self, *args: Value) -> Tensor:
         return Tensor.make_from_op(self, args)
 
 
 class TensorTupleOp(Op):
     """An op whose output is a :class:`TensorTuple`."""
 
-    def __call__(self, *args: "Value") -> "TensorTuple":
+    def __call__(self, *args: Value) -> TensorTuple:
         return TensorTuple.make_from_op(self, args)
 
 
@@ -131,8 +139,18 @@ class Value:
     ``requires_grad``.
     """
 
-    __slots__ = ("op", "inputs", "cached_data", "saved", "requires_grad", "grad", "_replay",
-                 "_hooks", "_trace", "__weakref__")
+    __slots__ = (
+        "op",
+        "inputs",
+        "cached_data",
+        "saved",
+        "requires_grad",
+        "grad",
+        "_replay",
+        "_hooks",
+        "_trace",
+        "__weakref__",
+    )
     cached_data: Any  # a backend array (NDArray or numpy.ndarray), or a tuple of them
 
     def realize_cached_data(self):
@@ -192,7 +210,7 @@ class Value:
         return value
 
     @classmethod
-    def make_from_op(cls: type[_V], op: Op, inputs: Sequence["Value"]) -> _V:
+    def make_from_op(cls: type[_V], op: Op, inputs: Sequence[Value]) -> _V:
         """The node ``op(*inputs)``: computed now unless LAZY_MODE.
 
         A constant (no graph kept) when no input requires grad.
@@ -208,8 +226,10 @@ class Value:
         value._init(op, inputs)
         if not LAZY_MODE:
             data = value.realize_cached_data()
-            if value.requires_grad and (data.__class__ is tuple or (
-                    data.dtype is not _FLOAT32 and data.dtype is not _FLOAT64)):
+            if value.requires_grad and (
+                data.__class__ is tuple
+                or (data.dtype is not _FLOAT32 and data.dtype is not _FLOAT64)
+            ):
                 # integer results (a cast to int) have no gradient
                 value.requires_grad = _is_float_array(data)
             if not value.requires_grad or not _record_graph:
@@ -254,11 +274,11 @@ class TensorTuple(Value):
     def __len__(self) -> int:
         return len(self.realize_cached_data())
 
-    def __getitem__(self, index: int) -> "Tensor":
+    def __getitem__(self, index: int) -> Tensor:
 
         return ops.tuple_get_item(self, index)
 
-    def __iter__(self) -> Iterator["Tensor"]:
+    def __iter__(self) -> Iterator[Tensor]:
         return (self[i] for i in range(len(self)))
 
     def tuple(self) -> tuple:
@@ -271,13 +291,13 @@ class TensorTuple(Value):
     def __str__(self) -> str:
         return self.__repr__()
 
-    def __add__(self, other: "TensorTuple") -> "TensorTuple":
+    def __add__(self, other: TensorTuple) -> TensorTuple:
 
         if not isinstance(other, TensorTuple) or len(self) != len(other):
             raise TypeError("TensorTuple + : both operands must be TensorTuples of equal length")
         return ops.make_tuple(*[self[i] + other[i] for i in range(len(self))])
 
-    def detach(self) -> "TensorTuple":
+    def detach(self) -> TensorTuple:
         """A constant TensorTuple sharing the arrays, outside any graph."""
         return TensorTuple.make_const(self.realize_cached_data())
 
@@ -338,12 +358,12 @@ class Tensor(Value):
 
     # ----- properties -------------------------------------------------------------
     @property
-    def data(self) -> "Tensor":
+    def data(self) -> Tensor:
         """A detached tensor sharing this tensor's array. Setting it replaces the array."""
         return self.detach()
 
     @data.setter
-    def data(self, value: "Tensor") -> None:
+    def data(self, value: Tensor) -> None:
         if not isinstance(value, Tensor):
             raise TypeError(f"Tensor.data: expected a Tensor, got {type(value).__name__}")
         if value.dtype != self.dtype:
@@ -354,7 +374,7 @@ class Tensor(Value):
         self.cached_data = value.realize_cached_data()
         release_gradient_graphs()  # an updated parameter: the recorded step is over
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         """A new leaf tensor sharing this array, outside any graph."""
         return Tensor.make_const(self.realize_cached_data())
 
@@ -382,7 +402,7 @@ class Tensor(Value):
         """The device of this tensor's array."""
         return kernels.device_of(self.realize_cached_data())
 
-    def to(self, device: Device) -> "Tensor":
+    def to(self, device: Device) -> Tensor:
         """This tensor on ``device``: itself when it is already there, else a detached copy."""
         if device == self.device:
             return self
@@ -411,7 +431,7 @@ class Tensor(Value):
         return str(self.realize_cached_data())
 
     # ----- hooks ---------------------------------------------------------------------
-    def register_hook(self, hook) -> "RemovableHandle":
+    def register_hook(self, hook) -> RemovableHandle:
         """Call ``hook(grad)`` when this tensor's gradient is complete during ``backward()``
         (the sum of all its partial adjoints), before it is stored in ``.grad`` and passed
         on. A returned tensor (same shape and dtype) replaces the gradient; None keeps it.
@@ -426,7 +446,7 @@ class Tensor(Value):
         """
         return self._add_hook("grad", "register_hook", hook)
 
-    def register_post_accumulate_grad_hook(self, hook) -> "RemovableHandle":
+    def register_post_accumulate_grad_hook(self, hook) -> RemovableHandle:
         """Call ``hook(tensor)`` right after ``backward()`` has set this leaf's ``.grad``
         (a parameter's gradient is final then: what data-parallel training averages).
         Leaves only. Returns a handle whose ``remove()`` unregisters."""
@@ -438,7 +458,7 @@ class Tensor(Value):
             )
         return self._add_hook("post_accumulate", "register_post_accumulate_grad_hook", hook)
 
-    def _add_hook(self, kind: str, owner: str, hook) -> "RemovableHandle":
+    def _add_hook(self, kind: str, owner: str, hook) -> RemovableHandle:
         if not callable(hook):
             raise TypeError(f"{owner}: the hook must be callable, got {type(hook).__name__}")
         if not self.requires_grad:
@@ -451,8 +471,13 @@ class Tensor(Value):
         return self._hooks.add(kind, hook)
 
     # ----- differentiation ----------------------------------------------------------
-    def backward(self, out_grad: "Tensor | None" = None, *,
-                 create_graph: bool | None = None, accumulate: bool = False) -> None:
+    def backward(
+        self,
+        out_grad: Tensor | None = None,
+        *,
+        create_graph: bool | None = None,
+        accumulate: bool = False,
+    ) -> None:
         """Compute the gradient of this tensor with respect to every node of its graph.
 
         ``out_grad`` defaults to ones of this tensor's shape (for a non-scalar tensor
@@ -496,12 +521,15 @@ class Tensor(Value):
                 f"shape {self.shape}"
             )
         if accumulate and create_graph:
-            raise ValueError("backward(): accumulate=True sums gradients as constants; it "
-                             "cannot record their graph (create_graph=True)")
+            raise ValueError(
+                "backward(): accumulate=True sums gradients as constants; it "
+                "cannot record their graph (create_graph=True)"
+            )
         if accumulate:
             create_graph = False
-        compute_gradient_of_variables(self, out_grad, create_graph=create_graph,
-                                      accumulate=bool(accumulate))
+        compute_gradient_of_variables(
+            self, out_grad, create_graph=create_graph, accumulate=bool(accumulate)
+        )
 
     # ----- operators: dispatch only (see needle.ops for the lowering) -----------------
     def __add__(self, other):
@@ -536,7 +564,7 @@ class Tensor(Value):
 
         return ops.matmul(self, other)
 
-    def matmul(self, other: "Tensor") -> "Tensor":
+    def matmul(self, other: Tensor) -> Tensor:
         """Matrix product ``self @ other``."""
         return self.__matmul__(other)
 
@@ -555,35 +583,35 @@ class Tensor(Value):
     __radd__ = __add__
     __rmul__ = __mul__
 
-    def astype(self, dtype) -> "Tensor":
+    def astype(self, dtype) -> Tensor:
         """This tensor converted to ``dtype`` (``"float32"``, ``"int64"``, ...): a new tensor,
         differentiable between float dtypes (NumPy's name; PyTorch's ``.to(dtype)``)."""
 
         return ops.astype(self, dtype)
 
-    def sum(self, axes=None) -> "Tensor":
+    def sum(self, axes=None) -> Tensor:
         """Sum over ``axes`` (None: all; an int; or a tuple), dropping them."""
 
         return ops.summation(self, axes)
 
-    def broadcast_to(self, shape: Shape) -> "Tensor":
+    def broadcast_to(self, shape: Shape) -> Tensor:
         """This tensor broadcast to ``shape`` (NumPy rules)."""
 
         return ops.broadcast_to(self, shape)
 
-    def reshape(self, shape: Shape) -> "Tensor":
+    def reshape(self, shape: Shape) -> Tensor:
         """The same elements in ``shape``."""
 
         return ops.reshape(self, shape)
 
-    def transpose(self, axes=None) -> "Tensor":
+    def transpose(self, axes=None) -> Tensor:
         """Swap two axes: the last two by default, else the two in ``axes``."""
 
         return ops.transpose(self, axes)
 
     # ----- PyTorch-style methods: each is the needle function of the same name ------------
     # (see needle.ops for the arguments; ``needle.max(t, ...)`` is ``t.max(...)``)
-    def __getitem__(self, key) -> "Tensor":
+    def __getitem__(self, key) -> Tensor:
         """``t[key]`` with NumPy's and PyTorch's rules (ints drop their axis; slices with any
         step; None; ...; integer arrays or tensors; bool masks); see :func:`needle.getitem`."""
 
@@ -620,12 +648,12 @@ class Tensor(Value):
         values = array_api.broadcast_to(value.realize_cached_data(), index.shape)
         _index.write(self.realize_cached_data(), index, values.astype(self.dtype, copy=False))
 
-    def index_put(self, key, value) -> "Tensor":
+    def index_put(self, key, value) -> Tensor:
         """A copy with ``value`` written at ``key``, differentiable (:func:`needle.index_put`)."""
 
         return ops.index_put(self, key, value)
 
-    def __iter__(self) -> Iterator["Tensor"]:
+    def __iter__(self) -> Iterator[Tensor]:
         if not self.shape:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(self.shape[0]))
@@ -666,31 +694,31 @@ class Tensor(Value):
             )
         return bool(self.item())
 
-    def all(self) -> "Tensor":
+    def all(self) -> Tensor:
         """Whether every element is non-zero: a 0-d bool tensor."""
         return (self != 0).astype("int64").sum() == self.size
 
-    def any(self) -> "Tensor":
+    def any(self) -> Tensor:
         """Whether some element is non-zero: a 0-d bool tensor."""
         return (self != 0).astype("int64").sum() > 0
 
-    def float(self) -> "Tensor":
+    def float(self) -> Tensor:
         """``astype("float32")`` (PyTorch's ``.float()``)."""
         return self.astype("float32")
 
-    def double(self) -> "Tensor":
+    def double(self) -> Tensor:
         """``astype("float64")``."""
         return self.astype("float64")
 
-    def long(self) -> "Tensor":
+    def long(self) -> Tensor:
         """``astype("int64")``."""
         return self.astype("int64")
 
-    def int(self) -> "Tensor":
+    def int(self) -> Tensor:
         """``astype("int32")``."""
         return self.astype("int32")
 
-    def bool(self) -> "Tensor":
+    def bool(self) -> Tensor:
         """``astype("bool")``."""
         return self.astype("bool")
 
@@ -707,29 +735,57 @@ class Tensor(Value):
     # reductions
     max, min, amax, amin = _call("max"), _call("min"), _call("amax"), _call("amin")
     argmax, argmin, mean, var, std, prod = (
-        _call("argmax"), _call("argmin"), _call("mean"), _call("var"), _call("std"),
-        _call("prod"))
+        _call("argmax"),
+        _call("argmin"),
+        _call("mean"),
+        _call("var"),
+        _call("std"),
+        _call("prod"),
+    )
     # elementwise
     abs = __abs__ = _call("abs")
     sqrt, rsqrt, sin, cos, exp, log = (
-        _call("sqrt"), _call("rsqrt"), _call("sin"), _call("cos"), _call("exp"), _call("log"))
+        _call("sqrt"),
+        _call("rsqrt"),
+        _call("sin"),
+        _call("cos"),
+        _call("exp"),
+        _call("log"),
+    )
     log1p, expm1, tanh, sigmoid, relu, sign = (
-        _call("log1p"), _call("expm1"), _call("tanh"), _call("sigmoid"), _call("relu"),
-        _call("sign"))
+        _call("log1p"),
+        _call("expm1"),
+        _call("tanh"),
+        _call("sigmoid"),
+        _call("relu"),
+        _call("sign"),
+    )
     clip = clamp = _call("clip")
     maximum, minimum, pow = _call("maximum"), _call("minimum"), _call("power")
     # shapes and selection
     squeeze, unsqueeze, flatten, view = (
-        _call("squeeze"), _call("unsqueeze"), _call("flatten"), _call("view"))
+        _call("squeeze"),
+        _call("unsqueeze"),
+        _call("flatten"),
+        _call("view"),
+    )
     permute, expand, repeat, tile = (
-        _call("permute"), _call("expand"), _call("repeat"), _call("tile"))
+        _call("permute"),
+        _call("expand"),
+        _call("repeat"),
+        _call("tile"),
+    )
     gather, scatter_add, masked_fill, chunk = (
-        _call("gather"), _call("scatter_add"), _call("masked_fill"), _call("chunk"))
+        _call("gather"),
+        _call("scatter_add"),
+        _call("masked_fill"),
+        _call("chunk"),
+    )
     softmax, log_softmax = _call("softmax"), _call("log_softmax")
     del _call
 
     # (``builtins.int``: in this class body ``int`` is the method above)
-    def split(self, split_size_or_sections, dim: builtins.int = 0) -> tuple["Tensor", ...]:
+    def split(self, split_size_or_sections, dim: builtins.int = 0) -> tuple[Tensor, ...]:
         """PyTorch's ``Tensor.split``: pieces of an int size along ``dim`` (the last smaller),
         or of each size in a list. (``needle.split(a, axis)`` is the course's op.)"""
 
@@ -791,7 +847,9 @@ def find_topo_sort(node_list: Sequence[Value]) -> list[Value]:
 
 
 def compute_gradient_of_variables(
-    output_tensor: Tensor, out_grad: Tensor, create_graph: bool | None = None,
+    output_tensor: Tensor,
+    out_grad: Tensor,
+    create_graph: bool | None = None,
     accumulate: bool = False,
 ) -> None:
     """Reverse-mode differentiation: set ``.grad`` on every node of the output's graph.
@@ -837,11 +895,15 @@ def compute_gradient_of_variables(
         _grad_enabled, _record_graph, _queued_callbacks = previous
 
 
-def _backpropagate(order: list[Value], output_tensor: Tensor, out_grad: Tensor,
-                   record: "_BackwardRecord | None" = None,
-                   replayed: dict[int, Value] | None = None,
-                   replacements: dict[int, Value] | None = None,
-                   accumulate: bool = False) -> None:
+def _backpropagate(
+    order: list[Value],
+    output_tensor: Tensor,
+    out_grad: Tensor,
+    record: _BackwardRecord | None = None,
+    replayed: dict[int, Value] | None = None,
+    replacements: dict[int, Value] | None = None,
+    accumulate: bool = False,
+) -> None:
     """The backward pass over ``order`` (the output's topological order).
 
     Each node's adjoint, after its hooks, goes to its ``.grad`` (handed out through
@@ -904,7 +966,7 @@ class _SameAs(TensorOp):
     def compute(self, a: NDArray):
         return a
 
-    def gradient(self, out_grad: "Tensor", node: "Tensor"):
+    def gradient(self, out_grad: Tensor, node: Tensor):
         return out_grad
 
 
@@ -955,20 +1017,30 @@ class _BackwardRecord:
         previous = _grad_enabled, _record_graph
         _grad_enabled, _record_graph = True, True
         try:
-            _backpropagate(find_topo_sort([output]), output, self.out_grad, replayed=replayed,
-                           replacements=self.replacements)
+            _backpropagate(
+                find_topo_sort([output]),
+                output,
+                self.out_grad,
+                replayed=replayed,
+                replacements=self.replacements,
+            )
         finally:
             _grad_enabled, _record_graph = previous
-        handed_out = [(grad, replayed[node_id]) for grad, node_id in
-                      ((ref(), node_id) for ref, node_id in self.grads)
-                      if grad is not None and (grad._replay is self or not grad.requires_grad)]
+        handed_out = [
+            (grad, replayed[node_id])
+            for grad, node_id in ((ref(), node_id) for ref, node_id in self.grads)
+            if grad is not None and (grad._replay is self or not grad.requires_grad)
+        ]
         self.grads = []
         for grad, twin in handed_out:
             if grad._replay is self:
                 _adopt_graph(grad, twin)
         # Point the recorded graph at the gradients handed out instead of their twins.
-        stand_in = {id(twin): grad for grad, twin in handed_out
-                    if twin.op is not None or not twin.requires_grad}
+        stand_in = {
+            id(twin): grad
+            for grad, twin in handed_out
+            if twin.op is not None or not twin.requires_grad
+        }
         for node in find_topo_sort([grad for grad, _ in handed_out]):
             if any(id(x) in stand_in for x in node.inputs):
                 node.inputs = tuple(stand_in.get(id(x), x) for x in node.inputs)
@@ -984,7 +1056,7 @@ def _adopt_graph(grad: Value, twin: Value) -> None:
         grad.op, grad.inputs = _SameAs(), (twin,)
 
 
-_HELD_RECORDS: "weakref.WeakSet[_BackwardRecord]" = weakref.WeakSet()
+_HELD_RECORDS: weakref.WeakSet[_BackwardRecord] = weakref.WeakSet()
 
 
 def release_gradient_graphs() -> None:
@@ -1053,7 +1125,7 @@ class _TensorHooks:
         hooks.append(hook)
         return RemovableHandle(hooks, hook, f"{kind} hook")
 
-    def run_grad_hooks(self, node: "Tensor", grad: Value) -> Value:
+    def run_grad_hooks(self, node: Tensor, grad: Value) -> Value:
         """``grad`` after every gradient hook (each may return a replacement)."""
         for hook in list(self.grad):
             result = hook.fn(grad)
@@ -1078,8 +1150,10 @@ def _check_hook_result(hook, node: Tensor, result) -> None:
     """A hook's replacement gradient must be a Tensor of the tensor's shape and dtype."""
     name = getattr(hook, "__name__", type(hook).__name__)
     if not isinstance(result, Tensor):
-        raise TypeError(f"gradient hook {name} returned {type(result).__name__}; return a "
-                        f"Tensor of shape {node.shape} (or None to keep the gradient)")
+        raise TypeError(
+            f"gradient hook {name} returned {type(result).__name__}; return a "
+            f"Tensor of shape {node.shape} (or None to keep the gradient)"
+        )
     if result.shape != node.shape or result.dtype != node.dtype:
         raise ValueError(
             f"gradient hook {name} returned a gradient of shape {result.shape} and dtype "

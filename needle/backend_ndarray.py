@@ -4,6 +4,7 @@
 give the very modules of :mod:`needle.backends.ndarray` (not copies), so classes, devices
 and pickles are the same whichever name is used.
 """
+
 import sys
 
 from .backends import ndarray as _package
@@ -11,4 +12,4 @@ from .backends import ndarray as _package
 sys.modules[__name__] = _package
 for _name, _module in list(sys.modules.items()):
     if _name.startswith(_package.__name__ + ".") and _module is not None:
-        sys.modules[__name__ + _name[len(_package.__name__):]] = _module
+        sys.modules[__name__ + _name[len(_package.__name__) :]] = _module

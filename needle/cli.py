@@ -25,6 +25,7 @@ traceback is printed only for an error in needle itself. In a job of several pro
 an error on any rank prints ``needle train: error (rank R of N): …`` and ends the whole
 job (``MPI_Abort``) with that status, so no rank is left waiting for it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ import math
 import os
 import sys
 import traceback
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import needle as ndl
 from needle import distributed, options, tasks, training
@@ -51,11 +52,13 @@ LATEST_CHECKPOINT = f"{RunOptions.out}/{training.CHECKPOINT_NAME}"
 
 def _option_type(rule: options.Rule) -> Callable[[str], object]:
     """An argparse ``type=`` that parses with ``rule`` (:mod:`needle.options`)."""
+
     def parse(text: str) -> object:
         try:
             return rule.parse(text)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
+
     parse.__name__ = rule.what  # argparse names the type in some messages
     return parse
 
@@ -75,8 +78,11 @@ class _Parser(argparse.ArgumentParser):
 # ----- the parser -------------------------------------------------------------------------
 
 
-def build_parser(*, with_defaults: bool = True, model: str | None = None,
-                 ) -> argparse.ArgumentParser:
+def build_parser(
+    *,
+    with_defaults: bool = True,
+    model: str | None = None,
+) -> argparse.ArgumentParser:
     """The ``needle`` argument parser.
 
     Args:
@@ -93,33 +99,48 @@ def build_parser(*, with_defaults: bool = True, model: str | None = None,
         16
     """
     parser = _Parser(
-        prog="needle", description="needle: train and evaluate models from the command line.")
+        prog="needle", description="needle: train and evaluate models from the command line."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     suppress = {} if with_defaults else {"argument_default": argparse.SUPPRESS}
     defaults = TrainConfig.for_task(**({} if model is None else {"model": model})).options()
     train = commands.add_parser(
-        "train", help="train an image classifier or a language model", **suppress,
+        "train",
+        help="train an image classifier or a language model",
+        **suppress,
         description="Train a model (default: the course's MLP ResNet on Fashion-MNIST); "
-                    "checkpoint, metrics.csv and curves.png are written into --out after "
-                    "every epoch. The defaults shown are those of "
-                    f"--model {defaults['model']}'s task: image models and language "
-                    "models (*-lm) have their own; see them with, e.g., "
-                    "needle train --model lstm-lm --help.")
+        "checkpoint, metrics.csv and curves.png are written into --out after "
+        "every epoch. The defaults shown are those of "
+        f"--model {defaults['model']}'s task: image models and language "
+        "models (*-lm) have their own; see them with, e.g., "
+        "needle train --model lstm-lm --help.",
+    )
     _add_train_options(train, defaults)
     if with_defaults:
         # dataset None: TrainConfig picks the model's task's first dataset
-        train.set_defaults(**{**defaults, "dataset": None}, resume=False, progress=True,
-                           quiet=False, distributed=False)
+        train.set_defaults(
+            **{**defaults, "dataset": None},
+            resume=False,
+            progress=True,
+            quiet=False,
+            distributed=False,
+        )
     evaluate = commands.add_parser(
-        "eval", help="evaluate a saved checkpoint on the test set", **suppress,
+        "eval",
+        help="evaluate a saved checkpoint on the test set",
+        **suppress,
         description="Rebuild the model saved in a training checkpoint and print its test "
-                    "loss and error. Every option not given, --dataset included, is the "
-                    "one the checkpoint's run was trained with.")
+        "loss and error. Every option not given, --dataset included, is the "
+        "one the checkpoint's run was trained with.",
+    )
     _add_eval_options(evaluate)
     generate = commands.add_parser(
-        "generate", help="sample text from a language-model checkpoint", **suppress,
+        "generate",
+        help="sample text from a language-model checkpoint",
+        **suppress,
         description="Continue a prompt with words sampled from a language model saved by "
-                    "needle train --model rnn-lm|lstm-lm|transformer-lm.")
+        "needle train --model rnn-lm|lstm-lm|transformer-lm.",
+    )
     _add_generate_options(generate)
     viz_command.add_parser(commands)
     return parser
@@ -128,156 +149,288 @@ def build_parser(*, with_defaults: bool = True, model: str | None = None,
 def _add_data_options(group: argparse._ActionsContainer, dataset_help: str) -> None:
     """--dataset, --data-dir, --download (shared by train and eval)."""
     group.add_argument("--dataset", choices=tasks.dataset_names(), help=dataset_help)
-    group.add_argument("--data-dir", metavar="DIR", type=_field_type("data_dir"),
-                       help="a folder searched first for the IDX files "
-                            "(train-images-idx3-ubyte[.gz], ...); for cifar10 the "
-                            "cifar-10-batches-py folder or its parent; for ptb (and kjv) "
-                            "the folder of train.txt, valid.txt, test.txt")
-    group.add_argument("--download", action="store_true",
-                       help="download missing data files (verified) into --data-dir or "
-                            "the cache folder")
+    group.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        type=_field_type("data_dir"),
+        help="a folder searched first for the IDX files "
+        "(train-images-idx3-ubyte[.gz], ...); for cifar10 the "
+        "cifar-10-batches-py folder or its parent; for ptb (and kjv) "
+        "the folder of train.txt, valid.txt, test.txt",
+    )
+    group.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing data files (verified) into --data-dir or the cache folder",
+    )
 
 
 def _add_train_options(parser: argparse.ArgumentParser, d: dict) -> None:
     """Every option of ``needle train``; ``d``: the defaults its help shows."""
     group = parser.add_argument_group("data")
-    _add_data_options(group, "the dataset (default: the first of the model's task: "
-                             "fashion-mnist for image models, kjv for language models)")
-    group.add_argument("--limit-train", type=_field_type("limit_train"), metavar="N",
-                       help="use only the first N training samples (tokens for text)")
-    group.add_argument("--limit-test", type=_field_type("limit_test"), metavar="N",
-                       help="use only the first N test samples (tokens for text)")
-    group.add_argument("--augment", action="store_true",
-                       help="random horizontal flips and crops of the training images")
-    group.add_argument("--crop-padding", type=_field_type("crop_padding"), metavar="PX",
-                       help=f"maximal shift of the random crop, in pixels "
-                            f"(default: {d['crop_padding']})")
+    _add_data_options(
+        group,
+        "the dataset (default: the first of the model's task: "
+        "fashion-mnist for image models, kjv for language models)",
+    )
+    group.add_argument(
+        "--limit-train",
+        type=_field_type("limit_train"),
+        metavar="N",
+        help="use only the first N training samples (tokens for text)",
+    )
+    group.add_argument(
+        "--limit-test",
+        type=_field_type("limit_test"),
+        metavar="N",
+        help="use only the first N test samples (tokens for text)",
+    )
+    group.add_argument(
+        "--augment",
+        action="store_true",
+        help="random horizontal flips and crops of the training images",
+    )
+    group.add_argument(
+        "--crop-padding",
+        type=_field_type("crop_padding"),
+        metavar="PX",
+        help=f"maximal shift of the random crop, in pixels (default: {d['crop_padding']})",
+    )
     group = parser.add_argument_group("network")
-    group.add_argument("--model", choices=tasks.model_names(),
-                       help=f"the network (default: {NetworkOptions.model}; see "
-                            f"docs/training.md)")
-    group.add_argument("--hidden-dim", type=_field_type("hidden_dim"),
-                       help=f"mlp-resnet: width; *-lm: hidden size (default: {d['hidden_dim']})")
-    group.add_argument("--num-blocks", type=_field_type("num_blocks"),
-                       help=f"mlp-resnet: residual blocks (default: {d['num_blocks']})")
-    group.add_argument("--drop-prob", type=_field_type("drop_prob"),
-                       help=f"mlp-resnet, *-lm: dropout (default: {d['drop_prob']:g})")
-    group.add_argument("--width", type=_field_type("width"),
-                       help=f"cnn: channels of the first block (default: {d['width']})")
-    group.add_argument("--embedding-dim", type=_field_type("embedding_dim"),
-                       help=f"*-lm: word-embedding size (default: {d['embedding_dim']})")
-    group.add_argument("--num-layers", type=_field_type("num_layers"),
-                       help=f"*-lm: RNN/LSTM/Transformer layers (default: {d['num_layers']})")
-    group.add_argument("--seq-len", type=_field_type("seq_len"),
-                       help=f"*-lm: tokens per BPTT chunk (default: {d['seq_len']})")
+    group.add_argument(
+        "--model",
+        choices=tasks.model_names(),
+        help=f"the network (default: {NetworkOptions.model}; see docs/training.md)",
+    )
+    group.add_argument(
+        "--hidden-dim",
+        type=_field_type("hidden_dim"),
+        help=f"mlp-resnet: width; *-lm: hidden size (default: {d['hidden_dim']})",
+    )
+    group.add_argument(
+        "--num-blocks",
+        type=_field_type("num_blocks"),
+        help=f"mlp-resnet: residual blocks (default: {d['num_blocks']})",
+    )
+    group.add_argument(
+        "--drop-prob",
+        type=_field_type("drop_prob"),
+        help=f"mlp-resnet, *-lm: dropout (default: {d['drop_prob']:g})",
+    )
+    group.add_argument(
+        "--width",
+        type=_field_type("width"),
+        help=f"cnn: channels of the first block (default: {d['width']})",
+    )
+    group.add_argument(
+        "--embedding-dim",
+        type=_field_type("embedding_dim"),
+        help=f"*-lm: word-embedding size (default: {d['embedding_dim']})",
+    )
+    group.add_argument(
+        "--num-layers",
+        type=_field_type("num_layers"),
+        help=f"*-lm: RNN/LSTM/Transformer layers (default: {d['num_layers']})",
+    )
+    group.add_argument(
+        "--seq-len",
+        type=_field_type("seq_len"),
+        help=f"*-lm: tokens per BPTT chunk (default: {d['seq_len']})",
+    )
     _add_optim_options(parser.add_argument_group("optimisation"), d)
     group = parser.add_argument_group("run")
-    group.add_argument("--seed", type=_field_type("seed"),
-                       help=f"seeds NumPy once, before the model is built "
-                            f"(default: {d['seed']})")
-    group.add_argument("--on-nonfinite", choices=options.ON_NONFINITE,
-                       help="a training loss or gradient that is NaN or infinite: stop "
-                            "(the default; the last checkpoint is kept and the message "
-                            "says how to resume with a smaller --lr) or skip-batch (that "
-                            "step is not taken); a checkpoint never holds non-finite weights")
-    group.add_argument("--checkpoint-every", metavar="WHEN", type=_field_type("checkpoint_every"),
-                       help=f"also save the checkpoint in mid-epoch (with the exact position "
-                            f"in the epoch, so --resume goes on from there): a time (30s, 5m, "
-                            f"1h), a number of optimizer steps (200), or epoch (or 0) for the "
-                            f"end of each epoch only (default: {d['checkpoint_every']})")
-    group.add_argument("--out", metavar="DIR", type=_field_type("out"),
-                       help=f"output folder (default: {d['out']}; a run already there is "
-                            f"replaced, and the first line says so)")
-    group.add_argument("--resume", action="store_true",
-                       help="continue the run saved in --out; options not given are "
-                            "taken from its checkpoint. --epochs and --lr may change "
-                            "(more epochs continue the run), except that a cosine "
-                            "schedule spans exactly its --epochs: it cannot be extended "
-                            "(nor can onecycle)")
-    group.add_argument("--no-progress", dest="progress", action="store_false",
-                       help="no progress bar (it is also off when stderr is not a terminal)")
-    group.add_argument("--quiet", "-q", action="store_true",
-                       help="no progress bar and no per-epoch lines")
-    group.add_argument("--distributed", action="store_true",
-                       help="train data-parallel over MPI: start with mpiexec -n N; "
-                            "--batch-size is per process (automatic when mpiexec starts "
-                            "more than one process; needs needle-dl[distributed])")
+    group.add_argument(
+        "--seed",
+        type=_field_type("seed"),
+        help=f"seeds NumPy once, before the model is built (default: {d['seed']})",
+    )
+    group.add_argument(
+        "--on-nonfinite",
+        choices=options.ON_NONFINITE,
+        help="a training loss or gradient that is NaN or infinite: stop "
+        "(the default; the last checkpoint is kept and the message "
+        "says how to resume with a smaller --lr) or skip-batch (that "
+        "step is not taken); a checkpoint never holds non-finite weights",
+    )
+    group.add_argument(
+        "--checkpoint-every",
+        metavar="WHEN",
+        type=_field_type("checkpoint_every"),
+        help=f"also save the checkpoint in mid-epoch (with the exact position "
+        f"in the epoch, so --resume goes on from there): a time (30s, 5m, "
+        f"1h), a number of optimizer steps (200), or epoch (or 0) for the "
+        f"end of each epoch only (default: {d['checkpoint_every']})",
+    )
+    group.add_argument(
+        "--out",
+        metavar="DIR",
+        type=_field_type("out"),
+        help=f"output folder (default: {d['out']}; a run already there is "
+        f"replaced, and the first line says so)",
+    )
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in --out; options not given are "
+        "taken from its checkpoint. --epochs and --lr may change "
+        "(more epochs continue the run), except that a cosine "
+        "schedule spans exactly its --epochs: it cannot be extended "
+        "(nor can onecycle)",
+    )
+    group.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (it is also off when stderr is not a terminal)",
+    )
+    group.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress bar and no per-epoch lines"
+    )
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="train data-parallel over MPI: start with mpiexec -n N; "
+        "--batch-size is per process (automatic when mpiexec starts "
+        "more than one process; needs needle-dl[distributed])",
+    )
 
 
 def _add_optim_options(group: argparse._ActionsContainer, d: dict) -> None:
     """The optimisation options of ``needle train``; ``d``: the defaults its help shows."""
-    group.add_argument("--epochs", type=_field_type("epochs"),
-                       help=f"total epochs (default: {d['epochs']})")
-    group.add_argument("--batch-size", type=_field_type("batch_size"),
-                       help=f"samples per batch; *-lm: columns of the text "
-                            f"(default: {d['batch_size']})")
-    group.add_argument("--optimizer", choices=options.OPTIMIZERS,
-                       help=f"adamw: Adam with decoupled weight decay (default: "
-                            f"{d['optimizer']})")
-    group.add_argument("--lr", type=_field_type("lr"),
-                       help=f"learning rate (default: {d['lr']:g}); the peak of onecycle")
-    group.add_argument("--weight-decay", type=_field_type("weight_decay"),
-                       help=f"(default: {d['weight_decay']:g})")
-    group.add_argument("--no-decay-norm-bias", action="store_true",
-                       help="no weight decay for biases and normalisation weights (every "
-                            "parameter with one dimension or a name ending in bias)")
-    group.add_argument("--momentum", type=_field_type("momentum"),
-                       help=f"SGD momentum (default: {d['momentum']:g})")
-    group.add_argument("--scheduler", choices=options.SCHEDULERS,
-                       help=f"learning-rate schedule: per epoch step, cosine (to 0 over "
-                            f"exactly --epochs) or plateau (times --gamma after more than "
-                            f"--patience epochs without a lower test loss); per optimizer "
-                            f"step onecycle (default: {d['scheduler']})")
-    group.add_argument("--step-size", type=_field_type("step_size"),
-                       help=f"epochs between decays of the step schedule "
-                            f"(default: {d['step_size']})")
-    group.add_argument("--gamma", type=_field_type("gamma"),
-                       help=f"decay factor of the step and plateau schedules "
-                            f"(default: {d['gamma']:g})")
-    group.add_argument("--patience", type=_field_type("patience"), metavar="EPOCHS",
-                       help=f"plateau: epochs without improvement before a decay "
-                            f"(default: {d['patience']})")
-    group.add_argument("--warmup-steps", type=_field_type("warmup_steps"), metavar="N",
-                       help=f"raise the learning rate linearly from 0 over the first N "
-                            f"optimizer steps, then follow --scheduler (step and cosine "
-                            f"then count optimizer steps) (default: {d['warmup_steps']})")
-    group.add_argument("--grad-accum", type=_field_type("grad_accum"), metavar="N",
-                       help=f"N batches (micro-batches) per optimizer step, each loss "
-                            f"scaled by 1/N: the step of a batch N times larger "
-                            f"(default: {d['grad_accum']})")
+    group.add_argument(
+        "--epochs", type=_field_type("epochs"), help=f"total epochs (default: {d['epochs']})"
+    )
+    group.add_argument(
+        "--batch-size",
+        type=_field_type("batch_size"),
+        help=f"samples per batch; *-lm: columns of the text (default: {d['batch_size']})",
+    )
+    group.add_argument(
+        "--optimizer",
+        choices=options.OPTIMIZERS,
+        help=f"adamw: Adam with decoupled weight decay (default: {d['optimizer']})",
+    )
+    group.add_argument(
+        "--lr",
+        type=_field_type("lr"),
+        help=f"learning rate (default: {d['lr']:g}); the peak of onecycle",
+    )
+    group.add_argument(
+        "--weight-decay", type=_field_type("weight_decay"), help=f"(default: {d['weight_decay']:g})"
+    )
+    group.add_argument(
+        "--no-decay-norm-bias",
+        action="store_true",
+        help="no weight decay for biases and normalisation weights (every "
+        "parameter with one dimension or a name ending in bias)",
+    )
+    group.add_argument(
+        "--momentum",
+        type=_field_type("momentum"),
+        help=f"SGD momentum (default: {d['momentum']:g})",
+    )
+    group.add_argument(
+        "--scheduler",
+        choices=options.SCHEDULERS,
+        help=f"learning-rate schedule: per epoch step, cosine (to 0 over "
+        f"exactly --epochs) or plateau (times --gamma after more than "
+        f"--patience epochs without a lower test loss); per optimizer "
+        f"step onecycle (default: {d['scheduler']})",
+    )
+    group.add_argument(
+        "--step-size",
+        type=_field_type("step_size"),
+        help=f"epochs between decays of the step schedule (default: {d['step_size']})",
+    )
+    group.add_argument(
+        "--gamma",
+        type=_field_type("gamma"),
+        help=f"decay factor of the step and plateau schedules (default: {d['gamma']:g})",
+    )
+    group.add_argument(
+        "--patience",
+        type=_field_type("patience"),
+        metavar="EPOCHS",
+        help=f"plateau: epochs without improvement before a decay (default: {d['patience']})",
+    )
+    group.add_argument(
+        "--warmup-steps",
+        type=_field_type("warmup_steps"),
+        metavar="N",
+        help=f"raise the learning rate linearly from 0 over the first N "
+        f"optimizer steps, then follow --scheduler (step and cosine "
+        f"then count optimizer steps) (default: {d['warmup_steps']})",
+    )
+    group.add_argument(
+        "--grad-accum",
+        type=_field_type("grad_accum"),
+        metavar="N",
+        help=f"N batches (micro-batches) per optimizer step, each loss "
+        f"scaled by 1/N: the step of a batch N times larger "
+        f"(default: {d['grad_accum']})",
+    )
     clip = "no clipping" if d["clip_grad"] is None else f"{d['clip_grad']:g}"
-    group.add_argument("--clip-grad", type=_field_type("clip_grad"), metavar="NORM",
-                       help=f"clip the global gradient norm to NORM (default: {clip})")
+    group.add_argument(
+        "--clip-grad",
+        type=_field_type("clip_grad"),
+        metavar="NORM",
+        help=f"clip the global gradient norm to NORM (default: {clip})",
+    )
 
 
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     """Every option of ``needle eval``."""
-    parser.add_argument("--checkpoint", metavar="PATH", type=_option_type(options.PATH),
-                        help=f"a checkpoint.npz written by needle train (default: the "
-                             f"latest run's, {LATEST_CHECKPOINT})")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        type=_option_type(options.PATH),
+        help=f"a checkpoint.npz written by needle train (default: the "
+        f"latest run's, {LATEST_CHECKPOINT})",
+    )
     _add_data_options(parser, "the dataset (default: the checkpoint's)")
-    parser.add_argument("--batch-size", type=_field_type("batch_size"),
-                        help="(default: the checkpoint's)")
-    parser.add_argument("--limit-test", type=_field_type("limit_test"), metavar="N",
-                        help="use only the first N test samples (default: the checkpoint's)")
+    parser.add_argument(
+        "--batch-size", type=_field_type("batch_size"), help="(default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--limit-test",
+        type=_field_type("limit_test"),
+        metavar="N",
+        help="use only the first N test samples (default: the checkpoint's)",
+    )
 
 
 def _add_generate_options(parser: argparse.ArgumentParser) -> None:
     """Every option of ``needle generate``."""
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        type=_option_type(options.PATH),
-                        help="a checkpoint.npz written by needle train --model *-lm")
-    parser.add_argument("--prompt", default="", metavar="TEXT",
-                        help="the text to continue (default: none, start a line)")
-    parser.add_argument("--length", type=_option_type(options.POSITIVE_INT), default=50,
-                        metavar="N",
-                        help="words to generate (default: 50)")
-    parser.add_argument("--temperature", type=_option_type(options.NON_NEGATIVE_FLOAT),
-                        default=1.0, metavar="T",
-                        help="divides the logits before sampling; 0 always takes the most "
-                             "likely word (default: 1)")
-    parser.add_argument("--seed", type=_option_type(options.SEED), default=0,
-                        help="seeds the sampling (default: 0)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH",
+        type=_option_type(options.PATH),
+        help="a checkpoint.npz written by needle train --model *-lm",
+    )
+    parser.add_argument(
+        "--prompt",
+        default="",
+        metavar="TEXT",
+        help="the text to continue (default: none, start a line)",
+    )
+    parser.add_argument(
+        "--length",
+        type=_option_type(options.POSITIVE_INT),
+        default=50,
+        metavar="N",
+        help="words to generate (default: 50)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=_option_type(options.NON_NEGATIVE_FLOAT),
+        default=1.0,
+        metavar="T",
+        help="divides the logits before sampling; 0 always takes the most likely word (default: 1)",
+    )
+    parser.add_argument(
+        "--seed", type=_option_type(options.SEED), default=0, help="seeds the sampling (default: 0)"
+    )
 
 
 # ----- commands ---------------------------------------------------------------------------
@@ -292,8 +445,7 @@ def _train_command(args: argparse.Namespace, explicit: dict) -> None:
     else:  # the options given, and the defaults of the model's task for the others
         config = TrainConfig.for_task(**{k: v for k, v in explicit.items() if k in fields})
     log = None if args.quiet else _print_line
-    training.train(config, resume=args.resume, progress=args.progress and not args.quiet,
-                   log=log)
+    training.train(config, resume=args.resume, progress=args.progress and not args.quiet, log=log)
 
 
 def _eval_command(args: argparse.Namespace, explicit: dict) -> None:
@@ -304,14 +456,16 @@ def _eval_command(args: argparse.Namespace, explicit: dict) -> None:
         if not os.path.isfile(LATEST_CHECKPOINT):
             raise training.CheckpointError(
                 f"no --checkpoint given and no latest run ({LATEST_CHECKPOINT}): train one "
-                f"with needle train, or give --checkpoint PATH")
+                f"with needle train, or give --checkpoint PATH"
+            )
         path = LATEST_CHECKPOINT
 
     def note(line: str) -> None:
-        _print_note(line if args.checkpoint else f"{line} (the latest run: no --checkpoint "
-                                                  f"given)")
-    err, loss, n = training.evaluate_checkpoint(path, progress=sys.stderr.isatty(), log=note,
-                                                **overrides)
+        _print_note(line if args.checkpoint else f"{line} (the latest run: no --checkpoint given)")
+
+    err, loss, n = training.evaluate_checkpoint(
+        path, progress=sys.stderr.isatty(), log=note, **overrides
+    )
     config = training.checkpoint_config(path)
     ppl = f" ppl {math.exp(loss):.2f}" if tasks.create(config).perplexity else ""
     print(f"test loss {loss:.4f} err {err:.4f}{ppl}  ({n} samples, {path})", flush=True)
@@ -321,11 +475,15 @@ def _generate_command(args: argparse.Namespace) -> None:
     """Run ``needle generate``: the text on stdout, a note on unknown words on stderr."""
     from needle.tasks import language
 
-    result = language.generate(args.checkpoint, args.prompt, args.length, args.temperature,
-                               args.seed)
+    result = language.generate(
+        args.checkpoint, args.prompt, args.length, args.temperature, args.seed
+    )
     if result.unknown:
-        print(f"note: not in the model's vocabulary, read as <unk>: "
-              f"{' '.join(result.unknown)}", file=sys.stderr, flush=True)
+        print(
+            f"note: not in the model's vocabulary, read as <unk>: {' '.join(result.unknown)}",
+            file=sys.stderr,
+            flush=True,
+        )
     print(result.text, flush=True)
 
 
@@ -400,17 +558,26 @@ def _run_command(args: argparse.Namespace, explicit: dict) -> int:
                 _generate_command(args)
             else:
                 _eval_command(args, explicit)
-    except (training.TrainingError, IDXFormatError, CIFAR10FormatError, CorpusFormatError,
-            OSError, distributed.DistributedError) as e:
+    except (
+        training.TrainingError,
+        IDXFormatError,
+        CIFAR10FormatError,
+        CorpusFormatError,
+        OSError,
+        distributed.DistributedError,
+    ) as e:
         # OSError covers missing data (DatasetNotFoundError), failed downloads and an
         # unwritable --out; IDXFormatError, CIFAR10FormatError and CorpusFormatError a
         # damaged data file; DistributedError a lost rank.
         _report_error(args.command, str(e), getattr(e, "every_rank", False))
         return EXIT_USAGE if not isinstance(e, distributed.PeerLostError) else 1
     except MemoryError as e:  # NumPy refuses an allocation larger than the machine has
-        _report_error(args.command, f"not enough memory for this run ({e}); smaller sizes "
-                                    f"(--hidden-dim, --width, --embedding-dim, --num-layers, "
-                                    f"--seq-len, --batch-size) need less")
+        _report_error(
+            args.command,
+            f"not enough memory for this run ({e}); smaller sizes "
+            f"(--hidden-dim, --width, --embedding-dim, --num-layers, "
+            f"--seq-len, --batch-size) need less",
+        )
         return EXIT_USAGE
     except KeyboardInterrupt:
         hint = "; --resume continues from the last checkpoint" if args.command == "train" else ""

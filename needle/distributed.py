@@ -24,6 +24,7 @@ a deadline (:func:`init`'s ``timeout``, default :data:`DEFAULT_TIMEOUT` seconds 
 passes, a :class:`PeerLostError` names the collective, the rank and the time waited; the
 caller should then :func:`abort` the job (``needle train`` does).
 """
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,8 @@ import pickle
 import shutil
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -139,7 +141,8 @@ def _import_mpi() -> Any:
     except ImportError as e:
         raise MPIUnavailableError(
             f"needle.distributed needs mpi4py and an MPI library ({e}); install them with "
-            f"pip install \"needle-dl[distributed]\" (mpi4py and the mpich wheel)") from e
+            f'pip install "needle-dl[distributed]" (mpi4py and the mpich wheel)'
+        ) from e
     return MPI
 
 
@@ -182,8 +185,11 @@ def _abort_on_uncaught_exceptions() -> None:
     def hook(kind: type[BaseException], value: BaseException, trace: Any) -> None:
         previous(kind, value, trace)
         if is_initialized() and world_size() > 1:
-            print(f"needle.distributed: uncaught {kind.__name__} on rank {rank()} of "
-                  f"{world_size()}; ending the job", file=sys.stderr)
+            print(
+                f"needle.distributed: uncaught {kind.__name__} on rank {rank()} of "
+                f"{world_size()}; ending the job",
+                file=sys.stderr,
+            )
             abort(1)
 
     sys.excepthook = hook
@@ -197,8 +203,10 @@ def _timeout_from_environment() -> float:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"distributed.init: NEEDLE_DIST_TIMEOUT={text!r} is not a number of "
-                         f"seconds; use e.g. NEEDLE_DIST_TIMEOUT=600") from None
+        raise ValueError(
+            f"distributed.init: NEEDLE_DIST_TIMEOUT={text!r} is not a number of "
+            f"seconds; use e.g. NEEDLE_DIST_TIMEOUT=600"
+        ) from None
 
 
 def is_initialized() -> bool:
@@ -209,10 +217,14 @@ def is_initialized() -> bool:
 def _comm(caller: str) -> Any:
     """The communicator, or NotInitializedError naming ``caller``."""
     if _STATE.comm is None:
-        hint = "" if is_available() else (
-            "; mpi4py is not installed either: pip install \"needle-dl[distributed]\"")
+        hint = (
+            ""
+            if is_available()
+            else ('; mpi4py is not installed either: pip install "needle-dl[distributed]"')
+        )
         raise NotInitializedError(
-            f"distributed.{caller}: call needle.distributed.init() first{hint}")
+            f"distributed.{caller}: call needle.distributed.init() first{hint}"
+        )
     return _STATE.comm
 
 
@@ -257,7 +269,8 @@ def _wait(request: Any, what: str) -> None:
             raise PeerLostError(
                 f"distributed.{what}: rank {rank()} of {world_size()} waited {waited:.0f} s "
                 f"for the other ranks (timeout {_STATE.timeout:g} s); a rank has died or "
-                f"stopped calling {what}. Stop the job (distributed.abort()).")
+                f"stopped calling {what}. Stop the job (distributed.abort())."
+            )
         if waited > _SPIN_SECONDS:
             time.sleep(_POLL_PAUSE)
 
@@ -270,7 +283,8 @@ def _test(request: Any, what: str) -> bool:
         raise PeerLostError(
             f"distributed.{what}: rank {rank()} of {world_size()}: MPI reported "
             f"{e.Get_error_string().strip()}; a rank has probably died. "
-            f"Stop the job (distributed.abort()).") from e
+            f"Stop the job (distributed.abort())."
+        ) from e
 
 
 # ----- needle <-> NumPy (the one place data crosses) -----------------------------------
@@ -283,13 +297,17 @@ def _to_numpy(value: Any, caller: str) -> tuple[np.ndarray, Callable[[np.ndarray
     and device (built by ``Tensor(...)``, which converts to whichever backend is active).
     """
     if isinstance(value, Tensor):
+
         def rebuild(array: np.ndarray) -> Tensor:
             return Tensor(array, device=value.device, dtype=value.dtype, requires_grad=False)
+
         return np.asarray(value.numpy()), rebuild
     if isinstance(value, np.ndarray):
         return value, lambda array: array
-    raise TypeError(f"distributed.{caller}: expected a needle.Tensor or a NumPy array, "
-                    f"got {type(value).__name__}")
+    raise TypeError(
+        f"distributed.{caller}: expected a needle.Tensor or a NumPy array, "
+        f"got {type(value).__name__}"
+    )
 
 
 # ----- collectives --------------------------------------------------------------------------
@@ -302,7 +320,8 @@ def _check_agreement(caller: str, key: Any) -> None:
         listing = "; ".join(f"rank {r}: {k}" for r, k in enumerate(keys))
         raise CollectiveMismatchError(
             f"distributed.{caller}: the ranks disagree ({listing}); every rank must pass "
-            f"the same shape, dtype and options")
+            f"the same shape, dtype and options"
+        )
 
 
 def _start_all_reduce(buffer: np.ndarray) -> Any:
@@ -340,8 +359,10 @@ def all_reduce(value: Any, op: str = "sum") -> Any:
     if op not in REDUCE_OPS:
         raise ValueError(f"distributed.all_reduce: op={op!r}; expected one of {REDUCE_OPS}")
     if op == "mean" and array.dtype.kind not in "fc":
-        raise TypeError(f"distributed.all_reduce: op='mean' needs a floating-point array, "
-                        f"got dtype {array.dtype}; use op='sum'")
+        raise TypeError(
+            f"distributed.all_reduce: op='mean' needs a floating-point array, "
+            f"got dtype {array.dtype}; use op='sum'"
+        )
     _check_agreement("all_reduce", (array.shape, array.dtype.str, op))
     result = np.array(array, copy=True, order="C")
     _wait(_start_all_reduce(result), "all_reduce")
@@ -373,8 +394,9 @@ def broadcast(value: Any, root: int = 0) -> Any:
     array, rebuild = _to_numpy(value, "broadcast")
     size = world_size()
     if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < size:
-        raise ValueError(f"distributed.broadcast: root={root!r} is not a rank of this job "
-                         f"(0 .. {size - 1})")
+        raise ValueError(
+            f"distributed.broadcast: root={root!r} is not a rank of this job (0 .. {size - 1})"
+        )
     _check_agreement("broadcast", (array.shape, array.dtype.str, int(root)))
     result = np.array(array, copy=True, order="C")
     _wait(_start_broadcast(result, int(root)), "broadcast")
@@ -404,8 +426,9 @@ def all_gather_object(obj: Any, *, _caller: str = "all_gather_object") -> list[A
     received = np.empty(int(sizes.sum()), dtype=np.uint8)
     _wait(comm.Iallgatherv(payload, [received, (sizes, None), mpi.BYTE]), _caller)
     bounds = np.concatenate([[0], np.cumsum(sizes)])
-    return [pickle.loads(received[bounds[r]:bounds[r + 1]].tobytes())
-            for r in range(comm.Get_size())]
+    return [
+        pickle.loads(received[bounds[r] : bounds[r + 1]].tobytes()) for r in range(comm.Get_size())
+    ]
 
 
 def find_mpiexec() -> str | None:

@@ -32,11 +32,13 @@ Example:
     >>> tally.batches, tally.samples, opt.param_groups[0]["lr"]
     (3, 6, 0.1)
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from needle import optim
 from needle._validation import check_positive_int
@@ -135,12 +137,20 @@ class Tally:
         return self.loss_sum / self.samples
 
 
-def run_batches(batches: Iterable, model: Module, objective: Objective,
-                opt: optim.Optimizer | None = None, *, carry: Any = None,
-                accumulate: int = 1, num_batches: int | None = None,
-                clip_grad: float | None = None, schedule: optim.LRScheduler | None = None,
-                on_batch: Callable[[BatchResult], None] | None = None,
-                tally: Tally | None = None) -> Tally:
+def run_batches(
+    batches: Iterable,
+    model: Module,
+    objective: Objective,
+    opt: optim.Optimizer | None = None,
+    *,
+    carry: Any = None,
+    accumulate: int = 1,
+    num_batches: int | None = None,
+    clip_grad: float | None = None,
+    schedule: optim.LRScheduler | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+    tally: Tally | None = None,
+) -> Tally:
     """One pass over ``batches``: train ``model`` with ``opt``, or evaluate it without.
 
     Args:
@@ -182,15 +192,18 @@ def run_batches(batches: Iterable, model: Module, objective: Objective,
             group = _group_size(index, accumulate, num_batches)
             stepped = _learn(forward.loss, opt, index % accumulate, group, clip_grad, schedule)
         carry = forward.carry
-        result = BatchResult(forward.size, float(forward.loss.numpy()), forward.errors, carry,
-                             stepped)
+        result = BatchResult(
+            forward.size, float(forward.loss.numpy()), forward.errors, carry, stepped
+        )
         tally.add(result)
         seen += 1
         if on_batch is not None:
             on_batch(result)
     if seen == 0:
-        raise ValueError("run_batches: no batch to run (an empty dataset, or a token stream "
-                         "too short for one chunk)")
+        raise ValueError(
+            "run_batches: no batch to run (an empty dataset, or a token stream "
+            "too short for one chunk)"
+        )
     return tally
 
 
@@ -199,8 +212,10 @@ def _length(batches: Iterable, accumulate: int) -> int:
     try:
         return len(batches)  # type: ignore[arg-type]
     except TypeError:
-        raise ValueError(f"run_batches: accumulate={accumulate} needs num_batches (the "
-                         f"batches given have no len()), to size the last step") from None
+        raise ValueError(
+            f"run_batches: accumulate={accumulate} needs num_batches (the "
+            f"batches given have no len()), to size the last step"
+        ) from None
 
 
 def _group_size(index: int, accumulate: int, num_batches: int | None) -> int:
@@ -210,8 +225,14 @@ def _group_size(index: int, accumulate: int, num_batches: int | None) -> int:
     return min(accumulate, num_batches - (index - index % accumulate))
 
 
-def _learn(loss: Tensor, opt: optim.Optimizer, position: int, group: int,
-           clip_grad: float | None, schedule: optim.LRScheduler | None) -> bool:
+def _learn(
+    loss: Tensor,
+    opt: optim.Optimizer,
+    position: int,
+    group: int,
+    clip_grad: float | None,
+    schedule: optim.LRScheduler | None,
+) -> bool:
     """Backpropagate micro-batch ``position`` of a step of ``group``; step after the last.
 
     Returns True if the optimizer stepped.

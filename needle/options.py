@@ -19,25 +19,51 @@ Example:
     >>> config.optim.lr, config.lr, config.run.seed
     (0.01, 0.01, 4)
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import numbers
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from needle import tasks
 from needle.training_errors import ConfigError
 
-__all__ = ["Rule", "POSITIVE_INT", "NON_NEGATIVE_INT", "SIZE", "COUNT", "SEED",
-           "NON_NEGATIVE_FLOAT", "POSITIVE_FLOAT", "PROBABILITY", "UNIT_INTERVAL", "PATH",
-           "FLAG", "choice", "CheckpointInterval", "CHECKPOINT_EVERY", "MAX_SIZE",
-           "OPTIMIZERS", "SCHEDULERS", "ON_NONFINITE", "NetworkOptions", "DataOptions",
-           "OptimOptions", "RunOptions", "TrainConfig", "option_name", "rule_of", "to_python"]
+__all__ = [
+    "Rule",
+    "POSITIVE_INT",
+    "NON_NEGATIVE_INT",
+    "SIZE",
+    "COUNT",
+    "SEED",
+    "NON_NEGATIVE_FLOAT",
+    "POSITIVE_FLOAT",
+    "PROBABILITY",
+    "UNIT_INTERVAL",
+    "PATH",
+    "FLAG",
+    "choice",
+    "CheckpointInterval",
+    "CHECKPOINT_EVERY",
+    "MAX_SIZE",
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "ON_NONFINITE",
+    "NetworkOptions",
+    "DataOptions",
+    "OptimOptions",
+    "RunOptions",
+    "TrainConfig",
+    "option_name",
+    "rule_of",
+    "to_python",
+]
 
 #: The largest layer size, sequence length or layer count an option accepts. A network
 #: this wide does not fit any machine's memory; the bound keeps every weight's element
@@ -101,8 +127,11 @@ NON_NEGATIVE_FLOAT = _float_rule(lambda v: 0 <= v < math.inf, "a finite number >
 POSITIVE_FLOAT = _float_rule(lambda v: 0 < v < math.inf, "a finite number > 0")
 PROBABILITY = _float_rule(lambda v: 0 <= v < 1, "a probability in [0, 1)")
 UNIT_INTERVAL = _float_rule(lambda v: 0 < v <= 1, "a number in (0, 1]")
-PATH = Rule(str, lambda v: isinstance(v, str) and v.strip() != "" and "\0" not in v,
-            "a path (a non-empty name)")
+PATH = Rule(
+    str,
+    lambda v: isinstance(v, str) and v.strip() != "" and "\0" not in v,
+    "a path (a non-empty name)",
+)
 #: An on/off option (``--augment``); the command line sets it with the bare flag.
 FLAG = Rule(str, lambda v: isinstance(v, bool), "true or false")
 
@@ -130,7 +159,7 @@ class CheckpointInterval:
     steps: int | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "CheckpointInterval":
+    def parse(cls, text: str) -> CheckpointInterval:
         """``30s``, ``5m``, ``1.5h`` (time), ``200`` (steps), ``epoch`` or ``0`` (epoch ends only).
 
         Raises:
@@ -151,8 +180,9 @@ class CheckpointInterval:
 
     def due(self, steps: int, seconds: float) -> bool:
         """True when ``steps`` steps or ``seconds`` seconds since the last save call for one."""
-        return ((self.steps is not None and steps >= self.steps)
-                or (self.seconds is not None and seconds >= self.seconds))
+        return (self.steps is not None and steps >= self.steps) or (
+            self.seconds is not None and seconds >= self.seconds
+        )
 
 
 def _is_interval(value: Any) -> bool:
@@ -163,8 +193,12 @@ def _is_interval(value: Any) -> bool:
     return isinstance(value, str)
 
 
-CHECKPOINT_EVERY = Rule(str, _is_interval, "an interval: a time (30s, 5m, 1h), a number of "
-                                           "steps (200), or epoch (or 0: at epoch ends only)")
+CHECKPOINT_EVERY = Rule(
+    str,
+    _is_interval,
+    "an interval: a time (30s, 5m, 1h), a number of "
+    "steps (200), or epoch (or 0: at epoch ends only)",
+)
 
 
 # ----- the options of a run, in four groups ---------------------------------------------------
@@ -317,13 +351,17 @@ class OptimOptions(_Group):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.warmup_steps and self.scheduler == "onecycle":
-            raise ConfigError(f"--warmup-steps {self.warmup_steps} with --scheduler onecycle: "
-                              f"the one-cycle schedule warms up by itself (over the first 30% "
-                              f"of the run's steps); drop --warmup-steps or choose another "
-                              f"--scheduler")
+            raise ConfigError(
+                f"--warmup-steps {self.warmup_steps} with --scheduler onecycle: "
+                f"the one-cycle schedule warms up by itself (over the first 30% "
+                f"of the run's steps); drop --warmup-steps or choose another "
+                f"--scheduler"
+            )
         if self.scheduler == "plateau" and self.gamma == 1:
-            raise ConfigError(f"--gamma {self.gamma!r} with --scheduler plateau never lowers "
-                              f"the learning rate; use a --gamma below 1 (e.g. 0.1)")
+            raise ConfigError(
+                f"--gamma {self.gamma!r} with --scheduler plateau never lowers "
+                f"the learning rate; use a --gamma below 1 (e.g. 0.1)"
+            )
 
 
 @dataclass(frozen=True)
@@ -355,18 +393,29 @@ class RunOptions(_Group):
 
 
 #: The groups of a TrainConfig: attribute name -> class.
-GROUPS: dict[str, type] = {"network": NetworkOptions, "data": DataOptions,
-                           "optim": OptimOptions, "run": RunOptions}
+GROUPS: dict[str, type] = {
+    "network": NetworkOptions,
+    "data": DataOptions,
+    "optim": OptimOptions,
+    "run": RunOptions,
+}
 
 
 #: Every option -> the group that holds it.
-GROUP_OF: dict[str, str] = {f.name: group for group, cls in GROUPS.items()
-                            for f in dataclasses.fields(cls)}
+GROUP_OF: dict[str, str] = {
+    f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)
+}
 #: What TrainConfig lets one read by name: the options and the groups' properties
 #: (``checkpoint_interval``).
-_READABLE: dict[str, str] = {**GROUP_OF, **{
-    name: group for group, cls in GROUPS.items()
-    for name, value in vars(cls).items() if isinstance(value, property)}}
+_READABLE: dict[str, str] = {
+    **GROUP_OF,
+    **{
+        name: group
+        for group, cls in GROUPS.items()
+        for name, value in vars(cls).items()
+        if isinstance(value, property)
+    },
+}
 
 
 def rule_of(name: str) -> Rule:
@@ -416,8 +465,7 @@ class TrainConfig:
         values = _grouped(options)
         data = values["data"]
         if data.get("dataset") is None:  # the model's task's first dataset (unknown model: later)
-            data["dataset"] = tasks.default_dataset(values["network"].get("model",
-                                                                         "mlp-resnet"))
+            data["dataset"] = tasks.default_dataset(values["network"].get("model", "mlp-resnet"))
         for group, cls in GROUPS.items():
             object.__setattr__(self, group, cls(**values[group]))
 
@@ -429,7 +477,7 @@ class TrainConfig:
         return getattr(getattr(self, group), name)
 
     @classmethod
-    def for_task(cls, **options: Any) -> "TrainConfig":
+    def for_task(cls, **options: Any) -> TrainConfig:
         """A config of ``options``; every other option has the default of the model's task.
 
         The groups' own defaults are the image task's; a language model's task has others
@@ -444,7 +492,7 @@ class TrainConfig:
         model = options.get("model", NetworkOptions.model)
         return cls(**{**tasks.task_defaults(model), **options})
 
-    def replace(self, **options: Any) -> "TrainConfig":
+    def replace(self, **options: Any) -> TrainConfig:
         """A copy with ``options`` (by name, or whole groups) changed.
 
         Example:
@@ -455,15 +503,18 @@ class TrainConfig:
 
     def options(self) -> dict[str, Any]:
         """Every option by name, in group order: the command line's view of the run."""
-        return {name: value for group in GROUPS
-                for name, value in dataclasses.asdict(getattr(self, group)).items()}
+        return {
+            name: value
+            for group in GROUPS
+            for name, value in dataclasses.asdict(getattr(self, group)).items()
+        }
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The groups as plain dicts (what a checkpoint stores): ``{"network": {...}, ...}``."""
         return {group: dataclasses.asdict(getattr(self, group)) for group in GROUPS}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """The config of :meth:`to_dict`'s output, or of a flat ``{option: value}`` dict (the
         form checkpoints stored before options were grouped); NumPy scalars are read as
         Python ones.
@@ -486,8 +537,9 @@ def _grouped(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
         given = options.get(group, {})
         given = dataclasses.asdict(given) if dataclasses.is_dataclass(given) else dict(given)
         values[group].update(given)
-    unknown = sorted(name for group, given in values.items() for name in given
-                     if GROUP_OF.get(name) != group)
+    unknown = sorted(
+        name for group, given in values.items() for name in given if GROUP_OF.get(name) != group
+    )
     unknown += sorted(name for name in options if name not in GROUPS and name not in GROUP_OF)
     if unknown:
         raise TypeError(f"TrainConfig: unknown options {unknown}")

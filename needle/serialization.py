@@ -24,6 +24,7 @@ leaves the previous file untouched and no temporary file behind.
 >>> load(path)["epoch"]
 2
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,8 @@ import math
 import os
 import tempfile
 import zipfile
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -48,7 +50,8 @@ class CheckpointError(ValueError):
 
 # ----- save -----------------------------------------------------------------------------------
 
-def save(obj: Any, path: "str | os.PathLike[str]") -> None:
+
+def save(obj: Any, path: str | os.PathLike[str]) -> None:
     """Write ``obj`` to ``path`` atomically (the name is used as given; no suffix is added).
 
     ``obj``: nested dicts (str keys), lists and tuples of str, int, float, bool, None,
@@ -87,23 +90,29 @@ def _encode(value: Any, where: str, leaves: dict) -> dict:
     if isinstance(value, (list, tuple)):
         items = [_encode(v, f"{where}[{i}]", leaves) for i, v in enumerate(value)]
         return {"type": "tuple" if isinstance(value, tuple) else "list", "items": items}
-    hint = ("; save its state_dict() instead" if hasattr(value, "state_dict") else "")
-    raise TypeError(f"needle.save: {where} has unsupported type {type(value).__name__}{hint} "
-                    f"(supported: dict, list, tuple, str, int, float, bool, None, "
-                    f"numpy arrays, needle.Tensor)")
+    hint = "; save its state_dict() instead" if hasattr(value, "state_dict") else ""
+    raise TypeError(
+        f"needle.save: {where} has unsupported type {type(value).__name__}{hint} "
+        f"(supported: dict, list, tuple, str, int, float, bool, None, "
+        f"numpy arrays, needle.Tensor)"
+    )
 
 
 def _encode_item(key: Any, value: Any, where: str, leaves: dict) -> list:
     if not isinstance(key, str):
-        raise TypeError(f"needle.save: {where} has a key {key!r} of type {type(key).__name__}; "
-                        f"dict keys must be str (convert them, e.g. str(key))")
+        raise TypeError(
+            f"needle.save: {where} has a key {key!r} of type {type(key).__name__}; "
+            f"dict keys must be str (convert them, e.g. str(key))"
+        )
     return [key, _encode(value, f"{where}[{key!r}]", leaves)]
 
 
 def _leaf(kind: str, array: np.ndarray, where: str, leaves: dict) -> dict:
     if array.dtype.hasobject:
-        raise TypeError(f"needle.save: {where} is an object array, which cannot be saved "
-                        f"without pickle; convert it to a numeric or string dtype")
+        raise TypeError(
+            f"needle.save: {where} is an object array, which cannot be saved "
+            f"without pickle; convert it to a numeric or string dtype"
+        )
     key = f"leaf_{len(leaves)}"
     leaves[key] = array
     return {"type": kind, "key": key, "dtype": array.dtype.str, "shape": list(array.shape)}
@@ -168,7 +177,7 @@ MAX_DEPTH = 100
 _READ_CHUNK_BYTES = 1 << 20
 
 
-def load(path: "str | os.PathLike[str]", *, max_bytes: int = MAX_CHECKPOINT_BYTES) -> Any:
+def load(path: str | os.PathLike[str], *, max_bytes: int = MAX_CHECKPOINT_BYTES) -> Any:
     """Read a checkpoint written by :func:`save`.
 
     Arrays come back as NumPy arrays, tensors as :class:`~needle.Tensor` with
@@ -213,8 +222,9 @@ def _check_zip_magic(path: str) -> None:
     """Raise CheckpointError unless ``path`` starts like a zip archive."""
     with open(path, "rb") as file:
         if file.read(4) != b"PK\x03\x04":
-            raise CheckpointError(f"needle.load: {path!r} is not a needle checkpoint "
-                                  f"(not a zip/npz archive)")
+            raise CheckpointError(
+                f"needle.load: {path!r} is not a needle checkpoint (not a zip/npz archive)"
+            )
 
 
 def _members(path: str, archive: zipfile.ZipFile, max_bytes: int) -> dict[str, zipfile.ZipInfo]:
@@ -223,15 +233,18 @@ def _members(path: str, archive: zipfile.ZipFile, max_bytes: int) -> dict[str, z
     for info in archive.infolist():
         name = info.filename
         if not name.endswith(".npy") or name[:-4] in members:
-            raise CheckpointError(f"needle.load: {path!r} has an unexpected or repeated "
-                                  f"member {name!r}")
+            raise CheckpointError(
+                f"needle.load: {path!r} has an unexpected or repeated member {name!r}"
+            )
         _check_expansion(path, info)
         members[name[:-4]] = info
     total = sum(info.file_size for info in members.values())
     if total > max_bytes:
-        raise CheckpointError(f"needle.load: {path!r} declares {total} bytes of arrays, over "
-                              f"the limit of {max_bytes}; if the file is genuine, pass a "
-                              f"larger max_bytes to needle.load")
+        raise CheckpointError(
+            f"needle.load: {path!r} declares {total} bytes of arrays, over "
+            f"the limit of {max_bytes}; if the file is genuine, pass a "
+            f"larger max_bytes to needle.load"
+        )
     return members
 
 
@@ -239,17 +252,25 @@ def _check_expansion(path: str, info: zipfile.ZipInfo) -> None:
     """Refuse a member whose declared size its compressed size cannot honestly give."""
     if info.compress_type == zipfile.ZIP_STORED:
         if info.file_size != info.compress_size:
-            _bad(path, f"member {info.filename!r} is stored with {info.compress_size} bytes "
-                       f"but declares {info.file_size}")
+            _bad(
+                path,
+                f"member {info.filename!r} is stored with {info.compress_size} bytes "
+                f"but declares {info.file_size}",
+            )
     elif info.file_size > MAX_EXPANSION * max(info.compress_size, 1):
         raise CheckpointError(
             f"needle.load: {path!r}: member {info.filename!r} would inflate {info.compress_size} "
             f"bytes to {info.file_size}, more than {MAX_EXPANSION}x; refused as a "
-            f"decompression bomb (needle writes checkpoints uncompressed)")
+            f"decompression bomb (needle writes checkpoints uncompressed)"
+        )
 
 
-def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
-                 expect: Callable[[np.dtype, tuple[int, ...]], None]) -> np.ndarray:
+def _read_member(
+    path: str,
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    expect: Callable[[np.dtype, tuple[int, ...]], None],
+) -> np.ndarray:
     """The array of one ``.npy`` member, read in chunks after its header is checked.
 
     ``expect(dtype, shape)`` raises if the header is not what the manifest describes;
@@ -258,8 +279,11 @@ def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
     """
     with archive.open(info) as stream:
         version = np.lib.format.read_magic(stream)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
         shape, fortran_order, dtype = read_header(stream)
         if dtype.hasobject:
             _bad(path, f"member {info.filename!r} holds objects, which need pickle")
@@ -267,15 +291,18 @@ def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
         size = math.prod(shape) * dtype.itemsize
         header = stream.tell()
         if header + size != info.file_size:
-            _bad(path, f"member {info.filename!r} declares {info.file_size} bytes but its "
-                       f"header says {header} + {size} (dtype {dtype.str}, shape {list(shape)})")
+            _bad(
+                path,
+                f"member {info.filename!r} declares {info.file_size} bytes but its "
+                f"header says {header} + {size} (dtype {dtype.str}, shape {list(shape)})",
+            )
         buffer = np.empty(size, dtype=np.uint8)
         filled = 0
         while filled < size:
             chunk = stream.read(min(_READ_CHUNK_BYTES, size - filled))
             if not chunk:
                 _bad(path, f"member {info.filename!r} ends after {filled} of {size} bytes")
-            buffer[filled: filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+            buffer[filled : filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
             filled += len(chunk)
     array = buffer.view(dtype)
     if fortran_order:
@@ -283,8 +310,9 @@ def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
     return array.reshape(shape)
 
 
-def _decode_archive(path: str, archive: zipfile.ZipFile,
-                    members: dict[str, zipfile.ZipInfo]) -> Any:
+def _decode_archive(
+    path: str, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]
+) -> Any:
     """The object the archive holds: the manifest is read first, then every leaf it names."""
     manifest = _read_manifest(path, archive, members)
     used: set[str] = set()
@@ -295,21 +323,28 @@ def _decode_archive(path: str, archive: zipfile.ZipFile,
     root = _decode(manifest["root"], read_leaf, path, 0)
     extra = set(members) - used - {MANIFEST}
     if extra:
-        raise CheckpointError(f"needle.load: {path!r}: arrays {sorted(extra)} are not described "
-                              f"by the manifest; the file was modified")
+        raise CheckpointError(
+            f"needle.load: {path!r}: arrays {sorted(extra)} are not described "
+            f"by the manifest; the file was modified"
+        )
     return root
 
 
-def _read_manifest(path: str, archive: zipfile.ZipFile,
-                   members: dict[str, zipfile.ZipInfo]) -> dict:
+def _read_manifest(
+    path: str, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]
+) -> dict:
     if MANIFEST not in members:
-        raise CheckpointError(f"needle.load: {path!r} has no {MANIFEST!r} entry; it is an npz "
-                              f"archive but not a needle checkpoint (use numpy.load for it)")
+        raise CheckpointError(
+            f"needle.load: {path!r} has no {MANIFEST!r} entry; it is an npz "
+            f"archive but not a needle checkpoint (use numpy.load for it)"
+        )
 
     def expect_bytes(dtype: np.dtype, shape: tuple[int, ...]) -> None:
         if dtype != np.uint8 or len(shape) != 1:
-            raise CheckpointError(f"needle.load: {path!r} has an unreadable manifest: manifest "
-                                  f"array has dtype {dtype} and shape {shape}")
+            raise CheckpointError(
+                f"needle.load: {path!r} has an unreadable manifest: manifest "
+                f"array has dtype {dtype} and shape {shape}"
+            )
 
     raw = _read_member(path, archive, members[MANIFEST], expect_bytes)
     try:
@@ -321,11 +356,14 @@ def _read_manifest(path: str, archive: zipfile.ZipFile,
             f"needle.load: {path!r} has an unreadable manifest: {error}"
         ) from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "root" not in manifest:
-        raise CheckpointError(f"needle.load: {path!r} has a manifest that is not a needle "
-                              f"checkpoint's")
+        raise CheckpointError(
+            f"needle.load: {path!r} has a manifest that is not a needle checkpoint's"
+        )
     if manifest.get("version") != VERSION:
-        raise CheckpointError(f"needle.load: {path!r} has format version "
-                              f"{manifest.get('version')!r}; this needle reads version {VERSION}")
+        raise CheckpointError(
+            f"needle.load: {path!r} has format version "
+            f"{manifest.get('version')!r}; this needle reads version {VERSION}"
+        )
     return manifest
 
 
@@ -353,8 +391,10 @@ def _decode(node: Any, read_leaf: Callable[[dict], np.ndarray], path: str, depth
         items = [_decode(item, read_leaf, path, depth + 1) for item in _items(node, path)]
         return tuple(items) if kind == "tuple" else items
     if kind == "dict":
-        return {_dict_key(item, path): _decode(item[1], read_leaf, path, depth + 1)
-                for item in _items(node, path)}
+        return {
+            _dict_key(item, path): _decode(item[1], read_leaf, path, depth + 1)
+            for item in _items(node, path)
+        }
     _bad(path, f"unknown node {str(node)[:80]}")
 
 
@@ -366,8 +406,10 @@ def _leaf_value(kind: str, array: np.ndarray, path: str) -> Any:
         return array[()]
     if kind == "tensor":
         if array.dtype.kind not in _TENSOR_KINDS:
-            _bad(path, f"a tensor has dtype {array.dtype.str}; tensors hold booleans, "
-                       f"integers or floats")
+            _bad(
+                path,
+                f"a tensor has dtype {array.dtype.str}; tensors hold booleans, integers or floats",
+            )
         try:
             return Tensor(array, dtype=array.dtype, requires_grad=False)
         except (TypeError, ValueError) as error:  # a dtype this backend does not have
@@ -388,8 +430,9 @@ def _dict_key(item: Any, path: str) -> str:
     return item[0]
 
 
-def _leaf_array(node: dict, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo],
-                used: set, path: str) -> np.ndarray:
+def _leaf_array(
+    node: dict, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], used: set, path: str
+) -> np.ndarray:
     """The member a leaf node names, read once its header matches the node."""
     key = node.get("key")
     if key not in members or key == MANIFEST or key in used:
@@ -398,15 +441,19 @@ def _leaf_array(node: dict, archive: zipfile.ZipFile, members: dict[str, zipfile
 
     def expect_node(dtype: np.dtype, shape: tuple[int, ...]) -> None:
         if dtype.str != node.get("dtype") or list(shape) != node.get("shape"):
-            _bad(path, f"array {key!r} has dtype {dtype.str} and shape {list(shape)}, "
-                       f"the manifest says {node.get('dtype')} and {node.get('shape')}")
+            _bad(
+                path,
+                f"array {key!r} has dtype {dtype.str} and shape {list(shape)}, "
+                f"the manifest says {node.get('dtype')} and {node.get('shape')}",
+            )
 
     return _read_member(path, archive, members[key], expect_node)
 
 
 def _bad(path: str, problem: str) -> None:
-    raise CheckpointError(f"needle.load: {path!r} is inconsistent ({problem}); the file was "
-                          f"modified or damaged")
+    raise CheckpointError(
+        f"needle.load: {path!r} is inconsistent ({problem}); the file was modified or damaged"
+    )
 
 
 __all__ = ["save", "load", "CheckpointError", "MAX_CHECKPOINT_BYTES"]

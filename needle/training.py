@@ -42,6 +42,7 @@ over all ranks. Only rank 0 logs, shows progress and writes the files; the check
 holds every rank's generator state, so every rank can resume exactly (with the same
 number of processes). See docs/distributed.md.
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,9 +52,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +64,13 @@ from needle import distributed, nn, optim, tasks
 from needle.loop import BatchResult, Tally, run_batches
 from needle.options import ON_NONFINITE, TrainConfig, option_name, to_python
 from needle.serialization import atomic_write
-from needle.training_errors import (CheckpointError, ConfigError, NonFiniteError,
-                                    ResumeMismatchError, TrainingError)
+from needle.training_errors import (
+    CheckpointError,
+    ConfigError,
+    NonFiniteError,
+    ResumeMismatchError,
+    TrainingError,
+)
 
 __all__ = [
     "TrainConfig",
@@ -102,8 +109,9 @@ CHECKPOINT_FORMAT_V1 = "needle-train-checkpoint-v1"
 #: Options a resumed run may change: where the data and files are, (unless the schedule
 #: spans exactly the run) how many epochs to run in total, the learning rate (to resume
 #: a diverged run more gently) and what to do with non-finite losses.
-RESUME_FREE_FIELDS = frozenset({"data_dir", "download", "out", "epochs", "lr",
-                                "on_nonfinite", "checkpoint_every"})
+RESUME_FREE_FIELDS = frozenset(
+    {"data_dir", "download", "out", "epochs", "lr", "on_nonfinite", "checkpoint_every"}
+)
 #: The schedules whose shape depends on the run's --epochs.
 _RUN_LENGTH_SCHEDULES = frozenset({"cosine", "onecycle"})
 
@@ -139,8 +147,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> optim.Optimizer:
         return optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
     if o.optimizer == "sgd":
         return optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    raise ValueError(f"build_optimizer: unknown optimizer {o.optimizer!r}; use adam, adamw "
-                     f"or sgd")
+    raise ValueError(f"build_optimizer: unknown optimizer {o.optimizer!r}; use adam, adamw or sgd")
 
 
 def _exempt_from_decay(name: str, param: nn.Parameter) -> bool:
@@ -170,15 +177,19 @@ class Schedule:
         per_epoch: StepLR, CosineAnnealingLR or ReduceLROnPlateau (on the test loss); None.
     """
 
-    def __init__(self, per_step: optim.LRScheduler | None = None,
-                 per_epoch: optim.LRScheduler | None = None) -> None:
+    def __init__(
+        self, per_step: optim.LRScheduler | None = None, per_epoch: optim.LRScheduler | None = None
+    ) -> None:
         self.per_step, self.per_epoch = per_step, per_epoch
 
     def _warming_up(self) -> bool:
         """True while a warmup that no schedule follows in steps still ramps the rate."""
         warmup = self.per_step
-        return (isinstance(warmup, optim.LinearWarmup) and warmup.after is None
-                and warmup.last_epoch < warmup.warmup_steps)
+        return (
+            isinstance(warmup, optim.LinearWarmup)
+            and warmup.after is None
+            and warmup.last_epoch < warmup.warmup_steps
+        )
 
     def for_batches(self) -> optim.LRScheduler | None:
         """The scheduler the batch loop steps this epoch. A bare warmup stops once done: it
@@ -201,8 +212,11 @@ class Schedule:
         closed-form schedule restarts from ``lr`` at the step it had reached; a plateau
         schedule past its warmup has its rate scaled by ``lr / saved_lr`` (keeping its
         decays); a constant rate becomes ``lr``."""
-        closed = [s for s in (self.per_step, self.per_epoch)
-                  if s is not None and not isinstance(s, optim.ReduceLROnPlateau)]
+        closed = [
+            s
+            for s in (self.per_step, self.per_epoch)
+            if s is not None and not isinstance(s, optim.ReduceLROnPlateau)
+        ]
         for scheduler in closed:
             scheduler.base_lr = lr
         plateau = isinstance(self.per_epoch, optim.ReduceLROnPlateau)
@@ -216,15 +230,19 @@ class Schedule:
 
     def state_dict(self) -> dict[str, Any]:
         """``{"per_step": state or None, "per_epoch": state or None}``."""
-        return {name: None if s is None else s.state_dict()
-                for name, s in (("per_step", self.per_step), ("per_epoch", self.per_epoch))}
+        return {
+            name: None if s is None else s.state_dict()
+            for name, s in (("per_step", self.per_step), ("per_epoch", self.per_epoch))
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output (ValueError if it is another schedule's)."""
         for name, scheduler in (("per_step", self.per_step), ("per_epoch", self.per_epoch)):
             if (state.get(name) is None) != (scheduler is None):
-                raise ValueError(f"its {name.replace('_', '-')} learning-rate schedule does "
-                                 f"not match this run's --scheduler and --warmup-steps")
+                raise ValueError(
+                    f"its {name.replace('_', '-')} learning-rate schedule does "
+                    f"not match this run's --scheduler and --warmup-steps"
+                )
             if scheduler is not None:
                 scheduler.load_state_dict(state[name])
 
@@ -244,9 +262,11 @@ def build_schedule(opt: optim.Optimizer, config: TrainConfig, steps_per_epoch: i
     o = config.optim
     total = o.epochs * steps_per_epoch
     if o.warmup_steps >= total:
-        raise ConfigError(f"--warmup-steps {o.warmup_steps} is not shorter than the run: "
-                          f"{total} optimizer steps (--epochs {o.epochs} × {steps_per_epoch} "
-                          f"per epoch); use fewer warmup steps")
+        raise ConfigError(
+            f"--warmup-steps {o.warmup_steps} is not shorter than the run: "
+            f"{total} optimizer steps (--epochs {o.epochs} × {steps_per_epoch} "
+            f"per epoch); use fewer warmup steps"
+        )
     if o.scheduler == "onecycle":
         return Schedule(per_step=optim.OneCycleLR(opt, max_lr=o.lr, total_steps=total))
     if not o.warmup_steps:
@@ -255,9 +275,11 @@ def build_schedule(opt: optim.Optimizer, config: TrainConfig, steps_per_epoch: i
         # Built first: a scheduler sets the rate when built, and the warmup's 0 must win.
         plateau = _epoch_scheduler(opt, config)
         return Schedule(optim.LinearWarmup(opt, o.warmup_steps), plateau)
-    after = (optim.StepLR(opt, step_size=o.step_size * steps_per_epoch, gamma=o.gamma)
-             if o.scheduler == "step" else
-             optim.CosineAnnealingLR(opt, T_max=total - o.warmup_steps))
+    after = (
+        optim.StepLR(opt, step_size=o.step_size * steps_per_epoch, gamma=o.gamma)
+        if o.scheduler == "step"
+        else optim.CosineAnnealingLR(opt, T_max=total - o.warmup_steps)
+    )
     return Schedule(per_step=optim.LinearWarmup(opt, o.warmup_steps, after=after))
 
 
@@ -315,10 +337,12 @@ def _build_run(config: TrainConfig) -> _Run:
 def _check_data_parallel(config: TrainConfig) -> None:
     """Refuse the options a data-parallel run cannot honour."""
     if config.optim.clip_grad is not None:
-        raise ConfigError(f"--clip-grad {config.optim.clip_grad:g} in a data-parallel run: "
-                          f"clipping replaces the gradients DistributedDataParallel averaged, "
-                          f"and its optimizer step refuses them; drop --clip-grad or train "
-                          f"on one process")
+        raise ConfigError(
+            f"--clip-grad {config.optim.clip_grad:g} in a data-parallel run: "
+            f"clipping replaces the gradients DistributedDataParallel averaged, "
+            f"and its optimizer step refuses them; drop --clip-grad or train "
+            f"on one process"
+        )
 
 
 def _is_rank0() -> bool:
@@ -329,7 +353,6 @@ def _is_rank0() -> bool:
 def _world_size() -> int | None:
     """The number of ranks of a distributed run; None for a single-process run."""
     return distributed.world_size() if distributed.is_initialized() else None
-
 
 
 # ----- one epoch, with a progress bar ---------------------------------------------------
@@ -357,7 +380,8 @@ class _ProgressBar:
             rate = tally.samples / max(time.perf_counter() - self.start, 1e-9)
             self.bar.set_postfix_str(
                 f"loss {tally.mean_loss:.4f} acc {tally.accuracy:.4f} {rate:,.0f} samples/s",
-                refresh=False)
+                refresh=False,
+            )
         self.bar.update(1)
 
     def close(self) -> None:
@@ -371,8 +395,9 @@ def _make_tqdm(total: int, desc: str) -> Any:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr,
-                dynamic_ncols=True)
+    return tqdm(
+        total=total, desc=desc, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True
+    )
 
 
 class _SkipNonFiniteSteps:
@@ -397,7 +422,6 @@ class _SkipNonFiniteSteps:
             self.opt.step()
         else:
             self.skipped += 1
-
 
 
 @dataclass
@@ -427,23 +451,37 @@ class _Position:
 
     def to_state(self) -> dict[str, Any]:
         """The position as a tree :func:`needle.save` stores (the order as one array)."""
-        return {"epoch": self.epoch, "order": np.concatenate(self.order).astype(np.int64),
-                "sizes": np.array([len(batch) for batch in self.order], dtype=np.int64),
-                "done": self.done, "samples": self.samples, "errors": self.errors,
-                "loss_sum": self.loss_sum, "skipped": self.skipped, "seconds": self.seconds,
-                "carry": self.carry}
+        return {
+            "epoch": self.epoch,
+            "order": np.concatenate(self.order).astype(np.int64),
+            "sizes": np.array([len(batch) for batch in self.order], dtype=np.int64),
+            "done": self.done,
+            "samples": self.samples,
+            "errors": self.errors,
+            "loss_sum": self.loss_sum,
+            "skipped": self.skipped,
+            "seconds": self.seconds,
+            "carry": self.carry,
+        }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "_Position":
+    def from_state(cls, state: dict[str, Any]) -> _Position:
         """The position :meth:`to_state` saved (KeyError, TypeError or ValueError if damaged)."""
         sizes = np.asarray(state["sizes"], dtype=np.int64)
         order = np.asarray(state["order"], dtype=np.int64)
         if sizes.ndim != 1 or (sizes < 0).any() or sizes.sum() != order.size:
             raise ValueError("the saved batch order is inconsistent")
-        return cls(int(state["epoch"]), np.split(order, np.cumsum(sizes)[:-1]),
-                   int(state["done"]), int(state["samples"]), int(state["errors"]),
-                   float(state["loss_sum"]), int(state["skipped"]), float(state["seconds"]),
-                   state["carry"])
+        return cls(
+            int(state["epoch"]),
+            np.split(order, np.cumsum(sizes)[:-1]),
+            int(state["done"]),
+            int(state["samples"]),
+            int(state["errors"]),
+            float(state["loss_sum"]),
+            int(state["skipped"]),
+            float(state["seconds"]),
+            state["carry"],
+        )
 
     def describe(self) -> str:
         """``epoch 3, batch 40 of 120``."""
@@ -496,15 +534,14 @@ class _Checkpoints:
     def after_epoch(self, number: int) -> None:
         """Write the checkpoint, metrics and curves of epoch ``number`` (just appended)."""
         _check_finite_weights(self.run.model, f"after epoch {number}")
-        _write_outputs(self.run, Path(self.run.config.run.out), number, self.history,
-                       self.write)
+        _write_outputs(self.run, Path(self.run.config.run.out), number, self.history, self.write)
         self.holds = f"epoch {number}"
         self._restart()
 
 
-
-def _train_and_evaluate(run: _Run, number: int, progress: bool, position: _Position | None,
-                        checkpoints: _Checkpoints) -> tuple[EpochMetrics, str]:
+def _train_and_evaluate(
+    run: _Run, number: int, progress: bool, position: _Position | None, checkpoints: _Checkpoints
+) -> tuple[EpochMetrics, str]:
     """Train epoch ``number`` (from ``position`` if resumed in it), evaluate in
     ``model.eval()``, step the per-epoch schedule; time it.
 
@@ -518,35 +555,61 @@ def _train_and_evaluate(run: _Run, number: int, progress: bool, position: _Posit
     skip = run.config.run.on_nonfinite == "skip-batch"
     opt = _SkipNonFiniteSteps(run.opt, position.skipped) if skip else run.opt
     # Non-finite losses stay out of the metrics (and stop the run unless skipped).
-    tally = Tally(position.samples, position.errors, position.loss_sum, position.done,
-                  finite_only=True)
+    tally = Tally(
+        position.samples, position.errors, position.loss_sum, position.done, finite_only=True
+    )
     bar = _ProgressBar(total, f"epoch {number}/{o.epochs}", progress, tally)
 
     def after_batch(result: BatchResult) -> None:
         if not skip and not math.isfinite(result.loss):
-            raise NonFiniteError(f"the training loss is {result.loss} at epoch {number}, "
-                                 f"batch {tally.batches} of {total}: the run diverged")
+            raise NonFiniteError(
+                f"the training loss is {result.loss} at epoch {number}, "
+                f"batch {tally.batches} of {total}: the run diverged"
+            )
         bar(result)
         if result.stepped and tally.batches < total:  # the epoch's end saves anyway
-            checkpoints.after_step(lambda: _Position(
-                number, position.order, tally.batches, tally.samples, tally.errors,
-                tally.loss_sum, opt.skipped if skip else 0, time.perf_counter() - start,
-                result.carry))
+            checkpoints.after_step(
+                lambda: _Position(
+                    number,
+                    position.order,
+                    tally.batches,
+                    tally.samples,
+                    tally.errors,
+                    tally.loss_sum,
+                    opt.skipped if skip else 0,
+                    time.perf_counter() - start,
+                    result.carry,
+                )
+            )
+
     try:
-        run_batches(run.train_loader.batches(position.order[position.done:]), run.model,
-                    run.task.objective, opt, carry=position.carry, accumulate=o.grad_accum,
-                    num_batches=total - position.done, clip_grad=o.clip_grad,
-                    schedule=run.schedule.for_batches(), on_batch=after_batch, tally=tally)
+        run_batches(
+            run.train_loader.batches(position.order[position.done :]),
+            run.model,
+            run.task.objective,
+            opt,
+            carry=position.carry,
+            accumulate=o.grad_accum,
+            num_batches=total - position.done,
+            clip_grad=o.clip_grad,
+            schedule=run.schedule.for_batches(),
+            on_batch=after_batch,
+            tally=tally,
+        )
     finally:
         bar.close()
     test_tally = _evaluate(run, f"epoch {number}/{o.epochs} test", progress)
     train_err, train_loss = _epoch_rates(tally, f"epoch {number}")
     test_err, test_loss = _epoch_rates(test_tally, "the test pass")
     run.schedule.after_epoch(test_loss)
-    note = (f"epoch {number}: skipped {opt.skipped} of {total} batches whose gradients were "
-            f"not finite" if skip and opt.skipped else "")
-    return EpochMetrics(number, train_loss, train_err, test_loss, test_err,
-                        time.perf_counter() - start), note
+    note = (
+        f"epoch {number}: skipped {opt.skipped} of {total} batches whose gradients were not finite"
+        if skip and opt.skipped
+        else ""
+    )
+    return EpochMetrics(
+        number, train_loss, train_err, test_loss, test_err, time.perf_counter() - start
+    ), note
 
 
 def _evaluate(run: _Run, desc: str, progress: bool) -> Tally:
@@ -601,16 +664,19 @@ def format_epoch_line(metrics: EpochMetrics, epochs: int, perplexity: bool = Fal
     def split(name: str, loss: float, err: float) -> str:
         ppl = f" ppl {math.exp(loss):.2f}" if perplexity else ""
         return f"{name} loss {loss:.4f} err {err:.4f}{ppl}"
-    return (f"epoch {m.epoch}/{epochs}  {split('train', m.train_loss, m.train_err)}  "
-            f"{split('test', m.test_loss, m.test_err)}  {m.seconds:.1f}s")
 
+    return (
+        f"epoch {m.epoch}/{epochs}  {split('train', m.train_loss, m.train_err)}  "
+        f"{split('test', m.test_loss, m.test_err)}  {m.seconds:.1f}s"
+    )
 
 
 # ----- output files ----------------------------------------------------------------------
 
 
-def write_metrics_csv(path: str | os.PathLike, history: Iterable[EpochMetrics],
-                      perplexity: bool = False) -> None:
+def write_metrics_csv(
+    path: str | os.PathLike, history: Iterable[EpochMetrics], perplexity: bool = False
+) -> None:
     """Write (atomically) one CSV row per epoch with a header naming the columns.
 
     ``perplexity`` adds ``train_ppl`` and ``test_ppl`` (``exp`` of the mean losses)
@@ -632,13 +698,17 @@ def write_metrics_csv(path: str | os.PathLike, history: Iterable[EpochMetrics],
 _PANELS: dict[str, tuple[str, Callable[[EpochMetrics, str], float], bool]] = {
     "loss": ("mean loss", lambda m, split: getattr(m, f"{split}_loss"), False),
     "error": ("error rate", lambda m, split: getattr(m, f"{split}_err"), False),
-    "perplexity": ("perplexity (log scale)",
-                   lambda m, split: math.exp(getattr(m, f"{split}_loss")), True),
+    "perplexity": (
+        "perplexity (log scale)",
+        lambda m, split: math.exp(getattr(m, f"{split}_loss")),
+        True,
+    ),
 }
 
 
-def plot_curves(path: str | os.PathLike, history: list[EpochMetrics],
-                perplexity: bool = False) -> bool:
+def plot_curves(
+    path: str | os.PathLike, history: list[EpochMetrics], perplexity: bool = False
+) -> bool:
     """Plot loss and error (and with ``perplexity``, ``exp(loss)``) against epoch, atomically.
 
     Train and test in every panel. Uses matplotlib's Agg canvas directly, so no GUI
@@ -676,9 +746,9 @@ def plot_curves(path: str | os.PathLike, history: list[EpochMetrics],
 # ----- checkpoints ----------------------------------------------------------------------
 
 
-
-def _checkpoint_state(run: _Run, epoch: int, history: list[EpochMetrics],
-                      position: _Position | None = None) -> dict[str, Any]:
+def _checkpoint_state(
+    run: _Run, epoch: int, history: list[EpochMetrics], position: _Position | None = None
+) -> dict[str, Any]:
     """Everything a resumed run needs, as a tree :func:`needle.save` can store.
 
     ``epoch``: the epochs completed; ``position``: where the run stands in the next one
@@ -689,9 +759,11 @@ def _checkpoint_state(run: _Run, epoch: int, history: list[EpochMetrics],
     saved_position = None if position is None else position.to_state()
     extra = {}
     if distributed.is_initialized():
-        extra = {"world_size": distributed.world_size(),
-                 "rng_states": distributed.all_gather_object(np.random.get_state()),
-                 "positions": distributed.all_gather_object(saved_position)}
+        extra = {
+            "world_size": distributed.world_size(),
+            "rng_states": distributed.all_gather_object(np.random.get_state()),
+            "positions": distributed.all_gather_object(saved_position),
+        }
     return {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -723,20 +795,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         state = ndl.load(path)
     except Exception as e:  # any failure to parse means the file is not usable
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(e).__name__}: {e}".splitlines()[0]) from e
+            f"cannot read checkpoint {path}: {type(e).__name__}: {e}".splitlines()[0]
+        ) from e
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT_V1:
         return _upgraded_v1(state)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a needle training checkpoint "
-                              f"(expected format {CHECKPOINT_FORMAT!r})")
+        raise CheckpointError(
+            f"{path} is not a needle training checkpoint (expected format {CHECKPOINT_FORMAT!r})"
+        )
     return state
 
 
 def _upgraded_v1(state: dict[str, Any]) -> dict[str, Any]:
     """A ``v1`` checkpoint in the current layout: its one per-epoch schedule state becomes
     the schedule's ``per_epoch`` part (v1 had no per-step schedules)."""
-    return {**state, "format": CHECKPOINT_FORMAT,
-            "scheduler": {"per_step": None, "per_epoch": state.get("scheduler")}}
+    return {
+        **state,
+        "format": CHECKPOINT_FORMAT,
+        "scheduler": {"per_step": None, "per_epoch": state.get("scheduler")},
+    }
 
 
 def _checkpoint_config(state: dict[str, Any], path: str | os.PathLike) -> TrainConfig:
@@ -745,13 +822,13 @@ def _checkpoint_config(state: dict[str, Any], path: str | os.PathLike) -> TrainC
         config = TrainConfig.from_dict(dict(state["config"]))
         tasks.check_config(config)
     except (KeyError, TypeError, TrainingError) as e:
-        raise CheckpointError(f"{os.fspath(path)}: the run's saved options are invalid "
-                              f"({e})") from e
+        raise CheckpointError(
+            f"{os.fspath(path)}: the run's saved options are invalid ({e})"
+        ) from e
     return config
 
 
-def checkpoint_config(path: str | os.PathLike,
-                      state: dict[str, Any] | None = None) -> TrainConfig:
+def checkpoint_config(path: str | os.PathLike, state: dict[str, Any] | None = None) -> TrainConfig:
     """The :class:`TrainConfig` of the run saved in a checkpoint file.
 
     ``state``: the file's content if already read with :func:`load_checkpoint`.
@@ -760,7 +837,6 @@ def checkpoint_config(path: str | os.PathLike,
         CheckpointError: the file is missing, unreadable or not a training checkpoint.
     """
     return _checkpoint_config(load_checkpoint(path) if state is None else state, path)
-
 
 
 def resume_config(out: str | os.PathLike, overrides: dict[str, Any]) -> TrainConfig:
@@ -781,9 +857,11 @@ def resume_config(out: str | os.PathLike, overrides: dict[str, Any]) -> TrainCon
 def _check_resumable(saved: TrainConfig, config: TrainConfig, path: Path) -> None:
     """Raise ResumeMismatchError if ``config`` changes what the saved run was."""
     before, after = saved.options(), config.options()
-    changed = [f"{option_name(name)} {before[name]!r} -> {after[name]!r}"
-               for name in before if name not in RESUME_FREE_FIELDS
-               and before[name] != after[name]]
+    changed = [
+        f"{option_name(name)} {before[name]!r} -> {after[name]!r}"
+        for name in before
+        if name not in RESUME_FREE_FIELDS and before[name] != after[name]
+    ]
     scheduler = config.optim.scheduler
     if scheduler in _RUN_LENGTH_SCHEDULES and saved.optim.epochs != config.optim.epochs:
         changed.append(_run_length_note(scheduler, saved.optim.epochs, config.optim.epochs))
@@ -791,16 +869,22 @@ def _check_resumable(saved: TrainConfig, config: TrainConfig, path: Path) -> Non
         raise ResumeMismatchError(
             f"cannot resume {path}: the run was started with other options "
             f"({'; '.join(changed)}). Resume with the original options (omitted options are "
-            f"taken from the checkpoint), or start a new run with another --out.")
+            f"taken from the checkpoint), or start a new run with another --out."
+        )
 
 
 def _run_length_note(scheduler: str, saved: int, asked: int) -> str:
     """Why ``--epochs`` cannot change on resume under a schedule spanning the run."""
-    what = ("anneals the learning rate to 0 over exactly the run's --epochs" if
-            scheduler == "cosine" else "rises and falls over exactly the run's --epochs")
-    return (f"--epochs {saved} -> {asked}: a {scheduler} schedule {what}, so a {scheduler} "
-            f"run cannot be extended or shortened; to train on, start a new run with the "
-            f"--epochs you want")
+    what = (
+        "anneals the learning rate to 0 over exactly the run's --epochs"
+        if scheduler == "cosine"
+        else "rises and falls over exactly the run's --epochs"
+    )
+    return (
+        f"--epochs {saved} -> {asked}: a {scheduler} schedule {what}, so a {scheduler} "
+        f"run cannot be extended or shortened; to train on, start a new run with the "
+        f"--epochs you want"
+    )
 
 
 def _check_task_state(state: dict[str, Any], task: tasks.Task, path: Path) -> None:
@@ -809,7 +893,8 @@ def _check_task_state(state: dict[str, Any], task: tasks.Task, path: Path) -> No
         raise ResumeMismatchError(
             f"cannot resume {path}: the data have changed since the run started (the "
             f"task's saved state, e.g. a language model's vocabulary, differs); restore "
-            f"the original files or start a new run with another --out")
+            f"the original files or start a new run with another --out"
+        )
 
 
 def _count(count: int, singular: str, plural: str | None = None) -> str:
@@ -829,27 +914,33 @@ def _processes(count: int) -> str:
 
 def _check_world_size(state: dict[str, Any], path: Path) -> None:
     """Raise ResumeMismatchError unless this run has as many ranks as the saved one."""
+
     def describe(size: int | None) -> str:
         return "a single-process run" if size is None else f"a run on {_processes(size)}"
+
     saved, now = to_python(state.get("world_size")), _world_size()
     if saved != now:
         raise ResumeMismatchError(
             f"cannot resume {path}: it was {describe(saved)} and this is {describe(now)}; "
             f"resume with the same number of processes (the global batch and the "
-            f"per-rank random streams depend on it)")
+            f"per-rank random streams depend on it)"
+        )
 
 
-
-def _restore(run: _Run, state: dict[str, Any], path: Path,
-             ) -> tuple[int, list[EpochMetrics], _Position | None]:
+def _restore(
+    run: _Run,
+    state: dict[str, Any],
+    path: Path,
+) -> tuple[int, list[EpochMetrics], _Position | None]:
     """Load model, optimizer, schedule and RNG state; return (epochs done, history, the
     position in the next epoch: None unless the checkpoint was saved in mid-epoch)."""
     try:
         run.model.load_state_dict(state["model"])
         run.opt.load_state_dict(state["optimizer"])
         run.schedule.load_state_dict(state["scheduler"])
-        history = [EpochMetrics(**{k: to_python(v) for k, v in m.items()})
-                   for m in state["history"]]
+        history = [
+            EpochMetrics(**{k: to_python(v) for k, v in m.items()}) for m in state["history"]
+        ]
         epoch = int(state["epoch"])
         rng_state = state["rng_state"]
         if distributed.is_initialized():
@@ -873,19 +964,29 @@ def _saved_position(state: dict[str, Any], run: _Run, epoch: int) -> _Position |
     if saved is None:
         return None
     position = _Position.from_state(saved)
-    if (position.epoch != epoch + 1 or len(position.order) != len(run.train_loader)
-            or not 0 < position.done < len(position.order)):
-        raise ValueError(f"its position in the epoch ({position.describe()}, after "
-                         f"{_count(epoch, 'epoch')}) does not fit this run's "
-                         f"{len(run.train_loader)} batches per epoch")
+    if (
+        position.epoch != epoch + 1
+        or len(position.order) != len(run.train_loader)
+        or not 0 < position.done < len(position.order)
+    ):
+        raise ValueError(
+            f"its position in the epoch ({position.describe()}, after "
+            f"{_count(epoch, 'epoch')}) does not fit this run's "
+            f"{len(run.train_loader)} batches per epoch"
+        )
     return position
 
 
 # ----- the run --------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
-          log: Callable[[str], None] | None = print) -> list[EpochMetrics]:
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> list[EpochMetrics]:
     """Train ``config``'s model, writing checkpoint, metrics and curves every epoch.
 
     Args:
@@ -925,8 +1026,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True,
     run = _build_run(config)
     if state is not None:
         _check_task_state(state, run.task, checkpoint_path)
-    done, history, position = (_restore(run, state, checkpoint_path) if state is not None
-                               else (0, [], None))
+    done, history, position = (
+        _restore(run, state, checkpoint_path) if state is not None else (0, [], None)
+    )
     if state is not None:
         saved_lr = _checkpoint_config(state, checkpoint_path).optim.lr
         if saved_lr != config.optim.lr:  # a diverged run resumed more gently
@@ -953,12 +1055,20 @@ def _replacement_note(path: Path) -> str | None:
         what = f"the {saved.network.model} run on {saved.data.dataset}"
     except CheckpointError:
         what = "the unreadable checkpoint"
-    return (f"note: this run replaces {what} in {path.parent} (--out DIR keeps runs "
-            f"apart; --resume continues it)")
+    return (
+        f"note: this run replaces {what} in {path.parent} (--out DIR keeps runs "
+        f"apart; --resume continues it)"
+    )
 
 
-def _train_epochs(run: _Run, done: int, history: list[EpochMetrics],
-                  position: _Position | None, show_bar: bool, log: Callable[[str], None]) -> None:
+def _train_epochs(
+    run: _Run,
+    done: int,
+    history: list[EpochMetrics],
+    position: _Position | None,
+    show_bar: bool,
+    log: Callable[[str], None],
+) -> None:
     """Train the epochs after ``done`` (the first from ``position`` if given), writing the
     outputs after each and the checkpoint every ``--checkpoint-every`` (see :func:`train`)."""
     config = run.config
@@ -978,20 +1088,26 @@ def _train_epochs(run: _Run, done: int, history: list[EpochMetrics],
         raise NonFiniteError(f"{error}. {advice}") from None
 
 
-
 def _divergence_advice(config: TrainConfig, holds: str | None) -> str:
     """What was kept of a diverged run (``holds``: what its checkpoint holds, e.g.
     ``epoch 2``; None: nothing), and the command that goes on more gently."""
     lr, out = config.optim.lr, config.run.out
     smaller = f"--lr {lr / 10:g}"
-    skip = ("" if config.run.on_nonfinite == "skip-batch"
-            else "; or --on-nonfinite skip-batch to skip such batches")
+    skip = (
+        ""
+        if config.run.on_nonfinite == "skip-batch"
+        else "; or --on-nonfinite skip-batch to skip such batches"
+    )
     if holds is None:
-        return (f"Stopped before any checkpoint was written; start again with a smaller "
-                f"learning rate than {lr:g}, e.g. {smaller}{skip}")
-    return (f"Stopped without saving: {Path(out) / CHECKPOINT_NAME} still holds "
-            f"{holds}. Resume from it with a smaller learning rate than {lr:g}: "
-            f"needle train --resume --out {out} {smaller}{skip}")
+        return (
+            f"Stopped before any checkpoint was written; start again with a smaller "
+            f"learning rate than {lr:g}, e.g. {smaller}{skip}"
+        )
+    return (
+        f"Stopped without saving: {Path(out) / CHECKPOINT_NAME} still holds "
+        f"{holds}. Resume from it with a smaller learning rate than {lr:g}: "
+        f"needle train --resume --out {out} {smaller}{skip}"
+    )
 
 
 def missing_extras_notice(*, progress_bar: bool) -> str | None:
@@ -1010,25 +1126,27 @@ def missing_extras_notice(*, progress_bar: bool) -> str | None:
         return None
     what = "; ".join(f"{name} is not installed: {effect}" for name, effect in off)
     names = " ".join(name for name, _ in off)
-    return (f"note: {what}. Turn it on with: pip install 'needle-dl[train]' "
-            f"(or pip install {names})")
-
+    return f"note: {what}. Turn it on with: pip install 'needle-dl[train]' (or pip install {names})"
 
 
 def _header(run: _Run, done: int, position: _Position | None) -> str:
     """The line printed before training starts."""
     o = run.config.optim
     n_train, n_test = len(run.train_loader.dataset), len(run.test_loader.dataset)
-    what = (f"{run.task.describe()} ({n_train} train / {n_test} test), {o.optimizer} "
-            f"lr {o.lr:g}{_schedule_text(o)}, batch {o.batch_size}{_accumulation_text(o)}, "
-            f"weight decay {o.weight_decay:g}"
-            f"{' (not on biases and norms)' if o.no_decay_norm_bias else ''}"
-            f"{f', clip {o.clip_grad:g}' if o.clip_grad is not None else ''}, "
-            f"{_count(o.epochs, 'epoch')} -> {run.config.run.out}")
+    what = (
+        f"{run.task.describe()} ({n_train} train / {n_test} test), {o.optimizer} "
+        f"lr {o.lr:g}{_schedule_text(o)}, batch {o.batch_size}{_accumulation_text(o)}, "
+        f"weight decay {o.weight_decay:g}"
+        f"{' (not on biases and norms)' if o.no_decay_norm_bias else ''}"
+        f"{f', clip {o.clip_grad:g}' if o.clip_grad is not None else ''}, "
+        f"{_count(o.epochs, 'epoch')} -> {run.config.run.out}"
+    )
     ranks = _world_size()
     if ranks is not None:
-        what += (f"; data-parallel on {_processes(ranks)}, global batch "
-                 f"{o.batch_size * o.grad_accum * ranks}")
+        what += (
+            f"; data-parallel on {_processes(ranks)}, global batch "
+            f"{o.batch_size * o.grad_accum * ranks}"
+        )
     if done >= o.epochs:
         return f"{what}: already {_count(done, 'epoch')} done, nothing to train"
     if position is not None:
@@ -1048,8 +1166,9 @@ def _accumulation_text(o: Any) -> str:
     return f" × {o.grad_accum} micro-batches per step" if o.grad_accum > 1 else ""
 
 
-def _write_outputs(run: _Run, out: Path, epoch: int, history: list[EpochMetrics],
-                   write: bool) -> None:
+def _write_outputs(
+    run: _Run, out: Path, epoch: int, history: list[EpochMetrics], write: bool
+) -> None:
     """Write the checkpoint, the metrics CSV and the curves after ``epoch`` if ``write``.
 
     Every rank must call it: the checkpoint state gathers every rank's generator state.
@@ -1062,10 +1181,13 @@ def _write_outputs(run: _Run, out: Path, epoch: int, history: list[EpochMetrics]
     plot_curves(out / CURVES_NAME, history, run.task.perplexity)
 
 
-
-def evaluate_checkpoint(path: str | os.PathLike, *, progress: bool = False,
-                        log: Callable[[str], None] | None = None,
-                        **overrides: Any) -> tuple[float, float, int]:
+def evaluate_checkpoint(
+    path: str | os.PathLike,
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> tuple[float, float, int]:
     """Rebuild the model saved in a training checkpoint and evaluate it on the test set.
 
     Args:
@@ -1097,8 +1219,10 @@ def evaluate_checkpoint(path: str | os.PathLike, *, progress: bool = False,
     test_set = task.dataset(train=False)
     loader = task.loader(test_set, False)
     if log is not None:
-        log(f"evaluating {os.fspath(path)} ({config.network.model}) on {len(test_set)} "
-            f"{config.data.dataset} test samples")
+        log(
+            f"evaluating {os.fspath(path)} ({config.network.model}) on {len(test_set)} "
+            f"{config.data.dataset} test samples"
+        )
     tally = Tally()
     bar = _ProgressBar(len(loader), "test", progress, tally)
     try:

@@ -6,10 +6,16 @@ tasks (:mod:`needle.tasks`) and the run (:mod:`needle.training`) all raise them,
 none of those should import another just for its errors. :mod:`needle.training`
 re-exports them.
 """
+
 from __future__ import annotations
 
-__all__ = ["TrainingError", "ConfigError", "CheckpointError", "ResumeMismatchError",
-           "NonFiniteError"]
+__all__ = [
+    "TrainingError",
+    "ConfigError",
+    "CheckpointError",
+    "ResumeMismatchError",
+    "NonFiniteError",
+]
 
 
 class TrainingError(Exception):

@@ -6,6 +6,7 @@ The unigram model is counted on train.txt (its first N tokens with --limit-train
 compare with ``needle train --limit-train N``); the vocabulary is the course's Corpus's
 (train.txt then test.txt, with <eos>), as ``needle train --model *-lm`` sees it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,16 +21,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=list(DATASETS), default="kjv")
     parser.add_argument("--data-dir", metavar="DIR")
-    parser.add_argument("--limit-train", type=int, metavar="N",
-                        help="count the unigram model on the first N training tokens only")
+    parser.add_argument(
+        "--limit-train",
+        type=int,
+        metavar="N",
+        help="count the unigram model on the first N training tokens only",
+    )
     args = parser.parse_args()
     config = TrainConfig(model="lstm-lm", dataset=args.dataset, data_dir=args.data_dir)
     corpus = Corpus(corpus_folder(config))
-    train = corpus.train[:args.limit_train] if args.limit_train else corpus.train
+    train = corpus.train[: args.limit_train] if args.limit_train else corpus.train
     ppl = unigram_perplexity(train, corpus.test, len(corpus.dictionary))
-    print(f"{args.dataset}: unigram (add-one) test perplexity {ppl:.2f} "
-          f"({len(train)} train / {len(corpus.test)} test tokens, "
-          f"vocabulary {len(corpus.dictionary)})")
+    print(
+        f"{args.dataset}: unigram (add-one) test perplexity {ppl:.2f} "
+        f"({len(train)} train / {len(corpus.test)} test tokens, "
+        f"vocabulary {len(corpus.dictionary)})"
+    )
 
 
 if __name__ == "__main__":

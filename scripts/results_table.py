@@ -7,6 +7,7 @@ runs/default``; rerun both to regenerate it (on a quiet machine: the seconds per
 depend on the load, the losses and errors only on the backend and the BLAS thread count).
 The last test error is in bold.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,10 @@ def results_table(rows: list[dict[str, str]]) -> str:
         |---:|---:|---:|---:|---:|---:|
         | 1 | 0.5000 | 0.2000 | 0.4000 | **0.1800** | 1.3 |
     """
-    lines = ["| epoch | train loss | train err | test loss | test err | s/epoch |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| epoch | train loss | train err | test loss | test err | s/epoch |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for index, row in enumerate(rows):
         values = [f"{float(row[c]):.4f}" for c in COLUMNS]
         if index == len(rows) - 1:

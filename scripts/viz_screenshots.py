@@ -9,6 +9,7 @@ Needs Graphviz and Chromium (scripts/install-viz-deps.sh). Run from the reposito
 ``python scripts/viz_screenshots.py``. With Pillow installed, the PNGs are reduced to 128
 colours (a third of the size; the pictures are flat colours and text).
 """
+
 from __future__ import annotations
 
 import sys
@@ -32,8 +33,10 @@ def adjoint_graph(browser: Chromium, work: Path) -> Path:
     loss, _ = example("mlp", backward=True)
     viz.graph(loss, adjoints=True, collapse="none").save(work / "graph.svg")
     page = work / "graph.html"
-    page.write_text('<!DOCTYPE html><body style="margin:0;background:white">'
-                    '<img src="graph.svg" style="width:100%"></body>')
+    page.write_text(
+        '<!DOCTYPE html><body style="margin:0;background:white">'
+        '<img src="graph.svg" style="width:100%"></body>'
+    )
     browser.open(page)
     out = IMG / "viz-mlp-adjoints.png"
     browser.screenshot(out, full_page=True)

@@ -3,6 +3,7 @@
 Keep this file small: helpers used by one file live in that file, helpers imported by
 several in tests/helpers/.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,8 +33,10 @@ def _missing_torch() -> str | None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        return 'PyTorch, the reference this test compares with, is not installed ' \
-               '(pip install -e ".[torch]")'
+        return (
+            "PyTorch, the reference this test compares with, is not installed "
+            '(pip install -e ".[torch]")'
+        )
     return None
 
 
@@ -49,6 +52,7 @@ def _missing_mpi(launcher: bool = False) -> str | None:
 @functools.cache
 def _missing_browser() -> str | None:
     from helpers.browser import chromium_path
+
     if chromium_path() is None:
         return "Chromium not installed (scripts/install-viz-deps.sh)"
     return None
@@ -80,6 +84,7 @@ def torch():
     if reason:
         pytest.skip(reason)
     import torch
+
     return torch
 
 
@@ -145,8 +150,9 @@ def server(tmp_path, monkeypatch):
     served.mkdir()
     handler = functools.partial(QuietHandler, directory=str(served))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield served, f"http://127.0.0.1:{httpd.server_address[1]}/"
@@ -162,8 +168,9 @@ def tiny_mnist(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("mnist")
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 120), ("t10k", 40)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz",
-                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz",
-                  rng.integers(0, 10, n, dtype=np.uint8))
+        write_idx(
+            folder / f"{prefix}-images-idx3-ubyte.gz",
+            rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+        )
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
     return folder

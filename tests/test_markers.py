@@ -5,6 +5,7 @@ they must skip with the reason rather than fail or pass unchecked. Both hold onl
 the tests reach PyTorch through the ``torch`` fixture (conftest marks its users), not
 through an import or ``pytest.importorskip`` of their own, which the marker would miss.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,9 +30,13 @@ def own_imports_of_torch(text: str) -> list[int]:
 
 
 def test_tests_reach_pytorch_only_through_the_torch_fixture():
-    found = [f"{path.relative_to(TESTS)}:{line}"
-             for path in sorted(TESTS.rglob("*.py"))
-             if path.name not in ("conftest.py", Path(__file__).name)
-             for line in own_imports_of_torch(path.read_text())]
-    assert found == [], ("take the `torch` fixture (the test is then marked `torch`) "
-                         f"instead of importing PyTorch: {found}")
+    found = [
+        f"{path.relative_to(TESTS)}:{line}"
+        for path in sorted(TESTS.rglob("*.py"))
+        if path.name not in ("conftest.py", Path(__file__).name)
+        for line in own_imports_of_torch(path.read_text())
+    ]
+    assert found == [], (
+        "take the `torch` fixture (the test is then marked `torch`) "
+        f"instead of importing PyTorch: {found}"
+    )

@@ -8,6 +8,7 @@
 The submodules load on first use (``needle.apps.mlp_resnet``) or by explicit import
 (``from needle.apps.mlp_resnet import MLPResNet``).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -18,10 +18,11 @@ Example:
     >>> sum(p.size for p in model.parameters())
     110860
 """
+
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -34,9 +35,13 @@ from needle.tasks.image import FLAT, Classification
 __all__ = ["ResidualBlock", "MLPResNet", "run_epoch", "epoch", "train_mnist"]
 
 
-def run_epoch(dataloader: Iterable, model: nn.Module, opt: "ndl.optim.Optimizer | None" = None,
-              on_batch: Callable[[BatchResult], None] | None = None,
-              input_shape: tuple[int, ...] | None = None) -> tuple[float, float]:
+def run_epoch(
+    dataloader: Iterable,
+    model: nn.Module,
+    opt: ndl.optim.Optimizer | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> tuple[float, float]:
     """One pass over ``dataloader``: train with ``opt``, or evaluate without it.
 
     :func:`~needle.loop.run_batches` with :class:`~needle.tasks.image.Classification`:
@@ -75,8 +80,9 @@ def run_epoch(dataloader: Iterable, model: nn.Module, opt: "ndl.optim.Optimizer 
     return tally.error_rate, tally.mean_loss
 
 
-def epoch(dataloader: Iterable, model: nn.Module,
-          opt: "ndl.optim.Optimizer | None" = None) -> tuple[float, float]:
+def epoch(
+    dataloader: Iterable, model: nn.Module, opt: ndl.optim.Optimizer | None = None
+) -> tuple[float, float]:
     """The course's ``epoch``: ``np.random.seed(4)``, then :func:`run_epoch`.
 
     Reseeding makes every call draw the same shuffle and dropout masks (the course's
@@ -89,9 +95,15 @@ def epoch(dataloader: Iterable, model: nn.Module,
     return run_epoch(dataloader, model, opt)
 
 
-def train_mnist(batch_size: int = 100, epochs: int = 10, optimizer: type = ndl.optim.Adam,
-                lr: float = 0.001, weight_decay: float = 0.001, hidden_dim: int = 100,
-                data_dir: str = "data") -> tuple[float, float, float, float]:
+def train_mnist(
+    batch_size: int = 100,
+    epochs: int = 10,
+    optimizer: type = ndl.optim.Adam,
+    lr: float = 0.001,
+    weight_decay: float = 0.001,
+    hidden_dim: int = 100,
+    data_dir: str = "data",
+) -> tuple[float, float, float, float]:
     """The course's ``train_mnist``: train ``MLPResNet(784, hidden_dim)`` on MNIST IDX files.
 
     Reads ``train-images-idx3-ubyte.gz``/``train-labels-idx1-ubyte.gz`` and the
@@ -117,7 +129,7 @@ def train_mnist(batch_size: int = 100, epochs: int = 10, optimizer: type = ndl.o
     return train_err, train_loss, test_err, test_loss
 
 
-def _idx_dataset(data_dir: str, split: str) -> "ndl.data.MNISTDataset":
+def _idx_dataset(data_dir: str, split: str) -> ndl.data.MNISTDataset:
     """The MNISTDataset of ``data_dir/{split}-images-idx3-ubyte.gz`` and its labels."""
     return ndl.data.MNISTDataset(
         os.path.join(data_dir, f"{split}-images-idx3-ubyte.gz"),

@@ -3,5 +3,6 @@
 
 Importing this module does not reseed NumPy (the course's file does; a library must not).
 """
+
 from .models_conv import ConvBN, ResNet9, SmallCNN  # noqa: F401
 from .models_lm import LanguageModel  # noqa: F401

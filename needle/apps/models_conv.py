@@ -12,6 +12,7 @@ Example:
     >>> model.num_parameters()
     431946
 """
+
 from __future__ import annotations
 
 from needle import nn
@@ -32,8 +33,9 @@ class ConvBN(nn.Module):
     (2, 4, 4, 4)
     """
 
-    def __init__(self, a: int, b: int, k: int, s: int, device: Device | None = None,
-                 dtype: str = "float32") -> None:
+    def __init__(
+        self, a: int, b: int, k: int, s: int, device: Device | None = None, dtype: str = "float32"
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv(a, b, k, stride=s, device=device, dtype=dtype)
         self.bn = nn.BatchNorm2d(b, device=device, dtype=dtype)
@@ -62,8 +64,9 @@ class ResNet9(nn.Module):
     Linear(128, 128), ReLU, Linear(128, 10). 431946 parameters.
     """
 
-    def __init__(self, device: Device | None = None, dtype: str = "float32",
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, device: Device | None = None, dtype: str = "float32", in_channels: int = 3
+    ) -> None:
         super().__init__()
 
         def block(a: int, b: int, k: int, s: int) -> ConvBN:
@@ -110,9 +113,15 @@ class SmallCNN(nn.Module):
         (2, 10)
     """
 
-    def __init__(self, in_channels: int = 1, image_size: tuple[int, int] = (28, 28),
-                 width: int = 32, num_classes: int = 10, device: Device | None = None,
-                 dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: tuple[int, int] = (28, 28),
+        width: int = 32,
+        num_classes: int = 10,
+        device: Device | None = None,
+        dtype: str = "float32",
+    ) -> None:
         super().__init__()
 
         def block(a: int, b: int, s: int) -> ConvBN:

@@ -7,9 +7,9 @@ no seed (the course's file reseeds NumPy; a library must not).
 from __future__ import annotations
 
 from .. import nn
+from .._validation import check_positive_int, check_real
 from ..autograd import Tensor
 from ..backends import Device
-from .._validation import check_positive_int, check_real
 
 SEQ_MODELS = ("rnn", "lstm", "transformer")
 
@@ -39,10 +39,18 @@ class LanguageModel(nn.Module):
     ((6, 20), (2, 2, 16))
     """
 
-    def __init__(self, embedding_size: int, output_size: int, hidden_size: int,
-                 num_layers: int = 1, seq_model: str = "rnn", seq_len: int = 40,
-                 device: Device | None = None, dtype: str = "float32",
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        embedding_size: int,
+        output_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        seq_model: str = "rnn",
+        seq_len: int = 40,
+        device: Device | None = None,
+        dtype: str = "float32",
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if seq_model not in SEQ_MODELS:
             raise ValueError(
@@ -52,8 +60,7 @@ class LanguageModel(nn.Module):
         self.output_size = check_positive_int("LanguageModel", "output_size", output_size)
         self.hidden_size = check_positive_int("LanguageModel", "hidden_size", hidden_size)
         self.seq_model_name = seq_model
-        dropout = check_real("LanguageModel", "dropout", dropout, low=0.0, high=1.0,
-                             high_open=True)
+        dropout = check_real("LanguageModel", "dropout", dropout, low=0.0, high=1.0, high_open=True)
         kw = {"device": device, "dtype": dtype}
         self.embedding = nn.Embedding(output_size, embedding_size, **kw)
         if seq_model == "rnn":
@@ -61,9 +68,15 @@ class LanguageModel(nn.Module):
         elif seq_model == "lstm":
             self.seq_model = nn.LSTM(embedding_size, hidden_size, num_layers, **kw)
         else:
-            self.seq_model = nn.Transformer(embedding_size, hidden_size, num_layers,
-                                            batch_first=False, sequence_len=seq_len,
-                                            dropout=dropout, **kw)
+            self.seq_model = nn.Transformer(
+                embedding_size,
+                hidden_size,
+                num_layers,
+                batch_first=False,
+                sequence_len=seq_len,
+                dropout=dropout,
+                **kw,
+            )
         head_in = embedding_size if seq_model == "transformer" else hidden_size
         self.linear = nn.Linear(head_in, output_size, **kw)
         recurrent = seq_model != "transformer"

@@ -12,9 +12,10 @@ Example:
     >>> sum(p.size for p in model.parameters())
     110860
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np  # noqa: F401  (the examples below use np and ndl)
 
@@ -27,8 +28,9 @@ __all__ = ["ResidualBlock", "MLPResNet"]
 NormFactory = Callable[[int], nn.Module]
 
 
-def ResidualBlock(dim: int, hidden_dim: int, norm: NormFactory = nn.BatchNorm1d,
-                  drop_prob: float = 0.1) -> nn.Sequential:
+def ResidualBlock(
+    dim: int, hidden_dim: int, norm: NormFactory = nn.BatchNorm1d, drop_prob: float = 0.1
+) -> nn.Sequential:
     """A residual MLP block: ``relu(x + norm(W2 · dropout(relu(norm(W1 · x)))))``.
 
     Shapes: ``(batch, dim) -> (batch, dim)``. ``W1`` maps ``dim -> hidden_dim`` and
@@ -57,8 +59,14 @@ def ResidualBlock(dim: int, hidden_dim: int, norm: NormFactory = nn.BatchNorm1d,
     return nn.Sequential(nn.Residual(inner), nn.ReLU())
 
 
-def MLPResNet(dim: int, hidden_dim: int = 100, num_blocks: int = 3, num_classes: int = 10,
-              norm: NormFactory = nn.BatchNorm1d, drop_prob: float = 0.1) -> nn.Sequential:
+def MLPResNet(
+    dim: int,
+    hidden_dim: int = 100,
+    num_blocks: int = 3,
+    num_classes: int = 10,
+    norm: NormFactory = nn.BatchNorm1d,
+    drop_prob: float = 0.1,
+) -> nn.Sequential:
     """The course's MLP ResNet: a stem, ``num_blocks`` residual blocks, a linear head.
 
     ``Linear(dim, hidden_dim) -> ReLU -> ResidualBlock(hidden_dim, hidden_dim // 2) ×

@@ -5,9 +5,10 @@ Each starts with ``np.random.seed(4)``, as the course's do, so a shuffled loader
 the course's order. Results are ``(accuracy, mean_loss)`` as Python floats, the loss
 weighted by batch size (the exact mean over samples, also with a short last batch).
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -20,9 +21,12 @@ from needle.tasks.image import Classification
 __all__ = ["epoch_general_cifar10", "train_cifar10", "evaluate_cifar10"]
 
 
-def epoch_general_cifar10(dataloader: Iterable, model: nn.Module,
-                          loss_fn: nn.Module = nn.SoftmaxLoss(),
-                          opt: Optimizer | None = None) -> tuple[float, float]:
+def epoch_general_cifar10(
+    dataloader: Iterable,
+    model: nn.Module,
+    loss_fn: nn.Module = nn.SoftmaxLoss(),
+    opt: Optimizer | None = None,
+) -> tuple[float, float]:
     """One pass over ``dataloader``: training if ``opt`` is given, else evaluation.
 
     :func:`~needle.loop.run_batches` with :class:`~needle.tasks.image.Classification`:
@@ -40,10 +44,15 @@ def epoch_general_cifar10(dataloader: Iterable, model: nn.Module,
     return tally.accuracy, tally.mean_loss
 
 
-def train_cifar10(model: nn.Module, dataloader: Iterable, n_epochs: int = 1,
-                  optimizer: type = ndl.optim.Adam, lr: float = 0.001,
-                  weight_decay: float = 0.001,
-                  loss_fn: type = nn.SoftmaxLoss) -> tuple[float, float]:
+def train_cifar10(
+    model: nn.Module,
+    dataloader: Iterable,
+    n_epochs: int = 1,
+    optimizer: type = ndl.optim.Adam,
+    lr: float = 0.001,
+    weight_decay: float = 0.001,
+    loss_fn: type = nn.SoftmaxLoss,
+) -> tuple[float, float]:
     """Train ``model`` for ``n_epochs``; return the last epoch's ``(accuracy, mean_loss)``.
 
     ``optimizer(model.parameters(), lr=lr, weight_decay=weight_decay)`` is built once, as
@@ -58,8 +67,9 @@ def train_cifar10(model: nn.Module, dataloader: Iterable, n_epochs: int = 1,
     return result
 
 
-def evaluate_cifar10(model: nn.Module, dataloader: Iterable,
-                     loss_fn: type = nn.SoftmaxLoss) -> tuple[float, float]:
+def evaluate_cifar10(
+    model: nn.Module, dataloader: Iterable, loss_fn: type = nn.SoftmaxLoss
+) -> tuple[float, float]:
     """One evaluation pass (``model.eval()``, no updates): ``(accuracy, mean_loss)``."""
     np.random.seed(4)
     return epoch_general_cifar10(dataloader, model, loss_fn=loss_fn(), opt=None)

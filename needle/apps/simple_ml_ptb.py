@@ -20,10 +20,16 @@ from ..loop import run_batches
 from ..tasks.language import NextToken, bptt_chunks
 
 
-def epoch_general_ptb(data: np.ndarray, model: nn.Module, seq_len: int = 40,
-                      loss_fn: nn.Module = nn.SoftmaxLoss(), opt: optim.Optimizer | None = None,
-                      clip: float | None = None, device: Device | None = None,
-                      dtype: str = "float32") -> tuple[float, float]:
+def epoch_general_ptb(
+    data: np.ndarray,
+    model: nn.Module,
+    seq_len: int = 40,
+    loss_fn: nn.Module = nn.SoftmaxLoss(),
+    opt: optim.Optimizer | None = None,
+    clip: float | None = None,
+    device: Device | None = None,
+    dtype: str = "float32",
+) -> tuple[float, float]:
     """One epoch over ``data`` (nbatch, B) in chunks of ``seq_len``; trains when ``opt`` is given.
 
     Seeds NumPy with 4 (the course's fact), then runs :func:`~needle.loop.run_batches`
@@ -34,15 +40,25 @@ def epoch_general_ptb(data: np.ndarray, model: nn.Module, seq_len: int = 40,
     counts L·B times).
     """
     np.random.seed(4)
-    tally = run_batches(bptt_chunks(data, seq_len, device, dtype), model, NextToken(loss_fn),
-                        opt, clip_grad=clip)
+    tally = run_batches(
+        bptt_chunks(data, seq_len, device, dtype), model, NextToken(loss_fn), opt, clip_grad=clip
+    )
     return 1.0 - tally.error_rate, tally.mean_loss
 
 
-def train_ptb(model: nn.Module, data: np.ndarray, seq_len: int = 40, n_epochs: int = 1,
-              optimizer: type = optim.SGD, lr: float = 4.0, weight_decay: float = 0.0,
-              loss_fn: type = nn.SoftmaxLoss, clip: float | None = None,
-              device: Device | None = None, dtype: str = "float32") -> tuple[float, float]:
+def train_ptb(
+    model: nn.Module,
+    data: np.ndarray,
+    seq_len: int = 40,
+    n_epochs: int = 1,
+    optimizer: type = optim.SGD,
+    lr: float = 4.0,
+    weight_decay: float = 0.0,
+    loss_fn: type = nn.SoftmaxLoss,
+    clip: float | None = None,
+    device: Device | None = None,
+    dtype: str = "float32",
+) -> tuple[float, float]:
     """Train for ``n_epochs``; returns the last epoch's ``(accuracy, mean loss)``.
 
     ``optimizer`` and ``loss_fn`` are classes, instantiated once.
@@ -56,9 +72,14 @@ def train_ptb(model: nn.Module, data: np.ndarray, seq_len: int = 40, n_epochs: i
     return result
 
 
-def evaluate_ptb(model: nn.Module, data: np.ndarray, seq_len: int = 40,
-                 loss_fn: type = nn.SoftmaxLoss, device: Device | None = None,
-                 dtype: str = "float32") -> tuple[float, float]:
+def evaluate_ptb(
+    model: nn.Module,
+    data: np.ndarray,
+    seq_len: int = 40,
+    loss_fn: type = nn.SoftmaxLoss,
+    device: Device | None = None,
+    dtype: str = "float32",
+) -> tuple[float, float]:
     """One evaluation epoch (eval mode, no updates); returns ``(accuracy, mean loss)``."""
     np.random.seed(4)
     return epoch_general_ptb(data, model, seq_len, loss_fn(), None, None, device, dtype)

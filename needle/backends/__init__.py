@@ -15,6 +15,7 @@ one signature on both backends). The course's names for these modules stay impor
 ``needle.backend_selection`` (this module), ``needle.backend_ndarray`` and
 ``needle.backend_numpy``.
 """
+
 import os
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -87,10 +88,20 @@ else:
     CPU_MODULE = None  # no compiled code under np
 
 #: The backend's float32 and float64 dtype objects (what ``array.dtype`` is), in that order.
-FLOAT_DTYPES = (array_api.float32, array_api.float64) if BACKEND == "nd" else (
-    np.dtype("float32"), np.dtype("float64"))
+FLOAT_DTYPES = (
+    (array_api.float32, array_api.float64)
+    if BACKEND == "nd"
+    else (np.dtype("float32"), np.dtype("float64"))
+)
 
 __all__ = [
-    "BACKEND", "array_api", "NDArray", "Device",
-    "cpu", "cuda", "cpu_numpy", "all_devices", "default_device",
+    "BACKEND",
+    "array_api",
+    "NDArray",
+    "Device",
+    "cpu",
+    "cuda",
+    "cpu_numpy",
+    "all_devices",
+    "default_device",
 ]

@@ -25,7 +25,7 @@ It is off when needle is imported (IEEE results, PyTorch's default); ``needle tr
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

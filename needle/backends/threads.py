@@ -27,8 +27,12 @@ from . import CPU_MODULE
 
 #: OpenBLAS entry points, by build (NumPy's wheels prefix theirs): its thread-count setter,
 #: and its ILP64 CBLAS products (64-bit integers: what the compiled module's calls pass).
-_BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                 "openblas_set_num_threads64_", "openblas_set_num_threads")
+_BLAS_SETTERS = (
+    "scipy_openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads",
+    "openblas_set_num_threads64_",
+    "openblas_set_num_threads",
+)
 _GEMMS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_", "cblas_dgemm64_"))
 
 

@@ -5,6 +5,7 @@ Data flows file → :mod:`~needle.data.idx` (validated uint8 arrays) → a
 :class:`DataLoader` (shuffled batches of ``needle.Tensor``). See docs/data.md.
 """
 
+from . import datasets
 from .data_basic import DataLoader, Dataset, IterableDataset, stack_items
 from .data_transforms import (
     ColorJitter,
@@ -15,7 +16,6 @@ from .data_transforms import (
     RandomRotation,
     Transform,
 )
-from . import datasets
 from .datasets import *  # noqa: F401,F403  (every dataset, the downloaders; see its __all__)
 from .idx import IDXFormatError, load_mnist_arrays, read_idx, write_idx
 from .samplers import DistributedSampler

@@ -20,7 +20,8 @@ An :class:`IterableDataset` is a stream instead: the loader groups the samples i
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -209,9 +210,7 @@ def _normalize_array_index(index: Any, length: int, owner: str) -> np.ndarray:
         )
     bad = np.flatnonzero((array < -length) | (array >= length))
     if bad.size:
-        raise IndexError(
-            f"{owner}: index {int(array[bad[0]])} is out of range for length {length}"
-        )
+        raise IndexError(f"{owner}: index {int(array[bad[0]])} is out of range for length {length}")
     return array.astype(np.int64) % max(length, 1)
 
 
@@ -246,8 +245,11 @@ def _check_batch_size(batch_size: Any) -> int:
 
 def _check_count(name: str, value: Any, low: int) -> int:
     """``value`` as an int >= ``low``, or a ValueError naming the DataLoader option."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or value < low:
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or value < low
+    ):
         raise ValueError(f"DataLoader: {name} must be an int >= {low}, got {value!r}")
     return int(value)
 
@@ -304,15 +306,26 @@ class DataLoader:
         (3, [[0, 1], [2, 3], [4]])
     """
 
-    def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False,
-                 drop_last: bool = False, *, device: Any = None, sampler: Any = None,
-                 num_workers: int = 0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        *,
+        device: Any = None,
+        sampler: Any = None,
+        num_workers: int = 0,
+        seed: int | None = None,
+    ) -> None:
         self.dataset = dataset
         self.batch_size = _check_batch_size(batch_size)
         self.shuffle = bool(shuffle)
         if self.shuffle and sampler is not None:
-            raise ValueError("DataLoader: shuffle=True and a sampler were both given; the "
-                             "sampler decides the order (DistributedSampler(shuffle=True))")
+            raise ValueError(
+                "DataLoader: shuffle=True and a sampler were both given; the "
+                "sampler decides the order (DistributedSampler(shuffle=True))"
+            )
         self.sampler = sampler
         self.drop_last = bool(drop_last)
         self.device = device
@@ -326,14 +339,20 @@ class DataLoader:
 
     def _check_iterable_options(self) -> None:
         """Raise ValueError for the options a stream cannot honour."""
-        given = [name for name, on in (("shuffle=True", self.shuffle),
-                                       ("a sampler", self.sampler is not None),
-                                       (f"num_workers={self.num_workers}", self.num_workers))
-                 if on]
+        given = [
+            name
+            for name, on in (
+                ("shuffle=True", self.shuffle),
+                ("a sampler", self.sampler is not None),
+                (f"num_workers={self.num_workers}", self.num_workers),
+            )
+            if on
+        ]
         if given:
             raise ValueError(
                 f"DataLoader: {', '.join(given)} cannot be used with the IterableDataset "
-                f"{type(self.dataset).__name__}: a stream is batched in the order it yields")
+                f"{type(self.dataset).__name__}: a stream is batched in the order it yields"
+            )
 
     def _num_samples(self) -> int:
         """Return ``len(dataset)``, raising ValueError if it is 0."""
@@ -363,7 +382,7 @@ class DataLoader:
         else:
             order = np.random.permutation(n) if self.shuffle else np.arange(n)
         stop = n - n % self.batch_size if self.drop_last else n
-        return [order[start:start + self.batch_size] for start in range(0, stop, self.batch_size)]
+        return [order[start : start + self.batch_size] for start in range(0, stop, self.batch_size)]
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         """Yield the batches of one pass; the order (and the seeds) are drawn at ``iter()``."""
@@ -384,12 +403,18 @@ class DataLoader:
         seeds = self._pass_seeds()
         if self.num_workers:
             dataset_bytes = pickle_dataset(self.dataset, self.num_workers)
-            return self._tensors(WorkerBatches(
-                dataset_bytes, ordering, list(itertools.islice(seeds, len(ordering))),
-                self.num_workers))
+            return self._tensors(
+                WorkerBatches(
+                    dataset_bytes,
+                    ordering,
+                    list(itertools.islice(seeds, len(ordering))),
+                    self.num_workers,
+                )
+            )
         fetch = batch_fetcher(self.dataset)
-        return self._tensors(fetch_seeded(fetch, indices, seed)
-                             for indices, seed in zip(ordering, seeds))
+        return self._tensors(
+            fetch_seeded(fetch, indices, seed) for indices, seed in zip(ordering, seeds)
+        )
 
     def _pass_seeds(self) -> Iterator[np.ndarray | None]:
         """The seeds of this pass's batches in order (all None: the global generator runs on)."""
@@ -403,8 +428,9 @@ class DataLoader:
         """Consecutive samples of one pass over the IterableDataset, stacked per batch."""
         samples = iter(self.dataset)
         for seed in seeds:
-            chunk = fetch_seeded(lambda n: list(itertools.islice(samples, n)), self.batch_size,
-                                 seed)
+            chunk = fetch_seeded(
+                lambda n: list(itertools.islice(samples, n)), self.batch_size, seed
+            )
             if not chunk or (self.drop_last and len(chunk) < self.batch_size):
                 return
             yield stack_items(chunk, np.arange(len(chunk)))
@@ -416,9 +442,12 @@ class DataLoader:
 
     def __repr__(self) -> str:
         size = len(self.dataset) if hasattr(self.dataset, "__len__") else "?"
-        return (f"DataLoader({type(self.dataset).__name__}(len={size}), "
-                f"batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"drop_last={self.drop_last}, num_workers={self.num_workers})")
+        return (
+            f"DataLoader({type(self.dataset).__name__}(len={size}), "
+            f"batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"drop_last={self.drop_last}, num_workers={self.num_workers})"
+        )
+
 
 def _field_tensor(field: Any, device: Any) -> Tensor:
     """One field of a batch as a constant Tensor: integer fields (labels, token ids) as int64

@@ -15,8 +15,15 @@ import numbers
 
 import numpy as np
 
-__all__ = ["Transform", "RandomFlipHorizontal", "RandomCrop", "RandomResizedCrop",
-           "RandomRotation", "ColorJitter", "Normalize"]
+__all__ = [
+    "Transform",
+    "RandomFlipHorizontal",
+    "RandomCrop",
+    "RandomResizedCrop",
+    "RandomRotation",
+    "ColorJitter",
+    "Normalize",
+]
 
 _INTERPOLATIONS = ("bilinear", "nearest")
 
@@ -108,7 +115,7 @@ class RandomCrop(Transform):
         shift_x, shift_y = np.random.randint(low=-pad, high=pad + 1, size=2)
         padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)))
         top, left = pad + shift_x, pad + shift_y
-        return padded[top: top + img.shape[0], left: left + img.shape[1], :]
+        return padded[top : top + img.shape[0], left : left + img.shape[1], :]
 
     def __repr__(self) -> str:
         return f"RandomCrop(padding={self.padding})"
@@ -137,13 +144,16 @@ def _check_range(owner: str, name: str, value, low: float = -math.inf) -> tuple[
 
 def _check_interpolation(owner: str, interpolation: str) -> str:
     if interpolation not in _INTERPOLATIONS:
-        raise ValueError(f"{owner}: interpolation={interpolation!r} must be one of "
-                         f"{', '.join(map(repr, _INTERPOLATIONS))}")
+        raise ValueError(
+            f"{owner}: interpolation={interpolation!r} must be one of "
+            f"{', '.join(map(repr, _INTERPOLATIONS))}"
+        )
     return interpolation
 
 
-def _sample(img: np.ndarray, rows: np.ndarray, cols: np.ndarray, interpolation: str,
-            fill: float = 0.0) -> np.ndarray:
+def _sample(
+    img: np.ndarray, rows: np.ndarray, cols: np.ndarray, interpolation: str, fill: float = 0.0
+) -> np.ndarray:
     """``img`` (H, W, C) at the fractional pixel positions ``rows``, ``cols`` (each
     (H_o, W_o)) → (H_o, W_o, C) in ``img``'s dtype.
 
@@ -206,14 +216,20 @@ class RandomResizedCrop(Transform):
         (4, 4, 3)
     """
 
-    def __init__(self, size: int | tuple[int, int], scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                 interpolation: str = "bilinear") -> None:
+    def __init__(
+        self,
+        size: int | tuple[int, int],
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        interpolation: str = "bilinear",
+    ) -> None:
         sizes = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-        if len(sizes) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                      and v > 0 for v in sizes):
-            raise ValueError(f"RandomResizedCrop: size={size!r} must be a positive int or an "
-                             f"(H, W) pair of them")
+        if len(sizes) != 2 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in sizes
+        ):
+            raise ValueError(
+                f"RandomResizedCrop: size={size!r} must be a positive int or an (H, W) pair of them"
+            )
         self.size = (int(sizes[0]), int(sizes[1]))
         self.scale = _check_range("RandomResizedCrop", "scale", scale, 0.0)
         if not 0.0 < self.scale[1] <= 1.0:
@@ -241,11 +257,13 @@ class RandomResizedCrop(Transform):
     def __call__(self, img: np.ndarray) -> np.ndarray:
         _check_image(self, img)
         top, left, h, w = self._window(*img.shape[:2])
-        return _resize(img[top: top + h, left: left + w], self.size, self.interpolation)
+        return _resize(img[top : top + h, left : left + w], self.size, self.interpolation)
 
     def __repr__(self) -> str:
-        return (f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
-                f"interpolation={self.interpolation!r})")
+        return (
+            f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
+            f"interpolation={self.interpolation!r})"
+        )
 
 
 class RandomRotation(Transform):
@@ -270,8 +288,12 @@ class RandomRotation(Transform):
         [[1.0, 3.0], [0.0, 2.0]]
     """
 
-    def __init__(self, degrees: float | tuple[float, float], interpolation: str = "bilinear",
-                 fill: float = 0.0) -> None:
+    def __init__(
+        self,
+        degrees: float | tuple[float, float],
+        interpolation: str = "bilinear",
+        fill: float = 0.0,
+    ) -> None:
         if isinstance(degrees, (tuple, list)):
             self.degrees = _check_range("RandomRotation", "degrees", degrees)
         else:
@@ -292,8 +314,10 @@ class RandomRotation(Transform):
         return _sample(img, rows, cols, self.interpolation, self.fill)
 
     def __repr__(self) -> str:
-        return (f"RandomRotation(degrees={self.degrees}, interpolation={self.interpolation!r}, "
-                f"fill={self.fill})")
+        return (
+            f"RandomRotation(degrees={self.degrees}, interpolation={self.interpolation!r}, "
+            f"fill={self.fill})"
+        )
 
 
 # ----- value augmentations ------------------------------------------------------------------
@@ -328,8 +352,9 @@ class ColorJitter(Transform):
         (2, 2, 3)
     """
 
-    def __init__(self, brightness: float = 0.0, contrast: float = 0.0,
-                 saturation: float = 0.0) -> None:
+    def __init__(
+        self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0
+    ) -> None:
         self.brightness = _check_number("ColorJitter", "brightness", brightness)
         self.contrast = _check_number("ColorJitter", "contrast", contrast)
         self.saturation = _check_number("ColorJitter", "saturation", saturation)
@@ -339,15 +364,18 @@ class ColorJitter(Transform):
         if img.shape[2] == 1:
             return img
         if img.shape[2] != 3:
-            raise ValueError(f"ColorJitter: contrast and saturation need an RGB (C=3) or a "
-                             f"one-channel image, got shape {img.shape}")
+            raise ValueError(
+                f"ColorJitter: contrast and saturation need an RGB (C=3) or a "
+                f"one-channel image, got shape {img.shape}"
+            )
         return (img @ _LUMA.astype(img.dtype))[..., None]
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         _check_image(self, img)
         if self.saturation and img.shape[2] != 3:
-            raise ValueError(f"ColorJitter: saturation needs an RGB image (C=3), got shape "
-                             f"{img.shape}")
+            raise ValueError(
+                f"ColorJitter: saturation needs an RGB image (C=3), got shape {img.shape}"
+            )
         if self.brightness:
             img = np.clip(img * self._factor(self.brightness), 0, 1)
         if self.contrast:
@@ -363,8 +391,10 @@ class ColorJitter(Transform):
         return np.random.uniform(max(0.0, 1.0 - strength), 1.0 + strength)
 
     def __repr__(self) -> str:
-        return (f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
-                f"saturation={self.saturation})")
+        return (
+            f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
+            f"saturation={self.saturation})"
+        )
 
 
 class Normalize(Transform):
@@ -386,24 +416,32 @@ class Normalize(Transform):
         if not (self.std > 0).all():
             raise ValueError(f"Normalize: every std must be > 0, got {std!r}")
         if self.mean.size != self.std.size and 1 not in (self.mean.size, self.std.size):
-            raise ValueError(f"Normalize: mean has {self.mean.size} values and std "
-                             f"{self.std.size}; give one per channel (or one for all)")
+            raise ValueError(
+                f"Normalize: mean has {self.mean.size} values and std "
+                f"{self.std.size}; give one per channel (or one for all)"
+            )
 
     @staticmethod
     def _values(name: str, values) -> np.ndarray:
         array = np.atleast_1d(np.asarray(values, dtype=object))
-        if array.ndim != 1 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
-                                      and math.isfinite(v) for v in array):
-            raise ValueError(f"Normalize: {name}={values!r} must be a finite number or a "
-                             f"sequence of them, one per channel")
+        if array.ndim != 1 or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            for v in array
+        ):
+            raise ValueError(
+                f"Normalize: {name}={values!r} must be a finite number or a "
+                f"sequence of them, one per channel"
+            )
         return array.astype(np.float64)
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         _check_image(self, img)
         channels = max(self.mean.size, self.std.size)
         if channels not in (1, img.shape[2]):
-            raise ValueError(f"Normalize: {channels} mean/std values for an image with "
-                             f"{img.shape[2]} channels, shape {img.shape}")
+            raise ValueError(
+                f"Normalize: {channels} mean/std values for an image with "
+                f"{img.shape[2]} channels, shape {img.shape}"
+            )
         mean, std = self.mean.astype(img.dtype), self.std.astype(img.dtype)
         return ((img - mean) / std).astype(img.dtype)
 

@@ -100,8 +100,8 @@ def _read_exactly(path: PathLike, stream: BinaryIO, count: int) -> bytes:
         return stream.read(count)
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise IDXFormatError(
-            path, f"corrupt or truncated gzip stream ({type(e).__name__}: {e}); "
-            "re-download the file"
+            path,
+            f"corrupt or truncated gzip stream ({type(e).__name__}: {e}); re-download the file",
         ) from None
 
 
@@ -118,28 +118,38 @@ def _parse_header(path: PathLike, stream: BinaryIO) -> tuple[int, int, tuple[int
     magic = int.from_bytes(start, "big")
     if start[0] != 0 or start[1] != 0:
         raise IDXFormatError(
-            path, f"bad magic number 0x{magic:08X}: the first two bytes must be zero "
-            "(is this an IDX file?)"
+            path,
+            f"bad magic number 0x{magic:08X}: the first two bytes must be zero "
+            "(is this an IDX file?)",
         )
     type_code, ndim = start[2], start[3]
     if type_code != UINT8_TYPE:
         name = _OTHER_TYPES.get(type_code)
-        kind = f"unsupported data type 0x{type_code:02X} ({name})" if name else (
-            f"unknown data type 0x{type_code:02X}")
+        kind = (
+            f"unsupported data type 0x{type_code:02X} ({name})"
+            if name
+            else (f"unknown data type 0x{type_code:02X}")
+        )
         raise IDXFormatError(path, f"{kind}; only 0x08 (unsigned byte) is supported")
     header_length = 4 + 4 * ndim
     sizes = _read_exactly(path, stream, 4 * ndim)
     if len(sizes) < 4 * ndim:
         raise IDXFormatError(
-            path, f"truncated header: {ndim} dims need {header_length} header bytes, "
-            f"but the file has {4 + len(sizes)} bytes"
+            path,
+            f"truncated header: {ndim} dims need {header_length} header bytes, "
+            f"but the file has {4 + len(sizes)} bytes",
         )
-    dims = tuple(int.from_bytes(sizes[4 * k: 4 + 4 * k], "big") for k in range(ndim))
+    dims = tuple(int.from_bytes(sizes[4 * k : 4 + 4 * k], "big") for k in range(ndim))
     return magic, header_length, dims
 
 
-def _check_declared_size(path: PathLike, dims: tuple[int, ...], data_bytes: int | None,
-                         compressed_bytes: int, max_bytes: int) -> int:
+def _check_declared_size(
+    path: PathLike,
+    dims: tuple[int, ...],
+    data_bytes: int | None,
+    compressed_bytes: int,
+    max_bytes: int,
+) -> int:
     """The data size the header declares, after checking that the file can hold it.
 
     ``data_bytes`` is the raw file's data size (None for gzip, whose size is unknown
@@ -151,24 +161,28 @@ def _check_declared_size(path: PathLike, dims: tuple[int, ...], data_bytes: int 
     if data_bytes is not None and data_bytes != expected:
         what = "truncated" if data_bytes < expected else "trailing bytes"
         raise IDXFormatError(
-            path, f"header dims {dims} need {expected} data bytes, but the file "
-            f"has {data_bytes} ({what})"
+            path,
+            f"header dims {dims} need {expected} data bytes, but the file "
+            f"has {data_bytes} ({what})",
         )
     if data_bytes is None and expected > DEFLATE_MAX_RATIO * compressed_bytes:
         raise IDXFormatError(
-            path, f"header dims {dims} need {expected} data bytes, more than a gzip file "
-            f"of {compressed_bytes} bytes can hold (truncated)"
+            path,
+            f"header dims {dims} need {expected} data bytes, more than a gzip file "
+            f"of {compressed_bytes} bytes can hold (truncated)",
         )
     if expected > max_bytes:
         raise IDXFormatError(
-            path, f"header dims {dims} need {expected} data bytes, over the limit of "
-            f"{max_bytes} (pass a larger max_bytes to read_idx if the file is genuine)"
+            path,
+            f"header dims {dims} need {expected} data bytes, over the limit of "
+            f"{max_bytes} (pass a larger max_bytes to read_idx if the file is genuine)",
         )
     return expected
 
 
-def _read_data(path: PathLike, stream: BinaryIO, dims: tuple[int, ...],
-               expected: int) -> np.ndarray:
+def _read_data(
+    path: PathLike, stream: BinaryIO, dims: tuple[int, ...], expected: int
+) -> np.ndarray:
     """The ``expected`` data bytes of ``stream`` as a uint8 array shaped ``dims``.
 
     Read in chunks straight into the array; one byte more than declared is refused
@@ -180,21 +194,24 @@ def _read_data(path: PathLike, stream: BinaryIO, dims: tuple[int, ...],
         chunk = _read_exactly(path, stream, min(READ_CHUNK_BYTES, expected - filled))
         if not chunk:
             raise IDXFormatError(
-                path, f"header dims {dims} need {expected} data bytes, but the file "
-                f"has {filled} (truncated)"
+                path,
+                f"header dims {dims} need {expected} data bytes, but the file "
+                f"has {filled} (truncated)",
             )
-        array[filled: filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+        array[filled : filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
         filled += len(chunk)
     if _read_exactly(path, stream, 1):
         raise IDXFormatError(
-            path, f"header dims {dims} need {expected} data bytes, but the file has more "
-            "(trailing bytes; reading stopped at the first one)"
+            path,
+            f"header dims {dims} need {expected} data bytes, but the file has more "
+            "(trailing bytes; reading stopped at the first one)",
         )
     return array.reshape(dims)
 
 
-def read_idx(path: PathLike, *, expected_magic: int | None = None,
-             max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+def read_idx(
+    path: PathLike, *, expected_magic: int | None = None, max_bytes: int = MAX_IDX_BYTES
+) -> np.ndarray:
     """Read an IDX file (gzip or raw) into a uint8 array shaped like the header's dims.
 
     The file is read as a stream: the header first, then exactly the data it declares
@@ -234,13 +251,15 @@ def read_idx(path: PathLike, *, expected_magic: int | None = None,
             magic, header_length, dims = _parse_header(path, stream)
             if expected_magic is not None and magic != expected_magic:
                 raise IDXFormatError(
-                    path, f"magic number is {_describe_magic(magic)} but "
+                    path,
+                    f"magic number is {_describe_magic(magic)} but "
                     f"{_describe_magic(expected_magic)} was expected"
-                    + _magic_hint(magic, expected_magic)
+                    + _magic_hint(magic, expected_magic),
                 )
             data_bytes = None if file_bytes is None else file_bytes - header_length
-            expected = _check_declared_size(path, dims, data_bytes,
-                                            os.fstat(file.fileno()).st_size, max_bytes)
+            expected = _check_declared_size(
+                path, dims, data_bytes, os.fstat(file.fileno()).st_size, max_bytes
+            )
             return _read_data(path, stream, dims, expected)
 
 
@@ -317,13 +336,15 @@ def load_mnist_arrays(
     labels = read_idx(label_path, expected_magic=LABELS_MAGIC)
     if images.shape[0] != labels.shape[0]:
         raise IDXFormatError(
-            image_path, f"has {images.shape[0]} images but the label file {label_path} "
-            f"has {labels.shape[0]} labels; the counts must match"
+            image_path,
+            f"has {images.shape[0]} images but the label file {label_path} "
+            f"has {labels.shape[0]} labels; the counts must match",
         )
     if image_size is not None and images.shape[1:] != tuple(image_size):
         raise IDXFormatError(
-            image_path, f"images are {images.shape[1]}x{images.shape[2]} but "
-            f"{image_size[0]}x{image_size[1]} was expected"
+            image_path,
+            f"images are {images.shape[1]}x{images.shape[2]} but "
+            f"{image_size[0]}x{image_size[1]} was expected",
         )
     _check_label_range(label_path, labels, num_classes)
     X = images.astype(np.float32)
@@ -339,6 +360,7 @@ def _check_label_range(label_path: PathLike, labels: np.ndarray, num_classes: in
     if bad.size:
         i = int(bad[0])
         raise IDXFormatError(
-            label_path, f"label {int(labels[i])} at index {i} is outside 0..{num_classes - 1} "
-            f"({bad.size} labels out of range)"
+            label_path,
+            f"label {int(labels[i])} at index {i} is outside 0..{num_classes - 1} "
+            f"({bad.size} labels out of range)",
         )

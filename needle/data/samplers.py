@@ -9,9 +9,11 @@ permutation: a data-parallel step on per-rank batch ``B`` sees the same samples 
 single-process step on batch ``B·N``. Pass it to :class:`~needle.data.DataLoader` as
 ``sampler=``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -20,8 +22,11 @@ __all__ = ["DistributedSampler"]
 
 def _check_count(owner: str, name: str, value: Any, low: int) -> int:
     """``value`` as an int ≥ ``low``, or a ValueError naming ``owner`` and ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or value < low:
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or value < low
+    ):
         raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
     return int(value)
 
@@ -59,12 +64,21 @@ class DistributedSampler:
         ([1, 4, 7, 0], 4)
     """
 
-    def __init__(self, dataset: Any, num_replicas: int | None = None, rank: int | None = None,
-                 *, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
-                 even: bool = True) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        even: bool = True,
+    ) -> None:
         owner = "DistributedSampler"
         if num_replicas is None or rank is None:
             from .. import distributed
+
             num_replicas = distributed.world_size() if num_replicas is None else num_replicas
             rank = distributed.rank() if rank is None else rank
         size = dataset if isinstance(dataset, (int, np.integer)) else len(dataset)
@@ -72,14 +86,17 @@ class DistributedSampler:
         self.num_replicas = _check_count(owner, "num_replicas", num_replicas, 1)
         self.rank = _check_count(owner, "rank", rank, 0)
         if self.rank >= self.num_replicas:
-            raise ValueError(f"{owner}: rank {self.rank} is not below num_replicas "
-                             f"{self.num_replicas}")
+            raise ValueError(
+                f"{owner}: rank {self.rank} is not below num_replicas {self.num_replicas}"
+            )
         self.shuffle, self.drop_last, self.even = bool(shuffle), bool(drop_last), bool(even)
         self.seed = _check_count(owner, "seed", seed, 0)
         self.epoch = 0
         if self.even and self.drop_last and self.size < self.num_replicas:
-            raise ValueError(f"{owner}: {self.size} samples cannot give each of "
-                             f"{self.num_replicas} ranks one with drop_last=True")
+            raise ValueError(
+                f"{owner}: {self.size} samples cannot give each of "
+                f"{self.num_replicas} ranks one with drop_last=True"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass use epoch ``epoch``'s order (a non-negative int)."""
@@ -106,12 +123,14 @@ class DistributedSampler:
         if total > self.size:  # pad by repeating the order from its start
             order = np.resize(order, total)
         self.epoch += 1
-        return order[self.rank:total:self.num_replicas].astype(np.int64)
+        return order[self.rank : total : self.num_replicas].astype(np.int64)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices().tolist())
 
     def __repr__(self) -> str:
-        return (f"DistributedSampler(size={self.size}, rank={self.rank}, "
-                f"num_replicas={self.num_replicas}, shuffle={self.shuffle}, "
-                f"seed={self.seed}, epoch={self.epoch})")
+        return (
+            f"DistributedSampler(size={self.size}, rank={self.rank}, "
+            f"num_replicas={self.num_replicas}, shuffle={self.shuffle}, "
+            f"seed={self.seed}, epoch={self.epoch})"
+        )

@@ -7,6 +7,7 @@ they arrive in. Workers are started with ``spawn`` (fork is unsafe once a proces
 threads, as the compiled backend and NumPy's BLAS may), so the dataset travels pickled;
 it is pickled once in the main process, where a failure can name the dataset.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -14,7 +15,8 @@ import pickle
 import queue
 import signal
 import traceback
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -102,6 +104,7 @@ def _worker_loop(worker: int, dataset_bytes: bytes, tasks: Any, results: Any) ->
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         from .data_basic import batch_fetcher
+
         fetch = batch_fetcher(pickle.loads(dataset_bytes))
     except Exception as error:
         results.put((None, _WorkerFailure(worker, "unpickling the dataset", error)))
@@ -133,16 +136,25 @@ class WorkerBatches(Iterator[Batch]):
         each batch as a tuple of arrays, one per sample field.
     """
 
-    def __init__(self, dataset_bytes: bytes, ordering: list[np.ndarray],
-                 seeds: list[np.ndarray], num_workers: int) -> None:
+    def __init__(
+        self,
+        dataset_bytes: bytes,
+        ordering: list[np.ndarray],
+        seeds: list[np.ndarray],
+        num_workers: int,
+    ) -> None:
         self._closed = True  # until the workers exist, there is nothing to close
         self._ordering, self._seeds = ordering, seeds
         context = multiprocessing.get_context("spawn")
         self._results = context.Queue()
         self._tasks = [context.Queue() for _ in range(num_workers)]
         self._workers = [
-            context.Process(target=_worker_loop, args=(w, dataset_bytes, tasks, self._results),
-                            daemon=True, name=f"needle-DataLoader-worker-{w}")
+            context.Process(
+                target=_worker_loop,
+                args=(w, dataset_bytes, tasks, self._results),
+                daemon=True,
+                name=f"needle-DataLoader-worker-{w}",
+            )
             for w, tasks in enumerate(self._tasks)
         ]
         self._closed = False
@@ -197,7 +209,8 @@ class WorkerBatches(Iterator[Batch]):
                 raise RuntimeError(
                     f"DataLoader worker {w} (pid {process.pid}) exited unexpectedly with "
                     f"code {process.exitcode} while batch {b} was awaited (a negative code "
-                    "is the signal that ended it: -9 is often the out-of-memory killer)")
+                    "is the signal that ended it: -9 is often the out-of-memory killer)"
+                )
 
     def close(self) -> None:
         """Stop the workers (terminating any that do not exit in time); idempotent."""

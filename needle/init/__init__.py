@@ -1,4 +1,5 @@
 """Tensor creation: constants, random draws and the standard weight initializers."""
+
 from .init_basic import constant, one_hot, ones, ones_like, rand, randb, randn, zeros, zeros_like
 from .init_initializers import (
     calculate_gain,
@@ -9,6 +10,18 @@ from .init_initializers import (
 )
 
 __all__ = [
-    "constant", "one_hot", "ones", "ones_like", "rand", "randb", "randn", "zeros", "zeros_like",
-    "calculate_gain", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform",
+    "constant",
+    "one_hot",
+    "ones",
+    "ones_like",
+    "rand",
+    "randb",
+    "randn",
+    "zeros",
+    "zeros_like",
+    "calculate_gain",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "xavier_normal",
+    "xavier_uniform",
 ]

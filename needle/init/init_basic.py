@@ -127,7 +127,8 @@ def one_hot(
     device = _device(device)
     labels = check_indices("one_hot", "labels", i.numpy() if isinstance(i, Tensor) else i, n)
     return Tensor(
-        device.one_hot(n, labels, dtype=check_dtype("one_hot", dtype)), device=device,
+        device.one_hot(n, labels, dtype=check_dtype("one_hot", dtype)),
+        device=device,
         requires_grad=requires_grad,
     )
 

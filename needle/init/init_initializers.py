@@ -3,6 +3,7 @@
 Each returns a tensor of shape ``(fan_in, fan_out)`` (or ``shape=`` when given, with the
 same fan-based bound) and passes extra keywords (device, dtype, requires_grad) on.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,15 @@ def xavier_normal(fan_in: int, fan_out: int, gain: float = 1.0, *, shape=None, *
     return randn(*(shape or (fan_in, fan_out)), mean=0.0, std=std, **kwargs)
 
 
-def kaiming_uniform(fan_in: int, fan_out: int, shape=None, nonlinearity: str = "relu", *,
-                    param: float | None = None, **kwargs) -> Tensor:
+def kaiming_uniform(
+    fan_in: int,
+    fan_out: int,
+    shape=None,
+    nonlinearity: str = "relu",
+    *,
+    param: float | None = None,
+    **kwargs,
+) -> Tensor:
     """U(-b, b) with b = gain · √(3 / fan_in) (gain √2 for relu); shape (fan_in, fan_out).
 
     ``shape`` (the third positional parameter, as in the course's hw4) replaces the
@@ -73,8 +81,15 @@ def kaiming_uniform(fan_in: int, fan_out: int, shape=None, nonlinearity: str = "
     return rand(*(shape or (fan_in, fan_out)), low=-bound, high=bound, **kwargs)
 
 
-def kaiming_normal(fan_in: int, fan_out: int, nonlinearity: str = "relu", *, shape=None,
-                   param: float | None = None, **kwargs) -> Tensor:
+def kaiming_normal(
+    fan_in: int,
+    fan_out: int,
+    nonlinearity: str = "relu",
+    *,
+    shape=None,
+    param: float | None = None,
+    **kwargs,
+) -> Tensor:
     """N(0, std²) with std = gain / √fan_in (gain √2 for relu); shape (fan_in, fan_out)."""
     _check_fans("kaiming_normal", fan_in, fan_out)
     std = calculate_gain(nonlinearity, param) / math.sqrt(fan_in)

@@ -115,18 +115,23 @@ def _targets(owner: str, target, count: int, classes: int, ignore_index: int) ->
     return ids
 
 
-def nll_loss(log_probs: Tensor, target, ignore_index: int = -100,
-             reduction: str = "mean") -> Tensor:
+def nll_loss(
+    log_probs: Tensor, target, ignore_index: int = -100, reduction: str = "mean"
+) -> Tensor:
     """``-log_probs[i, target[i]]`` per row: log-probabilities (N, C) (or (C,), or
     (N, C, d1, ...) with targets (N, d1, ...)) and integer targets. Rows whose target is
     ``ignore_index`` count 0 and are left out of the mean."""
     rows = _class_last("nll_loss", log_probs)
-    return _pick_loss("nll_loss", rows, target, ignore_index, reduction, 0.0,
-                      log_probs.shape)
+    return _pick_loss("nll_loss", rows, target, ignore_index, reduction, 0.0, log_probs.shape)
 
 
-def cross_entropy(logits: Tensor, target, ignore_index: int = -100, reduction: str = "mean",
-                  label_smoothing: float = 0.0) -> Tensor:
+def cross_entropy(
+    logits: Tensor,
+    target,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
     """Softmax cross-entropy of ``logits`` (N, C) (or (C,), or (N, C, d1, ...)) against
     integer class ``target``s (or class probabilities: a float tensor of the logits' shape),
     as torch.nn.functional.cross_entropy.
@@ -144,17 +149,27 @@ def cross_entropy(logits: Tensor, target, ignore_index: int = -100, reduction: s
             )
         classes = logits.shape[1] if len(logits.shape) > 1 else logits.shape[0]
         soft = target * (1 - label_smoothing) + label_smoothing / classes
-        rows = -(_class_last("cross_entropy", soft) * ops.log_softmax(
-            _class_last("cross_entropy", logits), 1)).sum(1)
+        rows = -(
+            _class_last("cross_entropy", soft)
+            * ops.log_softmax(_class_last("cross_entropy", logits), 1)
+        ).sum(1)
         shape = (logits.shape[:1] + logits.shape[2:]) if len(logits.shape) > 1 else ()
         return _reduce("cross_entropy", ops.reshape(rows, shape), reduction)
     rows = ops.log_softmax(_class_last("cross_entropy", logits), 1)
-    return _pick_loss("cross_entropy", rows, target, ignore_index, reduction, label_smoothing,
-                      logits.shape)
+    return _pick_loss(
+        "cross_entropy", rows, target, ignore_index, reduction, label_smoothing, logits.shape
+    )
 
 
-def _pick_loss(owner: str, log_probs: Tensor, target, ignore_index: int, reduction: str,
-               smoothing: float, shape: tuple) -> Tensor:
+def _pick_loss(
+    owner: str,
+    log_probs: Tensor,
+    target,
+    ignore_index: int,
+    reduction: str,
+    smoothing: float,
+    shape: tuple,
+) -> Tensor:
     """The (smoothed) negative log-likelihood of rows of ``log_probs`` (N, C) at ``target``."""
     _reduce(owner, log_probs, reduction)  # checks the name
     count, classes = log_probs.shape
@@ -186,8 +201,11 @@ def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  
     return _reduce("l1_loss", ops.abs(input - target), reduction)
 
 
-def binary_cross_entropy(input: Tensor, target: Tensor,  # noqa: A002
-                         reduction: str = "mean") -> Tensor:
+def binary_cross_entropy(
+    input: Tensor,
+    target: Tensor,  # noqa: A002
+    reduction: str = "mean",
+) -> Tensor:
     """``-(t log p + (1 - t) log(1 - p))`` for probabilities ``input`` in [0, 1]; each log is
     clamped to >= -100, as in PyTorch, so p = 0 or 1 gives a finite loss."""
     _same_shape("binary_cross_entropy", input, target)
@@ -196,8 +214,11 @@ def binary_cross_entropy(input: Tensor, target: Tensor,  # noqa: A002
     return _reduce("binary_cross_entropy", -(target * log_p + (1 - target) * log_q), reduction)
 
 
-def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,  # noqa: A002
-                                     reduction: str = "mean") -> Tensor:
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,  # noqa: A002
+    reduction: str = "mean",
+) -> Tensor:
     """:func:`binary_cross_entropy` of ``sigmoid(input)``, computed stably from the logits:
     ``max(x, 0) - x t + log(1 + exp(-|x|))``."""
     _same_shape("binary_cross_entropy_with_logits", input, target)
@@ -215,7 +236,20 @@ def _same_shape(owner: str, input: Tensor, target: Tensor) -> None:  # noqa: A00
 
 
 __all__ = [
-    "relu", "gelu", "silu", "leaky_relu", "elu", "softplus", "sigmoid", "tanh", "softmax",
-    "log_softmax", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
+    "relu",
+    "gelu",
+    "silu",
+    "leaky_relu",
+    "elu",
+    "softplus",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "log_softmax",
+    "cross_entropy",
+    "nll_loss",
+    "mse_loss",
+    "l1_loss",
+    "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
 ]

@@ -11,10 +11,12 @@ enough, exactly as in the course's framework.
 >>> [name for name, _ in model.named_parameters()]
 ['modules.0.weight', 'modules.0.bias']
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterator, Mapping, NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -100,7 +102,7 @@ class _ModuleHooks:
         hooks.append(entry)
         return RemovableHandle(hooks, entry, f"forward {kind}-hook")
 
-    def call(self, module: "Module", args: tuple, kwargs: dict) -> Any:
+    def call(self, module: Module, args: tuple, kwargs: dict) -> Any:
         """``module.forward(*args, **kwargs)`` with the pre-hooks before and the hooks after."""
         for (hook,) in list(self.pre):
             result = hook(module, args)
@@ -169,7 +171,7 @@ class Module:
         """
         return self._module_hooks("register_forward_hook", hook).add("post", hook)
 
-    def _module_hooks(self, owner: str, hook) -> "_ModuleHooks":
+    def _module_hooks(self, owner: str, hook) -> _ModuleHooks:
         if not callable(hook):
             raise TypeError(f"{owner}: the hook must be callable, got {type(hook).__name__}")
         if "_forward_hooks" not in self.__dict__:
@@ -199,7 +201,8 @@ class Module:
         For example BatchNorm1d's ``running_mean`` and ``running_var``.
         """
         return (
-            (n, v) for n, v in self._named_members()
+            (n, v)
+            for n, v in self._named_members()
             if isinstance(v, Tensor) and not isinstance(v, Parameter)
         )
 
@@ -207,16 +210,16 @@ class Module:
         """The tensors of :meth:`named_buffers`."""
         return [b for _, b in self.named_buffers()]
 
-    def named_modules(self) -> Iterator[tuple[str, "Module"]]:
+    def named_modules(self) -> Iterator[tuple[str, Module]]:
         """``("", self)`` then every sub-module with its dotted name, depth first."""
         yield "", self
         yield from ((n, v) for n, v in self._named_members() if isinstance(v, Module))
 
-    def _children(self) -> list["Module"]:
+    def _children(self) -> list[Module]:
         """Every module reachable from this one (all descendants, not only direct ones)."""
         return [m for name, m in self.named_modules() if name]
 
-    def _named_children(self) -> list[tuple[str, "Module"]]:
+    def _named_children(self) -> list[tuple[str, Module]]:
         """The direct sub-modules with their attribute paths (``layers.0``, ``fn``)."""
         return [(n, v) for n, v in self._named_members(descend=False) if isinstance(v, Module)]
 
@@ -225,19 +228,19 @@ class Module:
         return sum(p.size for p in self.parameters())
 
     # ----- modes ------------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "Module":
+    def train(self, mode: bool = True) -> Module:
         """Set training mode on this module and every sub-module; returns ``self``."""
         self.training = bool(mode)
         for module in self._children():
             module.training = bool(mode)
         return self
 
-    def eval(self) -> "Module":
+    def eval(self) -> Module:
         """Set evaluation mode (``training = False``) recursively; returns ``self``."""
         return self.train(False)
 
     # ----- state ------------------------------------------------------------------------------
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Name → NumPy copy of every parameter, then every buffer (dotted names).
 
         >>> from needle import nn
@@ -280,8 +283,9 @@ class Module:
         for key, tensor in targets.items():
             if key in values:
                 # A copy in the tensor's own dtype and device (works for any backend).
-                copy = Tensor(values[key], device=tensor.device, dtype=tensor.dtype,
-                              requires_grad=False)
+                copy = Tensor(
+                    values[key], device=tensor.device, dtype=tensor.dtype, requires_grad=False
+                )
                 tensor.cached_data = copy.realize_cached_data()
         return IncompatibleKeys(missing, unexpected)
 
@@ -290,7 +294,7 @@ class Module:
         """The text inside the parentheses of this module's repr (hyper-parameters)."""
         return ""
 
-    def _repr_children(self) -> list[tuple[str, "Module"]]:
+    def _repr_children(self) -> list[tuple[str, Module]]:
         return self._named_children()
 
     def _repr_lines(self) -> list[str]:
@@ -322,8 +326,10 @@ def _mismatch(key: str, tensor: Tensor, value: np.ndarray) -> str:
     if tuple(value.shape) != tuple(tensor.shape):
         return f"{key!r}: expected shape {tuple(tensor.shape)}, got {tuple(value.shape)}"
     if value.dtype != tensor.dtype:
-        return (f"{key!r}: expected dtype {tensor.dtype}, got {value.dtype} "
-                f"(cast it, e.g. value.astype('{tensor.dtype}'))")
+        return (
+            f"{key!r}: expected dtype {tensor.dtype}, got {value.dtype} "
+            f"(cast it, e.g. value.astype('{tensor.dtype}'))"
+        )
     return ""
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..autograd import Tensor
 from . import functional as F
@@ -86,15 +86,17 @@ class Softplus(Module):
 class CrossEntropyLoss(Module):
     """:func:`needle.nn.functional.cross_entropy` with stored options."""
 
-    def __init__(self, ignore_index: int = -100, reduction: str = "mean",
-                 label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0
+    ) -> None:
         super().__init__()
         self.ignore_index, self.reduction = ignore_index, reduction
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: Tensor, target) -> Tensor:
-        return F.cross_entropy(logits, target, self.ignore_index, self.reduction,
-                               self.label_smoothing)
+        return F.cross_entropy(
+            logits, target, self.ignore_index, self.reduction, self.label_smoothing
+        )
 
 
 class NLLLoss(Module):
@@ -146,6 +148,17 @@ class BCEWithLogitsLoss(_ElementwiseLoss):
 
 
 __all__ = [
-    "Softmax", "LogSoftmax", "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus",
-    "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss",
+    "Softmax",
+    "LogSoftmax",
+    "GELU",
+    "SiLU",
+    "LeakyReLU",
+    "ELU",
+    "Softplus",
+    "CrossEntropyLoss",
+    "NLLLoss",
+    "MSELoss",
+    "L1Loss",
+    "BCELoss",
+    "BCEWithLogitsLoss",
 ]

@@ -18,7 +18,6 @@ from ..autograd import Tensor
 from ..backends import Device, array_api
 from .module import Module, Parameter
 
-
 # ----- validation helpers ---------------------------------------------------------------------
 
 

@@ -59,21 +59,33 @@ def _check_nchw(layer: str, x: Any, channels: int) -> None:
     )
 
 
-def _conv_parameters(shape: tuple, fan_in: int, out_channels: int, bias: bool,
-                     device: Device | None, dtype: str) -> tuple[Parameter, Parameter | None]:
+def _conv_parameters(
+    shape: tuple, fan_in: int, out_channels: int, bias: bool, device: Device | None, dtype: str
+) -> tuple[Parameter, Parameter | None]:
     """A convolution's ``(weight, bias)``, drawn in this order as the course's ``Conv`` draws.
 
     ``weight`` (``shape``) ~ ``kaiming_uniform(fan_in, …)``, bound √2·√(3/fan_in); ``bias``
     (out_channels,) ~ U(−1/√fan_in, 1/√fan_in), or None (no draw) without ``bias``.
     """
     kernel_area = shape[0] * shape[1]
-    weight = Parameter(init.kaiming_uniform(fan_in, out_channels * kernel_area, shape=shape,
-                                            device=device, dtype=dtype, requires_grad=True))
+    weight = Parameter(
+        init.kaiming_uniform(
+            fan_in,
+            out_channels * kernel_area,
+            shape=shape,
+            device=device,
+            dtype=dtype,
+            requires_grad=True,
+        )
+    )
     if not bias:
         return weight, None
     bound = 1.0 / math.sqrt(fan_in)
-    return weight, Parameter(init.rand(out_channels, low=-bound, high=bound, device=device,
-                                       dtype=dtype, requires_grad=True))
+    return weight, Parameter(
+        init.rand(
+            out_channels, low=-bound, high=bound, device=device, dtype=dtype, requires_grad=True
+        )
+    )
 
 
 def _add_bias(out: Tensor, bias: Tensor | None) -> Tensor:
@@ -87,8 +99,10 @@ def _check_groups(owner: str, groups: int, in_channels: int, out_channels: int) 
     """``groups`` as a positive int that divides both channel counts."""
     groups = check_positive_int(owner, "groups", groups)
     if in_channels % groups or out_channels % groups:
-        raise ValueError(f"{owner}: groups={groups} must divide in_channels={in_channels} and "
-                         f"out_channels={out_channels}")
+        raise ValueError(
+            f"{owner}: groups={groups} must divide in_channels={in_channels} and "
+            f"out_channels={out_channels}"
+        )
     return groups
 
 
@@ -125,8 +139,13 @@ class Conv(Module):
         self.padding = self.kernel_size // 2
         k = self.kernel_size
         self.weight, self.bias = _conv_parameters(
-            (k, k, self.in_channels, self.out_channels), self.in_channels * k * k,
-            self.out_channels, bias, device, dtype)
+            (k, k, self.in_channels, self.out_channels),
+            self.in_channels * k * k,
+            self.out_channels,
+            bias,
+            device,
+            dtype,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, in, H, W) → (N, out, H_o, W_o)."""
@@ -143,8 +162,9 @@ class Conv(Module):
         Blocks that chain layers (``apps.models.ConvBN``) stay channels-last between them:
         under the ``nd`` backend every op on an NCHW view of NHWC data copies it first.
         """
-        return _add_bias(ops.conv(x, self.weight, stride=self.stride, padding=self.padding),
-                         self.bias)
+        return _add_bias(
+            ops.conv(x, self.weight, stride=self.stride, padding=self.padding), self.bias
+        )
 
     def extra_repr(self) -> str:
         return (
@@ -197,25 +217,38 @@ class Conv2d(Module):
         self.out_channels = check_positive_int("Conv2d", "out_channels", out_channels)
         self.kernel_size = _check_pair("Conv2d", "kernel_size", kernel_size, 1)
         self.stride, self.padding, self.dilation = _check_geometry(
-            "Conv2d", self.kernel_size, stride, padding, dilation)
+            "Conv2d", self.kernel_size, stride, padding, dilation
+        )
         self.groups = _check_groups("Conv2d", groups, self.in_channels, self.out_channels)
         (kh, kw), group_in = self.kernel_size, self.in_channels // self.groups
         self.weight, self.bias = _conv_parameters(
-            (kh, kw, group_in, self.out_channels), group_in * kh * kw, self.out_channels,
-            bias, device, dtype)
+            (kh, kw, group_in, self.out_channels),
+            group_in * kh * kw,
+            self.out_channels,
+            bias,
+            device,
+            dtype,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, in, H, W) → (N, out, H_o, W_o)."""
         name = f"Conv2d({self.in_channels}, {self.out_channels})"
         _check_nchw(name, x, self.in_channels)
-        _check_output_size(name, tuple(x.shape), tuple(x.shape[2:]), self.kernel_size,
-                           self.padding, self.dilation)
+        _check_output_size(
+            name, tuple(x.shape), tuple(x.shape[2:]), self.kernel_size, self.padding, self.dilation
+        )
         return _nhwc_to_nchw(self.forward_nhwc(_nchw_to_nhwc(x)))
 
     def forward_nhwc(self, x: Tensor) -> Tensor:
         """The same layer on channels-last tensors: (N, H, W, in) → (N, H_o, W_o, out)."""
-        out = ops.convolution(x, self.weight, stride=self.stride, padding=self.padding,
-                              dilation=self.dilation, groups=self.groups)
+        out = ops.convolution(
+            x,
+            self.weight,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
         return _add_bias(out, self.bias)
 
     def extra_repr(self) -> str:
@@ -267,28 +300,47 @@ class ConvTranspose2d(Module):
         self.in_channels = check_positive_int(name, "in_channels", in_channels)
         self.out_channels = check_positive_int(name, "out_channels", out_channels)
         self.kernel_size = _check_pair(name, "kernel_size", kernel_size, 1)
-        self.stride, self.padding, self.output_padding, self.dilation = (
-            _check_transposed_geometry(name, self.kernel_size, stride, padding, output_padding,
-                                       dilation))
+        self.stride, self.padding, self.output_padding, self.dilation = _check_transposed_geometry(
+            name, self.kernel_size, stride, padding, output_padding, dilation
+        )
         self.groups = _check_groups(name, groups, self.in_channels, self.out_channels)
         (kh, kw), group_in = self.kernel_size, self.in_channels // self.groups
         self.weight, self.bias = _conv_parameters(
-            (kh, kw, self.out_channels // self.groups, self.in_channels), group_in * kh * kw,
-            self.out_channels, bias, device, dtype)
+            (kh, kw, self.out_channels // self.groups, self.in_channels),
+            group_in * kh * kw,
+            self.out_channels,
+            bias,
+            device,
+            dtype,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, in, H, W) → (N, out, H_o, W_o)."""
         name = f"ConvTranspose2d({self.in_channels}, {self.out_channels})"
         _check_nchw(name, x, self.in_channels)
-        _check_transposed_hw(name, tuple(x.shape), tuple(x.shape[2:]), self.kernel_size,
-                             self.stride, self.padding, self.dilation, self.output_padding)
+        _check_transposed_hw(
+            name,
+            tuple(x.shape),
+            tuple(x.shape[2:]),
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.output_padding,
+        )
         return _nhwc_to_nchw(self.forward_nhwc(_nchw_to_nhwc(x)))
 
     def forward_nhwc(self, x: Tensor) -> Tensor:
         """The same layer on channels-last tensors: (N, H, W, in) → (N, H_o, W_o, out)."""
-        out = ops.conv_transpose(x, self.weight, stride=self.stride, padding=self.padding,
-                                 output_padding=self.output_padding, dilation=self.dilation,
-                                 groups=self.groups)
+        out = ops.conv_transpose(
+            x,
+            self.weight,
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=self.output_padding,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
         return _add_bias(out, self.bias)
 
     def extra_repr(self) -> str:
@@ -335,8 +387,9 @@ class MaxPool2d(Module):
     (1, 3, 3, 3)
     """
 
-    def __init__(self, kernel_size: int | tuple, stride: int | tuple | None = None,
-                 padding: int | tuple = 0) -> None:
+    def __init__(
+        self, kernel_size: int | tuple, stride: int | tuple | None = None, padding: int | tuple = 0
+    ) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
@@ -411,5 +464,13 @@ class Upsample(Module):
         return f"scale_factor={self.scale_factor}, mode={self.mode!r}"
 
 
-__all__ = ["Conv", "Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d",
-           "AdaptiveAvgPool2d", "Upsample"]
+__all__ = [
+    "Conv",
+    "Conv2d",
+    "ConvTranspose2d",
+    "BatchNorm2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "Upsample",
+]

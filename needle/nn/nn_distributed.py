@@ -26,12 +26,14 @@ updates its own from its own batches; when the model is put in evaluation mode
 So evaluation and checkpoints (written by rank 0) use rank 0's statistics, and a run
 resumed from a checkpoint continues exactly like an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +62,7 @@ class _Bucket:
 
     def view(self, i: int) -> np.ndarray:
         """Tensor ``i``'s slice of the buffer, in its shape."""
-        return self.buffer[self.offsets[i]:self.offsets[i + 1]].reshape(self.tensors[i].shape)
+        return self.buffer[self.offsets[i] : self.offsets[i + 1]].reshape(self.tensors[i].shape)
 
     def gather(self, arrays: list[np.ndarray | None]) -> None:
         """Copy one array per tensor into the buffer (None: zeros)."""
@@ -132,15 +134,21 @@ class DistributedDataParallel(Module):
         ValueError: ``bucket_cap_mb`` is not positive.
     """
 
-    def __init__(self, module: Module, bucket_cap_mb: float = DEFAULT_BUCKET_MB,
-                 broadcast_buffers: bool = True) -> None:
+    def __init__(
+        self,
+        module: Module,
+        bucket_cap_mb: float = DEFAULT_BUCKET_MB,
+        broadcast_buffers: bool = True,
+    ) -> None:
         super().__init__()
         if not isinstance(module, Module):
-            raise TypeError(f"DistributedDataParallel: expected an nn.Module, got "
-                            f"{type(module).__name__}")
+            raise TypeError(
+                f"DistributedDataParallel: expected an nn.Module, got {type(module).__name__}"
+            )
         if not bucket_cap_mb > 0:
-            raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be positive, "
-                             f"got {bucket_cap_mb!r}")
+            raise ValueError(
+                f"DistributedDataParallel: bucket_cap_mb must be positive, got {bucket_cap_mb!r}"
+            )
         self.module = module
         self.broadcast_buffers = bool(broadcast_buffers)
         self.world_size = distributed.world_size()
@@ -154,8 +162,11 @@ class DistributedDataParallel(Module):
         self._broadcast(self._grad_buckets)
         self._broadcast(self._buffer_buckets)
         self.training = module.training
-        self._place = {id(t): (b, i) for b, bucket in enumerate(self._grad_buckets)
-                       for i, t in enumerate(bucket.tensors)}
+        self._place = {
+            id(t): (b, i)
+            for b, bucket in enumerate(self._grad_buckets)
+            for i, t in enumerate(bucket.tensors)
+        }
         self._averaging = True  # False inside no_sync()
         self._reduction: _Reduction | None = None
         self._averaged: dict[int, Tensor] = {}  # the mean gradient handed to each parameter
@@ -179,8 +190,11 @@ class DistributedDataParallel(Module):
         Raises:
             PeerLostError: a rank did not take part before the deadline.
         """
-        if self._averaged and all(t.grad is self._averaged.get(id(t))
-                                  for bucket in self._grad_buckets for t in bucket.tensors):
+        if self._averaged and all(
+            t.grad is self._averaged.get(id(t))
+            for bucket in self._grad_buckets
+            for t in bucket.tensors
+        ):
             return
         for bucket in self._grad_buckets:
             bucket.gather([None if t.grad is None else t.grad.numpy() for t in bucket.tensors])
@@ -218,9 +232,9 @@ class DistributedDataParallel(Module):
     def _start_full_buckets(self, reduction: _Reduction) -> None:
         """Start the all-reduce of each full bucket after the last one started, in order."""
         buckets = self._grad_buckets
-        while (len(reduction.requests) < len(buckets) and
-               reduction.counts[len(reduction.requests)] ==
-               len(buckets[len(reduction.requests)].tensors)):
+        while len(reduction.requests) < len(buckets) and reduction.counts[
+            len(reduction.requests)
+        ] == len(buckets[len(reduction.requests)].tensors):
             buffer = buckets[len(reduction.requests)].buffer
             reduction.requests.append(distributed._start_all_reduce(buffer))
 
@@ -244,8 +258,9 @@ class DistributedDataParallel(Module):
             distributed._wait(request, "DistributedDataParallel.sync_gradients")
             bucket.buffer /= self.world_size
             for param, view in zip(bucket.tensors, bucket.views()):
-                param.grad = Tensor(view, device=param.device, dtype=param.dtype,
-                                    requires_grad=False)
+                param.grad = Tensor(
+                    view, device=param.device, dtype=param.dtype, requires_grad=False
+                )
                 self._averaged[id(param)] = param.grad
 
     def _check_averaged(self, param: Tensor) -> None:
@@ -266,19 +281,20 @@ class DistributedDataParallel(Module):
         """Overwrite the tensors of ``buckets`` with rank 0's values."""
         for bucket in buckets:
             bucket.gather([t.numpy() for t in bucket.tensors])
-            distributed._wait(distributed._start_broadcast(bucket.buffer, 0),
-                              "DistributedDataParallel.broadcast")
+            distributed._wait(
+                distributed._start_broadcast(bucket.buffer, 0), "DistributedDataParallel.broadcast"
+            )
             for tensor, view in zip(bucket.tensors, bucket.views()):
                 _set_array(tensor, view)
 
-    def train(self, mode: bool = True) -> "DistributedDataParallel":
+    def train(self, mode: bool = True) -> DistributedDataParallel:
         """Set the mode of the wrapped module; ``eval()`` also takes rank 0's buffers."""
         super().train(mode)
         if not mode and self.broadcast_buffers:
             self.sync_buffers()
         return self
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """The wrapped module's state dict (its keys, without a ``module.`` prefix)."""
         return self.module.state_dict()
 
@@ -287,8 +303,10 @@ class DistributedDataParallel(Module):
         return self.module.load_state_dict(state, strict=strict)
 
     def extra_repr(self) -> str:
-        return (f"world_size={self.world_size}, buckets={len(self._grad_buckets)}, "
-                f"broadcast_buffers={self.broadcast_buffers}")
+        return (
+            f"world_size={self.world_size}, buckets={len(self._grad_buckets)}, "
+            f"broadcast_buffers={self.broadcast_buffers}"
+        )
 
 
 def _named_tensors(module: Module) -> list[tuple[str, Tensor]]:

@@ -5,6 +5,7 @@ Each reduces over the *last* axis of a 2-D view of its input (LayerNorm and RMSN
 so one row statistic serves every rank. Parameters and their PyTorch names match
 ``torch.nn.LayerNorm``/``RMSNorm``/``GroupNorm``.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,10 @@ from .nn_basic import LayerNorm1d, _check_tensor, _over_rows
 def _check_last_axis(layer: str, x: Tensor, dim: int) -> None:
     _check_tensor(layer, x)
     if len(x.shape) == 0 or x.shape[-1] != dim:
-        raise ValueError(f"{layer}: expected an input whose last axis has {dim} features, "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{layer}: expected an input whose last axis has {dim} features, "
+            f"got shape {tuple(x.shape)}"
+        )
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -66,12 +69,20 @@ class RMSNorm(Module):
     [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
     """
 
-    def __init__(self, dim: int, eps: float | None = None, device: Device | None = None,
-                 dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        dim: int,
+        eps: float | None = None,
+        device: Device | None = None,
+        dtype: str = "float32",
+    ) -> None:
         super().__init__()
         self.dim = check_positive_int("RMSNorm", "dim", dim)
-        self.eps = (float(np.finfo(dtype).eps) if eps is None
-                    else check_real("RMSNorm", "eps", eps, low=0.0, low_open=True))
+        self.eps = (
+            float(np.finfo(dtype).eps)
+            if eps is None
+            else check_real("RMSNorm", "eps", eps, low=0.0, low_open=True)
+        )
         self.weight = Parameter(init.ones(self.dim, device=device, dtype=dtype, requires_grad=True))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -99,27 +110,38 @@ class GroupNorm(Module):
     (2, 6, 4, 4)
     """
 
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
-                 device: Device | None = None, dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        device: Device | None = None,
+        dtype: str = "float32",
+    ) -> None:
         super().__init__()
         self.num_groups = check_positive_int("GroupNorm", "num_groups", num_groups)
         self.num_channels = check_positive_int("GroupNorm", "num_channels", num_channels)
         if num_channels % num_groups:
-            raise ValueError(f"GroupNorm: num_groups={num_groups} does not divide "
-                             f"num_channels={num_channels}")
+            raise ValueError(
+                f"GroupNorm: num_groups={num_groups} does not divide num_channels={num_channels}"
+            )
         self.eps = check_real("GroupNorm", "eps", eps, low=0.0, low_open=True)
-        self.weight = Parameter(init.ones(num_channels, device=device, dtype=dtype,
-                                          requires_grad=True))
-        self.bias = Parameter(init.zeros(num_channels, device=device, dtype=dtype,
-                                         requires_grad=True))
+        self.weight = Parameter(
+            init.ones(num_channels, device=device, dtype=dtype, requires_grad=True)
+        )
+        self.bias = Parameter(
+            init.zeros(num_channels, device=device, dtype=dtype, requires_grad=True)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, *) → (N, C, *)."""
         layer = f"GroupNorm({self.num_groups}, {self.num_channels})"
         _check_tensor(layer, x)
         if len(x.shape) < 2 or x.shape[1] != self.num_channels:
-            raise ValueError(f"{layer}: expected an input (N, {self.num_channels}, ...), got "
-                             f"shape {tuple(x.shape)}")
+            raise ValueError(
+                f"{layer}: expected an input (N, {self.num_channels}, ...), got "
+                f"shape {tuple(x.shape)}"
+            )
         n, c = x.shape[:2]
         group_size = math.prod(x.shape[1:]) // self.num_groups
         normed = _standardise_rows(x.reshape((n * self.num_groups, group_size)), self.eps)

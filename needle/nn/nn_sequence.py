@@ -16,7 +16,8 @@ from elementary ops only. Forward passes read
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .. import init, ops
 from .._validation import check_positive_int
@@ -39,23 +40,27 @@ class Embedding(Module):
     (1, 3, 4)
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, device: Device | None = None,
-                 dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        device: Device | None = None,
+        dtype: str = "float32",
+    ) -> None:
         super().__init__()
         self.num_embeddings = check_positive_int("Embedding", "num_embeddings", num_embeddings)
         self.embedding_dim = check_positive_int("Embedding", "embedding_dim", embedding_dim)
         self.weight = Parameter(
-            init.randn(num_embeddings, embedding_dim, device=device, dtype=dtype,
-                       requires_grad=True)
+            init.randn(
+                num_embeddings, embedding_dim, device=device, dtype=dtype, requires_grad=True
+            )
         )
 
     def forward(self, x: Tensor) -> Tensor:
         """Token ids (T, B) in [0, num_embeddings) → (T, B, embedding_dim)."""
         _check_tensor("Embedding", x)
         if len(x.shape) != 2:
-            raise ValueError(
-                f"Embedding: expected token ids of shape (T, B), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"Embedding: expected token ids of shape (T, B), got {tuple(x.shape)}")
         owner = f"Embedding(num_embeddings={self.num_embeddings})"
         return ops.embedding_lookup(self.weight, integer_ids(owner, x, self.num_embeddings))
 
@@ -74,8 +79,15 @@ class _Cell(Module):
 
     gates = 1
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool, device: Device | None,
-                 dtype: str, fused: bool) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool,
+        device: Device | None,
+        dtype: str,
+        fused: bool,
+    ) -> None:
         super().__init__()
         name = type(self).__name__
         self.input_size = check_positive_int(name, "input_size", input_size)
@@ -85,8 +97,11 @@ class _Cell(Module):
         bound = 1 / math.sqrt(self.hidden_size)
 
         def draw(*shape: int) -> Parameter:
-            return Parameter(init.rand(*shape, low=-bound, high=bound, device=device,
-                                       dtype=dtype, requires_grad=True))
+            return Parameter(
+                init.rand(
+                    *shape, low=-bound, high=bound, device=device, dtype=dtype, requires_grad=True
+                )
+            )
 
         self.W_ih = draw(self.input_size, width)
         self.W_hh = draw(self.hidden_size, width)
@@ -143,9 +158,17 @@ class RNNCell(_Cell):
     (2, 5)
     """
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 nonlinearity: str = "tanh", device: Device | None = None,
-                 dtype: str = "float32", *, fused: bool = True) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        device: Device | None = None,
+        dtype: str = "float32",
+        *,
+        fused: bool = True,
+    ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(
                 f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}"
@@ -162,8 +185,9 @@ class RNNCell(_Cell):
         self._check_input(X)
         h = self._state(X, h, "h")
         if self.fused:
-            return ops.rnn_cell(X, h, self.W_ih, self.W_hh, self.bias_ih, self.bias_hh,
-                                self.nonlinearity)
+            return ops.rnn_cell(
+                X, h, self.W_ih, self.W_hh, self.bias_ih, self.bias_hh, self.nonlinearity
+            )
         pre = self._pre_activation(X, h)
         return ops.tanh(pre) if self.nonlinearity == "tanh" else ops.relu(pre)
 
@@ -184,9 +208,16 @@ class LSTMCell(_Cell):
 
     gates = 4
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 device: Device | None = None, dtype: str = "float32", *,
-                 fused: bool = True) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: Device | None = None,
+        dtype: str = "float32",
+        *,
+        fused: bool = True,
+    ) -> None:
         super().__init__(input_size, hidden_size, bias, device, dtype, fused)
 
     def forward(self, X: Tensor, h: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
@@ -222,8 +253,14 @@ class GRUCell(_Cell):
 
     gates = 3
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 device: Device | None = None, dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: Device | None = None,
+        dtype: str = "float32",
+    ) -> None:
         super().__init__(input_size, hidden_size, bias, device, dtype, fused=False)
 
     def forward(self, X: Tensor, h: Tensor | None = None) -> Tensor:
@@ -258,8 +295,9 @@ def _state_pair(owner: str, h: Any) -> tuple[Tensor | None, Tensor | None]:
 # ----- multi-layer sequence models --------------------------------------------------------------
 
 
-def _unroll(cells: Sequence[Module], X: Tensor, states: list,
-            top: Callable[[Any], Tensor]) -> tuple[Tensor, list]:
+def _unroll(
+    cells: Sequence[Module], X: Tensor, states: list, top: Callable[[Any], Tensor]
+) -> tuple[Tensor, list]:
     """Run ``cells`` layer by layer over the time steps of X (T, B, ·).
 
     ``states`` holds each layer's initial state; ``top`` picks the output h from a
@@ -287,19 +325,28 @@ class _Recurrent(Module):
     states along axis 0 and stacking the results.
     """
 
-    def _make_cells(self, input_size: int, hidden_size: int, num_layers: int, fused: bool,
-                    make: Callable[[int], Module]) -> list:
+    def _make_cells(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        fused: bool,
+        make: Callable[[int], Module],
+    ) -> list:
         name = type(self).__name__
         self.fused = fused
         self.input_size = check_positive_int(name, "input_size", input_size)
         self.hidden_size = check_positive_int(name, "hidden_size", hidden_size)
         self.num_layers = check_positive_int(name, "num_layers", num_layers)
-        return [make(self.input_size if k == 0 else self.hidden_size)
-                for k in range(self.num_layers)]
+        return [
+            make(self.input_size if k == 0 else self.hidden_size) for k in range(self.num_layers)
+        ]
 
     def _describe(self) -> str:
-        return (f"{type(self).__name__}(input_size={self.input_size}, "
-                f"hidden_size={self.hidden_size}, num_layers={self.num_layers})")
+        return (
+            f"{type(self).__name__}(input_size={self.input_size}, "
+            f"hidden_size={self.hidden_size}, num_layers={self.num_layers})"
+        )
 
     def _check_sequence(self, X: Tensor) -> None:
         _check_tensor(type(self).__name__, X)
@@ -346,14 +393,25 @@ class RNN(_Recurrent):
     ((5, 2, 4), (2, 2, 4))
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 nonlinearity: str = "tanh", device: Device | None = None,
-                 dtype: str = "float32", *, fused: bool = True) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        device: Device | None = None,
+        dtype: str = "float32",
+        *,
+        fused: bool = True,
+    ) -> None:
         super().__init__()
         self.rnn_cells = self._make_cells(
-            input_size, hidden_size, num_layers, fused,
-            lambda size: RNNCell(size, hidden_size, bias, nonlinearity, device, dtype,
-                                 fused=fused),
+            input_size,
+            hidden_size,
+            num_layers,
+            fused,
+            lambda size: RNNCell(size, hidden_size, bias, nonlinearity, device, dtype, fused=fused),
         )
 
     def forward(self, X: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -365,8 +423,15 @@ class RNN(_Recurrent):
             return output, ops.stack(finals, 0)
         finals = []
         for cell, h in zip(self.rnn_cells, states):
-            X, h_n = ops.rnn_layer(X, self._or_zeros(X, h), cell.W_ih, cell.W_hh, cell.bias_ih,
-                                   cell.bias_hh, cell.nonlinearity)
+            X, h_n = ops.rnn_layer(
+                X,
+                self._or_zeros(X, h),
+                cell.W_ih,
+                cell.W_hh,
+                cell.bias_ih,
+                cell.bias_hh,
+                cell.nonlinearity,
+            )
             finals.append(h_n)
         return X, ops.stack(finals, 0)
 
@@ -383,12 +448,23 @@ class LSTM(_Recurrent):
     ((5, 2, 4), (2, 2, 4), (2, 2, 4))
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 device: Device | None = None, dtype: str = "float32", *,
-                 fused: bool = True) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        device: Device | None = None,
+        dtype: str = "float32",
+        *,
+        fused: bool = True,
+    ) -> None:
         super().__init__()
         self.lstm_cells = self._make_cells(
-            input_size, hidden_size, num_layers, fused,
+            input_size,
+            hidden_size,
+            num_layers,
+            fused,
             lambda size: LSTMCell(size, hidden_size, bias, device, dtype, fused=fused),
         )
 
@@ -402,9 +478,15 @@ class LSTM(_Recurrent):
         else:
             finals = []
             for cell, (h_start, c_start) in zip(self.lstm_cells, states):
-                X, h_n, c_n = ops.lstm_layer(X, self._or_zeros(X, h_start),
-                                             self._or_zeros(X, c_start),
-                                             cell.W_ih, cell.W_hh, cell.bias_ih, cell.bias_hh)
+                X, h_n, c_n = ops.lstm_layer(
+                    X,
+                    self._or_zeros(X, h_start),
+                    self._or_zeros(X, c_start),
+                    cell.W_ih,
+                    cell.W_hh,
+                    cell.bias_ih,
+                    cell.bias_hh,
+                )
                 finals.append((h_n, c_n))
         return X, (ops.stack([s[0] for s in finals], 0), ops.stack([s[1] for s in finals], 0))
 
@@ -422,19 +504,28 @@ class GRU(_Recurrent):
     ((5, 2, 4), (2, 2, 4))
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 device: Device | None = None, dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        device: Device | None = None,
+        dtype: str = "float32",
+    ) -> None:
         super().__init__()
         self.gru_cells = self._make_cells(
-            input_size, hidden_size, num_layers, False,
+            input_size,
+            hidden_size,
+            num_layers,
+            False,
             lambda size: GRUCell(size, hidden_size, bias, device, dtype),
         )
 
     def forward(self, X: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """X (T, B, input_size), h0 (L, B, H) or None → (output (T, B, H), h_n (L, B, H))."""
         self._check_sequence(X)
-        output, finals = _unroll(self.gru_cells, X, self._layer_states(X, h0, "h0"),
-                                 lambda h: h)
+        output, finals = _unroll(self.gru_cells, X, self._layer_states(X, h0, "h0"), lambda h: h)
         return output, ops.stack(finals, 0)
 
 

@@ -10,6 +10,7 @@ S key length, ``num_head`` heads of ``dim_head`` features each.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -92,14 +93,21 @@ class MultiHeadAttention(Module):
     ((1, 2, 3, 4), (1, 2, 3, 3))
     """
 
-    def __init__(self, *, dropout: float = 0.0, causal: bool = False,
-                 device: Device | None = None, dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        *,
+        dropout: float = 0.0,
+        causal: bool = False,
+        device: Device | None = None,
+        dtype: str = "float32",
+    ) -> None:
         super().__init__()  # device and dtype: the course's signature; the mask follows q
         self.causal = causal
         self.dropout = Dropout(dropout)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, *,
-                key_padding_mask=None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, *, key_padding_mask=None
+    ) -> tuple[Tensor, Tensor]:
         """q (B, H, T, D), k and v (B, H, S, D), key_padding_mask None or bool (B, S) →
         (result (B, H, T, D), probs (B, H, T, S))."""
         _check_heads(q, k, v)
@@ -153,10 +161,20 @@ class AttentionLayer(Module):
     (1, 4, 6)
     """
 
-    def __init__(self, q_features: int, num_head: int, dim_head: int, *,
-                 k_features: int | None = None, v_features: int | None = None,
-                 out_features: int | None = None, dropout: float = 0.0, causal: bool = True,
-                 device: Device | None = None, dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        q_features: int,
+        num_head: int,
+        dim_head: int,
+        *,
+        k_features: int | None = None,
+        v_features: int | None = None,
+        out_features: int | None = None,
+        dropout: float = 0.0,
+        causal: bool = True,
+        device: Device | None = None,
+        dtype: str = "float32",
+    ) -> None:
         super().__init__()
         self.q_features = check_positive_int("AttentionLayer", "q_features", q_features)
         self.num_head = check_positive_int("AttentionLayer", "num_head", num_head)
@@ -165,7 +183,7 @@ class AttentionLayer(Module):
         self.v_features = v_features or q_features
         self.out_features = out_features or q_features
         inner = self.num_head * self.dim_head
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.prenorm_q = LayerNorm1d(self.q_features, **kw)
         self.prenorm_k = LayerNorm1d(self.k_features, **kw)
         self.prenorm_v = LayerNorm1d(self.v_features, **kw)
@@ -186,25 +204,29 @@ class AttentionLayer(Module):
         out = projection(norm(x.reshape((batch * length, features))))
         return out.reshape((batch, length, self.num_head, self.dim_head)).transpose((1, 2))
 
-    def forward(self, q: Tensor, k: Tensor | None = None, v: Tensor | None = None, *,
-                key_padding_mask=None) -> Tensor:
+    def forward(
+        self, q: Tensor, k: Tensor | None = None, v: Tensor | None = None, *, key_padding_mask=None
+    ) -> Tensor:
         """q (B, T, q_features), k (B, S, k_features), v (B, S, v_features) → (B, T, out).
 
         ``key_padding_mask``: None, or bool (B, S), True at the padded key positions.
         """
         k = q if k is None else k
         v = q if v is None else v
-        heads = [self._heads(q, self.prenorm_q, self.q_projection, "q"),
-                 self._heads(k, self.prenorm_k, self.k_projection, "k"),
-                 self._heads(v, self.prenorm_v, self.v_projection, "v")]
+        heads = [
+            self._heads(q, self.prenorm_q, self.q_projection, "q"),
+            self._heads(k, self.prenorm_k, self.k_projection, "k"),
+            self._heads(v, self.prenorm_v, self.v_projection, "v"),
+        ]
         if heads[1].shape[0] != heads[0].shape[0] or heads[1].shape != heads[2].shape:
             raise ValueError(
                 f"AttentionLayer: q.shape={tuple(q.shape)}, k.shape={tuple(k.shape)}, "
                 f"v.shape={tuple(v.shape)}: batch sizes must match and k, v need one length"
             )
         if key_padding_mask is not None:
-            key_padding_mask = _check_key_padding_mask("AttentionLayer", key_padding_mask,
-                                                      heads[1].shape[0], heads[1].shape[2])
+            key_padding_mask = _check_key_padding_mask(
+                "AttentionLayer", key_padding_mask, heads[1].shape[0], heads[1].shape[2]
+            )
         result, _ = self.attn(*heads, key_padding_mask=key_padding_mask)
         batch, T = q.shape[:2]
         merged = result.transpose((1, 2)).reshape((batch * T, self.num_head * self.dim_head))
@@ -223,13 +245,23 @@ class TransformerLayer(Module):
     them as keys.
     """
 
-    def __init__(self, q_features: int, num_head: int, dim_head: int, hidden_size: int, *,
-                 dropout: float = 0.0, causal: bool = True, device: Device | None = None,
-                 dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        q_features: int,
+        num_head: int,
+        dim_head: int,
+        hidden_size: int,
+        *,
+        dropout: float = 0.0,
+        causal: bool = True,
+        device: Device | None = None,
+        dtype: str = "float32",
+    ) -> None:
         super().__init__()
-        kw = {"device": device, "dtype": dtype}
-        self.attention = AttentionLayer(q_features, num_head, dim_head, dropout=dropout,
-                                        causal=causal, **kw)
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.attention = AttentionLayer(
+            q_features, num_head, dim_head, dropout=dropout, causal=causal, **kw
+        )
         self.norm = LayerNorm1d(q_features, **kw)
         self.linear1 = Linear(q_features, hidden_size, **kw)
         self.linear2 = Linear(hidden_size, q_features, **kw)
@@ -261,20 +293,38 @@ class Transformer(Module):
     ((5, 2, 8), (5, 2, 8))
     """
 
-    def __init__(self, embedding_size: int, hidden_size: int, num_layers: int, *,
-                 num_head: int = 8, dim_head: int = 32, dropout: float = 0.0,
-                 causal: bool = True, device: Device | None = None, dtype: str = "float32",
-                 batch_first: bool = False, sequence_len: int = 2048) -> None:
+    def __init__(
+        self,
+        embedding_size: int,
+        hidden_size: int,
+        num_layers: int,
+        *,
+        num_head: int = 8,
+        dim_head: int = 32,
+        dropout: float = 0.0,
+        causal: bool = True,
+        device: Device | None = None,
+        dtype: str = "float32",
+        batch_first: bool = False,
+        sequence_len: int = 2048,
+    ) -> None:
         super().__init__()
         self.embedding_size = check_positive_int("Transformer", "embedding_size", embedding_size)
         self.num_layers = check_positive_int("Transformer", "num_layers", num_layers)
         self.sequence_len = check_positive_int("Transformer", "sequence_len", sequence_len)
         self.batch_first = batch_first
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.positional_embedding = Embedding(self.sequence_len, self.embedding_size, **kw)
         self.layers = [
-            TransformerLayer(embedding_size, num_head, dim_head, hidden_size, dropout=dropout,
-                             causal=causal, **kw)
+            TransformerLayer(
+                embedding_size,
+                num_head,
+                dim_head,
+                hidden_size,
+                dropout=dropout,
+                causal=causal,
+                **kw,
+            )
             for _ in range(self.num_layers)
         ]
 
@@ -298,8 +348,9 @@ class Transformer(Module):
             )
         if key_padding_mask is not None:
             key_padding_mask = _check_key_padding_mask("Transformer", key_padding_mask, batch, T)
-        positions = Tensor(np.repeat(np.arange(T)[:, None], batch, axis=1), device=x.device,
-                           requires_grad=False)
+        positions = Tensor(
+            np.repeat(np.arange(T)[:, None], batch, axis=1), device=x.device, requires_grad=False
+        )
         x = x + self.positional_embedding(positions).transpose((0, 1))
         for layer in self.layers:
             x = layer(x, key_padding_mask=key_padding_mask)

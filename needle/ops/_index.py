@@ -65,8 +65,9 @@ def parse_index(owner: str, shape: Shape, key) -> Index:
             _check_slice(owner, item)
         axis += 1
     if basic:
-        items = tuple(i % shape[a] if isinstance(i, int) else i
-                      for i, a in zip(items, _axes_of(items)))
+        items = tuple(
+            i % shape[a] if isinstance(i, int) else i for i, a in zip(items, _axes_of(items))
+        )
         return Index(items, None, _basic_shape(shape, items))
     positions = np.arange(_size(shape), dtype=np.int64).reshape(shape)[items]
     return Index(None, positions, positions.shape)
@@ -117,8 +118,11 @@ def _expand_ellipsis(owner: str, shape: Shape, items: tuple) -> tuple:
     """``items`` with ``...`` replaced by full slices and trailing axes padded."""
     if sum(item is Ellipsis for item in items) > 1:
         raise IndexError(f"{owner}: an index can only have a single ellipsis ('...')")
-    used = sum(item.ndim if isinstance(item, np.ndarray) and item.dtype == np.bool_ else 1
-               for item in items if item is not None and item is not Ellipsis)
+    used = sum(
+        item.ndim if isinstance(item, np.ndarray) and item.dtype == np.bool_ else 1
+        for item in items
+        if item is not None and item is not Ellipsis
+    )
     if used > len(shape):
         raise IndexError(
             f"{owner}: too many indices for a tensor of shape {tuple(shape)}: the key {items!r} "
@@ -127,7 +131,7 @@ def _expand_ellipsis(owner: str, shape: Shape, items: tuple) -> tuple:
     fill = (slice(None),) * (len(shape) - used)
     if Ellipsis in [i for i in items if not isinstance(i, np.ndarray)]:
         at = next(k for k, i in enumerate(items) if i is Ellipsis)
-        return items[:at] + fill + items[at + 1:]
+        return items[:at] + fill + items[at + 1 :]
     return items + fill
 
 
@@ -141,7 +145,7 @@ def _check_in_range(owner: str, size: int, axis: int, index: np.ndarray) -> None
 
 
 def _check_mask(owner: str, shape: Shape, axis: int, mask: np.ndarray) -> None:
-    covered = tuple(shape[axis:axis + mask.ndim])
+    covered = tuple(shape[axis : axis + mask.ndim])
     if mask.shape != covered:
         raise IndexError(
             f"{owner}: boolean mask of shape {mask.shape} does not match the tensor's shape "

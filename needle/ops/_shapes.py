@@ -8,7 +8,7 @@ name the op, the shapes received and what was expected.
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -28,13 +28,15 @@ Everything runs through ``array_api``, and the strided view through
 from __future__ import annotations
 
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 from ..autograd import Tensor, TensorOp
 from ..backends import NDArray, array_api, kernels
 from .ops_mathematic import _check_tensor
 
 Pair = tuple[int, int]
+#: A height and width as array shapes give them (``a.shape[1:3]``).
+Size = tuple[int, ...]
 #: Zero padding of the two spatial axes, ``((top, bottom), (left, right))``.
 Pads = tuple[Pair, Pair]
 #: What the functions accept as padding: an int, an ``(H, W)`` pair, or :data:`Pads`.
@@ -55,14 +57,14 @@ def _compact_strides(shape: tuple) -> tuple:
 
 def _pair(value: int | Pair) -> Pair:
     """An int or a pair as a pair of ints."""
-    if isinstance(value, numbers.Integral):
-        return (int(value), int(value))
-    return (int(value[0]), int(value[1]))
+    if isinstance(value, (tuple, list)):
+        return (int(value[0]), int(value[1]))
+    return (int(value), int(value))
 
 
 def _pads(padding: PaddingLike) -> Pads:
     """An int ``p``, a pair ``(p_h, p_w)`` or ``((top, bottom), (left, right))`` as the last."""
-    if isinstance(padding, numbers.Integral):
+    if not isinstance(padding, (tuple, list)):
         padding = (padding, padding)
     return (_pair(padding[0]), _pair(padding[1]))
 
@@ -82,14 +84,15 @@ def _out_size(size: int, kernel: int, stride: int, pads: Pair, dilation: int = 1
     return (size + pads[0] + pads[1] - _extent(kernel, dilation)) // stride + 1
 
 
-def _out_hw(in_hw: Pair, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair) -> Pair:
+def _out_hw(in_hw: Size, kernel: Size, stride: Pair, pads: Pads, dilation: Pair) -> Pair:
     """The convolution's output (H_o, W_o) for an (H, W) input."""
     h, w = (_out_size(*args) for args in zip(in_hw, kernel, stride, pads, dilation))
     return h, w
 
 
-def _transposed_size(size: int, kernel: int, stride: int, pads: Pair, dilation: int,
-                     output_padding: int) -> int:
+def _transposed_size(
+    size: int, kernel: int, stride: int, pads: Pair, dilation: int, output_padding: int
+) -> int:
     """Output length of a transposed convolution along one axis (the input length of the
     convolution it transposes): ``(size − 1)·stride − before − after + extent + output_padding``.
     """
@@ -103,14 +106,16 @@ def _zero_pad_hw(a: NDArray, top: int, bottom: int, left: int, right: int) -> ND
     general ``np.pad`` machinery, which costs more than the copy itself here.
     """
     n, h, w, c = a.shape
-    out = array_api.zeros((n, top + h + bottom, left + w + right, c), dtype=a.dtype,
-                          device=a.device)
+    out = array_api.zeros(
+        (n, top + h + bottom, left + w + right, c), dtype=a.dtype, device=a.device
+    )
     out[:, top : top + h, left : left + w, :] = a
     return out
 
 
-def _im2col(a: NDArray, kernel: Pair, stride: Pair, pad_before: Pair, out_hw: Pair,
-            dilation: Pair = (1, 1)) -> NDArray:
+def _im2col(
+    a: NDArray, kernel: Size, stride: Pair, pad_before: Pair, out_hw: Size, dilation: Pair = (1, 1)
+) -> NDArray:
     """The patches of ``a`` (N, H, W, C) as the compact matrix (N·H_o·W_o, K_h·K_w·C).
 
     Row (n, i, j) holds the receptive field of output pixel (i, j) of image n, in
@@ -127,14 +132,16 @@ def _im2col(a: NDArray, kernel: Pair, stride: Pair, pad_before: Pair, out_hw: Pa
         a = _zero_pad_hw(a, top, bottom, left, right)
     step_n, step_h, step_w, step_c = _compact_strides(a.shape)
     view = kernels.strided_view(
-        a, (n, ho, wo, kh, kw, c),
+        a,
+        (n, ho, wo, kh, kw, c),
         (step_n, s_h * step_h, s_w * step_w, d_h * step_h, d_w * step_w, step_c),
     )
     return view.reshape((n * ho * wo, kh * kw * c))
 
 
-def _live_taps(in_hw: Pair, out_hw: Pair, kernel: Pair, stride: Pair, pad_before: Pair,
-               dilation: Pair) -> tuple[tuple[slice, slice], Pair]:
+def _live_taps(
+    in_hw: Size, out_hw: Size, kernel: Size, stride: Pair, pad_before: Pair, dilation: Pair
+) -> tuple[tuple[slice, slice], Pair]:
     """The kernel rows and columns that can meet the input (the others only see padding),
     and the (top, left) padding left once the leading dead taps are cut off.
 
@@ -158,8 +165,9 @@ def _span(taps: slice) -> int:
     return taps.stop - taps.start
 
 
-def _by_group(groups: int, compute: Callable[[NDArray, NDArray], NDArray], x: NDArray,
-              y: NDArray) -> NDArray:
+def _by_group(
+    groups: int, compute: Callable[[NDArray, NDArray], NDArray], x: NDArray, y: NDArray
+) -> NDArray:
     """``compute`` on each group's channels, the results joined along axis 3.
 
     All three convolution ops split both inputs into ``groups`` equal slices of axis 3
@@ -169,8 +177,10 @@ def _by_group(groups: int, compute: Callable[[NDArray, NDArray], NDArray], x: ND
     if groups == 1:
         return compute(x, y)
     cx, cy = x.shape[3] // groups, y.shape[3] // groups
-    parts = [compute(x[:, :, :, i * cx : (i + 1) * cx], y[:, :, :, i * cy : (i + 1) * cy])
-             for i in range(groups)]
+    parts = [
+        compute(x[:, :, :, i * cx : (i + 1) * cx], y[:, :, :, i * cy : (i + 1) * cy])
+        for i in range(groups)
+    ]
     return array_api.concatenate(parts, axis=3)
 
 
@@ -187,8 +197,13 @@ class Conv(TensorOp):
     padding is 0 (the course's); :func:`conv`'s is 1.
     """
 
-    def __init__(self, stride: int | Pair = 1, padding: PaddingLike = 0,
-                 dilation: int | Pair = 1, groups: int = 1):
+    def __init__(
+        self,
+        stride: int | Pair = 1,
+        padding: PaddingLike = 0,
+        dilation: int | Pair = 1,
+        groups: int = 1,
+    ):
         self.stride = _pair(stride)
         self.padding = _pads(padding)
         self.dilation = _pair(dilation)
@@ -200,8 +215,9 @@ class Conv(TensorOp):
     def _compute(self, a: NDArray, b: NDArray) -> NDArray:
         n, h, w, _ = a.shape
         out_hw = _out_hw((h, w), b.shape[:2], self.stride, self.padding, self.dilation)
-        taps, pad_before = _live_taps((h, w), out_hw, b.shape[:2], self.stride,
-                                      _before(self.padding), self.dilation)
+        taps, pad_before = _live_taps(
+            (h, w), out_hw, b.shape[:2], self.stride, _before(self.padding), self.dilation
+        )
         b = b[taps]
         kh, kw, c, o = b.shape
         patches = _im2col(a, (kh, kw), self.stride, pad_before, out_hw, self.dilation)
@@ -227,8 +243,14 @@ class ConvInputGrad(TensorOp):
     ``input_hw``; the geometry arguments are :class:`Conv`'s.
     """
 
-    def __init__(self, input_hw: Pair, stride: int | Pair, padding: PaddingLike,
-                 dilation: int | Pair = 1, groups: int = 1):
+    def __init__(
+        self,
+        input_hw: Pair,
+        stride: int | Pair,
+        padding: PaddingLike,
+        dilation: int | Pair = 1,
+        groups: int = 1,
+    ):
         self.input_hw = tuple(input_hw)
         self.stride = _pair(stride)
         self.padding = _pads(padding)
@@ -239,8 +261,14 @@ class ConvInputGrad(TensorOp):
         return _by_group(self.groups, self._compute, g, b)
 
     def _compute(self, g: NDArray, b: NDArray) -> NDArray:
-        taps, pad_before = _live_taps(self.input_hw, g.shape[1:3], b.shape[:2], self.stride,
-                                      _before(self.padding), self.dilation)
+        taps, pad_before = _live_taps(
+            self.input_hw,
+            g.shape[1:3],
+            b.shape[:2],
+            self.stride,
+            _before(self.padding),
+            self.dilation,
+        )
         b = b[taps]
         reach = (_extent(b.shape[0], self.dilation[0]), _extent(b.shape[1], self.dilation[1]))
         if self.stride == (1, 1) and pad_before[0] < reach[0] and pad_before[1] < reach[1]:
@@ -301,8 +329,14 @@ class ConvWeightGrad(TensorOp):
     (group by group); the geometry arguments are :class:`Conv`'s.
     """
 
-    def __init__(self, kernel: Pair, stride: int | Pair, padding: PaddingLike,
-                 dilation: int | Pair = 1, groups: int = 1):
+    def __init__(
+        self,
+        kernel: Pair,
+        stride: int | Pair,
+        padding: PaddingLike,
+        dilation: int | Pair = 1,
+        groups: int = 1,
+    ):
         self.kernel = tuple(kernel)
         self.stride = _pair(stride)
         self.padding = _pads(padding)
@@ -314,8 +348,14 @@ class ConvWeightGrad(TensorOp):
 
     def _compute(self, a: NDArray, g: NDArray) -> NDArray:
         c, o = a.shape[3], g.shape[3]
-        (rows, cols), pad_before = _live_taps(a.shape[1:3], g.shape[1:3], self.kernel,
-                                              self.stride, _before(self.padding), self.dilation)
+        (rows, cols), pad_before = _live_taps(
+            a.shape[1:3],
+            g.shape[1:3],
+            self.kernel,
+            self.stride,
+            _before(self.padding),
+            self.dilation,
+        )
         live = (_span(rows), _span(cols))
         patches = _im2col(a, live, self.stride, pad_before, g.shape[1:3], self.dilation)
         grad_rows = g.reshape((patches.shape[0], o))
@@ -323,8 +363,9 @@ class ConvWeightGrad(TensorOp):
         grad = grad.reshape(live + (c, o))
         if live == self.kernel:
             return grad
-        full = array_api.zeros(self.kernel + (c, o), dtype=grad.dtype,
-                               device=grad.device)  # dead taps: 0
+        full = array_api.zeros(
+            self.kernel + (c, o), dtype=grad.dtype, device=grad.device
+        )  # dead taps: 0
         full[rows, cols] = grad
         return full
 
@@ -370,45 +411,58 @@ def _check_padding(owner: str, padding, kernel: Pair, stride: Pair, dilation: Pa
         return ((0, 0), (0, 0))
     if padding == "same":
         if stride != (1, 1):
-            raise ValueError(f"{owner}: padding='same' needs stride 1, got stride={stride}; "
-                             f"pass the padding as numbers for a strided convolution")
+            raise ValueError(
+                f"{owner}: padding='same' needs stride 1, got stride={stride}; "
+                f"pass the padding as numbers for a strided convolution"
+            )
         totals = (_extent(k, d) - 1 for k, d in zip(kernel, dilation))
         rows, columns = ((t // 2, t - t // 2) for t in totals)
         return (rows, columns)
     if isinstance(padding, str):
-        raise ValueError(f"{owner}: padding must be an int, a pair, ((top, bottom), "
-                         f"(left, right)), 'same' or 'valid', got {padding!r}")
-    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
-            isinstance(p, (tuple, list)) for p in padding):
-        return (_check_pair(owner, "padding", tuple(padding[0]), 0),
-                _check_pair(owner, "padding", tuple(padding[1]), 0))
+        raise ValueError(
+            f"{owner}: padding must be an int, a pair, ((top, bottom), "
+            f"(left, right)), 'same' or 'valid', got {padding!r}"
+        )
+    if (
+        isinstance(padding, (tuple, list))
+        and len(padding) == 2
+        and all(isinstance(p, (tuple, list)) for p in padding)
+    ):
+        return (
+            _check_pair(owner, "padding", tuple(padding[0]), 0),
+            _check_pair(owner, "padding", tuple(padding[1]), 0),
+        )
     p_h, p_w = _check_pair(owner, "padding", padding, 0)
     return ((p_h, p_h), (p_w, p_w))
 
 
-def _check_geometry(owner: str, kernel: Pair, stride, padding,
-                    dilation) -> tuple[Pair, Pads, Pair]:
+def _check_geometry(owner: str, kernel: Pair, stride, padding, dilation) -> tuple[Pair, Pads, Pair]:
     """A convolution's checked ``(stride, padding, dilation)``, as pairs and :data:`Pads`."""
     stride = _check_pair(owner, "stride", stride, 1)
     dilation = _check_pair(owner, "dilation", dilation, 1)
     return stride, _check_padding(owner, padding, kernel, stride, dilation), dilation
 
 
-def _check_transposed_geometry(owner: str, kernel: Pair, stride, padding, output_padding,
-                               dilation) -> tuple[Pair, Pads, Pair, Pair]:
+def _check_transposed_geometry(
+    owner: str, kernel: Pair, stride, padding, output_padding, dilation
+) -> tuple[Pair, Pads, Pair, Pair]:
     """A transposed convolution's checked ``(stride, padding, output_padding, dilation)``.
 
     ``output_padding`` must be smaller than the stride: only then does the convolution
     being transposed map the output back to the input's size.
     """
     if isinstance(padding, str):
-        raise ValueError(f"{owner}: padding must be an int, a pair or ((top, bottom), (left, "
-                         f"right)), got {padding!r}")
+        raise ValueError(
+            f"{owner}: padding must be an int, a pair or ((top, bottom), (left, "
+            f"right)), got {padding!r}"
+        )
     stride, pads, dilation = _check_geometry(owner, kernel, stride, padding, dilation)
     extra = _check_pair(owner, "output_padding", output_padding, 0)
     if extra[0] >= stride[0] or extra[1] >= stride[1]:
-        raise ValueError(f"{owner}: output_padding={output_padding!r} must be smaller than the "
-                         f"stride {stride} along each axis")
+        raise ValueError(
+            f"{owner}: output_padding={output_padding!r} must be smaller than the "
+            f"stride {stride} along each axis"
+        )
     return stride, pads, extra, dilation
 
 
@@ -418,8 +472,9 @@ def _describe_padding(pads: Pads) -> str:
     return str(sides.pop()) if len(sides) == 1 else str(pads)
 
 
-def _check_output_size(owner: str, shape: tuple, in_hw: Pair, kernel: Pair, pads: Pads,
-                       dilation: Pair) -> None:
+def _check_output_size(
+    owner: str, shape: tuple, in_hw: Pair, kernel: Pair, pads: Pads, dilation: Pair
+) -> None:
     """Raise unless the dilated kernel fits in the padded (H, W) input (``shape`` is the input
     as the caller passed it, for the message)."""
     reach = (_extent(kernel[0], dilation[0]), _extent(kernel[1], dilation[1]))
@@ -436,11 +491,21 @@ def _check_output_size(owner: str, shape: tuple, in_hw: Pair, kernel: Pair, pads
     )
 
 
-def _check_transposed_hw(owner: str, shape: tuple, in_hw: Pair, kernel: Pair, stride: Pair,
-                         pads: Pads, dilation: Pair, output_padding: Pair) -> Pair:
+def _check_transposed_hw(
+    owner: str,
+    shape: tuple,
+    in_hw: Pair,
+    kernel: Pair,
+    stride: Pair,
+    pads: Pads,
+    dilation: Pair,
+    output_padding: Pair,
+) -> Pair:
     """The transposed convolution's output (H_o, W_o), or a ValueError if it is empty."""
-    h, w = (_transposed_size(*args) for args in
-            zip(in_hw, kernel, stride, pads, dilation, output_padding))
+    h, w = (
+        _transposed_size(*args)
+        for args in zip(in_hw, kernel, stride, pads, dilation, output_padding)
+    )
     if h < 1 or w < 1:
         raise ValueError(
             f"{owner}: input shape {shape} with kernel {kernel}, stride {stride} and padding="
@@ -468,8 +533,9 @@ def _check_groups(op: str, groups: int, a_channels: int, b: Tensor, what: str) -
         )
 
 
-def _check_conv_shapes(op: str, a: Tensor, b: Tensor, pads: Pads, dilation: Pair,
-                       groups: int) -> None:
+def _check_conv_shapes(
+    op: str, a: Tensor, b: Tensor, pads: Pads, dilation: Pair, groups: int
+) -> None:
     """Raise ValueError unless ``a`` (N, H, W, C) and ``b`` (K_h, K_w, C/groups, C_out) fit."""
     _check_ranks(op, a, b, "(K_h, K_w, C_in/groups, C_out)")
     _check_groups(op, groups, a.shape[3], b, "the output channels")
@@ -479,8 +545,11 @@ def _check_conv_shapes(op: str, a: Tensor, b: Tensor, pads: Pads, dilation: Pair
             if a.shape[1] == b.shape[2] * groups
             else ""
         )
-        expects = f"C_in={b.shape[2]}" if groups == 1 else (
-            f"C_in = groups·b.shape[2] = {groups}·{b.shape[2]} = {groups * b.shape[2]}")
+        expects = (
+            f"C_in={b.shape[2]}"
+            if groups == 1
+            else (f"C_in = groups·b.shape[2] = {groups}·{b.shape[2]} = {groups * b.shape[2]}")
+        )
         raise ValueError(
             f"{op}: a.shape={a.shape}, b.shape={b.shape}: the input has {a.shape[3]} channels "
             f"(last axis, NHWC) but the weight expects {expects}{hint}"
@@ -516,8 +585,15 @@ def conv(a: Tensor, b: Tensor, stride: int = 1, padding: int = 1) -> Tensor:
     return Conv(stride, padding)(a, b)
 
 
-def convolution(a: Tensor, b: Tensor, *, stride: int | Pair = 1, padding=0,
-                dilation: int | Pair = 1, groups: int = 1) -> Tensor:
+def convolution(
+    a: Tensor,
+    b: Tensor,
+    *,
+    stride: int | Pair = 1,
+    padding=0,
+    dilation: int | Pair = 1,
+    groups: int = 1,
+) -> Tensor:
     """2-D convolution with every option: NHWC input, (K_h, K_w, C_in/groups, C_out) weight.
 
     ``a`` (N, H, W, C_in), ``b`` (K_h, K_w, C_in/groups, C_out) → (N, H_o, W_o, C_out) with
@@ -534,16 +610,22 @@ def convolution(a: Tensor, b: Tensor, *, stride: int | Pair = 1, padding=0,
     (1, 6, 6, 4)
     """
     _check_ranks("convolution", a, b, "(K_h, K_w, C_in/groups, C_out)")
-    stride, pads, dilation = _check_geometry("convolution", b.shape[:2], stride, padding,
-                                             dilation)
+    stride, pads, dilation = _check_geometry("convolution", b.shape[:2], stride, padding, dilation)
     groups = _check_int("convolution", "groups", groups, 1)
     _check_conv_shapes("convolution", a, b, pads, dilation, groups)
     return Conv(stride, pads, dilation, groups)(a, b)
 
 
-def conv_transpose(a: Tensor, b: Tensor, *, stride: int | Pair = 1, padding=0,
-                   output_padding: int | Pair = 0, dilation: int | Pair = 1,
-                   groups: int = 1) -> Tensor:
+def conv_transpose(
+    a: Tensor,
+    b: Tensor,
+    *,
+    stride: int | Pair = 1,
+    padding=0,
+    output_padding: int | Pair = 0,
+    dilation: int | Pair = 1,
+    groups: int = 1,
+) -> Tensor:
     """Transposed convolution (the input gradient of :func:`convolution`), NHWC.
 
     ``a`` (N, H, W, C_in), ``b`` (K_h, K_w, C_out/groups, C_in) — the weight of the
@@ -561,7 +643,8 @@ def conv_transpose(a: Tensor, b: Tensor, *, stride: int | Pair = 1, padding=0,
     op = "conv_transpose"
     _check_ranks(op, a, b, "(K_h, K_w, C_out/groups, C_in)")
     stride, pads, extra, dilation = _check_transposed_geometry(
-        op, b.shape[:2], stride, padding, output_padding, dilation)
+        op, b.shape[:2], stride, padding, output_padding, dilation
+    )
     groups = _check_int(op, "groups", groups, 1)
     if a.shape[3] != b.shape[3]:
         raise ValueError(
@@ -570,8 +653,9 @@ def conv_transpose(a: Tensor, b: Tensor, *, stride: int | Pair = 1, padding=0,
             f"C_in={b.shape[3]}"
         )
     _check_groups(op, groups, a.shape[3], b, "the weight's C_in")
-    out_hw = _check_transposed_hw(op, a.shape, a.shape[1:3], b.shape[:2], stride, pads,
-                                  dilation, extra)
+    out_hw = _check_transposed_hw(
+        op, a.shape, a.shape[1:3], b.shape[:2], stride, pads, dilation, extra
+    )
     return ConvInputGrad(out_hw, stride, pads, dilation, groups)(a, b)
 
 
@@ -623,7 +707,9 @@ def pad(a: Tensor, axes) -> Tensor:
     pairs = tuple(tuple(p) for p in axes) if hasattr(axes, "__iter__") else ()
     valid = len(pairs) == len(a.shape) and all(
         len(p) == 2
-        and all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 0 for x in p)
+        and all(
+            isinstance(x, numbers.Integral) and not isinstance(x, bool) and int(x) >= 0 for x in p
+        )
         for p in pairs
     )
     if not valid:
@@ -634,5 +720,14 @@ def pad(a: Tensor, axes) -> Tensor:
     return Pad(tuple((int(x), int(y)) for x, y in pairs))(a)
 
 
-__all__ = ["Conv", "ConvInputGrad", "ConvWeightGrad", "conv", "convolution", "conv_transpose",
-           "Pad", "Crop", "pad"]
+__all__ = [
+    "Conv",
+    "ConvInputGrad",
+    "ConvWeightGrad",
+    "conv",
+    "convolution",
+    "conv_transpose",
+    "Pad",
+    "Crop",
+    "pad",
+]

@@ -17,8 +17,12 @@ from .ops_mathematic import _broadcast_pair, _check_tensor, power_scalar
 # ----- comparisons -----------------------------------------------------------------------------
 
 _COMPARISONS = {
-    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt,
-    "le": operator.le, "gt": operator.gt, "ge": operator.ge,
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
 }
 
 
@@ -278,7 +282,32 @@ def minimum(a: Tensor, b) -> Tensor:
 
 
 __all__ = [
-    "Compare", "eq", "ne", "lt", "le", "gt", "ge",
-    "Abs", "abs", "Sign", "sign", "Sqrt", "sqrt", "rsqrt", "Sin", "sin", "Cos", "cos",
-    "Log1p", "log1p", "Expm1", "expm1", "Clip", "clip", "clamp", "Maximum", "maximum", "minimum",
+    "Compare",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "Abs",
+    "abs",
+    "Sign",
+    "sign",
+    "Sqrt",
+    "sqrt",
+    "rsqrt",
+    "Sin",
+    "sin",
+    "Cos",
+    "cos",
+    "Log1p",
+    "log1p",
+    "Expm1",
+    "expm1",
+    "Clip",
+    "clip",
+    "clamp",
+    "Maximum",
+    "maximum",
+    "minimum",
 ]

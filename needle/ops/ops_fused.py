@@ -249,8 +249,10 @@ def fused_dropout(x: Tensor, draws: np.ndarray, keep: float) -> Tensor:
     _check_tensor("fused_dropout", x, "x")
     draws = np.asarray(draws, dtype=np.float64, order="C")  # (keeps a 0-d shape)
     if draws.shape != x.shape:
-        raise ValueError(f"fused_dropout: draws of shape {draws.shape} for x of shape {x.shape}; "
-                         f"expected one draw per element")
+        raise ValueError(
+            f"fused_dropout: draws of shape {draws.shape} for x of shape {x.shape}; "
+            f"expected one draw per element"
+        )
     if not 0 < keep <= 1:
         raise ValueError(f"fused_dropout: keep must be in (0, 1], got {keep}")
     return FusedDropout(draws, float(keep))(x)

@@ -11,7 +11,7 @@ made of them. Keys are parsed by :mod:`needle.ops._index` (NumPy's rules, clear 
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -125,9 +125,10 @@ def _dim_key(owner: str, a: Tensor, dim: int, index) -> tuple[int, tuple]:
                 f"{owner}: index shape {ids.shape} is larger than the tensor's shape {a.shape} "
                 f"at axis {axis} ({n} > {size})"
             )
-    key = tuple(ids if axis == dim else
-                np.arange(n).reshape((-1,) + (1,) * (ids.ndim - axis - 1))
-                for axis, n in enumerate(ids.shape))
+    key = tuple(
+        ids if axis == dim else np.arange(n).reshape((-1,) + (1,) * (ids.ndim - axis - 1))
+        for axis, n in enumerate(ids.shape)
+    )
     return dim, key
 
 
@@ -237,11 +238,10 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     shapes = [t.shape for t in tensors]
     if any(len(s) != len(shapes[0]) for s in shapes) or not shapes[0]:
         raise ValueError(
-            f"cat: all tensors need the same number of dimensions (at least 1), got shapes "
-            f"{shapes}"
+            f"cat: all tensors need the same number of dimensions (at least 1), got shapes {shapes}"
         )
     (dim,) = normalize_axes("cat", dim, len(shapes[0]))
-    rest = {s[:dim] + s[dim + 1:] for s in shapes}
+    rest = {s[:dim] + s[dim + 1 :] for s in shapes}
     if len(rest) > 1:
         raise ValueError(
             f"cat: shapes {shapes} differ outside dim {dim}; every dimension but the one "
@@ -266,8 +266,10 @@ def split_with_sizes(a: Tensor, sizes: Sequence[int], dim: int = 0) -> tuple[Ten
         )
     starts = np.cumsum([0] + sizes)
     lead = (slice(None),) * dim
-    return tuple(getitem(a, lead + (slice(int(start), int(start) + size),))
-                 for start, size in zip(starts, sizes))
+    return tuple(
+        getitem(a, lead + (slice(int(start), int(start) + size),))
+        for start, size in zip(starts, sizes)
+    )
 
 
 def split_size(a: Tensor, split_size_or_sections, dim: int = 0) -> tuple[Tensor, ...]:
@@ -296,7 +298,19 @@ def chunk(a: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
 
 
 __all__ = [
-    "GetItem", "AddAt", "IndexPut", "getitem", "index_put", "gather", "scatter_add",
-    "Where", "where", "masked_fill", "Concatenate", "cat", "concatenate", "split_with_sizes",
+    "GetItem",
+    "AddAt",
+    "IndexPut",
+    "getitem",
+    "index_put",
+    "gather",
+    "scatter_add",
+    "Where",
+    "where",
+    "masked_fill",
+    "Concatenate",
+    "cat",
+    "concatenate",
+    "split_with_sizes",
     "chunk",
 ]

@@ -1,4 +1,5 @@
 """Numerically stable log-sum-exp and log-softmax."""
+
 from __future__ import annotations
 
 from ..autograd import Tensor, TensorOp

@@ -76,7 +76,6 @@ def unbroadcast(grad: Tensor, shape: tuple) -> Tensor:
     return reshape(grad, shape)
 
 
-
 # ----- elementwise binary ----------------------------------------------------------------
 
 

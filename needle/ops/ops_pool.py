@@ -63,8 +63,9 @@ class MaxPool2d(TensorOp):
     def compute(self, a: NDArray):
         n, c, h, w = a.shape
         out_hw = self._out_hw(h, w)
-        windows = _windows(a.reshape((n * c, h, w, 1)), self.kernel, self.stride,
-                           self.padding, out_hw)
+        windows = _windows(
+            a.reshape((n * c, h, w, 1)), self.kernel, self.stride, self.padding, out_hw
+        )
         return windows.max(axis=1).reshape((n, c) + out_hw)
 
     def gradient(self, out_grad: Tensor, node: Tensor):
@@ -72,8 +73,13 @@ class MaxPool2d(TensorOp):
         n, c, h, w = a.shape
         out_hw = self._out_hw(h, w)
         taps = self.kernel[0] * self.kernel[1]
-        windows = _windows(a.realize_cached_data().reshape((n * c, h, w, 1)),
-                           self.kernel, self.stride, self.padding, out_hw)
+        windows = _windows(
+            a.realize_cached_data().reshape((n * c, h, w, 1)),
+            self.kernel,
+            self.stride,
+            self.padding,
+            out_hw,
+        )
         rows = windows.shape[0]
         maxima = node.realize_cached_data().reshape((rows, 1))
         hits = (windows == array_api.broadcast_to(maxima, windows.shape)).astype(a.dtype)
@@ -90,37 +96,45 @@ class MaxPool2d(TensorOp):
 def _pair(owner: str, name: str, value, low: int) -> Pair:
     """``value`` (an int or a pair of ints, each >= ``low``) as a pair."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                 and v >= low for v in pair):
-        raise ValueError(f"{owner}: {name} must be an int >= {low} or a pair of them, "
-                         f"got {value!r}")
+    if len(pair) != 2 or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= low for v in pair
+    ):
+        raise ValueError(
+            f"{owner}: {name} must be an int >= {low} or a pair of them, got {value!r}"
+        )
     return int(pair[0]), int(pair[1])
 
 
-def _pool_arguments(owner: str, x: Tensor, kernel_size, stride, padding) -> tuple:
+def _pool_arguments(owner: str, x: Tensor, kernel_size, stride, padding) -> tuple[Pair, int, Pair]:
     """Checked ``(kernel, stride, padding)`` for pooling ``x`` (N, C, H, W)."""
     _check_tensor(owner, x, "x")
     if len(x.shape) != 4:
-        raise ValueError(f"{owner}: expected an NCHW input (N, C, H, W), got shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(
+            f"{owner}: expected an NCHW input (N, C, H, W), got shape {tuple(x.shape)}"
+        )
     kernel = _pair(owner, "kernel_size", kernel_size, 1)
     strides = kernel if stride is None else _pair(owner, "stride", stride, 1)
     if strides[0] != strides[1]:
         raise ValueError(f"{owner}: stride must be the same along H and W, got {stride!r}")
     padding = _pair(owner, "padding", padding, 0)
     if any(2 * p > k for p, k in zip(padding, kernel)):
-        raise ValueError(f"{owner}: padding {padding} must be at most half the kernel "
-                         f"{kernel}: a window would hold only padding")
+        raise ValueError(
+            f"{owner}: padding {padding} must be at most half the kernel "
+            f"{kernel}: a window would hold only padding"
+        )
     h, w = x.shape[2:]
     if any(size + 2 * p < k for size, p, k in zip((h, w), padding, kernel)):
-        raise ValueError(f"{owner}: kernel {kernel} is larger than the padded input: "
-                         f"{h}×{w} with padding {padding} gives "
-                         f"{h + 2 * padding[0]}×{w + 2 * padding[1]}")
+        raise ValueError(
+            f"{owner}: kernel {kernel} is larger than the padded input: "
+            f"{h}×{w} with padding {padding} gives "
+            f"{h + 2 * padding[0]}×{w + 2 * padding[1]}"
+        )
     return kernel, strides[0], padding
 
 
-def max_pool2d(x: Tensor, kernel_size: int | Pair, stride: int | Pair | None = None,
-               padding: int | Pair = 0) -> Tensor:
+def max_pool2d(
+    x: Tensor, kernel_size: int | Pair, stride: int | Pair | None = None, padding: int | Pair = 0
+) -> Tensor:
     """Max pooling of NCHW images (PyTorch's ``F.max_pool2d``), with gradients.
 
     ``x`` (N, C, H, W) → (N, C, H_o, W_o), ``H_o = ⌊(H + 2·p − K)/stride⌋ + 1``; ``stride``
@@ -130,12 +144,13 @@ def max_pool2d(x: Tensor, kernel_size: int | Pair, stride: int | Pair | None = N
     >>> max_pool2d(ndl.init.rand(2, 3, 8, 8), 2).shape
     (2, 3, 4, 4)
     """
-    kernel, stride, padding = _pool_arguments("max_pool2d", x, kernel_size, stride, padding)
-    return MaxPool2d(kernel, stride, padding)(x)
+    kernel, step, pads = _pool_arguments("max_pool2d", x, kernel_size, stride, padding)
+    return MaxPool2d(kernel, step, pads)(x)
 
 
-def avg_pool2d(x: Tensor, kernel_size: int | Pair, stride: int | Pair | None = None,
-               padding: int | Pair = 0) -> Tensor:
+def avg_pool2d(
+    x: Tensor, kernel_size: int | Pair, stride: int | Pair | None = None, padding: int | Pair = 0
+) -> Tensor:
     """Average pooling of NCHW images (PyTorch's ``F.avg_pool2d``: padding counts as zeros).
 
     ``x`` (N, C, H, W) → (N, C, H_o, W_o), sizes as :func:`max_pool2d`'s.
@@ -144,11 +159,11 @@ def avg_pool2d(x: Tensor, kernel_size: int | Pair, stride: int | Pair | None = N
     >>> avg_pool2d(ndl.init.ones(1, 2, 4, 6), 2).shape
     (1, 2, 2, 3)
     """
-    kernel, stride, padding = _pool_arguments("avg_pool2d", x, kernel_size, stride, padding)
+    kernel, step, pads = _pool_arguments("avg_pool2d", x, kernel_size, stride, padding)
     n, c, h, w = x.shape
-    weight = np.full(kernel + (1, 1), 1.0 / (kernel[0] * kernel[1]), dtype=x.dtype)
-    weight = Tensor(weight, device=x.device, dtype=x.dtype, requires_grad=False)
-    out = Conv(stride, padding)(x.reshape((n * c, h, w, 1)), weight)
+    average = np.full(kernel + (1, 1), 1.0 / (kernel[0] * kernel[1]), dtype=x.dtype)
+    weight = Tensor(average, device=x.device, dtype=x.dtype, requires_grad=False)
+    out = Conv(step, pads)(x.reshape((n * c, h, w, 1)), weight)
     return out.reshape((n, c) + tuple(out.shape[1:3]))
 
 
@@ -174,16 +189,19 @@ def adaptive_avg_pool2d(x: Tensor, output_size: int | Pair) -> Tensor:
     """
     _check_tensor("adaptive_avg_pool2d", x, "x")
     if len(x.shape) != 4:
-        raise ValueError(f"adaptive_avg_pool2d: expected an NCHW input (N, C, H, W), got "
-                         f"shape {tuple(x.shape)}")
+        raise ValueError(
+            f"adaptive_avg_pool2d: expected an NCHW input (N, C, H, W), got shape {tuple(x.shape)}"
+        )
     out_h, out_w = _pair("adaptive_avg_pool2d", "output_size", output_size, 1)
     n, c, h, w = x.shape
     if out_h > h or out_w > w:
-        raise ValueError(f"adaptive_avg_pool2d: output_size {(out_h, out_w)} is larger than "
-                         f"the input's {h}×{w}")
+        raise ValueError(
+            f"adaptive_avg_pool2d: output_size {(out_h, out_w)} is larger than the input's {h}×{w}"
+        )
     rows = Tensor(_averaging_matrix(h, out_h, x.dtype), device=x.device, requires_grad=False)
-    cols = Tensor(_averaging_matrix(w, out_w, x.dtype).T.copy(), device=x.device,
-                  requires_grad=False)
+    cols = Tensor(
+        _averaging_matrix(w, out_w, x.dtype).T.copy(), device=x.device, requires_grad=False
+    )
     return rows @ (x @ cols)  # (H_o, H) @ (N, C, H, W_o) broadcasts over (N, C)
 
 
@@ -200,8 +218,9 @@ def upsample_nearest2d(x: Tensor, scale_factor: int | Pair) -> Tensor:
     """
     _check_tensor("upsample_nearest2d", x, "x")
     if len(x.shape) != 4:
-        raise ValueError(f"upsample_nearest2d: expected an NCHW input (N, C, H, W), got shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(
+            f"upsample_nearest2d: expected an NCHW input (N, C, H, W), got shape {tuple(x.shape)}"
+        )
     s_h, s_w = _pair("upsample_nearest2d", "scale_factor", scale_factor, 1)
     n, c, h, w = x.shape
     blocks = x.reshape((n, c, h, 1, w, 1)).broadcast_to((n, c, h, s_h, w, s_w))

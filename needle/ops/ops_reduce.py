@@ -66,8 +66,9 @@ class Max(TensorOp):
         return _expand(out_grad, a.shape, axes, self.keepdims) * winners / count
 
 
-def amax(a: Tensor, axis=None, keepdims: bool = False, *, dim=None,
-         keepdim: bool | None = None) -> Tensor:
+def amax(
+    a: Tensor, axis=None, keepdims: bool = False, *, dim=None, keepdim: bool | None = None
+) -> Tensor:
     """The maximum over ``axis``/``dim`` (torch.amax, np.amax); ties split the gradient
     evenly. An empty reduction raises ValueError."""
     _check_tensor("amax", a)
@@ -77,8 +78,9 @@ def amax(a: Tensor, axis=None, keepdims: bool = False, *, dim=None,
     return Max(axes, _keep(keepdims, keepdim))(a)
 
 
-def amin(a: Tensor, axis=None, keepdims: bool = False, *, dim=None,
-         keepdim: bool | None = None) -> Tensor:
+def amin(
+    a: Tensor, axis=None, keepdims: bool = False, *, dim=None, keepdim: bool | None = None
+) -> Tensor:
     """The minimum over ``axis``/``dim`` (torch.amin), as ``-amax(-a)``; ties split evenly."""
     _check_tensor("amin", a)
     return -amax(-a, axis, keepdims, dim=dim, keepdim=keepdim)
@@ -160,8 +162,9 @@ def _count(shape: tuple, axes: tuple | None) -> int:
     return count
 
 
-def mean(a: Tensor, axis=None, keepdims: bool = False, *, dim=None,
-         keepdim: bool | None = None) -> Tensor:
+def mean(
+    a: Tensor, axis=None, keepdims: bool = False, *, dim=None, keepdim: bool | None = None
+) -> Tensor:
     """The mean over ``axis``/``dim`` (torch.mean); an empty reduction gives nan."""
     _check_tensor("mean", a)
     axes = reduction_axes("mean", len(a.shape), axis, dim)
@@ -172,8 +175,15 @@ def mean(a: Tensor, axis=None, keepdims: bool = False, *, dim=None,
     return total / count if count else total * float("nan")
 
 
-def var(a: Tensor, axis=None, keepdims: bool = False, *, dim=None,
-        keepdim: bool | None = None, correction: int = 1) -> Tensor:
+def var(
+    a: Tensor,
+    axis=None,
+    keepdims: bool = False,
+    *,
+    dim=None,
+    keepdim: bool | None = None,
+    correction: int = 1,
+) -> Tensor:
     """The variance over ``axis``/``dim``: ``sum((a - mean)²) / (n - correction)``.
     ``correction=1`` (the default) is PyTorch's unbiased estimate; NumPy's default is 0."""
     _check_tensor("var", a)
@@ -185,8 +195,15 @@ def var(a: Tensor, axis=None, keepdims: bool = False, *, dim=None,
     return total / (_count(a.shape, axes) - correction)
 
 
-def std(a: Tensor, axis=None, keepdims: bool = False, *, dim=None,
-        keepdim: bool | None = None, correction: int = 1) -> Tensor:
+def std(
+    a: Tensor,
+    axis=None,
+    keepdims: bool = False,
+    *,
+    dim=None,
+    keepdim: bool | None = None,
+    correction: int = 1,
+) -> Tensor:
     """The standard deviation ``sqrt(var(...))`` (torch.std; ``correction=1`` by default)."""
     return sqrt(var(a, axis, keepdims, dim=dim, keepdim=keepdim, correction=correction))
 
@@ -209,14 +226,19 @@ class Prod(TensorOp):
         nonzero = where(zero, 1.0, a)
         lone_zero = eq(summation(_mask(zero, a.dtype), axes), 1)
         others_of_zero = Prod(axes, True)(nonzero) * _mask(
-            reshape(lone_zero, keepdims_shape(a.shape, axes)), a.dtype)
-        others = where(zero, broadcast_to(others_of_zero, a.shape),
-                       _expand(node, a.shape, axes, self.keepdims) / nonzero)
+            reshape(lone_zero, keepdims_shape(a.shape, axes)), a.dtype
+        )
+        others = where(
+            zero,
+            broadcast_to(others_of_zero, a.shape),
+            _expand(node, a.shape, axes, self.keepdims) / nonzero,
+        )
         return _expand(out_grad, a.shape, axes, self.keepdims) * others
 
 
-def prod(a: Tensor, axis=None, keepdims: bool = False, *, dim=None,
-         keepdim: bool | None = None) -> Tensor:
+def prod(
+    a: Tensor, axis=None, keepdims: bool = False, *, dim=None, keepdim: bool | None = None
+) -> Tensor:
     """The product over ``axis``/``dim`` (torch.prod, np.prod); an empty product is 1."""
     _check_tensor("prod", a)
     axes = reduction_axes("prod", len(a.shape), axis, dim)
@@ -224,6 +246,18 @@ def prod(a: Tensor, axis=None, keepdims: bool = False, *, dim=None,
 
 
 __all__ = [
-    "Max", "amax", "amin", "ArgReduce", "argmax", "argmin", "ValuesIndices", "max", "min",
-    "mean", "var", "std", "Prod", "prod",
+    "Max",
+    "amax",
+    "amin",
+    "ArgReduce",
+    "argmax",
+    "argmin",
+    "ValuesIndices",
+    "max",
+    "min",
+    "mean",
+    "var",
+    "std",
+    "Prod",
+    "prod",
 ]

@@ -26,14 +26,20 @@ from ..backends import NDArray, array_api, kernels
 from .ops_fused import _link_gradients
 from .ops_mathematic import _check_tensor
 
+
 def integer_ids(owner: str, ids, num_rows: int) -> np.ndarray:
     """``ids`` (a Tensor or array of integral values) as int64, each checked to be in [0, num_rows).
 
     Float ids are accepted when integral (token batches are float32 tensors). Raises
     ValueError naming ``owner``, the offending values as passed and the valid range.
     """
-    return check_indices(owner, "ids", ids.numpy() if isinstance(ids, Tensor) else ids, num_rows,
-                         f" for a table of {num_rows} rows")
+    return check_indices(
+        owner,
+        "ids",
+        ids.numpy() if isinstance(ids, Tensor) else ids,
+        num_rows,
+        f" for a table of {num_rows} rows",
+    )
 
 
 # ----- embedding gather ------------------------------------------------------------------------
@@ -115,8 +121,9 @@ def _add_biases(out: NDArray, biases) -> NDArray:
     return out
 
 
-def _input_grads(g_pre: NDArray, x: NDArray, h: NDArray, W_ih: NDArray, W_hh: NDArray,
-                 num_biases: int) -> tuple:
+def _input_grads(
+    g_pre: NDArray, x: NDArray, h: NDArray, W_ih: NDArray, W_hh: NDArray, num_biases: int
+) -> tuple:
     """Gradients of ``x, h, W_ih, W_hh`` and each bias from that of the pre-activation.
 
     ``x`` (N, in), ``h`` (N, H) and ``g_pre`` (N, G·H): N is the batch of one step, or
@@ -164,8 +171,9 @@ class RNNCellStep(TensorOp):
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         x, h, W_ih, W_hh = (t.realize_cached_data() for t in node.inputs[:4])
-        g_pre = _rnn_pre_grad(out_grad.realize_cached_data(), node.realize_cached_data(),
-                              self.nonlinearity)
+        g_pre = _rnn_pre_grad(
+            out_grad.realize_cached_data(), node.realize_cached_data(), self.nonlinearity
+        )
         grads = _input_grads(g_pre, x, h, W_ih, W_hh, len(node.inputs) - 4)
         return _link_gradients("RNNCell", out_grad, node, grads)
 
@@ -242,8 +250,9 @@ class LSTMLayer(TensorTupleOp):
         W_hh_t = array_api.transpose(W_hh)
         g_pres = []  # from the last step back, reversed below
         for t in reversed(range(X.shape[0])):
-            g_pre, grad_c = kernels.lstm_cell_backward(_step(grad_output, t) + grad_h, grad_c,
-                                                       *node.saved[t])
+            g_pre, grad_c = kernels.lstm_cell_backward(
+                _step(grad_output, t) + grad_h, grad_c, *node.saved[t]
+            )
             g_pres.append(g_pre)
             grad_h = _mm(g_pre, W_hh_t)
         g_pres.reverse()
@@ -251,8 +260,15 @@ class LSTMLayer(TensorTupleOp):
         return _link_gradients("LSTM", out_grad, node, (grads[0], grad_h, grad_c) + grads[2:])
 
 
-def _sequence_grads(g_pres: list, X: NDArray, h0: NDArray, output: NDArray, W_ih: NDArray,
-                    W_hh: NDArray, num_biases: int) -> tuple:
+def _sequence_grads(
+    g_pres: list,
+    X: NDArray,
+    h0: NDArray,
+    output: NDArray,
+    W_ih: NDArray,
+    W_hh: NDArray,
+    num_biases: int,
+) -> tuple:
     """Gradients of X, (unused), W_ih, W_hh and the biases from the per-step pre-activation ones.
 
     Step t's hidden input was h0 for t = 0 and output[t-1] after: stacked, they are the
@@ -267,8 +283,16 @@ def _sequence_grads(g_pres: list, X: NDArray, h0: NDArray, output: NDArray, W_ih
 # ----- functions: validation, then the op ------------------------------------------------------
 
 
-def _check_recurrent(op_name: str, x: Tensor, states: dict, W_ih: Tensor, W_hh: Tensor,
-                     biases: tuple, gates: int, x_rank: int) -> None:
+def _check_recurrent(
+    op_name: str,
+    x: Tensor,
+    states: dict,
+    W_ih: Tensor,
+    W_hh: Tensor,
+    biases: tuple,
+    gates: int,
+    x_rank: int,
+) -> None:
     """Shapes: x (B, in) for a step or (T, B, in) for a layer, states (B, H),
     W_ih (in, G·H), W_hh (H, G·H), biases (G·H,) with G = ``gates``."""
     tensors = {"x": x, **states, "W_ih": W_ih, "W_hh": W_hh}
@@ -282,8 +306,12 @@ def _check_recurrent(op_name: str, x: Tensor, states: dict, W_ih: Tensor, W_hh: 
         raise ValueError(f"{op_name}: expected x {layout} and states (B, H), got shapes {got}")
     batch, features, size = x.shape[-2], x.shape[-1], first_state.shape[1]
     width = gates * size
-    expected = {"x": x.shape[:-1] + (features,), **{name: (batch, size) for name in states},
-                "W_ih": (features, width), "W_hh": (size, width)}
+    expected = {
+        "x": x.shape[:-1] + (features,),
+        **{name: (batch, size) for name in states},
+        "W_ih": (features, width),
+        "W_hh": (size, width),
+    }
     expected.update({f"bias {i}": (width,) for i in range(len(biases))})
     if got != expected:
         raise ValueError(f"{op_name}: got shapes {got}, expected {expected}")
@@ -301,8 +329,15 @@ def _check_nonlinearity(op_name: str, nonlinearity: str) -> None:
         raise ValueError(f"{op_name}: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
 
 
-def rnn_cell(x: Tensor, h: Tensor, W_ih: Tensor, W_hh: Tensor, bias_ih: Tensor | None = None,
-             bias_hh: Tensor | None = None, nonlinearity: str = "tanh") -> Tensor:
+def rnn_cell(
+    x: Tensor,
+    h: Tensor,
+    W_ih: Tensor,
+    W_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+    nonlinearity: str = "tanh",
+) -> Tensor:
     """One Elman RNN step as one op: ``act(x @ W_ih + b_ih + h @ W_hh + b_hh)`` → (B, H).
 
     x (B, in), h (B, H), W_ih (in, H), W_hh (H, H), biases (H,) or both None;
@@ -314,8 +349,15 @@ def rnn_cell(x: Tensor, h: Tensor, W_ih: Tensor, W_hh: Tensor, bias_ih: Tensor |
     return RNNCellStep(nonlinearity)(x, h, W_ih, W_hh, *biases)
 
 
-def lstm_cell(x: Tensor, h: Tensor, c: Tensor, W_ih: Tensor, W_hh: Tensor,
-              bias_ih: Tensor | None = None, bias_hh: Tensor | None = None) -> TensorTuple:
+def lstm_cell(
+    x: Tensor,
+    h: Tensor,
+    c: Tensor,
+    W_ih: Tensor,
+    W_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> TensorTuple:
     """One LSTM step as one op; returns the TensorTuple ``(h', c')``, each (B, H).
 
     x (B, in), h and c (B, H), W_ih (in, 4H), W_hh (H, 4H), biases (4H,) or both None.
@@ -327,8 +369,15 @@ def lstm_cell(x: Tensor, h: Tensor, c: Tensor, W_ih: Tensor, W_hh: Tensor,
     return LSTMCellStep()(x, h, c, W_ih, W_hh, *biases)
 
 
-def rnn_layer(X: Tensor, h0: Tensor, W_ih: Tensor, W_hh: Tensor, bias_ih: Tensor | None = None,
-              bias_hh: Tensor | None = None, nonlinearity: str = "tanh") -> TensorTuple:
+def rnn_layer(
+    X: Tensor,
+    h0: Tensor,
+    W_ih: Tensor,
+    W_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+    nonlinearity: str = "tanh",
+) -> TensorTuple:
     """:func:`rnn_cell` over every step of X (T, B, in) as one op, from h0 (B, H).
 
     Returns the TensorTuple ``(output (T, B, H), h_n (B, H))``; ``output[t]`` is the
@@ -340,8 +389,15 @@ def rnn_layer(X: Tensor, h0: Tensor, W_ih: Tensor, W_hh: Tensor, bias_ih: Tensor
     return RNNLayer(nonlinearity)(X, h0, W_ih, W_hh, *biases)
 
 
-def lstm_layer(X: Tensor, h0: Tensor, c0: Tensor, W_ih: Tensor, W_hh: Tensor,
-               bias_ih: Tensor | None = None, bias_hh: Tensor | None = None) -> TensorTuple:
+def lstm_layer(
+    X: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    W_ih: Tensor,
+    W_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> TensorTuple:
     """:func:`lstm_cell` over every step of X (T, B, in) as one op, from (h0, c0) (B, H).
 
     Returns the TensorTuple ``(output (T, B, H), h_n (B, H), c_n (B, H))``.

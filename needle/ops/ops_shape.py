@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..autograd import Tensor, TensorOp
 from ..backends import NDArray, array_api
@@ -76,7 +76,7 @@ def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     (end,) = normalize_axes("flatten", end_dim, len(a.shape))
     if start > end:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
-    return reshape(a, a.shape[:start] + (_product(a.shape[start:end + 1]),) + a.shape[end + 1:])
+    return reshape(a, a.shape[:start] + (_product(a.shape[start : end + 1]),) + a.shape[end + 1 :])
 
 
 def _product(sizes: Sequence[int]) -> int:
@@ -102,7 +102,8 @@ def expand(a: Tensor, *sizes) -> Tensor:
     if any(s == -1 for s in sizes[:lead]):
         raise ValueError(f"expand: -1 is not allowed for the new leading axes in {sizes}")
     target = sizes[:lead] + tuple(
-        old if new == -1 else new for old, new in zip(a.shape, sizes[lead:]))
+        old if new == -1 else new for old, new in zip(a.shape, sizes[lead:])
+    )
     return broadcast_to(a, target)
 
 
@@ -140,5 +141,13 @@ def tile(a: Tensor, reps) -> Tensor:
 
 
 __all__ = [
-    "Permute", "permute", "squeeze", "unsqueeze", "flatten", "view", "expand", "repeat", "tile",
+    "Permute",
+    "permute",
+    "squeeze",
+    "unsqueeze",
+    "flatten",
+    "view",
+    "expand",
+    "repeat",
+    "tile",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..autograd import Tensor, TensorOp, TensorTuple, TensorTupleOp
 from ..backends import NDArray, array_api
@@ -138,9 +138,7 @@ class Split(TensorTupleOp):
         # so each piece is reshaped explicitly.
         lead = (slice(None),) * self.axis
         shape = a.shape[: self.axis] + a.shape[self.axis + 1 :]
-        return tuple(
-            a[lead + (slice(i, i + 1),)].reshape(shape) for i in range(a.shape[self.axis])
-        )
+        return tuple(a[lead + (slice(i, i + 1),)].reshape(shape) for i in range(a.shape[self.axis]))
 
     def gradient(self, out_grad: TensorTuple, node: TensorTuple):
         return stack(list(out_grad), self.axis)

@@ -8,10 +8,29 @@
 >>> opt.t
 1
 """
-from .lr_scheduler import (CosineAnnealingLR, LinearWarmup, LRScheduler, OneCycleLR,
-                           ReduceLROnPlateau, StepLR)
+
+from .lr_scheduler import (
+    CosineAnnealingLR,
+    LinearWarmup,
+    LRScheduler,
+    OneCycleLR,
+    ReduceLROnPlateau,
+    StepLR,
+)
 from .optimizer import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, clip_grad_norm
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "LRScheduler", "StepLR",
-           "CosineAnnealingLR", "LinearWarmup", "OneCycleLR", "ReduceLROnPlateau",
-           "clip_grad_norm"]
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "RMSprop",
+    "Adagrad",
+    "LRScheduler",
+    "StepLR",
+    "CosineAnnealingLR",
+    "LinearWarmup",
+    "OneCycleLR",
+    "ReduceLROnPlateau",
+    "clip_grad_norm",
+]

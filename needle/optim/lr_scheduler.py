@@ -17,11 +17,13 @@ unit they are. Each group's rate follows the schedule from its own starting rate
 >>> lrs
 [0.1, 0.1, 0.05, 0.05]
 """
+
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .._validation import check_positive_int, check_real
 from .optimizer import Optimizer
@@ -37,8 +39,10 @@ class LRScheduler:
 
     def __init__(self, optimizer: Optimizer, base_lrs: Sequence[float] | None = None) -> None:
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(self).__name__}: expected a needle.optim.Optimizer, "
-                            f"got {type(optimizer).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: expected a needle.optim.Optimizer, "
+                f"got {type(optimizer).__name__}"
+            )
         self.optimizer = optimizer
         groups = optimizer.param_groups
         self.base_lrs = [g["lr"] for g in groups] if base_lrs is None else list(base_lrs)
@@ -76,15 +80,21 @@ class LRScheduler:
     def base_lr(self, value: float) -> None:
         value = check_real(type(self).__name__, "base_lr", value, low=0.0)
         first = self.base_lrs[0]
-        self.base_lrs = ([value] * len(self.base_lrs) if first == 0
-                         else [lr * (value / first) for lr in self.base_lrs])
+        self.base_lrs = (
+            [value] * len(self.base_lrs)
+            if first == 0
+            else [lr * (value / first) for lr in self.base_lrs]
+        )
         self.base_lrs[0] = value
 
     def state_dict(self) -> dict:
         """Every attribute except the optimizer (plain numbers and lists; a wrapped
         scheduler as its own state dict), and ``base_lr``, for saving."""
-        state = {k: v.state_dict() if isinstance(v, LRScheduler) else v
-                 for k, v in vars(self).items() if k != "optimizer"}
+        state = {
+            k: v.state_dict() if isinstance(v, LRScheduler) else v
+            for k, v in vars(self).items()
+            if k != "optimizer"
+        }
         state["base_lr"] = self.base_lr
         return state
 
@@ -93,8 +103,10 @@ class LRScheduler:
         state = dict(state)
         unknown = set(state) - set(self.state_dict())
         if unknown:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: unexpected keys "
-                             f"{sorted(unknown)}; was the state saved by another scheduler?")
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: unexpected keys "
+                f"{sorted(unknown)}; was the state saved by another scheduler?"
+            )
         base_lr = state.pop("base_lr", None)
         for key, value in state.items():
             inner = getattr(self, key, None)
@@ -152,18 +164,28 @@ class LinearWarmup(LRScheduler):
         sched = LinearWarmup(opt, warmup, after=cosine)  # sched.step() after every batch
     """
 
-    def __init__(self, optimizer: Optimizer, warmup_steps: int,
-                 after: LRScheduler | None = None, start_factor: float = 0.0) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_steps: int,
+        after: LRScheduler | None = None,
+        start_factor: float = 0.0,
+    ) -> None:
         self.warmup_steps = check_positive_int("LinearWarmup", "warmup_steps", warmup_steps)
-        self.start_factor = check_real("LinearWarmup", "start_factor", start_factor,
-                                       low=0.0, high=1.0)
+        self.start_factor = check_real(
+            "LinearWarmup", "start_factor", start_factor, low=0.0, high=1.0
+        )
         if after is not None:
             if not isinstance(after, LRScheduler) or isinstance(after, ReduceLROnPlateau):
-                raise TypeError(f"LinearWarmup: after must be a closed-form schedule (StepLR, "
-                                f"CosineAnnealingLR, ...), got {type(after).__name__}")
+                raise TypeError(
+                    f"LinearWarmup: after must be a closed-form schedule (StepLR, "
+                    f"CosineAnnealingLR, ...), got {type(after).__name__}"
+                )
             if after.optimizer is not optimizer:
-                raise ValueError("LinearWarmup: after is built on another optimizer; build "
-                                 "both schedules on the same one")
+                raise ValueError(
+                    "LinearWarmup: after is built on another optimizer; build "
+                    "both schedules on the same one"
+                )
         self.after = after
         super().__init__(optimizer, None if after is None else after.base_lrs)
 
@@ -188,27 +210,41 @@ class OneCycleLR(LRScheduler):
     momentum and betas stay as set.) Stepping more than ``total_steps`` times raises.
     """
 
-    def __init__(self, optimizer: Optimizer, max_lr: float | Sequence[float], total_steps: int,
-                 pct_start: float = 0.3, anneal_strategy: str = "cos", div_factor: float = 25.0,
-                 final_div_factor: float = 1e4, three_phase: bool = False) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        max_lr: float | Sequence[float],
+        total_steps: int,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+    ) -> None:
         owner = "OneCycleLR"
         self.total_steps = check_positive_int(owner, "total_steps", total_steps)
-        self.pct_start = check_real(owner, "pct_start", pct_start, low=0.0, high=1.0,
-                                    low_open=True, high_open=True)
+        self.pct_start = check_real(
+            owner, "pct_start", pct_start, low=0.0, high=1.0, low_open=True, high_open=True
+        )
         if anneal_strategy not in ("cos", "linear"):
-            raise ValueError(f"{owner}: anneal_strategy must be 'cos' or 'linear', "
-                             f"got {anneal_strategy!r}")
+            raise ValueError(
+                f"{owner}: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}"
+            )
         self.anneal_strategy = anneal_strategy
         self.div_factor = check_real(owner, "div_factor", div_factor, low=0.0, low_open=True)
-        self.final_div_factor = check_real(owner, "final_div_factor", final_div_factor,
-                                           low=0.0, low_open=True)
+        self.final_div_factor = check_real(
+            owner, "final_div_factor", final_div_factor, low=0.0, low_open=True
+        )
         self.three_phase = bool(three_phase)
         # Phases as (last step, start factor, end factor), factors of max_lr.
         initial, final = 1 / self.div_factor, 1 / self.div_factor / self.final_div_factor
         rise_end = self.pct_start * self.total_steps - 1
         if self.three_phase:
-            self._phases = [(rise_end, initial, 1.0), (2 * rise_end, 1.0, initial),
-                            (self.total_steps - 1, initial, final)]
+            self._phases = [
+                (rise_end, initial, 1.0),
+                (2 * rise_end, 1.0, initial),
+                (self.total_steps - 1, initial, final),
+            ]
         else:
             self._phases = [(rise_end, initial, 1.0), (self.total_steps - 1, 1.0, final)]
         super().__init__(optimizer, _per_group(owner, "max_lr", max_lr, optimizer))
@@ -230,9 +266,11 @@ class OneCycleLR(LRScheduler):
     def step(self) -> None:
         """Advance one step; a ValueError past ``total_steps`` steps."""
         if self.last_epoch + 1 > self.total_steps:
-            raise ValueError(f"OneCycleLR: stepped {self.last_epoch + 1} times, but "
-                             f"total_steps is {self.total_steps}; build it with the run's "
-                             f"number of optimizer steps")
+            raise ValueError(
+                f"OneCycleLR: stepped {self.last_epoch + 1} times, but "
+                f"total_steps is {self.total_steps}; build it with the run's "
+                f"number of optimizer steps"
+            )
         super().step()
 
 
@@ -247,16 +285,25 @@ class ReduceLROnPlateau(LRScheduler):
     counting again. ``mode="max"`` for metrics that should rise (accuracy).
     """
 
-    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1,
-                 patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
-                 cooldown: int = 0, min_lr: float | Sequence[float] = 0.0,
-                 eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float | Sequence[float] = 0.0,
+        eps: float = 1e-8,
+    ) -> None:
         owner = "ReduceLROnPlateau"
         if mode not in ("min", "max"):
             raise ValueError(f"{owner}: mode must be 'min' or 'max', got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"{owner}: threshold_mode must be 'rel' or 'abs', "
-                             f"got {threshold_mode!r}")
+            raise ValueError(
+                f"{owner}: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}"
+            )
         self.mode, self.threshold_mode = mode, threshold_mode
         self.factor = check_real(owner, "factor", factor, low=0.0, high=1.0, high_open=True)
         self.patience = _check_count(owner, "patience", patience)
@@ -282,8 +329,9 @@ class ReduceLROnPlateau(LRScheduler):
     def step(self, metric: float) -> None:  # type: ignore[override]
         """Record one evaluation's ``metric`` and reduce the rates after a plateau."""
         if isinstance(metric, bool) or not isinstance(metric, numbers.Real):
-            raise TypeError(f"ReduceLROnPlateau.step: metric must be a real number, "
-                            f"got {type(metric).__name__}")
+            raise TypeError(
+                f"ReduceLROnPlateau.step: metric must be a real number, got {type(metric).__name__}"
+            )
         metric = float(metric)
         self.last_epoch += 1
         if self._improves(metric):
@@ -310,14 +358,17 @@ class ReduceLROnPlateau(LRScheduler):
                 group["lr"] = new
 
 
-def _per_group(owner: str, name: str, value: float | Sequence[float],
-               optimizer: Optimizer) -> list[float]:
+def _per_group(
+    owner: str, name: str, value: float | Sequence[float], optimizer: Optimizer
+) -> list[float]:
     """``value`` (a float, or one per parameter group) as one float >= 0 per group."""
     count = len(optimizer.param_groups) if isinstance(optimizer, Optimizer) else 1
     values = list(value) if isinstance(value, (list, tuple)) else [value] * count
     if len(values) != count:
-        raise ValueError(f"{owner}: {name} has {len(values)} values, but the optimizer has "
-                         f"{count} parameter groups")
+        raise ValueError(
+            f"{owner}: {name} has {len(values)} values, but the optimizer has "
+            f"{count} parameter groups"
+        )
     return [check_real(owner, name, v, low=0.0) for v in values]
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import numbers
 import weakref
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,6 @@ from .._validation import check_real
 from ..autograd import Tensor, release_gradient_graphs
 from ..backends import NDArray, array_api, kernels
 from ..backends.denormals import flush_in_place, optimizer_must_flush
-
 
 #: Checks that run on a parameter before every optimizer step, by the parameter's id (a
 #: data-parallel model registers one that refuses gradients it has not averaged).
@@ -82,8 +82,9 @@ class Optimizer:
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], **defaults: Any) -> None:
         owner = type(self).__name__
-        defaults = {name: self._check_option(owner, name, value)
-                    for name, value in defaults.items()}
+        defaults = {
+            name: self._check_option(owner, name, value) for name, value in defaults.items()
+        }
         self.param_groups = _build_groups(owner, params, defaults, self._check_option)
         self.params = [p for group in self.param_groups for p in group["params"]]
         # The indices into ``params`` of each group's parameters (groups are contiguous).
@@ -100,8 +101,10 @@ class Optimizer:
     def _check_option(cls, owner: str, name: str, value: Any) -> Any:
         check = cls._option_checks.get(name)
         if check is None:
-            raise ValueError(f"{owner}: unknown option {name!r}; {cls.__name__} takes "
-                             f"{sorted(cls._option_checks)}")
+            raise ValueError(
+                f"{owner}: unknown option {name!r}; {cls.__name__} takes "
+                f"{sorted(cls._option_checks)}"
+            )
         return check(owner, name, value)
 
     def __getattr__(self, name: str) -> Any:
@@ -111,7 +114,8 @@ class Optimizer:
             if len(values) > 1:
                 raise AttributeError(
                     f"{type(self).__name__}.{name}: the parameter groups have different "
-                    f"values {sorted(values)}; read param_groups[i][{name!r}]")
+                    f"values {sorted(values)}; read param_groups[i][{name!r}]"
+                )
             return values.pop()
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -144,8 +148,11 @@ class Optimizer:
                     check(param)
         if not self._flat:
             self._allocate_state()
-        if (len(self.param_groups) == 1 and self._flat["slots"] is not None
-                and all(p.grad is not None for p in params)):
+        if (
+            len(self.param_groups) == 1
+            and self._flat["slots"] is not None
+            and all(p.grad is not None for p in params)
+        ):
             self._step_flat(self.param_groups[0])
             return
         for group, indices in zip(self.param_groups, self._group_ranges):
@@ -157,8 +164,10 @@ class Optimizer:
         params = self.params
         datas = [params[i].realize_cached_data() for i in indices]
         # Cast the gradients (not in place) so a float64 loss cannot promote a parameter.
-        grads = [params[i].grad.realize_cached_data().astype(data.dtype, copy=False)
-                 for i, data in zip(indices, datas)]
+        grads = [
+            params[i].grad.realize_cached_data().astype(data.dtype, copy=False)
+            for i, data in zip(indices, datas)
+        ]
         datas = [self._decayed(data, group) for data in datas]
         slots = [self.state[i] for i in indices]
         news = self._apply(datas, grads, slots, group)
@@ -175,8 +184,9 @@ class Optimizer:
         """The new parameter arrays for ``datas`` with gradients ``grads`` and state ``slots``
         (one dict per parameter, updated in place) under ``group``'s options: :meth:`_update`
         per parameter here; an optimizer with a fused kernel makes one call for the list."""
-        return [self._update(slot, data, grad, group)
-                for slot, data, grad in zip(slots, datas, grads)]
+        return [
+            self._update(slot, data, grad, group) for slot, data, grad in zip(slots, datas, grads)
+        ]
 
     def _update(
         self, slots: dict[str, NDArray], data: NDArray, grad: NDArray, group: dict
@@ -205,8 +215,9 @@ class Optimizer:
         # that each op would copy (an NDArray's).
         if len(dtypes) == 1 and kernels.OFFSET_VIEWS_ARE_COMPACT:
             dtype = dtypes.pop()
-            flat = {name: array_api.zeros((int(offsets[-1]),), dtype=dtype)
-                    for name in self._slot_names}
+            flat = {
+                name: array_api.zeros((int(offsets[-1]),), dtype=dtype) for name in self._slot_names
+            }
             self._flat["slots"] = flat
             for i, p in enumerate(self.params):
                 self.state[i] = {
@@ -216,8 +227,7 @@ class Optimizer:
         else:
             for i, p in enumerate(self.params):
                 self.state[i] = {
-                    name: array_api.zeros_like(p.realize_cached_data())
-                    for name in self._slot_names
+                    name: array_api.zeros_like(p.realize_cached_data()) for name in self._slot_names
                 }
         for group, indices in zip(self.param_groups, self._group_ranges):
             for name in self._slot_names:
@@ -333,8 +343,7 @@ class Optimizer:
     def _saved_group_options(self, owner: str, state: dict) -> list[dict]:
         """Each group's checked options in ``state``, or a ValueError if its groups differ."""
         if "param_groups" not in state:
-            saved = {k: v for k, v in state["hyperparameters"].items()
-                     if k in self._option_checks}
+            saved = {k: v for k, v in state["hyperparameters"].items() if k in self._option_checks}
             return [saved] * len(self.param_groups)
         groups = state["param_groups"]
         mine = [list(indices) for indices in self._group_ranges]
@@ -343,14 +352,21 @@ class Optimizer:
             raise ValueError(
                 f"{owner}: the state has parameter groups of sizes "
                 f"{[len(g) for g in theirs]}, but this optimizer has "
-                f"{[len(g) for g in mine]}; build it with the same groups")
-        return [{name: self._check_option(f"{owner}: param_groups[{i}]", name, value)
-                 for name, value in group.items() if name != "params"}
-                for i, group in enumerate(groups)]
+                f"{[len(g) for g in mine]}; build it with the same groups"
+            )
+        return [
+            {
+                name: self._check_option(f"{owner}: param_groups[{i}]", name, value)
+                for name, value in group.items()
+                if name != "params"
+            }
+            for i, group in enumerate(groups)
+        ]
 
 
-def _build_groups(owner: str, params: Any, defaults: dict[str, Any],
-                  check: Callable[[str, str, Any], Any]) -> list[dict]:
+def _build_groups(
+    owner: str, params: Any, defaults: dict[str, Any], check: Callable[[str, str, Any], Any]
+) -> list[dict]:
     """The parameter groups, each ``{"params": [...], **options}`` with every default
     filled in; a ValueError for an unknown option or a parameter in two groups."""
     if isinstance(params, Tensor):
@@ -366,17 +382,24 @@ def _build_groups(owner: str, params: Any, defaults: dict[str, Any],
     for index, group in enumerate(params):
         where = f"param_groups[{index}]"
         if not isinstance(group, dict) or "params" not in group:
-            raise TypeError(f"{owner}: {where} must be a dict with a 'params' list (all "
-                            f"entries dicts, or all Parameters), got {type(group).__name__}")
+            raise TypeError(
+                f"{owner}: {where} must be a dict with a 'params' list (all "
+                f"entries dicts, or all Parameters), got {type(group).__name__}"
+            )
         members = _check_params(f"{owner}: {where}", group["params"])
         for param in members:
             if id(param) in seen:
-                raise ValueError(f"{owner}: a parameter of shape {tuple(param.shape)} is in "
-                                 f"both param_groups[{seen[id(param)]}] and {where}; each "
-                                 f"parameter must be in exactly one group")
+                raise ValueError(
+                    f"{owner}: a parameter of shape {tuple(param.shape)} is in "
+                    f"both param_groups[{seen[id(param)]}] and {where}; each "
+                    f"parameter must be in exactly one group"
+                )
             seen[id(param)] = index
-        options = {name: check(f"{owner}: {where}", name, value)
-                   for name, value in group.items() if name != "params"}
+        options = {
+            name: check(f"{owner}: {where}", name, value)
+            for name, value in group.items()
+            if name != "params"
+        }
         groups.append({"params": members, **defaults, **options})
     return groups
 
@@ -498,8 +521,14 @@ class SGD(Optimizer):
 
     def _apply(self, datas: list, grads: list, slots: list, group: dict) -> list:
         # The course's u = m*u + (1-m)*(grad + wd*p); p - lr*u, one kernel for the list.
-        return kernels.sgd_update(datas, grads, [slot["u"] for slot in slots], group["lr"],
-                                  group["momentum"], group["weight_decay"])
+        return kernels.sgd_update(
+            datas,
+            grads,
+            [slot["u"] for slot in slots],
+            group["lr"],
+            group["momentum"],
+            group["weight_decay"],
+        )
 
 
 class _StepCounter:
@@ -519,8 +548,10 @@ class _StepCounter:
     def _load_extra_state(self, state: dict) -> None:
         t = state.get("t", 0)
         if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: step count t must be an "
-                             f"int >= 0, got {t!r}")
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: step count t must be an "
+                f"int >= 0, got {t!r}"
+            )
         self.t = int(t)
 
 
@@ -534,8 +565,13 @@ class Adam(_StepCounter, Optimizer):
     :class:`Optimizer`); PyTorch's ``betas=(b1, b2)`` are ``beta1``, ``beta2`` here.
     """
 
-    _option_checks = {"lr": _nonnegative, "beta1": _fraction, "beta2": _fraction,
-                      "eps": _positive, "weight_decay": _nonnegative}
+    _option_checks = {
+        "lr": _nonnegative,
+        "beta1": _fraction,
+        "beta2": _fraction,
+        "eps": _positive,
+        "weight_decay": _nonnegative,
+    }
 
     def __init__(
         self,
@@ -546,8 +582,9 @@ class Adam(_StepCounter, Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                         weight_decay=weight_decay)
+        super().__init__(
+            params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay
+        )
         self.t = 0
 
     _slot_names = ("m", "v")
@@ -559,10 +596,19 @@ class Adam(_StepCounter, Optimizer):
     def _apply(self, datas: list, grads: list, slots: list, group: dict) -> list:
         # The course's formula, operation for operation, one kernel for the list.
         beta1, beta2 = group["beta1"], group["beta2"]
-        return kernels.adam_update(datas, grads, [slot["m"] for slot in slots],
-                                   [slot["v"] for slot in slots], group["lr"], beta1, beta2,
-                                   group["eps"], self._l2_decay(group), 1 - beta1**self.t,
-                                   1 - beta2**self.t)
+        return kernels.adam_update(
+            datas,
+            grads,
+            [slot["m"] for slot in slots],
+            [slot["v"] for slot in slots],
+            group["lr"],
+            beta1,
+            beta2,
+            group["eps"],
+            self._l2_decay(group),
+            1 - beta1**self.t,
+            1 - beta2**self.t,
+        )
 
 
 class AdamW(Adam):
@@ -584,8 +630,9 @@ class AdamW(Adam):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
     ) -> None:
-        super().__init__(params, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                         weight_decay=weight_decay)
+        super().__init__(
+            params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay
+        )
 
     def _l2_decay(self, group: dict) -> float:
         return 0.0
@@ -605,9 +652,14 @@ class RMSprop(Optimizer):
     ``p = p - lr * g / denominator``. ``params`` may be parameter groups.
     """
 
-    _option_checks = {"lr": _nonnegative, "alpha": _fraction, "eps": _positive,
-                      "weight_decay": _nonnegative, "momentum": _fraction,
-                      "centered": _check_bool}
+    _option_checks = {
+        "lr": _nonnegative,
+        "alpha": _fraction,
+        "eps": _positive,
+        "weight_decay": _nonnegative,
+        "momentum": _fraction,
+        "centered": _check_bool,
+    }
     _slot_names = ("square_avg", "grad_avg", "momentum_buffer")
 
     def __init__(
@@ -620,8 +672,15 @@ class RMSprop(Optimizer):
         momentum: float = 0.0,
         centered: bool = False,
     ) -> None:
-        super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                         momentum=momentum, centered=centered)
+        super().__init__(
+            params,
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+        )
 
     def _update(
         self, slots: dict[str, NDArray], data: NDArray, grad: NDArray, group: dict
@@ -658,9 +717,13 @@ class Adagrad(_StepCounter, Optimizer):
     ``params`` may be parameter groups (see :class:`Optimizer`).
     """
 
-    _option_checks = {"lr": _nonnegative, "lr_decay": _nonnegative,
-                      "weight_decay": _nonnegative, "initial_accumulator_value": _nonnegative,
-                      "eps": _positive}
+    _option_checks = {
+        "lr": _nonnegative,
+        "lr_decay": _nonnegative,
+        "weight_decay": _nonnegative,
+        "initial_accumulator_value": _nonnegative,
+        "eps": _positive,
+    }
     _slot_names = ("sum",)
 
     def __init__(
@@ -672,8 +735,14 @@ class Adagrad(_StepCounter, Optimizer):
         initial_accumulator_value: float = 0.0,
         eps: float = 1e-10,
     ) -> None:
-        super().__init__(params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                         initial_accumulator_value=initial_accumulator_value, eps=eps)
+        super().__init__(
+            params,
+            lr=lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+        )
         self.t = 0
 
     def _initial_slot_value(self, name: str, group: dict) -> float:
@@ -692,8 +761,9 @@ class Adagrad(_StepCounter, Optimizer):
         return data - (g / denominator) * lr
 
 
-def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float = 0.25, *,
-                   caller: str = "clip_grad_norm") -> float:
+def clip_grad_norm(
+    parameters: Iterable[Tensor], max_norm: float = 0.25, *, caller: str = "clip_grad_norm"
+) -> float:
     """Scale all gradients so their global L2 norm is at most ``max_norm``.
 
     The norm is taken over every gradient together, as if concatenated (parameters

@@ -38,11 +38,13 @@ that give a sensible run of its models when no option says otherwise; see
 :func:`task_defaults`) and has a ``create(config)`` that returns its :class:`Task`
 (docs/training.md, "The loop and the tasks").
 """
+
 from __future__ import annotations
 
 import abc
 import importlib
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,9 +57,19 @@ if TYPE_CHECKING:
     from needle import nn, optim
     from needle.options import TrainConfig
 
-__all__ = ["Task", "TASK_MODULES", "model_names", "dataset_names", "default_dataset",
-           "task_defaults", "check_config", "create",
-           "standard_loader", "FirstN", "first_n"]
+__all__ = [
+    "Task",
+    "TASK_MODULES",
+    "model_names",
+    "dataset_names",
+    "default_dataset",
+    "task_defaults",
+    "check_config",
+    "create",
+    "standard_loader",
+    "FirstN",
+    "first_n",
+]
 
 #: The task modules, in the order their models are listed.
 TASK_MODULES: tuple[str, ...] = ("needle.tasks.image", "needle.tasks.language")
@@ -68,7 +80,7 @@ class Task(abc.ABC):
     run's config). Subclasses define every member but :meth:`run_epoch`."""
 
     #: The run's options.
-    config: "TrainConfig"
+    config: TrainConfig
     #: The hook :func:`~needle.loop.run_batches` calls for every batch.
     objective: Objective
     #: True: the loss is per token and the run reports the perplexity ``exp(loss)``.
@@ -79,7 +91,7 @@ class Task(abc.ABC):
         """The training or the test set."""
 
     @abc.abstractmethod
-    def build_model(self) -> "nn.Module":
+    def build_model(self) -> nn.Module:
         """The network, with freshly drawn weights."""
 
     @abc.abstractmethod
@@ -96,14 +108,18 @@ class Task(abc.ABC):
         """What a checkpoint keeps besides the weights (``{}`` for none)."""
 
     @abc.abstractmethod
-    def check_eval_data(self, saved: "TrainConfig", state: dict[str, Any]) -> None:
+    def check_eval_data(self, saved: TrainConfig, state: dict[str, Any]) -> None:
         """Raise TrainingError if the model saved with ``saved`` and ``state`` cannot
         take this data."""
 
-    def run_epoch(self, loader: Iterable, model: "nn.Module",
-                  opt: "optim.Optimizer | None" = None,
-                  on_batch: Callable[[BatchResult], None] | None = None,
-                  carry: Any = None) -> tuple[float, float]:
+    def run_epoch(
+        self,
+        loader: Iterable,
+        model: nn.Module,
+        opt: optim.Optimizer | None = None,
+        on_batch: Callable[[BatchResult], None] | None = None,
+        carry: Any = None,
+    ) -> tuple[float, float]:
         """One plain pass with :attr:`objective`: trains with ``opt`` (a step per batch,
         the gradient norm clipped to ``--clip-grad``), evaluates without; starts from
         ``carry`` (a :class:`~needle.loop.BatchResult`'s, None for a fresh pass).
@@ -111,8 +127,15 @@ class Task(abc.ABC):
         Returns:
             ``(error_rate, mean_loss)`` over the pass's samples.
         """
-        tally = run_batches(loader, model, self.objective, opt, carry=carry,
-                            clip_grad=self.config.optim.clip_grad, on_batch=on_batch)
+        tally = run_batches(
+            loader,
+            model,
+            self.objective,
+            opt,
+            carry=carry,
+            clip_grad=self.config.optim.clip_grad,
+            on_batch=on_batch,
+        )
         return tally.error_rate, tally.mean_loss
 
 
@@ -158,7 +181,7 @@ def task_defaults(model: str) -> dict[str, Any]:
     return {}
 
 
-def check_config(config: "TrainConfig") -> None:
+def check_config(config: TrainConfig) -> None:
     """Raise if ``config`` names no known model, or gives its model sizes it cannot have.
 
     A task module may define ``check_config(config)`` for the rules that span several
@@ -174,11 +197,12 @@ def check_config(config: "TrainConfig") -> None:
             if hasattr(module, "check_config"):
                 module.check_config(config)
             return
-    raise TrainingError(f"unknown model {config.network.model!r}; use one of "
-                        f"{', '.join(model_names())}")
+    raise TrainingError(
+        f"unknown model {config.network.model!r}; use one of {', '.join(model_names())}"
+    )
 
 
-def create(config: "TrainConfig") -> Task:
+def create(config: TrainConfig) -> Task:
     """The task of ``config.network.model``, built for ``config``.
 
     Raises:
@@ -188,11 +212,12 @@ def create(config: "TrainConfig") -> Task:
     for module in _modules():
         if config.network.model in module.MODELS:
             return module.create(config)
-    raise TrainingError(f"unknown model {config.network.model!r}; use one of "
-                        f"{', '.join(model_names())}")
+    raise TrainingError(
+        f"unknown model {config.network.model!r}; use one of {', '.join(model_names())}"
+    )
 
 
-def standard_loader(dataset: Dataset, config: "TrainConfig", train: bool) -> DataLoader:
+def standard_loader(dataset: Dataset, config: TrainConfig, train: bool) -> DataLoader:
     """The loader of a dataset of independent samples, ``--batch-size`` at a time.
 
     Training: shuffled; evaluation: in order. In a data-parallel run each rank gets its
@@ -203,8 +228,7 @@ def standard_loader(dataset: Dataset, config: "TrainConfig", train: bool) -> Dat
         return DataLoader(dataset, size, shuffle=train)
     if train:
         return DataLoader(dataset, size, sampler=DistributedSampler(dataset, seed=config.run.seed))
-    return DataLoader(dataset, size,
-                      sampler=DistributedSampler(dataset, shuffle=False, even=False))
+    return DataLoader(dataset, size, sampler=DistributedSampler(dataset, shuffle=False, even=False))
 
 
 class FirstN(Dataset):

@@ -20,20 +20,31 @@ or ``(batch, C, H, W)``, by the task's objective, :class:`Classification` (the h
 :func:`~needle.loop.run_batches` calls for every batch; the course's ``epoch`` and
 ``epoch_general_cifar10`` use it too).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from needle import nn
 from needle.apps.models_conv import ResNet9, SmallCNN
 from needle.apps.models_mlp import MLPResNet
 from needle.autograd import Tensor
-from needle.data import (MNIST, CIFAR10Dataset, DataLoader, Dataset, DatasetNotFoundError,
-                         FashionMNIST, RandomCrop, RandomFlipHorizontal, default_data_dir,
-                         download_cifar10)
+from needle.data import (
+    MNIST,
+    CIFAR10Dataset,
+    DataLoader,
+    Dataset,
+    DatasetNotFoundError,
+    FashionMNIST,
+    RandomCrop,
+    RandomFlipHorizontal,
+    default_data_dir,
+    download_cifar10,
+)
 from needle.data.datasets.cifar10 import FOLDER as CIFAR10_FOLDER
 from needle.loop import Forward
 from needle.tasks import Task, first_n, standard_loader
@@ -42,8 +53,18 @@ from needle.training_errors import ConfigError, TrainingError
 if TYPE_CHECKING:
     from needle.options import TrainConfig
 
-__all__ = ["MODELS", "DATASETS", "DEFAULTS", "FLAT", "Classification", "ImageDataset",
-           "ImageClassification", "create", "load_split", "cifar10_folder"]
+__all__ = [
+    "MODELS",
+    "DATASETS",
+    "DEFAULTS",
+    "FLAT",
+    "Classification",
+    "ImageDataset",
+    "ImageClassification",
+    "create",
+    "load_split",
+    "cifar10_folder",
+]
 
 NUM_CLASSES = 10
 
@@ -72,14 +93,22 @@ class Classification:
         (2, (), True)
     """
 
-    def __init__(self, input_shape: tuple[int, ...] | None = None,
-                 loss_fn: nn.Module | None = None, device: Any = None) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, ...] | None = None,
+        loss_fn: nn.Module | None = None,
+        device: Any = None,
+    ) -> None:
         self.input_shape = None if input_shape is None else tuple(input_shape)
         self.loss_fn = nn.SoftmaxLoss() if loss_fn is None else loss_fn
         self.device = device
 
-    def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], carry: Any = None,
-                 ) -> Forward:
+    def __call__(
+        self,
+        model: nn.Module,
+        batch: tuple[Tensor, Tensor],
+        carry: Any = None,
+    ) -> Forward:
         """The loss, samples and errors of one batch (``carry`` is unused: always None)."""
         X, y = batch
         if self.device is not None:
@@ -118,9 +147,15 @@ class ImageDataset:
 
 def _load_idx(cls: type) -> Callable[[TrainConfig, bool, list | None], Dataset]:
     """The loader of an IDX dataset class (MNIST, FashionMNIST)."""
+
     def load(config: TrainConfig, train: bool, transforms: list | None) -> Dataset:
-        return cls(root=config.data.data_dir, train=train, transforms=transforms,
-                   download=config.data.download)
+        return cls(
+            root=config.data.data_dir,
+            train=train,
+            transforms=transforms,
+            download=config.data.download,
+        )
+
     return load
 
 
@@ -144,13 +179,17 @@ def cifar10_folder(data_dir: str | None, download: bool) -> Path:
         f"CIFAR-10 not found: neither {root / CIFAR10_FOLDER} nor {root} holds the "
         f"python-version batches (data_batch_1 ... data_batch_5, test_batch). Get them "
         f"with --download (170 MB, into {root}), or point --data-dir at the "
-        f"{CIFAR10_FOLDER} folder of an unpacked cifar-10-python.tar.gz")
+        f"{CIFAR10_FOLDER} folder of an unpacked cifar-10-python.tar.gz"
+    )
 
 
 def _load_cifar10(config: TrainConfig, train: bool, transforms: list | None) -> Dataset:
     """CIFAR-10's training or test batches (see :func:`cifar10_folder`)."""
-    return CIFAR10Dataset(cifar10_folder(config.data.data_dir, config.data.download),
-                          train=train, transforms=transforms)
+    return CIFAR10Dataset(
+        cifar10_folder(config.data.data_dir, config.data.download),
+        train=train,
+        transforms=transforms,
+    )
 
 
 #: Dataset name (as on the command line) -> its image shape and loader.
@@ -163,8 +202,9 @@ DATASETS: dict[str, ImageDataset] = {
 
 def _mlp_resnet(config: TrainConfig, shape: tuple[int, int, int]) -> nn.Module:
     net = config.network
-    return MLPResNet(math.prod(shape), net.hidden_dim, net.num_blocks, NUM_CLASSES,
-                     drop_prob=net.drop_prob)
+    return MLPResNet(
+        math.prod(shape), net.hidden_dim, net.num_blocks, NUM_CLASSES, drop_prob=net.drop_prob
+    )
 
 
 def _cnn(config: TrainConfig, shape: tuple[int, int, int]) -> nn.Module:
@@ -189,8 +229,9 @@ DEFAULTS: dict[str, Any] = {}
 FLAT_MODELS = frozenset({"mlp-resnet"})
 
 _DESCRIPTIONS: dict[str, Callable[[TrainConfig], str]] = {
-    "mlp-resnet": lambda c: (f"MLPResNet(hidden {c.network.hidden_dim}, "
-                             f"{c.network.num_blocks} blocks)"),
+    "mlp-resnet": lambda c: (
+        f"MLPResNet(hidden {c.network.hidden_dim}, {c.network.num_blocks} blocks)"
+    ),
     "cnn": lambda c: f"SmallCNN(width {c.network.width})",
     "resnet9": lambda c: "ResNet9",
 }
@@ -227,14 +268,16 @@ class ImageClassification(Task):
     def __init__(self, config: TrainConfig) -> None:
         model, dataset = config.network.model, config.data.dataset
         if dataset not in DATASETS:
-            raise TrainingError(f"unknown dataset {dataset!r} for --model {model}; use one "
-                                f"of {', '.join(DATASETS)}")
+            raise TrainingError(
+                f"unknown dataset {dataset!r} for --model {model}; use one of {', '.join(DATASETS)}"
+            )
         check_config(config)
         self.config = config
         self.image_shape = DATASETS[dataset].shape
         #: The shape of one sample as the model takes it.
         self.input_shape: tuple[int, ...] = (
-            (math.prod(self.image_shape),) if model in FLAT_MODELS else self.image_shape)
+            (math.prod(self.image_shape),) if model in FLAT_MODELS else self.image_shape
+        )
         #: Batches reshaped to :attr:`input_shape`, softmax loss, arg-max errors.
         self.objective = Classification(self.input_shape)
 
@@ -267,7 +310,8 @@ class ImageClassification(Task):
                 f"the model ({saved.network.model}) was trained on {saved.data.dataset} "
                 f"images of shape {_shape_text(trained)}; {self.config.data.dataset} images are "
                 f"{_shape_text(self.image_shape)}. Evaluate it on a dataset with "
-                f"{_shape_text(trained)} images ({', '.join(_same_shape(trained))})")
+                f"{_shape_text(trained)} images ({', '.join(_same_shape(trained))})"
+            )
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
@@ -287,18 +331,25 @@ def check_config(config: TrainConfig) -> None:
     ``--hidden-dim`` 2 or more; a crop shifted by a whole image is blank, so
     ``--crop-padding`` stays below the images' height and width.
     """
-    hidden_dim, dataset, padding = (config.network.hidden_dim, config.data.dataset,
-                                    config.data.crop_padding)
+    hidden_dim, dataset, padding = (
+        config.network.hidden_dim,
+        config.data.dataset,
+        config.data.crop_padding,
+    )
     if config.network.model == "mlp-resnet" and hidden_dim < 2:
-        raise ConfigError(f"--hidden-dim {hidden_dim} makes the MLP ResNet's residual "
-                          f"blocks 0 wide (they are --hidden-dim // 2 wide inside); use "
-                          f"--hidden-dim 2 or more")
+        raise ConfigError(
+            f"--hidden-dim {hidden_dim} makes the MLP ResNet's residual "
+            f"blocks 0 wide (they are --hidden-dim // 2 wide inside); use "
+            f"--hidden-dim 2 or more"
+        )
     if dataset in DATASETS:
         side = min(DATASETS[dataset].shape[1:])
         if padding >= side:
-            raise ConfigError(f"--crop-padding {padding} shifts {dataset}'s "
-                              f"{side}-pixel images out of the crop entirely; use at most "
-                              f"{side - 1}")
+            raise ConfigError(
+                f"--crop-padding {padding} shifts {dataset}'s "
+                f"{side}-pixel images out of the crop entirely; use at most "
+                f"{side - 1}"
+            )
 
 
 def create(config: TrainConfig) -> ImageClassification:

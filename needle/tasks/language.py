@@ -25,13 +25,15 @@ the fraction of wrongly predicted next tokens, and the run reports the perplexit
 
 :func:`generate` samples text from a checkpoint (``needle generate``).
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -45,13 +47,34 @@ from needle.data.datasets.kjv import UNK, kjv_folder, ptb_tokens
 from needle.data.datasets.ptb import EOS
 from needle.loop import Forward
 from needle.tasks import Task
-from needle.training import (CheckpointError, TrainConfig, TrainingError, checkpoint_config,
-                             load_checkpoint)
+from needle.training import (
+    CheckpointError,
+    TrainConfig,
+    TrainingError,
+    checkpoint_config,
+    load_checkpoint,
+)
 
-__all__ = ["MODELS", "DATASETS", "DEFAULTS", "NextToken", "detach_state", "bptt_chunks",
-           "TokenStream", "BPTTLoader", "LanguageModelling", "create", "corpus_folder",
-           "build_language_model", "saved_vocabulary", "unigram_perplexity",
-           "encode_prompt", "sample_next", "generate", "Generated"]
+__all__ = [
+    "MODELS",
+    "DATASETS",
+    "DEFAULTS",
+    "NextToken",
+    "detach_state",
+    "bptt_chunks",
+    "TokenStream",
+    "BPTTLoader",
+    "LanguageModelling",
+    "create",
+    "corpus_folder",
+    "build_language_model",
+    "saved_vocabulary",
+    "unigram_perplexity",
+    "encode_prompt",
+    "sample_next",
+    "generate",
+    "Generated",
+]
 
 #: Model name (as on the command line) -> the LanguageModel's ``seq_model``.
 MODELS: dict[str, str] = {"rnn-lm": "rnn", "lstm-lm": "lstm", "transformer-lm": "transformer"}
@@ -63,8 +86,15 @@ MODELS: dict[str, str] = {"rnn-lm": "rnn", "lstm-lm": "lstm", "transformer-lm": 
 #: --epochs 1 --limit-train 20000`` reaches a test perplexity well below the unigram
 #: baseline (docs/training.md).
 DEFAULTS: dict[str, Any] = {
-    "epochs": 2, "batch_size": 16, "seq_len": 20, "embedding_dim": 128, "hidden_dim": 256,
-    "lr": 0.005, "weight_decay": 0.0, "drop_prob": 0.0, "clip_grad": 1.0,
+    "epochs": 2,
+    "batch_size": 16,
+    "seq_len": 20,
+    "embedding_dim": 128,
+    "hidden_dim": 256,
+    "lr": 0.005,
+    "weight_decay": 0.0,
+    "drop_prob": 0.0,
+    "clip_grad": 1.0,
 }
 
 
@@ -108,8 +138,9 @@ class NextToken:
         return Forward(self.loss_fn(logits, y), labels.shape[0], errors, detach_state(h))
 
 
-def bptt_chunks(data: np.ndarray, seq_len: int, device: Device | None = None,
-                dtype: str = "float32") -> Iterator[tuple[Tensor, Tensor]]:
+def bptt_chunks(
+    data: np.ndarray, seq_len: int, device: Device | None = None, dtype: str = "float32"
+) -> Iterator[tuple[Tensor, Tensor]]:
     """The :func:`~needle.data.get_batch` chunks ``(X (L, B), y (L·B,))`` of ``data`` in order."""
     for i in range(0, data.shape[0] - 1, seq_len):
         yield get_batch(data, i, seq_len, device=device, dtype=dtype)
@@ -121,7 +152,8 @@ def _ptb_folder(data_dir: str | None) -> Path:
         raise DatasetNotFoundError(
             "--dataset ptb needs --data-dir DIR: a folder with Penn Treebank's train.txt, "
             "valid.txt and test.txt (ptb.train.txt etc. renamed); without PTB use "
-            "--dataset kjv (sudo apt-get install bible-kjv)")
+            "--dataset kjv (sudo apt-get install bible-kjv)"
+        )
     return Path(data_dir)
 
 
@@ -144,7 +176,8 @@ def corpus_folder(config: TrainConfig) -> Path:
             raise DatasetNotFoundError(
                 f"{dataset}: no {folder / name}; the folder must hold PTB-format "
                 f"train.txt, valid.txt and test.txt (one sentence per line). For the "
-                f"KJV corpus: sudo apt-get install bible-kjv, then --dataset kjv")
+                f"KJV corpus: sudo apt-get install bible-kjv, then --dataset kjv"
+            )
     return folder
 
 
@@ -187,7 +220,8 @@ class BPTTLoader:
             raise TrainingError(
                 f"{len(dataset)} tokens cannot make BPTT chunks of --batch-size "
                 f"{batch_size} columns: each column needs at least 2 tokens (an input and "
-                f"its target); use a smaller --batch-size or more text")
+                f"its target); use a smaller --batch-size or more text"
+            )
         self.dataset = dataset
         self.seq_len = seq_len
         self.columns = batchify(dataset.ids, batch_size)
@@ -201,7 +235,7 @@ class BPTTLoader:
     def batch_indices(self) -> list[np.ndarray]:
         """The start of every chunk, in order (one 1-element array per chunk)."""
         starts = np.arange(0, self.columns.shape[0] - 1, self.seq_len, dtype=np.int64)
-        return [starts[k:k + 1] for k in range(len(starts))]
+        return [starts[k : k + 1] for k in range(len(starts))]
 
     def batches(self, ordering: list[np.ndarray]) -> Iterator[tuple[Tensor, Tensor]]:
         """The chunks starting at the positions of ``ordering`` (see :meth:`batch_indices`)."""
@@ -222,12 +256,15 @@ class LanguageModelling(Task):
     def __init__(self, config: TrainConfig) -> None:
         model, dataset = config.network.model, config.data.dataset
         if dataset not in DATASETS:
-            raise TrainingError(f"unknown dataset {dataset!r} for --model {model}; use one "
-                                f"of {', '.join(DATASETS)}")
+            raise TrainingError(
+                f"unknown dataset {dataset!r} for --model {model}; use one of {', '.join(DATASETS)}"
+            )
         if distributed.is_initialized() and distributed.world_size() > 1:
-            raise TrainingError(f"--model {model} trains on one process only (the "
-                                f"hidden state runs through the whole text); start it "
-                                f"without mpiexec")
+            raise TrainingError(
+                f"--model {model} trains on one process only (the "
+                f"hidden state runs through the whole text); start it "
+                f"without mpiexec"
+            )
         self.config = config
         #: Next-token loss and errors, the hidden state carried from chunk to chunk.
         self.objective = NextToken()
@@ -264,9 +301,11 @@ class LanguageModelling(Task):
         """E.g. ``LanguageModel(lstm, …, vocabulary 10000) on kjv tokens``."""
         net = self.config.network
         layers = f"{net.num_layers} layer{'s' if net.num_layers != 1 else ''}"
-        return (f"LanguageModel({MODELS[net.model]}, embedding {net.embedding_dim}, hidden "
-                f"{net.hidden_dim}, {layers}, vocabulary {len(self.vocabulary)}) on "
-                f"{self.config.data.dataset} tokens")
+        return (
+            f"LanguageModel({MODELS[net.model]}, embedding {net.embedding_dim}, hidden "
+            f"{net.hidden_dim}, {layers}, vocabulary {len(self.vocabulary)}) on "
+            f"{self.config.data.dataset} tokens"
+        )
 
     def state(self) -> dict[str, Any]:
         """The vocabulary (for ``needle generate`` and to check ``needle eval``'s data)."""
@@ -278,14 +317,22 @@ class LanguageModelling(Task):
             raise TrainingError(
                 f"the model ({saved.network.model}) was trained on {saved.data.dataset} with "
                 f"another vocabulary than {self.config.data.dataset}'s here "
-                f"({len(self.vocabulary)} words); evaluate it on the corpus it was trained on")
+                f"({len(self.vocabulary)} words); evaluate it on the corpus it was trained on"
+            )
 
 
 def build_language_model(config: TrainConfig, vocabulary_size: int) -> LanguageModel:
     """``config``'s LanguageModel with ``vocabulary_size`` outputs (draws its weights)."""
     net = config.network
-    return LanguageModel(net.embedding_dim, vocabulary_size, net.hidden_dim, net.num_layers,
-                         MODELS[net.model], seq_len=net.seq_len, dropout=net.drop_prob)
+    return LanguageModel(
+        net.embedding_dim,
+        vocabulary_size,
+        net.hidden_dim,
+        net.num_layers,
+        MODELS[net.model],
+        seq_len=net.seq_len,
+        dropout=net.drop_prob,
+    )
 
 
 def saved_vocabulary(state: dict[str, Any]) -> list[str]:
@@ -294,8 +341,9 @@ def saved_vocabulary(state: dict[str, Any]) -> list[str]:
     return text.split("\n") if text else []
 
 
-def unigram_perplexity(train_ids: Iterable[int], test_ids: Iterable[int],
-                       vocabulary_size: int) -> float:
+def unigram_perplexity(
+    train_ids: Iterable[int], test_ids: Iterable[int], vocabulary_size: int
+) -> float:
     """The test perplexity of the add-one unigram model of ``train_ids`` (the baseline).
 
     ``p(w) = (count_train(w) + 1) / (len(train) + vocabulary_size)`` for every id below
@@ -361,8 +409,13 @@ class Generated:
     unknown: list[str]
 
 
-def generate(checkpoint: str | os.PathLike, prompt: str = "", length: int = 50,
-             temperature: float = 1.0, seed: int = 0) -> Generated:
+def generate(
+    checkpoint: str | os.PathLike,
+    prompt: str = "",
+    length: int = 50,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> Generated:
     """Continue ``prompt`` by ``length`` words sampled from a language-model checkpoint.
 
     The prompt is tokenised as the corpus was (:func:`encode_prompt`). The RNN/LSTM
@@ -381,8 +434,10 @@ def generate(checkpoint: str | os.PathLike, prompt: str = "", length: int = 50,
         ValueError: ``length`` < 1 or ``temperature`` < 0.
     """
     if length < 1 or temperature < 0 or not math.isfinite(temperature):
-        raise ValueError(f"generate: need length >= 1 and a finite temperature >= 0, got "
-                         f"length={length}, temperature={temperature}")
+        raise ValueError(
+            f"generate: need length >= 1 and a finite temperature >= 0, got "
+            f"length={length}, temperature={temperature}"
+        )
     model, vocabulary, config = _load_language_model(checkpoint)
     ids, unknown = encode_prompt(prompt, vocabulary)
     context = ids or [vocabulary.index(EOS)]
@@ -393,9 +448,10 @@ def generate(checkpoint: str | os.PathLike, prompt: str = "", length: int = 50,
         h, feed = None, context
         for _ in range(length):
             if not recurrent:
-                feed, h = (context + new)[-config.network.seq_len:], None
-            logits, h = model(Tensor(np.array(feed, dtype=np.float32)[:, None],
-                                     requires_grad=False), h)
+                feed, h = (context + new)[-config.network.seq_len :], None
+            logits, h = model(
+                Tensor(np.array(feed, dtype=np.float32)[:, None], requires_grad=False), h
+            )
             new.append(sample_next(logits.numpy()[-1], temperature, rng))
             feed = new[-1:]
     return Generated(_render([vocabulary[i] for i in ids + new]), unknown)
@@ -417,8 +473,10 @@ def _load_language_model(path: str | os.PathLike) -> tuple[LanguageModel, list[s
     state = load_checkpoint(path)
     config = checkpoint_config(path, state)
     if config.network.model not in MODELS:
-        raise CheckpointError(f"{os.fspath(path)} holds a {config.network.model} model, not a "
-                              f"language model ({', '.join(MODELS)})")
+        raise CheckpointError(
+            f"{os.fspath(path)} holds a {config.network.model} model, not a "
+            f"language model ({', '.join(MODELS)})"
+        )
     vocabulary = saved_vocabulary(state.get("task", {}))
     if not vocabulary:
         raise CheckpointError(f"{os.fspath(path)} keeps no vocabulary")

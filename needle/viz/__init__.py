@@ -10,11 +10,21 @@
 See docs/viz.md. SVG/PNG need Graphviz (``pip install 'needle-dl[viz]'`` and
 ``apt-get install graphviz``); DOT text and the trace do not.
 """
+
 from .dot import GraphvizNotFoundError
 from .graph import graph
 from .model import Edge, Graph, Node
 from .modules import module_place, record, recorded_name
 from .trace import trace
 
-__all__ = ["graph", "trace", "record", "Graph", "Node", "Edge", "GraphvizNotFoundError",
-           "module_place", "recorded_name"]
+__all__ = [
+    "graph",
+    "trace",
+    "record",
+    "Graph",
+    "Node",
+    "Edge",
+    "GraphvizNotFoundError",
+    "module_place",
+    "recorded_name",
+]

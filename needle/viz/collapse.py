@@ -8,6 +8,7 @@ op's gradient takes the op's node or inputs as arguments), else with its first p
 adjoint argument. That guess is right inside a module; at a module's border a gradient
 node may land in the neighbouring box.
 """
+
 from __future__ import annotations
 
 from .model import Edge, Graph, Node
@@ -26,7 +27,8 @@ def collapse_modules(g: Graph, required: bool) -> Graph:
         if required:
             raise ValueError(
                 "viz.graph(collapse='module'): no node of this graph was made inside "
-                "viz.record(model); run the forward pass in `with viz.record(model):`")
+                "viz.record(model); run the forward pass in `with viz.record(model):`"
+            )
         return g
     rep, boxes = _boxes(g, groups)
     nodes, placed = [], set()

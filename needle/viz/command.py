@@ -13,6 +13,7 @@ The suffix of ``--out`` picks the output: ``.svg``, ``.png`` (need Graphviz), ``
 Its folder is created when missing; the default, ``runs/graph.svg``, is under ``runs/``
 with the training runs (ignored by git).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,10 @@ EXIT_USAGE = 2
 #: ``--out``'s default: under runs/, with the training runs, out of the work tree's way.
 DEFAULT_OUT = "runs/graph.svg"
 #: What ``needle graph`` says when it is not told what to draw.
-USAGE_EXAMPLES = ("e.g. needle graph --model mlp-resnet --out runs/graph.svg, or needle "
-                  "graph my_script.py:make_loss (a function returning the loss tensor)")
+USAGE_EXAMPLES = (
+    "e.g. needle graph --model mlp-resnet --out runs/graph.svg, or needle "
+    "graph my_script.py:make_loss (a function returning the loss tensor)"
+)
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -37,24 +40,49 @@ def add_parser(commands) -> argparse.ArgumentParser:
     from .examples import EXAMPLES
 
     parser = commands.add_parser(
-        "graph", help="draw a computational graph (and its gradients), or trace backward",
+        "graph",
+        help="draw a computational graph (and its gradients), or trace backward",
         description="Draw the forward graph of a loss, optionally with the gradient nodes "
-                    "backward() creates, or write a page stepping through the backward "
-                    "pass. The suffix of --out picks the output: .svg, .png, .dot or .html "
-                    "(the trace).")
-    parser.add_argument("target", nargs="?", metavar="SCRIPT.py:FUNCTION",
-                        help="a function in your file that returns the tensor to draw")
-    parser.add_argument("--model", choices=sorted(EXAMPLES),
-                        help="a ready-made example instead: its loss on a random batch")
-    parser.add_argument("--out", default=DEFAULT_OUT, metavar="PATH",
-                        help=f"output file: .svg, .png, .dot or .html; its folder is created "
-                             f"if missing (default: {DEFAULT_OUT})")
-    parser.add_argument("--adjoints", action="store_true",
-                        help="run backward() first and draw the gradient nodes it creates")
-    parser.add_argument("--collapse", choices=["auto", "module", "none"], default="auto",
-                        help="draw each top-level module as one box (default: auto, by size)")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N",
-                        help="batch size of --model's random batch (default: 4)")
+        "backward() creates, or write a page stepping through the backward "
+        "pass. The suffix of --out picks the output: .svg, .png, .dot or .html "
+        "(the trace).",
+    )
+    parser.add_argument(
+        "target",
+        nargs="?",
+        metavar="SCRIPT.py:FUNCTION",
+        help="a function in your file that returns the tensor to draw",
+    )
+    parser.add_argument(
+        "--model",
+        choices=sorted(EXAMPLES),
+        help="a ready-made example instead: its loss on a random batch",
+    )
+    parser.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        metavar="PATH",
+        help=f"output file: .svg, .png, .dot or .html; its folder is created "
+        f"if missing (default: {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--adjoints",
+        action="store_true",
+        help="run backward() first and draw the gradient nodes it creates",
+    )
+    parser.add_argument(
+        "--collapse",
+        choices=["auto", "module", "none"],
+        default="auto",
+        help="draw each top-level module as one box (default: auto, by size)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        metavar="N",
+        help="batch size of --model's random batch (default: 4)",
+    )
     return parser
 
 
@@ -69,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
         if args.out.lower().endswith(".html"):
             trace(tensors[0], args.out, model=model, title=args.model or args.target)
         else:
-            graph(*tensors, adjoints=args.adjoints, model=model,
-                  collapse=args.collapse).save(args.out)
+            graph(*tensors, adjoints=args.adjoints, model=model, collapse=args.collapse).save(
+                args.out
+            )
     except (GraphvizNotFoundError, ValueError, TypeError, OSError) as e:
         print(f"needle graph: error: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE
@@ -86,8 +115,9 @@ def _make_folder(path: str) -> None:
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
-        raise OSError(f"cannot create the folder {folder} for --out {path}: "
-                      f"{e.strerror or e}") from e
+        raise OSError(
+            f"cannot create the folder {folder} for --out {path}: {e.strerror or e}"
+        ) from e
 
 
 def _target(args: argparse.Namespace) -> tuple[list, object]:
@@ -95,11 +125,14 @@ def _target(args: argparse.Namespace) -> tuple[list, object]:
     from .examples import example
 
     if args.model is None and args.target is None:
-        raise ValueError(f"nothing to draw: give SCRIPT.py:FUNCTION or --model NAME; "
-                         f"{USAGE_EXAMPLES}")
+        raise ValueError(
+            f"nothing to draw: give SCRIPT.py:FUNCTION or --model NAME; {USAGE_EXAMPLES}"
+        )
     if args.model is not None and args.target is not None:
-        raise ValueError(f"give SCRIPT.py:FUNCTION or --model NAME, not both "
-                         f"({args.target} and --model {args.model})")
+        raise ValueError(
+            f"give SCRIPT.py:FUNCTION or --model NAME, not both "
+            f"({args.target} and --model {args.model})"
+        )
     if args.model is not None:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
@@ -129,8 +162,10 @@ def _call_script(target: str) -> tuple[list, object]:
     tensors = [x for x in items if isinstance(x, Value)]
     models = [x for x in items if isinstance(x, Module)]
     if not tensors or len(tensors) + len(models) != len(items) or len(models) > 1:
-        raise TypeError(f"{target} returned {_kinds(items)}; expected a needle Tensor, or a "
-                        f"tuple of Tensors with at most one Module (the model)")
+        raise TypeError(
+            f"{target} returned {_kinds(items)}; expected a needle Tensor, or a "
+            f"tuple of Tensors with at most one Module (the model)"
+        )
     return tensors, (models[0] if models else None)
 
 

@@ -17,6 +17,7 @@ kind                      fill       meaning
 A dashed orange edge labelled ``grad`` goes from a forward node to its ``.grad``;
 argument edges of ops with several inputs are numbered in argument order.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,8 +76,10 @@ def _clustered_nodes(graph) -> list[str]:
 
 
 def _node_line(node) -> str:
-    return (f'  {node.id} [label={_quote(_label(node))}, fillcolor="{FILL[node.kind]}", '
-            f"tooltip={_quote(node.module or node.kind)}];")
+    return (
+        f'  {node.id} [label={_quote(_label(node))}, fillcolor="{FILL[node.kind]}", '
+        f"tooltip={_quote(node.module or node.kind)}];"
+    )
 
 
 def _label(node) -> str:
@@ -98,10 +101,15 @@ def _shape_text(shape: tuple) -> str:
 
 def _edge_line(edge, numbered: bool) -> str:
     if edge.kind == "grad":
-        return (f'  {edge.src} -> {edge.dst} [style=dashed, color="{GRAD_EDGE_COLOUR}", '
-                f'fontcolor="{GRAD_EDGE_COLOUR}", label="grad"];')
-    return f'  {edge.src} -> {edge.dst} [label=" {edge.index}"];' if numbered else (
-        f"  {edge.src} -> {edge.dst};")
+        return (
+            f'  {edge.src} -> {edge.dst} [style=dashed, color="{GRAD_EDGE_COLOUR}", '
+            f'fontcolor="{GRAD_EDGE_COLOUR}", label="grad"];'
+        )
+    return (
+        f'  {edge.src} -> {edge.dst} [label=" {edge.index}"];'
+        if numbered
+        else (f"  {edge.src} -> {edge.dst};")
+    )
 
 
 def _quote(text: str) -> str:
@@ -139,8 +147,10 @@ def save(graph, path: str) -> str:
     """Write ``graph`` to ``path`` as DOT, SVG or PNG, chosen by the suffix. Returns ``path``."""
     suffix = os.path.splitext(str(path))[1].lower()
     if suffix not in _FORMATS:
-        raise ValueError(f"viz: cannot save a graph as {path!r}: the suffix must be one of "
-                         f"{', '.join(_FORMATS)} (an .html trace comes from viz.trace)")
+        raise ValueError(
+            f"viz: cannot save a graph as {path!r}: the suffix must be one of "
+            f"{', '.join(_FORMATS)} (an .html trace comes from viz.trace)"
+        )
     dot_text = graph.to_dot()
     data = dot_text.encode() if suffix == ".dot" else render(dot_text, suffix[1:])
     with open(path, "wb") as f:

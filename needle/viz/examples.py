@@ -4,15 +4,17 @@ Each example builds its model and a seeded random batch (no dataset needed) and 
 the forward pass inside :func:`needle.viz.record`, so parameters are named and modules
 can be collapsed.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 import needle as ndl
 from needle import nn
 from needle.autograd import Tensor
+
 from .modules import record
 
 __all__ = ["EXAMPLES", "example"]
@@ -24,8 +26,7 @@ def two_layer_mlp(batch_size: int, backward: bool) -> tuple[Tensor, nn.Module]:
     Unfused layers build their gradients from ops, so the adjoint graph shows every
     step (fused layers would show one hand-derived gradient node per input).
     """
-    model = nn.Sequential(nn.Linear(8, 16, fused=False), nn.ReLU(),
-                          nn.Linear(16, 4, fused=False))
+    model = nn.Sequential(nn.Linear(8, 16, fused=False), nn.ReLU(), nn.Linear(16, 4, fused=False))
     return _loss(model, 8, 4, batch_size, nn.SoftmaxLoss(fused=False), backward), model
 
 
@@ -37,12 +38,19 @@ def mlp_resnet(batch_size: int, backward: bool) -> tuple[Tensor, nn.Module]:
     return _loss(model, 784, 10, batch_size, nn.SoftmaxLoss(), backward), model
 
 
-def _loss(model: nn.Module, features: int, classes: int, batch_size: int,
-          loss_fn: nn.Module, backward: bool) -> Tensor:
+def _loss(
+    model: nn.Module,
+    features: int,
+    classes: int,
+    batch_size: int,
+    loss_fn: nn.Module,
+    backward: bool,
+) -> Tensor:
     """The loss of ``model`` on a seeded random batch, its forward (and backward) recorded."""
     rng = np.random.default_rng(0)
-    X = ndl.Tensor(rng.standard_normal((batch_size, features)), dtype="float32",
-                   requires_grad=False)
+    X = ndl.Tensor(
+        rng.standard_normal((batch_size, features)), dtype="float32", requires_grad=False
+    )
     y = rng.integers(0, classes, size=batch_size)
     with record(model):
         loss = loss_fn(model(X), y)
@@ -58,8 +66,9 @@ EXAMPLES: dict[str, Callable[[int, bool], tuple[Tensor, nn.Module]]] = {
 }
 
 
-def example(name: str, batch_size: int = 4, seed: int = 0,
-            backward: bool = False) -> tuple[Tensor, nn.Module]:
+def example(
+    name: str, batch_size: int = 4, seed: int = 0, backward: bool = False
+) -> tuple[Tensor, nn.Module]:
     """The loss and model of example ``name`` (``mlp`` or ``mlp-resnet``), seeded.
 
     With ``backward``, ``loss.backward()`` has run (inside the record
@@ -70,7 +79,8 @@ def example(name: str, batch_size: int = 4, seed: int = 0,
     ((), ['modules.0.weight', 'modules.0.bias'])
     """
     if name not in EXAMPLES:
-        raise ValueError(f"viz.example: unknown model {name!r}; choose one of "
-                         f"{', '.join(EXAMPLES)}")
+        raise ValueError(
+            f"viz.example: unknown model {name!r}; choose one of {', '.join(EXAMPLES)}"
+        )
     np.random.seed(seed)  # needle's initialisers draw from NumPy's global generator
     return EXAMPLES[name](batch_size, backward)

@@ -7,9 +7,11 @@ the gradients that ``backward()`` left in ``.grad``: the nodes that are not part
 forward graph were created by the backward pass — the extended graph of reverse-mode
 autodiff.
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy
 
@@ -30,8 +32,13 @@ COLLAPSE_AUTO_NODES = 60
 _SIMPLE = (bool, int, float, str, tuple, type(None))
 
 
-def graph(*tensors: Value, adjoints: bool = False, model: Module | None = None,
-          names: Mapping[str, Value] | None = None, collapse: str = "auto") -> Graph:
+def graph(
+    *tensors: Value,
+    adjoints: bool = False,
+    model: Module | None = None,
+    names: Mapping[str, Value] | None = None,
+    collapse: str = "auto",
+) -> Graph:
     """The graph that produced ``tensors``: one node per tensor, edges in argument order.
 
     Args:
@@ -72,7 +79,8 @@ def _check_tensors(tensors: Sequence) -> list[Value]:
     for i, t in enumerate(tensors):
         if not isinstance(t, Value):
             raise TypeError(
-                f"viz.graph: argument {i} is a {type(t).__name__}, expected a needle.Tensor")
+                f"viz.graph: argument {i} is a {type(t).__name__}, expected a needle.Tensor"
+            )
     return list(tensors)
 
 
@@ -84,8 +92,9 @@ def _labels(model, names: Mapping[str, Value] | None) -> dict[int, str]:
             labels[id(tensor)] = name
     for name, tensor in (names or {}).items():
         if not isinstance(tensor, Value):
-            raise TypeError(f"viz.graph: names[{name!r}] is a {type(tensor).__name__}, "
-                            f"expected a needle.Tensor")
+            raise TypeError(
+                f"viz.graph: names[{name!r}] is a {type(tensor).__name__}, expected a needle.Tensor"
+            )
         labels[id(tensor)] = name
     return labels
 
@@ -95,8 +104,10 @@ def _adjoint_values(forward: list[Value]) -> list[Value]:
     record_gradient_graphs(forward)  # a default backward() records them on demand
     grads = [v.grad for v in forward if getattr(v, "grad", None) is not None]
     if not grads:
-        raise ValueError("viz.graph(adjoints=True): no tensor of this graph has a .grad; "
-                         "call loss.backward() first")
+        raise ValueError(
+            "viz.graph(adjoints=True): no tensor of this graph has a .grad; "
+            "call loss.backward() first"
+        )
     known = {id(v) for v in forward}
     return [v for v in find_topo_sort(grads) if id(v) not in known]
 
@@ -154,8 +165,11 @@ def op_label(op) -> str:
     >>> op_label(ops.AddScalar(2.0)), op_label(ops.Transpose())
     ('AddScalar(scalar=2.0)', 'Transpose')
     """
-    attrs = [f"{k}={_attr_text(v)}" for k, v in vars(op).items()
-             if not k.startswith("_") and _is_simple(v) and v is not None]
+    attrs = [
+        f"{k}={_attr_text(v)}"
+        for k, v in vars(op).items()
+        if not k.startswith("_") and _is_simple(v) and v is not None
+    ]
     return f"{type(op).__name__}({', '.join(attrs)})" if attrs else type(op).__name__
 
 

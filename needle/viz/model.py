@@ -109,5 +109,6 @@ class Graph:
 
     def __repr__(self) -> str:
         grads = sum(n.kind.startswith("adjoint") for n in self.nodes)
-        return (f"needle.viz.Graph({len(self.nodes)} nodes ({grads} adjoint), "
-                f"{len(self.edges)} edges)")
+        return (
+            f"needle.viz.Graph({len(self.nodes)} nodes ({grads} adjoint), {len(self.edges)} edges)"
+        )

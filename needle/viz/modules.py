@@ -13,12 +13,14 @@ adjoints go with the node whose gradient uses the sum).
 
 The registry holds weak references: recorded graphs are freed as usual.
 """
+
 from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .. import autograd
 from ..autograd import Value

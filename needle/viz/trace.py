@@ -10,12 +10,14 @@ The page is self-contained (the data is embedded as JSON, the script and style a
 inline): it opens from disk with no network. The template ships as package data
 (``needle/viz/trace_template.html``) and is read through :mod:`importlib.resources`.
 """
+
 from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from importlib import resources
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy
 
@@ -36,9 +38,15 @@ _TITLE_MARK = "<!--NEEDLE_TRACE_TITLE-->"
 _SVG_MARK = "<!--NEEDLE_TRACE_SVG-->"
 
 
-def trace(loss: Tensor, path: str | None = None, *, model: Module | None = None,
-          names: Mapping[str, Value] | None = None, title: str = "backward pass",
-          picture: bool | None = None) -> str:
+def trace(
+    loss: Tensor,
+    path: str | None = None,
+    *,
+    model: Module | None = None,
+    names: Mapping[str, Value] | None = None,
+    title: str = "backward pass",
+    picture: bool | None = None,
+) -> str:
     """Run ``loss.backward()`` while recording it; return (and write to ``path``) an HTML page.
 
     Every node's ``.grad`` is set, exactly as by ``loss.backward()``.
@@ -101,8 +109,10 @@ def _steps(forward, ids: dict, received: dict, loss: Tensor) -> list[dict]:
         if value is loss:
             parts = [{"from": None, "value": summarise(loss.grad)}]  # the seed: ones
         elif id(value) in received:
-            parts = [{"from": ids[id(user)], "value": summarise(partial)}
-                     for user, partial in received[id(value)]]
+            parts = [
+                {"from": ids[id(user)], "value": summarise(partial)}
+                for user, partial in received[id(value)]
+            ]
         else:
             continue  # no path to the loss needs this node's gradient
         steps.append({"node": node.id, "contributions": parts, "sum": summarise(value.grad)})
@@ -111,9 +121,15 @@ def _steps(forward, ids: dict, received: dict, loss: Tensor) -> list[dict]:
 
 def _node_data(node, forward) -> dict:
     return {
-        "id": node.id, "kind": node.kind, "title": node.title, "op": node.op,
-        "name": node.name, "module": node.module, "dtype": node.dtype,
-        "shape": list(node.shape), "inputs": forward.inputs_of(node.id),
+        "id": node.id,
+        "kind": node.kind,
+        "title": node.title,
+        "op": node.op,
+        "name": node.name,
+        "module": node.module,
+        "dtype": node.dtype,
+        "shape": list(node.shape),
+        "inputs": forward.inputs_of(node.id),
         "value": summarise(node.tensor),
     }
 
@@ -133,16 +149,21 @@ def summarise(value: Value) -> dict:
     if not isinstance(value, Tensor):  # a TensorTuple: each element in turn
         with no_grad():
             parts = [summarise(value[i]) for i in range(len(value))]
-        return {"shape": [p["shape"] for p in parts], "size": sum(p["size"] for p in parts),
-                "norm": float(numpy.sqrt(sum(p["norm"] ** 2 for p in parts))),
-                "text": "\n".join(f"[{i}] {p['text']}" for i, p in enumerate(parts))}
+        return {
+            "shape": [p["shape"] for p in parts],
+            "size": sum(p["size"] for p in parts),
+            "norm": float(numpy.sqrt(sum(p["norm"] ** 2 for p in parts))),
+            "text": "\n".join(f"[{i}] {p['text']}" for i, p in enumerate(parts)),
+        }
     array = numpy.asarray(value.numpy(), dtype=numpy.float64)
     norm = float(numpy.linalg.norm(array.ravel()))
     if array.size <= SMALL_TENSOR:
         text = numpy.array2string(array, separator=" ", formatter={"float_kind": _number})
     else:
-        text = (f"shape {tuple(array.shape)}  norm {_number(norm)}  min {_number(array.min())}"
-                f"  max {_number(array.max())}  mean {_number(array.mean())}")
+        text = (
+            f"shape {tuple(array.shape)}  norm {_number(norm)}  min {_number(array.min())}"
+            f"  max {_number(array.max())}  mean {_number(array.mean())}"
+        )
     return {"shape": list(array.shape), "size": int(array.size), "norm": norm, "text": text}
 
 
@@ -160,7 +181,7 @@ def _picture(forward, wanted: bool | None) -> str:
         if wanted:
             raise
         return ""
-    return svg[svg.index("<svg"):]  # inline: without the XML prolog and DOCTYPE
+    return svg[svg.index("<svg") :]  # inline: without the XML prolog and DOCTYPE
 
 
 def _fill_template(data: dict, title: str, svg: str) -> str:

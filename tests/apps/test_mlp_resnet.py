@@ -1,4 +1,5 @@
 """needle.apps.mlp_resnet: the course's MLP ResNet, its epoch loop and train_mnist."""
+
 from __future__ import annotations
 
 import gzip
@@ -153,8 +154,9 @@ def test_epoch_is_reproducible():
 def test_run_epoch_reports_every_batch():
     X, y = _tiny_problem()
     seen: list[BatchResult] = []
-    err, loss = run_epoch(DataLoader(NDArrayDataset(X, y), batch_size=4), _tiny_model(),
-                          on_batch=seen.append)
+    err, loss = run_epoch(
+        DataLoader(NDArrayDataset(X, y), batch_size=4), _tiny_model(), on_batch=seen.append
+    )
     assert [r.size for r in seen] == [4, 4, 2]
     assert sum(r.errors for r in seen) / 10 == err
     assert sum(r.loss * r.size for r in seen) / 10 == pytest.approx(loss)
@@ -197,19 +199,27 @@ def tiny_mnist_dir(tmp_path):
 
 
 def test_train_mnist_on_a_tiny_data_dir(tiny_mnist_dir):
-    result = train_mnist(batch_size=50, epochs=5, lr=0.01, hidden_dim=20,
-                         data_dir=str(tiny_mnist_dir))
+    result = train_mnist(
+        batch_size=50, epochs=5, lr=0.01, hidden_dim=20, data_dir=str(tiny_mnist_dir)
+    )
     assert len(result) == 4 and all(isinstance(v, float) for v in result)
     train_err, train_loss, test_err, test_loss = result
     assert 0.0 <= train_err <= 1.0 and 0.0 <= test_err <= 1.0
     assert train_loss > 0.0 and test_loss > 0.0
     assert test_err < 0.25  # the lit rows make the classes easy
-    again = train_mnist(batch_size=50, epochs=5, lr=0.01, hidden_dim=20,
-                        data_dir=str(tiny_mnist_dir))
+    again = train_mnist(
+        batch_size=50, epochs=5, lr=0.01, hidden_dim=20, data_dir=str(tiny_mnist_dir)
+    )
     assert again == result
 
 
 def test_train_mnist_with_sgd(tiny_mnist_dir):
-    result = train_mnist(batch_size=100, epochs=1, optimizer=ndl.optim.SGD, lr=0.1,
-                         hidden_dim=10, data_dir=str(tiny_mnist_dir))
+    result = train_mnist(
+        batch_size=100,
+        epochs=1,
+        optimizer=ndl.optim.SGD,
+        lr=0.1,
+        hidden_dim=10,
+        data_dir=str(tiny_mnist_dir),
+    )
     assert all(math.isfinite(v) for v in result)

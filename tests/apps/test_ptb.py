@@ -124,8 +124,11 @@ def test_language_model_draw_order(seq_model):
     np.random.seed(1)
     embedding, weight, bias = replay()
     # float32 rounding: NumPy scales the float64 draws, NDArray scales after the cast
-    for got, expected in ((model.embedding.weight, embedding), (model.linear.weight, weight),
-                          (model.linear.bias, bias.reshape(1, 10))):
+    for got, expected in (
+        (model.embedding.weight, embedding),
+        (model.linear.weight, weight),
+        (model.linear.bias, bias.reshape(1, 10)),
+    ):
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-7)
 
 
@@ -176,8 +179,9 @@ def test_train_ptb_lowers_the_loss_and_evaluate_changes_nothing():
     assert evaluate_ptb(model, data, seq_len=10)[1] == pytest.approx(before)
     for p, w in zip(model.parameters(), weights):
         np.testing.assert_array_equal(p.numpy(), w)
-    acc, loss = train_ptb(model, data, seq_len=10, n_epochs=3, optimizer=ndl.optim.Adam,
-                          lr=0.01, clip=1.0)
+    acc, loss = train_ptb(
+        model, data, seq_len=10, n_epochs=3, optimizer=ndl.optim.Adam, lr=0.01, clip=1.0
+    )
     assert model.training
     after_acc, after = evaluate_ptb(model, data, seq_len=10)
     assert after < before * 0.8 and after_acc > 0.3

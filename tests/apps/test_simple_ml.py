@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 import pytest
+from helpers import tensor
 
 import needle as ndl
-from helpers import tensor
 from needle.apps.simple_ml import loss_err, nn_epoch, parse_mnist, softmax_loss
 from needle.data import IDXFormatError, write_idx
 

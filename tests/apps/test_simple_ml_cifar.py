@@ -1,4 +1,5 @@
 """hw4's CIFAR loops in needle.apps.simple_ml, against a hand-written loop of the same steps."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,13 @@ from needle.data import DataLoader, NDArrayDataset
 
 def small_model(seed: int = 0) -> nn.Module:
     np.random.seed(seed)
-    return nn.Sequential(nn.Conv(3, 4, 3, stride=2), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(4 * 4 * 4, 10))
+    return nn.Sequential(
+        nn.Conv(3, 4, 3, stride=2),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 10),
+    )
 
 
 @pytest.fixture
@@ -65,8 +71,9 @@ def test_epoch_seeds_4_so_the_shuffle_is_the_courses(loader):
 def test_train_and_evaluate(loader):
     model = small_model()
     first = train_cifar10(small_model(), loader, n_epochs=1, lr=0.01)
-    acc, loss = train_cifar10(model, loader, n_epochs=3, optimizer=ndl.optim.Adam, lr=0.01,
-                              loss_fn=nn.SoftmaxLoss)
+    acc, loss = train_cifar10(
+        model, loader, n_epochs=3, optimizer=ndl.optim.Adam, lr=0.01, loss_fn=nn.SoftmaxLoss
+    )
     assert loss < first[1]  # three epochs of Adam on 20 samples lower the training loss
     eval_acc, eval_loss = evaluate_cifar10(model, loader, loss_fn=nn.SoftmaxLoss)
     assert not model.training and 0.0 <= eval_acc <= 1.0 and eval_loss > 0

@@ -1,4 +1,5 @@
 """The graph machinery: topological order, adjoint accumulation, graph lifetime, modes."""
+
 from __future__ import annotations
 
 import gc
@@ -11,7 +12,6 @@ import needle as ndl
 import needle.autograd as autograd
 from needle.autograd import AnomalyError, compute_gradient_of_variables, find_topo_sort
 from needle.testing import GradcheckError, gradcheck
-
 
 ND = ndl.backends.BACKEND == "nd"
 
@@ -31,6 +31,7 @@ def op_name(t: ndl.Value) -> str | None:
 
 
 # ----- find_topo_sort --------------------------------------------------------------------------
+
 
 def test_topo_sort_is_post_order_with_inputs_left_to_right():
     a, b = leaf([1.0]), leaf([2.0])
@@ -67,6 +68,7 @@ def test_topo_sort_follows_operator_lowering():
 
 
 # ----- adjoints ----------------------------------------------------------------------------------
+
 
 def test_adjoint_is_complete_before_it_is_propagated():
     # b = a + a; c = b + b: b's adjoint is 2 only after both uses in c; a gets 2 + 2 = 4.
@@ -130,6 +132,7 @@ def test_input_that_does_not_require_grad_gets_no_grad():
 
 # ----- detach, data, no_grad -------------------------------------------------------------------
 
+
 def test_detach_shares_the_array_outside_the_graph():
     x = leaf([1.0, 2.0])
     y = x * 2.0
@@ -168,7 +171,7 @@ def test_no_grad_builds_no_graph_and_restores_the_mode():
     assert ndl.is_grad_enabled()
     with pytest.raises(ZeroDivisionError):
         with ndl.no_grad():
-            1 / 0
+            _ = 1 / 0
     assert ndl.is_grad_enabled(), "no_grad must restore the mode after an exception"
 
 
@@ -179,6 +182,7 @@ def test_ops_on_constants_keep_no_graph():
 
 
 # ----- graph lifetime ---------------------------------------------------------------------------
+
 
 def test_tensor_counter_returns_to_start_after_graph_is_dropped():
     gc.collect()
@@ -218,28 +222,32 @@ def test_deep_graph_backpropagates_without_recursion_error():
 
 # ----- operator lowering ----------------------------------------------------------------------
 
+
 def test_operator_lowering():
     x, y = leaf([2.0]), leaf([4.0])
     assert op_name(x + y) == "EWiseAdd"
     assert op_name(x * y) == "EWiseMul"
     assert op_name(x / y) == "EWiseDiv"
-    assert op_name(x ** y) == "EWisePow"
+    assert op_name(x**y) == "EWisePow"
     assert op_name(-x) == "Negate"
     sub = x - y
     assert op_name(sub) == "EWiseAdd" and sub.inputs[0] is x
     assert op_name(sub.inputs[1]) == "Negate" and sub.inputs[1].inputs[0] is y
 
 
-@pytest.mark.parametrize("expr, op, scalar", [
-    (lambda x: x + 3, "AddScalar", 3),
-    (lambda x: 3 + x, "AddScalar", 3),
-    (lambda x: x - 3, "AddScalar", -3),
-    (lambda x: x * 3, "MulScalar", 3),
-    (lambda x: 3 * x, "MulScalar", 3),
-    (lambda x: x / 3, "DivScalar", 3),
-    (lambda x: x ** 3, "PowerScalar", 3),
-    (lambda x: x ** 0.5, "PowerScalar", 0.5),
-])
+@pytest.mark.parametrize(
+    "expr, op, scalar",
+    [
+        (lambda x: x + 3, "AddScalar", 3),
+        (lambda x: 3 + x, "AddScalar", 3),
+        (lambda x: x - 3, "AddScalar", -3),
+        (lambda x: x * 3, "MulScalar", 3),
+        (lambda x: 3 * x, "MulScalar", 3),
+        (lambda x: x / 3, "DivScalar", 3),
+        (lambda x: x**3, "PowerScalar", 3),
+        (lambda x: x**0.5, "PowerScalar", 0.5),
+    ],
+)
 def test_scalar_operator_lowering(expr, op, scalar):
     x = leaf([2.0])
     out = expr(x)
@@ -264,6 +272,7 @@ def test_matmul_method_and_operator():
 
 
 # ----- dtypes -----------------------------------------------------------------------------------
+
 
 @pytest.mark.skipif(ND, reason="NumPy's dtype inference is the np backend's rule")
 def test_dtype_inference():
@@ -293,8 +302,17 @@ def test_dtype_is_float32_unless_given_under_nd():
 @pytest.mark.parametrize("scalar", [2, 2.5, np.float64(2.5), np.float32(2.5), np.int64(2)])
 def test_float32_with_scalars_stays_float32(scalar):
     x = ndl.Tensor(np.ones(3, np.float32))
-    for out in [x + scalar, scalar + x, x - scalar, scalar - x, x * scalar, scalar * x,
-                x / scalar, scalar / x, x ** scalar]:
+    for out in [
+        x + scalar,
+        scalar + x,
+        x - scalar,
+        scalar - x,
+        x * scalar,
+        scalar * x,
+        x / scalar,
+        scalar / x,
+        x**scalar,
+    ]:
         assert out.dtype == np.float32, f"{op_name(out)} with {scalar!r} gave {out.dtype}"
 
 
@@ -303,6 +321,7 @@ def test_repr():
 
 
 # ----- backward errors ---------------------------------------------------------------------------
+
 
 def test_backward_without_requires_grad_raises():
     with pytest.raises(RuntimeError, match="does not require grad"):
@@ -318,6 +337,7 @@ def test_backward_with_wrong_out_grad_shape_raises():
 
 
 # ----- lazy mode ---------------------------------------------------------------------------------
+
 
 def test_lazy_mode_computes_only_on_realize(monkeypatch):
     monkeypatch.setattr(autograd, "LAZY_MODE", True)
@@ -343,6 +363,7 @@ def test_lazy_mode_flag_via_try_finally():
 
 
 # ----- TensorTuple -------------------------------------------------------------------------------
+
 
 def test_tensor_tuple_protocol():
     a, b = leaf([1.0]), leaf([2.0, 3.0])
@@ -372,6 +393,7 @@ def test_gradient_through_a_tensor_tuple():
 
 # ----- detect_anomaly ----------------------------------------------------------------------------
 
+
 def test_anomaly_in_forward_names_the_op_and_the_line():
     x = leaf([1.0, -1.0])
     with ndl.detect_anomaly(), np.errstate(invalid="ignore"):
@@ -386,7 +408,7 @@ def test_anomaly_in_forward_names_the_op_and_the_line():
 def test_anomaly_only_in_backward_is_caught():
     x = leaf([0.0, 4.0])
     with ndl.detect_anomaly(), np.errstate(divide="ignore"):
-        y = (x ** 0.5).sum()  # forward is finite: sqrt(0) = 0
+        y = (x**0.5).sum()  # forward is finite: sqrt(0) = 0
         with pytest.raises(AnomalyError, match="Inf"):
             y.backward()  # d sqrt(x)/dx = 0.5 / sqrt(x) is inf at 0
 
@@ -400,6 +422,7 @@ def test_anomaly_detection_is_off_by_default():
 
 
 # ----- gradcheck ---------------------------------------------------------------------------------
+
 
 class WrongDouble(ndl.autograd.TensorOp):
     """Computes 2a but claims the gradient is 3 (and is off at element (1, 2) only, if asked)."""

@@ -6,6 +6,7 @@ bits of an eagerly recorded backward (``create_graph=True``), differentiating a 
 the eager second derivatives, and a training loop does not keep the previous step's forward
 graph alive through its gradients.
 """
+
 from __future__ import annotations
 
 import gc
@@ -13,14 +14,14 @@ import weakref
 
 import numpy as np
 import pytest
+from helpers import tensor
 
 import needle as ndl
-from helpers import tensor
 from needle import nn
 from needle.autograd import find_topo_sort, release_gradient_graphs
 
 FUNCTIONS = {
-    "polynomial": (lambda x, z: x * x * z + x ** 3, [(3,), (3,)]),
+    "polynomial": (lambda x, z: x * x * z + x**3, [(3,), (3,)]),
     "broadcast": (lambda x, z: ndl.exp(x * z) / (z + 3.0), [(2, 3), (3,)]),
     "matmul tanh": (lambda x, z: ndl.tanh(x @ z) * (x @ z), [(2, 3), (3, 2)]),
     "logsumexp": (lambda x, z: ndl.logsumexp(x * z, 1) ** 2, [(2, 3), (2, 3)]),
@@ -61,20 +62,21 @@ def test_requires_grad_flags_match_a_recorded_backward_on_every_node():
         y = (x * 2.0 + z).sum() + (x * x).sum()
         y.backward(create_graph=create_graph)
         return [n.grad.requires_grad for n in find_topo_sort([y])]
+
     assert run(None) == run(True)
     assert run(None)[0] is True and False in run(None)  # x.grad needs x; z.grad is constant
 
 
 def test_gradient_of_a_gradient_of_a_temporary():
     x = tensor(np.array([2.0]))
-    (x ** 3).backward()  # the output is not kept by the caller
+    (x**3).backward()  # the output is not kept by the caller
     x.grad.backward()
     assert x.grad.numpy().tolist() == [12.0]
 
 
 def test_a_gradient_kept_across_another_backward_still_differentiates():
     x = tensor(np.array([1.0, 2.0]))
-    y = (x ** 3).sum()
+    y = (x**3).sum()
     y.backward()
     g = x.grad
     (x * 5.0).sum().backward()  # replaces x.grad and releases y's record
@@ -85,7 +87,7 @@ def test_a_gradient_kept_across_another_backward_still_differentiates():
 
 def test_a_freed_graph_gives_a_clear_error():
     x = tensor(np.array([1.0, 2.0]))
-    (x ** 3).sum().backward()
+    (x**3).sum().backward()
     g = x.grad
     release_gradient_graphs()  # what an optimizer step does; nobody holds the output
     gc.collect()
@@ -105,8 +107,9 @@ def _step(model, opt, X, y, create_graph):
 @pytest.mark.parametrize("create_graph, kept", [(None, False), (False, False), (True, True)])
 def test_a_training_step_does_not_keep_its_forward_graph(create_graph, kept, fused):
     np.random.seed(0)
-    model = nn.Sequential(nn.Linear(4, 8, fused=fused), nn.ReLU(),
-                          nn.Linear(8, 3, bias=False, fused=fused))
+    model = nn.Sequential(
+        nn.Linear(4, 8, fused=fused), nn.ReLU(), nn.Linear(8, 3, bias=False, fused=fused)
+    )
     opt = ndl.optim.SGD(model.parameters(), lr=0.1)
     X = ndl.Tensor(np.random.randn(5, 4), dtype="float32")
     y = ndl.Tensor([0, 1, 2, 0, 1], dtype="int64")
@@ -132,6 +135,7 @@ def test_default_training_matches_the_fast_path_bit_for_bit():
             nn.SoftmaxLoss()(model(X), y).backward(create_graph=create_graph)
             opt.step()
         return [p.numpy() for p in model.parameters()]
+
     for a, b, c in zip(train(None), train(False), train(True)):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)

@@ -5,6 +5,7 @@ The course's ``needle/__init__.py`` (hw1-hw4) imports ``ops`` (and ``from .ops i
 ``zeros_like``, ``ones_like``, the subpackages ``data``, ``nn``, ``optim``, and
 ``from .backend_selection import *``. Each name must exist and behave as course code uses it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -17,39 +18,186 @@ import pytest
 
 import needle as ndl
 
-BACKEND_NAMES = ["BACKEND", "array_api", "NDArray", "Device", "cpu", "cuda", "cpu_numpy",
-                 "all_devices", "default_device"]
-TOP_LEVEL = ["Tensor", "TensorTuple", "Value", "ops", "autograd", "init", "data", "nn", "optim",
-             "ones", "zeros", "ones_like", "zeros_like", "backend_ndarray", "backend_selection",
-             "backend_numpy", *BACKEND_NAMES]
-OPS = ["EWiseAdd", "add", "AddScalar", "add_scalar", "EWiseMul", "multiply", "MulScalar",
-       "mul_scalar", "EWisePow", "power", "PowerScalar", "power_scalar", "EWiseDiv", "divide",
-       "DivScalar", "divide_scalar", "Transpose", "transpose", "Reshape", "reshape",
-       "BroadcastTo", "broadcast_to", "Summation", "summation", "MatMul", "matmul", "Negate",
-       "negate", "Log", "log", "Exp", "exp", "ReLU", "relu", "Tanh", "tanh", "Sigmoid",
-       "sigmoid", "LogSoftmax", "logsoftmax", "LogSumExp", "logsumexp", "Stack", "stack",
-       "Split", "split", "Flip", "flip", "Dilate", "dilate", "UnDilate", "undilate", "Conv",
-       "conv", "MakeTensorTuple", "make_tuple", "TupleGetItem", "tuple_get_item",
-       "FusedAddScalars", "fused_add_scalars"]
-AUTOGRAD = ["Value", "Op", "TensorOp", "TensorTupleOp", "Tensor", "TensorTuple",
-            "find_topo_sort", "compute_gradient_of_variables", "LAZY_MODE", "TENSOR_COUNTER",
-            "cpu", "all_devices", "NDArray", "array_api"]
-INIT = ["rand", "randn", "constant", "ones", "zeros", "randb", "one_hot", "zeros_like",
-        "ones_like", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"]
-NN = ["Parameter", "Module", "Identity", "Linear", "Flatten", "ReLU", "Sequential",
-      "SoftmaxLoss", "BatchNorm1d", "BatchNorm2d", "LayerNorm1d", "Dropout", "Residual", "Conv",
-      "Sigmoid", "Tanh", "RNNCell", "RNN", "LSTMCell", "LSTM", "Embedding",
-      "MultiHeadAttention", "AttentionLayer", "TransformerLayer", "Transformer"]
+BACKEND_NAMES = [
+    "BACKEND",
+    "array_api",
+    "NDArray",
+    "Device",
+    "cpu",
+    "cuda",
+    "cpu_numpy",
+    "all_devices",
+    "default_device",
+]
+TOP_LEVEL = [
+    "Tensor",
+    "TensorTuple",
+    "Value",
+    "ops",
+    "autograd",
+    "init",
+    "data",
+    "nn",
+    "optim",
+    "ones",
+    "zeros",
+    "ones_like",
+    "zeros_like",
+    "backend_ndarray",
+    "backend_selection",
+    "backend_numpy",
+    *BACKEND_NAMES,
+]
+OPS = [
+    "EWiseAdd",
+    "add",
+    "AddScalar",
+    "add_scalar",
+    "EWiseMul",
+    "multiply",
+    "MulScalar",
+    "mul_scalar",
+    "EWisePow",
+    "power",
+    "PowerScalar",
+    "power_scalar",
+    "EWiseDiv",
+    "divide",
+    "DivScalar",
+    "divide_scalar",
+    "Transpose",
+    "transpose",
+    "Reshape",
+    "reshape",
+    "BroadcastTo",
+    "broadcast_to",
+    "Summation",
+    "summation",
+    "MatMul",
+    "matmul",
+    "Negate",
+    "negate",
+    "Log",
+    "log",
+    "Exp",
+    "exp",
+    "ReLU",
+    "relu",
+    "Tanh",
+    "tanh",
+    "Sigmoid",
+    "sigmoid",
+    "LogSoftmax",
+    "logsoftmax",
+    "LogSumExp",
+    "logsumexp",
+    "Stack",
+    "stack",
+    "Split",
+    "split",
+    "Flip",
+    "flip",
+    "Dilate",
+    "dilate",
+    "UnDilate",
+    "undilate",
+    "Conv",
+    "conv",
+    "MakeTensorTuple",
+    "make_tuple",
+    "TupleGetItem",
+    "tuple_get_item",
+    "FusedAddScalars",
+    "fused_add_scalars",
+]
+AUTOGRAD = [
+    "Value",
+    "Op",
+    "TensorOp",
+    "TensorTupleOp",
+    "Tensor",
+    "TensorTuple",
+    "find_topo_sort",
+    "compute_gradient_of_variables",
+    "LAZY_MODE",
+    "TENSOR_COUNTER",
+    "cpu",
+    "all_devices",
+    "NDArray",
+    "array_api",
+]
+INIT = [
+    "rand",
+    "randn",
+    "constant",
+    "ones",
+    "zeros",
+    "randb",
+    "one_hot",
+    "zeros_like",
+    "ones_like",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+]
+NN = [
+    "Parameter",
+    "Module",
+    "Identity",
+    "Linear",
+    "Flatten",
+    "ReLU",
+    "Sequential",
+    "SoftmaxLoss",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "LayerNorm1d",
+    "Dropout",
+    "Residual",
+    "Conv",
+    "Sigmoid",
+    "Tanh",
+    "RNNCell",
+    "RNN",
+    "LSTMCell",
+    "LSTM",
+    "Embedding",
+    "MultiHeadAttention",
+    "AttentionLayer",
+    "TransformerLayer",
+    "Transformer",
+]
 OPTIM = ["Optimizer", "SGD", "Adam"]
-DATA = ["Dataset", "DataLoader", "MNISTDataset", "NDArrayDataset", "RandomFlipHorizontal",
-        "RandomCrop", "CIFAR10Dataset", "Dictionary", "Corpus", "batchify", "get_batch"]
+DATA = [
+    "Dataset",
+    "DataLoader",
+    "MNISTDataset",
+    "NDArrayDataset",
+    "RandomFlipHorizontal",
+    "RandomCrop",
+    "CIFAR10Dataset",
+    "Dictionary",
+    "Corpus",
+    "batchify",
+    "get_batch",
+]
 
 
-@pytest.mark.parametrize("module, names", [
-    ("needle", TOP_LEVEL + OPS), ("needle.ops", OPS), ("needle.autograd", AUTOGRAD),
-    ("needle.init", INIT), ("needle.nn", NN), ("needle.optim", OPTIM), ("needle.data", DATA),
-    ("needle.backend_selection", BACKEND_NAMES),
-], ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    "module, names",
+    [
+        ("needle", TOP_LEVEL + OPS),
+        ("needle.ops", OPS),
+        ("needle.autograd", AUTOGRAD),
+        ("needle.init", INIT),
+        ("needle.nn", NN),
+        ("needle.optim", OPTIM),
+        ("needle.data", DATA),
+        ("needle.backend_selection", BACKEND_NAMES),
+    ],
+    ids=lambda x: x if isinstance(x, str) else "",
+)
 def test_course_names_exist(module, names):
     mod = importlib.import_module(module)
     missing = [n for n in names if not hasattr(mod, n)]
@@ -121,7 +269,8 @@ def test_subpackages_load_lazily():
         "needle.viz, needle.distributed\n"
         "print(sorted(m for m in lazy if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     assert out[0] == "[]", f"imported eagerly: {out[0]}"
     assert out[1] == "['needle.distributed', 'needle.viz']"

@@ -1,9 +1,10 @@
 """backward(accumulate=True): gradients summed over micro-batches, the default unchanged."""
+
 import numpy as np
 import pytest
+from helpers import tensor
 
 import needle as ndl
-from helpers import tensor
 from needle import nn, optim
 
 
@@ -18,8 +19,10 @@ def _mlp(device, seed=0):
 
 def _integer_batch(rows, seed=1):
     rng = np.random.default_rng(seed)
-    return (rng.integers(-3, 4, size=(rows, 5)).astype(np.float32),
-            rng.integers(-2, 3, size=(rows, 3)).astype(np.float32))
+    return (
+        rng.integers(-3, 4, size=(rows, 5)).astype(np.float32),
+        rng.integers(-2, 3, size=(rows, 3)).astype(np.float32),
+    )
 
 
 def _grads(model):
@@ -38,10 +41,13 @@ def test_micro_batches_give_the_big_batch_gradient_exactly(device):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
-    lambda ps: optim.AdamW(ps, lr=0.01),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+        lambda ps: optim.AdamW(ps, lr=0.01),
+    ],
+)
 def test_accumulated_mean_losses_give_the_big_batch_update(make, device):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((16, 5)).astype(np.float32)

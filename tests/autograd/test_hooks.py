@@ -1,12 +1,13 @@
 """Hooks: on tensors (gradient, post-accumulate), on modules (forward, forward-pre), and the
 end-of-backward callback they can queue — PyTorch's meanings, in every backward mode."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import tensor
 
 import needle as ndl
-from helpers import tensor
 from needle import nn
 from needle.autograd import queue_callback
 
@@ -87,34 +88,54 @@ def test_queued_callbacks_run_after_every_grad_is_set():
 def test_second_derivatives_after_a_replacing_hook_match_eager_recording():
     def run(create_graph):
         x = tensor(np.array([0.5, 1.5]))
-        y = x ** 3
+        y = x**3
         y.register_hook(lambda g: g * 2.0)
         y.sum().backward(create_graph=create_graph)
         first = x.grad.numpy().copy()
         x.grad.sum().backward()
         return first, x.grad.numpy()
+
     for a, b in zip(run(True), run(None)):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("make, error, match", [
-    (lambda t: t.register_hook(3), TypeError, "register_hook: the hook must be callable, got int"),
-    (lambda t: ndl.Tensor([1.0], requires_grad=False).register_hook(print), RuntimeError,
-     "does not require grad"),
-    (lambda t: (t * 2).register_post_accumulate_grad_hook(print), RuntimeError,
-     "only leaf tensors"),
-])
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (
+            lambda t: t.register_hook(3),
+            TypeError,
+            "register_hook: the hook must be callable, got int",
+        ),
+        (
+            lambda t: ndl.Tensor([1.0], requires_grad=False).register_hook(print),
+            RuntimeError,
+            "does not require grad",
+        ),
+        (
+            lambda t: (t * 2).register_post_accumulate_grad_hook(print),
+            RuntimeError,
+            "only leaf tensors",
+        ),
+    ],
+)
 def test_bad_registrations_raise_at_the_call(make, error, match):
     with pytest.raises(error, match=match):
         make(tensor(np.array([1.0])))
 
 
-@pytest.mark.parametrize("returned, error, match", [
-    (lambda g: ndl.Tensor(np.ones(3), dtype=g.dtype), ValueError,
-     r"returned a gradient of shape \(3,\).*for a tensor of shape \(2,\)"),
-    (lambda g: g.numpy(), TypeError, "returned ndarray; return a Tensor of shape"),
-    (lambda g: g.astype("float32" if g.dtype == "float64" else "float64"), ValueError, "dtype"),
-])
+@pytest.mark.parametrize(
+    "returned, error, match",
+    [
+        (
+            lambda g: ndl.Tensor(np.ones(3), dtype=g.dtype),
+            ValueError,
+            r"returned a gradient of shape \(3,\).*for a tensor of shape \(2,\)",
+        ),
+        (lambda g: g.numpy(), TypeError, "returned ndarray; return a Tensor of shape"),
+        (lambda g: g.astype("float32" if g.dtype == "float64" else "float64"), ValueError, "dtype"),
+    ],
+)
 def test_a_hook_returning_a_bad_gradient_is_named(returned, error, match):
     x = tensor(np.array([1.0, 2.0]))
     x.register_hook(returned)
@@ -131,16 +152,18 @@ def test_forward_hooks_inspect_and_replace():
     pre = model.modules[0].register_forward_pre_hook(lambda m, args: (args[0] * 0.0,))
     x = ndl.Tensor(np.ones((5, 3)), dtype="float32")
     out = model(x)
-    np.testing.assert_array_equal(activations["relu"].numpy(),
-                                  np.maximum(model.modules[0].bias.numpy(), 0).repeat(5, 0))
+    np.testing.assert_array_equal(
+        activations["relu"].numpy(), np.maximum(model.modules[0].bias.numpy(), 0).repeat(5, 0)
+    )
     pre.remove()
     handle.remove()
     activations.clear()
     replaced = model.modules[2].register_forward_hook(lambda m, args, out: out * 0.0)
     assert not model(x).numpy().any() and activations == {}
     replaced.remove()
-    np.testing.assert_allclose(model(x).numpy(), model.modules[2](model.modules[1](
-        model.modules[0](x))).numpy())
+    np.testing.assert_allclose(
+        model(x).numpy(), model.modules[2](model.modules[1](model.modules[0](x))).numpy()
+    )
     assert out.shape == (5, 2)
     with pytest.raises(TypeError, match="register_forward_hook: the hook must be callable"):
         model.register_forward_hook("no")

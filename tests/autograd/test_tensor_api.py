@@ -4,14 +4,15 @@
 Forward values and gradients of every op are in ``test_ops.py``'s table; this file checks
 the behaviour around them. It runs on whichever backend ``NEEDLE_BACKEND`` selects.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import ND, tensor
 
 import needle as ndl
 import needle.nn.functional as F
-from helpers import ND, tensor
 from needle.testing import gradcheck
 
 
@@ -74,8 +75,9 @@ def test_integer_tensors_index_and_are_indexed():
 
 
 def test_second_derivative_through_getitem():
-    assert gradcheck(lambda a: _grad(lambda t: (t[[0, 1, 0]] ** 3).sum(), a),
-                     np.array([0.5, -1.5, 2.0]))
+    assert gradcheck(
+        lambda a: _grad(lambda t: (t[[0, 1, 0]] ** 3).sum(), a), np.array([0.5, -1.5, 2.0])
+    )
 
 
 def _grad(f, a: ndl.Tensor) -> ndl.Tensor:
@@ -189,8 +191,10 @@ def test_prod_gradient_with_zeros():
 
 
 def test_minimum_and_maximum_split_ties_evenly():
-    a, b = tensor(np.array([1.0, 2.0]), requires_grad=True), tensor(np.array([1.0, 3.0]),
-                                                                  requires_grad=True)
+    a, b = (
+        tensor(np.array([1.0, 2.0]), requires_grad=True),
+        tensor(np.array([1.0, 3.0]), requires_grad=True),
+    )
     ndl.maximum(a, b).sum().backward()
     assert a.grad.numpy().tolist() == [0.5, 0.0] and b.grad.numpy().tolist() == [0.5, 1.0]
 
@@ -201,13 +205,18 @@ def test_minimum_and_maximum_split_ties_evenly():
 def test_cross_entropy_matches_pytorch(torch):
     rng = np.random.default_rng(0)
     logits, y = rng.standard_normal((5, 4)), np.array([0, 3, -1, 2, 3])
-    for kwargs in [{}, {"label_smoothing": 0.2}, {"ignore_index": -1, "reduction": "sum"},
-                   {"ignore_index": -1, "reduction": "none", "label_smoothing": 0.1}]:
+    for kwargs in [
+        {},
+        {"label_smoothing": 0.2},
+        {"ignore_index": -1, "reduction": "sum"},
+        {"ignore_index": -1, "reduction": "none", "label_smoothing": 0.1},
+    ]:
         mine = tensor(logits, requires_grad=True)
         loss = F.cross_entropy(mine, np.where(y < 0, kwargs.get("ignore_index", 0), y), **kwargs)
         theirs = torch.tensor(logits, requires_grad=True)
         expected = torch.nn.functional.cross_entropy(
-            theirs, torch.tensor(np.where(y < 0, kwargs.get("ignore_index", 0), y)), **kwargs)
+            theirs, torch.tensor(np.where(y < 0, kwargs.get("ignore_index", 0), y)), **kwargs
+        )
         np.testing.assert_allclose(loss.numpy(), expected.detach().numpy(), rtol=1e-12)
         loss.sum().backward()
         expected.sum().backward()
@@ -217,12 +226,17 @@ def test_cross_entropy_matches_pytorch(torch):
 def test_activations_match_pytorch(torch):
     a = np.linspace(-4, 4, 17)
     tf = torch.nn.functional
-    pairs = [(F.silu, tf.silu), (F.elu, tf.elu), (F.softplus, tf.softplus),
-             (lambda t: F.leaky_relu(t, 0.2), lambda t: tf.leaky_relu(t, 0.2)),
-             (F.gelu, lambda t: tf.gelu(t, approximate="tanh"))]
+    pairs = [
+        (F.silu, tf.silu),
+        (F.elu, tf.elu),
+        (F.softplus, tf.softplus),
+        (lambda t: F.leaky_relu(t, 0.2), lambda t: tf.leaky_relu(t, 0.2)),
+        (F.gelu, lambda t: tf.gelu(t, approximate="tanh")),
+    ]
     for mine, theirs in pairs:
-        np.testing.assert_allclose(mine(tensor(a)).numpy(), theirs(torch.tensor(a)).numpy(),
-                                   rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            mine(tensor(a)).numpy(), theirs(torch.tensor(a)).numpy(), rtol=1e-12, atol=1e-15
+        )
 
 
 def test_cross_entropy_all_ignored_is_nan_and_bad_targets_raise():
@@ -239,17 +253,19 @@ def test_cross_entropy_all_ignored_is_nan_and_bad_targets_raise():
 def test_loss_modules_wrap_the_functions():
     logits, y = tensor(np.array([[1.0, 2.0], [0.5, -1.0]])), np.array([1, 0])
     assert ndl.nn.CrossEntropyLoss(label_smoothing=0.1)(logits, y).item() == pytest.approx(
-        F.cross_entropy(logits, y, label_smoothing=0.1).item())
+        F.cross_entropy(logits, y, label_smoothing=0.1).item()
+    )
     assert ndl.nn.MSELoss(reduction="sum")(logits, logits * 0).item() == pytest.approx(6.25)
     assert ndl.nn.Softmax(dim=0)(logits).numpy().sum(0) == pytest.approx([1.0, 1.0])
 
 
 def test_softmax_loss_is_still_the_course_op():
-    assert ndl.nn.SoftmaxLoss()(tensor(np.zeros((2, 4))), ndl.Tensor([0, 3])).item() == \
-        pytest.approx(np.log(4))
+    assert ndl.nn.SoftmaxLoss()(
+        tensor(np.zeros((2, 4))), ndl.Tensor([0, 3])
+    ).item() == pytest.approx(np.log(4))
 
 
-# ----- interop -------------------------------------------------------------------------------------
+# ----- interop ------------------------------------------------------------------------------
 
 
 def test_numpy_interop_and_memory_sharing():
@@ -278,5 +294,10 @@ def test_dlpack_round_trip_through_pytorch(torch):
 def test_astype_shorthands():
     x = tensor([1.7, -2.5, 0.0])
     assert [x.float().dtype, x.double().dtype, x.long().dtype, x.int().dtype, x.bool().dtype] == [
-        "float32", "float64", "int64", "int32", "bool"]
+        "float32",
+        "float64",
+        "int64",
+        "int32",
+        "bool",
+    ]
     assert x.bool().numpy().tolist() == [True, True, False]

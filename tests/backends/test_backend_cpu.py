@@ -5,6 +5,7 @@ kernel in float32 and float64 at sizes 0, 1 and random ones; compact / ewise_set
 scalar_setitem / to_numpy on random strided views (up to 8 dims, zero and negative strides)
 against an index computed in NumPy; and one test per validation error.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,19 +22,19 @@ DTYPES = ["float32", "float64"]
 SIZES = [0, 1, 7, 64, 1000]
 
 
-def upload(x: np.ndarray) -> "cpu.Array":
+def upload(x: np.ndarray) -> cpu.Array:
     """A backend Array holding a copy of `x` (any shape, flattened row-major)."""
     arr = cpu.Array(x.size, str(x.dtype))
     cpu.from_numpy(np.ascontiguousarray(x), arr)
     return arr
 
 
-def download(arr: "cpu.Array") -> np.ndarray:
+def download(arr: cpu.Array) -> np.ndarray:
     """The whole buffer of `arr` as a flat NumPy copy."""
     return cpu.to_numpy(arr, (arr.size,), (1,), 0)
 
 
-def empty_like(x: np.ndarray) -> "cpu.Array":
+def empty_like(x: np.ndarray) -> cpu.Array:
     """An Array of x's size and dtype pre-filled with NaN, so unwritten elements show."""
     out = cpu.Array(x.size, str(x.dtype))
     cpu.fill(out, float("nan"))
@@ -376,8 +377,13 @@ def test_compact_of_slices_and_broadcasts_matches_numpy():
     """Views the NDArray makes (slices, transposes, flips, broadcasts) against NumPy's own."""
     base = np.arange(2 * 3 * 4 * 5, dtype="float32").reshape(2, 3, 4, 5)
     item = base.itemsize
-    views = [base[:, 1:, ::2, 1::3], base.transpose(3, 1, 0, 2), base[::-1, :, ::-2],
-             np.broadcast_to(base[:, :1], (2, 6, 4, 5)), base[1, 2]]
+    views = [
+        base[:, 1:, ::2, 1::3],
+        base.transpose(3, 1, 0, 2),
+        base[::-1, :, ::-2],
+        np.broadcast_to(base[:, :1], (2, 6, 4, 5)),
+        base[1, 2],
+    ]
     for v in views:
         strides = tuple(s // item for s in v.strides)
         offset = (v.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // item
@@ -389,11 +395,11 @@ def test_compact_of_slices_and_broadcasts_matches_numpy():
 # ---- validation at the boundary: one test per error class ---------------------------------------
 
 
-def f32(n: int) -> "cpu.Array":
+def f32(n: int) -> cpu.Array:
     return cpu.Array(n, "float32")
 
 
-def f64(n: int) -> "cpu.Array":
+def f64(n: int) -> cpu.Array:
     return cpu.Array(n, "float64")
 
 
@@ -475,11 +481,14 @@ def test_matmul_tiled_needs_tile_multiples(m, n, p):
 
 VIEW_FUNCTIONS = {
     "compact": lambda shape, strides, offset, n: cpu.compact(
-        f32(n), f32(int(np.prod(shape))), shape, strides, offset),
+        f32(n), f32(int(np.prod(shape))), shape, strides, offset
+    ),
     "ewise_setitem": lambda shape, strides, offset, n: cpu.ewise_setitem(
-        f32(int(np.prod(shape))), f32(n), shape, strides, offset),
+        f32(int(np.prod(shape))), f32(n), shape, strides, offset
+    ),
     "scalar_setitem": lambda shape, strides, offset, n: cpu.scalar_setitem(
-        int(np.prod(shape)), 0.0, f32(n), shape, strides, offset),
+        int(np.prod(shape)), 0.0, f32(n), shape, strides, offset
+    ),
     "to_numpy": lambda shape, strides, offset, n: cpu.to_numpy(f32(n), shape, strides, offset),
 }
 

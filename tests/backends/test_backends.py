@@ -3,6 +3,7 @@
 The selection happens once per process at import, so each case runs a fresh Python.
 A missing compiled module is simulated by blocking its import (``sys.modules[name] = None``).
 """
+
 import os
 import subprocess
 import sys
@@ -92,8 +93,10 @@ def test_tensors_hold_ndarrays_and_report_their_device():
     assert x.numpy() is not x.numpy()  # a copy each time
 
 
-@pytest.mark.skipif(ndl.backends.BACKEND != "nd" or not nd.cpu().enabled(),
-                    reason="needs two enabled NDArray devices")
+@pytest.mark.skipif(
+    ndl.backends.BACKEND != "nd" or not nd.cpu().enabled(),
+    reason="needs two enabled NDArray devices",
+)
 def test_to_moves_tensors_and_mixed_devices_raise_naming_both():
     x = ndl.Tensor(np.ones((2, 2)), device=nd.cpu())
     y = x.to(nd.cpu_numpy())

@@ -4,6 +4,7 @@ Whether subnormals are *slow* depends on the CPU (benchmarks/bench_subnormal.py 
 it); what flushing does is the same everywhere: results below float32's normal range
 (1.18e-38) become 0 where needle stores them.
 """
+
 import numpy as np
 import pytest
 
@@ -24,8 +25,9 @@ def _sgd_step_to_a_subnormal(device) -> np.ndarray:
     """w - lr * g with w = 3e-38, g = 2e-38 (both normal), lr = 1: exactly 1e-38 (Sterbenz's
     lemma), which is subnormal."""
     w = nn.Parameter(ndl.Tensor(np.array([3e-38, 1.0], dtype=np.float32), device=device))
-    w.grad = ndl.Tensor(np.array([2e-38, 0.5], dtype=np.float32), device=device,
-                        requires_grad=False)
+    w.grad = ndl.Tensor(
+        np.array([2e-38, 0.5], dtype=np.float32), device=device, requires_grad=False
+    )
     optim.SGD([w], lr=1.0).step()
     return w.numpy()
 
@@ -43,8 +45,9 @@ def test_adam_moments_are_flushed_too(device):
     # m = (1 - beta1) * g = 0.1 * 1e-37: subnormal; v = 0.001 * g**2 underflows to 0 anyway.
     ndl.set_flush_denormal(True)
     w = nn.Parameter(ndl.Tensor(np.array([1.0, 1.0], dtype=np.float32), device=device))
-    w.grad = ndl.Tensor(np.array([1e-37, 1.0], dtype=np.float32), device=device,
-                        requires_grad=False)
+    w.grad = ndl.Tensor(
+        np.array([1e-37, 1.0], dtype=np.float32), device=device, requires_grad=False
+    )
     opt = optim.Adam([w], lr=1e-3)
     opt.step()
     m = np.asarray(opt.state[0]["m"]).reshape(-1)
@@ -76,8 +79,11 @@ def test_the_context_manager_restores_the_previous_mode():
         ndl.set_flush_denormal(1)
 
 
-@pytest.mark.skipif(BACKEND != "nd", reason="the CPU's flush modes are set only by the "
-                    "compiled backend (NEEDLE_BACKEND=np loads no compiled code)")
+@pytest.mark.skipif(
+    BACKEND != "nd",
+    reason="the CPU's flush modes are set only by the "
+    "compiled backend (NEEDLE_BACKEND=np loads no compiled code)",
+)
 def test_on_x86_the_cpu_itself_flushes_every_kernel():
     if not ndl.set_flush_denormal(True):
         pytest.skip("this CPU has no flush-to-zero mode needle can set (not x86-64)")

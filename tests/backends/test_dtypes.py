@@ -1,5 +1,6 @@
 """Integer and boolean dtypes: the NDArray on every device against NumPy, the Tensor rules
 (no gradients, float-only ops refuse them), and one table of calls run on both backends."""
+
 from __future__ import annotations
 
 import json
@@ -34,6 +35,7 @@ def _values(dtype: str, shape=(3, 4)) -> np.ndarray:
 
 # ----- the NDArray, every device -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_creation_and_numpy(dtype, dev):
     data = _values(dtype)
@@ -43,8 +45,9 @@ def test_creation_and_numpy(dtype, dev):
     assert out.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(out, data)
     for make, fill in [(nd.zeros, 0), (nd.ones, 1)]:
-        np.testing.assert_array_equal(make((2, 3), dtype=dtype, device=dev).numpy(),
-                                      np.full((2, 3), fill, dtype=dtype))
+        np.testing.assert_array_equal(
+            make((2, 3), dtype=dtype, device=dev).numpy(), np.full((2, 3), fill, dtype=dtype)
+        )
     full = dev.full((2,), 7, dtype=dtype).numpy()
     np.testing.assert_array_equal(full, np.full((2,), 7, dtype=dtype))
 
@@ -56,11 +59,11 @@ def test_views_setitem_and_compact(dtype, dev):
     np.testing.assert_array_equal(a[1:4:2, ::2].numpy(), data[1:4:2, ::2])
     np.testing.assert_array_equal(a.permute((1, 0)).compact().numpy(), data.T)
     np.testing.assert_array_equal(a.reshape((5, 4)).numpy(), data.reshape(5, 4))
-    np.testing.assert_array_equal(a[0:1, :].broadcast_to((3, 5)).numpy(),
-                                  np.broadcast_to(data[0:1], (3, 5)))
+    np.testing.assert_array_equal(
+        a[0:1, :].broadcast_to((3, 5)).numpy(), np.broadcast_to(data[0:1], (3, 5))
+    )
     np.testing.assert_array_equal(a.flip((0, 1)).numpy(), data[::-1, ::-1])
-    np.testing.assert_array_equal(a.pad(((1, 0), (0, 2))).numpy(),
-                                  np.pad(data, ((1, 0), (0, 2))))
+    np.testing.assert_array_equal(a.pad(((1, 0), (0, 2))).numpy(), np.pad(data, ((1, 0), (0, 2))))
     b = nd.array(data, dtype=dtype, device=dev)
     b[1:3, 2:4] = 1
     expected = data.copy()
@@ -80,8 +83,9 @@ def test_astype_and_device_moves(dtype, dev):
     for target in ALL_DTYPES:
         np.testing.assert_array_equal(a.astype(target).numpy(), data.astype(target))
     f = nd.array([1.7, -2.5, 0.0], device=dev)
-    np.testing.assert_array_equal(f.astype(dtype).numpy(),
-                                  np.array([1.7, -2.5, 0.0], np.float32).astype(dtype))
+    np.testing.assert_array_equal(
+        f.astype(dtype).numpy(), np.array([1.7, -2.5, 0.0], np.float32).astype(dtype)
+    )
     for other in DEVICES:
         moved = a.to(other)
         assert moved.device == other and moved.dtype == dtype
@@ -92,9 +96,17 @@ def test_astype_and_device_moves(dtype, dev):
 def test_integer_arithmetic_matches_numpy(dtype, dev):
     x, y = _values(dtype), _values(dtype)[::-1].copy()
     a, b = nd.array(x, dtype=dtype, device=dev), nd.array(y, dtype=dtype, device=dev)
-    for got, want in [(a + b, x + y), (a - b, x - y), (a * b, x * y), (-a, -x),
-                      (a.maximum(b), np.maximum(x, y)), (a + 3, x + 3), (a * -2, x * -2),
-                      (2 - a, 2 - x), (a.maximum(0), np.maximum(x, 0))]:
+    for got, want in [
+        (a + b, x + y),
+        (a - b, x - y),
+        (a * b, x * y),
+        (-a, -x),
+        (a.maximum(b), np.maximum(x, y)),
+        (a + 3, x + 3),
+        (a * -2, x * -2),
+        (2 - a, 2 - x),
+        (a.maximum(0), np.maximum(x, 0)),
+    ]:
         assert got.dtype == want.dtype, (got.dtype, want.dtype)
         np.testing.assert_array_equal(got.numpy(), want)
     big = nd.array([2**40 + 1], dtype="int64", device=dev)
@@ -105,8 +117,15 @@ def test_integer_arithmetic_matches_numpy(dtype, dev):
 def test_comparisons_give_one_and_zero_in_the_operands_dtype(dtype, dev):
     x, y = _values(dtype), _values(dtype)[::-1].copy()
     a, b = nd.array(x, dtype=dtype, device=dev), nd.array(y, dtype=dtype, device=dev)
-    for got, want in [(a == b, x == y), (a != b, x != y), (a >= b, x >= y), (a > b, x > y),
-                      (a < b, x < y), (a <= b, x <= y), (a == 1, x == 1)]:
+    for got, want in [
+        (a == b, x == y),
+        (a != b, x != y),
+        (a >= b, x >= y),
+        (a > b, x > y),
+        (a < b, x < y),
+        (a <= b, x <= y),
+        (a == 1, x == 1),
+    ]:
         assert got.dtype == dtype
         np.testing.assert_array_equal(got.numpy(), want.astype(dtype))
 
@@ -141,16 +160,27 @@ def test_promotion_follows_numpy(dev):
 @pytest.mark.parametrize("dtype", INT_DTYPES)
 def test_float_computations_refuse_integers(dtype, dev):
     a = nd.array(_values(dtype), dtype=dtype, device=dev)
-    for name, call in [("log", a.log), ("exp", a.exp), ("tanh", a.tanh),
-                       ("/", lambda: a / 2), ("/", lambda: 2 / a), ("**", lambda: a ** 2),
-                       ("@", lambda: a @ a.permute((1, 0)))]:
-        with pytest.raises(TypeError, match=re.escape(f"NDArray {name}: needs float32 or float64 "
-                                                      f"arrays, got {dtype}")):
+    for name, call in [
+        ("log", a.log),
+        ("exp", a.exp),
+        ("tanh", a.tanh),
+        ("/", lambda: a / 2),
+        ("/", lambda: 2 / a),
+        ("**", lambda: a**2),
+        ("@", lambda: a @ a.permute((1, 0))),
+    ]:
+        with pytest.raises(
+            TypeError,
+            match=re.escape(f"NDArray {name}: needs float32 or float64 arrays, got {dtype}"),
+        ):
             call()
 
 
-@pytest.mark.parametrize("mod", [m for m in (nd.ndarray_backend_cpu, nd.ndarray_backend_numpy)
-                                 if m is not None], ids=lambda m: m.__device_name__)
+@pytest.mark.parametrize(
+    "mod",
+    [m for m in (nd.ndarray_backend_cpu, nd.ndarray_backend_numpy) if m is not None],
+    ids=lambda m: m.__device_name__,
+)
 def test_backend_modules_validate_integer_buffers(mod):
     """The flat-buffer kernels take every dtype where it makes sense and raise otherwise."""
     a, out = mod.Array(4, "int32"), mod.Array(4, "int32")
@@ -159,8 +189,12 @@ def test_backend_modules_validate_integer_buffers(mod):
     assert mod.to_numpy(out, (4,), (1,), 0).tolist() == [2, -4, 6, 8]
     mod.scalar_mul(a, 3, out)
     assert mod.to_numpy(out, (2,), (2,), 1).tolist() == [-6, 12]
-    for call in [lambda: mod.ewise_log(a, out), lambda: mod.ewise_div(a, a, out),
-                 lambda: mod.scalar_power(a, 2, out), lambda: mod.matmul(a, a, out, 2, 2, 2)]:
+    for call in [
+        lambda: mod.ewise_log(a, out),
+        lambda: mod.ewise_div(a, a, out),
+        lambda: mod.scalar_power(a, 2, out),
+        lambda: mod.matmul(a, a, out, 2, 2, 2),
+    ]:
         with pytest.raises(TypeError, match="float32 or float64"):
             call()
     with pytest.raises(TypeError, match="dtype"):
@@ -183,13 +217,16 @@ def test_compiled_scalars_are_checked():
 
 # ----- Tensors ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", INT_DTYPES)
 def test_integer_tensors_never_require_grad(dtype):
     t = ndl.Tensor(np.array([1, 0, 1]), dtype=dtype)
     assert t.dtype == dtype and not t.requires_grad, "the default requires_grad is off for them"
-    for make in [lambda: ndl.Tensor([1, 2], dtype=dtype, requires_grad=True),
-                 lambda: ndl.ones(3, dtype=dtype, requires_grad=True),
-                 lambda: ndl.init.zeros(2, dtype=dtype, requires_grad=True)]:
+    for make in [
+        lambda: ndl.Tensor([1, 2], dtype=dtype, requires_grad=True),
+        lambda: ndl.ones(3, dtype=dtype, requires_grad=True),
+        lambda: ndl.init.zeros(2, dtype=dtype, requires_grad=True),
+    ]:
         with pytest.raises(TypeError, match=f"a {dtype} tensor cannot require gradients"):
             make()
     x = ndl.Tensor([1.5, -2.5], requires_grad=True)
@@ -200,27 +237,48 @@ def test_integer_tensors_never_require_grad(dtype):
 
 
 @pytest.mark.parametrize("dtype", INT_DTYPES)
-@pytest.mark.parametrize("name, call", [
-    ("Log", ndl.log), ("Exp", ndl.exp), ("Tanh", ndl.tanh), ("ReLU", ndl.relu),
-    ("Sigmoid", ndl.sigmoid), ("LogSoftmax", ndl.logsoftmax), ("LogSumExp", ndl.logsumexp),
-    ("DivScalar", lambda t: t / 2), ("PowerScalar", lambda t: t ** 2),
-    ("MatMul", lambda t: t @ t), ("EWiseDiv", lambda t: t / t),
-])
+@pytest.mark.parametrize(
+    "name, call",
+    [
+        ("Log", ndl.log),
+        ("Exp", ndl.exp),
+        ("Tanh", ndl.tanh),
+        ("ReLU", ndl.relu),
+        ("Sigmoid", ndl.sigmoid),
+        ("LogSoftmax", ndl.logsoftmax),
+        ("LogSumExp", ndl.logsumexp),
+        ("DivScalar", lambda t: t / 2),
+        ("PowerScalar", lambda t: t**2),
+        ("MatMul", lambda t: t @ t),
+        ("EWiseDiv", lambda t: t / t),
+    ],
+)
 def test_float_only_ops_name_themselves_and_the_dtype(name, call, dtype):
     t = ndl.Tensor(np.ones((2, 2)), dtype=dtype)
-    with pytest.raises(TypeError, match=f"{name}: needs float32 or float64 tensors, got one of "
-                                        f"dtype {dtype}; convert it with .astype"):
+    with pytest.raises(
+        TypeError,
+        match=f"{name}: needs float32 or float64 tensors, got one of "
+        f"dtype {dtype}; convert it with .astype",
+    ):
         call(t)
 
 
 def test_integer_ops_that_work_match_numpy():
     x = np.array([[1, -2, 3], [4, 5, -6]])
     t = ndl.Tensor(x, dtype="int64")
-    for got, want in [(t + t, x + x), (t * 3, x * 3), (-t, -x), (t - 1, x - 1),
-                      (t.sum(), x.sum()), (t.sum(axes=1), x.sum(1)), (t.transpose(), x.T),
-                      (t.reshape((3, 2)), x.reshape(3, 2)), (ndl.stack([t, t], 0), np.stack([x, x])),
-                      (ndl.flip(t, (1,)), x[:, ::-1]), (t.broadcast_to((2, 2, 3)),
-                                                       np.broadcast_to(x, (2, 2, 3)))]:
+    for got, want in [
+        (t + t, x + x),
+        (t * 3, x * 3),
+        (-t, -x),
+        (t - 1, x - 1),
+        (t.sum(), x.sum()),
+        (t.sum(axes=1), x.sum(1)),
+        (t.transpose(), x.T),
+        (t.reshape((3, 2)), x.reshape(3, 2)),
+        (ndl.stack([t, t], 0), np.stack([x, x])),
+        (ndl.flip(t, (1,)), x[:, ::-1]),
+        (t.broadcast_to((2, 2, 3)), np.broadcast_to(x, (2, 2, 3))),
+    ]:
         assert got.dtype == "int64", got.dtype
         np.testing.assert_array_equal(got.numpy(), want)
     parts = ndl.split(t, 0)
@@ -262,8 +320,9 @@ def test_randb_is_a_bool_tensor_that_masks_floats():
 
 @pytest.mark.parametrize("dtype", ["int32", "int64"])
 def test_layers_take_integer_labels_and_ids(dtype):
-    logits = ndl.Tensor(np.log(np.array([[0.25, 0.75], [0.5, 0.5]])), dtype="float32",
-                        requires_grad=True)
+    logits = ndl.Tensor(
+        np.log(np.array([[0.25, 0.75], [0.5, 0.5]])), dtype="float32", requires_grad=True
+    )
     y = ndl.Tensor([1, 0], dtype=dtype)
     loss = nn.SoftmaxLoss()(logits, y)
     np.testing.assert_allclose(loss.numpy(), -(np.log(0.75) + np.log(0.5)) / 2, rtol=1e-6)

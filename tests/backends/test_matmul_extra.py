@@ -4,6 +4,7 @@
 can read in place (row-major or transposed views) reach the kernel uncopied. Everything is
 checked against NumPy in float64, on every enabled device, for both dtypes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -118,8 +119,9 @@ def test_operator_keeps_the_tiled_path_and_matmul_does_not(device, monkeypatch):
         pytest.skip(f"{device} has no tiled matmul")
     calls = []
     tiled = device.mod.matmul_tiled
-    monkeypatch.setattr(device.mod, "matmul_tiled", lambda *args: calls.append(args[3:]) or
-                        tiled(*args))
+    monkeypatch.setattr(
+        device.mod, "matmul_tiled", lambda *args: calls.append(args[3:]) or tiled(*args)
+    )
     a = nd.array(np.eye(8), device=device)
     b = nd.array(np.arange(64.0).reshape(8, 8), device=device)
     np.testing.assert_array_equal((a @ b).numpy(), np.arange(64.0).reshape(8, 8))
@@ -137,16 +139,19 @@ def test_matmul_errors_name_the_function_and_shapes(device):
     with pytest.raises(TypeError, match="matmul: expected NDArrays, got ndarray"):
         nd.matmul(a, np.ones((4, 2)))
     with pytest.raises(ValueError, match=r"matmul.*broadcast"):
-        nd.matmul(nd.array(np.ones((2, 3, 4)), device=device),
-                  nd.array(np.ones((3, 4, 2)), device=device))
+        nd.matmul(
+            nd.array(np.ones((2, 3, 4)), device=device), nd.array(np.ones((3, 4, 2)), device=device)
+        )
 
 
 def test_matmul_rejects_mixed_devices():
     if not nd.cpu().enabled():
         pytest.skip("needs the compiled cpu() next to cpu_numpy()")
     with pytest.raises(ValueError, match="matmul.*cpu\\(\\).*cpu_numpy\\(\\)"):
-        nd.matmul(nd.array(np.ones((2, 2)), device=nd.cpu()),
-                  nd.array(np.ones((2, 2)), device=nd.cpu_numpy()))
+        nd.matmul(
+            nd.array(np.ones((2, 2)), device=nd.cpu()),
+            nd.array(np.ones((2, 2)), device=nd.cpu_numpy()),
+        )
 
 
 # ----- the kernel, called directly ------------------------------------------------------------
@@ -179,12 +184,14 @@ def test_kernel_reads_views_at_offsets_and_overwrites_out(mod, dtype):
     b_view = buf_b[2:30].reshape(7, 4)  # (7, 4) ...
     b_view_t = buf_b[2:30].reshape(4, 7).T  # ... and a transposed (7, 4)
     out = _upload(mod, np.full(20, np.nan, dtype))
-    mod.matmul_strided(_upload(mod, buf_a), _upload(mod, buf_b), out, 5, 7, 4,
-                       (11, 1), 6, (4, 1), 2)
+    mod.matmul_strided(
+        _upload(mod, buf_a), _upload(mod, buf_b), out, 5, 7, 4, (11, 1), 6, (4, 1), 2
+    )
     got = mod.to_numpy(out, (5, 4), (4, 1), 0)
     np.testing.assert_allclose(got, a_view @ b_view, rtol=TOL[dtype], atol=TOL[dtype])
-    mod.matmul_strided(_upload(mod, buf_a), _upload(mod, buf_b), out, 5, 7, 4,
-                       (11, 1), 6, (1, 7), 2)
+    mod.matmul_strided(
+        _upload(mod, buf_a), _upload(mod, buf_b), out, 5, 7, 4, (11, 1), 6, (1, 7), 2
+    )
     got = mod.to_numpy(out, (5, 4), (4, 1), 0)
     np.testing.assert_allclose(got, a_view @ b_view_t, rtol=TOL[dtype], atol=TOL[dtype])
 
@@ -201,18 +208,42 @@ def _f32(mod, n):
 
 
 KERNEL_ERRORS = {
-    "a outside its buffer": (ValueError, lambda m: m.matmul_strided(
-        _f32(m, 6), _f32(m, 6), _f32(m, 4), 2, 3, 2, (3, 1), 1, (2, 1), 0)),
-    "b transposed outside": (ValueError, lambda m: m.matmul_strided(
-        _f32(m, 6), _f32(m, 5), _f32(m, 4), 2, 3, 2, (3, 1), 0, (1, 3), 0)),
-    "out size": (ValueError, lambda m: m.matmul_strided(
-        _f32(m, 6), _f32(m, 6), _f32(m, 5), 2, 3, 2, (3, 1), 0, (2, 1), 0)),
-    "negative m": (ValueError, lambda m: m.matmul_strided(
-        _f32(m, 6), _f32(m, 6), _f32(m, 4), -2, 3, 2, (3, 1), 0, (2, 1), 0)),
-    "strides length": (ValueError, lambda m: m.matmul_strided(
-        _f32(m, 6), _f32(m, 6), _f32(m, 4), 2, 3, 2, (3, 1, 1), 0, (2, 1), 0)),
-    "mixed dtypes": (TypeError, lambda m: m.matmul_strided(
-        _f32(m, 6), m.Array(6, "float64"), _f32(m, 4), 2, 3, 2, (3, 1), 0, (2, 1), 0)),
+    "a outside its buffer": (
+        ValueError,
+        lambda m: m.matmul_strided(
+            _f32(m, 6), _f32(m, 6), _f32(m, 4), 2, 3, 2, (3, 1), 1, (2, 1), 0
+        ),
+    ),
+    "b transposed outside": (
+        ValueError,
+        lambda m: m.matmul_strided(
+            _f32(m, 6), _f32(m, 5), _f32(m, 4), 2, 3, 2, (3, 1), 0, (1, 3), 0
+        ),
+    ),
+    "out size": (
+        ValueError,
+        lambda m: m.matmul_strided(
+            _f32(m, 6), _f32(m, 6), _f32(m, 5), 2, 3, 2, (3, 1), 0, (2, 1), 0
+        ),
+    ),
+    "negative m": (
+        ValueError,
+        lambda m: m.matmul_strided(
+            _f32(m, 6), _f32(m, 6), _f32(m, 4), -2, 3, 2, (3, 1), 0, (2, 1), 0
+        ),
+    ),
+    "strides length": (
+        ValueError,
+        lambda m: m.matmul_strided(
+            _f32(m, 6), _f32(m, 6), _f32(m, 4), 2, 3, 2, (3, 1, 1), 0, (2, 1), 0
+        ),
+    ),
+    "mixed dtypes": (
+        TypeError,
+        lambda m: m.matmul_strided(
+            _f32(m, 6), m.Array(6, "float64"), _f32(m, 4), 2, 3, 2, (3, 1), 0, (2, 1), 0
+        ),
+    ),
 }
 
 

@@ -271,8 +271,14 @@ def test_binary_operators_and_comparisons(device, rng):
     _close(-a, -x32)
     _close(a.maximum(b), np.maximum(x32, y32))
     _close(a.maximum(0.1), np.maximum(x32, np.float32(0.1)))
-    for name, ref in [("__eq__", np.equal), ("__ne__", np.not_equal), ("__gt__", np.greater),
-                      ("__ge__", np.greater_equal), ("__lt__", np.less), ("__le__", np.less_equal)]:
+    for name, ref in [
+        ("__eq__", np.equal),
+        ("__ne__", np.not_equal),
+        ("__gt__", np.greater),
+        ("__ge__", np.greater_equal),
+        ("__lt__", np.less),
+        ("__le__", np.less_equal),
+    ]:
         got = getattr(a, name)(b)
         assert got.dtype == "float32", name
         _close(got, ref(x32, y32).astype(np.float32))
@@ -350,9 +356,17 @@ def test_equality_makes_arrays_unhashable_and_bool_needs_one_element(device):
 # ----- matmul, reductions, flip, pad ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((8, 16), (16, 8)), ((1, 1), (1, 1)),
-                                    ((2, 3, 4), (4, 2)), ((2, 1, 3, 4), (5, 4, 2)),
-                                    ((0, 3), (3, 2))])
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        ((3, 4), (4, 5)),
+        ((8, 16), (16, 8)),
+        ((1, 1), (1, 1)),
+        ((2, 3, 4), (4, 2)),
+        ((2, 1, 3, 4), (5, 4, 2)),
+        ((0, 3), (3, 2)),
+    ],
+)
 def test_matmul_matches_numpy(shapes, device, rng):
     x, y = rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])
     got = _arr(x, device) @ _arr(y, device)
@@ -363,8 +377,7 @@ def test_matmul_matches_numpy(shapes, device, rng):
 def test_matmul_of_views_and_errors(device, rng):
     x = rng.standard_normal((8, 8))
     a = _arr(x, device)
-    _close(a.permute((1, 0)) @ a[::2, :].permute((1, 0)), (x.T @ x[::2].T).astype(np.float32),
-           1e-5)
+    _close(a.permute((1, 0)) @ a[::2, :].permute((1, 0)), (x.T @ x[::2].T).astype(np.float32), 1e-5)
     with pytest.raises(ValueError, match=r"\(8, 8\) and \(3, 2\)"):
         a @ _arr(np.ones((3, 2)), device)
     with pytest.raises(ValueError, match=">= 2 dimensions"):
@@ -496,8 +509,11 @@ def test_fused_optimizer_kernels_match_the_numpy_module_bit_for_bit(device, name
     _needs(device, name)
     shape = (7, 5)
     p, g, s1, s2 = (rng.standard_normal(shape).astype(np.float32) for _ in range(4))
-    scalars = (0.1, 0.9, 0.01) if name == "sgd_update" else (0.01, 0.8, 0.99, 1e-8, 0.1,
-                                                              1 - 0.8**3, 1 - 0.99**3)
+    scalars = (
+        (0.1, 0.9, 0.01)
+        if name == "sgd_update"
+        else (0.01, 0.8, 0.99, 1e-8, 0.1, 1 - 0.8**3, 1 - 0.99**3)
+    )
     slots = (s1,) if name == "sgd_update" else (s1, np.abs(s2))
     results = []
     for dev, module in ((device, device.mod), (nd.cpu_numpy(), NP_MODULE)):
@@ -505,9 +521,11 @@ def test_fused_optimizer_kernels_match_the_numpy_module_bit_for_bit(device, name
         handles = [[_handle(a, dev), _handle(a[:3] * 2, dev)] for a in (p, g, *slots)]
         outs = [nd.NDArray.make(shape, device=dev), nd.NDArray.make((3, 5), device=dev)]
         getattr(module, name)(*handles, [o._handle for o in outs], *scalars)
-        results.append([o.numpy() for o in outs]
-                       + [_values(h[0], dev, shape) for h in handles[2:]]
-                       + [_values(h[1], dev, (3, 5)) for h in handles[2:]])
+        results.append(
+            [o.numpy() for o in outs]
+            + [_values(h[0], dev, shape) for h in handles[2:]]
+            + [_values(h[1], dev, (3, 5)) for h in handles[2:]]
+        )
     for got, want in zip(*results):
         np.testing.assert_array_equal(got, want)
     for module in (device.mod, NP_MODULE):
@@ -517,10 +535,12 @@ def test_fused_optimizer_kernels_match_the_numpy_module_bit_for_bit(device, name
         small = [nd.NDArray.make((3,), device=dev)._handle]
         run = getattr(module, name)
         before = [_values(h[0], dev, shape) for h in lists[2:]]
-        for bad, match in [((small, *lists[1:], out), "3 elements|size"),
-                           ((*lists, out + out), "differ in length"),
-                           ((lists[0], [None], *lists[2:], out), "None"),
-                           ((*lists, [None]), "None")]:
+        for bad, match in [
+            ((small, *lists[1:], out), "3 elements|size"),
+            ((*lists, out + out), "differ in length"),
+            ((lists[0], [None], *lists[2:], out), "None"),
+            ((*lists, [None]), "None"),
+        ]:
             with pytest.raises((ValueError, TypeError), match=match):
                 run(*bad, *scalars)
         for h, was in zip(lists[2:], before):  # a refused call updates no state
@@ -534,31 +554,52 @@ def test_fused_batchnorm_kernels_match_the_numpy_module(device, rng):
     results = []
     for dev, module in ((device, device.mod), (nd.cpu_numpy(), NP_MODULE)):
         outs = [nd.NDArray.make(s, device=dev) for s in [(n, d), (n, d), (d,), (d,), (d,)]]
-        module.batchnorm_forward(*(_handle(a, dev) for a in (x, w, b)),
-                                 *(o._handle for o in outs), n, d, 1e-5)
+        module.batchnorm_forward(
+            *(_handle(a, dev) for a in (x, w, b)), *(o._handle for o in outs), n, d, 1e-5
+        )
         grads = [nd.NDArray.make(s, device=dev) for s in [(n, d), (d,), (d,)]]
-        module.batchnorm_backward(_handle(g, dev), outs[1]._handle, _handle(w, dev),
-                                  outs[4]._handle, *(o._handle for o in grads), n, d)
+        module.batchnorm_backward(
+            _handle(g, dev),
+            outs[1]._handle,
+            _handle(w, dev),
+            outs[4]._handle,
+            *(o._handle for o in grads),
+            n,
+            d,
+        )
         results.append([o.numpy() for o in outs + grads])
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     mean, var = x.mean(axis=0), x.var(axis=0)
-    np.testing.assert_allclose(results[0][0], (x - mean) / np.sqrt(var + 1e-5) * w + b,
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        results[0][0], (x - mean) / np.sqrt(var + 1e-5) * w + b, rtol=1e-4, atol=1e-5
+    )
     with pytest.raises(ValueError):
-        device.mod.batchnorm_forward(*(_handle(a, device) for a in (x, w, b)),
-                                     *(nd.NDArray.make((2,), device=device)._handle
-                                       for _ in range(5)), n, d, 1e-5)
+        device.mod.batchnorm_forward(
+            *(_handle(a, device) for a in (x, w, b)),
+            *(nd.NDArray.make((2,), device=device)._handle for _ in range(5)),
+            n,
+            d,
+            1e-5,
+        )
 
 
 def _run_layernorm(dev, module, x, w, b, g):
     n, d = x.shape
     outs = [nd.NDArray.make(s, device=dev) for s in [(n, d), (n, d), (n,)]]
-    module.layernorm_forward(*(_handle(a, dev) for a in (x, w, b)), *(o._handle for o in outs),
-                             n, d, 1e-5)
+    module.layernorm_forward(
+        *(_handle(a, dev) for a in (x, w, b)), *(o._handle for o in outs), n, d, 1e-5
+    )
     grads = [nd.NDArray.make(s, device=dev) for s in [(n, d), (d,), (d,)]]
-    module.layernorm_backward(_handle(g, dev), outs[1]._handle, _handle(w, dev),
-                              outs[2]._handle, *(o._handle for o in grads), n, d)
+    module.layernorm_backward(
+        _handle(g, dev),
+        outs[1]._handle,
+        _handle(w, dev),
+        outs[2]._handle,
+        *(o._handle for o in grads),
+        n,
+        d,
+    )
     return [o.numpy() for o in outs + grads]
 
 
@@ -575,10 +616,20 @@ def test_fused_layernorm_kernels_match_the_numpy_module_and_formula(device, n, d
     mean, var = x64.mean(axis=1, keepdims=True), x64.var(axis=1, keepdims=True)
     xhat = (x64 - mean) / np.sqrt(var + 1e-5)
     gx = g64 * w64
-    grad_x = (gx - gx.mean(1, keepdims=True) - xhat * (gx * xhat).mean(1, keepdims=True)) \
-        / np.sqrt(var + 1e-5)
-    for a, e in zip(got, [xhat * w64 + b, xhat, (1 / np.sqrt(var + 1e-5)).reshape(-1), grad_x,
-                          (g64 * xhat).sum(0), g64.sum(0)]):
+    grad_x = (gx - gx.mean(1, keepdims=True) - xhat * (gx * xhat).mean(1, keepdims=True)) / np.sqrt(
+        var + 1e-5
+    )
+    for a, e in zip(
+        got,
+        [
+            xhat * w64 + b,
+            xhat,
+            (1 / np.sqrt(var + 1e-5)).reshape(-1),
+            grad_x,
+            (g64 * xhat).sum(0),
+            g64.sum(0),
+        ],
+    ):
         np.testing.assert_allclose(a, e, rtol=2e-4, atol=2e-4)
 
 
@@ -627,9 +678,11 @@ def test_softmax_cross_entropy_kernel_clips_minus_infinity(device):
 def test_softmax_cross_entropy_kernel_rejects_bad_labels(device):
     _needs(device, "softmax_cross_entropy")
     logits = np.zeros((2, 3), dtype=np.float32)
-    for labels, match in [([0, 3], r"ids\[1\] = 3 is out of range"),
-                          ([-1, 0], r"ids\[0\] = -1 is out of range"),
-                          ([0, 1, 2], "3 labels for 2 rows")]:
+    for labels, match in [
+        ([0, 3], r"ids\[1\] = 3 is out of range"),
+        ([-1, 0], r"ids\[0\] = -1 is out of range"),
+        ([0, 1, 2], "3 labels for 2 rows"),
+    ]:
         with pytest.raises(ValueError, match=match):
             _run_softmax_loss(device, device.mod, logits, np.array(labels, dtype=np.int64))
 
@@ -643,8 +696,9 @@ def test_dropout_kernel_is_the_float32_array_expression(device, keep, dtype, rng
     u[3] = np.nextafter(np.float32(keep), 2) - 1e-12  # above keep, rounds to it in float32: kept
     x = rng.standard_normal(1000).astype(dtype)
     mask, out = (nd.NDArray.make((1000,), device=device, dtype=dtype) for _ in "mo")
-    device.mod.dropout(u, nd.array(x, device=device, dtype=dtype)._handle, mask._handle,
-                       out._handle, keep)
+    device.mod.dropout(
+        u, nd.array(x, device=device, dtype=dtype)._handle, mask._handle, out._handle, keep
+    )
     keep32 = np.float32(keep)
     expected = ((u.astype(np.float32) <= keep32).astype(np.float32) / keep32).astype(dtype)
     np.testing.assert_array_equal(mask.numpy(), expected)
@@ -667,8 +721,13 @@ def test_dropout_kernel_rejects_bad_arguments(device):
         with pytest.raises(error, match=match):
             device.mod.dropout(u, x._handle, mask._handle, out._handle, keep)
     with pytest.raises(ValueError, match="dropout"):
-        device.mod.dropout(np.zeros(10), nd.NDArray.make((9,), device=device)._handle,
-                           mask._handle, out._handle, 0.5)
+        device.mod.dropout(
+            np.zeros(10),
+            nd.NDArray.make((9,), device=device)._handle,
+            mask._handle,
+            out._handle,
+            0.5,
+        )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -724,12 +783,20 @@ def test_row_kernels_reject_ids_outside_the_table(device, bad):
 def _run_lstm_cell(dev, module, pre, c, grad_h, grad_c):
     batch, hidden = c.shape
     fwd = [nd.NDArray.make(s, device=dev) for s in [pre.shape, c.shape, c.shape, c.shape]]
-    module.lstm_cell_forward(_handle(pre, dev), _handle(c, dev), *(o._handle for o in fwd),
-                             batch, hidden)
+    module.lstm_cell_forward(
+        _handle(pre, dev), _handle(c, dev), *(o._handle for o in fwd), batch, hidden
+    )
     bwd = [nd.NDArray.make(s, device=dev) for s in [pre.shape, c.shape]]
-    module.lstm_cell_backward(_handle(grad_h, dev), _handle(grad_c, dev), _handle(c, dev),
-                              fwd[0]._handle, fwd[3]._handle, *(o._handle for o in bwd),
-                              batch, hidden)
+    module.lstm_cell_backward(
+        _handle(grad_h, dev),
+        _handle(grad_c, dev),
+        _handle(c, dev),
+        fwd[0]._handle,
+        fwd[3]._handle,
+        *(o._handle for o in bwd),
+        batch,
+        hidden,
+    )
     return [o.numpy() for o in fwd + bwd]
 
 
@@ -739,8 +806,7 @@ def test_lstm_cell_kernels_match_the_numpy_module_and_formula(device, batch, hid
     pre = (rng.standard_normal((batch, 4 * hidden)) * 4).astype(np.float32)
     pre[0, 0] = -100.0  # far out on both sides: the overflow-safe sigmoid
     pre[0, -1] = 100.0
-    c, grad_h, grad_c = (rng.standard_normal((batch, hidden)).astype(np.float32)
-                         for _ in range(3))
+    c, grad_h, grad_c = (rng.standard_normal((batch, hidden)).astype(np.float32) for _ in range(3))
     got = _run_lstm_cell(device, device.mod, pre, c, grad_h, grad_c)
     mirror = _run_lstm_cell(nd.cpu_numpy(), NP_MODULE, pre, c, grad_h, grad_c)
     for a, e in zip(got, mirror):  # NumPy's float32 exp/tanh may differ from libm's by an ulp
@@ -751,11 +817,20 @@ def test_lstm_cell_kernels_match_the_numpy_module_and_formula(device, batch, hid
     i, f, g, o = sig[:, 0], sig[:, 1], np.tanh(p[:, 2]), sig[:, 3]
     c_new = f * c + i * g
     total = grad_c + grad_h * o * (1 - np.tanh(c_new) ** 2)
-    grad_pre = np.stack([total * g * i * (1 - i), total * c * f * (1 - f),
-                         total * i * (1 - g * g), grad_h * np.tanh(c_new) * o * (1 - o)], 1)
+    grad_pre = np.stack(
+        [
+            total * g * i * (1 - i),
+            total * c * f * (1 - f),
+            total * i * (1 - g * g),
+            grad_h * np.tanh(c_new) * o * (1 - o),
+        ],
+        1,
+    )
     act = np.stack([i, f, g, o], 1).reshape(batch, -1)
-    for a, e in zip(got, [act, o * np.tanh(c_new), c_new, np.tanh(c_new),
-                          grad_pre.reshape(batch, -1), total * f]):
+    for a, e in zip(
+        got,
+        [act, o * np.tanh(c_new), c_new, np.tanh(c_new), grad_pre.reshape(batch, -1), total * f],
+    ):
         np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
 
 
@@ -768,19 +843,20 @@ def test_lstm_cell_kernels_reject_bad_sizes(device):
         device.mod.lstm_cell_backward(*h, 2, 3)
 
 
-@pytest.mark.parametrize("batch, m, n, p", [(3, 2, 4, 5), (1, 1, 1, 1), (0, 2, 2, 2),
-                                            (64, 20, 32, 20)])
+@pytest.mark.parametrize(
+    "batch, m, n, p", [(3, 2, 4, 5), (1, 1, 1, 1), (0, 2, 2, 2), (64, 20, 32, 20)]
+)
 def test_matmul_batched_kernel_matches_numpy(device, batch, m, n, p, rng):
     _needs(device, "matmul_batched")
     a = rng.standard_normal((batch, m, n)).astype(np.float32)
     b = rng.standard_normal((batch, n, p)).astype(np.float32)
     out = nd.NDArray.make((batch, m, p), device=device)
-    device.mod.matmul_batched(_handle(a, device), _handle(b, device), out._handle, batch, m, n,
-                              p)
+    device.mod.matmul_batched(_handle(a, device), _handle(b, device), out._handle, batch, m, n, p)
     np.testing.assert_allclose(out.numpy(), a @ b, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="matmul_batched"):
-        device.mod.matmul_batched(_handle(a, device), _handle(b, device), out._handle,
-                                  batch + 1, m, n, p)
+        device.mod.matmul_batched(
+            _handle(a, device), _handle(b, device), out._handle, batch + 1, m, n, p
+        )
 
 
 def test_batched_matmul_of_transposed_views_matches_numpy(device, rng):
@@ -817,6 +893,7 @@ def test_sum_over_leading_axes_gives_the_bits_of_the_transposed_reduction(rng):
         kept = tuple(i for i in range(3) if i not in axes)
         transposed = x.permute(kept + axes).compact()  # what the reduction did before
         expected = nd.NDArray.make(tuple(x.shape[i] for i in kept), device=nd.cpu())
-        nd.cpu().mod.reduce_sum(transposed._handle, expected._handle,
-                                int(np.prod([x.shape[i] for i in axes])))
+        nd.cpu().mod.reduce_sum(
+            transposed._handle, expected._handle, int(np.prod([x.shape[i] for i in axes]))
+        )
         np.testing.assert_array_equal(x.sum(axis=axes).numpy(), expected.numpy())

@@ -4,6 +4,7 @@ reach past their buffer, setitem values that do not broadcast, and what errors n
 
 Every test runs on each enabled NDArray device (the compiled ``cpu()`` and ``cpu_numpy()``).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -14,6 +15,7 @@ import pytest
 
 import needle as ndl
 from needle import backend_ndarray as nd
+
 
 @pytest.fixture
 def device(nd_device):
@@ -27,8 +29,8 @@ COMPARISONS = [operator.lt, operator.le, operator.gt, operator.ge, operator.eq, 
 EDGE_VALUES = {
     "float32": [np.nan, -np.inf, -1.5, -0.0, 0.0, 1.0, np.inf],
     "float64": [np.nan, -np.inf, -1.5, -0.0, 0.0, 1.0, np.inf],
-    "int32": [-2**31, -1, 0, 1, 2**31 - 1],
-    "int64": [-2**63, -1, 0, 1, 2**63 - 1],
+    "int32": [-(2**31), -1, 0, 1, 2**31 - 1],
+    "int64": [-(2**63), -1, 0, 1, 2**63 - 1],
     "bool": [False, True],
 }
 EDGE_SCALARS = [np.nan, np.inf, -np.inf, -0.0, 0.0, 0.5, 1, -1, True]
@@ -51,8 +53,11 @@ def _same(got: nd.NDArray, expected: np.ndarray, dtype: str) -> None:
 @pytest.mark.parametrize("op", COMPARISONS, ids=lambda op: op.__name__)
 def test_array_comparisons_follow_ieee(device, op, dtype):
     a, b = _all_pairs(dtype)
-    _same(op(nd.array(a, device=device, dtype=dtype), nd.array(b, device=device, dtype=dtype)),
-          op(a, b), dtype)
+    _same(
+        op(nd.array(a, device=device, dtype=dtype), nd.array(b, device=device, dtype=dtype)),
+        op(a, b),
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("scalar", EDGE_SCALARS, ids=repr)
@@ -79,8 +84,15 @@ def test_comparisons_of_mixed_dtypes_compare_in_the_common_dtype(device):
 ZERO_CASES = [
     (batch_a, batch_b, m, n, p)
     for m, n, p in itertools.product([0, 3, 8], repeat=3)
-    for batch_a, batch_b in [((), ()), ((0,), ()), ((), (0,)), ((2,), (2,)), ((1,), (0,)),
-                             ((3, 0), (1,)), ((2,), ())]
+    for batch_a, batch_b in [
+        ((), ()),
+        ((0,), ()),
+        ((), (0,)),
+        ((2,), (2,)),
+        ((1,), (0,)),
+        ((3, 0), (1,)),
+        ((2,), ()),
+    ]
     if 0 in (m, n, p) + batch_a + batch_b
 ]
 
@@ -120,8 +132,21 @@ def _shape_entry_points(device):
     }
 
 
-@pytest.mark.parametrize("name", ["empty", "full", "zeros", "ones", "rand", "randn", "make",
-                                  "broadcast_to", "as_strided", "reshape"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "empty",
+        "full",
+        "zeros",
+        "ones",
+        "rand",
+        "randn",
+        "make",
+        "broadcast_to",
+        "as_strided",
+        "reshape",
+    ],
+)
 def test_shapes_beyond_int64_are_refused_by_name(device, name):
     call = _shape_entry_points(device)[name]
     with pytest.raises(ValueError, match=rf"{name}: shape .* is too large"):
@@ -130,8 +155,10 @@ def test_shapes_beyond_int64_are_refused_by_name(device, name):
         call((2**70,))
 
 
-@pytest.mark.parametrize("name", ["empty", "full", "zeros", "ones", "rand", "randn", "make",
-                                  "broadcast_to", "as_strided"])
+@pytest.mark.parametrize(
+    "name",
+    ["empty", "full", "zeros", "ones", "rand", "randn", "make", "broadcast_to", "as_strided"],
+)
 def test_negative_dimensions_are_refused_by_name(device, name):
     with pytest.raises(ValueError, match=rf"{name}: negative dimension in shape \(-1, 2\)"):
         _shape_entry_points(device)[name]((-1, 2))
@@ -140,8 +167,11 @@ def test_negative_dimensions_are_refused_by_name(device, name):
 def test_operands_whose_broadcast_is_beyond_int64_are_refused(device):
     rows = nd.array([1.0], device=device).broadcast_to((2**40, 1))
     columns = nd.array([1.0], device=device).broadcast_to((1, 2**40))
-    with pytest.raises(ValueError, match=r"ewise_add: shapes \(\d+, 1\) and \(1, \d+\) "
-                                         r"broadcast to .* more elements than int64"):
+    with pytest.raises(
+        ValueError,
+        match=r"ewise_add: shapes \(\d+, 1\) and \(1, \d+\) "
+        r"broadcast to .* more elements than int64",
+    ):
         rows + columns
 
 
@@ -180,8 +210,11 @@ def test_init_refuses_shapes_beyond_int64():
 
 def test_make_refuses_a_view_past_its_buffer(device):
     base = nd.array(np.arange(4.0), device=device)
-    with pytest.raises(ValueError, match=r"make: shape \(4,\), strides \(1,\) at offset 2 "
-                                         r"reach elements 2..5 of a buffer of 4"):
+    with pytest.raises(
+        ValueError,
+        match=r"make: shape \(4,\), strides \(1,\) at offset 2 "
+        r"reach elements 2..5 of a buffer of 4",
+    ):
         nd.NDArray.make((4,), device=device, handle=base._handle, offset=2)
     with pytest.raises(ValueError, match=r"reach elements -1..0"):
         nd.NDArray.make((2,), strides=(-1,), device=device, handle=base._handle)
@@ -204,8 +237,9 @@ def test_every_op_reads_an_offset_view_where_it_lies(device):
     np.testing.assert_array_equal(nd.flip(view, 0).numpy(), tail[::-1])
     np.testing.assert_array_equal(view.astype("float64").numpy(), tail)
     square = nd.NDArray.make((2, 2), device=device, handle=handle, offset=2)
-    np.testing.assert_array_equal((square @ square).numpy(),
-                                  base[2:].reshape(2, 2) @ base[2:].reshape(2, 2))
+    np.testing.assert_array_equal(
+        (square @ square).numpy(), base[2:].reshape(2, 2) @ base[2:].reshape(2, 2)
+    )
 
 
 # ----- setitem: NumPy's broadcasting rule ------------------------------------------------
@@ -213,8 +247,11 @@ def test_every_op_reads_an_offset_view_where_it_lies(device):
 
 def test_setitem_refuses_a_value_that_only_has_the_same_count(device):
     a = nd.array(np.zeros((4, 5)), device=device)
-    with pytest.raises(ValueError, match=r"shape \(3, 2\) cannot be assigned to a view of "
-                                         r"shape \(2, 3\): it does not broadcast"):
+    with pytest.raises(
+        ValueError,
+        match=r"shape \(3, 2\) cannot be assigned to a view of "
+        r"shape \(2, 3\): it does not broadcast",
+    ):
         a[0:2, 0:3] = nd.array(np.ones((3, 2)), device=device)
     with pytest.raises(ValueError, match=r"\(shape \(\) as NumPy indexes it\)"):
         a[1, 2] = nd.array([1.0, 2.0], device=device)
@@ -241,19 +278,25 @@ def test_setitem_takes_what_numpy_takes(device):
 
 def test_too_many_indices_names_the_dimensions_and_shape(device):
     a = nd.array(np.zeros((4, 5)), device=device)
-    with pytest.raises(IndexError, match=r"too many indices \(3\) for a 2-d array of shape "
-                                         r"\(4, 5\)"):
+    with pytest.raises(
+        IndexError,
+        match=r"too many indices \(3\) for a 2-d array of shape "
+        r"\(4, 5\)",
+    ):
         a[0, 0, 0]
     with pytest.raises(IndexError, match=r"too many indices \(3\) for a 2-d array"):
         a[0, 0, 0] = 1.0
 
 
-@pytest.mark.parametrize("ids, shown", [
-    (np.array([1e20]), r"\[1e\+20\]"),
-    (np.array([2**63], dtype=np.uint64), r"\[9223372036854775808\]"),
-    ([2**64], r"\[18446744073709551616\]"),
-    ([-2**70, 1], r"\[-1180591620717411303424\]"),
-])
+@pytest.mark.parametrize(
+    "ids, shown",
+    [
+        (np.array([1e20]), r"\[1e\+20\]"),
+        (np.array([2**63], dtype=np.uint64), r"\[9223372036854775808\]"),
+        ([2**64], r"\[18446744073709551616\]"),
+        ([-(2**70), 1], r"\[-1180591620717411303424\]"),
+    ],
+)
 def test_ids_beyond_int64_are_reported_as_passed(ids, shown):
     weight = ndl.Tensor(np.ones((5, 2)))
     with pytest.raises(ValueError, match=rf"embedding_lookup: ids must be in \[0, 5\) .*{shown}"):

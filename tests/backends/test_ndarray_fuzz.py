@@ -10,6 +10,7 @@ values with NumPy's. A failure names its seed: rerun that case alone with
 
 The default run is short; ``-m slow`` runs many more seeds.
 """
+
 from __future__ import annotations
 
 import operator
@@ -57,11 +58,10 @@ def random_view(rng, device, dtype, shape=None, specials=True) -> Pair:
     if shape is None:
         shape = tuple(int(n) for n in rng.integers(0, 4, rng.integers(0, 4)))
     source = tuple(1 if rng.random() < 0.2 else n for n in shape)
-    source = source[int(rng.integers(0, len(source) + 1)) if rng.random() < 0.2 else 0:]
+    source = source[int(rng.integers(0, len(source) + 1)) if rng.random() < 0.2 else 0 :]
     steps = [int(rng.integers(1, 3)) for _ in source]
     starts = [int(rng.integers(0, 2)) for _ in source]
-    base = _values(rng, tuple(s + n * k for s, n, k in zip(starts, source, steps)), dtype,
-                   specials)
+    base = _values(rng, tuple(s + n * k for s, n, k in zip(starts, source, steps)), dtype, specials)
     index = tuple(slice(s, s + n * k, k) for s, n, k in zip(starts, source, steps))
     np_view, nd_view = base[index], nd.array(base, device=device, dtype=dtype)[index]
     how = [f"base {base.shape}[{index}]"]
@@ -104,15 +104,24 @@ def check(got: nd.NDArray, expected, what: str, exact: bool = True) -> None:
 
 def _broadcast_partner(rng, device, dtype, a: Pair) -> Pair:
     """A random view whose shape broadcasts with ``a``'s (trailing axes, some set to 1)."""
-    shape = a.np.shape[int(rng.integers(0, a.np.ndim + 1)):]
+    shape = a.np.shape[int(rng.integers(0, a.np.ndim + 1)) :]
     return random_view(rng, device, dtype, tuple(1 if rng.random() < 0.3 else n for n in shape))
 
 
 # ----- the operations ------------------------------------------------------------------------
 
-BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "maximum": None,
-          "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-          ">": operator.gt, ">=": operator.ge}
+BINARY = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "maximum": None,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 COMPARISONS = {"==", "!=", "<", "<=", ">", ">="}
 
 
@@ -151,8 +160,13 @@ def op_scalar(rng, device, dtype):
                 elif dtype in FLOATS:  # a scalar never changes a float array's dtype
                     expected = np.asarray(expected).astype(dtype)
                 check(got, expected, f"{a.how} {name} {c!r}")
-        check(nd.maximum(a.nd, c), np.asarray(np.maximum(a.np, c)).astype(
-            dtype if dtype in FLOATS else np.result_type(a.np, c)), f"maximum({a.how}, {c!r})")
+        check(
+            nd.maximum(a.nd, c),
+            np.asarray(np.maximum(a.np, c)).astype(
+                dtype if dtype in FLOATS else np.result_type(a.np, c)
+            ),
+            f"maximum({a.how}, {c!r})",
+        )
 
 
 def op_unary(rng, device, dtype):
@@ -162,7 +176,7 @@ def op_unary(rng, device, dtype):
     if dtype in FLOATS:
         for name in ("log", "exp", "tanh"):
             check(getattr(a.nd, name)(), getattr(np, name)(a.np), f"{name}({a.how})", False)
-        check(a.nd ** 2.0, a.np ** np.array(2.0, dtype), f"({a.how}) ** 2", False)
+        check(a.nd**2.0, a.np ** np.array(2.0, dtype), f"({a.how}) ** 2", False)
         b = _broadcast_partner(rng, device, dtype, a)
         check(a.nd / b.nd, a.np / b.np, f"{a.how} / {b.how}", False)
 
@@ -170,8 +184,11 @@ def op_unary(rng, device, dtype):
 def op_reduce(rng, device, dtype):
     a = random_view(rng, device, dtype, specials=rng.random() < 0.5)
     ndim = a.np.ndim
-    axes = None if rng.random() < 0.3 else tuple(
-        int(x) for x in rng.permutation(ndim)[:int(rng.integers(0, ndim + 1))])
+    axes = (
+        None
+        if rng.random() < 0.3
+        else tuple(int(x) for x in rng.permutation(ndim)[: int(rng.integers(0, ndim + 1))])
+    )
     keepdims = bool(rng.random() < 0.5)
     what = f"reduce({a.how}, axis={axes}, keepdims={keepdims})"
     expected = a.np.sum(axis=axes, keepdims=keepdims)
@@ -180,8 +197,11 @@ def op_reduce(rng, device, dtype):
     check(a.nd.sum(axis=axes, keepdims=keepdims), expected, "sum " + what, exact=False)
     reduced = range(ndim) if axes is None else axes
     if all(a.np.shape[i] for i in reduced):
-        check(a.nd.max(axis=axes, keepdims=keepdims), a.np.max(axis=axes, keepdims=keepdims),
-              "max " + what)
+        check(
+            a.nd.max(axis=axes, keepdims=keepdims),
+            a.np.max(axis=axes, keepdims=keepdims),
+            "max " + what,
+        )
     else:
         with pytest.raises(ValueError, match="empty reduction"):
             a.nd.max(axis=axes, keepdims=keepdims)
@@ -193,8 +213,9 @@ def op_matmul(rng, device, dtype):
     m, n, p = (int(x) for x in rng.integers(0, 5, 3))
     batch = [(), (2,), (0,), (1, 2)][int(rng.integers(4))]
     a = random_view(rng, device, dtype, batch + (m, n), specials=False)
-    b = random_view(rng, device, dtype, (n, p) if rng.random() < 0.5 else batch + (n, p),
-                    specials=False)
+    b = random_view(
+        rng, device, dtype, (n, p) if rng.random() < 0.5 else batch + (n, p), specials=False
+    )
     expected = np.matmul(a.np, b.np)
     check(a.nd @ b.nd, expected, f"({a.how}) @ ({b.how})", False)
     check(nd.matmul(a.nd, b.nd), expected, f"matmul({a.how}, {b.how})", False)
@@ -206,8 +227,12 @@ def op_setitem(rng, device, dtype):
     target_nd = nd.array(target_np, device=device, dtype=dtype)
     index = tuple(slice(int(rng.integers(0, n)), None, int(rng.integers(1, 3))) for n in shape)
     view_shape = target_np[index].shape
-    value = random_view(rng, device, str(rng.choice(DTYPES)),
-                        tuple(1 if rng.random() < 0.3 else n for n in view_shape))
+    value = random_view(
+        rng,
+        device,
+        str(rng.choice(DTYPES)),
+        tuple(1 if rng.random() < 0.3 else n for n in view_shape),
+    )
     target_np[index] = value.np
     target_nd[index] = value.nd
     check(target_nd, target_np, f"a[{index}] = {value.how}")
@@ -227,7 +252,9 @@ def op_layout(rng, device, dtype):
     if a.np.ndim:  # np.pad refuses the empty padding of a 0-d array
         pads = tuple((int(rng.integers(0, 2)), int(rng.integers(0, 2))) for _ in a.np.shape)
         check(nd.pad(a.nd, pads), np.pad(a.np, pads), f"pad({a.how}, {pads})")
-        axes = tuple(int(x) for x in rng.permutation(a.np.ndim)[:int(rng.integers(1, a.np.ndim + 1))])
+        axes = tuple(
+            int(x) for x in rng.permutation(a.np.ndim)[: int(rng.integers(1, a.np.ndim + 1))]
+        )
         check(nd.flip(a.nd, axes), np.flip(a.np, axes), f"flip({a.how}, {axes})")
 
 

@@ -5,6 +5,7 @@ its axes permuted, sometimes broadcast (stride 0) — so offsets, non-unit and z
 strides are the default, not the exception. Each operation's result is compared with
 NumPy's on the same view.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,9 +35,7 @@ def strided(draw, shape, device, low=-10.0, high=10.0):
     inverse = tuple(np.argsort(perm))
     steps = [draw(st.integers(1, 3)) for _ in range(ndim)]
     starts = [draw(st.integers(0, 2)) for _ in range(ndim)]
-    base_shape = tuple(
-        starts[perm[i]] + shape[perm[i]] * steps[perm[i]] for i in range(ndim)
-    )
+    base_shape = tuple(starts[perm[i]] + shape[perm[i]] * steps[perm[i]] for i in range(ndim))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     base = rng.uniform(low, high, base_shape).astype(np.float32)
     index = tuple(
@@ -77,8 +76,11 @@ def test_views_and_compact_match_numpy(device, data):
     check(nd_view.broadcast_to((lead,) + shape), np.broadcast_to(np_view, (lead,) + shape), 0)
     if shape:
         index = tuple(
-            slice(data.draw(st.integers(-5, 5)), data.draw(st.integers(-5, 5)),
-                  data.draw(st.integers(1, 3)))
+            slice(
+                data.draw(st.integers(-5, 5)),
+                data.draw(st.integers(-5, 5)),
+                data.draw(st.integers(1, 3)),
+            )
             for _ in shape
         )
         check(nd_view[index], np_view[index], 0)
@@ -135,8 +137,8 @@ SCALAR = {
     "rdiv": (lambda a, c: c / a, lambda a, c: c / a),
     "pow": (lambda a, c: a**c, lambda a, c: a**c),
     "maximum": (nd.maximum, np.maximum),
-    "ge": (lambda a, c: a >= c, lambda a, c: (a >= c)),
-    "eq": (lambda a, c: a == c, lambda a, c: (a == c)),
+    "ge": (lambda a, c: a >= c, lambda a, c: a >= c),
+    "eq": (lambda a, c: a == c, lambda a, c: a == c),
 }
 
 
@@ -169,14 +171,21 @@ def test_unary_ops(device, data, name):
 def test_reductions_over_random_axes(device, data, op, keepdims):
     shape = data.draw(shapes)
     np_a, nd_a = data.draw(strided(shape, device))
-    axes = data.draw(st.none() | st.lists(st.integers(0, max(len(shape) - 1, 0)), unique=True,
-                                          max_size=len(shape)).map(tuple))
+    axes = data.draw(
+        st.none()
+        | st.lists(st.integers(0, max(len(shape) - 1, 0)), unique=True, max_size=len(shape)).map(
+            tuple
+        )
+    )
     if axes is not None and shape:
         axes = tuple(a - len(shape) if data.draw(st.booleans()) else a for a in axes)
     elif not shape:
         axes = None
-    check(getattr(nd_a, op)(axis=axes, keepdims=keepdims),
-          getattr(np_a, op)(axis=axes, keepdims=keepdims), 1e-4)
+    check(
+        getattr(nd_a, op)(axis=axes, keepdims=keepdims),
+        getattr(np_a, op)(axis=axes, keepdims=keepdims),
+        1e-4,
+    )
 
 
 @SETTINGS
@@ -185,8 +194,9 @@ def test_matmul_of_views(device, data):
     m, n, p = (data.draw(st.integers(1, 20)) for _ in range(3))
     batch = data.draw(st.sampled_from([(), (2,), (1, 3)]))
     np_a, nd_a = data.draw(strided(batch + (m, n), device, -2.0, 2.0))
-    np_b, nd_b = data.draw(strided((n, p) if data.draw(st.booleans()) else batch + (n, p),
-                                   device, -2.0, 2.0))
+    np_b, nd_b = data.draw(
+        strided((n, p) if data.draw(st.booleans()) else batch + (n, p), device, -2.0, 2.0)
+    )
     check(nd_a @ nd_b, np.matmul(np_a, np_b), 1e-4)
 
 

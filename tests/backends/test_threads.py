@@ -4,6 +4,7 @@ The kernels' thread count is varied alone (the compiled module's own setter): Op
 splits a matrix product's sums differently with another thread count, so products may
 differ in the last bits between BLAS thread counts (documented), never between kernel ones.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,19 +51,39 @@ def test_array_kernels_are_bit_identical_at_any_thread_count(thread_counts):
         target[:, :] = x.permute((1, 0))
         strided = nd.zeros((300, 1400))
         strided[:, ::2] = y
-        return [(x + y).numpy(), (x * 3.0).numpy(), x.exp().numpy(), x.tanh().numpy(),
-                (x / y).numpy(), x.permute((1, 0)).compact().numpy(), x[::3, 1::2].numpy(),
-                x.sum(axis=1).numpy(), x.sum(axis=0).numpy(), x.max(axis=1).numpy(),
-                x.sum().numpy(), target.numpy(), strided.numpy(), (ints * ints).numpy(),
-                (x >= y).numpy(), x.maximum(y).numpy()]
+        return [
+            (x + y).numpy(),
+            (x * 3.0).numpy(),
+            x.exp().numpy(),
+            x.tanh().numpy(),
+            (x / y).numpy(),
+            x.permute((1, 0)).compact().numpy(),
+            x[::3, 1::2].numpy(),
+            x.sum(axis=1).numpy(),
+            x.sum(axis=0).numpy(),
+            x.max(axis=1).numpy(),
+            x.sum().numpy(),
+            target.numpy(),
+            strided.numpy(),
+            (ints * ints).numpy(),
+            (x >= y).numpy(),
+            x.maximum(y).numpy(),
+        ]
+
     _under_each(thread_counts, compute)
 
 
 def test_a_training_step_is_bit_identical_at_any_thread_count(thread_counts):
     def compute():
         np.random.seed(0)
-        model = nn.Sequential(nn.Linear(256, 512), nn.LayerNorm1d(512), nn.ReLU(),
-                              nn.Dropout(0.3), nn.Linear(512, 300), nn.BatchNorm1d(300))
+        model = nn.Sequential(
+            nn.Linear(256, 512),
+            nn.LayerNorm1d(512),
+            nn.ReLU(),
+            nn.Dropout(0.3),
+            nn.Linear(512, 300),
+            nn.BatchNorm1d(300),
+        )
         opt = ndl.optim.Adam(model.parameters(), lr=0.01)
         for _ in range(2):
             X = ndl.Tensor(np.random.randn(200, 256), dtype="float32")
@@ -76,6 +97,7 @@ def test_a_training_step_is_bit_identical_at_any_thread_count(thread_counts):
         emb = nn.Embedding(1000, 64)
         ids = ndl.Tensor(np.random.randint(0, 1000, (40, 30)), dtype="int64")
         return [p.numpy() for p in model.parameters()] + [emb(ids).numpy()]
+
     _under_each(thread_counts, compute)
 
 

@@ -4,13 +4,13 @@
 gradient does this K·K times); the results must equal NumPy's, including the cases that
 must not take the one-walk path (repeated positions, aliasing, mixed dtypes).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from needle import backend_ndarray as nd
-
 
 
 @pytest.fixture
@@ -20,11 +20,14 @@ def device(nd_device):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("index", [
-    (slice(None, None, 2), slice(None), slice(1, 5, 2)),  # steps
-    (slice(1, 4), slice(2, 7), slice(None)),  # a window
-    (slice(None, None, 3), 2, slice(None, None, 4)),  # an int keeps its axis (length 1)
-])
+@pytest.mark.parametrize(
+    "index",
+    [
+        (slice(None, None, 2), slice(None), slice(1, 5, 2)),  # steps
+        (slice(1, 4), slice(2, 7), slice(None)),  # a window
+        (slice(None, None, 3), 2, slice(None, None, 4)),  # an int keeps its axis (length 1)
+    ],
+)
 def test_view_add_matches_numpy(device, dtype, index):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, 7, 5)).astype(dtype)

@@ -5,6 +5,7 @@ strings as BINSTRING, ``numpy.core.multiarray._reconstruct``), so the loader is 
 on the real byte layout without the 170 MB download. No network: the downloader is
 served by a local http.server (the ``server`` fixture in conftest.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.datasets import TRAIN, make_batch, py2_dumps
 
 import needle as ndl
 from needle.data import (
@@ -27,8 +29,6 @@ from needle.data import (
     download_cifar10,
 )
 from needle.data.datasets.download import ChecksumMismatchError
-
-from helpers.datasets import TRAIN, make_batch, py2_dumps
 
 
 @pytest.fixture
@@ -216,13 +216,15 @@ def test_download_verifies_and_unpacks(server, cifar_dir, tmp_path):
     archive = _archive(folder, extra={"../escape": b"x", "cifar-10-batches-py/../../up": b"y"})
     (served / "c.tar.gz").write_bytes(archive)
     root = tmp_path / "root"
-    out = download_cifar10(root, url=base + "c.tar.gz", md5=hashlib.md5(archive).hexdigest(),
-                           timeout=5)
+    out = download_cifar10(
+        root, url=base + "c.tar.gz", md5=hashlib.md5(archive).hexdigest(), timeout=5
+    )
     assert out == root / "cifar-10-batches-py"
     assert sorted(os.listdir(root)) == ["cifar-10-batches-py"]  # no temp files, no escapes
     assert not (tmp_path / "escape").exists() and not (tmp_path / "up").exists()
-    np.testing.assert_array_equal(CIFAR10Dataset(out, train=True).X,
-                                  CIFAR10Dataset(folder, train=True).X)
+    np.testing.assert_array_equal(
+        CIFAR10Dataset(out, train=True).X, CIFAR10Dataset(folder, train=True).X
+    )
     # A complete folder is reused: no request is made (this URL would fail).
     assert download_cifar10(root, url=base + "absent.tar.gz", timeout=5) == out
 
@@ -244,8 +246,9 @@ def test_download_of_incomplete_archive_is_refused(server, cifar_dir, tmp_path):
     (served / "c.tar.gz").write_bytes(archive)
     root = tmp_path / "root"
     with pytest.raises(CIFAR10FormatError, match="test_batch"):
-        download_cifar10(root, url=base + "c.tar.gz", md5=hashlib.md5(archive).hexdigest(),
-                         timeout=5)
+        download_cifar10(
+            root, url=base + "c.tar.gz", md5=hashlib.md5(archive).hexdigest(), timeout=5
+        )
     assert os.listdir(root) == []
 
 

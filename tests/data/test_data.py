@@ -34,10 +34,13 @@ def write_split(folder: Path, prefix: str, n: int = N, gz: bool = True, seed: in
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if gz else ""
-    write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}",
-              rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))
-    write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}",
-              rng.integers(0, 10, size=n, dtype=np.uint8))
+    write_idx(
+        folder / f"{prefix}-images-idx3-ubyte{suffix}",
+        rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8),
+    )
+    write_idx(
+        folder / f"{prefix}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, size=n, dtype=np.uint8)
+    )
 
 
 @pytest.fixture(params=["gz", "raw"])
@@ -45,8 +48,10 @@ def files(tmp_path, request) -> tuple[Path, Path]:
     gz = request.param == "gz"
     write_split(tmp_path, "train", gz=gz)
     suffix = ".gz" if gz else ""
-    return (tmp_path / f"train-images-idx3-ubyte{suffix}",
-            tmp_path / f"train-labels-idx1-ubyte{suffix}")
+    return (
+        tmp_path / f"train-images-idx3-ubyte{suffix}",
+        tmp_path / f"train-labels-idx1-ubyte{suffix}",
+    )
 
 
 @pytest.fixture
@@ -61,6 +66,7 @@ def rng_state() -> tuple:
 
 
 # ----- MNISTDataset ----------------------------------------------------------------------
+
 
 def test_mnist_dataset_items(files, raw_images):
     ds = MNISTDataset(*files)
@@ -132,8 +138,10 @@ def expected_crop_flip(image28: np.ndarray, padding: int, p: float) -> np.ndarra
     """The documented draws, made here by hand: randint(size=2), then rand()."""
     shift_x, shift_y = np.random.randint(low=-padding, high=padding + 1, size=2)
     padded = np.zeros((28 + 2 * padding, 28 + 2 * padding, 1), np.float32)
-    padded[padding:padding + 28, padding:padding + 28] = image28
-    out = padded[padding + shift_x:padding + shift_x + 28, padding + shift_y:padding + shift_y + 28]
+    padded[padding : padding + 28, padding : padding + 28] = image28
+    out = padded[
+        padding + shift_x : padding + shift_x + 28, padding + shift_y : padding + shift_y + 28
+    ]
     if np.random.rand() < p:
         out = out[:, ::-1, :]
     return out.reshape(-1)
@@ -152,6 +160,7 @@ def test_transforms_under_fixed_seed(files):
 
 
 # ----- transforms ------------------------------------------------------------------------
+
 
 def test_flip_one_draw_per_call():
     img = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)
@@ -176,15 +185,18 @@ def test_crop_matches_definition():
         np.random.seed(seed)
         sx, sy = np.random.randint(low=-2, high=3, size=2)
         padded = np.pad(img, ((2, 2), (2, 2), (0, 0)))
-        np.testing.assert_array_equal(out, padded[2 + sx:2 + sx + 6, 2 + sy:2 + sy + 5, :])
+        np.testing.assert_array_equal(out, padded[2 + sx : 2 + sx + 6, 2 + sy : 2 + sy + 5, :])
     np.testing.assert_array_equal(RandomCrop(padding=0)(img), img)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: RandomFlipHorizontal(p=1.5), "p=1.5"),
-    (lambda: RandomCrop(padding=-1), "padding=-1"),
-    (lambda: RandomCrop(padding=2.0), "padding=2.0"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: RandomFlipHorizontal(p=1.5), "p=1.5"),
+        (lambda: RandomCrop(padding=-1), "padding=-1"),
+        (lambda: RandomCrop(padding=2.0), "padding=2.0"),
+    ],
+)
 def test_transform_argument_errors(make, message):
     with pytest.raises(ValueError, match=message):
         make()
@@ -197,6 +209,7 @@ def test_transforms_need_hwc(transform):
 
 
 # ----- Dataset base ----------------------------------------------------------------------
+
 
 def test_dataset_is_abstract():
     with pytest.raises(NotImplementedError):
@@ -225,6 +238,7 @@ def test_stack_items_errors_and_single_fields():
 
 # ----- NDArrayDataset --------------------------------------------------------------------
 
+
 def test_ndarray_dataset():
     x, y = np.arange(12.0).reshape(6, 2), np.arange(6) * 10
     ds = NDArrayDataset(x, y)
@@ -241,17 +255,21 @@ def test_ndarray_dataset():
         ds[6]
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ((np.zeros((3, 2)), np.zeros(4)), r"same first dimension.*\(3, 2\).*\(4,\)"),
-    ((), "at least one array"),
-    ((np.float64(1.0),), "need a first dimension"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ((np.zeros((3, 2)), np.zeros(4)), r"same first dimension.*\(3, 2\).*\(4,\)"),
+        ((), "at least one array"),
+        ((np.float64(1.0),), "need a first dimension"),
+    ],
+)
 def test_ndarray_dataset_errors(arrays, message):
     with pytest.raises(ValueError, match=message):
         NDArrayDataset(*arrays)
 
 
 # ----- DataLoader ------------------------------------------------------------------------
+
 
 def loader_labels(loader) -> list[list[int]]:
     return [batch[1].numpy().tolist() for batch in loader]
@@ -290,14 +308,17 @@ def test_order_drawn_at_iter_call():
     np.testing.assert_array_equal(batch.numpy(), np.random.permutation(6))
 
 
-@pytest.mark.parametrize("batch_size, drop_last, sizes", [
-    (5, False, [5, 5, 5, 5, 3]),
-    (5, True, [5, 5, 5, 5]),
-    (23, True, [23]),
-    (1, False, [1] * 23),
-    (30, False, [23]),
-    (30, True, []),
-])
+@pytest.mark.parametrize(
+    "batch_size, drop_last, sizes",
+    [
+        (5, False, [5, 5, 5, 5, 3]),
+        (5, True, [5, 5, 5, 5]),
+        (23, True, [23]),
+        (1, False, [1] * 23),
+        (30, False, [23]),
+        (30, True, []),
+    ],
+)
 def test_loader_batches_and_len(batch_size, drop_last, sizes):
     loader = DataLoader(NDArrayDataset(np.arange(N)), batch_size, drop_last=drop_last)
     assert [b[0].shape[0] for b in loader] == sizes
@@ -375,7 +396,7 @@ def test_overridden_getitem_is_honoured(files):
             return image * 2, label
 
     ds = Doubled(*files)
-    (images, _), = [[t.numpy() for t in b] for b in DataLoader(ds, batch_size=N)]
+    ((images, _),) = [[t.numpy() for t in b] for b in DataLoader(ds, batch_size=N)]
     np.testing.assert_array_equal(images, ds.images * 2)
 
 
@@ -385,6 +406,7 @@ def test_loader_accepts_plain_sequences():
 
 
 # ----- MNIST / FashionMNIST lookup -------------------------------------------------------
+
 
 @pytest.fixture
 def no_system_data(tmp_path, monkeypatch) -> Path:
@@ -417,9 +439,17 @@ def test_fashion_mnist_not_found_says_how_to_get_it(tmp_path, no_system_data):
         FashionMNIST(root=tmp_path / "mine", train=False)
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
-    for text in (str(tmp_path / "mine"), str(tmp_path / "system"), "t10k-images-idx3-ubyte",
-                 "apt-get install dataset-fashion-mnist", "download=True", "--download",
-                 "root=", "--data-dir", str(no_system_data / "fashion-mnist")):
+    for text in (
+        str(tmp_path / "mine"),
+        str(tmp_path / "system"),
+        "t10k-images-idx3-ubyte",
+        "apt-get install dataset-fashion-mnist",
+        "download=True",
+        "--download",
+        "root=",
+        "--data-dir",
+        str(no_system_data / "fashion-mnist"),
+    ):
         assert text in message, f"{text!r} not in {message!r}"
 
 
@@ -438,12 +468,17 @@ def test_mnist_not_found_and_unverified_download_refused(tmp_path, no_system_dat
 # ----- the real Fashion-MNIST (Debian package dataset-fashion-mnist) ---------------------
 
 SYSTEM_DIR = mnist_dataset.SYSTEM_FASHION_MNIST_DIR
-has_fashion = all(os.path.exists(os.path.join(SYSTEM_DIR, f"{p}-{k}.gz")) for p in ("train", "t10k")
-                  for k in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+has_fashion = all(
+    os.path.exists(os.path.join(SYSTEM_DIR, f"{p}-{k}.gz"))
+    for p in ("train", "t10k")
+    for k in ("images-idx3-ubyte", "labels-idx1-ubyte")
+)
 
 
-@pytest.mark.skipif(not has_fashion, reason=f"Fashion-MNIST not in {SYSTEM_DIR} "
-                    "(apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not has_fashion,
+    reason=f"Fashion-MNIST not in {SYSTEM_DIR} (apt-get install dataset-fashion-mnist)",
+)
 def test_real_fashion_mnist():
     train, test = FashionMNIST(train=True), FashionMNIST(train=False)
     assert (len(train), len(test)) == (60000, 10000)

@@ -3,6 +3,7 @@
 Datasets used by workers are defined at module level: workers are spawned and import
 them from this module by name.
 """
+
 from __future__ import annotations
 
 import gc
@@ -22,8 +23,8 @@ from needle.data import (
     NDArrayDataset,
     RandomCrop,
     RandomFlipHorizontal,
+    workers,
 )
-from needle.data import workers
 
 N = 23
 
@@ -95,8 +96,9 @@ def live_workers() -> list:
 def two_passes(num_workers: int) -> tuple[list, tuple]:
     """Both passes of a shuffled, augmented, seeded loader and the global RNG state after."""
     np.random.seed(0)
-    loader = DataLoader(Images(AUGMENT), batch_size=5, shuffle=True, seed=7,
-                        num_workers=num_workers)
+    loader = DataLoader(
+        Images(AUGMENT), batch_size=5, shuffle=True, seed=7, num_workers=num_workers
+    )
     passes = [loader_arrays(loader) for _ in range(2)]
     return passes, rng_state()
 
@@ -110,6 +112,7 @@ def assert_same_batches(a: list, b: list) -> None:
 
 
 # ----- workers give the batches of num_workers=0 -----------------------------------------
+
 
 def test_workers_equal_main_process():
     (serial, serial_state) = two_passes(0)
@@ -142,15 +145,18 @@ def test_seed_decides_the_augmentations():
 def test_unseeded_workers_follow_the_global_seed():
     def run():
         np.random.seed(4)
-        return loader_arrays(DataLoader(Images(AUGMENT), batch_size=8, shuffle=True,
-                                        num_workers=1))
+        return loader_arrays(DataLoader(Images(AUGMENT), batch_size=8, shuffle=True, num_workers=1))
+
     assert_same_batches(run(), run())
 
 
 # ----- bad input --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("option, value", [("num_workers", -1), ("num_workers", 1.5),
-                                           ("num_workers", True), ("seed", -3)])
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("num_workers", -1), ("num_workers", 1.5), ("num_workers", True), ("seed", -3)],
+)
 def test_bad_counts(option, value):
     with pytest.raises(ValueError, match=rf"DataLoader: {option} must be an int >= 0, got "):
         DataLoader(NDArrayDataset(np.arange(3)), **{option: value})
@@ -159,13 +165,17 @@ def test_bad_counts(option, value):
 def test_unpicklable_dataset_is_named():
     dataset = Images(transforms=[lambda img: img])
     loader = DataLoader(dataset, batch_size=4, num_workers=2)
-    with pytest.raises(TypeError, match=r"num_workers=2\): the dataset Images cannot be "
-                                        r"pickled .*lambda"):
+    with pytest.raises(
+        TypeError,
+        match=r"num_workers=2\): the dataset Images cannot be "
+        r"pickled .*lambda",
+    ):
         iter(loader)
     assert not live_workers()
 
 
 # ----- errors and shutdown ----------------------------------------------------------------
+
 
 def test_worker_exception_is_reraised_and_workers_stop():
     loader = DataLoader(FailsAt(7), batch_size=3, num_workers=2)
@@ -177,8 +187,11 @@ def test_worker_exception_is_reraised_and_workers_stop():
 
 def test_dead_worker_is_reported():
     loader = DataLoader(FailsAt(4, exit=True), batch_size=3, num_workers=1)
-    with pytest.raises(RuntimeError, match=r"DataLoader worker 0 \(pid \d+\) exited "
-                                           r"unexpectedly with code 3"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"DataLoader worker 0 \(pid \d+\) exited "
+        r"unexpectedly with code 3",
+    ):
         loader_arrays(loader)
     assert not live_workers()
 
@@ -206,6 +219,7 @@ def test_keyboard_interrupt_stops_the_workers(monkeypatch):
 
 
 # ----- IterableDataset --------------------------------------------------------------------
+
 
 class Stream(IterableDataset):
     """The numbers 0..n-1 plus a random offset drawn per sample."""
@@ -245,10 +259,14 @@ def test_iterable_dataset_seeded():
     assert not np.array_equal(run(5)[0][0], run(6)[0][0])
 
 
-@pytest.mark.parametrize("options, named", [({"shuffle": True}, "shuffle=True"),
-                                            ({"sampler": [0, 1]}, "a sampler"),
-                                            ({"num_workers": 2}, "num_workers=2")])
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        ({"shuffle": True}, "shuffle=True"),
+        ({"sampler": [0, 1]}, "a sampler"),
+        ({"num_workers": 2}, "num_workers=2"),
+    ],
+)
 def test_iterable_dataset_refuses_order_options(options, named):
-    with pytest.raises(ValueError, match=f"{named} cannot be used with the IterableDataset "
-                                         "Stream"):
+    with pytest.raises(ValueError, match=f"{named} cannot be used with the IterableDataset Stream"):
         DataLoader(Stream(3), **options)

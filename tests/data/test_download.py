@@ -107,8 +107,9 @@ def test_mirrors_tried_in_order(server, tmp_path):
     (served / "bad" / "f.bin").write_bytes(b"tampered")
     (served / "good" / "f.bin").write_bytes(GOOD)
     mirrors = [base + "absent/", base + "bad/", base + "good/"]
-    dest = download_from_mirrors(mirrors, "f.bin", tmp_path / "f.bin", sha(GOOD),
-                                 content_hash=False, timeout=5)
+    dest = download_from_mirrors(
+        mirrors, "f.bin", tmp_path / "f.bin", sha(GOOD), content_hash=False, timeout=5
+    )
     assert dest.read_bytes() == GOOD
     with pytest.raises(DownloadError) as info:
         download_from_mirrors(mirrors[:2], "f.bin", tmp_path / "g.bin", sha(GOOD), timeout=5)
@@ -121,10 +122,10 @@ def serve_split(folder: Path, n: int) -> dict[str, str]:
     rng = np.random.default_rng(n)
     hashes = {}
     for prefix in ("train", "t10k"):
-        for base, array in ((f"{prefix}-images-idx3-ubyte",
-                             rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
-                            (f"{prefix}-labels-idx1-ubyte",
-                             rng.integers(0, 10, n, dtype=np.uint8))):
+        for base, array in (
+            (f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
+            (f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8)),
+        ):
             write_idx(folder / (base + ".gz"), array)
             hashes[base] = content_sha256(folder / (base + ".gz"))
     return hashes
@@ -139,15 +140,19 @@ def test_mnist_download_end_to_end(server, tmp_path, monkeypatch):
     monkeypatch.setattr(download, "MNIST_SHA256", hashes)
     ds = MNIST(root=tmp_path / "data", train=False, download=True)
     assert len(ds) == 9 and ds[0][0].shape == (784,)
-    assert sorted(os.listdir(tmp_path / "data")) == ["t10k-images-idx3-ubyte.gz",
-                                                     "t10k-labels-idx1-ubyte.gz"]
+    assert sorted(os.listdir(tmp_path / "data")) == [
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
     monkeypatch.setattr(download, "MNIST_SHA256", {**hashes, "train-labels-idx1-ubyte": "0" * 64})
     with pytest.raises(DownloadError, match="mismatch"):
         MNIST(root=tmp_path / "data", train=True, download=True)
     # the images were verified and kept; the bad labels were not
-    assert sorted(os.listdir(tmp_path / "data")) == ["t10k-images-idx3-ubyte.gz",
-                                                     "t10k-labels-idx1-ubyte.gz",
-                                                     "train-images-idx3-ubyte.gz"]
+    assert sorted(os.listdir(tmp_path / "data")) == [
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+    ]
 
 
 def test_fashion_mnist_download_into_cache(server, tmp_path, monkeypatch):
@@ -164,8 +169,9 @@ def test_fashion_mnist_download_into_cache(server, tmp_path, monkeypatch):
 SYSTEM_DIR = Path(mnist_dataset.SYSTEM_FASHION_MNIST_DIR)
 
 
-@pytest.mark.skipif(not SYSTEM_DIR.is_dir(), reason=f"{SYSTEM_DIR} absent "
-                    "(apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not SYSTEM_DIR.is_dir(), reason=f"{SYSTEM_DIR} absent (apt-get install dataset-fashion-mnist)"
+)
 def test_fashion_mnist_hash_table_matches_official_files():
     for base, expected in download.FASHION_MNIST_SHA256.items():
         assert content_sha256(SYSTEM_DIR / (base + ".gz")) == expected, base

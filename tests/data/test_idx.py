@@ -22,8 +22,13 @@ def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def make_pair(tmp_path: Path, n: int = 5, size: tuple[int, int] = (28, 28),
-              n_labels: int | None = None, gz: bool = False) -> tuple[Path, Path]:
+def make_pair(
+    tmp_path: Path,
+    n: int = 5,
+    size: tuple[int, int] = (28, 28),
+    n_labels: int | None = None,
+    gz: bool = False,
+) -> tuple[Path, Path]:
     """Write an image file and a label file; return their paths."""
     rng = np.random.default_rng(0)
     suffix = ".gz" if gz else ""
@@ -35,6 +40,7 @@ def make_pair(tmp_path: Path, n: int = 5, size: tuple[int, int] = (28, 28),
 
 
 # ----- well-formed files ---------------------------------------------------------------
+
 
 def test_write_idx_matches_hand_built_bytes(tmp_path):
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
@@ -76,6 +82,7 @@ def test_load_mnist_arrays_values(tmp_path):
 
 # ----- rejected files: each error names the file --------------------------------------
 
+
 def assert_idx_error(path: Path, *words: str, expected_magic: int | None = None) -> None:
     """read_idx(path) raises IDXFormatError naming the file and containing ``words``."""
     with pytest.raises(IDXFormatError) as info:
@@ -110,14 +117,17 @@ def test_trailing_bytes_rejected(tmp_path):
     assert_idx_error(path, "trailing bytes", "need 18", "has 20")
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"", ["0 bytes", "too short"]),
-    (b"\x00\x00", ["2 bytes", "too short"]),
-    (b"PK\x03\x04rest", ["bad magic number", "first two bytes must be zero"]),
-    (b"\x00\x00\x0d\x01\x00\x00\x00\x01abcd", ["unsupported data type 0x0D", "float32"]),
-    (b"\x00\x00\x42\x01\x00\x00\x00\x01a", ["unknown data type 0x42"]),
-    (b"\x00\x00\x08\x03\x00\x00\x00\x01\x00", ["truncated header", "16 header bytes"]),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"", ["0 bytes", "too short"]),
+        (b"\x00\x00", ["2 bytes", "too short"]),
+        (b"PK\x03\x04rest", ["bad magic number", "first two bytes must be zero"]),
+        (b"\x00\x00\x0d\x01\x00\x00\x00\x01abcd", ["unsupported data type 0x0D", "float32"]),
+        (b"\x00\x00\x42\x01\x00\x00\x00\x01a", ["unknown data type 0x42"]),
+        (b"\x00\x00\x08\x03\x00\x00\x00\x01\x00", ["truncated header", "16 header bytes"]),
+    ],
+)
 def test_malformed_headers_rejected(tmp_path, content, words):
     path = tmp_path / "bad-idx"
     path.write_bytes(content)
@@ -186,9 +196,12 @@ def _read_or_clean_error(path, data: bytearray):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=FIXTURE_OK)
-@given(changes=st.lists(st.tuples(st.integers(0, len(GOOD) - 1), st.integers(0, 255)),
-                        min_size=1, max_size=4),
-       cut=st.one_of(st.none(), st.integers(0, len(GOOD) + 3)))
+@given(
+    changes=st.lists(
+        st.tuples(st.integers(0, len(GOOD) - 1), st.integers(0, 255)), min_size=1, max_size=4
+    ),
+    cut=st.one_of(st.none(), st.integers(0, len(GOOD) + 3)),
+)
 def test_random_corruption_is_clean(tmp_path, changes, cut):
     data = bytearray(GOOD)
     for position, value in changes:
@@ -210,8 +223,11 @@ GOOD_GZ = gzip.compress(GOOD, mtime=0)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=FIXTURE_OK)
-@given(changes=st.lists(st.tuples(st.integers(0, len(GOOD_GZ) - 1), st.integers(0, 255)),
-                        min_size=1, max_size=3))
+@given(
+    changes=st.lists(
+        st.tuples(st.integers(0, len(GOOD_GZ) - 1), st.integers(0, 255)), min_size=1, max_size=3
+    )
+)
 def test_random_gzip_corruption_is_clean(tmp_path, changes):
     data = bytearray(GOOD_GZ)
     for position, value in changes:

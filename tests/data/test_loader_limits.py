@@ -6,6 +6,7 @@ the peak memory traced while refusing it (``tracemalloc``: every Python and NumP
 allocation) stays at a few MB, where reading the file whole would take hundreds of MB or
 gigabytes.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -14,8 +15,8 @@ import pickle
 import struct
 import tracemalloc
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -57,16 +58,22 @@ def test_gzip_idx_that_inflates_to_a_gigabyte_is_refused_after_its_declared_byte
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(idx_header(10, 28, 28) + images) + zeros_member * 1000)
     assert path.stat().st_size < 3 * MB
-    peak = peak_while_refused(lambda: read_idx(path), IDXFormatError,
-                              f"{path.name}.*need 7840 data bytes.*more.*trailing bytes")
+    peak = peak_while_refused(
+        lambda: read_idx(path),
+        IDXFormatError,
+        f"{path.name}.*need 7840 data bytes.*more.*trailing bytes",
+    )
     assert peak < PEAK_LIMIT, peak
 
 
 def test_idx_header_declaring_more_than_its_gzip_can_hold_is_refused_unread(tmp_path):
     path = tmp_path / "labels.gz"
     path.write_bytes(gzip.compress(idx_header(60000, 60000, 60000) + bytes(100)))
-    peak = peak_while_refused(lambda: read_idx(path), IDXFormatError,
-                              "need 216000000000000 data bytes, more than a gzip file")
+    peak = peak_while_refused(
+        lambda: read_idx(path),
+        IDXFormatError,
+        "need 216000000000000 data bytes, more than a gzip file",
+    )
     assert peak < PEAK_LIMIT, peak
 
 
@@ -104,8 +111,11 @@ def test_cifar_pickle_calling_ndarray_directly_is_refused(tmp_path):
     batch = {b"data": _CallsNDArray((1_000_000, 3072)), b"labels": [0] * 1_000_000}
     path.write_bytes(pickle.dumps(batch, protocol=3))
     assert path.stat().st_size < 3 * MB
-    peak = peak_while_refused(lambda: load_cifar10_batch(path), CIFAR10FormatError,
-                              f"{path.name}.*refused a call of numpy.ndarray")
+    peak = peak_while_refused(
+        lambda: load_cifar10_batch(path),
+        CIFAR10FormatError,
+        f"{path.name}.*refused a call of numpy.ndarray",
+    )
     assert peak < PEAK_LIMIT, peak
 
 
@@ -113,8 +123,11 @@ def test_cifar_pickle_declaring_gigabytes_of_bytes_is_refused_unallocated(tmp_pa
     path = tmp_path / "test_batch"
     # PROTO 4, BINBYTES8 of 7.9 GB followed by three bytes: the file ends there.
     path.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 7_900_000_000) + b"abc")
-    peak = peak_while_refused(lambda: load_cifar10_batch(path), CIFAR10FormatError,
-                              f"{path.name}.*not a valid batch pickle")
+    peak = peak_while_refused(
+        lambda: load_cifar10_batch(path),
+        CIFAR10FormatError,
+        f"{path.name}.*not a valid batch pickle",
+    )
     assert peak < PEAK_LIMIT, peak
 
 
@@ -157,8 +170,11 @@ def test_npz_member_inflating_to_512_mb_is_refused_uninflated(tmp_path):
             for _ in range(512):
                 member.write(bytes(MB))
     assert path.stat().st_size < 3 * MB
-    peak = peak_while_refused(lambda: ndl.load(path), CheckpointError,
-                              r"bomb.npz.*leaf_0.npy.*to \d{9}, more than 20x.*decompression bomb")
+    peak = peak_while_refused(
+        lambda: ndl.load(path),
+        CheckpointError,
+        r"bomb.npz.*leaf_0.npy.*to \d{9}, more than 20x.*decompression bomb",
+    )
     assert peak < PEAK_LIMIT, peak
 
 
@@ -185,8 +201,9 @@ def test_npz_over_the_size_limit_is_refused(tmp_path):
 def test_npz_leaf_header_that_disagrees_with_the_manifest_is_refused_unread(tmp_path):
     path = tmp_path / "ckpt.npz"
     leaf = {"type": "ndarray", "key": "leaf_0", "dtype": "<f4", "shape": [2]}
-    write_members(path, {"__manifest__": manifest_bytes(leaf),
-                         "leaf_0": np.zeros(3, dtype=np.float32)})
+    write_members(
+        path, {"__manifest__": manifest_bytes(leaf), "leaf_0": np.zeros(3, dtype=np.float32)}
+    )
     with pytest.raises(CheckpointError, match=r"ckpt.npz.*shape \[3\].*says <f4 and \[2\]"):
         ndl.load(path)
 
@@ -194,8 +211,12 @@ def test_npz_leaf_header_that_disagrees_with_the_manifest_is_refused_unread(tmp_
 @pytest.mark.parametrize("depth", [150, 100_000])
 def test_deeply_nested_manifest_is_a_checkpoint_error(tmp_path, depth):
     path = tmp_path / "deep.npz"
-    text = ('{"format": "needle-checkpoint", "version": 1, "root": '
-            + '{"type": "list", "items": [' * depth + "]}" * depth + "}")
+    text = (
+        '{"format": "needle-checkpoint", "version": 1, "root": '
+        + '{"type": "list", "items": [' * depth
+        + "]}" * depth
+        + "}"
+    )
     write_members(path, {"__manifest__": np.frombuffer(text.encode(), dtype=np.uint8)})
     with pytest.raises(CheckpointError, match=r"deep.npz.*nests deeper than 100 levels"):
         ndl.load(path)
@@ -205,8 +226,7 @@ def test_deeply_nested_manifest_is_a_checkpoint_error(tmp_path, depth):
 def test_tensor_leaf_with_an_unsupported_dtype_is_a_checkpoint_error(tmp_path, dtype):
     path = tmp_path / "odd.npz"
     leaf = {"type": "tensor", "key": "leaf_0", "dtype": np.dtype(dtype).str, "shape": [2]}
-    write_members(path, {"__manifest__": manifest_bytes(leaf),
-                         "leaf_0": np.zeros(2, dtype=dtype)})
+    write_members(path, {"__manifest__": manifest_bytes(leaf), "leaf_0": np.zeros(2, dtype=dtype)})
     with pytest.raises(CheckpointError, match=f"odd.npz.*tensor has dtype {np.dtype(dtype).str}"):
         ndl.load(path)
 
@@ -236,8 +256,9 @@ def test_corpus_that_is_not_utf8_names_file_line_and_byte(tmp_path):
 
 def test_corpus_line_without_end_is_refused_after_a_bounded_read(tmp_path):
     write_corpus(tmp_path, b"word " * (4 * MB))  # 20 MB, no line break
-    peak = peak_while_refused(lambda: Corpus(tmp_path), CorpusFormatError,
-                              "train.txt, line 1: longer than 1048576 bytes")
+    peak = peak_while_refused(
+        lambda: Corpus(tmp_path), CorpusFormatError, "train.txt, line 1: longer than 1048576 bytes"
+    )
     assert peak < PEAK_LIMIT, peak
 
 

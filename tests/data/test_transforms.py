@@ -2,6 +2,7 @@
 documented draws (made here by hand), hand-computed results, PyTorch's bilinear resize as a
 second oracle, dtypes, and bad arguments. (RandomCrop and RandomFlipHorizontal: test_data.py.)
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,7 @@ def test_resized_crop_makes_the_documented_draws():
     assert np.random.rand() == after
     rows = np.clip(np.rint((np.arange(4) + 0.5) * h / 4 - 0.5), 0, h - 1).astype(int)
     cols = np.clip(np.rint((np.arange(5) + 0.5) * w / 5 - 0.5), 0, w - 1).astype(int)
-    np.testing.assert_array_equal(out, img[top:top + h, left:left + w][rows][:, cols])
+    np.testing.assert_array_equal(out, img[top : top + h, left : left + w][rows][:, cols])
     assert out.dtype == np.float32
 
 
@@ -76,8 +77,9 @@ def test_bilinear_resize_agrees_with_torch(torch):
     img = _image(5, 7)
     np.random.seed(0)
     out = RandomResizedCrop((8, 3), scale=(1.0, 1.0), ratio=(7 / 5, 7 / 5))(img)  # all of it
-    ref = torch.nn.functional.interpolate(torch.tensor(img.transpose(2, 0, 1)[None]), (8, 3),
-                                          mode="bilinear", align_corners=False)
+    ref = torch.nn.functional.interpolate(
+        torch.tensor(img.transpose(2, 0, 1)[None]), (8, 3), mode="bilinear", align_corners=False
+    )
     np.testing.assert_allclose(out, ref[0].numpy().transpose(1, 2, 0), atol=1e-6)
 
 
@@ -135,8 +137,9 @@ def test_color_jitter_draws_only_for_its_nonzero_arguments():
     out = ColorJitter(contrast=0.5)(img)
     np.random.seed(4)
     factor = np.random.uniform(0.5, 1.5)
-    np.testing.assert_allclose(out, np.clip(img.mean() + (img - img.mean()) * factor, 0, 1),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        out, np.clip(img.mean() + (img - img.mean()) * factor, 0, 1), rtol=1e-6
+    )
     np.testing.assert_array_equal(ColorJitter()(img), img)
 
 
@@ -164,8 +167,12 @@ class Images(Dataset):
 
 
 def test_transforms_compose_in_a_dataset():
-    augment = [RandomResizedCrop(6), RandomRotation(10), ColorJitter(0.2, 0.2, 0.2),
-               Normalize([0.5] * 3, [0.25] * 3)]
+    augment = [
+        RandomResizedCrop(6),
+        RandomRotation(10),
+        ColorJitter(0.2, 0.2, 0.2),
+        Normalize([0.5] * 3, [0.25] * 3),
+    ]
     np.random.seed(0)
     x, _ = Images(augment)[1]
     assert x.shape == (6, 6, 3) and x.dtype == np.float32 and np.isfinite(x).all()
@@ -197,15 +204,25 @@ def test_argument_errors(make, message):
         make()
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: ColorJitter(saturation=0.5)(_image(2, 2, 1)),
-     r"saturation needs an RGB.*\(2, 2, 1\)"),
-    (lambda: ColorJitter(contrast=0.5)(_image(2, 2, 2)),
-     r"RGB \(C=3\) or a one-channel.*\(2, 2, 2\)"),
-    (lambda: Normalize([0.5] * 3, [0.2] * 3)(_image(2, 2, 1)), r"3 mean/std values.*1 channels"),
-    (lambda: RandomRotation(5)(np.zeros(784)), r"RandomRotation.*\(784,\)"),
-    (lambda: RandomResizedCrop(4)(np.zeros((4, 4))), r"RandomResizedCrop.*\(4, 4\)"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: ColorJitter(saturation=0.5)(_image(2, 2, 1)),
+            r"saturation needs an RGB.*\(2, 2, 1\)",
+        ),
+        (
+            lambda: ColorJitter(contrast=0.5)(_image(2, 2, 2)),
+            r"RGB \(C=3\) or a one-channel.*\(2, 2, 2\)",
+        ),
+        (
+            lambda: Normalize([0.5] * 3, [0.2] * 3)(_image(2, 2, 1)),
+            r"3 mean/std values.*1 channels",
+        ),
+        (lambda: RandomRotation(5)(np.zeros(784)), r"RandomRotation.*\(784,\)"),
+        (lambda: RandomResizedCrop(4)(np.zeros((4, 4))), r"RandomResizedCrop.*\(4, 4\)"),
+    ],
+)
 def test_image_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()

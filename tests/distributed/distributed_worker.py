@@ -23,6 +23,7 @@
 The test process imports :func:`build_model`, :func:`make_loader` and :func:`train` to
 compute the single-process reference with exactly the same code.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,8 +65,7 @@ def make_optimizer(model: nn.Module, name: str) -> optim.Optimizer:
     return optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
 
 
-def train(model: nn.Module, loader: DataLoader, opt_name: str, epochs: int,
-          on_batch=None) -> None:
+def train(model: nn.Module, loader: DataLoader, opt_name: str, epochs: int, on_batch=None) -> None:
     """``epochs`` passes of :func:`run_epoch` (a DDP model averages its gradients in backward())."""
     opt = make_optimizer(model, opt_name)
     for _ in range(epochs):
@@ -88,11 +88,20 @@ def run_train(out: Path, opt_name: str, epochs: int) -> None:
         digests = distributed.all_gather_object(_digest(model))
         identical.append(len(set(digests)) == 1)
 
-    train(model, make_loader(distributed.world_size(), distributed.rank()), opt_name, epochs,
-          on_batch=check_ranks)
+    train(
+        model,
+        make_loader(distributed.world_size(), distributed.rank()),
+        opt_name,
+        epochs,
+        on_batch=check_ranks,
+    )
     if distributed.rank() == 0:
-        np.savez(out / "result.npz", identical=np.array(identical),
-                 buckets=len(model._grad_buckets), **parameters(model.module))
+        np.savez(
+            out / "result.npz",
+            identical=np.array(identical),
+            buckets=len(model._grad_buckets),
+            **parameters(model.module),
+        )
 
 
 def run_collectives(out: Path) -> None:
@@ -101,7 +110,8 @@ def run_collectives(out: Path) -> None:
     result = {
         "sum": distributed.all_reduce(x).tolist(),
         "mean_tensor": distributed.all_reduce(ndl.Tensor(x, dtype="float32"), op="mean")
-        .numpy().tolist(),
+        .numpy()
+        .tolist(),
         "tensor_type": type(distributed.all_reduce(ndl.Tensor(x))).__name__,
         "broadcast": distributed.broadcast(np.full(3, rank), root=size - 1).tolist(),
         "gathered": distributed.all_gather_object({"rank": rank}),
@@ -140,8 +150,11 @@ def run_pytorch_loop(out: Path) -> None:
     rank = distributed.rank()
     np.random.seed(1000 + rank)  # replicas built from different weights
     model = nn.DistributedDataParallel(
-        nn.Sequential(nn.Linear(DIM, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
-                      nn.Linear(32, CLASSES)), bucket_cap_mb=0.003)
+        nn.Sequential(
+            nn.Linear(DIM, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, CLASSES)
+        ),
+        bucket_cap_mb=0.003,
+    )
     opt = optim.Adam(model.parameters(), lr=0.01)
     loss_fn = nn.SoftmaxLoss()
     digests = []
@@ -153,8 +166,9 @@ def run_pytorch_loop(out: Path) -> None:
         loss.backward()
         opt.step()
         digests.append(_digest(model))
-    (out / f"rank{rank}.json").write_text(json.dumps({"digests": digests,
-                                                      "buckets": len(model._grad_buckets)}))
+    (out / f"rank{rank}.json").write_text(
+        json.dumps({"digests": digests, "buckets": len(model._grad_buckets)})
+    )
 
 
 def run_die(out: Path, signal_name: str) -> None:

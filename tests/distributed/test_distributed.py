@@ -2,8 +2,10 @@
 
 Three groups: the sampler and the error messages (no MPI needed); the collectives in this
 process (a one-process MPI job; needs mpi4py); real jobs of 2 and 3 processes started with
-``mpiexec`` (distributed_worker.py, next to this file, is what each rank runs). Every job has a timeout.
+``mpiexec`` (distributed_worker.py, next to this file, is what each rank runs). Every job has
+a timeout.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,16 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import distributed_worker as worker
 import numpy as np
 import pytest
+from helpers.mpi import mpiexec, needs_mpi4py, needs_mpiexec
 
 import needle as ndl
 from needle import cli, distributed, nn, training
 from needle.data import DataLoader, DistributedSampler, NDArrayDataset
 from needle.nn.nn_distributed import _make_buckets
-
-import distributed_worker as worker
-from helpers.mpi import mpiexec, needs_mpi4py, needs_mpiexec
 
 
 def run_worker(n: int, *args: Any, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -42,8 +43,11 @@ def shards(n: int, replicas: int, **options) -> list[np.ndarray]:
 @pytest.mark.parametrize("n, replicas", [(12, 3), (10, 3), (7, 2), (2, 3), (5, 1)])
 def test_sampler_shards_are_disjoint_equal_and_cover_the_permutation(n, replicas):
     parts = shards(n, replicas, seed=3)
-    assert len({len(p) for p in parts}) == 1 == len({len(DistributedSampler(
-        n, replicas, r).indices()) for r in range(replicas)})
+    assert (
+        len({len(p) for p in parts})
+        == 1
+        == len({len(DistributedSampler(n, replicas, r).indices()) for r in range(replicas)})
+    )
     assert len(parts[0]) == -(-n // replicas) == len(DistributedSampler(n, replicas, 0))
     everything = np.concatenate(parts)
     assert set(everything.tolist()) == set(range(n))
@@ -61,8 +65,8 @@ def test_sampler_ranks_interleave_one_shared_permutation():
     # Global batch b (per-rank batch 2) holds exactly positions 6b .. 6b+5 of the order.
     parts = shards(12, 3, seed=5)
     for b in range(2):
-        batch = np.concatenate([p[2 * b:2 * b + 2] for p in parts])
-        assert sorted(batch.tolist()) == sorted(order[6 * b:6 * b + 6].tolist())
+        batch = np.concatenate([p[2 * b : 2 * b + 2] for p in parts])
+        assert sorted(batch.tolist()) == sorted(order[6 * b : 6 * b + 6].tolist())
 
 
 def test_sampler_reshuffles_every_epoch_and_set_epoch_replays_one():
@@ -91,13 +95,16 @@ def test_sampler_drop_last_and_uneven_shards():
     assert [len(DistributedSampler(10, 3, r, even=False)) for r in range(3)] == [4, 3, 3]
 
 
-@pytest.mark.parametrize("args, kwargs, message", [
-    ((10, 2, 2), {}, "rank 2 is not below num_replicas 2"),
-    ((10, 0, 0), {}, "num_replicas must be an int >= 1, got 0"),
-    ((10, 2, -1), {}, "rank must be an int >= 0, got -1"),
-    ((10, 2, 0), {"seed": -1}, "seed must be an int >= 0"),
-    ((2, 3, 0), {"drop_last": True}, "2 samples cannot give each of 3 ranks one"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        ((10, 2, 2), {}, "rank 2 is not below num_replicas 2"),
+        ((10, 0, 0), {}, "num_replicas must be an int >= 1, got 0"),
+        ((10, 2, -1), {}, "rank must be an int >= 0, got -1"),
+        ((10, 2, 0), {"seed": -1}, "seed must be an int >= 0"),
+        ((2, 3, 0), {"drop_last": True}, "2 samples cannot give each of 3 ranks one"),
+    ],
+)
 def test_sampler_errors(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         DistributedSampler(*args, **kwargs)
@@ -118,17 +125,25 @@ def test_dataloader_batches_follow_the_sampler():
 
 def test_dataloader_rejects_shuffle_with_a_sampler():
     with pytest.raises(ValueError, match="shuffle=True and a sampler were both given"):
-        DataLoader(NDArrayDataset(np.arange(4)), 2, shuffle=True,
-                   sampler=DistributedSampler(4, 1, 0))
+        DataLoader(
+            NDArrayDataset(np.arange(4)), 2, shuffle=True, sampler=DistributedSampler(4, 1, 0)
+        )
 
 
 # ----- buckets and errors without MPI -------------------------------------------------------
 
 
 def test_buckets_keep_order_respect_the_cap_and_split_dtypes():
-    tensors = [ndl.Tensor(np.zeros(shape), dtype=dtype) for shape, dtype in [
-        ((10,), "float32"), ((5, 2), "float32"), ((30,), "float32"),  # 40, 40, 120 bytes
-        ((3,), "float64"), ((2,), "float32")]]
+    tensors = [
+        ndl.Tensor(np.zeros(shape), dtype=dtype)
+        for shape, dtype in [
+            ((10,), "float32"),
+            ((5, 2), "float32"),
+            ((30,), "float32"),  # 40, 40, 120 bytes
+            ((3,), "float64"),
+            ((2,), "float32"),
+        ]
+    ]
     buckets = _make_buckets(tensors, cap_bytes=100)
     assert [[t.size for t in b.tensors] for b in buckets] == [[10, 10], [30], [3], [2]]
     assert [b.buffer.dtype.name for b in buckets] == ["float32"] * 2 + ["float64", "float32"]
@@ -137,8 +152,12 @@ def test_buckets_keep_order_respect_the_cap_and_split_dtypes():
 
 def test_calls_before_init_say_to_call_init(monkeypatch):
     monkeypatch.setattr(distributed._STATE, "comm", None)
-    for call in (distributed.rank, distributed.world_size, distributed.barrier,
-                 lambda: distributed.all_gather_object(1)):
+    for call in (
+        distributed.rank,
+        distributed.world_size,
+        distributed.barrier,
+        lambda: distributed.all_gather_object(1),
+    ):
         with pytest.raises(distributed.NotInitializedError, match=r"call needle.distributed.init"):
             call()
     with pytest.raises(distributed.NotInitializedError, match="distributed.world_size"):
@@ -195,24 +214,51 @@ def test_a_single_process_is_a_job_of_one(one_process):
 
 
 @needs_mpi4py
-@pytest.mark.parametrize("call, error, message", [
-    (lambda: distributed.all_reduce(np.ones(2), op="max"), ValueError,
-     r"all_reduce: op='max'; expected one of \('sum', 'mean'\)"),
-    (lambda: distributed.all_reduce(np.ones(2, dtype=int), op="mean"), TypeError,
-     "op='mean' needs a floating-point array, got dtype int64"),
-    (lambda: distributed.all_reduce([1.0, 2.0]), TypeError,
-     "all_reduce: expected a needle.Tensor or a NumPy array, got list"),
-    (lambda: distributed.broadcast(np.ones(2), root=1), ValueError,
-     r"broadcast: root=1 is not a rank of this job \(0 .. 0\)"),
-    (lambda: distributed.init(timeout=0), ValueError,
-     r"distributed.init: timeout must be in \(0.0, inf\), got 0.0"),
-    (lambda: distributed.init(timeout="60"), TypeError,
-     "distributed.init: timeout must be a real number, got str"),
-    (lambda: nn.DistributedDataParallel(nn.Linear(2, 2), bucket_cap_mb=0), ValueError,
-     "bucket_cap_mb must be positive, got 0"),
-    (lambda: nn.DistributedDataParallel(lambda x: x), TypeError,
-     "expected an nn.Module, got function"),
-])
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda: distributed.all_reduce(np.ones(2), op="max"),
+            ValueError,
+            r"all_reduce: op='max'; expected one of \('sum', 'mean'\)",
+        ),
+        (
+            lambda: distributed.all_reduce(np.ones(2, dtype=int), op="mean"),
+            TypeError,
+            "op='mean' needs a floating-point array, got dtype int64",
+        ),
+        (
+            lambda: distributed.all_reduce([1.0, 2.0]),
+            TypeError,
+            "all_reduce: expected a needle.Tensor or a NumPy array, got list",
+        ),
+        (
+            lambda: distributed.broadcast(np.ones(2), root=1),
+            ValueError,
+            r"broadcast: root=1 is not a rank of this job \(0 .. 0\)",
+        ),
+        (
+            lambda: distributed.init(timeout=0),
+            ValueError,
+            r"distributed.init: timeout must be in \(0.0, inf\), got 0.0",
+        ),
+        (
+            lambda: distributed.init(timeout="60"),
+            TypeError,
+            "distributed.init: timeout must be a real number, got str",
+        ),
+        (
+            lambda: nn.DistributedDataParallel(nn.Linear(2, 2), bucket_cap_mb=0),
+            ValueError,
+            "bucket_cap_mb must be positive, got 0",
+        ),
+        (
+            lambda: nn.DistributedDataParallel(lambda x: x),
+            TypeError,
+            "expected an nn.Module, got function",
+        ),
+    ],
+)
 def test_collective_errors(one_process, call, error, message):
     with pytest.raises(error, match=message):
         call()
@@ -233,10 +279,13 @@ def test_a_collective_that_never_completes_raises_after_the_timeout(one_process)
     class Never:
         def Test(self):
             return False
+
     distributed.init(timeout=0.05)
     start = time.monotonic()
-    with pytest.raises(distributed.PeerLostError,
-                       match=r"rank 0 of 1 waited 0 s .*timeout 0.05 s.*stopped calling test"):
+    with pytest.raises(
+        distributed.PeerLostError,
+        match=r"rank 0 of 1 waited 0 s .*timeout 0.05 s.*stopped calling test",
+    ):
         distributed._wait(Never(), "test")
     assert time.monotonic() - start < 5
 
@@ -291,10 +340,11 @@ def test_collectives_across_processes(tmp_path, n):
     assert job.returncode == 0, job.stderr
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(n)]
     total = sum(r + 1 for r in range(n))
-    for rank, result in enumerate(ranks):
+    for result in ranks:
         assert result["sum"] == [total * k for k in range(4)]
-        np.testing.assert_allclose(result["mean_tensor"], [total / n * k for k in range(4)],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            result["mean_tensor"], [total / n * k for k in range(4)], rtol=1e-6
+        )
         assert result["tensor_type"] == "Tensor" and result["input_unchanged"]
         assert result["broadcast"] == [n - 1] * 3
         assert result["gathered"] == [{"rank": r} for r in range(n)]
@@ -351,8 +401,7 @@ def test_data_parallel_equals_one_process_on_the_global_batch(tmp_path, n, optim
     expected = reference_parameters(optimizer, epochs)
     initial = worker.parameters(worker.build_model())
     for name, value in expected.items():
-        np.testing.assert_allclose(result[name], value, rtol=0, atol=EQUIVALENCE_ATOL,
-                                   err_msg=name)
+        np.testing.assert_allclose(result[name], value, rtol=0, atol=EQUIVALENCE_ATOL, err_msg=name)
         assert np.abs(value - initial[name]).max() > 100 * EQUIVALENCE_ATOL, name
 
 
@@ -388,9 +437,11 @@ def test_a_hung_rank_makes_the_others_stop_with_a_clear_error(tmp_path):
     # Whichever surviving rank (0 or 1) gives up first aborts the job. Its message is read
     # from the file the worker writes too: the abort can end mpiexec before it forwards stderr.
     said = "\n".join(p.read_text() for p in sorted(tmp_path.glob("error-rank*.txt")))
-    assert re.search(r"rank ([01]): PeerLostError: distributed.DistributedDataParallel"
-                     r".sync_gradients: rank \1 of 3 waited 2 s for the other ranks",
-                     said), (said, job.stderr)
+    assert re.search(
+        r"rank ([01]): PeerLostError: distributed.DistributedDataParallel"
+        r".sync_gradients: rank \1 of 3 waited 2 s for the other ranks",
+        said,
+    ), (said, job.stderr)
 
 
 # ----- mpiexec -n N needle train ----------------------------------------------------------
@@ -401,9 +452,27 @@ def needle_train(n: int, data: Path, out: Path, *options: Any) -> subprocess.Com
 
     One test sample only: every rank but rank 0 has an empty test shard.
     """
-    return mpiexec(n, "-m", "needle", "train", "--dataset", "mnist", "--data-dir", data,
-                   "--batch-size", 10, "--hidden-dim", 16, "--num-blocks", 1,
-                   "--limit-test", 1, "--out", out, *options)
+    return mpiexec(
+        n,
+        "-m",
+        "needle",
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        data,
+        "--batch-size",
+        10,
+        "--hidden-dim",
+        16,
+        "--num-blocks",
+        1,
+        "--limit-test",
+        1,
+        "--out",
+        out,
+        *options,
+    )
 
 
 @needs_mpiexec
@@ -430,16 +499,28 @@ def test_needle_train_distributed_in_one_process(tiny_mnist, tmp_path, monkeypat
     """``--distributed`` without mpiexec: a job of one, with the data-parallel machinery."""
     monkeypatch.setattr(distributed, "_STATE", distributed._State())
     out = tmp_path / "run"
-    options = ["--dataset", "mnist", "--data-dir", str(tiny_mnist), "--batch-size", "30",
-               "--hidden-dim", "8", "--num-blocks", "1", "--out", str(out), "--quiet"]
+    options = [
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(tiny_mnist),
+        "--batch-size",
+        "30",
+        "--hidden-dim",
+        "8",
+        "--num-blocks",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert cli.main(["train", *options, "--epochs", "1", "--distributed"]) == 0
     state = ndl.load(out / training.CHECKPOINT_NAME)
     assert state["world_size"] == 1 and len(state["rng_states"]) == 1
     assert cli.main(["train", *options, "--epochs", "2", "--resume", "--distributed"]) == 0
     monkeypatch.setattr(distributed, "_STATE", distributed._State())
     assert cli.main(["train", *options, "--epochs", "3", "--resume"]) == 2
-    assert ("it was a run on 1 process and this is a single-process run"
-            in capsys.readouterr().err)
+    assert "it was a run on 1 process and this is a single-process run" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # four launches of needle train: ~20 s on 2 cores
@@ -452,7 +533,8 @@ def test_needle_train_on_two_processes_writes_once_and_resumes_exactly(tiny_mnis
     assert "data-parallel on 2 processes, global batch 20" in lines[0]
     assert [line.split()[1] for line in lines[1:]] == ["1/2", "2/2"]  # rank 0 only
     assert sorted(p.name for p in whole.iterdir()) == sorted(
-        [training.CHECKPOINT_NAME, training.METRICS_NAME, training.CURVES_NAME])
+        [training.CHECKPOINT_NAME, training.METRICS_NAME, training.CURVES_NAME]
+    )
     state = ndl.load(whole / training.CHECKPOINT_NAME)
     assert state["world_size"] == 2 and len(state["rng_states"]) == 2
     # The two ranks drew different dropout masks: their generators differ.
@@ -470,39 +552,78 @@ def test_needle_train_on_two_processes_writes_once_and_resumes_exactly(tiny_mnis
     for saved, again in zip(state["rng_states"], resumed["rng_states"]):
         np.testing.assert_array_equal(saved[1], again[1])
     strip = [{k: v for k, v in m.items() if k != "seconds"} for m in state["history"]]
-    assert strip == [{k: v for k, v in m.items() if k != "seconds"}
-                     for m in resumed["history"]]
+    assert strip == [{k: v for k, v in m.items() if k != "seconds"} for m in resumed["history"]]
 
     job = needle_train(3, tiny_mnist, split, "--epochs", 3, "--resume")
     assert job.returncode == 2
-    assert ("it was a run on 2 processes and this is a run on 3 processes; resume with "
-            "the same number of processes") in job.stderr
+    assert (
+        "it was a run on 2 processes and this is a run on 3 processes; resume with "
+        "the same number of processes"
+    ) in job.stderr
 
 
 @needs_mpiexec
 def test_a_resume_refused_on_every_rank_is_reported_once(tiny_mnist, tmp_path):
     """Every rank refuses the same resume: the job prints the error once, from rank 0."""
     out = tmp_path / "single"
-    job = mpiexec(1, "-m", "needle", "train", "--dataset", "mnist", "--data-dir", tiny_mnist,
-                  "--batch-size", 10, "--hidden-dim", 16, "--num-blocks", 1, "--limit-test", 1,
-                  "--epochs", 1, "--out", out)
+    job = mpiexec(
+        1,
+        "-m",
+        "needle",
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        tiny_mnist,
+        "--batch-size",
+        10,
+        "--hidden-dim",
+        16,
+        "--num-blocks",
+        1,
+        "--limit-test",
+        1,
+        "--epochs",
+        1,
+        "--out",
+        out,
+    )
     assert job.returncode == 0, job.stderr
     job = needle_train(2, tiny_mnist, out, "--epochs", 2, "--resume")
     assert job.returncode == 2
     errors = [line for line in job.stderr.splitlines() if "error" in line]
-    assert errors == [f"needle train: error: cannot resume {out / 'checkpoint.npz'}: it was a "
-                      f"single-process run and this is a run on 2 processes; resume with the "
-                      f"same number of processes (the global batch and the per-rank random "
-                      f"streams depend on it)"], job.stderr
+    assert errors == [
+        f"needle train: error: cannot resume {out / 'checkpoint.npz'}: it was a "
+        f"single-process run and this is a run on 2 processes; resume with the "
+        f"same number of processes (the global batch and the per-rank random "
+        f"streams depend on it)"
+    ], job.stderr
 
 
 @needs_mpiexec
 def test_needle_train_cnn_on_two_processes(tiny_mnist, tmp_path):
     """The convolutional model goes through the same data-parallel loop (BatchNorm2d too)."""
     out = tmp_path / "cnn"
-    job = mpiexec(2, "-m", "needle", "train", "--model", "cnn", "--width", 4, "--dataset",
-                  "mnist", "--data-dir", tiny_mnist, "--batch-size", 20, "--epochs", 1,
-                  "--out", out)
+    job = mpiexec(
+        2,
+        "-m",
+        "needle",
+        "train",
+        "--model",
+        "cnn",
+        "--width",
+        4,
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        tiny_mnist,
+        "--batch-size",
+        20,
+        "--epochs",
+        1,
+        "--out",
+        out,
+    )
     assert job.returncode == 0, job.stderr
     header, *epochs = job.stdout.splitlines()
     assert header.startswith("SmallCNN(width 4) on mnist (120 train / 40 test)")
@@ -513,15 +634,27 @@ def test_needle_train_cnn_on_two_processes(tiny_mnist, tmp_path):
 
 
 @needs_mpiexec
-def test_accumulated_micro_batches_on_two_processes_equal_batches_twice_as_large(tiny_mnist,
-                                                                                 tmp_path):
+def test_accumulated_micro_batches_on_two_processes_equal_batches_twice_as_large(
+    tiny_mnist, tmp_path
+):
     """DistributedDataParallel averages inside every backward(accumulate=True): two
     micro-batches of 5 per rank and step give the step of one batch of 10 per rank (no
     BatchNorm, no dropout: --num-blocks 0; each rank's shard is the same in both runs)."""
-    options = ["--num-blocks", 0, "--optimizer", "adamw", "--lr", 0.01, "--epochs", 2,
-               "--warmup-steps", 2]
-    job = needle_train(2, tiny_mnist, tmp_path / "accumulated", *options, "--batch-size", 5,
-                       "--grad-accum", 2)
+    options = [
+        "--num-blocks",
+        0,
+        "--optimizer",
+        "adamw",
+        "--lr",
+        0.01,
+        "--epochs",
+        2,
+        "--warmup-steps",
+        2,
+    ]
+    job = needle_train(
+        2, tiny_mnist, tmp_path / "accumulated", *options, "--batch-size", 5, "--grad-accum", 2
+    )
     assert job.returncode == 0, job.stderr
     assert "global batch 20" in job.stdout.splitlines()[0]
     job = needle_train(2, tiny_mnist, tmp_path / "large", *options)
@@ -538,8 +671,10 @@ def test_clipping_is_refused_in_a_data_parallel_run(tiny_mnist, tmp_path):
     """Clipping would replace the averaged gradients, which the optimizer step refuses."""
     job = needle_train(2, tiny_mnist, tmp_path, "--clip-grad", 1)
     assert job.returncode == 2
-    assert ("--clip-grad 1 in a data-parallel run: clipping replaces the gradients "
-            "DistributedDataParallel averaged") in job.stderr
+    assert (
+        "--clip-grad 1 in a data-parallel run: clipping replaces the gradients "
+        "DistributedDataParallel averaged"
+    ) in job.stderr
     assert not (tmp_path / training.CHECKPOINT_NAME).exists()
 
 
@@ -547,13 +682,15 @@ def test_clipping_is_refused_in_a_data_parallel_run(tiny_mnist, tmp_path):
 def test_an_uncaught_exception_in_a_users_own_loop_ends_the_job(tmp_path):
     """After init(), a rank that raises ends every rank at once, its traceback shown."""
     script = tmp_path / "my_loop.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         from needle import distributed
         distributed.init()
         if distributed.rank() == 1:
             raise RuntimeError("rank 1 fails on purpose")
         distributed.barrier()  # rank 0 would wait here for the 300 s timeout
-    """))
+    """)
+    )
     start = time.monotonic()
     job = mpiexec(2, script, env={"NEEDLE_DIST_TIMEOUT": "300"})
     elapsed = time.monotonic() - start

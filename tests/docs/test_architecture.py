@@ -35,8 +35,7 @@ def test_every_documented_path_exists():
 def test_every_public_module_is_documented():
     paths = set(documented_paths())
     expected = []
-    for folder in ("needle", "needle/backends", "needle/backends/ndarray",
-                   "needle/backends/numpy"):
+    for folder in ("needle", "needle/backends", "needle/backends/ndarray", "needle/backends/numpy"):
         for entry in sorted((ROOT / folder).iterdir()):
             if entry.name.startswith(("_", ".")) or entry.name == "py.typed":
                 continue

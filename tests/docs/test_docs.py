@@ -8,6 +8,7 @@ the blocks of one file one after the other in one fresh Python process (so a doc
 blocks cannot lean on each other's variables, and the interpreter starts once per file),
 in a temporary working directory, with a timeout.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers.markdown import python_blocks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,16 +41,25 @@ for name, code in json.load(sys.stdin):
 def runnable_blocks(path: Path) -> list[tuple[str, str]]:
     """``(name, code)`` of every block of ``path`` that is not a fragment."""
     relative = path.relative_to(REPO)
-    return [(f"{relative}:{line}", code)
-            for line, code, fragment in python_blocks(path.read_text()) if not fragment]
+    return [
+        (f"{relative}:{line}", code)
+        for line, code, fragment in python_blocks(path.read_text())
+        if not fragment
+    ]
 
 
 def test_the_extractor_finds_blocks_and_their_fragment_marks():
-    text = ("intro\n```python\na = 1\n```\n\n<!-- fragment -->\n```python\nb(...)\n```\n"
-            "```bash\nls\n```\n```python\nc = 2\n```\n1. item\n\n   ```python\n   d = 3\n"
-            "   ```\n")
-    assert python_blocks(text) == [(2, "a = 1\n", False), (7, "b(...)\n", True),
-                                   (13, "c = 2\n", False), (18, "d = 3\n", False)]
+    text = (
+        "intro\n```python\na = 1\n```\n\n<!-- fragment -->\n```python\nb(...)\n```\n"
+        "```bash\nls\n```\n```python\nc = 2\n```\n1. item\n\n   ```python\n   d = 3\n"
+        "   ```\n"
+    )
+    assert python_blocks(text) == [
+        (2, "a = 1\n", False),
+        (7, "b(...)\n", True),
+        (13, "c = 2\n", False),
+        (18, "d = 3\n", False),
+    ]
 
 
 def test_a_failing_block_fails_the_run(tmp_path):
@@ -67,8 +76,9 @@ def test_every_doc_has_its_blocks_counted():
     assert len(blocks) >= 15 and len(fragments) <= len(blocks) // 3
 
 
-@pytest.mark.parametrize("path", [p for p in DOCS if runnable_blocks(p)],
-                         ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+    "path", [p for p in DOCS if runnable_blocks(p)], ids=lambda p: str(p.relative_to(REPO))
+)
 def test_the_python_blocks_run_as_written(path, tmp_path):
     result = _run(runnable_blocks(path), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -79,5 +89,12 @@ def _run(blocks: list[tuple[str, str]], cwd: Path) -> subprocess.CompletedProces
     # One BLAS thread: the examples are small, and threads only contend on a busy machine.
     env = dict(os.environ, MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-c", _RUNNER], input=json.dumps(blocks),
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    return subprocess.run(
+        [sys.executable, "-c", _RUNNER],
+        input=json.dumps(blocks),
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )

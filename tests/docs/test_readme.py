@@ -3,13 +3,13 @@ docs/results.md is the one scripts/results_table.py writes, and the text around 
 
 (Every python block of the README also runs in tests/docs/test_docs.py.)
 """
+
 import contextlib
 import importlib.util
 import io
 import pathlib
 import re
 import subprocess
-
 
 from helpers.markdown import python_blocks
 
@@ -18,8 +18,9 @@ README = ROOT / "README.md"
 
 
 def _results_table_module():
-    spec = importlib.util.spec_from_file_location("results_table",
-                                                  ROOT / "scripts" / "results_table.py")
+    spec = importlib.util.spec_from_file_location(
+        "results_table", ROOT / "scripts" / "results_table.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -29,7 +30,7 @@ def _default_run_section() -> str:
     """docs/results.md's section on the default run, up to the next result."""
     text = (ROOT / "docs" / "results.md").read_text()
     start = text.index("## `needle train` on Fashion-MNIST")
-    return text[start:text.index("**Beyond the course recipe", start)]
+    return text[start : text.index("**Beyond the course recipe", start)]
 
 
 def test_readme_example_runs_and_matches_its_comments():
@@ -38,7 +39,17 @@ def test_readme_example_runs_and_matches_its_comments():
     with contextlib.redirect_stdout(out):
         exec(compile(code, "README.md", "exec"), {})
     assert out.getvalue().split() == [
-        "3.5625", "[[6.", "]", "[5.5]]", "[[", "1.", "-0.25]", "[", "1.", "-0.25]]"]
+        "3.5625",
+        "[[6.",
+        "]",
+        "[5.5]]",
+        "[[",
+        "1.",
+        "-0.25]",
+        "[",
+        "1.",
+        "-0.25]]",
+    ]
 
 
 def test_the_default_run_table_is_the_scripts_output_and_the_text_quotes_it():
@@ -47,8 +58,9 @@ def test_the_default_run_table_is_the_scripts_output_and_the_text_quotes_it():
     rows = []
     for line in table.splitlines()[2:]:
         epoch, *values, seconds = [cell.strip(" *") for cell in line.strip("|").split("|")]
-        rows.append(dict(epoch=epoch, seconds=seconds,
-                         **dict(zip(_results_table_module().COLUMNS, values))))
+        rows.append(
+            dict(epoch=epoch, seconds=seconds, **dict(zip(_results_table_module().COLUMNS, values)))
+        )
     assert _results_table_module().results_table(rows) == table
     assert [row["epoch"] for row in rows] == [str(n) for n in range(1, 11)]
     last = float(rows[-1]["test_err"])

@@ -3,6 +3,7 @@
 The full path — a stock Debian with only /usr/bin/python3, the scripts creating ./.venv —
 is what .ci/run runs on every submission; these tests pin the decisions around it.
 """
+
 import os
 import pathlib
 import subprocess
@@ -17,14 +18,21 @@ def _source_env(tmp_path, extra_env: dict, path: str) -> subprocess.CompletedPro
     (tmp_path / "scripts" / "env.sh").write_text((ROOT / "scripts" / "env.sh").read_text())
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
     env.update(extra_env, PATH=path)
-    return subprocess.run(["/bin/bash", "-c", 'source scripts/env.sh && echo "$PYTHON"'],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["/bin/bash", "-c", 'source scripts/env.sh && echo "$PYTHON"'],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_an_active_virtual_environment_is_used_as_it_is(tmp_path):
     bindir = str(pathlib.Path(sys.executable).parent)
-    proc = _source_env(tmp_path, {"VIRTUAL_ENV": str(pathlib.Path(bindir).parent)},
-                       f"{bindir}:/usr/bin:/bin")
+    proc = _source_env(
+        tmp_path, {"VIRTUAL_ENV": str(pathlib.Path(bindir).parent)}, f"{bindir}:/usr/bin:/bin"
+    )
     assert proc.returncode == 0, proc.stderr
     assert pathlib.Path(proc.stdout.strip()).parent == pathlib.Path(bindir)
     assert not (tmp_path / ".venv").exists()
@@ -59,7 +67,8 @@ def _fake_python(tmp_path) -> pathlib.Path:
         f'  -m) echo "$*" >> {tmp_path}/pip.log ;;\n'
         f'  -V) echo "Python 3.11.0" ;;\n'
         f'  -c) case "$2" in *prefix*) echo {prefix} ;; esac ;;\n'
-        f"esac\n")
+        f"esac\n"
+    )
     (bindir / "python3").chmod(0o755)
     return bindir
 
@@ -68,18 +77,25 @@ def test_install_needle_runs_pip_only_when_the_package_changed(tmp_path):
     bindir = _fake_python(tmp_path)
     repo = tmp_path / "repo"
     (repo / "src").mkdir(parents=True)
-    for name, text in {"pyproject.toml": "[project]\n", "CMakeLists.txt": "",
-                       "src/kernel.cc": "int f();\n", "needle.py": "x = 1\n"}.items():
+    for name, text in {
+        "pyproject.toml": "[project]\n",
+        "CMakeLists.txt": "",
+        "src/kernel.cc": "int f();\n",
+        "needle.py": "x = 1\n",
+    }.items():
         (repo / name).write_text(text)
 
     def install(extras: str = "train,viz") -> subprocess.CompletedProcess:
-        proc = _source_env(repo, {"VIRTUAL_ENV": str(tmp_path / "env")},
-                           f"{bindir}:/usr/bin:/bin")
+        proc = _source_env(repo, {"VIRTUAL_ENV": str(tmp_path / "env")}, f"{bindir}:/usr/bin:/bin")
         assert proc.returncode == 0, proc.stderr
         return subprocess.run(
             ["/bin/bash", "-c", f"source scripts/env.sh && install_needle {extras}"],
-            cwd=repo, env={"PATH": f"{bindir}:/usr/bin:/bin", "VIRTUAL_ENV": str(tmp_path / "env")},
-            capture_output=True, text=True, timeout=60)
+            cwd=repo,
+            env={"PATH": f"{bindir}:/usr/bin:/bin", "VIRTUAL_ENV": str(tmp_path / "env")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def pip_calls() -> list[str]:
         log = tmp_path / "pip.log"
@@ -87,9 +103,11 @@ def test_install_needle_runs_pip_only_when_the_package_changed(tmp_path):
 
     first = install()
     assert first.returncode == 0, first.stderr
-    assert first.stderr == (f"needle setup: installing needle[train,viz] into {tmp_path / 'env'} "
-                            f"with pip (builds the C++ backend: about a minute the first "
-                            f"time)\n")
+    assert first.stderr == (
+        f"needle setup: installing needle[train,viz] into {tmp_path / 'env'} "
+        f"with pip (builds the C++ backend: about a minute the first "
+        f"time)\n"
+    )
     assert pip_calls() == [f"-m pip install -q -e {repo}[train,viz]"]
     again = install()
     assert (again.returncode, again.stderr, len(pip_calls())) == (0, "", 1)

@@ -3,6 +3,7 @@
 ``tests/`` is on ``sys.path`` (pyproject.toml's ``pythonpath``), so ``helpers`` imports from
 every test folder. A helper used by one test module stays in that module.
 """
+
 from __future__ import annotations
 
 import numpy as np

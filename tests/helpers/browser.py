@@ -5,6 +5,7 @@ Chromium is started with ``--remote-debugging-pipe``: it reads protocol messages
 program, no network and no package beyond the standard library are needed — only
 Debian's ``chromium`` (``scripts/install-viz-deps.sh``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -55,8 +56,10 @@ class Chromium:
         self._session = attached["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             self.call(f"{domain}.enable")
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     def _start(self, width: int, height: int):
         exe = chromium_path()
@@ -73,13 +76,26 @@ class Chromium:
             os.dup2(child_in, 3)
             os.dup2(child_out, 4)
 
-        args = [exe, "--headless", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-                "--remote-debugging-pipe", f"--user-data-dir={self._profile}",
-                f"--window-size={width},{height}", "--hide-scrollbars"]
+        args = [
+            exe,
+            "--headless",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={self._profile}",
+            f"--window-size={width},{height}",
+            "--hide-scrollbars",
+        ]
         if os.geteuid() == 0:
             args.append("--no-sandbox")  # Chromium refuses to run its sandbox as root
-        proc = subprocess.Popen(args, preexec_fn=on_fds_3_and_4, close_fds=False,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args,
+            preexec_fn=on_fds_3_and_4,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(child_in)
         os.close(child_out)
         return proc, write_cmd, read_out
@@ -151,17 +167,23 @@ class Chromium:
     def press(self, key: str, code: int) -> None:
         """Press and release a key (``key`` as in KeyboardEvent.key, ``code`` its key code)."""
         for kind in ("keyDown", "keyUp"):
-            self.call("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": key,
-                                                  "windowsVirtualKeyCode": code})
+            self.call(
+                "Input.dispatchKeyEvent",
+                {"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code},
+            )
 
     def click(self, selector: str) -> None:
         """Click the middle of the element matching ``selector`` with the mouse."""
-        box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
-                            f".getBoundingClientRect(); return [r.x + r.width / 2, "
-                            f"r.y + r.height / 2]; }})()")
+        box = self.evaluate(
+            f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+            f".getBoundingClientRect(); return [r.x + r.width / 2, "
+            f"r.y + r.height / 2]; }})()"
+        )
         for kind in ("mousePressed", "mouseReleased"):
-            self.call("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1],
-                                                    "button": "left", "clickCount": 1})
+            self.call(
+                "Input.dispatchMouseEvent",
+                {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1},
+            )
 
     def screenshot(self, path: str | Path, full_page: bool = False) -> None:
         """Save the viewport (or the whole page) as a PNG."""
@@ -183,7 +205,7 @@ class Chromium:
         os.close(self._from_browser)
         shutil.rmtree(self._profile, ignore_errors=True)
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,4 +1,5 @@
 """For the tests of the ``needle`` command (tests/training/): run it, compare two runs."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 FASHION_DIR = Path(mnist_dataset.SYSTEM_FASHION_MNIST_DIR)
 needs_fashion = pytest.mark.skipif(
     not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file(),
-    reason=f"Fashion-MNIST not in {FASHION_DIR} (apt-get install dataset-fashion-mnist)")
+    reason=f"Fashion-MNIST not in {FASHION_DIR} (apt-get install dataset-fashion-mnist)",
+)
 
 
 def run_main(*args: str) -> int:
@@ -36,8 +38,10 @@ def checkout_env() -> dict:
 def _history(out: Path) -> list[tuple]:
     """The metrics of every epoch of a run, without the wall time."""
     state = ndl.load(out / training.CHECKPOINT_NAME)
-    return [(m["epoch"], m["train_loss"], m["train_err"], m["test_loss"], m["test_err"])
-            for m in state["history"]]
+    return [
+        (m["epoch"], m["train_loss"], m["train_err"], m["test_loss"], m["test_err"])
+        for m in state["history"]
+    ]
 
 
 def assert_same_state(out_a: Path, out_b: Path) -> None:

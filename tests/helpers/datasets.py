@@ -1,4 +1,5 @@
 """Small data sets in real formats, written by the tests: PTB text folders, CIFAR-10 batches."""
+
 from __future__ import annotations
 
 import io
@@ -10,8 +11,7 @@ import numpy as np
 
 # ----- PTB-format text (tests/training/) -----------------------------------------------------
 
-WORDS = ("the cat dog saw a big small red house tree ran sat on under and with "
-         "of to in 's").split()
+WORDS = ("the cat dog saw a big small red house tree ran sat on under and with of to in 's").split()
 
 
 def write_ptb_folder(folder: Path, seed: int = 0, lines: tuple[int, int] = (60, 15)) -> Path:

@@ -2,6 +2,7 @@
 Transformer: against NumPy and PyTorch (forward and gradients), combined with the causal
 mask, its invariances (padded keys change nothing), the draws, and bad masks.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,7 @@ def _f64(*arrays: np.ndarray) -> list[ndl.Tensor]:
 @pytest.mark.parametrize("causal", [False, True])
 def test_masked_attention_against_numpy(causal, rng):
     q, k, v = (rng.standard_normal((2, 3, 4, 5)) for _ in range(3))
-    result, probs = nn.MultiHeadAttention(causal=causal)(*_f64(q, k, v),
-                                                         key_padding_mask=PADDED)
+    result, probs = nn.MultiHeadAttention(causal=causal)(*_f64(q, k, v), key_padding_mask=PADDED)
     hidden = PADDED[:, None, None, :] | (np.triu(np.ones((4, 4), bool), 1) if causal else False)
     expected = _softmax(np.where(hidden, -np.inf, q @ np.swapaxes(k, -1, -2) / np.sqrt(5)))
     np.testing.assert_allclose(probs.numpy(), expected, atol=1e-12)
@@ -40,8 +40,9 @@ def test_an_all_false_mask_changes_nothing(rng):
     q, k, v = _f64(*(rng.standard_normal((2, 2, 3, 4)) for _ in range(3)))
     attn = nn.MultiHeadAttention(causal=True)
     plain = attn(q, k, v)[0].numpy()
-    np.testing.assert_array_equal(attn(q, k, v, key_padding_mask=np.zeros((2, 3), bool))[0]
-                                  .numpy(), plain)
+    np.testing.assert_array_equal(
+        attn(q, k, v, key_padding_mask=np.zeros((2, 3), bool))[0].numpy(), plain
+    )
 
 
 def test_a_fully_masked_row_is_uniform_and_finite(rng):
@@ -64,15 +65,22 @@ def test_attention_layer_mask_matches_torch(causal, rng, torch):
     mha = torch.nn.MultiheadAttention(heads * dim, heads, bias=False, batch_first=True)
     projections = [layer.q_projection, layer.k_projection, layer.v_projection]
     with torch.no_grad():
-        mha.in_proj_weight.copy_(torch.tensor(np.concatenate([p.weight.numpy().T
-                                                              for p in projections])))
+        mha.in_proj_weight.copy_(
+            torch.tensor(np.concatenate([p.weight.numpy().T for p in projections]))
+        )
         mha.out_proj.weight.copy_(torch.tensor(layer.out_projection.weight.numpy().T))
     x_np = rng.standard_normal((B, T, F)).astype(np.float32)
     x, tx = ndl.Tensor(x_np, requires_grad=True), torch.tensor(x_np, requires_grad=True)
     normed = torch.nn.functional.layer_norm(tx, (F,), eps=1e-5)
     future = torch.triu(torch.ones(T, T, dtype=torch.bool), 1) if causal else None
-    out_t, _ = mha(normed, normed, normed, key_padding_mask=torch.tensor(PADDED),
-                   attn_mask=future, need_weights=False)
+    out_t, _ = mha(
+        normed,
+        normed,
+        normed,
+        key_padding_mask=torch.tensor(PADDED),
+        attn_mask=future,
+        need_weights=False,
+    )
     out = layer(x, key_padding_mask=ndl.Tensor(PADDED, dtype="bool"))  # a Tensor mask works too
     weights = rng.standard_normal(out.shape).astype(np.float32)
     (out * ndl.Tensor(weights)).sum().backward()
@@ -86,8 +94,17 @@ def test_attention_layer_mask_matches_torch(causal, rng, torch):
 def test_padded_positions_do_not_reach_the_real_ones(batch_first, causal, rng):
     """Changing the padded inputs leaves the real positions' outputs as they were, and the
     real outputs send no gradient to the padded inputs."""
-    model = nn.Transformer(4, 6, 2, num_head=2, dim_head=2, causal=causal, dtype="float64",
-                           batch_first=batch_first, sequence_len=4)
+    model = nn.Transformer(
+        4,
+        6,
+        2,
+        num_head=2,
+        dim_head=2,
+        causal=causal,
+        dtype="float64",
+        batch_first=batch_first,
+        sequence_len=4,
+    )
     layout = (lambda a: a) if batch_first else (lambda a: np.swapaxes(a, 0, 1))
     x = rng.standard_normal((2, 4, 4))
     noisy = np.where(PADDED[..., None], rng.standard_normal(x.shape) * 10, x)
@@ -118,19 +135,40 @@ def test_the_mask_draws_nothing():
 
 
 MASK_ERRORS = [
-    ("MultiHeadAttention shape", lambda: nn.MultiHeadAttention()(
-        *[ndl.init.ones(2, 1, 3, 4)] * 3, key_padding_mask=np.zeros((2, 4), bool)),
-     ValueError, ["MultiHeadAttention", "(2, 4)", "(B, S) = (2, 3)"]),
-    ("AttentionLayer keys", lambda: nn.AttentionLayer(4, 1, 2)(
-        ndl.init.ones(2, 3, 4), *[ndl.init.ones(2, 5, 4)] * 2,
-        key_padding_mask=np.zeros((2, 3), bool)),
-     ValueError, ["AttentionLayer", "(2, 3)", "(B, S) = (2, 5)"]),
-    ("Transformer time-major", lambda: nn.Transformer(4, 4, 1, num_head=1, dim_head=2)(
-        ndl.init.ones(3, 2, 4), key_padding_mask=np.zeros((3, 2), bool)),
-     ValueError, ["Transformer", "(3, 2)", "(B, S) = (2, 3)"]),
-    ("float mask", lambda: nn.TransformerLayer(4, 1, 2, 4)(
-        ndl.init.ones(2, 3, 4), key_padding_mask=np.zeros((2, 3))),
-     TypeError, ["AttentionLayer", "boolean", "float64"]),
+    (
+        "MultiHeadAttention shape",
+        lambda: nn.MultiHeadAttention()(
+            *[ndl.init.ones(2, 1, 3, 4)] * 3, key_padding_mask=np.zeros((2, 4), bool)
+        ),
+        ValueError,
+        ["MultiHeadAttention", "(2, 4)", "(B, S) = (2, 3)"],
+    ),
+    (
+        "AttentionLayer keys",
+        lambda: nn.AttentionLayer(4, 1, 2)(
+            ndl.init.ones(2, 3, 4),
+            *[ndl.init.ones(2, 5, 4)] * 2,
+            key_padding_mask=np.zeros((2, 3), bool),
+        ),
+        ValueError,
+        ["AttentionLayer", "(2, 3)", "(B, S) = (2, 5)"],
+    ),
+    (
+        "Transformer time-major",
+        lambda: nn.Transformer(4, 4, 1, num_head=1, dim_head=2)(
+            ndl.init.ones(3, 2, 4), key_padding_mask=np.zeros((3, 2), bool)
+        ),
+        ValueError,
+        ["Transformer", "(3, 2)", "(B, S) = (2, 3)"],
+    ),
+    (
+        "float mask",
+        lambda: nn.TransformerLayer(4, 1, 2, 4)(
+            ndl.init.ones(2, 3, 4), key_padding_mask=np.zeros((2, 3))
+        ),
+        TypeError,
+        ["AttentionLayer", "boolean", "float64"],
+    ),
 ]
 
 

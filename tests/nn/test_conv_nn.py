@@ -2,6 +2,7 @@
 and ResNet9: shapes, the course's draw order and bounds, NumPy/PyTorch references (forward
 and backward), and bad input.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,10 @@ def test_conv_tuple_arguments_use_their_first_element():
     assert layer.kernel_size == 3 and layer.stride == 2 and layer.weight.shape == (3, 3, 2, 3)
 
 
-@pytest.mark.parametrize("k, stride, hw", [(3, 1, (6, 6)), (3, 2, (7, 5)), (7, 4, (32, 32)),
-                                           (4, 2, (6, 7)), (1, 1, (3, 3))])
+@pytest.mark.parametrize(
+    "k, stride, hw",
+    [(3, 1, (6, 6)), (3, 2, (7, 5)), (7, 4, (32, 32)), (4, 2, (6, 7)), (1, 1, (3, 3))],
+)
 def test_conv_layer_agrees_with_torch(k, stride, hw, rng, torch):
     layer = nn.Conv(3, 4, k, stride=stride)
     x_np = rng.standard_normal((2, 3) + hw).astype(np.float32)
@@ -71,10 +74,13 @@ def test_conv_layer_agrees_with_torch(k, stride, hw, rng, torch):
     assert out.shape == tuple(tout.shape)
     np.testing.assert_allclose(out.numpy(), tout.detach().numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(layer.weight.grad.numpy(),
-                               ref.weight.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(layer.bias.grad.numpy(), ref.bias.grad.numpy(), rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        layer.weight.grad.numpy(),
+        ref.weight.grad.numpy().transpose(2, 3, 1, 0),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    np.testing.assert_allclose(layer.bias.grad.numpy(), ref.bias.grad.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_conv_layer_matches_numpy_reference(rng):
@@ -86,7 +92,7 @@ def test_conv_layer_matches_numpy_reference(rng):
     expected = np.zeros((1, 3, 4, 5))
     for i in range(4):
         for j in range(5):
-            expected[0, :, i, j] = np.einsum("cuv,uvco->o", xp[0, :, i:i + 3, j:j + 3], w) + b
+            expected[0, :, i, j] = np.einsum("cuv,uvco->o", xp[0, :, i : i + 3, j : j + 3], w) + b
     np.testing.assert_allclose(layer(_tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -97,21 +103,31 @@ def test_conv_reads_replaced_weight_at_call_time(rng):
 
 
 CONV_LAYER_ERRORS = [
-    ("NHWC given", lambda: nn.Conv(3, 8, 3)(ndl.init.ones(2, 5, 5, 3)),
-     ["Conv", "(2, 5, 5, 3)", "NHWC", "(N, 3, H, W)"]),
-    ("channels", lambda: nn.Conv(3, 8, 3)(ndl.init.ones(2, 4, 5, 5)),
-     ["Conv", "(2, 4, 5, 5)", "(N, 3, H, W)"]),
+    (
+        "NHWC given",
+        lambda: nn.Conv(3, 8, 3)(ndl.init.ones(2, 5, 5, 3)),
+        ["Conv", "(2, 5, 5, 3)", "NHWC", "(N, 3, H, W)"],
+    ),
+    (
+        "channels",
+        lambda: nn.Conv(3, 8, 3)(ndl.init.ones(2, 4, 5, 5)),
+        ["Conv", "(2, 4, 5, 5)", "(N, 3, H, W)"],
+    ),
     ("3-D", lambda: nn.Conv(3, 8, 3)(ndl.init.ones(3, 5, 5)), ["Conv", "(3, 5, 5)", "reshape"]),
     ("stride 0", lambda: nn.Conv(3, 8, 3, stride=0), ["Conv", "stride", "0"]),
     ("kernel 0", lambda: nn.Conv(3, 8, 0), ["Conv", "kernel_size", "0"]),
-    ("bn channels", lambda: nn.BatchNorm2d(4)(ndl.init.ones(2, 3, 5, 5)),
-     ["BatchNorm2d", "(2, 3, 5, 5)", "(N, 4, H, W)"]),
+    (
+        "bn channels",
+        lambda: nn.BatchNorm2d(4)(ndl.init.ones(2, 3, 5, 5)),
+        ["BatchNorm2d", "(2, 3, 5, 5)", "(N, 4, H, W)"],
+    ),
     ("bn 2-D", lambda: nn.BatchNorm2d(4)(ndl.init.ones(2, 4)), ["BatchNorm2d", "(2, 4)"]),
 ]
 
 
-@pytest.mark.parametrize("name, call, words", CONV_LAYER_ERRORS,
-                         ids=[e[0] for e in CONV_LAYER_ERRORS])
+@pytest.mark.parametrize(
+    "name, call, words", CONV_LAYER_ERRORS, ids=[e[0] for e in CONV_LAYER_ERRORS]
+)
 def test_conv_layer_errors(name, call, words):
     with pytest.raises(ValueError) as info:
         call()
@@ -139,12 +155,16 @@ def _agree_with_torch(layer, ref, x_shape, rng, torch) -> None:
     assert out.shape == tuple(tout.shape)
     np.testing.assert_allclose(out.numpy(), tout.detach().numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(layer.weight.grad.numpy(),
-                               ref.weight.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        layer.weight.grad.numpy(),
+        ref.weight.grad.numpy().transpose(2, 3, 1, 0),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     if layer.bias is not None:
-        np.testing.assert_allclose(layer.bias.grad.numpy(), ref.bias.grad.numpy(), rtol=1e-4,
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            layer.bias.grad.numpy(), ref.bias.grad.numpy(), rtol=1e-4, atol=1e-4
+        )
 
 
 CONV2D_CASES = [  # (in, out, kernel_size, keyword arguments, input (N, C, H, W))
@@ -160,8 +180,13 @@ CONV2D_CASES = [  # (in, out, kernel_size, keyword arguments, input (N, C, H, W)
 @pytest.mark.parametrize("case", CONV2D_CASES, ids=str)
 def test_conv2d_agrees_with_torch(case, rng, torch):
     c_in, c_out, k, kwargs, x_shape = case
-    _agree_with_torch(nn.Conv2d(c_in, c_out, k, **kwargs),
-                      torch.nn.Conv2d(c_in, c_out, k, **kwargs), x_shape, rng, torch)
+    _agree_with_torch(
+        nn.Conv2d(c_in, c_out, k, **kwargs),
+        torch.nn.Conv2d(c_in, c_out, k, **kwargs),
+        x_shape,
+        rng,
+        torch,
+    )
 
 
 def test_conv2d_with_courses_padding_is_conv(rng):
@@ -211,8 +236,13 @@ TRANSPOSED_LAYER_CASES = [  # (in, out, kernel_size, keyword arguments, input (N
 @pytest.mark.parametrize("case", TRANSPOSED_LAYER_CASES, ids=str)
 def test_conv_transpose2d_agrees_with_torch(case, rng, torch):
     c_in, c_out, k, kwargs, x_shape = case
-    _agree_with_torch(nn.ConvTranspose2d(c_in, c_out, k, **kwargs),
-                      torch.nn.ConvTranspose2d(c_in, c_out, k, **kwargs), x_shape, rng, torch)
+    _agree_with_torch(
+        nn.ConvTranspose2d(c_in, c_out, k, **kwargs),
+        torch.nn.ConvTranspose2d(c_in, c_out, k, **kwargs),
+        x_shape,
+        rng,
+        torch,
+    )
 
 
 def test_conv_transpose2d_by_hand():
@@ -251,37 +281,85 @@ def test_upsample_agrees_with_torch_and_numpy(scale, rng, torch):
 
 
 NEW_LAYER_ERRORS = [
-    ("Conv2d groups", lambda: nn.Conv2d(4, 6, 3, groups=4), ValueError,
-     ["Conv2d", "groups=4", "in_channels=4", "out_channels=6"]),
-    ("Conv2d same stride", lambda: nn.Conv2d(2, 2, 3, stride=2, padding="same"), ValueError,
-     ["Conv2d", "'same'", "stride 1"]),
-    ("Conv2d kernel triple", lambda: nn.Conv2d(2, 2, (3, 3, 3)), ValueError,
-     ["Conv2d", "kernel_size", "(3, 3, 3)"]),
-    ("Conv2d channels", lambda: nn.Conv2d(3, 2, 3)(ndl.init.ones(1, 4, 5, 5)), ValueError,
-     ["Conv2d(3, 2)", "(1, 4, 5, 5)", "(N, 3, H, W)"]),
-    ("Conv2d empty output", lambda: nn.Conv2d(1, 1, 5, dilation=2)(ndl.init.ones(1, 1, 6, 9)),
-     ValueError, ["Conv2d(1, 1)", "(1, 1, 6, 9)", "dilated by (2, 2) to 9×9", "6×9"]),
-    ("ConvTranspose2d output_padding", lambda: nn.ConvTranspose2d(2, 2, 3, output_padding=1),
-     ValueError, ["ConvTranspose2d", "output_padding=1", "smaller than the stride"]),
-    ("ConvTranspose2d same", lambda: nn.ConvTranspose2d(2, 2, 3, padding="same"), ValueError,
-     ["ConvTranspose2d", "'same'"]),
-    ("ConvTranspose2d groups", lambda: nn.ConvTranspose2d(3, 4, 3, groups=2), ValueError,
-     ["ConvTranspose2d", "groups=2", "in_channels=3"]),
-    ("ConvTranspose2d NHWC", lambda: nn.ConvTranspose2d(3, 2, 3)(ndl.init.ones(1, 4, 4, 3)),
-     ValueError, ["ConvTranspose2d(3, 2)", "(1, 4, 4, 3)", "NHWC"]),
-    ("ConvTranspose2d empty", lambda: nn.ConvTranspose2d(1, 1, 1, padding=1)(
-        ndl.init.ones(1, 1, 1, 1)), ValueError,
-     ["ConvTranspose2d(1, 1)", "(1, 1, 1, 1)", "empty output"]),
-    ("Upsample mode", lambda: nn.Upsample(2, mode="bilinear"), ValueError,
-     ["Upsample", "'bilinear'", "'nearest'"]),
+    (
+        "Conv2d groups",
+        lambda: nn.Conv2d(4, 6, 3, groups=4),
+        ValueError,
+        ["Conv2d", "groups=4", "in_channels=4", "out_channels=6"],
+    ),
+    (
+        "Conv2d same stride",
+        lambda: nn.Conv2d(2, 2, 3, stride=2, padding="same"),
+        ValueError,
+        ["Conv2d", "'same'", "stride 1"],
+    ),
+    (
+        "Conv2d kernel triple",
+        lambda: nn.Conv2d(2, 2, (3, 3, 3)),
+        ValueError,
+        ["Conv2d", "kernel_size", "(3, 3, 3)"],
+    ),
+    (
+        "Conv2d channels",
+        lambda: nn.Conv2d(3, 2, 3)(ndl.init.ones(1, 4, 5, 5)),
+        ValueError,
+        ["Conv2d(3, 2)", "(1, 4, 5, 5)", "(N, 3, H, W)"],
+    ),
+    (
+        "Conv2d empty output",
+        lambda: nn.Conv2d(1, 1, 5, dilation=2)(ndl.init.ones(1, 1, 6, 9)),
+        ValueError,
+        ["Conv2d(1, 1)", "(1, 1, 6, 9)", "dilated by (2, 2) to 9×9", "6×9"],
+    ),
+    (
+        "ConvTranspose2d output_padding",
+        lambda: nn.ConvTranspose2d(2, 2, 3, output_padding=1),
+        ValueError,
+        ["ConvTranspose2d", "output_padding=1", "smaller than the stride"],
+    ),
+    (
+        "ConvTranspose2d same",
+        lambda: nn.ConvTranspose2d(2, 2, 3, padding="same"),
+        ValueError,
+        ["ConvTranspose2d", "'same'"],
+    ),
+    (
+        "ConvTranspose2d groups",
+        lambda: nn.ConvTranspose2d(3, 4, 3, groups=2),
+        ValueError,
+        ["ConvTranspose2d", "groups=2", "in_channels=3"],
+    ),
+    (
+        "ConvTranspose2d NHWC",
+        lambda: nn.ConvTranspose2d(3, 2, 3)(ndl.init.ones(1, 4, 4, 3)),
+        ValueError,
+        ["ConvTranspose2d(3, 2)", "(1, 4, 4, 3)", "NHWC"],
+    ),
+    (
+        "ConvTranspose2d empty",
+        lambda: nn.ConvTranspose2d(1, 1, 1, padding=1)(ndl.init.ones(1, 1, 1, 1)),
+        ValueError,
+        ["ConvTranspose2d(1, 1)", "(1, 1, 1, 1)", "empty output"],
+    ),
+    (
+        "Upsample mode",
+        lambda: nn.Upsample(2, mode="bilinear"),
+        ValueError,
+        ["Upsample", "'bilinear'", "'nearest'"],
+    ),
     ("Upsample factor", lambda: nn.Upsample(0), ValueError, ["Upsample", "scale_factor", "0"]),
-    ("Upsample 3-D", lambda: nn.Upsample(2)(ndl.init.ones(3, 4, 4)), ValueError,
-     ["upsample_nearest2d", "(3, 4, 4)"]),
+    (
+        "Upsample 3-D",
+        lambda: nn.Upsample(2)(ndl.init.ones(3, 4, 4)),
+        ValueError,
+        ["upsample_nearest2d", "(3, 4, 4)"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("name, call, error, words", NEW_LAYER_ERRORS,
-                         ids=[e[0] for e in NEW_LAYER_ERRORS])
+@pytest.mark.parametrize(
+    "name, call, error, words", NEW_LAYER_ERRORS, ids=[e[0] for e in NEW_LAYER_ERRORS]
+)
 def test_new_conv_layer_errors(name, call, error, words):
     with pytest.raises(error) as info:
         call()
@@ -307,7 +385,8 @@ def test_batchnorm2d_normalises_each_channel_over_n_h_w(rng):
     np.testing.assert_allclose(bn.running_var.numpy(), 0.9 + 0.1 * var.reshape(3), rtol=1e-5)
     bn.eval()
     expected_eval = (x - bn.running_mean.numpy().reshape(1, 3, 1, 1)) / np.sqrt(
-        bn.running_var.numpy().reshape(1, 3, 1, 1) + 1e-5)
+        bn.running_var.numpy().reshape(1, 3, 1, 1) + 1e-5
+    )
     expected_eval = expected_eval * np.array([1, 2, 0.5]).reshape(1, 3, 1, 1)
     expected_eval += np.array([0, -1, 3]).reshape(1, 3, 1, 1)
     np.testing.assert_allclose(bn(_tensor(x)).numpy(), expected_eval, rtol=1e-4, atol=1e-4)
@@ -334,8 +413,9 @@ def test_batchnorm2d_gradients_agree_with_torch(rng, torch):
     tx = torch.tensor(x_np, requires_grad=True)
     ref(tx).backward(torch.tensor(g))
     np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(bn.weight.grad.numpy(), ref.weight.grad.numpy(), rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        bn.weight.grad.numpy(), ref.weight.grad.numpy(), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_flatten_keeps_the_batch_axis():
@@ -357,17 +437,16 @@ def test_convbn_channels_last_path_equals_its_three_layers(training, rng):
     np.random.seed(3)
     block = ConvBN(3, 4, 3, 2)
     block.train() if training else block.eval()
-    block.bn.running_mean = ndl.Tensor(rng.standard_normal(4), dtype="float32",
-                                       requires_grad=False)
+    block.bn.running_mean = ndl.Tensor(rng.standard_normal(4), dtype="float32", requires_grad=False)
     x_data = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
     results = []
     for forward in (block, lambda x: block.relu(block.bn(block.conv(x)))):
         x = ndl.Tensor(x_data, requires_grad=True)
         out = forward(x)
-        (out * ndl.Tensor(np.arange(out.size, dtype=np.float32).reshape(out.shape))).sum()\
-            .backward()
-        results.append([out.numpy(), x.grad.numpy()]
-                       + [p.grad.numpy() for p in block.parameters()])
+        (
+            out * ndl.Tensor(np.arange(out.size, dtype=np.float32).reshape(out.shape))
+        ).sum().backward()
+        results.append([out.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in block.parameters()])
         for p in block.parameters():
             p.grad = None
     assert results[0][0].shape == (2, 4, 4, 3)
@@ -390,8 +469,16 @@ def test_resnet9_architecture():
 
 def _draws_of_resnet9() -> int:
     """Random numbers ResNet9 draws: every conv weight and bias and both Linears."""
-    convs = [(3, 16, 7), (16, 32, 3), (32, 32, 3), (32, 32, 3), (32, 64, 3), (64, 128, 3),
-             (128, 128, 3), (128, 128, 3)]
+    convs = [
+        (3, 16, 7),
+        (16, 32, 3),
+        (32, 32, 3),
+        (32, 32, 3),
+        (32, 64, 3),
+        (64, 128, 3),
+        (128, 128, 3),
+        (128, 128, 3),
+    ]
     return sum(k * k * a * b + b for a, b, k in convs) + (128 * 128 + 128) + (128 * 10 + 10)
 
 
@@ -404,8 +491,9 @@ def test_resnet9_draws_in_course_order():
     np.random.rand(_draws_of_resnet9() - first_weight.size)
     assert after == np.random.rand()
     bound = math.sqrt(2) * math.sqrt(3 / (3 * 49))
-    np.testing.assert_array_equal(model.model[0].conv.weight.numpy(),
-                                  scaled_draws(first_weight, 2 * bound, -bound))
+    np.testing.assert_array_equal(
+        model.model[0].conv.weight.numpy(), scaled_draws(first_weight, 2 * bound, -bound)
+    )
 
 
 def test_importing_models_does_not_reseed():
@@ -423,9 +511,13 @@ def _torch_resnet9(model: ResNet9, torch):
     tnn = torch.nn
 
     def convbn(block: ConvBN):
-        conv = tnn.Conv2d(block.conv.in_channels, block.conv.out_channels,
-                          block.conv.kernel_size, stride=block.conv.stride,
-                          padding=block.conv.padding)
+        conv = tnn.Conv2d(
+            block.conv.in_channels,
+            block.conv.out_channels,
+            block.conv.kernel_size,
+            stride=block.conv.stride,
+            padding=block.conv.padding,
+        )
         with torch.no_grad():
             conv.weight.copy_(torch.tensor(block.conv.weight.numpy().transpose(3, 2, 0, 1)))
             conv.bias.copy_(torch.tensor(block.conv.bias.numpy()))
@@ -471,8 +563,9 @@ def test_resnet9_forward_and_backward_agree_with_torch(rng, torch):
     out.sum().backward()
     tout.sum().backward()
     first = model.model[0].conv.weight.grad.numpy()
-    np.testing.assert_allclose(first, ref[0][0].weight.grad.numpy().transpose(2, 3, 1, 0),
-                               rtol=1e-2, atol=1e-3)
+    np.testing.assert_allclose(
+        first, ref[0][0].weight.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-2, atol=1e-3
+    )
     # Eval mode with the same running statistics (torch's running_var uses the unbiased
     # batch variance, the course's the biased one, so copy needle's over).
     bns = [m for m in ref.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -484,5 +577,6 @@ def test_resnet9_forward_and_backward_agree_with_torch(rng, torch):
             theirs.running_var.copy_(torch.tensor(mine.running_var.numpy()))
     model.eval()
     ref.eval()
-    np.testing.assert_allclose(model(_tensor(x_np)).numpy(), ref(torch.tensor(x_np)).detach(),
-                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        model(_tensor(x_np)).numpy(), ref(torch.tensor(x_np)).detach(), rtol=1e-3, atol=1e-4
+    )

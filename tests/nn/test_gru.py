@@ -1,4 +1,5 @@
 """GRUCell and GRU: draw order, PyTorch's torch.nn.GRU with copied weights, gradients, errors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,21 +9,21 @@ import needle as ndl
 from needle import nn
 from needle.testing import gradcheck
 
-T, B, I, H, L = 4, 3, 5, 6, 2
+T, B, IN, H, L = 4, 3, 5, 6, 2
 
 
 def test_gru_draw_order():
     """W_ih, W_hh, bias_ih, bias_hh per layer, each U(-k, k), k = 1/sqrt(H), 3H wide."""
     np.random.seed(3)
-    gru = nn.GRU(I, H, L)
+    gru = nn.GRU(IN, H, L)
     np.random.seed(3)
     bound = 1 / np.sqrt(H)
     for cell in gru.gru_cells:
         for p in (cell.W_ih, cell.W_hh, cell.bias_ih, cell.bias_hh):
             expected = np.random.rand(*p.shape) * 2 * bound - bound
             np.testing.assert_allclose(p.numpy(), expected, rtol=1e-6, atol=1e-7)
-    assert gru.gru_cells[0].W_ih.shape == (I, 3 * H) and gru.gru_cells[1].W_ih.shape == (H, 3 * H)
-    assert nn.GRUCell(I, H, bias=False).bias_ih is None
+    assert gru.gru_cells[0].W_ih.shape == (IN, 3 * H) and gru.gru_cells[1].W_ih.shape == (H, 3 * H)
+    assert nn.GRUCell(IN, H, bias=False).bias_ih is None
 
 
 def _float64(module, device, rng):
@@ -39,8 +40,13 @@ def test_gru_cell_gradients(device, rng):
         cell.W_ih, cell.W_hh, cell.bias_ih, cell.bias_hh = w_ih, w_hh, b_ih, b_hh
         return cell(x, h)
 
-    gradcheck(step, rng.standard_normal((2, 3)), rng.standard_normal((2, 4)),
-              *[p.numpy() for p in cell.parameters()], device=device)
+    gradcheck(
+        step,
+        rng.standard_normal((2, 3)),
+        rng.standard_normal((2, 4)),
+        *[p.numpy() for p in cell.parameters()],
+        device=device,
+    )
 
 
 def test_gru_gradients(device, rng):
@@ -51,14 +57,13 @@ def test_gru_gradients(device, rng):
         output, h_n = gru(x, h0)
         return ndl.ops.stack([output[-1], h_n[0]], 0)
 
-    gradcheck(run, rng.standard_normal((3, 2, 2)), rng.standard_normal((2, 2, 3)),
-              device=device)
+    gradcheck(run, rng.standard_normal((3, 2, 2)), rng.standard_normal((2, 2, 3)), device=device)
 
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("with_state", [True, False])
 def test_gru_matches_torch(bias, with_state, rng, torch):
-    ours, theirs = nn.GRU(I, H, L, bias), torch.nn.GRU(I, H, L, bias)
+    ours, theirs = nn.GRU(IN, H, L, bias), torch.nn.GRU(IN, H, L, bias)
     with torch.no_grad():
         for k, cell in enumerate(ours.gru_cells):
             getattr(theirs, f"weight_ih_l{k}").copy_(torch.tensor(cell.W_ih.numpy().T))
@@ -66,7 +71,7 @@ def test_gru_matches_torch(bias, with_state, rng, torch):
             if bias:
                 getattr(theirs, f"bias_ih_l{k}").copy_(torch.tensor(cell.bias_ih.numpy()))
                 getattr(theirs, f"bias_hh_l{k}").copy_(torch.tensor(cell.bias_hh.numpy()))
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    x = rng.standard_normal((T, B, IN)).astype(np.float32)
     h0 = rng.standard_normal((L, B, H)).astype(np.float32)
     x_t, h_t = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)
     x_n, h_n = ndl.Tensor(x), ndl.Tensor(h0)
@@ -90,8 +95,9 @@ def test_gru_matches_torch(bias, with_state, rng, torch):
 
 def test_gru_input_errors():
     cell, gru = nn.GRUCell(3, 4), nn.GRU(3, 4, 2)
-    with pytest.raises(ValueError,
-                       match=r"GRUCell\(input_size=3, hidden_size=4\).*\(B, 3\).*\(2, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"GRUCell\(input_size=3, hidden_size=4\).*\(B, 3\).*\(2, 5\)"
+    ):
         cell(ndl.init.ones(2, 5))
     with pytest.raises(ValueError, match=r"expected h of shape \(2, 4\).*got \(2, 3\)"):
         cell(ndl.init.ones(2, 3), ndl.init.ones(2, 3))

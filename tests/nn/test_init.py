@@ -1,11 +1,12 @@
 """needle.init: seeded draws equal NumPy calls made in the documented order."""
+
 import math
 
 import numpy as np
 import pytest
+from helpers import ND, scaled_draws
 
 import needle as ndl
-from helpers import ND, scaled_draws
 from needle import init
 
 
@@ -25,6 +26,7 @@ def _draw(fn, *args, seed, **kwargs):
 
 
 # ----- basic draws ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_rand_matches_numpy(seed):
@@ -81,6 +83,7 @@ def test_requires_grad_and_dtype_pass_through():
 
 # ----- initializers ---------------------------------------------------------------------------
 
+
 def test_xavier_uniform():
     a = 1.5 * math.sqrt(6.0 / (5 + 7))
     out = _draw(init.xavier_uniform, 5, 7, gain=1.5, seed=0)
@@ -126,14 +129,16 @@ def test_calculate_gain_values():
     assert init.calculate_gain("sigmoid") == 1.0
     assert init.calculate_gain("tanh") == pytest.approx(5.0 / 3.0)
     assert init.calculate_gain("relu") == pytest.approx(math.sqrt(2.0))
-    assert init.calculate_gain("leaky_relu") == pytest.approx(math.sqrt(2.0 / (1 + 0.01 ** 2)))
+    assert init.calculate_gain("leaky_relu") == pytest.approx(math.sqrt(2.0 / (1 + 0.01**2)))
     assert init.calculate_gain("leaky_relu", 0.2) == pytest.approx(math.sqrt(2.0 / 1.04))
 
 
 # ----- errors ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fn", [init.xavier_uniform, init.xavier_normal,
-                                init.kaiming_uniform, init.kaiming_normal])
+
+@pytest.mark.parametrize(
+    "fn", [init.xavier_uniform, init.xavier_normal, init.kaiming_uniform, init.kaiming_normal]
+)
 @pytest.mark.parametrize("fans", [(0, 3), (3, -1)])
 def test_non_positive_fans_are_rejected(fn, fans):
     with pytest.raises(ValueError, match="positive"):

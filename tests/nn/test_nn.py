@@ -1,11 +1,12 @@
 """needle.nn: seeded draws, forward vs NumPy, gradients, Module traversal and state dicts."""
+
 import math
 
 import numpy as np
 import pytest
+from helpers import scaled_draws, tensor
 
 import needle as ndl
-from helpers import scaled_draws, tensor
 from needle import nn
 from needle.testing import gradcheck
 
@@ -29,6 +30,7 @@ def _normalise_cols(x, mean, var, eps):
 
 
 # ----- Linear ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", [0, 4])
 def test_linear_draws_weight_then_bias(seed):
@@ -80,6 +82,7 @@ def test_linear_parameters_get_gradients():
 
 # ----- simple layers --------------------------------------------------------------------------
 
+
 def test_activations_flatten_identity_match_numpy():
     x = np.random.randn(3, 2, 4).astype(np.float32)
     np.testing.assert_allclose(nn.ReLU()(_t(x)).numpy(), np.maximum(x, 0))
@@ -101,6 +104,7 @@ def test_sequential_and_residual():
 
 
 # ----- SoftmaxLoss ----------------------------------------------------------------------------
+
 
 def _softmax_loss(z, y):
     shifted = z - z.max(axis=1, keepdims=True)
@@ -137,13 +141,19 @@ def test_softmax_loss_is_stable_for_huge_logits():
     np.testing.assert_allclose(z32.numpy(), _softmax_loss(z, y), rtol=1e-5)
 
 
-@pytest.mark.parametrize("labels, words", [
-    ([0, 1, 5], "[0, 3)"), ([0, -1, 2], "out of range"), ([0, 1], "expected 3 labels"),
-    ([0.5, 1, 2], "integers"),
-])
+@pytest.mark.parametrize(
+    "labels, words",
+    [
+        ([0, 1, 5], "[0, 3)"),
+        ([0, -1, 2], "out of range"),
+        ([0, 1], "expected 3 labels"),
+        ([0.5, 1, 2], "integers"),
+    ],
+)
 def test_softmax_loss_rejects_bad_labels(labels, words):
-    with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("(", r"\(")
-                       .replace(")", r"\)")):
+    with pytest.raises(
+        ValueError, match=words.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+    ):
         nn.SoftmaxLoss()(_t(np.zeros((3, 3))), np.array(labels))
 
 
@@ -153,6 +163,7 @@ def test_softmax_loss_rejects_bad_logits():
 
 
 # ----- LayerNorm1d ----------------------------------------------------------------------------
+
 
 def test_layernorm_forward_matches_numpy():
     x = np.random.randn(4, 6).astype(np.float32) * 3 + 1
@@ -177,6 +188,7 @@ def test_layernorm_gradients():
 
 # ----- BatchNorm1d ----------------------------------------------------------------------------
 
+
 def test_batchnorm_train_forward_and_running_stats():
     layer = nn.BatchNorm1d(3, momentum=0.2)
     mean, var = np.zeros(3), np.ones(3)
@@ -184,8 +196,9 @@ def test_batchnorm_train_forward_and_running_stats():
         x = (np.random.randn(8, 3) * (step + 1) + step).astype(np.float32)
         out = layer(_t(x)).numpy()
         batch_mean, batch_var = x.mean(axis=0), x.var(axis=0)
-        np.testing.assert_allclose(out, _normalise_cols(x, batch_mean, batch_var, 1e-5),
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            out, _normalise_cols(x, batch_mean, batch_var, 1e-5), rtol=1e-4, atol=1e-5
+        )
         mean = 0.8 * mean + 0.2 * batch_mean
         var = 0.8 * var + 0.2 * batch_var
     assert layer.running_mean.dtype == np.float32 and layer.running_var.dtype == np.float32
@@ -229,8 +242,9 @@ def test_batchnorm_gradients(training):
     assert gradcheck(fn, np.random.randn(6, 3), np.random.rand(3) + 0.5, np.random.randn(3))
 
 
-@pytest.mark.parametrize("make", [lambda: nn.LayerNorm1d(4, dtype="float64"),
-                                  lambda: nn.BatchNorm1d(4, dtype="float64")])
+@pytest.mark.parametrize(
+    "make", [lambda: nn.LayerNorm1d(4, dtype="float64"), lambda: nn.BatchNorm1d(4, dtype="float64")]
+)
 def test_zero_variance_input_gives_finite_output_and_gradients(make):
     layer = make()
     x = tensor(np.full((3, 4), 2.5), requires_grad=True)
@@ -243,6 +257,7 @@ def test_zero_variance_input_gives_finite_output_and_gradients(make):
 
 
 # ----- Dropout --------------------------------------------------------------------------------
+
 
 def test_dropout_matches_seeded_mask():
     x = np.random.randn(20, 10).astype(np.float32)
@@ -274,6 +289,7 @@ def test_dropout_gradients():
 
 # ----- Module: traversal, modes ---------------------------------------------------------------
 
+
 class _Holder(nn.Module):
     def __init__(self):
         super().__init__()
@@ -287,9 +303,15 @@ class _Holder(nn.Module):
 def test_parameters_order_and_dedupe():
     holder = _Holder()
     params = holder.parameters()
-    expected = [holder.first, holder.by_name["b"].weight, holder.by_name["b"].bias,
-                holder.by_name["a"].weight, holder.by_name["a"].bias,
-                holder.in_list[1][0].weight, holder.in_list[1][0].bias]
+    expected = [
+        holder.first,
+        holder.by_name["b"].weight,
+        holder.by_name["b"].bias,
+        holder.by_name["a"].weight,
+        holder.by_name["a"].bias,
+        holder.in_list[1][0].weight,
+        holder.in_list[1][0].bias,
+    ]
     assert len(params) == len(expected) and all(p is e for p, e in zip(params, expected))
     assert holder.num_parameters() == 1 + (4 + 2) + (2 + 2) + (2 + 2)
 
@@ -297,13 +319,25 @@ def test_parameters_order_and_dedupe():
 def test_named_parameters_and_buffers():
     holder = _Holder()
     assert [n for n, _ in holder.named_parameters()] == [
-        "first", "by_name.b.weight", "by_name.b.bias", "by_name.a.weight", "by_name.a.bias",
-        "in_list.1.0.weight", "in_list.1.0.bias"]
+        "first",
+        "by_name.b.weight",
+        "by_name.b.bias",
+        "by_name.a.weight",
+        "by_name.a.bias",
+        "in_list.1.0.weight",
+        "in_list.1.0.bias",
+    ]
     assert [n for n, _ in holder.named_buffers()] == [
-        "by_name.a.running_mean", "by_name.a.running_var"]
+        "by_name.a.running_mean",
+        "by_name.a.running_var",
+    ]
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     assert [n for n, _ in model.named_parameters()] == [
-        "modules.0.weight", "modules.0.bias", "modules.2.weight", "modules.2.bias"]
+        "modules.0.weight",
+        "modules.0.bias",
+        "modules.2.weight",
+        "modules.2.bias",
+    ]
 
 
 def test_shared_module_is_listed_once():
@@ -332,6 +366,7 @@ def test_module_without_super_init_still_has_training():
 
 # ----- state dicts ----------------------------------------------------------------------------
 
+
 def _mlp(seed=0):
     np.random.seed(seed)
     return nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2))
@@ -342,8 +377,15 @@ def test_state_dict_round_trip():
     source(_t(np.random.randn(6, 4)))  # move the running statistics
     state = source.state_dict()
     assert list(state) == [
-        "modules.0.weight", "modules.0.bias", "modules.1.weight", "modules.1.bias",
-        "modules.3.weight", "modules.3.bias", "modules.1.running_mean", "modules.1.running_var"]
+        "modules.0.weight",
+        "modules.0.bias",
+        "modules.1.weight",
+        "modules.1.bias",
+        "modules.3.weight",
+        "modules.3.bias",
+        "modules.1.running_mean",
+        "modules.1.running_var",
+    ]
     weight = target.modules[0].weight
     result = target.load_state_dict(state)
     assert result.missing_keys == [] and result.unexpected_keys == []
@@ -382,23 +424,29 @@ def test_load_state_dict_reports_shape_mismatch():
 def test_load_state_dict_reports_dtype_mismatch():
     model, state = _mlp(), _mlp().state_dict()
     state["modules.1.running_var"] = state["modules.1.running_var"].astype(np.float64)
-    with pytest.raises(ValueError, match="'modules.1.running_var': expected dtype float32, "
-                                         "got float64"):
+    with pytest.raises(
+        ValueError, match="'modules.1.running_var': expected dtype float32, got float64"
+    ):
         model.load_state_dict(state)
 
 
 def test_load_state_dict_accepts_tensors():
     model, other = _mlp(0), _mlp(1)
-    model.load_state_dict({n: p for n, p in list(other.named_parameters())
-                           + list(other.named_buffers())})
+    model.load_state_dict(
+        {n: p for n, p in list(other.named_parameters()) + list(other.named_buffers())}
+    )
     np.testing.assert_array_equal(model.modules[0].weight.numpy(), other.modules[0].weight.numpy())
 
 
 # ----- repr -----------------------------------------------------------------------------------
 
+
 def test_repr_is_nested_and_counts_parameters():
-    model = nn.Sequential(nn.Linear(784, 100), nn.ReLU(),
-                          nn.Residual(nn.Sequential(nn.LayerNorm1d(100), nn.Dropout(0.1))))
+    model = nn.Sequential(
+        nn.Linear(784, 100),
+        nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.LayerNorm1d(100), nn.Dropout(0.1))),
+    )
     text = repr(model)
     assert text.splitlines()[0] == "Sequential(  # 78,700 parameters"
     assert "  (0): Linear(in_features=784, out_features=100, bias=True)" in text
@@ -412,29 +460,36 @@ def test_repr_is_nested_and_counts_parameters():
 
 # ----- validation -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("build, words", [
-    (lambda: nn.Linear(0, 3), "Linear: in_features must be a positive int, got 0"),
-    (lambda: nn.Linear(3, 2.5), "out_features must be a positive int"),
-    (lambda: nn.LayerNorm1d(-2), "LayerNorm1d: dim must be a positive int"),
-    (lambda: nn.LayerNorm1d(3, eps=0), "LayerNorm1d: eps must be in"),
-    (lambda: nn.BatchNorm1d(3, eps=-1e-5), "BatchNorm1d: eps"),
-    (lambda: nn.BatchNorm1d(3, momentum=1.5), "BatchNorm1d: momentum must be in"),
-    (lambda: nn.Dropout(1.0), "Dropout: p must be in"),
-    (lambda: nn.Dropout(-0.1), "Dropout: p must be in"),
-])
+
+@pytest.mark.parametrize(
+    "build, words",
+    [
+        (lambda: nn.Linear(0, 3), "Linear: in_features must be a positive int, got 0"),
+        (lambda: nn.Linear(3, 2.5), "out_features must be a positive int"),
+        (lambda: nn.LayerNorm1d(-2), "LayerNorm1d: dim must be a positive int"),
+        (lambda: nn.LayerNorm1d(3, eps=0), "LayerNorm1d: eps must be in"),
+        (lambda: nn.BatchNorm1d(3, eps=-1e-5), "BatchNorm1d: eps"),
+        (lambda: nn.BatchNorm1d(3, momentum=1.5), "BatchNorm1d: momentum must be in"),
+        (lambda: nn.Dropout(1.0), "Dropout: p must be in"),
+        (lambda: nn.Dropout(-0.1), "Dropout: p must be in"),
+    ],
+)
 def test_hyperparameter_validation(build, words):
     with pytest.raises(ValueError, match=words.replace("(", r"\(")):
         build()
 
 
-@pytest.mark.parametrize("layer, shape, words", [
-    (nn.Linear(784, 100), (32, 50), r"Linear\(in_features=784.*got \(32, 50\)"),
-    (nn.Linear(4, 2), (4,), r"Linear.*\(N, 4\)"),
-    (nn.LayerNorm1d(5), (2, 3), r"LayerNorm1d\(dim=5\).*\(N, 5\), got \(2, 3\)"),
-    (nn.LayerNorm1d(5), (2, 5, 1), r"LayerNorm1d.*got \(2, 5, 1\).*Flatten"),
-    (nn.BatchNorm1d(5), (2, 4), r"BatchNorm1d\(dim=5\).*got \(2, 4\)"),
-    (nn.Residual(nn.Linear(3, 2)), (4, 3), r"Residual: fn changed the shape"),
-])
+@pytest.mark.parametrize(
+    "layer, shape, words",
+    [
+        (nn.Linear(784, 100), (32, 50), r"Linear\(in_features=784.*got \(32, 50\)"),
+        (nn.Linear(4, 2), (4,), r"Linear.*\(N, 4\)"),
+        (nn.LayerNorm1d(5), (2, 3), r"LayerNorm1d\(dim=5\).*\(N, 5\), got \(2, 3\)"),
+        (nn.LayerNorm1d(5), (2, 5, 1), r"LayerNorm1d.*got \(2, 5, 1\).*Flatten"),
+        (nn.BatchNorm1d(5), (2, 4), r"BatchNorm1d\(dim=5\).*got \(2, 4\)"),
+        (nn.Residual(nn.Linear(3, 2)), (4, 3), r"Residual: fn changed the shape"),
+    ],
+)
 def test_layer_input_validation(layer, shape, words):
     with pytest.raises(ValueError, match=words):
         layer(_t(np.zeros(shape)))
@@ -454,12 +509,17 @@ def _train_on(device, fused: bool, steps: int = 3) -> list[np.ndarray]:
     """A small residual MLP with every layer kind, trained a few Adam steps on ``device``."""
     np.random.seed(0)
     block = nn.Sequential(
-        nn.Linear(6, 8, device=device, fused=fused), nn.BatchNorm1d(8, device=device, fused=fused),
-        nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 6, device=device, fused=fused),
-        nn.LayerNorm1d(6, device=device, fused=fused), nn.Tanh(),
+        nn.Linear(6, 8, device=device, fused=fused),
+        nn.BatchNorm1d(8, device=device, fused=fused),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(8, 6, device=device, fused=fused),
+        nn.LayerNorm1d(6, device=device, fused=fused),
+        nn.Tanh(),
     )
-    model = nn.Sequential(nn.Residual(block), nn.Sigmoid(), nn.Flatten(),
-                          nn.Linear(6, 3, device=device, fused=fused))
+    model = nn.Sequential(
+        nn.Residual(block), nn.Sigmoid(), nn.Flatten(), nn.Linear(6, 3, device=device, fused=fused)
+    )
     opt = ndl.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
     rng = np.random.default_rng(1)
     for _ in range(steps):

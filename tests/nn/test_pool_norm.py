@@ -1,15 +1,16 @@
 """Pooling (MaxPool2d, AvgPool2d, AdaptiveAvgPool2d) and LayerNorm/RMSNorm/GroupNorm:
 forward against NumPy and PyTorch, gradients against central differences and PyTorch."""
+
 import numpy as np
 import pytest
+from helpers import tensor
 
 import needle as ndl
-from helpers import tensor
 from needle import nn
 from needle.testing import gradcheck
 
-
 # ----- NumPy references ----------------------------------------------------------------------
+
 
 def _np_pool(x, kernel, stride, padding, reduce, fill):
     (kh, kw), (ph, pw) = kernel, padding
@@ -19,7 +20,7 @@ def _np_pool(x, kernel, stride, padding, reduce, fill):
     out = np.empty(x.shape[:2] + (ho, wo), x.dtype)
     for i in range(ho):
         for j in range(wo):
-            window = padded[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
+            window = padded[:, :, i * stride : i * stride + kh, j * stride : j * stride + kw]
             out[:, :, i, j] = reduce(window, axis=(2, 3))
     return out
 
@@ -36,8 +37,12 @@ def _np_adaptive(x, out_hw):
 
 
 # (input shape, kernel, stride, padding)
-POOLS = [((2, 3, 6, 6), (2, 2), 2, (0, 0)), ((1, 2, 7, 5), (3, 3), 2, (1, 1)),
-         ((2, 1, 5, 8), (2, 3), 1, (1, 0)), ((1, 4, 4, 4), (4, 4), 4, (0, 0))]
+POOLS = [
+    ((2, 3, 6, 6), (2, 2), 2, (0, 0)),
+    ((1, 2, 7, 5), (3, 3), 2, (1, 1)),
+    ((2, 1, 5, 8), (2, 3), 1, (1, 0)),
+    ((1, 4, 4, 4), (4, 4), 4, (0, 0)),
+]
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding", POOLS)
@@ -47,12 +52,14 @@ def test_pooling_matches_numpy(shape, kernel, stride, padding, device, rng):
     got = ndl.max_pool2d(t, kernel, stride, padding).numpy()
     np.testing.assert_array_equal(got, _np_pool(x, kernel, stride, padding, np.max, -np.inf))
     got = nn.AvgPool2d(kernel, stride, padding)(t).numpy()
-    np.testing.assert_allclose(got, _np_pool(x, kernel, stride, padding, np.mean, 0.0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got, _np_pool(x, kernel, stride, padding, np.mean, 0.0), rtol=1e-5, atol=1e-6
+    )
 
 
-@pytest.mark.parametrize("shape, out_hw", [((2, 3, 6, 6), (1, 1)), ((1, 2, 7, 5), (3, 2)),
-                                           ((2, 2, 5, 9), (5, 4))])
+@pytest.mark.parametrize(
+    "shape, out_hw", [((2, 3, 6, 6), (1, 1)), ((1, 2, 7, 5), (3, 2)), ((2, 2, 5, 9), (5, 4))]
+)
 def test_adaptive_avg_pool_matches_numpy(shape, out_hw, device, rng):
     x = rng.standard_normal(shape).astype(np.float32)
     got = nn.AdaptiveAvgPool2d(out_hw)(tensor(x, device=device)).numpy()
@@ -70,11 +77,14 @@ def test_pooling_gradients(shape, kernel, stride, padding, device, rng):
 def test_pooling_matches_pytorch_with_gradients(device, rng, torch):
     F = torch.nn.functional
     x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)
-    cases = [(lambda t: ndl.max_pool2d(t, 3, 2, 1), lambda t: F.max_pool2d(t, 3, 2, 1)),
-             (lambda t: ndl.avg_pool2d(t, (3, 2), 1, (1, 1)),
-              lambda t: F.avg_pool2d(t, (3, 2), 1, (1, 1))),
-             (lambda t: ndl.adaptive_avg_pool2d(t, (4, 3)),
-              lambda t: F.adaptive_avg_pool2d(t, (4, 3)))]
+    cases = [
+        (lambda t: ndl.max_pool2d(t, 3, 2, 1), lambda t: F.max_pool2d(t, 3, 2, 1)),
+        (
+            lambda t: ndl.avg_pool2d(t, (3, 2), 1, (1, 1)),
+            lambda t: F.avg_pool2d(t, (3, 2), 1, (1, 1)),
+        ),
+        (lambda t: ndl.adaptive_avg_pool2d(t, (4, 3)), lambda t: F.adaptive_avg_pool2d(t, (4, 3))),
+    ]
     for ours, theirs in cases:
         t, tt = tensor(x, device=device), torch.tensor(x, requires_grad=True)
         out, tout = ours(t), theirs(tt)
@@ -91,21 +101,28 @@ def test_max_pool_splits_the_gradient_between_tied_maxima():
     np.testing.assert_array_equal(x.grad.numpy(), np.full((1, 1, 2, 2), 0.25, np.float32))
 
 
-@pytest.mark.parametrize("build, words", [
-    (lambda x: ndl.max_pool2d(x, 5), r"max_pool2d: kernel \(5, 5\) is larger than the padded "
-                                     r"input: 4×4 with padding \(0, 0\) gives 4×4"),
-    (lambda x: nn.AvgPool2d(2, padding=2)(x), r"padding \(2, 2\) must be at most half"),
-    (lambda x: ndl.max_pool2d(x, 2, stride=(1, 2)), "stride must be the same along H and W"),
-    (lambda x: ndl.max_pool2d(x, 0), "kernel_size must be an int >= 1"),
-    (lambda x: ndl.max_pool2d(x.reshape((4, 4)), 2), r"expected an NCHW input .* \(4, 4\)"),
-    (lambda x: nn.AdaptiveAvgPool2d(5)(x), r"output_size \(5, 5\) is larger than the input's"),
-])
+@pytest.mark.parametrize(
+    "build, words",
+    [
+        (
+            lambda x: ndl.max_pool2d(x, 5),
+            r"max_pool2d: kernel \(5, 5\) is larger than the padded "
+            r"input: 4×4 with padding \(0, 0\) gives 4×4",
+        ),
+        (lambda x: nn.AvgPool2d(2, padding=2)(x), r"padding \(2, 2\) must be at most half"),
+        (lambda x: ndl.max_pool2d(x, 2, stride=(1, 2)), "stride must be the same along H and W"),
+        (lambda x: ndl.max_pool2d(x, 0), "kernel_size must be an int >= 1"),
+        (lambda x: ndl.max_pool2d(x.reshape((4, 4)), 2), r"expected an NCHW input .* \(4, 4\)"),
+        (lambda x: nn.AdaptiveAvgPool2d(5)(x), r"output_size \(5, 5\) is larger than the input's"),
+    ],
+)
 def test_pooling_errors(build, words):
     with pytest.raises(ValueError, match=words):
         build(tensor(np.zeros((1, 1, 4, 4), np.float32)))
 
 
 # ----- normalisation -------------------------------------------------------------------------
+
 
 def _np_layer_norm(x, eps):
     mean = x.mean(axis=-1, keepdims=True)
@@ -135,20 +152,27 @@ def test_group_norm_matches_numpy(shape, groups, device, rng):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("make, shape", [
-    (lambda d: nn.LayerNorm(3, device=d, dtype="float64"), (2, 2, 3)),
-    (lambda d: nn.RMSNorm(3, eps=1e-5, device=d, dtype="float64"), (4, 3)),
-    (lambda d: nn.RMSNorm(3, eps=1e-5, device=d, dtype="float64"), (2, 2, 3)),
-    (lambda d: nn.GroupNorm(2, 4, device=d, dtype="float64"), (2, 4, 3)),
-    (lambda d: nn.GroupNorm(1, 2, device=d, dtype="float64"), (3, 2, 2, 2)),
-])
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda d: nn.LayerNorm(3, device=d, dtype="float64"), (2, 2, 3)),
+        (lambda d: nn.RMSNorm(3, eps=1e-5, device=d, dtype="float64"), (4, 3)),
+        (lambda d: nn.RMSNorm(3, eps=1e-5, device=d, dtype="float64"), (2, 2, 3)),
+        (lambda d: nn.GroupNorm(2, 4, device=d, dtype="float64"), (2, 4, 3)),
+        (lambda d: nn.GroupNorm(1, 2, device=d, dtype="float64"), (3, 2, 2, 2)),
+    ],
+)
 def test_norm_gradients(make, shape, device, rng):
     layer = make(device)
     for p in layer.parameters():  # away from ones/zeros, so that every term is exercised
         p.data = tensor(rng.standard_normal(p.shape), device=device, dtype="float64")
     params = layer.parameters()
-    gradcheck(lambda x, *values: _with_params(layer, x, values), rng.standard_normal(shape),
-              *[p.numpy() for p in params], device=device)
+    gradcheck(
+        lambda x, *values: _with_params(layer, x, values),
+        rng.standard_normal(shape),
+        *[p.numpy() for p in params],
+        device=device,
+    )
 
 
 def _with_params(layer, x, values):
@@ -161,9 +185,11 @@ def _with_params(layer, x, values):
 
 def test_norms_match_pytorch_with_gradients(rng, torch):
     x = rng.standard_normal((2, 6, 5)).astype(np.float32)
-    cases = [(nn.LayerNorm(5), torch.nn.LayerNorm(5)),
-             (nn.RMSNorm(5), torch.nn.RMSNorm(5)),
-             (nn.GroupNorm(3, 6), torch.nn.GroupNorm(3, 6))]
+    cases = [
+        (nn.LayerNorm(5), torch.nn.LayerNorm(5)),
+        (nn.RMSNorm(5), torch.nn.RMSNorm(5)),
+        (nn.GroupNorm(3, 6), torch.nn.GroupNorm(3, 6)),
+    ]
     for ours, theirs in cases:
         t, tt = tensor(x), torch.tensor(x, requires_grad=True)
         out, tout = ours(t), theirs(tt)
@@ -172,17 +198,24 @@ def test_norms_match_pytorch_with_gradients(rng, torch):
         out.backward(tensor(weights))
         tout.backward(torch.tensor(weights))
         np.testing.assert_allclose(t.grad.numpy(), tt.grad.numpy(), rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(),
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            ours.weight.grad.numpy(), theirs.weight.grad.numpy(), rtol=1e-4, atol=1e-5
+        )
 
 
-@pytest.mark.parametrize("build, words", [
-    (lambda: nn.GroupNorm(4, 6), "GroupNorm: num_groups=4 does not divide num_channels=6"),
-    (lambda: nn.LayerNorm(3)(tensor(np.zeros((2, 4)))), r"LayerNorm\(dim=3\): expected an "
-                                                        r"input whose last axis has 3"),
-    (lambda: nn.GroupNorm(2, 4)(tensor(np.zeros((2, 3, 5)))), r"expected an input \(N, 4, "),
-    (lambda: nn.RMSNorm(2, eps=0), "RMSNorm: eps must be in"),
-])
+@pytest.mark.parametrize(
+    "build, words",
+    [
+        (lambda: nn.GroupNorm(4, 6), "GroupNorm: num_groups=4 does not divide num_channels=6"),
+        (
+            lambda: nn.LayerNorm(3)(tensor(np.zeros((2, 4)))),
+            r"LayerNorm\(dim=3\): expected an "
+            r"input whose last axis has 3",
+        ),
+        (lambda: nn.GroupNorm(2, 4)(tensor(np.zeros((2, 3, 5)))), r"expected an input \(N, 4, "),
+        (lambda: nn.RMSNorm(2, eps=0), "RMSNorm: eps must be in"),
+    ],
+)
 def test_norm_errors(build, words):
     with pytest.raises(ValueError, match=words):
         build()

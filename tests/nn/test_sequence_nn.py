@@ -52,15 +52,20 @@ def _check_draw_order(make, replay, drawn=lambda module: module.parameters()):
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_rnn_and_lstm_draw_order(bias):
-    _check_draw_order(lambda: nn.RNN(3, 5, 2, bias),
-                      lambda: _cell_draws(3, 5, 1, bias) + _cell_draws(5, 5, 1, bias))
-    _check_draw_order(lambda: nn.LSTM(3, 5, 2, bias),
-                      lambda: _cell_draws(3, 5, 4, bias) + _cell_draws(5, 5, 4, bias))
+    _check_draw_order(
+        lambda: nn.RNN(3, 5, 2, bias),
+        lambda: _cell_draws(3, 5, 1, bias) + _cell_draws(5, 5, 1, bias),
+    )
+    _check_draw_order(
+        lambda: nn.LSTM(3, 5, 2, bias),
+        lambda: _cell_draws(3, 5, 4, bias) + _cell_draws(5, 5, 4, bias),
+    )
 
 
 def test_embedding_draws_standard_normals():
-    _check_draw_order(lambda: nn.Embedding(7, 3),
-                      lambda: [np.random.randn(7, 3).astype(np.float32)])
+    _check_draw_order(
+        lambda: nn.Embedding(7, 3), lambda: [np.random.randn(7, 3).astype(np.float32)]
+    )
 
 
 def test_transformer_draw_order():
@@ -134,8 +139,12 @@ def _copy_recurrent(torch, ours, theirs):
 
 def _grads_match(ours, theirs, atol=2e-5):
     for name, p in ours.named_parameters():
-        torch_name = {"W_ih": "weight_ih", "W_hh": "weight_hh", "bias_ih": "bias_ih",
-                      "bias_hh": "bias_hh"}[name.split(".")[-1]]
+        torch_name = {
+            "W_ih": "weight_ih",
+            "W_hh": "weight_hh",
+            "bias_ih": "bias_ih",
+            "bias_hh": "bias_hh",
+        }[name.split(".")[-1]]
         layer = name.split(".")[1]
         grad = getattr(theirs, f"{torch_name}_l{layer}").grad.numpy()
         np.testing.assert_allclose(p.grad.numpy(), grad.T, atol=atol, err_msg=name)
@@ -145,14 +154,14 @@ def _grads_match(ours, theirs, atol=2e-5):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("with_state", [True, False])
 def test_recurrent_layers_match_torch(kind, bias, with_state, rng, torch):
-    T, B, I, H, L = 4, 3, 5, 6, 2
+    T, B, IN, H, L = 4, 3, 5, 6, 2
     if kind == "lstm":
-        ours, theirs = nn.LSTM(I, H, L, bias), torch.nn.LSTM(I, H, L, bias)
+        ours, theirs = nn.LSTM(IN, H, L, bias), torch.nn.LSTM(IN, H, L, bias)
     else:
-        ours = nn.RNN(I, H, L, bias, kind)
-        theirs = torch.nn.RNN(I, H, L, nonlinearity=kind, bias=bias)
+        ours = nn.RNN(IN, H, L, bias, kind)
+        theirs = torch.nn.RNN(IN, H, L, nonlinearity=kind, bias=bias)
     _copy_recurrent(torch, ours, theirs)
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    x = rng.standard_normal((T, B, IN)).astype(np.float32)
     states = [rng.standard_normal((L, B, H)).astype(np.float32) for _ in range(2)]
     x_t, x_n = torch.tensor(x, requires_grad=True), ndl.Tensor(x)
     s_t = [torch.tensor(s, requires_grad=True) for s in states]
@@ -190,20 +199,24 @@ def _torch_layer_norm(torch, x):
 def test_attention_layer_matches_torch_multihead_attention(causal, rng, torch):
     B, T, S, F, heads, dim = 2, 4, 4, 6, 2, 3
     layer = nn.AttentionLayer(F, heads, dim, k_features=5, v_features=7, causal=causal)
-    mha = torch.nn.MultiheadAttention(heads * dim, heads, bias=False, kdim=5, vdim=7,
-                                      batch_first=True)
+    mha = torch.nn.MultiheadAttention(
+        heads * dim, heads, bias=False, kdim=5, vdim=7, batch_first=True
+    )
     with torch.no_grad():
-        for ours, theirs in ((layer.q_projection, mha.q_proj_weight),
-                             (layer.k_projection, mha.k_proj_weight),
-                             (layer.v_projection, mha.v_proj_weight),
-                             (layer.out_projection, mha.out_proj.weight)):
+        for ours, theirs in (
+            (layer.q_projection, mha.q_proj_weight),
+            (layer.k_projection, mha.k_proj_weight),
+            (layer.v_projection, mha.v_proj_weight),
+            (layer.out_projection, mha.out_proj.weight),
+        ):
             theirs.copy_(torch.tensor(ours.weight.numpy().T))
     arrays = [rng.standard_normal(s).astype(np.float32) for s in ((B, T, F), (B, S, 5), (B, S, 7))]
     tensors_t = [torch.tensor(a, requires_grad=True) for a in arrays]
     tensors_n = [ndl.Tensor(a) for a in arrays]
     mask = torch.triu(torch.ones(T, S, dtype=torch.bool), 1) if causal else None
-    out_t, _ = mha(*[_torch_layer_norm(torch, t) for t in tensors_t], attn_mask=mask,
-                   need_weights=False)
+    out_t, _ = mha(
+        *[_torch_layer_norm(torch, t) for t in tensors_t], attn_mask=mask, need_weights=False
+    )
     out_n = layer(*tensors_n)
     weights = rng.standard_normal(out_n.shape).astype(np.float32)
     (out_t * torch.tensor(weights)).sum().backward()
@@ -211,8 +224,9 @@ def test_attention_layer_matches_torch_multihead_attention(causal, rng, torch):
     np.testing.assert_allclose(out_n.numpy(), out_t.detach().numpy(), atol=1e-5)
     for n, t in zip(tensors_n, tensors_t):
         np.testing.assert_allclose(n.grad.numpy(), t.grad.numpy(), atol=1e-4)
-    np.testing.assert_allclose(layer.q_projection.weight.grad.numpy(),
-                               mha.q_proj_weight.grad.numpy().T, atol=1e-4)
+    np.testing.assert_allclose(
+        layer.q_projection.weight.grad.numpy(), mha.q_proj_weight.grad.numpy().T, atol=1e-4
+    )
 
 
 def test_transformer_matches_torch_pre_norm_encoder(rng, torch):
@@ -222,13 +236,15 @@ def test_transformer_matches_torch_pre_norm_encoder(rng, torch):
     for layer in model.layers:
         for linear in (layer.linear1, layer.linear2):  # torch's bias=False drops them
             linear.bias = ndl.Tensor(np.zeros(linear.bias.shape), dtype="float32")
-        ref = torch.nn.TransformerEncoderLayer(D, heads, hidden, dropout=0.0, batch_first=True,
-                                               norm_first=True, bias=False)
+        ref = torch.nn.TransformerEncoderLayer(
+            D, heads, hidden, dropout=0.0, batch_first=True, norm_first=True, bias=False
+        )
         attn = layer.attention
         weights = [attn.q_projection, attn.k_projection, attn.v_projection]
         with torch.no_grad():
             ref.self_attn.in_proj_weight.copy_(
-                torch.tensor(np.concatenate([w.weight.numpy().T for w in weights])))
+                torch.tensor(np.concatenate([w.weight.numpy().T for w in weights]))
+            )
             ref.self_attn.out_proj.weight.copy_(torch.tensor(attn.out_projection.weight.numpy().T))
             ref.linear1.weight.copy_(torch.tensor(layer.linear1.weight.numpy().T))
             ref.linear2.weight.copy_(torch.tensor(layer.linear2.weight.numpy().T))
@@ -257,7 +273,8 @@ def _softmax(z):
 def test_causal_attention_against_numpy(T, S, rng):
     q, k, v = (rng.standard_normal((2, 3, n, 4)) for n in (T, S, S))
     result, probs = nn.MultiHeadAttention(causal=True, dtype="float64")(
-        *(ndl.Tensor(a, dtype="float64") for a in (q, k, v)))
+        *(ndl.Tensor(a, dtype="float64") for a in (q, k, v))
+    )
     future = np.triu(np.ones((T, S)), S - T + 1).astype(bool)
     logits = np.where(future, -np.inf, q @ np.swapaxes(k, -1, -2) / 2.0)
     np.testing.assert_allclose(probs.numpy(), _softmax(logits), atol=1e-12)
@@ -317,8 +334,9 @@ def test_transformer_batch_first_and_zero_state(rng):
 
 def test_recurrent_input_errors():
     cell, rnn, lstm = nn.RNNCell(3, 4), nn.RNN(3, 4, 2), nn.LSTM(3, 4, 2)
-    with pytest.raises(ValueError,
-                       match=r"RNNCell\(input_size=3, hidden_size=4\).*\(B, 3\).*\(2, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"RNNCell\(input_size=3, hidden_size=4\).*\(B, 3\).*\(2, 5\)"
+    ):
         cell(ndl.init.ones(2, 5))
     with pytest.raises(ValueError, match=r"expected h of shape \(2, 4\).*got \(2, 3\)"):
         cell(ndl.init.ones(2, 3), ndl.init.ones(2, 3))
@@ -377,15 +395,18 @@ def test_multi_head_attention_gradcheck(causal, rng):
 
 LAYER_CHECKS = {  # name: (module, forward as a function of the input, input shape)
     "RNN": (lambda: nn.RNN(3, 2, 2, dtype="float64"), lambda m: lambda x: m(x)[0], (4, 2, 3)),
-    "LSTM": (lambda: nn.LSTM(3, 2, 2, dtype="float64"), lambda m: lambda x: m(x)[1][1],
-             (4, 2, 3)),
-    "AttentionLayer": (lambda: nn.AttentionLayer(4, 2, 3, dtype="float64"), lambda m: m,
-                       (2, 3, 4)),
-    "TransformerLayer": (lambda: nn.TransformerLayer(4, 2, 3, 5, dtype="float64"),
-                         lambda m: m, (2, 3, 4)),
-    "Transformer": (lambda: nn.Transformer(4, 5, 1, num_head=2, dim_head=3, dtype="float64",
-                                           sequence_len=6), lambda m: lambda x: m(x)[0],
-                    (3, 2, 4)),
+    "LSTM": (lambda: nn.LSTM(3, 2, 2, dtype="float64"), lambda m: lambda x: m(x)[1][1], (4, 2, 3)),
+    "AttentionLayer": (lambda: nn.AttentionLayer(4, 2, 3, dtype="float64"), lambda m: m, (2, 3, 4)),
+    "TransformerLayer": (
+        lambda: nn.TransformerLayer(4, 2, 3, 5, dtype="float64"),
+        lambda m: m,
+        (2, 3, 4),
+    ),
+    "Transformer": (
+        lambda: nn.Transformer(4, 5, 1, num_head=2, dim_head=3, dtype="float64", sequence_len=6),
+        lambda m: lambda x: m(x)[0],
+        (3, 2, 4),
+    ),
 }
 
 
@@ -414,6 +435,7 @@ def test_recurrent_weight_gradcheck(kind, fused, rng):
     cell = (layer.rnn_cells if kind == "rnn" else layer.lstm_cells)[1]
     x = ndl.Tensor(rng.standard_normal((4, 2, 3)), requires_grad=False)
     for name in ("W_hh", "bias_ih"):
+
         def run(weight, name=name):
             setattr(cell, name, weight)
             return layer(x)[0]

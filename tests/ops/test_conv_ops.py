@@ -5,6 +5,7 @@ hw4 semantics of flip/dilate/undilate/stack/split; ``convolution`` and
 ``conv_transpose`` with per-side padding, dilation and groups against PyTorch, and
 their errors (the op table in test_ops.py checks them against NumPy).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -146,8 +147,7 @@ def test_dead_taps_are_skipped():
 
     one, two = (1, 1), (2, 2)
     assert _live_taps(one, one, (3, 3), one, one, one) == ((slice(1, 2), slice(1, 2)), (0, 0))
-    assert _live_taps((2, 8), (1, 4), (3, 3), two, one, one) == ((slice(1, 3), slice(0, 3)),
-                                                                (0, 1))
+    assert _live_taps((2, 8), (1, 4), (3, 3), two, one, one) == ((slice(1, 3), slice(0, 3)), (0, 1))
     assert _live_taps(one, one, one, (5, 5), one, one) == ((slice(0, 1), slice(0, 1)), one)
     # dilated: tap 0 of a 1×1 image padded by 2 (dilation 2) reads only padding; tap 1 stays
     assert _live_taps(one, one, (3, 3), one, two, two) == ((slice(1, 2), slice(1, 2)), (0, 0))
@@ -205,8 +205,7 @@ def test_conv_forward_and_backward_agree_with_torch(case, rng, torch):
     tw = nchw(b, (3, 2, 0, 1)).requires_grad_()
     tout = torch.nn.functional.conv2d(tx, tw, stride=s, padding=p)
     tout.backward(nchw(g, (0, 3, 1, 2)))
-    np.testing.assert_allclose(out.numpy(), tout.detach().numpy().transpose(0, 2, 3, 1),
-                               atol=1e-10)
+    np.testing.assert_allclose(out.numpy(), tout.detach().numpy().transpose(0, 2, 3, 1), atol=1e-10)
     np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy().transpose(0, 2, 3, 1), atol=1e-10)
     np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy().transpose(2, 3, 1, 0), atol=1e-10)
 
@@ -214,12 +213,15 @@ def test_conv_forward_and_backward_agree_with_torch(case, rng, torch):
 # ----- pad ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape, pairs", [((3,), ((1, 2),)), ((2, 3), ((0, 1), (2, 0))),
-                                          ((1, 2, 2), ((1, 1), (0, 0), (3, 1)))])
+@pytest.mark.parametrize(
+    "shape, pairs",
+    [((3,), ((1, 2),)), ((2, 3), ((0, 1), (2, 0))), ((1, 2, 2), ((1, 1), (0, 0), (3, 1)))],
+)
 def test_pad_forward_and_gradient(shape, pairs, rng):
     a = rng.standard_normal(shape)
-    np.testing.assert_array_equal(ndl.pad(ndl.Tensor(a, dtype="float64"), pairs).numpy(),
-                                  np.pad(a, pairs))
+    np.testing.assert_array_equal(
+        ndl.pad(ndl.Tensor(a, dtype="float64"), pairs).numpy(), np.pad(a, pairs)
+    )
     assert gradcheck(lambda x: ndl.pad(x, pairs), a)
     assert gradcheck(lambda x: ndl.pad(ndl.pad(x, pairs), pairs), a)  # Crop's gradient too
 
@@ -276,28 +278,67 @@ def T(*shape: int) -> ndl.Tensor:
 
 
 CONV_ERRORS = [
-    ("3-D input", lambda: ndl.conv(T(5, 5, 3), T(3, 3, 3, 2)), ValueError,
-     ["conv", "(5, 5, 3)", "NHWC"]),
-    ("3-D weight", lambda: ndl.conv(T(1, 5, 5, 3), T(3, 3, 3)), ValueError,
-     ["conv", "(3, 3, 3)"]),
-    ("channels", lambda: ndl.conv(T(1, 5, 5, 4), T(3, 3, 3, 2)), ValueError,
-     ["conv", "4 channels", "C_in=3"]),
-    ("NCHW given", lambda: ndl.conv(T(1, 3, 5, 5), T(3, 3, 3, 2)), ValueError,
-     ["conv", "(1, 3, 5, 5)", "NCHW"]),
-    ("non-square kernel", lambda: ndl.conv(T(1, 5, 5, 1), T(3, 2, 1, 1)), ValueError,
-     ["conv", "square", "(3, 2, 1, 1)"]),
-    ("stride 0", lambda: ndl.conv(T(1, 5, 5, 1), T(3, 3, 1, 1), stride=0), ValueError,
-     ["conv", "stride", ">= 1", "0"]),
-    ("negative padding", lambda: ndl.conv(T(1, 5, 5, 1), T(3, 3, 1, 1), padding=-1), ValueError,
-     ["conv", "padding", ">= 0", "-1"]),
-    ("float stride", lambda: ndl.conv(T(1, 5, 5, 1), T(3, 3, 1, 1), stride=1.5), TypeError,
-     ["conv", "stride", "1.5"]),
-    ("kernel too large", lambda: ndl.conv(T(1, 3, 4, 1), T(7, 7, 1, 1), padding=1), ValueError,
-     ["conv", "kernel size 7", "larger than the padded input", "5×6"]),
-    ("not a tensor", lambda: ndl.conv(np.ones((1, 3, 3, 1)), T(1, 1, 1, 1)), TypeError,
-     ["conv", "ndarray"]),
-    ("pad pair count", lambda: ndl.pad(T(2, 3), ((1, 1),)), ValueError,
-     ["pad", "(2, 3)", "2 pairs"]),
+    (
+        "3-D input",
+        lambda: ndl.conv(T(5, 5, 3), T(3, 3, 3, 2)),
+        ValueError,
+        ["conv", "(5, 5, 3)", "NHWC"],
+    ),
+    ("3-D weight", lambda: ndl.conv(T(1, 5, 5, 3), T(3, 3, 3)), ValueError, ["conv", "(3, 3, 3)"]),
+    (
+        "channels",
+        lambda: ndl.conv(T(1, 5, 5, 4), T(3, 3, 3, 2)),
+        ValueError,
+        ["conv", "4 channels", "C_in=3"],
+    ),
+    (
+        "NCHW given",
+        lambda: ndl.conv(T(1, 3, 5, 5), T(3, 3, 3, 2)),
+        ValueError,
+        ["conv", "(1, 3, 5, 5)", "NCHW"],
+    ),
+    (
+        "non-square kernel",
+        lambda: ndl.conv(T(1, 5, 5, 1), T(3, 2, 1, 1)),
+        ValueError,
+        ["conv", "square", "(3, 2, 1, 1)"],
+    ),
+    (
+        "stride 0",
+        lambda: ndl.conv(T(1, 5, 5, 1), T(3, 3, 1, 1), stride=0),
+        ValueError,
+        ["conv", "stride", ">= 1", "0"],
+    ),
+    (
+        "negative padding",
+        lambda: ndl.conv(T(1, 5, 5, 1), T(3, 3, 1, 1), padding=-1),
+        ValueError,
+        ["conv", "padding", ">= 0", "-1"],
+    ),
+    (
+        "float stride",
+        lambda: ndl.conv(T(1, 5, 5, 1), T(3, 3, 1, 1), stride=1.5),
+        TypeError,
+        ["conv", "stride", "1.5"],
+    ),
+    (
+        "kernel too large",
+        lambda: ndl.conv(T(1, 3, 4, 1), T(7, 7, 1, 1), padding=1),
+        ValueError,
+        ["conv", "kernel size 7", "larger than the padded input", "5×6"],
+    ),
+    (
+        "not a tensor",
+        lambda: ndl.conv(np.ones((1, 3, 3, 1)), T(1, 1, 1, 1)),
+        TypeError,
+        ["conv", "ndarray"],
+    ),
+    (
+        "pad pair count",
+        lambda: ndl.pad(T(2, 3), ((1, 1),)),
+        ValueError,
+        ["pad", "(2, 3)", "2 pairs"],
+    ),
     ("pad negative", lambda: ndl.pad(T(2), ((-1, 0),)), ValueError, ["pad", "(-1, 0)"]),
 ]
 
@@ -336,8 +377,7 @@ def _torch_padding(padding, kernel) -> tuple:
 
 
 def _compare_with_torch(out, x, w, tout, tx, tw):
-    np.testing.assert_allclose(out.numpy(), tout.detach().numpy().transpose(0, 2, 3, 1),
-                               atol=1e-10)
+    np.testing.assert_allclose(out.numpy(), tout.detach().numpy().transpose(0, 2, 3, 1), atol=1e-10)
     np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy().transpose(0, 2, 3, 1), atol=1e-10)
     np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy().transpose(2, 3, 1, 0), atol=1e-10)
 
@@ -354,8 +394,7 @@ def test_convolution_agrees_with_torch(case, rng, torch):
     tx = torch.tensor(a.transpose(0, 3, 1, 2).copy(), requires_grad=True)
     tw = torch.tensor(b.transpose(3, 2, 0, 1).copy(), requires_grad=True)
     padded = torch.nn.functional.pad(tx, _torch_padding(padding, b_shape[:2]))
-    tout = torch.nn.functional.conv2d(padded, tw, stride=stride, dilation=dilation,
-                                      groups=groups)
+    tout = torch.nn.functional.conv2d(padded, tw, stride=stride, dilation=dilation, groups=groups)
     tout.backward(torch.tensor(g.transpose(0, 3, 1, 2).copy()))
     _compare_with_torch(out, x, w, tout, tx, tw)
 
@@ -363,11 +402,18 @@ def test_convolution_agrees_with_torch(case, rng, torch):
 @pytest.mark.filterwarnings("ignore:Using padding='same'")  # torch: it pads a copy
 def test_same_padding_is_torchs(rng, torch):
     a, b = rng.standard_normal((1, 5, 6, 2)), rng.standard_normal((4, 3, 2, 3))
-    out = ndl.convolution(ndl.Tensor(a, dtype="float64"), ndl.Tensor(b, dtype="float64"),
-                          padding="same", dilation=(1, 2))
-    ref = torch.nn.functional.conv2d(torch.tensor(a.transpose(0, 3, 1, 2).copy()),
-                                     torch.tensor(b.transpose(3, 2, 0, 1).copy()),
-                                     padding="same", dilation=(1, 2))
+    out = ndl.convolution(
+        ndl.Tensor(a, dtype="float64"),
+        ndl.Tensor(b, dtype="float64"),
+        padding="same",
+        dilation=(1, 2),
+    )
+    ref = torch.nn.functional.conv2d(
+        torch.tensor(a.transpose(0, 3, 1, 2).copy()),
+        torch.tensor(b.transpose(3, 2, 0, 1).copy()),
+        padding="same",
+        dilation=(1, 2),
+    )
     np.testing.assert_allclose(out.numpy(), ref.numpy().transpose(0, 2, 3, 1), atol=1e-10)
 
 
@@ -387,15 +433,22 @@ def test_conv_transpose_agrees_with_torch(case, rng, torch):
     a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
     x = ndl.Tensor(a, dtype="float64", requires_grad=True)
     w = ndl.Tensor(b, dtype="float64", requires_grad=True)
-    out = ndl.conv_transpose(x, w, stride=stride, padding=padding, output_padding=extra,
-                             dilation=dilation, groups=groups)
+    out = ndl.conv_transpose(
+        x, w, stride=stride, padding=padding, output_padding=extra, dilation=dilation, groups=groups
+    )
     g = rng.standard_normal(out.shape)
     out.backward(ndl.Tensor(g, dtype="float64"))
     tx = torch.tensor(a.transpose(0, 3, 1, 2).copy(), requires_grad=True)
     tw = torch.tensor(b.transpose(3, 2, 0, 1).copy(), requires_grad=True)
-    tout = torch.nn.functional.conv_transpose2d(tx, tw, stride=stride, padding=padding,
-                                                output_padding=extra, dilation=dilation,
-                                                groups=groups)
+    tout = torch.nn.functional.conv_transpose2d(
+        tx,
+        tw,
+        stride=stride,
+        padding=padding,
+        output_padding=extra,
+        dilation=dilation,
+        groups=groups,
+    )
     tout.backward(torch.tensor(g.transpose(0, 3, 1, 2).copy()))
     _compare_with_torch(out, x, w, tout, tx, tw)
 
@@ -403,72 +456,146 @@ def test_conv_transpose_agrees_with_torch(case, rng, torch):
 def test_conv_is_convolution_with_the_courses_arguments(rng):
     a, b = rng.standard_normal((2, 7, 5, 3)), rng.standard_normal((3, 3, 3, 4))
     x, w = ndl.Tensor(a, dtype="float32"), ndl.Tensor(b, dtype="float32")
-    np.testing.assert_array_equal(ndl.conv(x, w, 2, 1).numpy(),
-                                  ndl.convolution(x, w, stride=2, padding=1).numpy())
+    np.testing.assert_array_equal(
+        ndl.conv(x, w, 2, 1).numpy(), ndl.convolution(x, w, stride=2, padding=1).numpy()
+    )
 
 
-@pytest.mark.parametrize("case", [c for c in GENERAL_CASES if not isinstance(c[3], str)],
-                         ids=str)
+@pytest.mark.parametrize("case", [c for c in GENERAL_CASES if not isinstance(c[3], str)], ids=str)
 def test_gradient_ops_with_dilation_and_groups_have_correct_gradients(case, rng):
     """Second derivatives: the gradient ops are differentiable for every geometry."""
     a_shape, b_shape, stride, padding, dilation, groups = case
     a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
     op = Conv(stride, padding, dilation, groups)
-    g = rng.standard_normal(op(ndl.Tensor(a, dtype="float64"), ndl.Tensor(b, dtype="float64"))
-                            .shape)
+    g = rng.standard_normal(
+        op(ndl.Tensor(a, dtype="float64"), ndl.Tensor(b, dtype="float64")).shape
+    )
     geometry = (stride, padding, dilation, groups)
     assert gradcheck(lambda gg, w: ConvInputGrad(a_shape[1:3], *geometry)(gg, w), g, b)
     assert gradcheck(lambda x, gg: ConvWeightGrad(b_shape[:2], *geometry)(x, gg), a, g)
 
 
 GENERAL_ERRORS = [
-    ("groups do not divide C_in", lambda: ndl.convolution(T(1, 5, 5, 3), T(3, 3, 1, 4), groups=2),
-     ValueError, ["convolution", "groups=2", "(3)"]),
-    ("groups do not divide C_out", lambda: ndl.convolution(T(1, 5, 5, 4), T(3, 3, 2, 3), groups=2),
-     ValueError, ["convolution", "groups=2", "b.shape[3]=3"]),
-    ("grouped channels", lambda: ndl.convolution(T(1, 5, 5, 4), T(3, 3, 1, 4), groups=2),
-     ValueError, ["convolution", "4 channels", "groups·b.shape[2] = 2·1 = 2"]),
-    ("dilated kernel too large", lambda: ndl.convolution(T(1, 4, 4, 1), T(3, 3, 1, 1),
-                                                         dilation=2),
-     ValueError, ["convolution", "dilated by (2, 2) to 5×5", "4×4", "empty output"]),
-    ("same with stride", lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), stride=2,
-                                                 padding="same"),
-     ValueError, ["convolution", "'same'", "stride 1", "(2, 2)"]),
-    ("unknown padding word", lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), padding="full"),
-     ValueError, ["convolution", "'full'", "'same' or 'valid'"]),
-    ("negative side padding", lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1),
-                                                      padding=((1, -1), (0, 0))),
-     ValueError, ["convolution", "padding", ">= 0", "-1"]),
-    ("stride triple", lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), stride=(1, 1, 1)),
-     ValueError, ["convolution", "stride", "(H, W) pair", "(1, 1, 1)"]),
-    ("dilation 0", lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), dilation=0),
-     ValueError, ["convolution", "dilation", ">= 1", "0"]),
-    ("float groups", lambda: ndl.convolution(T(1, 5, 5, 2), T(3, 3, 1, 2), groups=2.0),
-     TypeError, ["convolution", "groups", "2.0"]),
-    ("transpose channels", lambda: ndl.conv_transpose(T(1, 3, 3, 4), T(3, 3, 2, 3)),
-     ValueError, ["conv_transpose", "4 channels", "C_in=3"]),
-    ("transpose output_padding", lambda: ndl.conv_transpose(T(1, 3, 3, 2), T(3, 3, 2, 2),
-                                                            stride=2, output_padding=2),
-     ValueError, ["conv_transpose", "output_padding=2", "smaller than the stride (2, 2)"]),
-    ("transpose same", lambda: ndl.conv_transpose(T(1, 3, 3, 2), T(3, 3, 2, 2), padding="same"),
-     ValueError, ["conv_transpose", "'same'"]),
-    ("transpose empty", lambda: ndl.conv_transpose(T(1, 1, 1, 2), T(1, 1, 2, 2), padding=1),
-     ValueError, ["conv_transpose", "(1, 1, 1, 2)", "empty output (-1, -1)"]),
-    ("transpose groups", lambda: ndl.conv_transpose(T(1, 3, 3, 3), T(3, 3, 2, 3), groups=2),
-     ValueError, ["conv_transpose", "groups=2", "(3)"]),
-    ("transpose 3-D", lambda: ndl.conv_transpose(T(3, 3, 2), T(3, 3, 2, 2)),
-     ValueError, ["conv_transpose", "(3, 3, 2)", "(K_h, K_w, C_out/groups, C_in)"]),
-    ("upsample 3-D", lambda: ndl.upsample_nearest2d(T(3, 4, 4), 2),
-     ValueError, ["upsample_nearest2d", "(3, 4, 4)", "(N, C, H, W)"]),
-    ("upsample factor 0", lambda: ndl.upsample_nearest2d(T(1, 3, 4, 4), (2, 0)),
-     ValueError, ["upsample_nearest2d", "scale_factor", "(2, 0)"]),
-    ("upsample float factor", lambda: ndl.upsample_nearest2d(T(1, 3, 4, 4), 1.5),
-     ValueError, ["upsample_nearest2d", "scale_factor", "1.5"]),
+    (
+        "groups do not divide C_in",
+        lambda: ndl.convolution(T(1, 5, 5, 3), T(3, 3, 1, 4), groups=2),
+        ValueError,
+        ["convolution", "groups=2", "(3)"],
+    ),
+    (
+        "groups do not divide C_out",
+        lambda: ndl.convolution(T(1, 5, 5, 4), T(3, 3, 2, 3), groups=2),
+        ValueError,
+        ["convolution", "groups=2", "b.shape[3]=3"],
+    ),
+    (
+        "grouped channels",
+        lambda: ndl.convolution(T(1, 5, 5, 4), T(3, 3, 1, 4), groups=2),
+        ValueError,
+        ["convolution", "4 channels", "groups·b.shape[2] = 2·1 = 2"],
+    ),
+    (
+        "dilated kernel too large",
+        lambda: ndl.convolution(T(1, 4, 4, 1), T(3, 3, 1, 1), dilation=2),
+        ValueError,
+        ["convolution", "dilated by (2, 2) to 5×5", "4×4", "empty output"],
+    ),
+    (
+        "same with stride",
+        lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), stride=2, padding="same"),
+        ValueError,
+        ["convolution", "'same'", "stride 1", "(2, 2)"],
+    ),
+    (
+        "unknown padding word",
+        lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), padding="full"),
+        ValueError,
+        ["convolution", "'full'", "'same' or 'valid'"],
+    ),
+    (
+        "negative side padding",
+        lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), padding=((1, -1), (0, 0))),
+        ValueError,
+        ["convolution", "padding", ">= 0", "-1"],
+    ),
+    (
+        "stride triple",
+        lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), stride=(1, 1, 1)),
+        ValueError,
+        ["convolution", "stride", "(H, W) pair", "(1, 1, 1)"],
+    ),
+    (
+        "dilation 0",
+        lambda: ndl.convolution(T(1, 5, 5, 1), T(3, 3, 1, 1), dilation=0),
+        ValueError,
+        ["convolution", "dilation", ">= 1", "0"],
+    ),
+    (
+        "float groups",
+        lambda: ndl.convolution(T(1, 5, 5, 2), T(3, 3, 1, 2), groups=2.0),
+        TypeError,
+        ["convolution", "groups", "2.0"],
+    ),
+    (
+        "transpose channels",
+        lambda: ndl.conv_transpose(T(1, 3, 3, 4), T(3, 3, 2, 3)),
+        ValueError,
+        ["conv_transpose", "4 channels", "C_in=3"],
+    ),
+    (
+        "transpose output_padding",
+        lambda: ndl.conv_transpose(T(1, 3, 3, 2), T(3, 3, 2, 2), stride=2, output_padding=2),
+        ValueError,
+        ["conv_transpose", "output_padding=2", "smaller than the stride (2, 2)"],
+    ),
+    (
+        "transpose same",
+        lambda: ndl.conv_transpose(T(1, 3, 3, 2), T(3, 3, 2, 2), padding="same"),
+        ValueError,
+        ["conv_transpose", "'same'"],
+    ),
+    (
+        "transpose empty",
+        lambda: ndl.conv_transpose(T(1, 1, 1, 2), T(1, 1, 2, 2), padding=1),
+        ValueError,
+        ["conv_transpose", "(1, 1, 1, 2)", "empty output (-1, -1)"],
+    ),
+    (
+        "transpose groups",
+        lambda: ndl.conv_transpose(T(1, 3, 3, 3), T(3, 3, 2, 3), groups=2),
+        ValueError,
+        ["conv_transpose", "groups=2", "(3)"],
+    ),
+    (
+        "transpose 3-D",
+        lambda: ndl.conv_transpose(T(3, 3, 2), T(3, 3, 2, 2)),
+        ValueError,
+        ["conv_transpose", "(3, 3, 2)", "(K_h, K_w, C_out/groups, C_in)"],
+    ),
+    (
+        "upsample 3-D",
+        lambda: ndl.upsample_nearest2d(T(3, 4, 4), 2),
+        ValueError,
+        ["upsample_nearest2d", "(3, 4, 4)", "(N, C, H, W)"],
+    ),
+    (
+        "upsample factor 0",
+        lambda: ndl.upsample_nearest2d(T(1, 3, 4, 4), (2, 0)),
+        ValueError,
+        ["upsample_nearest2d", "scale_factor", "(2, 0)"],
+    ),
+    (
+        "upsample float factor",
+        lambda: ndl.upsample_nearest2d(T(1, 3, 4, 4), 1.5),
+        ValueError,
+        ["upsample_nearest2d", "scale_factor", "1.5"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("name, call, error, words", GENERAL_ERRORS,
-                         ids=[e[0] for e in GENERAL_ERRORS])
+@pytest.mark.parametrize(
+    "name, call, error, words", GENERAL_ERRORS, ids=[e[0] for e in GENERAL_ERRORS]
+)
 def test_convolution_errors(name, call, error, words):
     with pytest.raises(error) as info:
         call()

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from helpers import tensor
 
 import needle as ndl
-from helpers import tensor
 import needle.nn as nn
 from needle.apps.mlp_resnet import MLPResNet
 from needle.testing import gradcheck
@@ -44,10 +44,13 @@ def test_fused_softmax_cross_entropy_gradcheck(shape, rng):
     )
 
 
-@pytest.mark.parametrize("labels, match", [
-    (np.array([0, 3]), r"labels must be in \[0, 3\), got \[3\] \(out of range\)"),
-    (np.array([0]), r"labels of shape \(1,\) for logits of shape \(2, 3\)"),
-])
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (np.array([0, 3]), r"labels must be in \[0, 3\), got \[3\] \(out of range\)"),
+        (np.array([0]), r"labels of shape \(1,\) for logits of shape \(2, 3\)"),
+    ],
+)
 def test_fused_softmax_cross_entropy_rejects_bad_labels(labels, match):
     with pytest.raises(ValueError, match=match):
         ndl.fused_softmax_cross_entropy(ndl.init.zeros(2, 3), labels)
@@ -70,8 +73,9 @@ def test_dropout_layer_gives_the_course_expressions_bits(dtype):
     """nn.Dropout under nd (one kernel pass) against the course's randb expression."""
     _device_ops()
     device = ndl.cpu()
-    x = ndl.Tensor(np.random.default_rng(0).standard_normal((50, 40)), dtype=dtype,
-                   requires_grad=True)
+    x = ndl.Tensor(
+        np.random.default_rng(0).standard_normal((50, 40)), dtype=dtype, requires_grad=True
+    )
     for p in (0.1, 0.5):
         np.random.seed(3)
         out = nn.Dropout(p)(x)
@@ -103,7 +107,7 @@ def test_fused_layer_matches_unfused(name, rng):
     fused, plain = _layer_pair(make)
     for p in fused.parameters() + plain.parameters():  # non-trivial weights
         p.data = tensor(np.linspace(-1, 2, p.size).reshape(p.shape))
-    for step in range(3):
+    for _step in range(3):
         x = rng.standard_normal(shape) * 3 + 1
         outs, grads = [], []
         for layer in (fused, plain):

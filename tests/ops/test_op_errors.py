@@ -237,40 +237,84 @@ ERRORS = [
     ("array index out of range", lambda: T(2, 3)[[0, 2]], IndexError, ["index 2", "axis 0"]),
     ("too many indices", lambda: T(2, 3)[0, 1, 2], IndexError, ["too many indices", "(2, 3)"]),
     ("two ellipses", lambda: T(2, 3)[..., ...], IndexError, ["single ellipsis"]),
-    ("mask of the wrong shape", lambda: T(2, 3)[np.ones((3,), bool)], IndexError,
-     ["mask of shape (3,)", "(2, 3)", "sizes (2,)"]),
+    (
+        "mask of the wrong shape",
+        lambda: T(2, 3)[np.ones((3,), bool)],
+        IndexError,
+        ["mask of shape (3,)", "(2, 3)", "sizes (2,)"],
+    ),
     ("float index array", lambda: T(2, 3)[np.array([0.5])], IndexError, ["integers", "float64"]),
     ("float index", lambda: T(2, 3)[1.0], TypeError, ["getitem", "float"]),
     ("slice step 0", lambda: T(2, 3)[::0], ValueError, ["step cannot be zero"]),
-    ("setitem value shape", lambda: _set(T(2, 3), 0, np.ones(4)), ValueError,
-     ["setitem", "(4,)", "(3,)"]),
-    ("gather index ndim", lambda: ndl.gather(T(2, 3), 1, np.zeros(2, int)), ValueError,
-     ["gather", "(2,)", "(2, 3)"]),
-    ("gather index out of range", lambda: ndl.gather(T(2, 3), 1, np.full((2, 1), 3)), IndexError,
-     ["gather", "3", "axis 1", "size 3"]),
+    (
+        "setitem value shape",
+        lambda: _set(T(2, 3), 0, np.ones(4)),
+        ValueError,
+        ["setitem", "(4,)", "(3,)"],
+    ),
+    (
+        "gather index ndim",
+        lambda: ndl.gather(T(2, 3), 1, np.zeros(2, int)),
+        ValueError,
+        ["gather", "(2,)", "(2, 3)"],
+    ),
+    (
+        "gather index out of range",
+        lambda: ndl.gather(T(2, 3), 1, np.full((2, 1), 3)),
+        IndexError,
+        ["gather", "3", "axis 1", "size 3"],
+    ),
     # joining: every shape
-    ("cat shapes", lambda: ndl.cat([T(2, 3), T(2, 4), T(1, 3)], dim=0), ValueError,
-     ["cat", "(2, 3)", "(2, 4)", "(1, 3)"]),
+    (
+        "cat shapes",
+        lambda: ndl.cat([T(2, 3), T(2, 4), T(1, 3)], dim=0),
+        ValueError,
+        ["cat", "(2, 3)", "(2, 4)", "(1, 3)"],
+    ),
     ("cat ndim", lambda: ndl.cat([T(2, 3), T(3)]), ValueError, ["cat", "(2, 3)", "(3,)"]),
-    ("cat dim out of range", lambda: ndl.cat([T(2, 3), T(2, 3)], dim=2), ValueError,
-     ["cat", "axis 2", "out of range"]),
-    ("split sizes", lambda: ndl.split_with_sizes(T(5), [2, 2]), ValueError,
-     ["split_with_sizes", "[2, 2]", "5"]),
+    (
+        "cat dim out of range",
+        lambda: ndl.cat([T(2, 3), T(2, 3)], dim=2),
+        ValueError,
+        ["cat", "axis 2", "out of range"],
+    ),
+    (
+        "split sizes",
+        lambda: ndl.split_with_sizes(T(5), [2, 2]),
+        ValueError,
+        ["split_with_sizes", "[2, 2]", "5"],
+    ),
     # dims and where
-    ("reduction dim out of range", lambda: ndl.mean(T(2, 3), dim=2), ValueError,
-     ["mean", "axis 2", "out of range"]),
+    (
+        "reduction dim out of range",
+        lambda: ndl.mean(T(2, 3), dim=2),
+        ValueError,
+        ["mean", "axis 2", "out of range"],
+    ),
     ("argmax dim out of range", lambda: ndl.argmax(T(2, 3), -3), ValueError, ["argmax", "-3"]),
     ("axis and dim", lambda: ndl.amax(T(2, 3), 0, dim=1), TypeError, ["amax", "not both"]),
     ("unsqueeze dim", lambda: ndl.unsqueeze(T(2, 3), 4), ValueError, ["unsqueeze", "4"]),
     ("permute", lambda: ndl.permute(T(2, 3), 0, 0), ValueError, ["permute", "repeated"]),
-    ("where shapes", lambda: ndl.where(T(2, 3) > 0, T(2, 3), T(4)), ValueError,
-     ["where", "(2, 3)", "(4,)"]),
-    ("where condition dtype", lambda: ndl.where(T(2), T(2), T(2)), TypeError,
-     ["where", "bool", "float"]),
+    (
+        "where shapes",
+        lambda: ndl.where(T(2, 3) > 0, T(2, 3), T(4)),
+        ValueError,
+        ["where", "(2, 3)", "(4,)"],
+    ),
+    (
+        "where condition dtype",
+        lambda: ndl.where(T(2), T(2), T(2)),
+        TypeError,
+        ["where", "bool", "float"],
+    ),
     ("compare shapes", lambda: T(2, 3) > T(2), ValueError, ["gt", "(2, 3)", "(2,)"]),
     ("maximum shapes", lambda: ndl.maximum(T(2, 3), T(2)), ValueError, ["maximum", "(2,)"]),
-    ("sin of integers", lambda: ndl.sin(ndl.Tensor([1], dtype="int32")), TypeError,
-     ["Sin", "int32"]),
+    (
+        "sin of integers",
+        lambda: ndl.sin(ndl.Tensor([1], dtype="int32")),
+        TypeError,
+        ["Sin", "int32"],
+    ),
 ]
 
 
@@ -380,8 +424,12 @@ def test_ndarray_plus_tensor_is_refused_with_a_hint():
 @pytest.mark.parametrize("op", ["add_scalar", "mul_scalar", "divide_scalar", "power_scalar"])
 def test_scalar_ops_take_numpy_scalars_and_size_one_arrays(op, scalar):
     x = np.array([[1.0, 2.0, 3.0]], dtype=np.float32)
-    reference = {"add_scalar": x + 0.5, "mul_scalar": x * 0.5, "divide_scalar": x / 0.5,
-                 "power_scalar": x ** 0.5}[op]
+    reference = {
+        "add_scalar": x + 0.5,
+        "mul_scalar": x * 0.5,
+        "divide_scalar": x / 0.5,
+        "power_scalar": x**0.5,
+    }[op]
     out = getattr(ndl, op)(ndl.Tensor(x), scalar=scalar)
     assert out.shape == x.shape and out.dtype == "float32"
     np.testing.assert_allclose(out.numpy(), reference, rtol=1e-6)

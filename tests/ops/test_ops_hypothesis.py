@@ -3,17 +3,18 @@
 Forward results are compared with NumPy, gradients with finite differences
 (``needle.testing.gradcheck``). Example counts are small so the file runs in seconds.
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from helpers import tensor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import needle as ndl
-from helpers import tensor
 from needle.testing import gradcheck
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -92,8 +93,10 @@ def np_logsumexp(a, axes):
 def test_reductions_over_random_axes(case, op):
     a, axes = case
     fn = {"summation": ndl.summation, "logsumexp": ndl.logsumexp}[op]
-    ref = {"summation": lambda x: np.sum(x, axis=axes),
-           "logsumexp": lambda x: np_logsumexp(x, axes)}[op]
+    ref = {
+        "summation": lambda x: np.sum(x, axis=axes),
+        "logsumexp": lambda x: np_logsumexp(x, axes),
+    }[op]
     out = fn(tensor(a), axes)
     expected = ref(a)
     assert out.shape == np.shape(expected)

@@ -114,6 +114,7 @@ def test_lstm_layer_gradcheck(T, B, features, size, bias, rng):
 def test_layer_ops_equal_repeated_steps(rng):
     X = rng.standard_normal((5, 2, 3))
     h0, c0 = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
+
     def f64(a):
         return ndl.Tensor(a, dtype="float64")
 
@@ -181,11 +182,15 @@ def test_fused_layers_match_unfused(name, rng):
         outs = _outputs(layer(xt))
         total = outs[0] * 0
         for k, out in enumerate(outs):  # distinct weights per output and element
-            total = total + (out * ndl.Tensor(np.cos(np.arange(out.size) + k).reshape(out.shape))
-                             ).sum()
+            total = (
+                total + (out * ndl.Tensor(np.cos(np.arange(out.size) + k).reshape(out.shape))).sum()
+            )
         total.backward()
-        results.append([o.numpy() for o in outs] + [xt.grad.numpy()]
-                       + [p.grad.numpy() for p in layer.parameters()])
+        results.append(
+            [o.numpy() for o in outs]
+            + [xt.grad.numpy()]
+            + [p.grad.numpy() for p in layer.parameters()]
+        )
     assert len(results[0]) == len(results[1])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
@@ -233,5 +238,10 @@ def test_step_shape_errors(rng):
     with pytest.raises(ValueError, match=r"rnn_layer: expected x \(T, B, in\)"):
         ndl.rnn_layer(x, h, W_ih, W_hh)
     with pytest.raises(ValueError, match=r"lstm_layer: got shapes .*'c0': \(2, 3\)"):
-        ndl.lstm_layer(ndl.Tensor(np.ones((5, 2, 3))), h, ndl.Tensor(np.ones((2, 3))),
-                       ndl.Tensor(np.ones((3, 16))), ndl.Tensor(np.ones((4, 16))))
+        ndl.lstm_layer(
+            ndl.Tensor(np.ones((5, 2, 3))),
+            h,
+            ndl.Tensor(np.ones((2, 3))),
+            ndl.Tensor(np.ones((3, 16))),
+            ndl.Tensor(np.ones((4, 16))),
+        )

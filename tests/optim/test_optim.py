@@ -1,12 +1,13 @@
 """needle.optim: update formulas vs NumPy (and PyTorch), state, schedulers, convergence."""
+
 import gc
 import math
 
 import numpy as np
 import pytest
+from helpers import tensor
 
 import needle as ndl
-from helpers import tensor
 from needle import nn, optim
 
 GRAD_STEPS = 5
@@ -14,8 +15,10 @@ GRAD_STEPS = 5
 
 def _params(seed=0, device=None):
     rng = np.random.default_rng(seed)
-    return [nn.Parameter(tensor(rng.standard_normal(shape).astype(np.float32), device=device))
-            for shape in [(3, 4), (4,), (2, 1)]]
+    return [
+        nn.Parameter(tensor(rng.standard_normal(shape).astype(np.float32), device=device))
+        for shape in [(3, 4), (4,), (2, 1)]
+    ]
 
 
 def _grads(step, params):
@@ -32,6 +35,7 @@ def _run(opt, params, steps=GRAD_STEPS):
 
 
 # ----- update formulas vs NumPy ---------------------------------------------------------------
+
 
 def test_sgd_momentum_weight_decay_matches_numpy(device):
     params = _params(device=device)
@@ -69,9 +73,9 @@ def test_adam_weight_decay_matches_numpy(device):
         for i, g in enumerate(_grads(t - 1, expected)):
             g = g + wd * expected[i]
             m[i] = b1 * m[i] + (1 - b1) * g
-            v[i] = b2 * v[i] + (1 - b2) * g ** 2
-            m_hat, v_hat = m[i] / (1 - b1 ** t), v[i] / (1 - b2 ** t)
-            expected[i] = expected[i] - lr * m_hat / (v_hat ** 0.5 + eps)
+            v[i] = b2 * v[i] + (1 - b2) * g**2
+            m_hat, v_hat = m[i] / (1 - b1**t), v[i] / (1 - b2**t)
+            expected[i] = expected[i] - lr * m_hat / (v_hat**0.5 + eps)
     assert opt.t == GRAD_STEPS
     for p, e in zip(params, expected):
         assert p.dtype == np.float32 and p.device == device
@@ -90,10 +94,13 @@ def test_parameters_without_grad_are_skipped():
     assert all(not np.any(np.asarray(slot)) for i in (1, 2) for slot in opt.state[i].values())
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
-    lambda ps: optim.Adam(ps, lr=0.1, weight_decay=0.1),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
+        lambda ps: optim.Adam(ps, lr=0.1, weight_decay=0.1),
+    ],
+)
 def test_update_keeps_float32_and_leaves_grad_untouched(make):
     params = _params()
     opt = make(params)
@@ -131,6 +138,7 @@ def test_reset_grad_and_zero_grad():
 
 # ----- PyTorch as a second oracle -------------------------------------------------------------
 
+
 def _torch_run(torch_opt_factory, params, torch, initial_state=None):
     tensors = [torch.tensor(p.numpy().copy(), requires_grad=True) for p in params]
     opt = torch_opt_factory(tensors)
@@ -149,7 +157,10 @@ def test_sgd_agrees_with_torch(torch):
     # needle's u starts at 0; torch copies the first gradient unless the buffer exists.
     expected = _torch_run(
         lambda ts: torch.optim.SGD(ts, lr=0.1, momentum=0.9, dampening=0.9, weight_decay=0.01),
-        params, torch, initial_state=lambda t: {"momentum_buffer": torch.zeros_like(t)})
+        params,
+        torch,
+        initial_state=lambda t: {"momentum_buffer": torch.zeros_like(t)},
+    )
     _run(optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01), params)
     for p, e in zip(params, expected):
         np.testing.assert_allclose(p.numpy(), e, rtol=0, atol=1e-6)
@@ -159,13 +170,16 @@ def test_adam_agrees_with_torch(torch):
     params = _params()
     expected = _torch_run(
         lambda ts: torch.optim.Adam(ts, lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05),
-        params, torch)
+        params,
+        torch,
+    )
     _run(optim.Adam(params, lr=0.01, weight_decay=0.05), params)
     for p, e in zip(params, expected):
         np.testing.assert_allclose(p.numpy(), e, rtol=0, atol=1e-6)
 
 
 # ----- graphs do not grow ---------------------------------------------------------------------
+
 
 def _blobs(n=400, seed=0):
     rng = np.random.default_rng(seed)
@@ -175,8 +189,13 @@ def _blobs(n=400, seed=0):
 
 
 def _mlp(hidden=16, dropout=0.1):
-    return nn.Sequential(nn.Linear(2, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-                         nn.Dropout(dropout), nn.Linear(hidden, 2))
+    return nn.Sequential(
+        nn.Linear(2, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, 2),
+    )
 
 
 def _train_step(model, opt, x, y, loss_fn=nn.SoftmaxLoss(), create_graph=True):
@@ -187,10 +206,13 @@ def _train_step(model, opt, x, y, loss_fn=nn.SoftmaxLoss(), create_graph=True):
     return float(loss.numpy())
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
-    lambda ps: optim.Adam(ps, lr=0.01, weight_decay=1e-3),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
+        lambda ps: optim.Adam(ps, lr=0.01, weight_decay=1e-3),
+    ],
+)
 def test_tensor_count_stays_flat(make):
     np.random.seed(0)
     model = _mlp()
@@ -221,6 +243,7 @@ def test_tensor_count_stays_flat(make):
 
 # ----- clip_grad_norm -------------------------------------------------------------------------
 
+
 def test_clip_grad_norm_scales_to_max_norm():
     params = _params()
     grads = _grads(0, params)
@@ -247,6 +270,7 @@ def test_clip_grad_norm_leaves_small_gradients():
 
 
 # ----- schedulers -----------------------------------------------------------------------------
+
 
 def test_step_lr_closed_form():
     opt = optim.SGD(_params(), lr=0.5)
@@ -281,10 +305,14 @@ def test_scheduler_state_dict_round_trip():
 
 # ----- optimizer state: save, load, resume bit for bit ----------------------------------------
 
-@pytest.mark.parametrize("make", [
-    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
-    lambda ps: optim.Adam(ps, lr=0.01, weight_decay=1e-3),
-])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
+        lambda ps: optim.Adam(ps, lr=0.01, weight_decay=1e-3),
+    ],
+)
 def test_resume_from_checkpoint_is_bit_identical(make, tmp_path):
     x, y = _blobs(50)
     np.random.seed(1)
@@ -299,8 +327,10 @@ def test_resume_from_checkpoint_is_bit_identical(make, tmp_path):
     for _ in range(2):
         _train_step(first, opt, x, y)
     path = tmp_path / "ckpt.npz"
-    ndl.save({"model": first.state_dict(), "optimizer": opt.state_dict(),
-              "rng": np.random.get_state()}, path)
+    ndl.save(
+        {"model": first.state_dict(), "optimizer": opt.state_dict(), "rng": np.random.get_state()},
+        path,
+    )
 
     np.random.seed(99)
     resumed = _mlp()  # different initial weights, overwritten by the checkpoint
@@ -322,8 +352,13 @@ def test_optimizer_state_dict_format():
     _run(opt, params, steps=2)
     state = opt.state_dict()
     assert state["optimizer"] == "Adam" and state["t"] == 2 and state["num_params"] == 3
-    assert state["hyperparameters"] == {"lr": 0.02, "beta1": 0.9, "beta2": 0.999,
-                                        "eps": 1e-8, "weight_decay": 0.0}
+    assert state["hyperparameters"] == {
+        "lr": 0.02,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+    }
     assert set(state["state"]) == {"0", "1", "2"} and set(state["state"]["1"]) == {"m", "v"}
     state["state"]["0"]["m"][:] = 0  # a copy
     assert not np.all(np.asarray(opt.state[0]["m"]) == 0)
@@ -344,20 +379,24 @@ def test_optimizer_load_state_dict_errors():
 
 # ----- convergence ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make", [
-    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-4),
-    lambda ps: optim.Adam(ps, lr=0.01, weight_decay=1e-4),
-])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-4),
+        lambda ps: optim.Adam(ps, lr=0.01, weight_decay=1e-4),
+    ],
+)
 def test_mlp_with_batchnorm_and_dropout_learns_blobs(make):
     np.random.seed(0)
     x, y = _blobs(400)
     model = _mlp(dropout=0.2)
     opt = make(model.parameters())
     model.train()
-    for epoch in range(15):
+    for _epoch in range(15):
         order = np.random.permutation(len(x))
         for start in range(0, len(x), 50):
-            batch = order[start:start + 50]
+            batch = order[start : start + 50]
             _train_step(model, opt, x[batch], y[batch])
     logits = model.eval()(tensor(x, requires_grad=False)).numpy()
     accuracy = np.mean(logits.argmax(axis=1) == y)
@@ -366,22 +405,29 @@ def test_mlp_with_batchnorm_and_dropout_learns_blobs(make):
 
 # ----- validation -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("build, error, words", [
-    (lambda: optim.SGD([]), ValueError, "SGD: got an empty parameter list"),
-    (lambda: optim.Adam([nn.Parameter(tensor([1.0])), np.zeros(2)]), TypeError,
-     r"Adam: params\[1\] must be a Parameter.*got ndarray"),
-    (lambda: optim.SGD(_params()[0]), TypeError, "single Tensor"),
-    (lambda: optim.SGD(_params() * 2), ValueError, r"params\[3\] appears more than once"),
-    (lambda: optim.SGD(_params(), lr=-0.1), ValueError, "SGD: lr must be in .* got -0.1"),
-    (lambda: optim.SGD(_params(), momentum=1.0), ValueError, "SGD: momentum must be in"),
-    (lambda: optim.SGD(_params(), weight_decay=-1), ValueError, "weight_decay must be in"),
-    (lambda: optim.Adam(_params(), beta1=1.0), ValueError, "Adam: beta1 must be in"),
-    (lambda: optim.Adam(_params(), beta2=-0.5), ValueError, "Adam: beta2"),
-    (lambda: optim.Adam(_params(), eps=0), ValueError, "Adam: eps must be in"),
-    (lambda: optim.StepLR(optim.SGD(_params()), step_size=0), ValueError, "StepLR: step_size"),
-    (lambda: optim.CosineAnnealingLR(optim.SGD(_params()), T_max=-1), ValueError, "T_max"),
-    (lambda: optim.StepLR("opt", step_size=2), TypeError, "expected a needle.optim.Optimizer"),
-])
+
+@pytest.mark.parametrize(
+    "build, error, words",
+    [
+        (lambda: optim.SGD([]), ValueError, "SGD: got an empty parameter list"),
+        (
+            lambda: optim.Adam([nn.Parameter(tensor([1.0])), np.zeros(2)]),
+            TypeError,
+            r"Adam: params\[1\] must be a Parameter.*got ndarray",
+        ),
+        (lambda: optim.SGD(_params()[0]), TypeError, "single Tensor"),
+        (lambda: optim.SGD(_params() * 2), ValueError, r"params\[3\] appears more than once"),
+        (lambda: optim.SGD(_params(), lr=-0.1), ValueError, "SGD: lr must be in .* got -0.1"),
+        (lambda: optim.SGD(_params(), momentum=1.0), ValueError, "SGD: momentum must be in"),
+        (lambda: optim.SGD(_params(), weight_decay=-1), ValueError, "weight_decay must be in"),
+        (lambda: optim.Adam(_params(), beta1=1.0), ValueError, "Adam: beta1 must be in"),
+        (lambda: optim.Adam(_params(), beta2=-0.5), ValueError, "Adam: beta2"),
+        (lambda: optim.Adam(_params(), eps=0), ValueError, "Adam: eps must be in"),
+        (lambda: optim.StepLR(optim.SGD(_params()), step_size=0), ValueError, "StepLR: step_size"),
+        (lambda: optim.CosineAnnealingLR(optim.SGD(_params()), T_max=-1), ValueError, "T_max"),
+        (lambda: optim.StepLR("opt", step_size=2), TypeError, "expected a needle.optim.Optimizer"),
+    ],
+)
 def test_validation_errors(build, error, words):
     with pytest.raises(error, match=words):
         build()

@@ -1,11 +1,12 @@
 """AdamW, RMSprop, Adagrad, parameter groups and the per-step schedules, against PyTorch."""
+
 import math
 
 import numpy as np
 import pytest
+from helpers import tensor
 
 import needle as ndl
-from helpers import tensor
 from needle import nn, optim
 
 STEPS = 6
@@ -51,37 +52,60 @@ def _assert_close(ours, theirs):
 # ----- the new optimizers vs PyTorch ---------------------------------------------------------
 
 OPTIMIZERS = {
-    "adamw": (lambda ps: optim.AdamW(ps, lr=0.01, beta1=0.8, beta2=0.99, weight_decay=0.1),
-              lambda t, ps: t.optim.AdamW(ps, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
+    "adamw": (
+        lambda ps: optim.AdamW(ps, lr=0.01, beta1=0.8, beta2=0.99, weight_decay=0.1),
+        lambda t, ps: t.optim.AdamW(ps, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1),
+    ),
     "adamw-defaults": (lambda ps: optim.AdamW(ps), lambda t, ps: t.optim.AdamW(ps)),
-    "rmsprop": (lambda ps: optim.RMSprop(ps, lr=0.01, alpha=0.9, weight_decay=0.01),
-                lambda t, ps: t.optim.RMSprop(ps, lr=0.01, alpha=0.9, weight_decay=0.01)),
+    "rmsprop": (
+        lambda ps: optim.RMSprop(ps, lr=0.01, alpha=0.9, weight_decay=0.01),
+        lambda t, ps: t.optim.RMSprop(ps, lr=0.01, alpha=0.9, weight_decay=0.01),
+    ),
     "rmsprop-momentum-centered": (
         lambda ps: optim.RMSprop(ps, lr=0.005, momentum=0.9, centered=True),
-        lambda t, ps: t.optim.RMSprop(ps, lr=0.005, momentum=0.9, centered=True)),
-    "adagrad": (lambda ps: optim.Adagrad(ps, lr=0.1, lr_decay=0.01, weight_decay=0.01,
-                                         initial_accumulator_value=0.5),
-                lambda t, ps: t.optim.Adagrad(ps, lr=0.1, lr_decay=0.01, weight_decay=0.01,
-                                              initial_accumulator_value=0.5)),
+        lambda t, ps: t.optim.RMSprop(ps, lr=0.005, momentum=0.9, centered=True),
+    ),
+    "adagrad": (
+        lambda ps: optim.Adagrad(
+            ps, lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.5
+        ),
+        lambda t, ps: t.optim.Adagrad(
+            ps, lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.5
+        ),
+    ),
     # Without momentum: PyTorch's buffer starts at the first gradient, the course's at zero.
     "sgd-groups": (
-        lambda ps: optim.SGD([{"params": ps[:1]}, {"params": ps[1:], "lr": 0.01,
-                                                    "weight_decay": 0.0}],
-                             lr=0.1, weight_decay=0.01),
-        lambda t, ps: t.optim.SGD([{"params": ps[:1]}, {"params": ps[1:], "lr": 0.01,
-                                                         "weight_decay": 0.0}],
-                                  lr=0.1, weight_decay=0.01)),
+        lambda ps: optim.SGD(
+            [{"params": ps[:1]}, {"params": ps[1:], "lr": 0.01, "weight_decay": 0.0}],
+            lr=0.1,
+            weight_decay=0.01,
+        ),
+        lambda t, ps: t.optim.SGD(
+            [{"params": ps[:1]}, {"params": ps[1:], "lr": 0.01, "weight_decay": 0.0}],
+            lr=0.1,
+            weight_decay=0.01,
+        ),
+    ),
     "adam-groups": (
-        lambda ps: optim.Adam([{"params": ps[:2], "weight_decay": 0.1}, {"params": ps[2:]}],
-                              lr=0.01),
-        lambda t, ps: t.optim.Adam([{"params": ps[:2], "weight_decay": 0.1},
-                                    {"params": ps[2:]}], lr=0.01)),
+        lambda ps: optim.Adam(
+            [{"params": ps[:2], "weight_decay": 0.1}, {"params": ps[2:]}], lr=0.01
+        ),
+        lambda t, ps: t.optim.Adam(
+            [{"params": ps[:2], "weight_decay": 0.1}, {"params": ps[2:]}], lr=0.01
+        ),
+    ),
     "adamw-groups": (
-        lambda ps: optim.AdamW([{"params": ps[:1]}, {"params": ps[1:], "weight_decay": 0.0,
-                                                      "lr": 0.003}], lr=0.01, weight_decay=0.2),
-        lambda t, ps: t.optim.AdamW([{"params": ps[:1]}, {"params": ps[1:], "weight_decay": 0.0,
-                                                           "lr": 0.003}], lr=0.01,
-                                    weight_decay=0.2)),
+        lambda ps: optim.AdamW(
+            [{"params": ps[:1]}, {"params": ps[1:], "weight_decay": 0.0, "lr": 0.003}],
+            lr=0.01,
+            weight_decay=0.2,
+        ),
+        lambda t, ps: t.optim.AdamW(
+            [{"params": ps[:1]}, {"params": ps[1:], "weight_decay": 0.0, "lr": 0.003}],
+            lr=0.01,
+            weight_decay=0.2,
+        ),
+    ),
 }
 
 
@@ -91,11 +115,14 @@ def test_optimizer_matches_pytorch(name, device, torch):
     _assert_close(_needle_run(ours, device), _torch_run(torch, lambda ps: theirs(torch, ps)))
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
-    lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.01),
-    lambda ps: optim.AdamW(ps, lr=0.01, weight_decay=0.01),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
+        lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.01),
+        lambda ps: optim.AdamW(ps, lr=0.01, weight_decay=0.01),
+    ],
+)
 def test_groups_with_the_same_options_give_the_same_bits(make):
     one = _needle_run(make)
     split = _needle_run(lambda ps: make([{"params": ps[:1]}, {"params": ps[1:]}]))
@@ -117,17 +144,22 @@ def test_option_attributes_read_and_set_every_group():
     opt.lr = 0.5
     assert [g["lr"] for g in opt.param_groups] == [0.5, 0.5]
     with pytest.raises(AttributeError, match=r"different values \[0.0, 0.1\]"):
-        opt.weight_decay
+        _ = opt.weight_decay
 
 
 # ----- state: resume with groups bit for bit -------------------------------------------------
 
-@pytest.mark.parametrize("make", [
-    lambda ps: optim.AdamW([{"params": ps[:1], "weight_decay": 0.0}, {"params": ps[1:]}]),
-    lambda ps: optim.RMSprop(ps, momentum=0.5, centered=True),
-    lambda ps: optim.Adagrad([{"params": ps[:2], "lr": 0.05}, {"params": ps[2:]}],
-                             initial_accumulator_value=0.1),
-])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.AdamW([{"params": ps[:1], "weight_decay": 0.0}, {"params": ps[1:]}]),
+        lambda ps: optim.RMSprop(ps, momentum=0.5, centered=True),
+        lambda ps: optim.Adagrad(
+            [{"params": ps[:2], "lr": 0.05}, {"params": ps[2:]}], initial_accumulator_value=0.1
+        ),
+    ],
+)
 def test_resume_with_groups_is_bit_identical(make):
     straight = _needle_run(make, steps=4)
     params = [nn.Parameter(tensor(v)) for v in _values()]
@@ -137,8 +169,7 @@ def test_resume_with_groups_is_bit_identical(make):
             p.grad = tensor(g, requires_grad=False)
         opt.step()
     state = opt.state_dict()
-    assert [g["params"] for g in state["param_groups"]] == [
-        list(r) for r in opt._group_ranges]
+    assert [g["params"] for g in state["param_groups"]] == [list(r) for r in opt._group_ranges]
     copies = [nn.Parameter(tensor(p.numpy())) for p in params]
     resumed = make(copies)
     resumed.load_state_dict(state)
@@ -162,31 +193,52 @@ def test_load_state_dict_restores_group_options_and_refuses_other_groups():
 
 # ----- bad input -----------------------------------------------------------------------------
 
+
 def _p():
     return [nn.Parameter(tensor(v)) for v in _values()]
 
 
-@pytest.mark.parametrize("build, error, words", [
-    (lambda ps: optim.Adam([{"params": ps[:2]}, {"params": ps[1:]}]), ValueError,
-     r"Adam: a parameter of shape \(4,\) is in both param_groups\[0\] and param_groups\[1\]"),
-    (lambda ps: optim.SGD([{"params": ps, "betas": (0.9, 0.99)}]), ValueError,
-     r"SGD: param_groups\[0\]: unknown option 'betas'; SGD takes \['lr', 'momentum', "),
-    (lambda ps: optim.AdamW([{"params": ps, "lr": -1}]), ValueError,
-     r"AdamW: param_groups\[0\]: lr must be in \[0.0, inf\), got -1.0"),
-    (lambda ps: optim.SGD([{"params": ps}, ps[0]]), TypeError,
-     r"SGD: param_groups\[1\] must be a dict with a 'params' list"),
-    (lambda ps: optim.SGD([{"lr": 0.1}]), TypeError, r"param_groups\[0\] must be a dict with"),
-    (lambda ps: optim.RMSprop(ps, alpha=1.0), ValueError, "RMSprop: alpha must be in"),
-    (lambda ps: optim.RMSprop(ps, centered="yes"), TypeError, "RMSprop: centered must be a bool"),
-    (lambda ps: optim.Adagrad(ps, eps=0.0), ValueError, "Adagrad: eps must be in"),
-    (lambda ps: optim.Adagrad([{"params": []}]), ValueError, "empty parameter list"),
-])
+@pytest.mark.parametrize(
+    "build, error, words",
+    [
+        (
+            lambda ps: optim.Adam([{"params": ps[:2]}, {"params": ps[1:]}]),
+            ValueError,
+            r"Adam: a parameter of shape \(4,\) is in both param_groups\[0\] and param_groups\[1\]",
+        ),
+        (
+            lambda ps: optim.SGD([{"params": ps, "betas": (0.9, 0.99)}]),
+            ValueError,
+            r"SGD: param_groups\[0\]: unknown option 'betas'; SGD takes \['lr', 'momentum', ",
+        ),
+        (
+            lambda ps: optim.AdamW([{"params": ps, "lr": -1}]),
+            ValueError,
+            r"AdamW: param_groups\[0\]: lr must be in \[0.0, inf\), got -1.0",
+        ),
+        (
+            lambda ps: optim.SGD([{"params": ps}, ps[0]]),
+            TypeError,
+            r"SGD: param_groups\[1\] must be a dict with a 'params' list",
+        ),
+        (lambda ps: optim.SGD([{"lr": 0.1}]), TypeError, r"param_groups\[0\] must be a dict with"),
+        (lambda ps: optim.RMSprop(ps, alpha=1.0), ValueError, "RMSprop: alpha must be in"),
+        (
+            lambda ps: optim.RMSprop(ps, centered="yes"),
+            TypeError,
+            "RMSprop: centered must be a bool",
+        ),
+        (lambda ps: optim.Adagrad(ps, eps=0.0), ValueError, "Adagrad: eps must be in"),
+        (lambda ps: optim.Adagrad([{"params": []}]), ValueError, "empty parameter list"),
+    ],
+)
 def test_group_and_option_errors(build, error, words):
     with pytest.raises(error, match=words):
         build(_p())
 
 
 # ----- schedules vs PyTorch ------------------------------------------------------------------
+
 
 def _lrs(sched, opt, steps, group=0):
     lrs = []
@@ -197,8 +249,9 @@ def _lrs(sched, opt, steps, group=0):
 
 
 def _torch_lrs(torch, make_sched, lrs, steps, group=0):
-    opt = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": lr}
-                           for lr in lrs])
+    opt = torch.optim.SGD(
+        [{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in lrs]
+    )
     sched = make_sched(torch, opt)
     out = []
     for _ in range(steps):
@@ -210,34 +263,61 @@ def _torch_lrs(torch, make_sched, lrs, steps, group=0):
 
 def _two_group_sgd(lrs=(0.1, 0.02)):
     params = _p()
-    return optim.SGD([{"params": params[:1], "lr": lrs[0]}, {"params": params[1:],
-                                                               "lr": lrs[1]}])
+    return optim.SGD([{"params": params[:1], "lr": lrs[0]}, {"params": params[1:], "lr": lrs[1]}])
 
 
 SCHEDULES = {
-    "step": (lambda o: optim.StepLR(o, step_size=3, gamma=0.5),
-             lambda t, o: t.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5), 10),
+    "step": (
+        lambda o: optim.StepLR(o, step_size=3, gamma=0.5),
+        lambda t, o: t.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5),
+        10,
+    ),
     "warmup-cosine": (
-        lambda o: optim.LinearWarmup(o, 4, after=optim.CosineAnnealingLR(o, T_max=10,
-                                                                          eta_min=0.001),
-                                     start_factor=0.1),
+        lambda o: optim.LinearWarmup(
+            o, 4, after=optim.CosineAnnealingLR(o, T_max=10, eta_min=0.001), start_factor=0.1
+        ),
         lambda t, o: t.optim.lr_scheduler.SequentialLR(
-            o, [t.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=4),
-                t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=0.001)],
-            milestones=[4]), 14),
-    "warmup-only": (lambda o: optim.LinearWarmup(o, 5, start_factor=0.2),
-                    lambda t, o: t.optim.lr_scheduler.LinearLR(o, start_factor=0.2,
-                                                                total_iters=5), 8),
-    "onecycle": (lambda o: optim.OneCycleLR(o, max_lr=[1.0, 0.5], total_steps=20),
-                 lambda t, o: t.optim.lr_scheduler.OneCycleLR(o, max_lr=[1.0, 0.5],
-                                                              total_steps=20,
-                                                              cycle_momentum=False), 20),
-    "onecycle-linear-3phase": (
-        lambda o: optim.OneCycleLR(o, max_lr=0.4, total_steps=17, pct_start=0.25,
-                                   anneal_strategy="linear", three_phase=True),
+            o,
+            [
+                t.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=4),
+                t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=0.001),
+            ],
+            milestones=[4],
+        ),
+        14,
+    ),
+    "warmup-only": (
+        lambda o: optim.LinearWarmup(o, 5, start_factor=0.2),
+        lambda t, o: t.optim.lr_scheduler.LinearLR(o, start_factor=0.2, total_iters=5),
+        8,
+    ),
+    "onecycle": (
+        lambda o: optim.OneCycleLR(o, max_lr=[1.0, 0.5], total_steps=20),
         lambda t, o: t.optim.lr_scheduler.OneCycleLR(
-            o, max_lr=0.4, total_steps=17, pct_start=0.25, anneal_strategy="linear",
-            three_phase=True, cycle_momentum=False), 17),
+            o, max_lr=[1.0, 0.5], total_steps=20, cycle_momentum=False
+        ),
+        20,
+    ),
+    "onecycle-linear-3phase": (
+        lambda o: optim.OneCycleLR(
+            o,
+            max_lr=0.4,
+            total_steps=17,
+            pct_start=0.25,
+            anneal_strategy="linear",
+            three_phase=True,
+        ),
+        lambda t, o: t.optim.lr_scheduler.OneCycleLR(
+            o,
+            max_lr=0.4,
+            total_steps=17,
+            pct_start=0.25,
+            anneal_strategy="linear",
+            three_phase=True,
+            cycle_momentum=False,
+        ),
+        17,
+    ),
 }
 
 
@@ -250,24 +330,29 @@ def test_schedule_matches_pytorch_in_every_group(name, torch):
         assert _lrs(ours(opt), opt, steps, group) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
-@pytest.mark.parametrize("options", [
-    {},
-    {"mode": "max", "factor": 0.5, "patience": 1, "cooldown": 2, "min_lr": [0.01, 0.015]},
-    {"threshold_mode": "abs", "threshold": 0.05, "patience": 0},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"mode": "max", "factor": 0.5, "patience": 1, "cooldown": 2, "min_lr": [0.01, 0.015]},
+        {"threshold_mode": "abs", "threshold": 0.05, "patience": 0},
+    ],
+)
 def test_reduce_on_plateau_matches_pytorch(options, torch):
     metrics = [5.0, 4.0, 4.0, 3.99, 4.1, 4.2, 3.0, 3.0, 3.0, 3.0, 2.99, 2.5, 2.5, 2.6] * 2
     options = {"patience": 2, **options}
     opt = _two_group_sgd()
     sched = optim.ReduceLROnPlateau(opt, **options)
-    topt = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": lr}
-                            for lr in (0.1, 0.02)])
+    topt = torch.optim.SGD(
+        [{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in (0.1, 0.02)]
+    )
     tsched = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **options)
     for metric in metrics:
         sched.step(metric)
         tsched.step(metric)
         assert [g["lr"] for g in opt.param_groups] == pytest.approx(
-            [g["lr"] for g in topt.param_groups], rel=1e-12)
+            [g["lr"] for g in topt.param_groups], rel=1e-12
+        )
     assert opt.param_groups[0]["lr"] < 0.1  # the metrics do plateau: the test can fail
 
 
@@ -297,20 +382,35 @@ def test_onecycle_refuses_steps_past_the_run_and_plateau_needs_a_metric():
         plateau.step(None)
 
 
-@pytest.mark.parametrize("build, error, words", [
-    (lambda o: optim.OneCycleLR(o, max_lr=[0.1], total_steps=5), ValueError,
-     "max_lr has 1 values, but the optimizer has 2 parameter groups"),
-    (lambda o: optim.OneCycleLR(o, max_lr=0.1, total_steps=5, anneal_strategy="exp"),
-     ValueError, "anneal_strategy must be 'cos' or 'linear', got 'exp'"),
-    (lambda o: optim.LinearWarmup(o, 0), ValueError, "LinearWarmup: warmup_steps"),
-    (lambda o: optim.LinearWarmup(o, 3, after=optim.ReduceLROnPlateau(o)), TypeError,
-     "after must be a closed-form schedule"),
-    (lambda o: optim.LinearWarmup(o, 3, after=optim.StepLR(_two_group_sgd(), 2)), ValueError,
-     "after is built on another optimizer"),
-    (lambda o: optim.ReduceLROnPlateau(o, mode="lowest"), ValueError, "mode must be 'min'"),
-    (lambda o: optim.ReduceLROnPlateau(o, patience=-1), ValueError, "patience must be an int"),
-    (lambda o: optim.ReduceLROnPlateau(o, factor=1.0), ValueError, "factor must be in"),
-])
+@pytest.mark.parametrize(
+    "build, error, words",
+    [
+        (
+            lambda o: optim.OneCycleLR(o, max_lr=[0.1], total_steps=5),
+            ValueError,
+            "max_lr has 1 values, but the optimizer has 2 parameter groups",
+        ),
+        (
+            lambda o: optim.OneCycleLR(o, max_lr=0.1, total_steps=5, anneal_strategy="exp"),
+            ValueError,
+            "anneal_strategy must be 'cos' or 'linear', got 'exp'",
+        ),
+        (lambda o: optim.LinearWarmup(o, 0), ValueError, "LinearWarmup: warmup_steps"),
+        (
+            lambda o: optim.LinearWarmup(o, 3, after=optim.ReduceLROnPlateau(o)),
+            TypeError,
+            "after must be a closed-form schedule",
+        ),
+        (
+            lambda o: optim.LinearWarmup(o, 3, after=optim.StepLR(_two_group_sgd(), 2)),
+            ValueError,
+            "after is built on another optimizer",
+        ),
+        (lambda o: optim.ReduceLROnPlateau(o, mode="lowest"), ValueError, "mode must be 'min'"),
+        (lambda o: optim.ReduceLROnPlateau(o, patience=-1), ValueError, "patience must be an int"),
+        (lambda o: optim.ReduceLROnPlateau(o, factor=1.0), ValueError, "factor must be in"),
+    ],
+)
 def test_schedule_errors(build, error, words):
     with pytest.raises(error, match=words):
         build(_two_group_sgd())

@@ -3,6 +3,7 @@
 Training tests use Fashion-MNIST from the Debian package ``dataset-fashion-mnist``
 (/usr/share/datasets/fashion-mnist) on small limits, and skip when it is absent.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,22 +17,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.cli import assert_same_state, checkout_env, needs_fashion, run_main
 
 import needle as ndl
 from needle import cli, training
 from needle.data.datasets import mnist_dataset
 
-from helpers.cli import assert_same_state, checkout_env, needs_fashion, run_main
-
 SMALL = ["--limit-train", "2000", "--limit-test", "500", "--batch-size", "100"]
-EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)  train loss (\d\.\d{4}) err (\d\.\d{4})  "
-                        r"test loss (\d\.\d{4}) err (\d\.\d{4})  \d+\.\ds$")
+EPOCH_LINE = re.compile(
+    r"^epoch (\d+)/(\d+)  train loss (\d\.\d{4}) err (\d\.\d{4})  "
+    r"test loss (\d\.\d{4}) err (\d\.\d{4})  \d+\.\ds$"
+)
 
 
 def run_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run ``python -m needle ARGS`` with this checkout first on the path."""
-    return subprocess.run([sys.executable, "-m", "needle", *map(str, args)], env=checkout_env(),
-                          capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "needle", *map(str, args)],
+        env=checkout_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +57,7 @@ class _Capture:
 
     def __enter__(self):
         import io
+
         self._saved, sys.stdout = sys.stdout, io.StringIO()
         return self
 
@@ -68,8 +77,7 @@ def test_train_writes_checkpoint_metrics_and_curves(two_epoch_run):
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == ["epoch", "train_loss", "train_err", "test_loss", "test_err",
-                             "seconds"]
+    assert list(rows[0]) == ["epoch", "train_loss", "train_err", "test_loss", "test_err", "seconds"]
     for row in rows:
         assert 0.0 <= float(row["test_err"]) <= 1.0 and float(row["seconds"]) > 0.0
     assert float(rows[1]["train_loss"]) == state["history"][1]["train_loss"]
@@ -127,9 +135,18 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(two_epoch_run, tmp_path
 @needs_fashion
 def test_resume_with_scheduler_momentum_and_augmentation(tmp_path):
     """Interrupt after epoch 1 of 2 (cosine, SGD momentum, augmentation), then resume."""
-    config = training.TrainConfig(epochs=2, limit_train=1000, limit_test=200, batch_size=100,
-                                  optimizer="sgd", lr=0.05, momentum=0.9, scheduler="cosine",
-                                  augment=True, out=str(tmp_path / "straight"))
+    config = training.TrainConfig(
+        epochs=2,
+        limit_train=1000,
+        limit_test=200,
+        batch_size=100,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        scheduler="cosine",
+        augment=True,
+        out=str(tmp_path / "straight"),
+    )
     training.train(config, progress=False, log=None)
     interrupted = training.TrainConfig(**{**config.to_dict(), "out": str(tmp_path / "resumed")})
 
@@ -176,9 +193,12 @@ def test_sigkill_during_training_then_resume(tmp_path):
     """Kill a 4-epoch run once its first checkpoint exists; --resume finishes it identically."""
     args = ["--limit-train", "10000", "--limit-test", "500", "--epochs", "4", "--no-progress"]
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "needle", "train", *args,
-                                "--out", str(killed)], env=checkout_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "needle", "train", *args, "--out", str(killed)],
+        env=checkout_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (killed / "checkpoint.npz").exists() and process.poll() is None:
@@ -212,8 +232,12 @@ SAVE_LOOP = textwrap.dedent("""
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.13, 0.31])
 def test_sigkill_during_save_leaves_the_previous_checkpoint(tmp_path, delay):
     path = tmp_path / "checkpoint.npz"
-    process = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(path)], env=checkout_env(),
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SAVE_LOOP, str(path)],
+        env=checkout_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = process.stdout.readline()  # one complete save exists
         assert first.strip() == "0"
@@ -239,8 +263,12 @@ def test_missing_data_exits_2_with_how_to(tmp_path, monkeypatch, capsys):
     assert run_main("train", "--data-dir", tmp_path / "nowhere", "--out", tmp_path / "o") == 2
     err = capsys.readouterr().err
     assert err.startswith("needle train: error: FashionMNIST")
-    for hint in (str(tmp_path / "nowhere"), "apt-get install dataset-fashion-mnist",
-                 "--download", "--data-dir"):
+    for hint in (
+        str(tmp_path / "nowhere"),
+        "apt-get install dataset-fashion-mnist",
+        "--download",
+        "--data-dir",
+    ):
         assert hint in err
     assert "Traceback" not in err
 
@@ -248,9 +276,23 @@ def test_missing_data_exits_2_with_how_to(tmp_path, monkeypatch, capsys):
 def test_missing_data_from_the_command_line(tmp_path):
     env_cache = {"NEEDLE_DATA": str(tmp_path / "cache")}
     result = subprocess.run(
-        [sys.executable, "-m", "needle", "train", "--dataset", "mnist", "--data-dir",
-         str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")],
-        env={**checkout_env(), **env_cache}, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "needle",
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        env={**checkout_env(), **env_cache},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "--download" in result.stderr and str(tmp_path / "nowhere") in result.stderr
@@ -260,8 +302,10 @@ def test_damaged_data_file_exits_2(tmp_path, capsys):
     for split in ("train", "t10k"):
         for kind in ("images-idx3", "labels-idx1"):
             (tmp_path / f"{split}-{kind}-ubyte").write_bytes(b"not an IDX file at all")
-    assert run_main("train", "--dataset", "mnist", "--data-dir", tmp_path,
-                    "--out", tmp_path / "o") == 2
+    assert (
+        run_main("train", "--dataset", "mnist", "--data-dir", tmp_path, "--out", tmp_path / "o")
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("needle train: error: IDX file") and str(tmp_path) in err
 
@@ -284,25 +328,39 @@ def test_a_foreign_npz_is_not_a_training_checkpoint(tmp_path, capsys):
     assert "not a needle training checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("option", [
-    ["--epochs", "0"], ["--batch-size", "-5"], ["--lr", "-0.1"], ["--lr", "abc"],
-    ["--drop-prob", "1.5"], ["--hidden-dim", "0"], ["--limit-train", "0"],
-    ["--weight-decay", "-1"], ["--optimizer", "rmsprop"], ["--scheduler", "linear"],
-    ["--gamma", "0"], ["--dataset", "cifar"],
-])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--epochs", "0"],
+        ["--batch-size", "-5"],
+        ["--lr", "-0.1"],
+        ["--lr", "abc"],
+        ["--drop-prob", "1.5"],
+        ["--hidden-dim", "0"],
+        ["--limit-train", "0"],
+        ["--weight-decay", "-1"],
+        ["--optimizer", "rmsprop"],
+        ["--scheduler", "linear"],
+        ["--gamma", "0"],
+        ["--dataset", "cifar"],
+    ],
+)
 def test_invalid_options_are_usage_errors(option, tmp_path, capsys):
     assert run_main("train", *option, "--out", tmp_path) == 2
     assert "error: argument" in capsys.readouterr().err
 
 
-def test_eval_without_a_checkpoint_or_a_latest_run_says_what_is_missing(tmp_path, monkeypatch,
-                                                                       capsys):
+def test_eval_without_a_checkpoint_or_a_latest_run_says_what_is_missing(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     assert run_main("eval") == 2
     err = capsys.readouterr().err
-    assert err == ("needle eval: error: no --checkpoint given and no latest run "
-                   "(runs/latest/checkpoint.npz): train one with needle train, or give "
-                   "--checkpoint PATH\n")
+    assert err == (
+        "needle eval: error: no --checkpoint given and no latest run "
+        "(runs/latest/checkpoint.npz): train one with needle train, or give "
+        "--checkpoint PATH\n"
+    )
 
 
 @needs_fashion
@@ -312,12 +370,16 @@ def test_eval_without_a_checkpoint_evaluates_the_latest_run(tmp_path, monkeypatc
     capsys.readouterr()
     assert run_main("eval") == 0
     captured = capsys.readouterr()
-    assert captured.err == ("evaluating runs/latest/checkpoint.npz (mlp-resnet) on 500 "
-                            "fashion-mnist test samples (the latest run: no --checkpoint "
-                            "given)\n")
+    assert captured.err == (
+        "evaluating runs/latest/checkpoint.npz (mlp-resnet) on 500 "
+        "fashion-mnist test samples (the latest run: no --checkpoint "
+        "given)\n"
+    )
     last = ndl.load(tmp_path / "runs/latest/checkpoint.npz")["history"][-1]
-    assert captured.out == (f"test loss {last['test_loss']:.4f} err {last['test_err']:.4f}  "
-                            f"(500 samples, runs/latest/checkpoint.npz)\n")
+    assert captured.out == (
+        f"test loss {last['test_loss']:.4f} err {last['test_err']:.4f}  "
+        f"(500 samples, runs/latest/checkpoint.npz)\n"
+    )
 
 
 def test_eval_help_states_one_rule_for_its_defaults():
@@ -336,21 +398,37 @@ def test_a_run_that_replaces_another_says_so_on_its_first_line(tmp_path, monkeyp
     assert run_main("train", *SMALL, "--epochs", "1") == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("MLPResNet(hidden 100, 3 blocks) on fashion-mnist")
-    assert run_main("train", "--model", "cnn", "--width", "4", "--limit-train", "200",
-                    "--limit-test", "100", "--epochs", "1") == 0
+    assert (
+        run_main(
+            "train",
+            "--model",
+            "cnn",
+            "--width",
+            "4",
+            "--limit-train",
+            "200",
+            "--limit-test",
+            "100",
+            "--epochs",
+            "1",
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("note: this run replaces the mlp-resnet run on fashion-mnist in "
-                        "runs/latest (--out DIR keeps runs apart; --resume continues it)")
+    assert lines[0] == (
+        "note: this run replaces the mlp-resnet run on fashion-mnist in "
+        "runs/latest (--out DIR keeps runs apart; --resume continues it)"
+    )
     assert lines[1].startswith("SmallCNN(width 4)")
     assert training.checkpoint_config("runs/latest/checkpoint.npz").model == "cnn"
 
 
 @needs_fashion
-def test_the_header_counts_epochs_in_the_singular_and_the_plural(two_epoch_run, tmp_path,
-                                                                  capsys):
+def test_the_header_counts_epochs_in_the_singular_and_the_plural(two_epoch_run, tmp_path, capsys):
     assert ", 2 epochs -> " in two_epoch_run[1].splitlines()[0]
-    assert run_main("train", *SMALL, "--limit-train", "200", "--epochs", "1", "--out",
-                    tmp_path) == 0
+    assert (
+        run_main("train", *SMALL, "--limit-train", "200", "--epochs", "1", "--out", tmp_path) == 0
+    )
     header = capsys.readouterr().out.splitlines()[0]
     assert header.endswith(f"adam lr 0.001, batch 100, weight decay 0.001, 1 epoch -> {tmp_path}")
 
@@ -358,21 +436,38 @@ def test_the_header_counts_epochs_in_the_singular_and_the_plural(two_epoch_run, 
 @needs_fashion
 def test_resuming_a_cosine_run_with_more_epochs_explains_the_rule(tmp_path, capsys):
     out = tmp_path / "cosine"
-    assert run_main("train", *SMALL, "--limit-train", "200", "--epochs", "1", "--scheduler",
-                    "cosine", "--out", out) == 0
+    assert (
+        run_main(
+            "train",
+            *SMALL,
+            "--limit-train",
+            "200",
+            "--epochs",
+            "1",
+            "--scheduler",
+            "cosine",
+            "--out",
+            out,
+        )
+        == 0
+    )
     capsys.readouterr()
     assert run_main("train", "--resume", "--epochs", "2", "--out", out) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert ("(--epochs 1 -> 2: a cosine schedule anneals the learning rate to 0 over exactly "
-            "the run's --epochs, so a cosine run cannot be extended or shortened; to train "
-            "on, start a new run with the --epochs you want)") in err
+    assert (
+        "(--epochs 1 -> 2: a cosine schedule anneals the learning rate to 0 over exactly "
+        "the run's --epochs, so a cosine run cannot be extended or shortened; to train "
+        "on, start a new run with the --epochs you want)"
+    ) in err
 
 
 def test_resume_help_explains_which_options_may_change():
     text = " ".join(run_subprocess("train", "--help").stdout.split())
-    assert ("--epochs and --lr may change (more epochs continue the run), except that a "
-            "cosine schedule spans exactly its --epochs: it cannot be extended") in text
+    assert (
+        "--epochs and --lr may change (more epochs continue the run), except that a "
+        "cosine schedule spans exactly its --epochs: it cannot be extended"
+    ) in text
 
 
 class _Terminal:
@@ -428,10 +523,14 @@ def test_train_help_shows_the_defaults_of_the_models_task():
     assert "The defaults shown are those of --model mlp-resnet's task" in image
     assert "learning rate (default: 0.001)" in image and "total epochs (default: 10)" in image
     assert "The defaults shown are those of --model lstm-lm's task" in text
-    for shown in ("total epochs (default: 2)", "learning rate (default: 0.005)",
-                  "columns of the text (default: 16)", "--weight-decay WEIGHT_DECAY (default: 0)",
-                  "clip the global gradient norm to NORM (default: 1)",
-                  "tokens per BPTT chunk (default: 20)"):
+    for shown in (
+        "total epochs (default: 2)",
+        "learning rate (default: 0.005)",
+        "columns of the text (default: 16)",
+        "--weight-decay WEIGHT_DECAY (default: 0)",
+        "clip the global gradient norm to NORM (default: 1)",
+        "tokens per BPTT chunk (default: 20)",
+    ):
         assert shown in text, shown
 
 
@@ -444,9 +543,20 @@ def test_help_from_the_command_line():
 
 def test_parser_defaults_match_the_spec():
     args = cli.build_parser().parse_args(["train"])
-    expected = dict(model="mlp-resnet", epochs=10, batch_size=100, lr=0.001,
-                    weight_decay=0.001, hidden_dim=100, optimizer="adam", seed=4,
-                    out="runs/latest", scheduler="none", augment=False, resume=False)
+    expected = dict(
+        model="mlp-resnet",
+        epochs=10,
+        batch_size=100,
+        lr=0.001,
+        weight_decay=0.001,
+        hidden_dim=100,
+        optimizer="adam",
+        seed=4,
+        out="runs/latest",
+        scheduler="none",
+        augment=False,
+        resume=False,
+    )
     assert {k: getattr(args, k) for k in expected} == expected
     # No --dataset: the model's task picks its first dataset (fashion-mnist for images).
     assert args.dataset is None
@@ -479,8 +589,11 @@ def test_missing_extras_are_named_with_the_command_that_installs_them(monkeypatc
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("tqdm", "matplotlib") else real(name))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("tqdm", "matplotlib") else real(name),
+    )
     notice = training.missing_extras_notice(progress_bar=True)
     assert "tqdm is not installed: no progress bar" in notice
     assert "matplotlib is not installed: no curves.png" in notice
@@ -494,11 +607,14 @@ def test_missing_extras_are_named_with_the_command_that_installs_them(monkeypatc
 @needs_fashion
 def test_train_without_matplotlib_says_so_once_and_writes_no_curves(tmp_path):
     # A None entry in sys.modules makes `import matplotlib` fail, as when it is not installed.
-    code = ("import sys; sys.modules['matplotlib'] = None; sys.modules['tqdm'] = None; "
-            "from needle import cli; sys.exit(cli.main(sys.argv[1:]))")
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; sys.modules['tqdm'] = None; "
+        "from needle import cli; sys.exit(cli.main(sys.argv[1:]))"
+    )
     args = ["train", *SMALL, "--epochs", "2", "--out", str(tmp_path)]
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     notes = [line for line in proc.stdout.splitlines() if "not installed" in line]
     assert len(notes) == 1 and "pip install 'needle-dl[train]'" in notes[0]

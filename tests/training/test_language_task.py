@@ -4,27 +4,43 @@ converter (needle.data.datasets.kjv) and optim.clip_grad_norm.
 Runs use tiny generated corpora in PTB format (``--dataset ptb --data-dir``) and tiny
 models, so each takes seconds; the conversion of the real KJV is marked slow.
 """
+
 from __future__ import annotations
 
 import csv
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
+from helpers.cli import assert_same_state, run_main
+from helpers.datasets import write_ptb_folder
 
 import needle as ndl
 from needle import optim, tasks, training
 from needle.data import Corpus, DatasetNotFoundError
 from needle.data.datasets import kjv
 from needle.tasks import language
-from helpers.cli import assert_same_state, run_main
-from helpers.datasets import write_ptb_folder
 
-TINY = ["--embedding-dim", "8", "--hidden-dim", "8", "--batch-size", "4", "--seq-len", "6",
-        "--lr", "0.01", "--weight-decay", "0", "--drop-prob", "0.1", "--no-progress"]
+TINY = [
+    "--embedding-dim",
+    "8",
+    "--hidden-dim",
+    "8",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "6",
+    "--lr",
+    "0.01",
+    "--weight-decay",
+    "0",
+    "--drop-prob",
+    "0.1",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +49,19 @@ def corpus_dir(tmp_path_factory) -> Path:
 
 
 def train(corpus_dir: Path, out: Path, model: str, *extra: str) -> int:
-    return run_main("train", "--model", model, "--dataset", "ptb", "--data-dir", corpus_dir,
-                    *TINY, "--out", out, *extra)
+    return run_main(
+        "train",
+        "--model",
+        model,
+        "--dataset",
+        "ptb",
+        "--data-dir",
+        corpus_dir,
+        *TINY,
+        "--out",
+        out,
+        *extra,
+    )
 
 
 def read_metrics(out: Path) -> list[dict[str, str]]:
@@ -50,8 +77,16 @@ def test_one_epoch_of_each_model_writes_perplexity(corpus_dir, tmp_path, model, 
     out = tmp_path / model
     assert train(corpus_dir, out, model, "--epochs", "1", "--clip-grad", "0.5") == 0
     rows = read_metrics(out)
-    assert list(rows[0]) == ["epoch", "train_loss", "train_err", "test_loss", "test_err",
-                             "train_ppl", "test_ppl", "seconds"]
+    assert list(rows[0]) == [
+        "epoch",
+        "train_loss",
+        "train_err",
+        "test_loss",
+        "test_err",
+        "train_ppl",
+        "test_ppl",
+        "seconds",
+    ]
     row = rows[0]
     for split in ("train", "test"):
         assert float(row[f"{split}_ppl"]) == pytest.approx(math.exp(float(row[f"{split}_loss"])))
@@ -101,18 +136,27 @@ def test_eval_refuses_a_corpus_with_another_vocabulary(corpus_dir, tmp_path, cap
     out = tmp_path / "out"
     assert train(corpus_dir, out, "rnn-lm", "--epochs", "1") == 0
     other = write_ptb_folder(tmp_path / "other", seed=1, lines=(5, 2))
-    status = run_main("eval", "--checkpoint", out / training.CHECKPOINT_NAME,
-                      "--data-dir", other)
+    status = run_main("eval", "--checkpoint", out / training.CHECKPOINT_NAME, "--data-dir", other)
     assert status == 2
     assert "another vocabulary" in capsys.readouterr().err
 
 
 def test_clip_grad_bounds_each_update(corpus_dir):
     """With SGD (lr 1, no momentum) and clipping to c, one step moves the weights by c."""
-    config = training.TrainConfig(model="rnn-lm", dataset="ptb", data_dir=str(corpus_dir),
-                                  embedding_dim=8, hidden_dim=8, batch_size=4, seq_len=6,
-                                  optimizer="sgd", lr=1.0, weight_decay=0.0, drop_prob=0.0,
-                                  clip_grad=1e-3)
+    config = training.TrainConfig(
+        model="rnn-lm",
+        dataset="ptb",
+        data_dir=str(corpus_dir),
+        embedding_dim=8,
+        hidden_dim=8,
+        batch_size=4,
+        seq_len=6,
+        optimizer="sgd",
+        lr=1.0,
+        weight_decay=0.0,
+        drop_prob=0.0,
+        clip_grad=1e-3,
+    )
     task = tasks.create(config)
     np.random.seed(0)
     model = task.build_model()
@@ -120,8 +164,7 @@ def test_clip_grad_bounds_each_update(corpus_dir):
     before = [p.numpy().copy() for p in model.parameters()]
     chunk = next(iter(task.loader(task.dataset(True), True)))
     task.run_epoch([chunk], model, opt)
-    moved = math.sqrt(sum(np.sum((p.numpy() - b) ** 2)
-                          for p, b in zip(model.parameters(), before)))
+    moved = math.sqrt(sum(np.sum((p.numpy() - b) ** 2) for p, b in zip(model.parameters(), before)))
     assert moved == pytest.approx(1e-3, rel=1e-3)
 
 
@@ -139,6 +182,7 @@ def checkpoints(corpus_dir, tmp_path_factory) -> Callable[[str], Path]:
             assert train(corpus_dir, out, model, "--epochs", "1") == 0
             made[model] = out / training.CHECKPOINT_NAME
         return made[model]
+
     return get
 
 
@@ -167,18 +211,21 @@ def _greedy_by_hand(checkpoint: Path, prompt: list[str], length: int) -> list[st
     model.eval()
     ids = [vocabulary.index(w) for w in prompt]
     for _ in range(length):
-        window = ids[-config.seq_len:]  # at most seq_len words: the Transformer's positions
+        window = ids[-config.seq_len :]  # at most seq_len words: the Transformer's positions
         x = ndl.Tensor(np.array(window, dtype=np.float32)[:, None], requires_grad=False)
         ids.append(int(np.argmax(model(x)[0].numpy()[-1])))
     return [vocabulary[i] for i in ids]
 
 
-@pytest.mark.parametrize("model, temperature", [("lstm-lm", 0.0), ("lstm-lm", 1e-8),
-                                                ("rnn-lm", 0.0), ("transformer-lm", 0.0)])
+@pytest.mark.parametrize(
+    "model, temperature",
+    [("lstm-lm", 0.0), ("lstm-lm", 1e-8), ("rnn-lm", 0.0), ("transformer-lm", 0.0)],
+)
 def test_temperature_near_zero_is_greedy(checkpoints, model, temperature):
     length = 4  # prompt + 4 words = TINY's --seq-len: the window is the whole sequence
-    result = language.generate(checkpoints(model), "a big", length=length,
-                               temperature=temperature, seed=5)
+    result = language.generate(
+        checkpoints(model), "a big", length=length, temperature=temperature, seed=5
+    )
     expected = _greedy_by_hand(checkpoints(model), ["a", "big"], length)
     assert result.text.split() == [w for w in expected if w != "<eos>"]
 
@@ -192,15 +239,31 @@ def test_sample_next_follows_the_tempered_softmax():
     logits = np.array([1.0, 2.0, 0.0, -1.0])
     rng = np.random.default_rng(0)
     for temperature in (0.5, 2.0):
-        draws = np.bincount([language.sample_next(logits, temperature, rng)
-                             for _ in range(4000)], minlength=4) / 4000
+        draws = (
+            np.bincount(
+                [language.sample_next(logits, temperature, rng) for _ in range(4000)], minlength=4
+            )
+            / 4000
+        )
         expected = np.exp(logits / temperature) / np.exp(logits / temperature).sum()
         np.testing.assert_allclose(draws, expected, atol=0.03)
 
 
 def test_generate_reads_unknown_words_as_unk(lm_checkpoint, capsys):
-    assert run_main("generate", "--checkpoint", lm_checkpoint, "--prompt", "the zebra",
-                    "--length", "3", "--seed", "1") == 0
+    assert (
+        run_main(
+            "generate",
+            "--checkpoint",
+            lm_checkpoint,
+            "--prompt",
+            "the zebra",
+            "--length",
+            "3",
+            "--seed",
+            "1",
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "<unk>" in captured.err and "zebra" in captured.err
     # This corpus has no <unk>, so the unknown word is left out of the context.
@@ -219,10 +282,13 @@ def test_generate_does_not_touch_numpy_global_generator(lm_checkpoint):
 # ----- bad input -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--temperature", "-1"], "--temperature"),
-    (["--length", "0"], "--length"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "-1"], "--temperature"),
+        (["--length", "0"], "--length"),
+    ],
+)
 def test_generate_rejects_bad_options(lm_checkpoint, args, message, capsys):
     assert run_main("generate", "--checkpoint", lm_checkpoint, *args) == 2
     assert message in capsys.readouterr().err
@@ -230,8 +296,13 @@ def test_generate_rejects_bad_options(lm_checkpoint, args, message, capsys):
 
 def test_generate_refuses_an_image_checkpoint(tmp_path, capsys):
     path = tmp_path / "checkpoint.npz"
-    ndl.save({"format": training.CHECKPOINT_FORMAT,
-              "config": training.TrainConfig(model="cnn").to_dict()}, path)
+    ndl.save(
+        {
+            "format": training.CHECKPOINT_FORMAT,
+            "config": training.TrainConfig(model="cnn").to_dict(),
+        },
+        path,
+    )
     assert run_main("generate", "--checkpoint", path) == 2
     assert "not a language model" in capsys.readouterr().err
 
@@ -243,8 +314,20 @@ def test_ptb_without_data_dir_says_what_it_needs(tmp_path, capsys):
 
 
 def test_missing_corpus_files_name_the_file_and_the_install_command(tmp_path, capsys):
-    assert run_main("train", "--model", "rnn-lm", "--dataset", "ptb", "--data-dir", tmp_path,
-                    "--out", tmp_path / "out") == 2
+    assert (
+        run_main(
+            "train",
+            "--model",
+            "rnn-lm",
+            "--dataset",
+            "ptb",
+            "--data-dir",
+            tmp_path,
+            "--out",
+            tmp_path / "out",
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert str(tmp_path / "train.txt") in err and "apt-get install bible-kjv" in err
 
@@ -259,12 +342,12 @@ def test_kjv_without_the_bible_program_gives_the_install_command(tmp_path, monke
 def test_an_image_dataset_is_refused_for_a_language_model(tmp_path, capsys):
     assert run_main("train", "--model", "lstm-lm", "--dataset", "mnist", "--out", tmp_path) == 2
     assert "unknown dataset 'mnist' for --model lstm-lm; use one of kjv, ptb" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
 def test_a_batch_wider_than_the_text_is_refused(corpus_dir, tmp_path, capsys):
-    assert train(corpus_dir, tmp_path, "rnn-lm", "--limit-test", "10",
-                 "--batch-size", "8") == 2
+    assert train(corpus_dir, tmp_path, "rnn-lm", "--limit-test", "10", "--batch-size", "8") == 2
     assert "10 tokens cannot make BPTT chunks of --batch-size 8" in capsys.readouterr().err
 
 
@@ -273,28 +356,71 @@ def test_a_language_model_defaults_to_kjv():
 
 
 #: The language task's defaults, as docs/training.md lists them.
-LANGUAGE_DEFAULTS = dict(epochs=2, batch_size=16, seq_len=20, embedding_dim=128,
-                         hidden_dim=256, lr=0.005, weight_decay=0.0, drop_prob=0.0,
-                         clip_grad=1.0)
+LANGUAGE_DEFAULTS = dict(
+    epochs=2,
+    batch_size=16,
+    seq_len=20,
+    embedding_dim=128,
+    hidden_dim=256,
+    lr=0.005,
+    weight_decay=0.0,
+    drop_prob=0.0,
+    clip_grad=1.0,
+)
 
 
 def test_a_language_model_trains_with_its_tasks_defaults(corpus_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run_main("train", "--model", "rnn-lm", "--dataset", "ptb", "--data-dir",
-                    corpus_dir, "--epochs", "1", "--no-progress", "--out", out) == 0
+    assert (
+        run_main(
+            "train",
+            "--model",
+            "rnn-lm",
+            "--dataset",
+            "ptb",
+            "--data-dir",
+            corpus_dir,
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--out",
+            out,
+        )
+        == 0
+    )
     saved = training.checkpoint_config(out / training.CHECKPOINT_NAME)
-    assert {k: getattr(saved, k) for k in LANGUAGE_DEFAULTS} == {**LANGUAGE_DEFAULTS,
-                                                                 "epochs": 1}
+    assert {k: getattr(saved, k) for k in LANGUAGE_DEFAULTS} == {**LANGUAGE_DEFAULTS, "epochs": 1}
     header = capsys.readouterr().out.splitlines()[0]
     assert header.endswith(f"adam lr 0.005, batch 16, weight decay 0, clip 1, 1 epoch -> {out}")
 
 
 def test_options_given_win_over_the_tasks_defaults(corpus_dir, tmp_path):
     out = tmp_path / "out"
-    assert run_main("train", "--model", "lstm-lm", "--dataset", "ptb", "--data-dir",
-                    corpus_dir, "--epochs", "1", "--batch-size", "4", "--lr", "0.01",
-                    "--hidden-dim", "8", "--embedding-dim", "8", "--no-progress",
-                    "--out", out) == 0
+    assert (
+        run_main(
+            "train",
+            "--model",
+            "lstm-lm",
+            "--dataset",
+            "ptb",
+            "--data-dir",
+            corpus_dir,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--lr",
+            "0.01",
+            "--hidden-dim",
+            "8",
+            "--embedding-dim",
+            "8",
+            "--no-progress",
+            "--out",
+            out,
+        )
+        == 0
+    )
     saved = training.checkpoint_config(out / training.CHECKPOINT_NAME)
     assert (saved.batch_size, saved.lr, saved.hidden_dim, saved.embedding_dim) == (4, 0.01, 8, 8)
     assert (saved.seq_len, saved.weight_decay, saved.clip_grad) == (20, 0.0, 1.0)
@@ -303,10 +429,16 @@ def test_options_given_win_over_the_tasks_defaults(corpus_dir, tmp_path):
 def test_image_models_keep_the_course_recipe():
     assert tasks.task_defaults("mlp-resnet") == tasks.task_defaults("cnn") == {}
     config = training.TrainConfig.for_task(model="cnn")
-    assert (config.batch_size, config.lr, config.weight_decay, config.epochs) == (100, 0.001,
-                                                                                  0.001, 10)
-    assert training.TrainConfig.for_task(model="lstm-lm").to_dict() == training.TrainConfig(
-        model="lstm-lm", **LANGUAGE_DEFAULTS).to_dict()
+    assert (config.batch_size, config.lr, config.weight_decay, config.epochs) == (
+        100,
+        0.001,
+        0.001,
+        10,
+    )
+    assert (
+        training.TrainConfig.for_task(model="lstm-lm").to_dict()
+        == training.TrainConfig(model="lstm-lm", **LANGUAGE_DEFAULTS).to_dict()
+    )
 
 
 @pytest.mark.slow  # one epoch on 20,000 tokens and the evaluation on 42,087: ~20-60 s
@@ -315,11 +447,25 @@ def test_lstm_defaults_beat_the_unigram_baseline_on_20000_kjv_tokens(tmp_path):
     """The docs' claim: no option but --epochs 1 --limit-train 20000 beats the unigram
     model counted on the same tokens by far."""
     out = tmp_path / "out"
-    assert run_main("train", "--model", "lstm-lm", "--epochs", "1", "--limit-train", "20000",
-                    "--no-progress", "--out", out) == 0
+    assert (
+        run_main(
+            "train",
+            "--model",
+            "lstm-lm",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "20000",
+            "--no-progress",
+            "--out",
+            out,
+        )
+        == 0
+    )
     corpus = Corpus(language.corpus_folder(training.TrainConfig(model="lstm-lm")))
-    baseline = language.unigram_perplexity(corpus.train[:20000], corpus.test,
-                                           len(corpus.dictionary))
+    baseline = language.unigram_perplexity(
+        corpus.train[:20000], corpus.test, len(corpus.dictionary)
+    )
     assert float(read_metrics(out)[0]["test_ppl"]) < 0.75 * baseline
 
 
@@ -327,8 +473,9 @@ def test_the_first_kjv_conversion_says_what_it_is_doing(tmp_path, monkeypatch, c
     verses = ["In the beginning God created."] * 200
     monkeypatch.setattr(kjv, "read_kjv_verses", lambda program="bible": verses)
     folder = kjv.kjv_folder(tmp_path / "kjv")
-    assert capsys.readouterr().err == (f"converting the King James Bible PTB-style into "
-                                       f"{folder} (first use only)\n")
+    assert capsys.readouterr().err == (
+        f"converting the King James Bible PTB-style into {folder} (first use only)\n"
+    )
     assert kjv.has_corpus(folder)
     kjv.kjv_folder(tmp_path / "kjv")
     assert capsys.readouterr().err == ""
@@ -369,13 +516,22 @@ def test_clip_grad_option_must_be_positive(tmp_path, capsys):
 
 def test_ptb_tokens():
     assert kjv.ptb_tokens("The LORD's 3,000 sheep-folds; Moses' rod, (and) 12.5!") == [
-        "the", "lord", "'s", "N", "sheep-folds", "moses", "rod", "and", "N"]
+        "the",
+        "lord",
+        "'s",
+        "N",
+        "sheep-folds",
+        "moses",
+        "rod",
+        "and",
+        "N",
+    ]
 
 
 def test_split_of_sends_blocks_of_verses_to_each_split():
     splits = [kjv.split_of(i) for i in range(20 * kjv.BLOCK_VERSES)]
     assert splits.count(1) == splits.count(2) == kjv.BLOCK_VERSES
-    assert splits[18 * kjv.BLOCK_VERSES: 19 * kjv.BLOCK_VERSES] == [1] * kjv.BLOCK_VERSES
+    assert splits[18 * kjv.BLOCK_VERSES : 19 * kjv.BLOCK_VERSES] == [1] * kjv.BLOCK_VERSES
     assert kjv.split_of(20 * kjv.BLOCK_VERSES) == 0
 
 
@@ -394,8 +550,7 @@ def test_write_corpus_replaces_an_old_folder(tmp_path):
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "stale.txt").write_text("x")
     kjv.write_corpus(["one two"] * 3, tmp_path / "corpus")
-    assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == list(
-        sorted(kjv.SPLIT_FILES))
+    assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == list(sorted(kjv.SPLIT_FILES))
 
 
 def test_unigram_perplexity_by_hand():
@@ -412,8 +567,11 @@ def test_the_real_kjv_converts_to_a_10000_word_corpus(tmp_path):
     assert len(corpus.dictionary) == 10000
     lines = [len((folder / name).read_text().splitlines()) for name in kjv.SPLIT_FILES]
     assert sum(lines) == kjv.KJV_VERSES
-    assert (folder / "train.txt").read_text().startswith(
-        " in the beginning god created the heaven and the earth \n")
+    assert (
+        (folder / "train.txt")
+        .read_text()
+        .startswith(" in the beginning god created the heaven and the earth \n")
+    )
 
 
 # ----- LanguageModel's dropout -----------------------------------------------------------------

@@ -1,4 +1,5 @@
 """needle.loop.run_batches: the one batch loop, checked against steps written out by hand."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,9 @@ def _weights(model: nn.Module) -> list[np.ndarray]:
     return [p.numpy() for p in model.parameters()]
 
 
-def _hand_steps(model: nn.Module, opt: optim.Optimizer, X: np.ndarray, y: np.ndarray,
-                groups: list[list[slice]]) -> None:
+def _hand_steps(
+    model: nn.Module, opt: optim.Optimizer, X: np.ndarray, y: np.ndarray, groups: list[list[slice]]
+) -> None:
     """Each group of row slices: the mean of its micro-batches' mean-loss gradients, one step."""
     loss_fn = nn.SoftmaxLoss()
     for group in groups:
@@ -47,14 +49,18 @@ def _hand_steps(model: nn.Module, opt: optim.Optimizer, X: np.ndarray, y: np.nda
         opt.step()
 
 
-@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
-                                  lambda ps: optim.AdamW(ps, lr=0.01, weight_decay=0.1)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+        lambda ps: optim.AdamW(ps, lr=0.01, weight_decay=0.1),
+    ],
+)
 def test_two_micro_batches_per_step_equal_batches_twice_as_large(make):
     X, y = _problem()
     big, micro = _model(), _model()
     run_batches(_loader(X, y, 8), big, Classification(), make(big.parameters()))
-    run_batches(_loader(X, y, 4), micro, Classification(), make(micro.parameters()),
-                accumulate=2)
+    run_batches(_loader(X, y, 4), micro, Classification(), make(micro.parameters()), accumulate=2)
     for a, b in zip(_weights(big), _weights(micro)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -63,11 +69,16 @@ def test_the_last_step_of_a_pass_takes_the_micro_batches_left():
     X, y = _problem(10)  # batches of 2: five micro-batches, steps of 2, 2 and 1
     ours, ref = _model(), _model()
     results: list[BatchResult] = []
-    run_batches(_loader(X, y, 2), ours, Classification(), optim.SGD(ours.parameters(), lr=0.5),
-                accumulate=2, on_batch=results.append)
+    run_batches(
+        _loader(X, y, 2),
+        ours,
+        Classification(),
+        optim.SGD(ours.parameters(), lr=0.5),
+        accumulate=2,
+        on_batch=results.append,
+    )
     rows = [slice(k, k + 2) for k in range(0, 10, 2)]
-    _hand_steps(ref, optim.SGD(ref.parameters(), lr=0.5), X, y,
-                [rows[0:2], rows[2:4], rows[4:5]])
+    _hand_steps(ref, optim.SGD(ref.parameters(), lr=0.5), X, y, [rows[0:2], rows[2:4], rows[4:5]])
     for a, b in zip(_weights(ours), _weights(ref)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert [r.stepped for r in results] == [False, True, False, True, True]
@@ -79,8 +90,15 @@ def test_a_per_step_schedule_steps_after_every_optimizer_step():
     opt = optim.SGD(model.parameters(), lr=1.0)
     schedule = optim.StepLR(opt, step_size=1, gamma=0.5)
     used = []
-    run_batches(_loader(X, y, 4), model, Classification(), opt, accumulate=3,
-                schedule=schedule, on_batch=lambda r: used.append(opt.lr))
+    run_batches(
+        _loader(X, y, 4),
+        model,
+        Classification(),
+        opt,
+        accumulate=3,
+        schedule=schedule,
+        on_batch=lambda r: used.append(opt.lr),
+    )
     # 6 micro-batches, 2 steps: the rate halves after each step, not after each batch
     assert used == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25] and schedule.last_epoch == 2
 
@@ -88,12 +106,18 @@ def test_a_per_step_schedule_steps_after_every_optimizer_step():
 def test_gradients_are_clipped_before_the_step():
     X, y = _problem(8)
     ours, ref = _model(), _model()
-    run_batches([(ndl.Tensor(X), ndl.Tensor(y))], ours, Classification(),
-                optim.SGD(ours.parameters(), lr=1.0), clip_grad=0.01)
+    run_batches(
+        [(ndl.Tensor(X), ndl.Tensor(y))],
+        ours,
+        Classification(),
+        optim.SGD(ours.parameters(), lr=1.0),
+        clip_grad=0.01,
+    )
     ref_opt = optim.SGD(ref.parameters(), lr=1.0)
     nn.SoftmaxLoss()(ref(ndl.Tensor(X)), ndl.Tensor(y)).backward()
-    norm = np.sqrt(sum(float((p.grad.numpy().astype(np.float64) ** 2).sum())
-                       for p in ref.parameters()))
+    norm = np.sqrt(
+        sum(float((p.grad.numpy().astype(np.float64) ** 2).sum()) for p in ref.parameters())
+    )
     assert norm > 0.01
     for p in ref.parameters():
         p.grad = ndl.Tensor(p.grad.numpy() * (0.01 / (norm + 1e-6)), requires_grad=False)
@@ -127,8 +151,14 @@ def test_the_carry_runs_from_batch_to_batch_and_a_tally_continues():
 
     seen = []
     tally = Tally(samples=5, errors=1, loss_sum=2.0, batches=5)
-    run_batches([1.0, 2.0, 3.0], nn.Identity(), Counting(), carry=10,
-                on_batch=lambda r: seen.append(r.carry), tally=tally)
+    run_batches(
+        [1.0, 2.0, 3.0],
+        nn.Identity(),
+        Counting(),
+        carry=10,
+        on_batch=lambda r: seen.append(r.carry),
+        tally=tally,
+    )
     assert seen == [11, 12, 13]
     assert (tally.samples, tally.errors, tally.loss_sum, tally.batches) == (8, 1, 8.0, 8)
 
@@ -140,8 +170,9 @@ def test_a_finite_only_tally_leaves_non_finite_losses_out():
     assert (tally.batches, tally.samples, tally.errors, tally.mean_loss) == (4, 4, 2, 2.0)
 
 
-@pytest.mark.parametrize("shape, expected", [(FLAT, (4, 18)), (None, (4, 2, 3, 3)),
-                                             ((2, 9), (4, 2, 9))])
+@pytest.mark.parametrize(
+    "shape, expected", [(FLAT, (4, 18)), (None, (4, 2, 3, 3)), ((2, 9), (4, 2, 9))]
+)
 def test_classification_takes_batches_in_the_model_layout(shape, expected):
     seen = []
 

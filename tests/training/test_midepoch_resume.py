@@ -5,9 +5,9 @@ Each killed run is a subprocess that SIGKILLs itself right after training step N
 installed by the script below, not by needle); N is drawn at random, and printed on
 failure, so a failing case can be replayed. Data and models are tiny: seconds per run.
 """
+
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.cli import assert_same_state, checkout_env, run_main
+from helpers.datasets import write_ptb_folder
+from helpers.mpi import mpiexec, needs_mpiexec
 
 import needle as ndl
 from needle import tasks, training
 from needle.options import CheckpointInterval
-
-from helpers.cli import assert_same_state, checkout_env, run_main
-from helpers.datasets import write_ptb_folder
-from helpers.mpi import mpiexec, needs_mpiexec
 
 #: Runs ``needle train ARGS`` and SIGKILLs the process after training step ``N`` (on rank 0
 #: in a data-parallel job: the launcher then ends every rank).
@@ -52,9 +51,13 @@ def mnist(folder: Path) -> list[str]:
 
 def kill_after_step(step: int, *args) -> None:
     """Run ``needle train ARGS`` in a subprocess that kills itself after ``step`` steps."""
-    result = subprocess.run([sys.executable, "-c", KILL_AFTER_STEP, str(step), "train",
-                             *map(str, args)], env=checkout_env(), capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_STEP, str(step), "train", *map(str, args)],
+        env=checkout_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == -signal.SIGKILL, result.stderr
 
 
@@ -82,21 +85,77 @@ def test_mlp_killed_at_a_random_step_resumes_bit_identically(tiny_mnist, tmp_pat
 
 def test_cnn_killed_at_a_random_step_resumes_bit_identically(tiny_mnist, tmp_path):
     # BatchNorm's running statistics, a cosine schedule, checkpoints by time.
-    options = [*mnist(tiny_mnist), *MNIST_CNN, "--epochs", "2", "--scheduler", "cosine",
-               "--augment"]
+    options = [
+        *mnist(tiny_mnist),
+        *MNIST_CNN,
+        "--epochs",
+        "2",
+        "--scheduler",
+        "cosine",
+        "--augment",
+    ]
     check_kill_and_resume(tmp_path, options, 10, "0.001s")
 
 
-@pytest.mark.parametrize("options, checkpoints", [
-    (["--optimizer", "adamw", "--warmup-steps", "4", "--grad-accum", "2", "--scheduler",
-      "cosine", "--no-decay-norm-bias", "--epochs", "2"], 2 * 5),
-    (["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05", "--grad-accum", "3",
-      "--scheduler", "onecycle", "--epochs", "2"], 2 * 3),
-    (["--optimizer", "adamw", "--warmup-steps", "5", "--scheduler", "plateau", "--patience",
-      "0", "--gamma", "0.5", "--epochs", "3"], 3 * 11),
-], ids=["adamw-warmup-cosine-accumulation", "sgd-onecycle-accumulation", "warmup-plateau"])
+@pytest.mark.parametrize(
+    "options, checkpoints",
+    [
+        (
+            [
+                "--optimizer",
+                "adamw",
+                "--warmup-steps",
+                "4",
+                "--grad-accum",
+                "2",
+                "--scheduler",
+                "cosine",
+                "--no-decay-norm-bias",
+                "--epochs",
+                "2",
+            ],
+            2 * 5,
+        ),
+        (
+            [
+                "--optimizer",
+                "sgd",
+                "--momentum",
+                "0.9",
+                "--lr",
+                "0.05",
+                "--grad-accum",
+                "3",
+                "--scheduler",
+                "onecycle",
+                "--epochs",
+                "2",
+            ],
+            2 * 3,
+        ),
+        (
+            [
+                "--optimizer",
+                "adamw",
+                "--warmup-steps",
+                "5",
+                "--scheduler",
+                "plateau",
+                "--patience",
+                "0",
+                "--gamma",
+                "0.5",
+                "--epochs",
+                "3",
+            ],
+            3 * 11,
+        ),
+    ],
+    ids=["adamw-warmup-cosine-accumulation", "sgd-onecycle-accumulation", "warmup-plateau"],
+)
 def test_optimizer_schedule_and_accumulation_state_resume_bit_identically(
-        options, checkpoints, tiny_mnist, tmp_path):
+    options, checkpoints, tiny_mnist, tmp_path
+):
     # 12 batches an epoch; a checkpoint after every optimizer step but an epoch's last (never
     # inside an accumulation), holding the schedule's step count and the optimizer's moments.
     check_kill_and_resume(tmp_path, [*mnist(tiny_mnist), *MNIST_MLP, *options], checkpoints, "1")
@@ -109,20 +168,51 @@ def corpus(tmp_path_factory) -> Path:
 
 def test_language_model_killed_at_a_random_step_resumes_bit_identically(corpus, tmp_path):
     # The LSTM's hidden state runs from chunk to chunk: the checkpoint carries it.
-    options = ["--model", "lstm-lm", "--dataset", "ptb", "--data-dir", corpus,
-               "--embedding-dim", "8", "--hidden-dim", "8", "--batch-size", "4",
-               "--seq-len", "6", "--drop-prob", "0.1", "--epochs", "2"]
-    task = tasks.create(training.TrainConfig.for_task(
-        model="lstm-lm", dataset="ptb", data_dir=str(corpus), batch_size=4, seq_len=6))
+    options = [
+        "--model",
+        "lstm-lm",
+        "--dataset",
+        "ptb",
+        "--data-dir",
+        corpus,
+        "--embedding-dim",
+        "8",
+        "--hidden-dim",
+        "8",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "6",
+        "--drop-prob",
+        "0.1",
+        "--epochs",
+        "2",
+    ]
+    task = tasks.create(
+        training.TrainConfig.for_task(
+            model="lstm-lm", dataset="ptb", data_dir=str(corpus), batch_size=4, seq_len=6
+        )
+    )
     chunks = len(task.loader(task.dataset(train=True), True))
     check_kill_and_resume(tmp_path, options, 2 * chunks - 2, "2")
 
 
-def test_a_mid_epoch_checkpoint_holds_the_position_and_says_so_on_resume(tiny_mnist, tmp_path,
-                                                                        capsys):
+def test_a_mid_epoch_checkpoint_holds_the_position_and_says_so_on_resume(
+    tiny_mnist, tmp_path, capsys
+):
     out = tmp_path / "run"
-    kill_after_step(5, *mnist(tiny_mnist), *MNIST_MLP, "--epochs", "1", "--out", out,
-                    "--checkpoint-every", "2", "--quiet")
+    kill_after_step(
+        5,
+        *mnist(tiny_mnist),
+        *MNIST_MLP,
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        "--checkpoint-every",
+        "2",
+        "--quiet",
+    )
     state = ndl.load(out / training.CHECKPOINT_NAME)
     position = state["position"]
     assert state["epoch"] == 0 and state["history"] == []
@@ -133,11 +223,17 @@ def test_a_mid_epoch_checkpoint_holds_the_position_and_says_so_on_resume(tiny_mn
     assert "resuming at epoch 1, batch 4 of 12" in capsys.readouterr().out.splitlines()[0]
 
 
-@pytest.mark.parametrize("text, interval", [
-    ("30s", CheckpointInterval(seconds=30.0)), ("5m", CheckpointInterval(seconds=300.0)),
-    ("1.5h", CheckpointInterval(seconds=5400.0)), ("200", CheckpointInterval(steps=200)),
-    ("epoch", CheckpointInterval()), ("0", CheckpointInterval()),
-])
+@pytest.mark.parametrize(
+    "text, interval",
+    [
+        ("30s", CheckpointInterval(seconds=30.0)),
+        ("5m", CheckpointInterval(seconds=300.0)),
+        ("1.5h", CheckpointInterval(seconds=5400.0)),
+        ("200", CheckpointInterval(steps=200)),
+        ("epoch", CheckpointInterval()),
+        ("0", CheckpointInterval()),
+    ],
+)
 def test_checkpoint_intervals(text, interval):
     assert CheckpointInterval.parse(text) == interval
 
@@ -153,11 +249,22 @@ def test_the_default_saves_every_five_minutes():
     assert training.TrainConfig().checkpoint_interval == CheckpointInterval(seconds=300.0)
 
 
-def test_a_run_diverging_mid_epoch_keeps_the_last_finite_checkpoint(tiny_mnist, tmp_path,
-                                                                    capsys):
+def test_a_run_diverging_mid_epoch_keeps_the_last_finite_checkpoint(tiny_mnist, tmp_path, capsys):
     out = tmp_path / "run"
-    status = run_main("train", *mnist(tiny_mnist), *MNIST_MLP, "--epochs", "1", "--lr", "1e30",
-                      "--checkpoint-every", "1", "--out", out, "--no-progress")
+    status = run_main(
+        "train",
+        *mnist(tiny_mnist),
+        *MNIST_MLP,
+        "--epochs",
+        "1",
+        "--lr",
+        "1e30",
+        "--checkpoint-every",
+        "1",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert status == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "diverged" in err
@@ -174,8 +281,9 @@ def test_two_ranks_killed_at_a_random_step_resume_bit_identically(tiny_mnist, tm
     job = mpiexec(2, "-m", "needle", *options, "--out", straight)
     assert job.returncode == 0, job.stderr
     step = int(np.random.default_rng().integers(2, 10))  # 6 steps per epoch and rank
-    mpiexec(2, "-c", KILL_AFTER_STEP, step, *options, "--out", killed,
-            "--checkpoint-every", "0.001s")
+    mpiexec(
+        2, "-c", KILL_AFTER_STEP, step, *options, "--out", killed, "--checkpoint-every", "0.001s"
+    )
     state = ndl.load(killed / training.CHECKPOINT_NAME)
     assert state["world_size"] == 2 and len(state["positions"]) == 2, f"step {step}"
     job = mpiexec(2, "-m", "needle", "train", "--resume", "--out", killed, "--quiet")

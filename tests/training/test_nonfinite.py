@@ -3,13 +3,13 @@
 Runs ``needle train`` through :func:`needle.cli.main` on a tiny random MNIST-format data
 set and a tiny model; ``--lr 1e30`` makes the weights overflow within a few batches.
 """
+
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import needle as ndl
 from needle import cli, nn, optim, training
@@ -17,9 +17,25 @@ from needle import cli, nn, optim, training
 
 def train(data: Path, out: Path, *options: str) -> int:
     """``needle train`` with a tiny model on the tiny data; the exit status."""
-    return cli.main(["train", "--dataset", "mnist", "--data-dir", str(data), "--batch-size",
-                     "30", "--hidden-dim", "8", "--num-blocks", "1", "--out", str(out),
-                     "--no-progress", *options])
+    return cli.main(
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(data),
+            "--batch-size",
+            "30",
+            "--hidden-dim",
+            "8",
+            "--num-blocks",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+            *options,
+        ]
+    )
 
 
 def digest(path: Path) -> str:
@@ -38,8 +54,9 @@ def test_a_diverging_resumed_run_keeps_the_last_good_checkpoint(tiny_mnist, tmp_
     out = tmp_path / "run"
     assert train(tiny_mnist, out, "--epochs", "1") == 0
     checkpoint = out / training.CHECKPOINT_NAME
-    before = {name: digest(out / name) for name in (training.CHECKPOINT_NAME,
-                                                   training.METRICS_NAME)}
+    before = {
+        name: digest(out / name) for name in (training.CHECKPOINT_NAME, training.METRICS_NAME)
+    }
     capsys.readouterr()
 
     assert train(tiny_mnist, out, "--epochs", "3", "--resume", "--lr", "1e30") == 2
@@ -71,15 +88,28 @@ def test_skip_batch_still_never_saves_non_finite_weights(tiny_mnist, tmp_path, c
     assert train(tiny_mnist, out, "--epochs", "1") == 0
     before = digest(out / training.CHECKPOINT_NAME)
     capsys.readouterr()
-    assert train(tiny_mnist, out, "--epochs", "2", "--resume", "--lr", "1e30",
-                 "--on-nonfinite", "skip-batch") == 2
+    assert (
+        train(
+            tiny_mnist,
+            out,
+            "--epochs",
+            "2",
+            "--resume",
+            "--lr",
+            "1e30",
+            "--on-nonfinite",
+            "skip-batch",
+        )
+        == 2
+    )
     line = only_error_line(capsys.readouterr().err)
     assert "is not finite after epoch 2" in line and "still holds epoch 1" in line
     assert digest(out / training.CHECKPOINT_NAME) == before
 
 
-def test_skip_batch_skips_the_step_of_a_batch_with_a_nan_loss(tiny_mnist, tmp_path, capsys,
-                                                               monkeypatch):
+def test_skip_batch_skips_the_step_of_a_batch_with_a_nan_loss(
+    tiny_mnist, tmp_path, capsys, monkeypatch
+):
     """The second training batch's loss is made NaN: its step is skipped, the run goes on."""
     forward = nn.SoftmaxLoss.forward
     calls = []
@@ -102,8 +132,10 @@ def test_skip_batch_skips_the_step_of_a_batch_with_a_nan_loss(tiny_mnist, tmp_pa
 
 def test_skipping_optimizer_steps_exactly_when_gradients_are_finite():
     """Against a plain optimizer fed the same finite gradients (the reference)."""
+
     def parameters():
         return [nn.Parameter(ndl.Tensor(np.arange(3.0, dtype=np.float32)))]
+
     guarded_params, plain_params = parameters(), parameters()
     guarded = training._SkipNonFiniteSteps(optim.SGD(guarded_params, lr=0.5))
     plain = optim.SGD(plain_params, lr=0.5)
@@ -125,4 +157,4 @@ def test_resuming_with_another_lr_restarts_the_schedule_from_it(tiny_mnist, tmp_
     state = ndl.load(out / training.CHECKPOINT_NAME)
     assert state["scheduler"]["per_epoch"]["base_lr"] == 0.001
     # After two scheduler steps: the new base rate halved twice.
-    assert state["optimizer"]["hyperparameters"]["lr"] == 0.001 * 0.5 ** 2
+    assert state["optimizer"]["hyperparameters"]["lr"] == 0.001 * 0.5**2

@@ -1,4 +1,5 @@
 """needle.save / needle.load: round trips, atomic writes, and damaged files."""
+
 import os
 import zipfile
 
@@ -45,15 +46,41 @@ def _roundtrip(obj, path):
 
 # ----- round trips ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value", [
-    None, True, False, 0, -7, 2 ** 80, 1.5, -0.0, float("inf"), float("nan"), 1e-310,
-    "", "héllo ✓", [], (), {}, [1, [2, (3, None)]], ((),),
-    {"b": 1, "a": {"nested": [1.25, "x"]}},
-    np.zeros((0, 3), np.float32), np.arange(5, dtype=np.int64), np.array(3.5),
-    np.array([True, False]), np.array([1 + 2j]), np.array(["ab", "c"]),
-    np.arange(6, dtype=np.uint8).reshape(2, 3).T, np.float32(1.5), np.int16(-3),
-    np.float64(0.1),
-])
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        False,
+        0,
+        -7,
+        2**80,
+        1.5,
+        -0.0,
+        float("inf"),
+        float("nan"),
+        1e-310,
+        "",
+        "héllo ✓",
+        [],
+        (),
+        {},
+        [1, [2, (3, None)]],
+        ((),),
+        {"b": 1, "a": {"nested": [1.25, "x"]}},
+        np.zeros((0, 3), np.float32),
+        np.arange(5, dtype=np.int64),
+        np.array(3.5),
+        np.array([True, False]),
+        np.array([1 + 2j]),
+        np.array(["ab", "c"]),
+        np.arange(6, dtype=np.uint8).reshape(2, 3).T,
+        np.float32(1.5),
+        np.int16(-3),
+        np.float64(0.1),
+    ],
+)
 def test_leaf_and_container_round_trips(value, tmp_path):
     assert _same(_roundtrip(value, tmp_path / "x.ckpt"), value)
 
@@ -109,6 +136,7 @@ def test_unsupported_values_are_rejected(tmp_path):
 
 # ----- atomic writes --------------------------------------------------------------------------
 
+
 def test_failed_save_leaves_old_file_and_no_temp_file(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.npz"
     ndl.save({"version": 1}, path)
@@ -138,6 +166,7 @@ def test_interrupted_save_leaves_no_temp_file(tmp_path, monkeypatch):
 
 
 # ----- damaged files --------------------------------------------------------------------------
+
 
 @pytest.fixture
 def checkpoint(tmp_path):
@@ -195,19 +224,32 @@ def _manifest(path):
         return archive["__manifest__"].tobytes().decode()
 
 
-@pytest.mark.parametrize("tamper, words", [
-    (lambda p: _rewrite(p, drop="leaf_0"), "missing"),
-    (lambda p: _rewrite(p, extra={"leaf_9": np.zeros(2)}), "not described by the manifest"),
-    (lambda p: _rewrite(p, manifest_text="{not json"), "unreadable manifest"),
-    (lambda p: _rewrite(p, manifest_text='{"format": "other", "root": null}'), "not a needle"),
-    (lambda p: _rewrite(p, manifest_text=_manifest(p).replace('"version":1', '"version":7')),
-     "version 7"),
-    (lambda p: _rewrite(p, manifest_text=_manifest(p).replace("[3,4]", "[4,3]")), "shape"),
-    (lambda p: _rewrite(p, manifest_text=_manifest(p).replace('"type":"int"', '"type":"set"')),
-     "unknown node"),
-    (lambda p: _rewrite(p, manifest_text=_manifest(p).replace('"value":2.5', '"value":"2.5"')),
-     "float node"),
-])
+@pytest.mark.parametrize(
+    "tamper, words",
+    [
+        (lambda p: _rewrite(p, drop="leaf_0"), "missing"),
+        (lambda p: _rewrite(p, extra={"leaf_9": np.zeros(2)}), "not described by the manifest"),
+        (lambda p: _rewrite(p, manifest_text="{not json"), "unreadable manifest"),
+        (lambda p: _rewrite(p, manifest_text='{"format": "other", "root": null}'), "not a needle"),
+        (
+            lambda p: _rewrite(p, manifest_text=_manifest(p).replace('"version":1', '"version":7')),
+            "version 7",
+        ),
+        (lambda p: _rewrite(p, manifest_text=_manifest(p).replace("[3,4]", "[4,3]")), "shape"),
+        (
+            lambda p: _rewrite(
+                p, manifest_text=_manifest(p).replace('"type":"int"', '"type":"set"')
+            ),
+            "unknown node",
+        ),
+        (
+            lambda p: _rewrite(
+                p, manifest_text=_manifest(p).replace('"value":2.5', '"value":"2.5"')
+            ),
+            "float node",
+        ),
+    ],
+)
 def test_tampered_manifest(checkpoint, tamper, words):
     tamper(checkpoint)
     with pytest.raises(CheckpointError, match=f"ckpt.npz.*{words}"):
@@ -229,10 +271,14 @@ def test_missing_file_is_file_not_found(tmp_path):
 _GOOD = {}
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)),
-                      min_size=1, max_size=3))
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    flips=st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=3
+    )
+)
 def test_random_byte_flips_never_load_a_wrong_value(tmp_path, flips):
     path = tmp_path / "fuzz.npz"
     if "bytes" not in _GOOD:

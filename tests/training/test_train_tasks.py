@@ -4,6 +4,7 @@ Fashion-MNIST runs use the Debian package's files on small limits (skipped witho
 CIFAR-10 runs use generated batch files in the official format (tests/helpers/datasets.py,
 as in tests/data/test_cifar10.py). The MLP ResNet's own behaviour is tested in test_cli.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,16 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.cli import FASHION_DIR, assert_same_state, needs_fashion, run_main
+from helpers.datasets import TRAIN, make_batch, py2_dumps
 
 import needle as ndl
 from needle import nn, tasks, training
 from needle.apps.mlp_resnet import run_epoch
 from needle.apps.models_conv import ResNet9, SmallCNN
 from needle.data import DataLoader, read_idx
-from needle.tasks import image
-
-from helpers.cli import FASHION_DIR, assert_same_state, needs_fashion, run_main
-from helpers.datasets import TRAIN, make_batch, py2_dumps
 
 # A CNN small enough for seconds per epoch on 2 cores.
 CNN = ["--model", "cnn", "--width", "8", "--batch-size", "50", "--lr", "0.002"]
@@ -31,10 +30,13 @@ SMALL = ["--limit-train", "600", "--limit-test", "100"]  # test error ~0.37 afte
 
 def summary(text: str, epoch: int) -> dict[str, float]:
     """The numbers of epoch ``epoch``'s summary line in ``text``."""
-    line = next(l for l in text.splitlines() if l.startswith(f"epoch {epoch}/"))
+    line = next(row for row in text.splitlines() if row.startswith(f"epoch {epoch}/"))
     values = re.findall(r"(train|test) loss (\S+) err (\S+)", line)
-    return {f"{split}_{name}": float(v) for split, loss, err in values
-            for name, v in (("loss", loss), ("err", err))}
+    return {
+        f"{split}_{name}": float(v)
+        for split, loss, err in values
+        for name, v in (("loss", loss), ("err", err))
+    }
 
 
 def skip_curves(patch: pytest.MonkeyPatch) -> None:
@@ -62,14 +64,26 @@ def cnn_run(tmp_path_factory) -> tuple[Path, str]:
 
 
 def test_every_model_and_dataset_is_listed_for_the_command_line():
-    assert tasks.model_names() == ["mlp-resnet", "cnn", "resnet9", "rnn-lm", "lstm-lm",
-                                   "transformer-lm"]
+    assert tasks.model_names() == [
+        "mlp-resnet",
+        "cnn",
+        "resnet9",
+        "rnn-lm",
+        "lstm-lm",
+        "transformer-lm",
+    ]
     assert tasks.dataset_names() == ["fashion-mnist", "mnist", "cifar10", "kjv", "ptb"]
 
 
-@pytest.mark.parametrize("model, dataset, shape", [
-    ("mlp-resnet", "fashion-mnist", (784,)), ("mlp-resnet", "cifar10", (3072,)),
-    ("cnn", "mnist", (1, 28, 28)), ("resnet9", "cifar10", (3, 32, 32))])
+@pytest.mark.parametrize(
+    "model, dataset, shape",
+    [
+        ("mlp-resnet", "fashion-mnist", (784,)),
+        ("mlp-resnet", "cifar10", (3072,)),
+        ("cnn", "mnist", (1, 28, 28)),
+        ("resnet9", "cifar10", (3, 32, 32)),
+    ],
+)
 def test_input_layout_is_flat_for_the_mlp_and_nchw_for_convnets(model, dataset, shape):
     task = tasks.create(training.TrainConfig(model=model, dataset=dataset))
     assert task.input_shape == shape
@@ -130,8 +144,9 @@ def test_resnet9_takes_grayscale_images_and_keeps_the_course_default():
 
 def test_cnn_run_writes_files_and_learns(cnn_run):
     out, text = cnn_run
-    assert text.splitlines()[0].startswith("SmallCNN(width 8) on fashion-mnist (600 train / "
-                                           "100 test)")
+    assert text.splitlines()[0].startswith(
+        "SmallCNN(width 8) on fashion-mnist (600 train / 100 test)"
+    )
     for name in (training.CHECKPOINT_NAME, training.METRICS_NAME):
         assert (out / name).is_file()
     first, second = summary(text, 1), summary(text, 2)
@@ -156,8 +171,20 @@ def test_eval_of_a_cnn_checkpoint_repeats_the_last_test_metrics(cnn_run, capsys)
 def test_cnn_resume_is_bit_identical(tmp_path, capsys, monkeypatch):
     """Epoch 1, then --resume for epoch 2, equals 2 straight epochs (cosine, augmentation)."""
     skip_curves(monkeypatch)
-    options = [*CNN, "--limit-train", "100", "--limit-test", "20", "--epochs", "2",
-               "--scheduler", "cosine", "--augment", "--crop-padding", "2"]
+    options = [
+        *CNN,
+        "--limit-train",
+        "100",
+        "--limit-test",
+        "20",
+        "--epochs",
+        "2",
+        "--scheduler",
+        "cosine",
+        "--augment",
+        "--crop-padding",
+        "2",
+    ]
     assert run_main("train", *options, "--out", tmp_path / "straight") == 0
 
     def stop_after_first_epoch(line: str) -> None:
@@ -175,8 +202,22 @@ def test_cnn_resume_is_bit_identical(tmp_path, capsys, monkeypatch):
 
 @needs_fashion
 def test_resnet9_trains_on_fashion_mnist(tmp_path, capsys):
-    assert run_main("train", "--model", "resnet9", "--limit-train", "200", "--limit-test",
-                    "50", "--epochs", "1", "--out", tmp_path) == 0
+    assert (
+        run_main(
+            "train",
+            "--model",
+            "resnet9",
+            "--limit-train",
+            "200",
+            "--limit-test",
+            "50",
+            "--epochs",
+            "1",
+            "--out",
+            tmp_path,
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("ResNet9 on fashion-mnist (200 train / 50 test)")
     assert ndl.load(tmp_path / training.CHECKPOINT_NAME)["config"]["network"]["model"] == "resnet9"
 
@@ -191,9 +232,26 @@ def test_resume_with_another_model_is_refused(cnn_run, capsys):
 @pytest.mark.slow
 @needs_fashion
 def test_cnn_reaches_under_20_percent_test_error_in_one_epoch_on_10k_images(tmp_path, capsys):
-    assert run_main("train", "--model", "cnn", "--width", "16", "--limit-train", "10000",
-                    "--limit-test", "2000", "--epochs", "1", "--lr", "0.002",
-                    "--out", tmp_path) == 0
+    assert (
+        run_main(
+            "train",
+            "--model",
+            "cnn",
+            "--width",
+            "16",
+            "--limit-train",
+            "10000",
+            "--limit-test",
+            "2000",
+            "--epochs",
+            "1",
+            "--lr",
+            "0.002",
+            "--out",
+            tmp_path,
+        )
+        == 0
+    )
     assert summary(capsys.readouterr().out, 1)["test_err"] < 0.20  # 16.2% measured
 
 
@@ -217,22 +275,40 @@ def cifar_root(tmp_path) -> tuple[Path, dict]:
 def test_train_and_eval_on_cifar10_files(cifar_root, tmp_path, capsys, model):
     folder, _ = cifar_root
     out = tmp_path / "run"
-    assert run_main("train", "--model", model, "--width", "4", "--dataset", "cifar10",
-                    "--data-dir", folder.parent, "--batch-size", "25", "--epochs", "2",
-                    "--augment", "--out", out) == 0
+    assert (
+        run_main(
+            "train",
+            "--model",
+            model,
+            "--width",
+            "4",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            folder.parent,
+            "--batch-size",
+            "25",
+            "--epochs",
+            "2",
+            "--augment",
+            "--out",
+            out,
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "on cifar10 (100 train / 10 test)" in text.splitlines()[0]
     last = summary(text, 2)
     assert run_main("eval", "--checkpoint", out / training.CHECKPOINT_NAME) == 0
-    assert f"test loss {last['test_loss']:.4f} err {last['test_err']:.4f}" in \
-        capsys.readouterr().out
+    assert (
+        f"test loss {last['test_loss']:.4f} err {last['test_err']:.4f}" in capsys.readouterr().out
+    )
 
 
 def test_cifar10_batches_reach_the_model_as_chw_in_file_order(cifar_root):
     """The data-dir may be the batch folder itself; images arrive as the file's planes."""
     folder, batches = cifar_root
-    task = tasks.create(training.TrainConfig(model="cnn", dataset="cifar10",
-                                             data_dir=str(folder)))
+    task = tasks.create(training.TrainConfig(model="cnn", dataset="cifar10", data_dir=str(folder)))
     X, y = next(iter(DataLoader(task.dataset(train=False), 10)))
     raw = batches["test_batch"][b"data"].reshape(10, 3, 32, 32)
     np.testing.assert_allclose(X.numpy(), raw / np.float32(255))
@@ -249,8 +325,11 @@ def test_unknown_model_on_the_command_line_is_a_usage_error(capsys):
 
 
 def test_unknown_model_or_dataset_in_the_python_api(tmp_path):
-    with pytest.raises(training.TrainingError, match=r"unknown model 'vgg16'; use one of "
-                       r"mlp-resnet, cnn, resnet9"):
+    with pytest.raises(
+        training.TrainingError,
+        match=r"unknown model 'vgg16'; use one of "
+        r"mlp-resnet, cnn, resnet9",
+    ):
         training.train(training.TrainConfig(model="vgg16", out=str(tmp_path)), log=None)
     with pytest.raises(training.TrainingError, match=r"unknown dataset 'svhn'.*cifar10"):
         tasks.create(training.TrainConfig(model="cnn", dataset="svhn"))
@@ -260,22 +339,50 @@ def test_unknown_model_or_dataset_in_the_python_api(tmp_path):
 def test_eval_on_images_of_another_shape_is_refused(cnn_run, cifar_root, capsys):
     out, _ = cnn_run
     folder, _ = cifar_root
-    assert run_main("eval", "--checkpoint", out / training.CHECKPOINT_NAME,
-                    "--dataset", "cifar10", "--data-dir", folder) == 2
+    assert (
+        run_main(
+            "eval",
+            "--checkpoint",
+            out / training.CHECKPOINT_NAME,
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            folder,
+        )
+        == 2
+    )
     err = capsys.readouterr().err
-    assert err.startswith("needle eval: error: the model (cnn) was trained on fashion-mnist "
-                          "images of shape 1×28×28; cifar10 images are 3×32×32")
+    assert err.startswith(
+        "needle eval: error: the model (cnn) was trained on fashion-mnist "
+        "images of shape 1×28×28; cifar10 images are 3×32×32"
+    )
     assert "(fashion-mnist, mnist)" in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_cifar10_folder_says_where_it_looked_and_how_to_get_it(tmp_path, capsys):
     nowhere = tmp_path / "nowhere"
-    assert run_main("train", "--model", "cnn", "--dataset", "cifar10", "--data-dir", nowhere,
-                    "--out", tmp_path / "o") == 2
+    assert (
+        run_main(
+            "train",
+            "--model",
+            "cnn",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            nowhere,
+            "--out",
+            tmp_path / "o",
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("needle train: error: CIFAR-10 not found")
-    for hint in (str(nowhere / "cifar-10-batches-py"), "--download", "--data-dir",
-                 "cifar-10-python.tar.gz"):
+    for hint in (
+        str(nowhere / "cifar-10-batches-py"),
+        "--download",
+        "--data-dir",
+        "cifar-10-python.tar.gz",
+    ):
         assert hint in err
     assert "Traceback" not in err
 
@@ -283,15 +390,39 @@ def test_missing_cifar10_folder_says_where_it_looked_and_how_to_get_it(tmp_path,
 def test_missing_cifar10_batch_names_the_file(cifar_root, tmp_path, capsys):
     folder, _ = cifar_root
     (folder / "data_batch_3").unlink()
-    assert run_main("train", "--model", "cnn", "--dataset", "cifar10", "--data-dir", folder,
-                    "--out", tmp_path / "o") == 2
+    assert (
+        run_main(
+            "train",
+            "--model",
+            "cnn",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            folder,
+            "--out",
+            tmp_path / "o",
+        )
+        == 2
+    )
     assert "data_batch_3" in capsys.readouterr().err
 
 
 def test_damaged_cifar10_batch_is_a_one_line_error(cifar_root, tmp_path, capsys):
     folder, _ = cifar_root
     (folder / "test_batch").write_bytes(b"not a pickle")
-    assert run_main("train", "--model", "cnn", "--dataset", "cifar10", "--data-dir", folder,
-                    "--out", tmp_path / "o") == 2
+    assert (
+        run_main(
+            "train",
+            "--model",
+            "cnn",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            folder,
+            "--out",
+            tmp_path / "o",
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "test_batch" in err and "Traceback" not in err

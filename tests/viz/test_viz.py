@@ -3,6 +3,7 @@
 SVG/PNG tests need Graphviz (``dot``) and skip without it; the browser tests live in
 test_viz_browser.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ from needle import autograd, nn, viz
 from needle.autograd import find_topo_sort
 from needle.viz import examples
 
-needs_graphviz = pytest.mark.skipif(shutil.which("dot") is None,
-                                    reason="Graphviz not installed (scripts/install-viz-deps.sh)")
+needs_graphviz = pytest.mark.skipif(
+    shutil.which("dot") is None, reason="Graphviz not installed (scripts/install-viz-deps.sh)"
+)
 
 
 def tensor(values, requires_grad=True):
@@ -44,10 +46,15 @@ def test_square_plus_x_nodes_labels_and_argument_order():
     assert [n.kind for n in g.nodes] == ["input", "op", "op", "op"]
     assert [n.shape for n in g.nodes] == [(3,), (3,), (3,), ()]
     assert {n.dtype for n in g.nodes} == {"float64"}
-    assert g.inputs_of("v1") == ["v0", "v0"]   # x * x: the same node twice, in order
+    assert g.inputs_of("v1") == ["v0", "v0"]  # x * x: the same node twice, in order
     assert g.inputs_of("v2") == ["v1", "v0"]
     assert [(e.src, e.dst, e.index) for e in g.edges] == [
-        ("v0", "v1", 0), ("v0", "v1", 1), ("v1", "v2", 0), ("v0", "v2", 1), ("v2", "v3", 0)]
+        ("v0", "v1", 0),
+        ("v0", "v1", 1),
+        ("v1", "v2", 0),
+        ("v0", "v2", 1),
+        ("v2", "v3", 0),
+    ]
 
 
 def test_shared_subexpression_is_one_node():
@@ -75,8 +82,13 @@ def test_op_attributes_in_labels():
     x = tensor(np.ones((2, 3)))
     y = ndl.summation(ndl.reshape(x * 2.5 + 1, (3, 2)).transpose(), axes=1) ** 2
     assert titles(viz.graph(y))[1:] == [
-        "MulScalar(scalar=2.5)", "AddScalar(scalar=1)", "Reshape(shape=(3, 2))", "Transpose",
-        "Summation(axes=(1,))", "PowerScalar(scalar=2)"]
+        "MulScalar(scalar=2.5)",
+        "AddScalar(scalar=1)",
+        "Reshape(shape=(3, 2))",
+        "Transpose",
+        "Summation(axes=(1,))",
+        "PowerScalar(scalar=2)",
+    ]
 
 
 def test_op_label_reads_numpy_scalars():
@@ -92,8 +104,11 @@ def test_leaf_kinds_and_parameter_names_from_model():
     X = ndl.Tensor(np.ones((4, 3)), dtype="float32", requires_grad=False)
     g = viz.graph(model(X), model=model)
     kinds = {n.title: n.kind for n in g.nodes if not n.op}
-    assert kinds == {"constant": "constant", "modules.0.weight": "parameter",
-                     "modules.0.bias": "parameter"}
+    assert kinds == {
+        "constant": "constant",
+        "modules.0.weight": "parameter",
+        "modules.0.bias": "parameter",
+    }
 
 
 def test_several_outputs_and_tensor_tuples():
@@ -116,8 +131,16 @@ def test_adjoints_of_sum_of_squares_by_hand():
     # forward: x, x*x, sum. backward: ones () (y.grad), its broadcast (3,) (v1.grad) —
     # both constants, since the seed needs no grad — then the two partials of x*x,
     # out_grad * x each, and their sum, x.grad.
-    assert titles(g) == ["x", "EWiseMul", "Summation",
-                         "constant", "EWiseMul", "EWiseMul", "EWiseAdd", "constant"]
+    assert titles(g) == [
+        "x",
+        "EWiseMul",
+        "Summation",
+        "constant",
+        "EWiseMul",
+        "EWiseMul",
+        "EWiseAdd",
+        "constant",
+    ]
     assert [n.kind for n in g.nodes[3:]] == ["adjoint"] * 5
     assert g.inputs_of("v4") == ["v3", "v0"] and g.inputs_of("v5") == ["v3", "v0"]
     assert g.inputs_of("v6") == ["v4", "v5"]
@@ -144,13 +167,13 @@ def test_adjoints_of_shared_subexpression_sum_two_partials():
     c.backward()
     g = viz.graph(c, adjoints=True, names={"a": a, "b": b})
     # b.grad: the sum of b * b's two partials, out_grad * b each
-    grad_b, = [n for n in g.nodes if n.grad_of == ("v1",)]
+    (grad_b,) = [n for n in g.nodes if n.grad_of == ("v1",)]
     assert grad_b.op == "EWiseAdd"
     partials = g.inputs_of(grad_b.id)
     assert [g.node(p).op for p in partials] == ["EWiseMul", "EWiseMul"]
     assert all(g.inputs_of(p)[1] == "v1" for p in partials)
     # a.grad: a + a sends b.grad to a twice, so it is the sum of one node with itself
-    grad_a, = [n for n in g.nodes if n.grad_of == ("v0",)]
+    (grad_a,) = [n for n in g.nodes if n.grad_of == ("v0",)]
     assert grad_a.op == "EWiseAdd" and g.inputs_of(grad_a.id) == [grad_b.id, grad_b.id]
     np.testing.assert_allclose(grad_a.tensor.numpy(), 8 * a.numpy())
 
@@ -161,10 +184,10 @@ def test_adjoint_of_broadcast_sums_back():
     y = (W * (W + b)).sum()
     y.backward()
     g = viz.graph(y, adjoints=True, names={"W": W, "b": b})
-    grad_b, = [n for n in g.nodes if n.grad_of == ("v1",)]
+    (grad_b,) = [n for n in g.nodes if n.grad_of == ("v1",)]
     # unbroadcast: sum over the broadcast axis, then reshape to b's shape
     assert grad_b.op == "Reshape(shape=(3,))" and grad_b.shape == (3,)
-    summed, = g.inputs_of(grad_b.id)
+    (summed,) = g.inputs_of(grad_b.id)
     assert g.node(summed).op == "Summation(axes=(0,))"
     np.testing.assert_allclose(grad_b.tensor.numpy(), W.numpy().sum(axis=0))
 
@@ -180,9 +203,12 @@ def test_adjoints_need_a_backward_first():
 
 def small_mlp():
     np.random.seed(0)
-    return nn.Sequential(nn.Linear(3, 4, fused=False), nn.ReLU(),
-                         nn.Residual(nn.Sequential(nn.Linear(4, 4, fused=False))),
-                         nn.Linear(4, 2, fused=False))
+    return nn.Sequential(
+        nn.Linear(3, 4, fused=False),
+        nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Linear(4, 4, fused=False))),
+        nn.Linear(4, 2, fused=False),
+    )
 
 
 def recorded_loss(model, backward=False):
@@ -230,8 +256,12 @@ def test_collapse_by_module_merges_each_top_level_module():
     full = viz.graph(loss, collapse="none")
     boxed = viz.graph(loss, collapse="module")
     boxes = [n for n in boxed.nodes if n.kind == "module"]
-    assert [b.title for b in boxes] == ["modules.0 (Linear)", "modules.1 (ReLU)",
-                                       "modules.2 (Residual)", "modules.3 (Linear)"]
+    assert [b.title for b in boxes] == [
+        "modules.0 (Linear)",
+        "modules.1 (ReLU)",
+        "modules.2 (Residual)",
+        "modules.3 (Linear)",
+    ]
     in_modules = [n for n in full.nodes if n.group]
     assert sum(b.members for b in boxes) == len(in_modules)
     assert len(boxed.nodes) == len(full.nodes) - len(in_modules) + len(boxes)
@@ -251,8 +281,9 @@ def test_collapse_with_adjoints_gives_each_module_a_gradient_box():
     assert sorted(grad_boxes) == [f"∇ modules.{i}" for i in range(4)]
     total = sum(n.members for n in boxed.nodes)
     assert total == len(full.nodes)
-    assert any(e.kind == "grad" and e.src.startswith("m_") and e.dst.startswith("g_")
-               for e in boxed.edges)
+    assert any(
+        e.kind == "grad" and e.src.startswith("m_") and e.dst.startswith("g_") for e in boxed.edges
+    )
 
 
 def test_collapse_auto_depends_on_size(monkeypatch):
@@ -364,7 +395,7 @@ def test_trace_steps_in_reverse_topological_order_with_contributions():
     order = find_topo_sort([c])
     assert [s["node"] for s in data["steps"]] == [f"v{i}" for i in reversed(range(len(order)))]
     assert [n["title"] for n in data["nodes"]] == ["a", "EWiseAdd", "EWiseMul", "Summation"]
-    seed, = data["steps"][0]["contributions"]
+    (seed,) = data["steps"][0]["contributions"]
     assert seed["from"] is None and seed["value"]["text"] == "1"
     step_b = data["steps"][2]  # b: two partials from b * b, each out_grad * b
     assert [p["from"] for p in step_b["contributions"]] == ["v2", "v2"]
@@ -385,8 +416,9 @@ def test_trace_summarises_large_tensors_and_writes_the_file(tmp_path):
     data = trace_data(page)
     last = data["steps"][-1]["sum"]
     norm = float(np.linalg.norm(2 * np.arange(20.0)))
-    assert last["text"] == (f"shape (4, 5)  norm {norm:.6g}  min 0  max 38  "
-                            f"mean {2 * np.arange(20.0).mean():.6g}")
+    assert last["text"] == (
+        f"shape (4, 5)  norm {norm:.6g}  min 0  max 38  mean {2 * np.arange(20.0).mean():.6g}"
+    )
     assert last["norm"] == pytest.approx(norm)
 
 
@@ -403,7 +435,7 @@ def test_trace_page_is_self_contained(picture):
 def test_trace_embeds_the_graph_when_graphviz_is_there():
     x = tensor([1.0, 2.0])
     page = viz.trace((x * x).sum(), names={"x": x})
-    svg = page[page.index('<div id="picture">'):]
+    svg = page[page.index('<div id="picture">') :]
     assert svg.index("<svg") < svg.index("</div>")
     assert "<title>v0</title>" in svg and "<?xml" not in page
     assert "<svg" not in viz.trace((x * x).sum(), picture=False)
@@ -432,14 +464,19 @@ def test_partial_adjoint_hook_sees_every_edge_once():
     y = (x * w + x).sum()
     seen = []
     autograd._partial_adjoint_hook = lambda node, inp, grad: seen.append(
-        (type(node.op).__name__, inp is x, inp is w))
+        (type(node.op).__name__, inp is x, inp is w)
+    )
     try:
         y.backward()
     finally:
         autograd._partial_adjoint_hook = None
     # w needs no gradient, so EWiseMul sends one partial (to x); x gets two in all
-    assert seen == [("Summation", False, False), ("EWiseAdd", False, False),
-                    ("EWiseAdd", True, False), ("EWiseMul", True, False)]
+    assert seen == [
+        ("Summation", False, False),
+        ("EWiseAdd", False, False),
+        ("EWiseAdd", True, False),
+        ("EWiseMul", True, False),
+    ]
 
 
 # ----- examples and the command --------------------------------------------------------------
@@ -486,22 +523,29 @@ def test_command_calls_a_function_from_a_script(tmp_path):
         "    model = nn.Linear(2, 3, fused=False)\n"
         "    x = ndl.Tensor(np.ones((1, 2)), dtype='float32')\n"
         "    return model(x).sum(), model\n"
-        "def nothing():\n    return 3\n")
+        "def nothing():\n    return 3\n"
+    )
     assert run_command(f"{script}:loss", "--adjoints", "--out", tmp_path / "g.dot") == 0
     assert "v1  weight" in (tmp_path / "g.dot").read_text()
     assert run_command(f"{script}:nothing", "--out", tmp_path / "n.dot") == 2
     assert run_command(f"{script}:missing", "--out", tmp_path / "n.dot") == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "nothing to draw: give SCRIPT.py:FUNCTION or --model NAME; e.g. needle graph "
-         "--model mlp-resnet --out runs/graph.svg"),
-    (["x.py:f", "--model", "mlp"], "not both (x.py:f and --model mlp)"),
-    (["nope.py:f"], "nope.py: no such file"),
-    (["no_colon"], "expected SCRIPT.py:FUNCTION"),
-    (["--model", "mlp", "--out", "g.jpg"], "suffix must be one of"),
-    (["--model", "mlp", "--batch-size", "0"], "--batch-size must be positive"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            [],
+            "nothing to draw: give SCRIPT.py:FUNCTION or --model NAME; e.g. needle graph "
+            "--model mlp-resnet --out runs/graph.svg",
+        ),
+        (["x.py:f", "--model", "mlp"], "not both (x.py:f and --model mlp)"),
+        (["nope.py:f"], "nope.py: no such file"),
+        (["no_colon"], "expected SCRIPT.py:FUNCTION"),
+        (["--model", "mlp", "--out", "g.jpg"], "suffix must be one of"),
+        (["--model", "mlp", "--batch-size", "0"], "--batch-size must be positive"),
+    ],
+)
 def test_command_errors(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run_command(*args) == 2
@@ -525,8 +569,10 @@ def test_command_names_an_out_folder_it_cannot_create(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert run_command("--model", "mlp", "--out", tmp_path / "file" / "g.dot") == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"needle graph: error: cannot create the folder {tmp_path / 'file'} "
-                          f"for --out {tmp_path / 'file' / 'g.dot'}: ")
+    assert err.startswith(
+        f"needle graph: error: cannot create the folder {tmp_path / 'file'} "
+        f"for --out {tmp_path / 'file' / 'g.dot'}: "
+    )
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
@@ -560,8 +606,13 @@ def run_install_script(tmp_path, programs: dict) -> subprocess.CompletedProcess:
         (bindir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bindir / name).chmod(0o755)
     script = Path(__file__).resolve().parents[2] / "scripts" / "install-viz-deps.sh"
-    return subprocess.run(["/bin/bash", str(script)], env={"PATH": str(bindir)},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["/bin/bash", str(script)],
+        env={"PATH": str(bindir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_install_script_says_what_to_run_when_not_root(tmp_path):

@@ -3,6 +3,7 @@
 Skips without Chromium (Debian's ``chromium``; scripts/install-viz-deps.sh installs it).
 The browser is driven through its DevTools protocol over a pipe (tests/helpers/browser.py).
 """
+
 from __future__ import annotations
 
 import re
@@ -10,13 +11,12 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers.browser import Chromium
 
 import needle as ndl
 from needle import nn, viz
 from needle.autograd import find_topo_sort
 from needle.viz.trace import SMALL_TENSOR
-
-from helpers.browser import Chromium
 
 pytestmark = pytest.mark.browser  # each test skips without Chromium (conftest.py)
 

@@ -13,16 +13,32 @@ type, its views, indexing and operators), :mod:`.functions` (the module function
 ``ndarray_backend_cpu`` (compiled C++) and :mod:`.ndarray_backend_numpy` (the same flat-buffer
 API in NumPy).
 """
+
 from . import kernels
 from .dtypes import DType
 from .functions import *  # noqa: F401,F403
 from .functions import __all__ as _function_names
 from .layout import prod
 from .ndarray import (
-    CPU_IMPORT_ERROR, BackendDevice, NDArray, all_devices, cpu, cpu_numpy, cuda, default_device,
+    CPU_IMPORT_ERROR,
+    BackendDevice,
+    NDArray,
+    all_devices,
+    cpu,
+    cpu_numpy,
+    cuda,
+    default_device,
 )
 
 __all__ = [
-    "NDArray", "BackendDevice", "DType", "cpu", "cuda", "cpu_numpy", "default_device",
-    "all_devices", "prod", *_function_names,
+    "NDArray",
+    "BackendDevice",
+    "DType",
+    "cpu",
+    "cuda",
+    "cpu_numpy",
+    "default_device",
+    "all_devices",
+    "prod",
+    *_function_names,
 ]

@@ -60,7 +60,6 @@ def _is_float(dtype: DType) -> bool:
     return dtype is _FLOAT32 or dtype is _FLOAT64
 
 
-
 def _scalar_value(owner: str, value: Any) -> float | int | bool:
     """A Python/NumPy real scalar as a Python float, int or bool, else a TypeError."""
     if type(value) is float:  # the hot path: no ABC check
@@ -76,8 +75,9 @@ def _scalar_value(owner: str, value: Any) -> float | int | bool:
             f"NDArray {owner}: got a NumPy array operand of shape {value.shape}; wrap it with "
             f"nd.array(x, device=...) first"
         )
-    raise TypeError(f"NDArray {owner}: expected an NDArray or a real scalar, got "
-                    f"{type(value).__name__}")
+    raise TypeError(
+        f"NDArray {owner}: expected an NDArray or a real scalar, got {type(value).__name__}"
+    )
 
 
 def _cast_scalar(value: float | int | bool, dtype: DType) -> float | int | bool:
@@ -85,7 +85,6 @@ def _cast_scalar(value: float | int | bool, dtype: DType) -> float | int | bool:
     if _is_float(dtype):
         return float(value)
     return np.dtype(dtype).type(value).item()
-
 
 
 @functools.lru_cache(maxsize=64)

@@ -8,18 +8,31 @@ from __future__ import annotations
 import builtins
 import functools
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .dtypes import (
-    _BOOL, _FLOAT32, _FLOAT64, _INT32, _INT64, DType, _dtype, _is_float, _promoted,
+    _BOOL,
+    _FLOAT32,
+    _FLOAT64,
+    _INT32,
+    _INT64,
+    DType,
+    _dtype,
+    _is_float,
+    _promoted,
 )
 from .layout import Shape, _normalize_axes
 from .ndarray import (
-    BackendDevice, NDArray, _matmul, _matmul_strided, _require_float, default_device,
+    BackendDevice,
+    NDArray,
+    _matmul,
+    _matmul_strided,
+    _require_float,
+    default_device,
 )
-
 
 # ----- module functions (the course's, then NumPy-named helpers for the ops) -------------------
 
@@ -33,8 +46,10 @@ def array(a: Any, dtype: Any = "float32", device: BackendDevice | None = None) -
 
 def asarray(a: Any, dtype: Any = None, device: BackendDevice | None = None) -> NDArray:
     """``a`` itself when it is an NDArray of that dtype and device, else :func:`array`."""
-    if isinstance(a, NDArray) and (dtype is None or _dtype(dtype) == a.dtype) and (
-        device is None or device == a.device
+    if (
+        isinstance(a, NDArray)
+        and (dtype is None or _dtype(dtype) == a.dtype)
+        and (device is None or device == a.device)
     ):
         return a
     return NDArray(a, device=device, dtype=dtype)
@@ -72,7 +87,9 @@ def full_like(
 ) -> NDArray:
     """``fill_value`` on ``a``'s device, of its dtype and shape unless given (np.full_like)."""
     return full(
-        a.shape if shape is None else shape, fill_value, a.dtype if dtype is None else dtype,
+        a.shape if shape is None else shape,
+        fill_value,
+        a.dtype if dtype is None else dtype,
         a.device,
     )
 
@@ -216,7 +233,7 @@ class errstate:
     def __init__(self, **kwargs: str) -> None:
         self.kwargs = kwargs
 
-    def __enter__(self) -> "errstate":
+    def __enter__(self) -> errstate:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -324,10 +341,50 @@ def put(a: NDArray, indices: np.ndarray, values: NDArray) -> None:
 
 
 __all__ = [
-    "array", "asarray", "empty", "full", "zeros", "ones", "zeros_like",
-    "full_like", "broadcast_to", "reshape", "maximum", "clip", "log", "exp", "tanh", "power",
-    "sqrt", "multiply", "divide", "sum", "max", "flip", "pad", "matmul", "swapaxes", "transpose",
-    "stack", "inf", "errstate", "finfo", "float32", "float64", "int32", "int64", "bool_",
-    "sin", "cos", "log1p", "expm1", "where", "argmax", "argmin", "reduce_prod", "concatenate",
-    "take", "put",
+    "array",
+    "asarray",
+    "empty",
+    "full",
+    "zeros",
+    "ones",
+    "zeros_like",
+    "full_like",
+    "broadcast_to",
+    "reshape",
+    "maximum",
+    "clip",
+    "log",
+    "exp",
+    "tanh",
+    "power",
+    "sqrt",
+    "multiply",
+    "divide",
+    "sum",
+    "max",
+    "flip",
+    "pad",
+    "matmul",
+    "swapaxes",
+    "transpose",
+    "stack",
+    "inf",
+    "errstate",
+    "finfo",
+    "float32",
+    "float64",
+    "int32",
+    "int64",
+    "bool_",
+    "sin",
+    "cos",
+    "log1p",
+    "expm1",
+    "where",
+    "argmax",
+    "argmin",
+    "reduce_prod",
+    "concatenate",
+    "take",
+    "put",
 ]

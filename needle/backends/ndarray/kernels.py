@@ -13,7 +13,8 @@ Every fused forward returns what its backward needs; nothing is kept here betwee
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,8 +45,9 @@ def add_row(a: NDArray, row: NDArray) -> NDArray:
     return out
 
 
-def batchnorm_forward(x: NDArray, weight: NDArray, bias: NDArray,
-                      eps: float) -> tuple[NDArray, ...]:
+def batchnorm_forward(
+    x: NDArray, weight: NDArray, bias: NDArray, eps: float
+) -> tuple[NDArray, ...]:
     """Training batch norm of x (N, D) per column with weight and bias (D,).
 
     Returns ``(out, xhat, mean, var, inv_std)``: out and ``xhat = (x - mean) * inv_std``
@@ -54,24 +56,29 @@ def batchnorm_forward(x: NDArray, weight: NDArray, bias: NDArray,
     n, d = x.shape
     out, xhat = _empty_like(x, (n, d)), _empty_like(x, (n, d))
     mean, var, inv_std = (_empty_like(x, (d,)) for _ in range(3))
-    x.device.batchnorm_forward(*_handles(x, weight, bias, out, xhat, mean, var, inv_std),
-                               n, d, eps)
+    x.device.batchnorm_forward(*_handles(x, weight, bias, out, xhat, mean, var, inv_std), n, d, eps)
     return out, xhat, mean, var, inv_std
 
 
-def batchnorm_backward(g: NDArray, xhat: NDArray, weight: NDArray,
-                       inv_std: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+def batchnorm_backward(
+    g: NDArray, xhat: NDArray, weight: NDArray, inv_std: NDArray
+) -> tuple[NDArray, NDArray, NDArray]:
     """``(grad_x (N, D), grad_weight (D,), grad_bias (D,))`` of :func:`batchnorm_forward`."""
     n, d = g.shape
-    grad_x, grad_weight, grad_bias = _empty_like(g, (n, d)), _empty_like(g, (d,)), _empty_like(
-        g, (d,))
-    g.device.batchnorm_backward(*_handles(g, xhat, weight, inv_std, grad_x, grad_weight,
-                                          grad_bias), n, d)
+    grad_x, grad_weight, grad_bias = (
+        _empty_like(g, (n, d)),
+        _empty_like(g, (d,)),
+        _empty_like(g, (d,)),
+    )
+    g.device.batchnorm_backward(
+        *_handles(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias), n, d
+    )
     return grad_x, grad_weight, grad_bias
 
 
-def layernorm_forward(x: NDArray, weight: NDArray, bias: NDArray,
-                      eps: float) -> tuple[NDArray, NDArray, NDArray]:
+def layernorm_forward(
+    x: NDArray, weight: NDArray, bias: NDArray, eps: float
+) -> tuple[NDArray, NDArray, NDArray]:
     """Layer norm of the rows of x (N, D) with weight and bias (D,).
 
     Returns ``(out, xhat, inv_std)``: out and ``xhat`` (N, D), ``inv_std`` per row (N,).
@@ -82,14 +89,19 @@ def layernorm_forward(x: NDArray, weight: NDArray, bias: NDArray,
     return out, xhat, inv_std
 
 
-def layernorm_backward(g: NDArray, xhat: NDArray, weight: NDArray,
-                       inv_std: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+def layernorm_backward(
+    g: NDArray, xhat: NDArray, weight: NDArray, inv_std: NDArray
+) -> tuple[NDArray, NDArray, NDArray]:
     """``(grad_x, grad_weight, grad_bias)`` of :func:`layernorm_forward` for out_grad g."""
     n, d = g.shape
-    grad_x, grad_weight, grad_bias = _empty_like(g, (n, d)), _empty_like(g, (d,)), _empty_like(
-        g, (d,))
-    g.device.layernorm_backward(*_handles(g, xhat, weight, inv_std, grad_x, grad_weight,
-                                          grad_bias), n, d)
+    grad_x, grad_weight, grad_bias = (
+        _empty_like(g, (n, d)),
+        _empty_like(g, (d,)),
+        _empty_like(g, (d,)),
+    )
+    g.device.layernorm_backward(
+        *_handles(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias), n, d
+    )
     return grad_x, grad_weight, grad_bias
 
 
@@ -101,8 +113,7 @@ def softmax_cross_entropy(logits: NDArray, labels: np.ndarray) -> tuple[NDArray,
     """
     n, k = logits.shape
     unit_grad, loss = _empty_like(logits, (n, k)), _empty_like(logits, ())
-    logits.device.softmax_cross_entropy(*_handles(logits), labels, *_handles(unit_grad, loss),
-                                        n, k)
+    logits.device.softmax_cross_entropy(*_handles(logits), labels, *_handles(unit_grad, loss), n, k)
     return loss, unit_grad
 
 
@@ -111,8 +122,7 @@ def dropout(x: NDArray, draws: np.ndarray, keep: float) -> tuple[NDArray, NDArra
     :data:`DRAW_DTYPE`, float32 (draws and keep rounded to it, as the course's float32 ``rand``
     makes them), cast to x's dtype; ``draws`` float64 of x's shape."""
     out, mask = _empty_like(x, x.shape), _empty_like(x, x.shape)
-    x.device.dropout(np.ascontiguousarray(draws, dtype=np.float64), *_handles(x, mask, out),
-                     keep)
+    x.device.dropout(np.ascontiguousarray(draws, dtype=np.float64), *_handles(x, mask, out), keep)
     return out, mask
 
 
@@ -167,32 +177,50 @@ def lstm_cell_forward(pre: NDArray, c: NDArray) -> tuple[NDArray, ...]:
     return h_new, c_new, act, tanh_c
 
 
-def lstm_cell_backward(grad_h: NDArray, grad_c: NDArray, c: NDArray, act: NDArray,
-                       tanh_c: NDArray) -> tuple[NDArray, NDArray]:
+def lstm_cell_backward(
+    grad_h: NDArray, grad_c: NDArray, c: NDArray, act: NDArray, tanh_c: NDArray
+) -> tuple[NDArray, NDArray]:
     """``(gradient of the pre-activation (B, 4H), gradient of c (B, H))`` of
     :func:`lstm_cell_forward` from the gradients of h' and c'."""
     grad_h, grad_c, c, act, tanh_c = _common_float(grad_h, grad_c, c, act, tanh_c)
     batch, hidden = c.shape
     grad_pre, grad_c_prev = _empty_like(c, act.shape), _empty_like(c, (batch, hidden))
-    c.device.lstm_cell_backward(*_handles(grad_h, grad_c, c, act, tanh_c, grad_pre,
-                                          grad_c_prev), batch, hidden)
+    c.device.lstm_cell_backward(
+        *_handles(grad_h, grad_c, c, act, tanh_c, grad_pre, grad_c_prev), batch, hidden
+    )
     return grad_pre, grad_c_prev
 
 
 # ----- fused optimizer updates ---------------------------------------------------------------
 
 
-def sgd_update(params: Sequence[NDArray], grads: Sequence[NDArray], u: Sequence[NDArray],
-               lr: float, momentum: float, weight_decay: float) -> list[NDArray]:
+def sgd_update(
+    params: Sequence[NDArray],
+    grads: Sequence[NDArray],
+    u: Sequence[NDArray],
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+) -> list[NDArray]:
     """needle's SGD step for lists of parameters, gradients and momentum buffers ``u``:
     ``g = grad + wd·p``; ``u = m·u + (1 - m)·g`` (in place); returns the new parameters
     ``p - lr·u`` (the inputs are not modified). One kernel call per device."""
     return _update("sgd_update", params, grads, (u,), (lr, momentum, weight_decay))
 
 
-def adam_update(params: Sequence[NDArray], grads: Sequence[NDArray], m: Sequence[NDArray],
-                v: Sequence[NDArray], lr: float, beta1: float, beta2: float, eps: float,
-                weight_decay: float, bias1: float, bias2: float) -> list[NDArray]:
+def adam_update(
+    params: Sequence[NDArray],
+    grads: Sequence[NDArray],
+    m: Sequence[NDArray],
+    v: Sequence[NDArray],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    bias1: float,
+    bias2: float,
+) -> list[NDArray]:
     """needle's Adam step for lists of parameters, gradients and moments ``m``, ``v`` (updated
     in place); returns the new parameters (see the NumPy backend's ``adam_update`` for the
     formula). One kernel call per device."""
@@ -200,8 +228,9 @@ def adam_update(params: Sequence[NDArray], grads: Sequence[NDArray], m: Sequence
     return _update("adam_update", params, grads, (m, v), scalars)
 
 
-def _update(kernel: str, params: Sequence[NDArray], grads: Sequence[NDArray],
-            slots: tuple, scalars: tuple) -> list[NDArray]:
+def _update(
+    kernel: str, params: Sequence[NDArray], grads: Sequence[NDArray], slots: tuple, scalars: tuple
+) -> list[NDArray]:
     """Run the list kernel ``kernel`` over the parameters, one call per device (a Python
     loop over the parameters would pay a kernel call per parameter); the new parameters in
     order."""
@@ -210,9 +239,13 @@ def _update(kernel: str, params: Sequence[NDArray], grads: Sequence[NDArray],
         picked = [i for i, p in enumerate(params) if p.device == device]
         outs = [_empty_like(params[i], params[i].shape) for i in picked]
         slot_lists = ([slot[i].compact()._handle for i in picked] for slot in slots)
-        getattr(device, kernel)([params[i].compact()._handle for i in picked],
-                                [grads[i].compact()._handle for i in picked], *slot_lists,
-                                [out._handle for out in outs], *scalars)
+        getattr(device, kernel)(
+            [params[i].compact()._handle for i in picked],
+            [grads[i].compact()._handle for i in picked],
+            *slot_lists,
+            [out._handle for out in outs],
+            *scalars,
+        )
         for i, out in zip(picked, outs):
             news[i] = out
     return news

@@ -9,11 +9,10 @@ import builtins
 import functools
 import math
 import numbers
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-
-from ..._validation import MAX_ELEMENTS
-from ..._validation import check_shape
+from ..._validation import MAX_ELEMENTS, check_shape
 
 Shape = tuple[int, ...]
 
@@ -84,8 +83,9 @@ def _check_view(owner: str, shape: Shape, strides: Shape, offset: int, size: int
     """A ValueError unless the view ``(shape, strides, offset)`` stays inside a buffer of
     ``size`` elements (an empty view reaches nothing)."""
     if len(strides) != len(shape) or not all(isinstance(s, numbers.Integral) for s in strides):
-        raise ValueError(f"{owner}: strides {strides} must be one int per dimension of shape "
-                         f"{shape}")
+        raise ValueError(
+            f"{owner}: strides {strides} must be one int per dimension of shape {shape}"
+        )
     if not isinstance(offset, numbers.Integral):
         raise ValueError(f"{owner}: offset must be an int, got {offset!r}")
     if not prod(shape):
@@ -124,7 +124,8 @@ def _numpy_index_shape(shape: Shape, index: Any) -> Shape:
     by an int dropped."""
     index = index if isinstance(index, tuple) else (index,)
     return tuple(
-        n for n, idx in zip(shape, index + (slice(None),) * (len(shape) - len(index)))
+        n
+        for n, idx in zip(shape, index + (slice(None),) * (len(shape) - len(index)))
         if isinstance(idx, slice)
     )
 
@@ -142,8 +143,7 @@ def _resolve_reshape(shape: Shape, new_shape: Any) -> Shape:
         new_shape = tuple(size // known if s == -1 else s for s in new_shape)
     elif known != size:
         raise ValueError(
-            f"reshape: cannot reshape {shape} ({size} elements) to {new_shape} "
-            f"({known} elements)"
+            f"reshape: cannot reshape {shape} ({size} elements) to {new_shape} ({known} elements)"
         )
     if not size:  # no elements: the equal count bounds no dimension
         check_shape("reshape", new_shape)

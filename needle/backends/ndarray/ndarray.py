@@ -19,21 +19,38 @@ from __future__ import annotations
 import builtins
 import math
 import numbers
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..._validation import MAX_ELEMENTS, check_indices, check_shape
 from . import ndarray_backend_numpy
 from .dtypes import (
-    _BOOL, _DTYPES, _FLOAT32, _FLOAT64, _INT64, DType, _cast_scalar, _dtype, _is_float,
-    _promoted, _scalar_value,
+    _BOOL,
+    _DTYPES,
+    _FLOAT32,
+    _FLOAT64,
+    _INT64,
+    DType,
+    _cast_scalar,
+    _dtype,
+    _is_float,
+    _promoted,
+    _scalar_value,
 )
 from .layout import (
-    Shape, _broadcast_shape, _broadcasts_to, _check_view, _compact_strides, _distinct_elements,
-    _normalize_axes, _numpy_index_shape, _resolve_reshape, prod,
+    Shape,
+    _broadcast_shape,
+    _broadcasts_to,
+    _check_view,
+    _compact_strides,
+    _distinct_elements,
+    _normalize_axes,
+    _numpy_index_shape,
+    _resolve_reshape,
+    prod,
 )
-
 
 # ----- backend modules ---------------------------------------------------------------------
 
@@ -110,51 +127,55 @@ class BackendDevice:
         if self.mod is None:
             raise RuntimeError(f"{self.name}() is not available in this build: {self.reason}")
 
-    def rand(self, *shape: int, dtype: str = "float32") -> "NDArray":
+    def rand(self, *shape: int, dtype: str = "float32") -> NDArray:
         """Uniform [0, 1) draws: one ``np.random.rand(*shape)`` call, cast to ``dtype``."""
         self._check_enabled()
         return NDArray(np.random.rand(*check_shape("rand", shape)), device=self, dtype=dtype)
 
-    def randn(self, *shape: int, dtype: str = "float32") -> "NDArray":
+    def randn(self, *shape: int, dtype: str = "float32") -> NDArray:
         """Standard normal draws: one ``np.random.randn(*shape)`` call, cast to ``dtype``."""
         self._check_enabled()
         return NDArray(np.random.randn(*check_shape("randn", shape)), device=self, dtype=dtype)
 
-    def one_hot(self, n: int, i: Any, dtype: str = "float32") -> "NDArray":
+    def one_hot(self, n: int, i: Any, dtype: str = "float32") -> NDArray:
         """Rows of the n×n identity picked by integer labels ``i``: shape ``i.shape + (n,)``."""
         self._check_enabled()
         labels = check_indices("one_hot", "labels", i.numpy() if isinstance(i, NDArray) else i, n)
         return NDArray(np.eye(n, dtype=np.float32)[labels], device=self, dtype=dtype)
 
-    def empty(self, shape: Shape, dtype: str = "float32") -> "NDArray":
+    def empty(self, shape: Shape, dtype: str = "float32") -> NDArray:
         """An uninitialised compact array of ``shape`` (a tuple)."""
         return self._allocate("empty", shape, dtype)
 
-    def full(self, shape: Shape, fill_value: float, dtype: str = "float32") -> "NDArray":
+    def full(self, shape: Shape, fill_value: float, dtype: str = "float32") -> NDArray:
         """A compact array of ``shape`` (a tuple) with every element ``fill_value`` (cast to
         ``dtype`` as NumPy casts it)."""
         return self._filled("full", shape, fill_value, dtype)
 
-    def zeros(self, *shape: int | Sequence[int], dtype: str = "float32") -> "NDArray":
+    def zeros(self, *shape: int | Sequence[int], dtype: str = "float32") -> NDArray:
         """Zeros of ``shape``: ``zeros(2, 3)`` or ``zeros((2, 3))``."""
         return self._filled("zeros", _varargs_shape(shape), 0.0, dtype)
 
-    def ones(self, *shape: int | Sequence[int], dtype: str = "float32") -> "NDArray":
+    def ones(self, *shape: int | Sequence[int], dtype: str = "float32") -> NDArray:
         """Ones of ``shape``: ``ones(2, 3)`` or ``ones((2, 3))``."""
         return self._filled("ones", _varargs_shape(shape), 1.0, dtype)
 
-    def _allocate(self, owner: str, shape: Shape, dtype: Any) -> "NDArray":
+    def _allocate(self, owner: str, shape: Shape, dtype: Any) -> NDArray:
         """A new compact array; a bad shape or dtype raises an error naming ``owner``."""
-        if (type(dtype) is DType and type(shape) is tuple and self.mod is not None
-                and all(type(s) is int and s > 0 for s in shape)
-                and math.prod(shape) <= MAX_ELEMENTS):
+        if (
+            type(dtype) is DType
+            and type(shape) is tuple
+            and self.mod is not None
+            and all(type(s) is int and s > 0 for s in shape)
+            and math.prod(shape) <= MAX_ELEMENTS
+        ):
             # the ops' and optimizers' calls (an array's own shape and dtype) skip the checks;
             # a zero takes the checked path, as it leaves the other dimensions unbounded
             return _empty(shape, self, dtype)
         self._check_enabled()
         return NDArray.make(check_shape(owner, shape), device=self, dtype=_dtype(dtype))
 
-    def _filled(self, owner: str, shape: Shape, fill_value: Any, dtype: Any) -> "NDArray":
+    def _filled(self, owner: str, shape: Shape, fill_value: Any, dtype: Any) -> NDArray:
         out = self._allocate(owner, shape, dtype)
         value = _cast_scalar(_scalar_value(owner, fill_value), out._dtype)
         out._device.mod.fill(out._handle, value)
@@ -191,8 +212,11 @@ def all_devices() -> list[BackendDevice]:
     return [_CPU, _CUDA, _CPU_NUMPY]
 
 
-_CPU = BackendDevice("cpu", ndarray_backend_cpu, f"the compiled CPU module is missing "
-                                                 f"({CPU_IMPORT_ERROR}); run pip install -e .")
+_CPU = BackendDevice(
+    "cpu",
+    ndarray_backend_cpu,
+    f"the compiled CPU module is missing ({CPU_IMPORT_ERROR}); run pip install -e .",
+)
 _CUDA = BackendDevice("cuda", *_cuda_module())
 _CPU_NUMPY = BackendDevice("cpu_numpy", ndarray_backend_numpy)
 
@@ -208,7 +232,7 @@ def _device_named(name: str) -> BackendDevice:
 # ----- small helpers ----------------------------------------------------------------------
 
 
-def _scalar_operands(array: "NDArray", value: float | int | bool) -> tuple["NDArray", Any]:
+def _scalar_operands(array: NDArray, value: float | int | bool) -> tuple[NDArray, Any]:
     """NumPy's promotion of an integer or boolean array with a Python scalar: a float scalar
     makes it float64, an int makes a bool array int64; otherwise the dtype is kept."""
     if isinstance(value, bool):
@@ -218,7 +242,7 @@ def _scalar_operands(array: "NDArray", value: float | int | bool) -> tuple["NDAr
     return array.astype(_FLOAT64), value
 
 
-def _integer_with_scalar(array: "NDArray", value: float | int | bool, kernel: str) -> "NDArray":
+def _integer_with_scalar(array: NDArray, value: float | int | bool, kernel: str) -> NDArray:
     """``array (op) value`` for a compact integer or boolean array: computed in NumPy's
     promoted dtype; a comparison's 1/0 comes back in the array's own dtype."""
     a, value = _scalar_operands(array, value)
@@ -228,7 +252,8 @@ def _integer_with_scalar(array: "NDArray", value: float | int | bool, kernel: st
         return out.astype(array._dtype)
     return out
 
-def _require_float(owner: str, *arrays: "NDArray") -> None:
+
+def _require_float(owner: str, *arrays: NDArray) -> None:
     """A TypeError for an integer or boolean operand of a floating-point computation."""
     for array in arrays:
         if not _is_float(array._dtype):
@@ -256,7 +281,13 @@ class NDArray:
     # _dtype mirrors the handle's dtype and _compact caches is_compact() (None: not yet
     # known): a layout never changes after creation, and both are asked for on every op.
     __slots__ = (
-        "_shape", "_strides", "_offset", "_device", "_handle", "_dtype", "_compact",
+        "_shape",
+        "_strides",
+        "_offset",
+        "_device",
+        "_handle",
+        "_dtype",
+        "_compact",
         "__weakref__",
     )
     _shape: Shape
@@ -285,7 +316,7 @@ class NDArray:
         handle: Any = None,
         offset: int = 0,
         dtype: Any = "float32",
-    ) -> "NDArray":
+    ) -> NDArray:
         """An array over ``handle`` (a new uninitialised buffer when None), without ``__init__``.
 
         Strides default to the compact ones and device to :func:`default_device`; a
@@ -353,7 +384,7 @@ class NDArray:
             )
         return compact
 
-    def compact(self) -> "NDArray":
+    def compact(self) -> NDArray:
         """``self`` when compact, else a compact copy."""
         if self.is_compact():
             return self
@@ -363,13 +394,13 @@ class NDArray:
         )
         return out
 
-    def as_strided(self, shape: Sequence[int], strides: Sequence[int]) -> "NDArray":
+    def as_strided(self, shape: Sequence[int], strides: Sequence[int]) -> NDArray:
         """A view with ``shape`` and ``strides`` over the same buffer and offset."""
         shape, strides = check_shape("as_strided", shape), tuple(strides)
         _check_view("as_strided", shape, strides, self._offset, self._handle.size)
         return self._view(shape, strides, self._offset)
 
-    def _view(self, shape: Shape, strides: Shape, offset: int) -> "NDArray":
+    def _view(self, shape: Shape, strides: Shape, offset: int) -> NDArray:
         view = object.__new__(NDArray)
         view._shape, view._strides, view._offset = shape, strides, offset
         view._device, view._handle, view._dtype = self._device, self._handle, self._dtype
@@ -377,11 +408,11 @@ class NDArray:
         return view
 
     @property
-    def flat(self) -> "NDArray":
+    def flat(self) -> NDArray:
         """``reshape((size,))``: a writable view for a compact array, else a copy."""
         return self.reshape((self.size,))
 
-    def reshape(self, new_shape: Sequence[int]) -> "NDArray":
+    def reshape(self, new_shape: Sequence[int]) -> NDArray:
         """The same elements in ``new_shape`` (one -1 allowed); a view when compact."""
         shape = _resolve_reshape(self._shape, new_shape)
         if shape == self._shape and self.is_compact():
@@ -389,7 +420,7 @@ class NDArray:
         source = self.compact()
         return source._view(shape, _compact_strides(shape), 0)
 
-    def permute(self, new_axes: Sequence[int]) -> "NDArray":
+    def permute(self, new_axes: Sequence[int]) -> NDArray:
         """A view with the axes reordered: ``shape[i] = old_shape[new_axes[i]]``."""
         ndim = len(self._shape)
         axes = _normalize_axes("permute", tuple(new_axes), ndim) if ndim else tuple(new_axes)
@@ -399,18 +430,19 @@ class NDArray:
                 f"shape {self._shape}"
             )
         return self._view(
-            tuple(self._shape[i] for i in axes), tuple(self._strides[i] for i in axes),
+            tuple(self._shape[i] for i in axes),
+            tuple(self._strides[i] for i in axes),
             self._offset,
         )
 
-    def broadcast_to(self, new_shape: Sequence[int]) -> "NDArray":
+    def broadcast_to(self, new_shape: Sequence[int]) -> NDArray:
         """A view of ``new_shape`` (NumPy's rule); broadcast dimensions get stride 0."""
         new_shape = tuple(new_shape)
         if new_shape == self._shape:
             return self
         return self._broadcast_view(check_shape("broadcast_to", new_shape))
 
-    def _broadcast_view(self, new_shape: Shape) -> "NDArray":
+    def _broadcast_view(self, new_shape: Shape) -> NDArray:
         """:meth:`broadcast_to` for a ``new_shape`` known to be valid (the operators'
         common shapes), without checking it again on every operation."""
         if new_shape == self._shape:
@@ -447,7 +479,7 @@ class NDArray:
         start, stop, _ = slice(sl.start, sl.stop, 1).indices(n)
         return slice(start, builtins.max(start, stop), int(step))
 
-    def __getitem__(self, idxs: Any) -> "NDArray":
+    def __getitem__(self, idxs: Any) -> NDArray:
         shape, strides, offset = self._index(idxs)
         return self._view(shape, strides, offset)
 
@@ -495,7 +527,9 @@ class NDArray:
             return
         _check_devices("setitem", self, other)
         if other._handle is self._handle and (other._shape, other._strides, other._offset) == (
-            shape, strides, offset
+            shape,
+            strides,
+            offset,
         ):  # the view itself, e.g. after `a[idx] += b`: every element already holds its value
             return
         source = _setitem_source(other, shape, idxs)
@@ -506,7 +540,7 @@ class NDArray:
         mod.ewise_setitem(source._handle, self._handle, shape, strides, offset)
 
     # ----- elementwise ----------------------------------------------------------------------
-    def _binary(self, other: Any, ewise: str, scalar: str) -> "NDArray":
+    def _binary(self, other: Any, ewise: str, scalar: str) -> NDArray:
         if isinstance(other, NDArray):
             if (
                 self._shape == other._shape
@@ -527,7 +561,7 @@ class NDArray:
         getattr(a._device.mod, scalar)(a._handle, value, out._handle)
         return out
 
-    def _into(self, other: Any, out: "NDArray", ewise: str, scalar: str) -> "NDArray":
+    def _into(self, other: Any, out: NDArray, ewise: str, scalar: str) -> NDArray:
         """``self (op) other`` written into ``out`` (NumPy's ``out=``); returns ``out``.
 
         The kernel writes ``out``'s buffer directly when ``out`` is compact and of the
@@ -550,7 +584,7 @@ class NDArray:
             getattr(a._device.mod, scalar)(a._handle, b, out._handle)
         return out
 
-    def __iadd__(self, other: Any) -> "NDArray":
+    def __iadd__(self, other: Any) -> NDArray:
         if _adds_in_place(self, other):  # a strided view: one walk instead of four passes
             source = _setitem_source(other, self._shape)
             self._device.mod.ewise_add_setitem(
@@ -559,118 +593,118 @@ class NDArray:
             return self
         return self._into(other, self, "ewise_add", "scalar_add")
 
-    def __isub__(self, other: Any) -> "NDArray":
+    def __isub__(self, other: Any) -> NDArray:
         negated = -other if isinstance(other, NDArray) else -_scalar_value("subtract", other)
         return self._into(negated, self, "ewise_add", "scalar_add")
 
-    def __imul__(self, other: Any) -> "NDArray":
+    def __imul__(self, other: Any) -> NDArray:
         return self._into(other, self, "ewise_mul", "scalar_mul")
 
-    def __itruediv__(self, other: Any) -> "NDArray":
+    def __itruediv__(self, other: Any) -> NDArray:
         return self._into(other, self, "ewise_div", "scalar_div")
 
-    def _unary(self, kernel: str) -> "NDArray":
+    def _unary(self, kernel: str) -> NDArray:
         _require_float(kernel[6:], self)
         a = self.compact()
         out = _empty(a._shape, a._device, a._dtype)
         getattr(a._device.mod, kernel)(a._handle, out._handle)
         return out
 
-    def __add__(self, other: Any) -> "NDArray":
+    def __add__(self, other: Any) -> NDArray:
         return self._binary(other, "ewise_add", "scalar_add")
 
     __radd__ = __add__
 
-    def __sub__(self, other: Any) -> "NDArray":
+    def __sub__(self, other: Any) -> NDArray:
         if isinstance(other, NDArray):
             return self + (-other)
         return self + (-_scalar_value("subtract", other))
 
-    def __rsub__(self, other: Any) -> "NDArray":
+    def __rsub__(self, other: Any) -> NDArray:
         return (-self) + _scalar_value("subtract", other)
 
-    def __mul__(self, other: Any) -> "NDArray":
+    def __mul__(self, other: Any) -> NDArray:
         return self._binary(other, "ewise_mul", "scalar_mul")
 
     __rmul__ = __mul__
 
-    def __truediv__(self, other: Any) -> "NDArray":
+    def __truediv__(self, other: Any) -> NDArray:
         _require_float("/", self, *([other] if isinstance(other, NDArray) else []))
         return self._binary(other, "ewise_div", "scalar_div")
 
-    def __rtruediv__(self, other: Any) -> "NDArray":
+    def __rtruediv__(self, other: Any) -> NDArray:
         _require_float("/", self)
         numerator = _scalar_value("rtruediv", other)
         return self._device.full(self._shape, numerator, dtype=self.dtype) / self
 
-    def __neg__(self) -> "NDArray":
+    def __neg__(self) -> NDArray:
         return self * -1
 
-    def __pow__(self, other: Any) -> "NDArray":
+    def __pow__(self, other: Any) -> NDArray:
         _require_float("**", self, *([other] if isinstance(other, NDArray) else []))
         return self._binary(other, "ewise_power", "scalar_power")
 
-    def maximum(self, other: Any) -> "NDArray":
+    def maximum(self, other: Any) -> NDArray:
         """Elementwise maximum with an array (broadcast) or a scalar."""
         return self._binary(other, "ewise_maximum", "scalar_maximum")
 
-    def __eq__(self, other: Any) -> "NDArray":  # type: ignore[override]
+    def __eq__(self, other: Any) -> NDArray:  # type: ignore[override]
         return self._binary(other, "ewise_eq", "scalar_eq")
 
-    def __ge__(self, other: Any) -> "NDArray":
+    def __ge__(self, other: Any) -> NDArray:
         return self._binary(other, "ewise_ge", "scalar_ge")
 
     # The other comparisons are formed from == and >= and keep their dtype. None of them may
     # negate >= or >: a NaN operand makes every ordered comparison 0, and only != 1.
-    def __ne__(self, other: Any) -> "NDArray":  # type: ignore[override]
+    def __ne__(self, other: Any) -> NDArray:  # type: ignore[override]
         return _logical_not(self == other)
 
-    def __gt__(self, other: Any) -> "NDArray":
+    def __gt__(self, other: Any) -> NDArray:
         return (self >= other) * (self != other)
 
-    def __lt__(self, other: Any) -> "NDArray":
+    def __lt__(self, other: Any) -> NDArray:
         if isinstance(other, NDArray):
             return other > self
         return _less_than_scalar(self, other, strict=True)
 
-    def __le__(self, other: Any) -> "NDArray":
+    def __le__(self, other: Any) -> NDArray:
         if isinstance(other, NDArray):
             return other >= self
         return _less_than_scalar(self, other, strict=False)
 
     __hash__ = None  # type: ignore[assignment]  # == returns an array
 
-    def log(self) -> "NDArray":
+    def log(self) -> NDArray:
         """Natural logarithm elementwise."""
         return self._unary("ewise_log")
 
-    def exp(self) -> "NDArray":
+    def exp(self) -> NDArray:
         """Exponential elementwise."""
         return self._unary("ewise_exp")
 
-    def tanh(self) -> "NDArray":
+    def tanh(self) -> NDArray:
         """Hyperbolic tangent elementwise."""
         return self._unary("ewise_tanh")
 
     # ----- matrix product -------------------------------------------------------------------
-    def __matmul__(self, other: "NDArray") -> "NDArray":
+    def __matmul__(self, other: NDArray) -> NDArray:
         """``self @ other``; 2-D products whose sizes are multiples of the device's tile size
         take the course's tiled path. :func:`matmul` never does."""
         return _matmul("NDArray @", self, other, _matmul_2d)
 
     # ----- reductions -----------------------------------------------------------------------
-    def sum(self, axis: Any = None, keepdims: bool = False) -> "NDArray":
+    def sum(self, axis: Any = None, keepdims: bool = False) -> NDArray:
         """Sum over ``axis`` (None: all; an int; a tuple); NumPy's output shape and dtype
         (integers and bools sum to int64, as in NumPy and PyTorch)."""
         if not _is_float(self._dtype) and self._dtype is not _INT64:
             return self.astype(_INT64)._reduce(axis, keepdims, "reduce_sum")
         return self._reduce(axis, keepdims, "reduce_sum")
 
-    def max(self, axis: Any = None, keepdims: bool = False) -> "NDArray":
+    def max(self, axis: Any = None, keepdims: bool = False) -> NDArray:
         """Maximum over ``axis``; an empty reduction raises ValueError."""
         return self._reduce(axis, keepdims, "reduce_max")
 
-    def _reduce(self, axis: Any, keepdims: bool, kernel: str) -> "NDArray":
+    def _reduce(self, axis: Any, keepdims: bool, kernel: str) -> NDArray:
         shape = self._shape
         axes = _normalize_axes(kernel[7:], axis, len(shape))
         if not axes:
@@ -681,8 +715,13 @@ class NDArray:
             raise ValueError(f"max: empty reduction over axes {axes} of shape {shape}")
         out = _empty(tuple(shape[i] for i in kept), self._device, self._dtype)
         mod = self._device.mod
-        if (kernel == "reduce_sum" and kept and axes == tuple(range(len(axes)))
-                and _is_float(self._dtype) and hasattr(mod, "reduce_sum_rows")):
+        if (
+            kernel == "reduce_sum"
+            and kept
+            and axes == tuple(range(len(axes)))
+            and _is_float(self._dtype)
+            and hasattr(mod, "reduce_sum_rows")
+        ):
             # leading axes: sum the rows in place instead of compacting a transposed copy
             mod.reduce_sum_rows(self.compact()._handle, out._handle, reduce_size, out.size)
         else:
@@ -695,7 +734,7 @@ class NDArray:
         return out
 
     # ----- flip and pad ---------------------------------------------------------------------
-    def flip(self, axes: Any) -> "NDArray":
+    def flip(self, axes: Any) -> NDArray:
         """A new array reversed along ``axes`` (np.flip)."""
         axes = _normalize_axes("flip", axes, self.ndim)
         strides, offset = list(self._strides), self._offset
@@ -705,7 +744,7 @@ class NDArray:
         flipped = self._view(self._shape, tuple(strides), offset)
         return NDArray(flipped) if flipped.is_compact() else flipped.compact()
 
-    def pad(self, axes: Sequence[tuple[int, int]]) -> "NDArray":
+    def pad(self, axes: Sequence[tuple[int, int]]) -> NDArray:
         """A new zero-filled array with ``(before, after)`` zeros around each dimension."""
         pairs = [tuple(p) for p in axes] if len(axes) == self.ndim else None
         if pairs is None or any(
@@ -725,12 +764,15 @@ class NDArray:
     def fill(self, value: float) -> None:
         """Set every element of this array (only this view's elements) to ``value``."""
         self._device.mod.scalar_setitem(
-            self.size, _cast_scalar(_scalar_value("fill", value), self._dtype), self._handle,
+            self.size,
+            _cast_scalar(_scalar_value("fill", value), self._dtype),
+            self._handle,
             self._shape,
-            self._strides, self._offset,
+            self._strides,
+            self._offset,
         )
 
-    def to(self, device: BackendDevice) -> "NDArray":
+    def to(self, device: BackendDevice) -> NDArray:
         """``self`` on the same device, else a copy on ``device`` (same dtype)."""
         return self if device == self._device else NDArray(self, device=device)
 
@@ -742,14 +784,14 @@ class NDArray:
         out = self.numpy()
         return out if dtype is None else out.astype(dtype)
 
-    def astype(self, dtype: Any, copy: bool = True) -> "NDArray":
+    def astype(self, dtype: Any, copy: bool = True) -> NDArray:
         """A compact copy in ``dtype`` (``self`` when ``copy=False`` and nothing changes)."""
         dtype = _dtype(dtype)
         if not copy and dtype == self.dtype:
             return self
         return NDArray(self, dtype=dtype)
 
-    def copy(self) -> "NDArray":
+    def copy(self) -> NDArray:
         """A compact copy."""
         return NDArray(self)
 
@@ -983,11 +1025,10 @@ def _tiled(matrix: NDArray, tile: int) -> NDArray:
 
 def _matmul_tiled(a: NDArray, b: NDArray, tile: int) -> NDArray:
     (m, n), p = a._shape, b._shape[1]
-    out = NDArray.make(
-        (m // tile, p // tile, tile, tile), device=a._device, dtype=a._dtype
+    out = NDArray.make((m // tile, p // tile, tile, tile), device=a._device, dtype=a._dtype)
+    a._device.mod.matmul_tiled(
+        _tiled(a, tile)._handle, _tiled(b, tile)._handle, out._handle, m, n, p
     )
-    a._device.mod.matmul_tiled(_tiled(a, tile)._handle, _tiled(b, tile)._handle, out._handle,
-                               m, n, p)
     return out.permute((0, 2, 1, 3)).compact().reshape((m, p))
 
 
@@ -1017,8 +1058,9 @@ def _matmul_strided(a: NDArray, b: NDArray) -> NDArray:
         device.mod.matmul(a._handle, b._handle, out._handle, m, n, p)
         return out
     a, b = _blas_view(a), _blas_view(b)
-    device.mod.matmul_strided(a._handle, b._handle, out._handle, m, n, p,
-                              a._strides, a._offset, b._strides, b._offset)
+    device.mod.matmul_strided(
+        a._handle, b._handle, out._handle, m, n, p, a._strides, a._offset, b._strides, b._offset
+    )
     return out
 
 
@@ -1034,11 +1076,10 @@ def _matmul_batched(a: NDArray, b: NDArray, product: Callable) -> NDArray:
         # the whole stack in one kernel call: the ops' attention products are thousands of
         # small matrices, and a Python loop over them cost more than the arithmetic
         a, b = a.compact(), b.compact()
-        a._device.mod.matmul_batched(a._handle, b._handle, out._handle, a._shape[0], m,
-                                     a._shape[2], p)
+        a._device.mod.matmul_batched(
+            a._handle, b._handle, out._handle, a._shape[0], m, a._shape[2], p
+        )
         return out.reshape(batch + (m, p))
     for i in range(a._shape[0]):
         out[i] = product(a[i].reshape(a._shape[1:]), b[i].reshape(b._shape[1:]))
     return out.reshape(batch + (m, p))
-
-

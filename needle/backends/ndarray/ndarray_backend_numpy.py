@@ -22,8 +22,13 @@ from ..numpy import kernels as formulas
 
 __device_name__ = "numpy"
 
-_DTYPES = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64,
-           "bool": np.bool_}
+_DTYPES = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "int32": np.int32,
+    "int64": np.int64,
+    "bool": np.bool_,
+}
 _FLOATS = ("float32", "float64")
 
 
@@ -225,8 +230,18 @@ def matmul(a: Array, b: Array, out: Array, m: int, n: int, p: int) -> None:
     np.matmul(a.array.reshape(m, n), b.array.reshape(n, p), out=out.array.reshape(m, p))
 
 
-def matmul_strided(a: Array, b: Array, out: Array, m: int, n: int, p: int, a_strides,
-                   a_offset: int, b_strides, b_offset: int) -> None:
+def matmul_strided(
+    a: Array,
+    b: Array,
+    out: Array,
+    m: int,
+    n: int,
+    p: int,
+    a_strides,
+    a_offset: int,
+    b_strides,
+    b_offset: int,
+) -> None:
     """Project extra: ``out = A @ B`` for the strided (m, n) view A of ``a`` and (n, p) view
     B of ``b`` (element strides and offsets, range-checked) into compact (m, p) ``out``."""
     _check_same_dtype(a, b, out)
@@ -246,8 +261,11 @@ def matmul_batched(a: Array, b: Array, out: Array, batch: int, m: int, n: int, p
     if min(batch, m, n, p) < 0:
         raise ValueError(f"matmul_batched: negative size in batch={batch}, m={m}, n={n}, p={p}")
     _check_sizes("matmul_batched", (a, batch * m * n), (b, batch * n * p), (out, batch * m * p))
-    np.matmul(a.array.reshape(batch, m, n), b.array.reshape(batch, n, p),
-              out=out.array.reshape(batch, m, p))
+    np.matmul(
+        a.array.reshape(batch, m, n),
+        b.array.reshape(batch, n, p),
+        out=out.array.reshape(batch, m, p),
+    )
 
 
 def _reduce(ufunc, name: str):
@@ -275,8 +293,10 @@ def _check_update(name: str, outs: list, *lists: list) -> None:
     buffers of one dtype and size; all checked before anything is updated."""
     for buffers in lists:
         if len(buffers) != len(outs):
-            raise ValueError(f"{name}: the buffer lists differ in length ({len(buffers)} and "
-                             f"{len(outs)}); one entry per parameter")
+            raise ValueError(
+                f"{name}: the buffer lists differ in length ({len(buffers)} and "
+                f"{len(outs)}); one entry per parameter"
+            )
     for i, out in enumerate(outs):
         handles = [out, *(buffers[i] for buffers in lists)]
         if any(h is None for h in handles):
@@ -285,29 +305,57 @@ def _check_update(name: str, outs: list, *lists: list) -> None:
         _check_sizes(name, *((h, out.array.size) for h in handles))
 
 
-def sgd_update(params: list, grads: list, u: list, outs: list, lr: float, momentum: float,
-               weight_decay: float) -> None:
+def sgd_update(
+    params: list, grads: list, u: list, outs: list, lr: float, momentum: float, weight_decay: float
+) -> None:
     """needle's SGD step for a list of parameters: each ``u`` in place, the new parameters
     in ``outs`` (every argument but the scalars a list, one buffer per parameter)."""
     _check_update("sgd_update", outs, params, grads, u)
-    news = formulas.sgd_update([p.array for p in params], [g.array for g in grads],
-                               [b.array for b in u], lr, momentum, weight_decay)
+    news = formulas.sgd_update(
+        [p.array for p in params],
+        [g.array for g in grads],
+        [b.array for b in u],
+        lr,
+        momentum,
+        weight_decay,
+    )
     for out, new in zip(outs, news):
         out.array[:] = new
 
 
-def adam_update(params: list, grads: list, m: list, v: list, outs: list, lr: float,
-                beta1: float, beta2: float, eps: float, weight_decay: float, bias1: float,
-                bias2: float) -> None:
+def adam_update(
+    params: list,
+    grads: list,
+    m: list,
+    v: list,
+    outs: list,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    bias1: float,
+    bias2: float,
+) -> None:
     """needle's Adam step for a list of parameters: each ``m``, ``v`` in place, the new
     parameters in ``outs`` (lists as in :func:`sgd_update`).
 
     ``bias1 = 1 - beta1**t`` and ``bias2 = 1 - beta2**t`` are the bias corrections.
     """
     _check_update("adam_update", outs, params, grads, m, v)
-    news = formulas.adam_update([p.array for p in params], [g.array for g in grads],
-                                [b.array for b in m], [b.array for b in v], lr, beta1, beta2,
-                                eps, weight_decay, bias1, bias2)
+    news = formulas.adam_update(
+        [p.array for p in params],
+        [g.array for g in grads],
+        [b.array for b in m],
+        [b.array for b in v],
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        bias1,
+        bias2,
+    )
     for out, new in zip(outs, news):
         out.array[:] = new
 
@@ -315,28 +363,65 @@ def adam_update(params: list, grads: list, m: list, v: list, outs: list, lr: flo
 # ----- fused batch norm (project extras, mirrored by the compiled module) --------------------
 
 
-def batchnorm_forward(x: Array, weight: Array, bias: Array, out: Array, xhat: Array,
-                      mean: Array, var: Array, inv_std: Array, n: int, d: int,
-                      eps: float) -> None:
+def batchnorm_forward(
+    x: Array,
+    weight: Array,
+    bias: Array,
+    out: Array,
+    xhat: Array,
+    mean: Array,
+    var: Array,
+    inv_std: Array,
+    n: int,
+    d: int,
+    eps: float,
+) -> None:
     """Training batch norm of x (n, d) per column into ``out``; also writes ``xhat`` (n, d)
     and the column ``mean``, biased ``var`` and ``inv_std`` (d each)."""
     _check_same_dtype(x, weight, bias, out, xhat, mean, var, inv_std)
-    _check_sizes("batchnorm_forward", (x, n * d), (out, n * d), (xhat, n * d), (weight, d),
-                 (bias, d), (mean, d), (var, d), (inv_std, d))
+    _check_sizes(
+        "batchnorm_forward",
+        (x, n * d),
+        (out, n * d),
+        (xhat, n * d),
+        (weight, d),
+        (bias, d),
+        (mean, d),
+        (var, d),
+        (inv_std, d),
+    )
     if n < 1:
         raise ValueError(f"batchnorm_forward: needs at least one row, got n={n}")
     results = formulas.batchnorm_forward(x.array.reshape(n, d), weight.array, bias.array, eps)
     _write((out, xhat, mean, var, inv_std), results)
 
 
-def batchnorm_backward(g: Array, xhat: Array, weight: Array, inv_std: Array, grad_x: Array,
-                       grad_weight: Array, grad_bias: Array, n: int, d: int) -> None:
+def batchnorm_backward(
+    g: Array,
+    xhat: Array,
+    weight: Array,
+    inv_std: Array,
+    grad_x: Array,
+    grad_weight: Array,
+    grad_bias: Array,
+    n: int,
+    d: int,
+) -> None:
     """The input, weight and bias gradients of :func:`batchnorm_forward` for out_grad g."""
     _check_same_dtype(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias)
-    _check_sizes("batchnorm_backward", (g, n * d), (xhat, n * d), (grad_x, n * d),
-                 (weight, d), (inv_std, d), (grad_weight, d), (grad_bias, d))
-    results = formulas.batchnorm_backward(g.array.reshape(n, d), xhat.array.reshape(n, d),
-                                          weight.array, inv_std.array)
+    _check_sizes(
+        "batchnorm_backward",
+        (g, n * d),
+        (xhat, n * d),
+        (grad_x, n * d),
+        (weight, d),
+        (inv_std, d),
+        (grad_weight, d),
+        (grad_bias, d),
+    )
+    results = formulas.batchnorm_backward(
+        g.array.reshape(n, d), xhat.array.reshape(n, d), weight.array, inv_std.array
+    )
     _write((grad_x, grad_weight, grad_bias), results)
 
 
@@ -360,8 +445,9 @@ def dropout(u: np.ndarray, x: Array, mask: Array, out: Array, keep: float) -> No
     ``keep`` rounded to it first, as a float32 ``rand`` makes them), cast to mask's dtype, and
     ``out = x * mask``."""
     if not isinstance(u, np.ndarray) or u.dtype != np.float64 or not u.flags.c_contiguous:
-        raise TypeError("dropout: u must be a C-contiguous float64 NumPy array (the draws "
-                        "of np.random.rand)")
+        raise TypeError(
+            "dropout: u must be a C-contiguous float64 NumPy array (the draws of np.random.rand)"
+        )
     _check_same_dtype(x, mask, out)
     _check_sizes("dropout", (mask, out.array.size), (x, out.array.size))
     if u.size != out.array.size:
@@ -381,32 +467,67 @@ def relu_backward(g: Array, a: Array, out: Array) -> None:
     out.array[:] = formulas.relu_backward(g.array, a.array)
 
 
-def layernorm_forward(x: Array, weight: Array, bias: Array, out: Array, xhat: Array,
-                      inv_std: Array, n: int, d: int, eps: float) -> None:
+def layernorm_forward(
+    x: Array,
+    weight: Array,
+    bias: Array,
+    out: Array,
+    xhat: Array,
+    inv_std: Array,
+    n: int,
+    d: int,
+    eps: float,
+) -> None:
     """Layer norm of the rows of x (n, d) into ``out``; also writes ``xhat`` and ``inv_std``
     (n,)."""
     _check_same_dtype(x, weight, bias, out, xhat, inv_std)
     if d < 1:
         raise ValueError(f"layernorm_forward: needs at least one column, got d={d}")
-    _check_sizes("layernorm_forward", (x, n * d), (out, n * d), (xhat, n * d), (weight, d),
-                 (bias, d), (inv_std, n))
+    _check_sizes(
+        "layernorm_forward",
+        (x, n * d),
+        (out, n * d),
+        (xhat, n * d),
+        (weight, d),
+        (bias, d),
+        (inv_std, n),
+    )
     results = formulas.layernorm_forward(x.array.reshape(n, d), weight.array, bias.array, eps)
     _write((out, xhat, inv_std), results)
 
 
-def layernorm_backward(g: Array, xhat: Array, weight: Array, inv_std: Array, grad_x: Array,
-                       grad_weight: Array, grad_bias: Array, n: int, d: int) -> None:
+def layernorm_backward(
+    g: Array,
+    xhat: Array,
+    weight: Array,
+    inv_std: Array,
+    grad_x: Array,
+    grad_weight: Array,
+    grad_bias: Array,
+    n: int,
+    d: int,
+) -> None:
     """The input, weight and bias gradients of :func:`layernorm_forward` for out_grad g."""
     _check_same_dtype(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias)
-    _check_sizes("layernorm_backward", (g, n * d), (xhat, n * d), (grad_x, n * d),
-                 (weight, d), (inv_std, n), (grad_weight, d), (grad_bias, d))
-    results = formulas.layernorm_backward(g.array.reshape(n, d), xhat.array.reshape(n, d),
-                                          weight.array, inv_std.array)
+    _check_sizes(
+        "layernorm_backward",
+        (g, n * d),
+        (xhat, n * d),
+        (grad_x, n * d),
+        (weight, d),
+        (inv_std, n),
+        (grad_weight, d),
+        (grad_bias, d),
+    )
+    results = formulas.layernorm_backward(
+        g.array.reshape(n, d), xhat.array.reshape(n, d), weight.array, inv_std.array
+    )
     _write((grad_x, grad_weight, grad_bias), results)
 
 
-def softmax_cross_entropy(logits: Array, labels: np.ndarray, grad: Array, loss: Array, n: int,
-                          k: int) -> None:
+def softmax_cross_entropy(
+    logits: Array, labels: np.ndarray, grad: Array, loss: Array, n: int, k: int
+) -> None:
     """Mean softmax cross-entropy of logits (n, k) against int labels (n,) into ``loss`` (1,),
     and its gradient ``grad = (softmax - one_hot) * (1 / n)`` (n, k)."""
     _check_same_dtype(logits, grad, loss)
@@ -440,31 +561,59 @@ def add_rows(rows: Array, ids: np.ndarray, out: Array, num_rows: int, d: int) ->
 
 def _check_lstm(name: str, wide: tuple, narrow: tuple, batch: int, hidden: int) -> None:
     _check_same_dtype(*wide, *narrow)
-    _check_sizes(name, *((a, batch * 4 * hidden) for a in wide),
-                 *((a, batch * hidden) for a in narrow))
+    _check_sizes(
+        name, *((a, batch * 4 * hidden) for a in wide), *((a, batch * hidden) for a in narrow)
+    )
 
 
-def lstm_cell_forward(pre: Array, c: Array, act: Array, h_out: Array, c_out: Array,
-                      tanh_c: Array, batch: int, hidden: int) -> None:
+def lstm_cell_forward(
+    pre: Array,
+    c: Array,
+    act: Array,
+    h_out: Array,
+    c_out: Array,
+    tanh_c: Array,
+    batch: int,
+    hidden: int,
+) -> None:
     """One LSTM step's gates: from ``pre`` (batch, 4·hidden) in blocks i, f, g, o and ``c``,
     write ``act`` = (σ(i), σ(f), tanh(g), σ(o)), ``c' = f·c + i·g``, ``tanh(c')`` and
     ``h' = o·tanh(c')``."""
     _check_lstm("lstm_cell_forward", (pre, act), (c, h_out, c_out, tanh_c), batch, hidden)
-    results = formulas.lstm_cell_forward(pre.array.reshape(batch, 4 * hidden),
-                                         c.array.reshape(batch, hidden))
+    results = formulas.lstm_cell_forward(
+        pre.array.reshape(batch, 4 * hidden), c.array.reshape(batch, hidden)
+    )
     _write((h_out, c_out, act, tanh_c), results)
 
 
-def lstm_cell_backward(grad_h: Array, grad_c: Array, c: Array, act: Array, tanh_c: Array,
-                       grad_pre: Array, grad_c_prev: Array, batch: int, hidden: int) -> None:
+def lstm_cell_backward(
+    grad_h: Array,
+    grad_c: Array,
+    c: Array,
+    act: Array,
+    tanh_c: Array,
+    grad_pre: Array,
+    grad_c_prev: Array,
+    batch: int,
+    hidden: int,
+) -> None:
     """The gradients of :func:`lstm_cell_forward`: ``grad_pre`` (batch, 4·hidden) and that of
     the previous cell state, from the gradients of h' and c'."""
-    _check_lstm("lstm_cell_backward", (act, grad_pre),
-                (grad_h, grad_c, c, tanh_c, grad_c_prev), batch, hidden)
+    _check_lstm(
+        "lstm_cell_backward",
+        (act, grad_pre),
+        (grad_h, grad_c, c, tanh_c, grad_c_prev),
+        batch,
+        hidden,
+    )
     state = (batch, hidden)  # the shape of h, c and their gradients
     results = formulas.lstm_cell_backward(
-        grad_h.array.reshape(state), grad_c.array.reshape(state), c.array.reshape(state),
-        act.array.reshape(batch, 4 * hidden), tanh_c.array.reshape(state))
+        grad_h.array.reshape(state),
+        grad_c.array.reshape(state),
+        c.array.reshape(state),
+        act.array.reshape(batch, 4 * hidden),
+        tanh_c.array.reshape(state),
+    )
     _write((grad_pre, grad_c_prev), results)
 
 

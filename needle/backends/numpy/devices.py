@@ -130,5 +130,13 @@ def all_devices() -> list[Device]:
     return [_CPU, _CUDA]
 
 
-__all__ = ["Device", "CPUDevice", "DisabledCUDADevice", "cpu", "cpu_numpy", "cuda",
-           "default_device", "all_devices"]
+__all__ = [
+    "Device",
+    "CPUDevice",
+    "DisabledCUDADevice",
+    "cpu",
+    "cpu_numpy",
+    "cuda",
+    "default_device",
+    "all_devices",
+]

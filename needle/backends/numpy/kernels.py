@@ -12,7 +12,8 @@ Every fused forward returns what its backward needs; nothing is kept here betwee
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,9 @@ def add_row(a: np.ndarray, row: np.ndarray) -> np.ndarray:
     return a + row
 
 
-def batchnorm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
-                      eps: float) -> tuple[np.ndarray, ...]:
+def batchnorm_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float
+) -> tuple[np.ndarray, ...]:
     """Training batch norm of x (N, D) per column with weight and bias (D,).
 
     Returns ``(out, xhat, mean, var, inv_std)``: out and ``xhat = (x - mean) * inv_std``
@@ -42,8 +44,9 @@ def batchnorm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
     return xhat * weight + bias, xhat, mean, var, inv_std
 
 
-def batchnorm_backward(g: np.ndarray, xhat: np.ndarray, weight: np.ndarray,
-                       inv_std: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batchnorm_backward(
+    g: np.ndarray, xhat: np.ndarray, weight: np.ndarray, inv_std: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(grad_x (N, D), grad_weight (D,), grad_bias (D,))`` of :func:`batchnorm_forward` for
     out_grad g: ``grad_x = (g·n − grad_bias − xhat·grad_weight) · (weight·inv_std / n)``."""
     # With statistics per column, the general norm gradient's sums of g·weight and
@@ -55,8 +58,9 @@ def batchnorm_backward(g: np.ndarray, xhat: np.ndarray, weight: np.ndarray,
     return centred_grad * (weight * inv_std / n), grad_weight, grad_bias
 
 
-def layernorm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
-                      eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def layernorm_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Layer norm of the rows of x (N, D) with weight and bias (D,).
 
     Returns ``(out, xhat, inv_std)``: out and ``xhat`` (N, D), ``inv_std`` per row (N,).
@@ -68,8 +72,9 @@ def layernorm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
     return xhat * weight + bias, xhat, inv_std
 
 
-def layernorm_backward(g: np.ndarray, xhat: np.ndarray, weight: np.ndarray,
-                       inv_std: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def layernorm_backward(
+    g: np.ndarray, xhat: np.ndarray, weight: np.ndarray, inv_std: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(grad_x, grad_weight, grad_bias)`` of :func:`layernorm_forward` for out_grad g."""
     # d/dx of (x - mean) * inv_std applied to gx = g * weight, per row:
     # inv_std / d * (d * gx - sum(gx) - xhat * sum(gx * xhat)).
@@ -154,8 +159,9 @@ def lstm_cell_forward(pre: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
     return o * tanh_c, c_new, act.reshape(batch, 4 * hidden), tanh_c
 
 
-def lstm_cell_backward(grad_h: np.ndarray, grad_c: np.ndarray, c: np.ndarray, act: np.ndarray,
-                       tanh_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lstm_cell_backward(
+    grad_h: np.ndarray, grad_c: np.ndarray, c: np.ndarray, act: np.ndarray, tanh_c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """``(gradient of the pre-activation (B, 4H), gradient of c (B, H))`` of
     :func:`lstm_cell_forward` from the gradients of h' and c'."""
     batch, hidden = c.shape
@@ -173,17 +179,23 @@ def lstm_cell_backward(grad_h: np.ndarray, grad_c: np.ndarray, c: np.ndarray, ac
 # ----- fused optimizer updates ---------------------------------------------------------------
 
 
-def sgd_update(params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
-               u: Sequence[np.ndarray], lr: float, momentum: float,
-               weight_decay: float) -> list[np.ndarray]:
+def sgd_update(
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    u: Sequence[np.ndarray],
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+) -> list[np.ndarray]:
     """needle's SGD step for lists of parameters, gradients and momentum buffers ``u``:
     ``g = grad + wd·p``; ``u = m·u + (1 - m)·g`` (in place); returns the new parameters
     ``p - lr·u`` (the inputs are not modified)."""
     return [_sgd_one(p, g, u_p, lr, momentum, weight_decay) for p, g, u_p in zip(params, grads, u)]
 
 
-def _sgd_one(p: np.ndarray, grad: np.ndarray, u: np.ndarray, lr: float, momentum: float,
-             weight_decay: float) -> np.ndarray:
+def _sgd_one(
+    p: np.ndarray, grad: np.ndarray, u: np.ndarray, lr: float, momentum: float, weight_decay: float
+) -> np.ndarray:
     # in place on one scratch array: fresh temporaries of a model's size cost page faults
     g = p * weight_decay
     g += grad
@@ -194,21 +206,42 @@ def _sgd_one(p: np.ndarray, grad: np.ndarray, u: np.ndarray, lr: float, momentum
     return p - g
 
 
-def adam_update(params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
-                m: Sequence[np.ndarray], v: Sequence[np.ndarray], lr: float, beta1: float,
-                beta2: float, eps: float, weight_decay: float, bias1: float,
-                bias2: float) -> list[np.ndarray]:
+def adam_update(
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    m: Sequence[np.ndarray],
+    v: Sequence[np.ndarray],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    bias1: float,
+    bias2: float,
+) -> list[np.ndarray]:
     """needle's Adam step for lists of parameters, gradients and moments ``m``, ``v`` (updated
     in place): ``g = grad + wd·p``; ``m = b1·m + (1 - b1)·g``; ``v = b2·v + (1 - b2)·g²``;
     returns the new parameters ``p - lr·(m / bias1) / (sqrt(v / bias2) + eps)``, where
     ``bias1 = 1 - b1**t`` and ``bias2 = 1 - b2**t`` are the bias corrections."""
-    return [_adam_one(p, g, m_p, v_p, lr, beta1, beta2, eps, weight_decay, bias1, bias2)
-            for p, g, m_p, v_p in zip(params, grads, m, v)]
+    return [
+        _adam_one(p, g, m_p, v_p, lr, beta1, beta2, eps, weight_decay, bias1, bias2)
+        for p, g, m_p, v_p in zip(params, grads, m, v)
+    ]
 
 
-def _adam_one(p: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float,
-              beta1: float, beta2: float, eps: float, weight_decay: float, bias1: float,
-              bias2: float) -> np.ndarray:
+def _adam_one(
+    p: np.ndarray,
+    grad: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    bias1: float,
+    bias2: float,
+) -> np.ndarray:
     # The course's formula, operation for operation, on two scratch arrays.
     g = p * weight_decay
     g += grad

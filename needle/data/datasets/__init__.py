@@ -3,9 +3,9 @@
 from .cifar10 import CIFAR10Dataset, CIFAR10FormatError, download_cifar10
 from .download import ChecksumMismatchError, DownloadError, content_sha256, download_file
 from .mnist_dataset import (
-    FashionMNIST,
     MNIST,
     DatasetNotFoundError,
+    FashionMNIST,
     MNISTDataset,
     default_data_dir,
 )

@@ -26,8 +26,9 @@ import pickle
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -86,7 +87,8 @@ class _NDArrayClassToken:
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         raise pickle.UnpicklingError(
             "refused a call of numpy.ndarray(...): an array must be rebuilt from its own "
-            "bytes (numpy's _reconstruct), never allocated uninitialised")
+            "bytes (numpy's _reconstruct), never allocated uninitialised"
+        )
 
     def __repr__(self) -> str:
         return "numpy.ndarray"
@@ -190,8 +192,17 @@ def load_cifar10_batch(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             batch = _BatchUnpickler(_BoundedReader(f), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, MemoryError, OverflowError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        OverflowError,
+    ) as e:
         raise CIFAR10FormatError(f"CIFAR-10 batch {path}: not a valid batch pickle: {e}") from None
     return _checked_fields(path, batch)
 
@@ -206,15 +217,23 @@ def _checked_fields(path: Path, batch: Any) -> tuple[np.ndarray, np.ndarray]:
         keys = sorted(map(repr, batch)) if isinstance(batch, dict) else type(batch).__name__
         raise fail(f"expected a dict with keys b'data' and b'labels', got {keys}")
     data, labels = batch[b"data"], batch[b"labels"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != _PIXELS:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != _PIXELS
+    ):
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise fail(f"b'data' must be a uint8 array of shape (n, {_PIXELS}), got {got}")
-    if not isinstance(labels, list) or len(labels) != data.shape[0] \
-            or not all(type(v) is int and 0 <= v < _CLASSES for v in labels):
+    if (
+        not isinstance(labels, list)
+        or len(labels) != data.shape[0]
+        or not all(type(v) is int and 0 <= v < _CLASSES for v in labels)
+    ):
         n = len(labels) if isinstance(labels, list) else type(labels).__name__
-        raise fail(f"b'labels' must be a list of {data.shape[0]} ints in [0, {_CLASSES}), "
-                   f"got {n} entries")
+        raise fail(
+            f"b'labels' must be a list of {data.shape[0]} ints in [0, {_CLASSES}), got {n} entries"
+        )
     return data, np.asarray(labels, dtype=np.int64)
 
 
@@ -241,8 +260,13 @@ class CIFAR10Dataset(Dataset):
         ((50000, 3, 32, 32), (3, 32, 32))
     """
 
-    def __init__(self, base_folder: PathLike, train: bool, p: float = 0.5,
-                 transforms: Sequence[TransformLike] | None = None) -> None:
+    def __init__(
+        self,
+        base_folder: PathLike,
+        train: bool,
+        p: float = 0.5,
+        transforms: Sequence[TransformLike] | None = None,
+    ) -> None:
         super().__init__(transforms)
         self.base_folder = Path(base_folder)
         self.train = train
@@ -282,8 +306,13 @@ class CIFAR10Dataset(Dataset):
 # ----- the downloader ------------------------------------------------------------------------
 
 
-def download_cifar10(root: PathLike | None = None, *, url: str = CIFAR10_URL,
-                     md5: str = CIFAR10_MD5, timeout: float = 60.0) -> Path:
+def download_cifar10(
+    root: PathLike | None = None,
+    *,
+    url: str = CIFAR10_URL,
+    md5: str = CIFAR10_MD5,
+    timeout: float = 60.0,
+) -> Path:
     """Download and unpack CIFAR-10's python version into ``root``; return the batch folder.
 
     The archive is verified against ``md5`` (the authors' published value) before it is
@@ -307,8 +336,9 @@ def download_cifar10(root: PathLike | None = None, *, url: str = CIFAR10_URL,
         return target
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".cifar10-", dir=root) as tmp:
-        archive = _download.download_file(url, Path(tmp) / "archive.tar.gz", None, md5=md5,
-                                           timeout=timeout)
+        archive = _download.download_file(
+            url, Path(tmp) / "archive.tar.gz", None, md5=md5, timeout=timeout
+        )
         unpacked = Path(tmp) / FOLDER
         _extract_batches(archive, unpacked)
         if target.exists():  # an incomplete earlier folder: replace it as a whole

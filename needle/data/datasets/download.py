@@ -23,8 +23,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 __all__ = [
     "DownloadError",
@@ -101,7 +102,7 @@ def content_sha256(path: PathLike) -> str:
     with open(path, "rb") as raw:
         is_gzip = raw.read(2) == b"\x1f\x8b"
     try:
-        with (gzip.open(path, "rb") if is_gzip else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if is_gzip else open(path, "rb") as f:
             for chunk in iter(lambda: f.read(_CHUNK), b""):
                 digest.update(chunk)
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
@@ -133,9 +134,16 @@ def _fetch(url: str, f, timeout: float) -> None:
         )
 
 
-def download_file(url: str, dest_path: PathLike, sha256: str | None, *,
-                  verify: bool = True, content_hash: bool = False,
-                  timeout: float = 60.0, md5: str | None = None) -> Path:
+def download_file(
+    url: str,
+    dest_path: PathLike,
+    sha256: str | None,
+    *,
+    verify: bool = True,
+    content_hash: bool = False,
+    timeout: float = 60.0,
+    md5: str | None = None,
+) -> Path:
     """Download ``url`` to ``dest_path``, verified and atomically.
 
     Args:
@@ -218,9 +226,16 @@ def _file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def download_from_mirrors(mirrors: Sequence[str], filename: str, dest_path: PathLike,
-                          sha256: str | None, *, verify: bool = True,
-                          content_hash: bool = True, timeout: float = 60.0) -> Path:
+def download_from_mirrors(
+    mirrors: Sequence[str],
+    filename: str,
+    dest_path: PathLike,
+    sha256: str | None,
+    *,
+    verify: bool = True,
+    content_hash: bool = True,
+    timeout: float = 60.0,
+) -> Path:
     """Download ``filename`` from the first mirror that serves a verified copy.
 
     Args:
@@ -242,8 +257,14 @@ def download_from_mirrors(mirrors: Sequence[str], filename: str, dest_path: Path
     failures = []
     for base in mirrors:
         try:
-            return download_file(base + filename, dest_path, sha256, verify=verify,
-                                 content_hash=content_hash, timeout=timeout)
+            return download_file(
+                base + filename,
+                dest_path,
+                sha256,
+                verify=verify,
+                content_hash=content_hash,
+                timeout=timeout,
+            )
         except (DownloadError, ChecksumMismatchError) as e:
             failures.append(f"  {base}: {e}")
     raise DownloadError(

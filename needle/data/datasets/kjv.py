@@ -26,6 +26,7 @@ into place, so a reader never sees a half-written corpus.
 >>> ptb_tokens("And the LORD's 12 sheep-folds, Jesus' (sic).")
 ['and', 'the', 'lord', "'s", 'N', 'sheep-folds', 'jesus', 'sic']
 """
+
 from __future__ import annotations
 
 import os
@@ -35,14 +36,27 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .mnist_dataset import DatasetNotFoundError, default_data_dir
 
-__all__ = ["VOCAB_WORDS", "BLOCK_VERSES", "KJV_VERSES", "SPLIT_FILES", "INSTALL_COMMAND",
-           "UNK", "ptb_tokens", "split_of", "build_vocabulary", "write_corpus",
-           "read_kjv_verses", "build_kjv", "kjv_folder", "has_corpus"]
+__all__ = [
+    "VOCAB_WORDS",
+    "BLOCK_VERSES",
+    "KJV_VERSES",
+    "SPLIT_FILES",
+    "INSTALL_COMMAND",
+    "UNK",
+    "ptb_tokens",
+    "split_of",
+    "build_vocabulary",
+    "write_corpus",
+    "read_kjv_verses",
+    "build_kjv",
+    "kjv_folder",
+    "has_corpus",
+]
 
 #: Words kept in the vocabulary besides ``<unk>`` (``<eos>`` is added when reading).
 VOCAB_WORDS = 9998
@@ -75,8 +89,9 @@ def build_vocabulary(lines: Iterable[Sequence[str]], size: int = VOCAB_WORDS) ->
     return {word for word, _ in ranked[:size]}
 
 
-def write_corpus(verses: Sequence[str], folder: str | os.PathLike,
-                 vocab_words: int = VOCAB_WORDS) -> Path:
+def write_corpus(
+    verses: Sequence[str], folder: str | os.PathLike, vocab_words: int = VOCAB_WORDS
+) -> Path:
     """Tokenise, split and write ``verses`` as PTB-format train/valid/test files, atomically.
 
     Args:
@@ -122,17 +137,28 @@ def read_kjv_verses(program: str = "bible") -> list[str]:
         raise DatasetNotFoundError(
             f"the KJV corpus needs Debian's `{program}` program and its text; install "
             f"them with: {INSTALL_COMMAND}. Or use --dataset ptb --data-dir DIR with "
-            f"PTB-format train.txt, valid.txt and test.txt")
-    result = subprocess.run([path, "-f", _WHOLE_BIBLE], capture_output=True, text=True,
-                            encoding="utf-8", errors="replace", check=False)
+            f"PTB-format train.txt, valid.txt and test.txt"
+        )
+    result = subprocess.run(
+        [path, "-f", _WHOLE_BIBLE],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        check=False,
+    )
     # A verse line is "Ref Text"; anything else (warnings, headings) is not a verse.
-    verses = [line.split(" ", 1)[1] for line in result.stdout.splitlines()
-              if re.match(r"\S+\d+:\d+ ", line)]
+    verses = [
+        line.split(" ", 1)[1]
+        for line in result.stdout.splitlines()
+        if re.match(r"\S+\d+:\d+ ", line)
+    ]
     if result.returncode != 0 or len(verses) != KJV_VERSES:
         raise DatasetNotFoundError(
             f"`{program} -f {_WHOLE_BIBLE}` gave {len(verses)} verses (exit status "
             f"{result.returncode}), expected {KJV_VERSES}: is the text installed? "
-            f"{INSTALL_COMMAND}. {result.stderr.strip()[:200]}")
+            f"{INSTALL_COMMAND}. {result.stderr.strip()[:200]}"
+        )
     return verses
 
 
@@ -147,8 +173,9 @@ def build_kjv(folder: str | os.PathLike | None = None, program: str = "bible") -
     Raises:
         DatasetNotFoundError: ``bible`` or its text is not installed.
     """
-    return write_corpus(read_kjv_verses(program),
-                        default_data_dir("kjv") if folder is None else folder)
+    return write_corpus(
+        read_kjv_verses(program), default_data_dir("kjv") if folder is None else folder
+    )
 
 
 def kjv_folder(data_dir: str | os.PathLike | None = None) -> Path:
@@ -164,8 +191,11 @@ def kjv_folder(data_dir: str | os.PathLike | None = None) -> Path:
     if has_corpus(folder):
         return folder
     # A few seconds of silence before the first epoch would look like a hang.
-    print(f"converting the King James Bible PTB-style into {folder} (first use only)",
-          file=sys.stderr, flush=True)
+    print(
+        f"converting the King James Bible PTB-style into {folder} (first use only)",
+        file=sys.stderr,
+        flush=True,
+    )
     return build_kjv(folder)
 
 

@@ -20,9 +20,10 @@ into the cache folder.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,14 +78,23 @@ class MNISTDataset(Dataset):
         (6, (784,), np.uint8(5), (3, 784))
     """
 
-    def __init__(self, image_filename: PathLike, label_filename: PathLike,
-                 transforms: Sequence[TransformLike] | None = None, *,
-                 image_size: tuple[int, int] | None = None,
-                 num_classes: int | None = None) -> None:
+    def __init__(
+        self,
+        image_filename: PathLike,
+        label_filename: PathLike,
+        transforms: Sequence[TransformLike] | None = None,
+        *,
+        image_size: tuple[int, int] | None = None,
+        num_classes: int | None = None,
+    ) -> None:
         super().__init__(transforms)
-        images, labels = load_mnist_arrays(image_filename, label_filename,
-                                           image_size=image_size, num_classes=num_classes,
-                                           flatten=False)
+        images, labels = load_mnist_arrays(
+            image_filename,
+            label_filename,
+            image_size=image_size,
+            num_classes=num_classes,
+            flatten=False,
+        )
         self.image_shape = (images.shape[1], images.shape[2], 1)
         self.images = images.reshape(images.shape[0], -1)
         self.labels = labels
@@ -125,8 +135,9 @@ class MNISTDataset(Dataset):
 
     def __repr__(self) -> str:
         h, w, _ = self.image_shape
-        return (f"{type(self).__name__}(len={len(self)}, image={h}x{w}, "
-                f"transforms={self.transforms})")
+        return (
+            f"{type(self).__name__}(len={len(self)}, image={h}x{w}, transforms={self.transforms})"
+        )
 
 
 def default_data_dir(name: str) -> Path:
@@ -173,8 +184,9 @@ class _Source:
         return dirs + [Path(d) for d in self.system_dirs] + [default_data_dir(self.cache_name)]
 
 
-def _locate(source: _Source, root: PathLike | None, train: bool, download: bool,
-            verify: bool) -> tuple[Path, Path]:
+def _locate(
+    source: _Source, root: PathLike | None, train: bool, download: bool, verify: bool
+) -> tuple[Path, Path]:
     """Return the (image, label) paths of a split, downloading them if asked."""
     bases = _split_names(train)
     dirs = source.search_dirs(root)
@@ -197,16 +209,24 @@ def _fetch(source: _Source, target: Path, base: str, verify: bool) -> Path:
             f"Pass verify=False to download it unchecked, or fill in "
             f"needle.data.datasets.download.{source.hashes_name} (see docs/data.md)"
         )
-    return _download.download_from_mirrors(source.mirrors, base + ".gz", target / (base + ".gz"),
-                                           sha256, verify=verify,
-                                           content_hash=source.content_hash)
+    return _download.download_from_mirrors(
+        source.mirrors,
+        base + ".gz",
+        target / (base + ".gz"),
+        sha256,
+        verify=verify,
+        content_hash=source.content_hash,
+    )
 
 
-def _not_found_message(source: _Source, dirs: list[Path], bases: tuple[str, str],
-                       train: bool) -> str:
+def _not_found_message(
+    source: _Source, dirs: list[Path], bases: tuple[str, str], train: bool
+) -> str:
     """Explain where the files were looked for and how to get them."""
-    lines = [f"{source.cls_name}(train={train}): could not find {bases[0]}[.gz] and "
-             f"{bases[1]}[.gz] together in any of:"]
+    lines = [
+        f"{source.cls_name}(train={train}): could not find {bases[0]}[.gz] and "
+        f"{bases[1]}[.gz] together in any of:"
+    ]
     for d in dirs:
         missing = [b + "[.gz]" for b in bases if _find(d, b) is None]
         state = "folder does not exist" if not d.is_dir() else "missing " + ", ".join(missing)
@@ -214,24 +234,42 @@ def _not_found_message(source: _Source, dirs: list[Path], bases: tuple[str, str]
     lines.append("To get the data, either:")
     if source.apt_package:
         lines.append(f"  - install the Debian package: apt-get install {source.apt_package}")
-    lines.append(f"  - download it: {source.cls_name}(..., download=True) "
-                 "(command line: --download)")
-    lines.append(f"  - point to a folder holding the files: {source.cls_name}(root=...) "
-                 "(command line: --data-dir)")
+    lines.append(
+        f"  - download it: {source.cls_name}(..., download=True) (command line: --download)"
+    )
+    lines.append(
+        f"  - point to a folder holding the files: {source.cls_name}(root=...) "
+        "(command line: --data-dir)"
+    )
     return "\n".join(lines)
 
 
 def _mnist_source() -> _Source:
     """The MNIST source, built per call so that changes to the module tables apply."""
-    return _Source("MNIST", "mnist", (), _download.MNIST_MIRRORS, _download.MNIST_SHA256,
-                   "MNIST_SHA256", None, content_hash=False)
+    return _Source(
+        "MNIST",
+        "mnist",
+        (),
+        _download.MNIST_MIRRORS,
+        _download.MNIST_SHA256,
+        "MNIST_SHA256",
+        None,
+        content_hash=False,
+    )
 
 
 def _fashion_source() -> _Source:
     """The Fashion-MNIST source, built per call so that changes to the module tables apply."""
-    return _Source("FashionMNIST", "fashion-mnist", (SYSTEM_FASHION_MNIST_DIR,),
-                   _download.FASHION_MNIST_MIRRORS, _download.FASHION_MNIST_SHA256,
-                   "FASHION_MNIST_SHA256", "dataset-fashion-mnist", content_hash=True)
+    return _Source(
+        "FashionMNIST",
+        "fashion-mnist",
+        (SYSTEM_FASHION_MNIST_DIR,),
+        _download.FASHION_MNIST_MIRRORS,
+        _download.FASHION_MNIST_SHA256,
+        "FASHION_MNIST_SHA256",
+        "dataset-fashion-mnist",
+        content_hash=True,
+    )
 
 
 class MNIST(MNISTDataset):
@@ -254,9 +292,15 @@ class MNIST(MNISTDataset):
         10000
     """
 
-    def __init__(self, root: PathLike | None = None, train: bool = True,
-                 transforms: Sequence[TransformLike] | None = None, download: bool = False,
-                 *, verify: bool = True) -> None:
+    def __init__(
+        self,
+        root: PathLike | None = None,
+        train: bool = True,
+        transforms: Sequence[TransformLike] | None = None,
+        download: bool = False,
+        *,
+        verify: bool = True,
+    ) -> None:
         image_path, label_path = _locate(_mnist_source(), root, train, download, verify)
         super().__init__(image_path, label_path, transforms, image_size=(28, 28), num_classes=10)
         self.train = train
@@ -284,9 +328,15 @@ class FashionMNIST(MNISTDataset):
         (60000, 9)
     """
 
-    def __init__(self, root: PathLike | None = None, train: bool = True,
-                 transforms: Sequence[TransformLike] | None = None, download: bool = False,
-                 *, verify: bool = True) -> None:
+    def __init__(
+        self,
+        root: PathLike | None = None,
+        train: bool = True,
+        transforms: Sequence[TransformLike] | None = None,
+        download: bool = False,
+        *,
+        verify: bool = True,
+    ) -> None:
         image_path, label_path = _locate(_fashion_source(), root, train, download, verify)
         super().__init__(image_path, label_path, transforms, image_size=(28, 28), num_classes=10)
         self.train = train

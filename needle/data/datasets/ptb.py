@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -107,7 +107,8 @@ def read_lines(path: str | os.PathLike, max_lines: int | None = None) -> Iterato
             if len(raw) > MAX_LINE_BYTES:
                 raise CorpusFormatError(
                     f"{os.fspath(path)}, line {number}: longer than {MAX_LINE_BYTES} bytes; "
-                    f"a PTB-format file holds one sentence per line")
+                    f"a PTB-format file holds one sentence per line"
+                )
             yield _decoded(path, number, raw)
 
 
@@ -116,15 +117,17 @@ def _decoded(path: str | os.PathLike, number: int, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        bad = raw[error.start:error.end].hex(" ")
+        bad = raw[error.start : error.end].hex(" ")
         raise CorpusFormatError(
             f"{os.fspath(path)}, line {number}, column {error.start + 1}: not UTF-8 "
             f"(byte {bad}: {error.reason}); convert the file to UTF-8, e.g. with "
-            f"iconv -f latin1 -t utf-8") from None
+            f"iconv -f latin1 -t utf-8"
+        ) from None
 
 
-def batchify(data: Sequence[int], batch_size: int, device: Device | None = None,
-             dtype: str = "float32") -> np.ndarray:
+def batchify(
+    data: Sequence[int], batch_size: int, device: Device | None = None, dtype: str = "float32"
+) -> np.ndarray:
     """Arrange a token stream into ``batch_size`` contiguous columns: (nbatch, batch_size).
 
     ``nbatch = len(data) // batch_size``; the remainder is dropped. Column j is
@@ -145,8 +148,9 @@ def batchify(data: Sequence[int], batch_size: int, device: Device | None = None,
     return np.asarray(data[: nbatch * batch_size]).reshape(batch_size, nbatch).T
 
 
-def get_batch(batches: np.ndarray, i: int, bptt: int, device: Device | None = None,
-              dtype: str | None = None) -> tuple[Tensor, Tensor]:
+def get_batch(
+    batches: np.ndarray, i: int, bptt: int, device: Device | None = None, dtype: str | None = None
+) -> tuple[Tensor, Tensor]:
     """The BPTT chunk starting at row ``i`` of ``batches`` (nbatch, B) and its targets.
 
     With ``L = min(bptt, nbatch - 1 - i)``: ``data`` is rows ``i … i+L-1``, shape (L, B),
@@ -166,8 +170,10 @@ def get_batch(batches: np.ndarray, i: int, bptt: int, device: Device | None = No
     dtype = "float32" if dtype is None else dtype
     data = batches[i : i + length]
     target = batches[i + 1 : i + 1 + length].reshape(-1)
-    return (Tensor(data, device=device, dtype=dtype, requires_grad=False),
-            Tensor(target, device=device, dtype=dtype, requires_grad=False))
+    return (
+        Tensor(data, device=device, dtype=dtype, requires_grad=False),
+        Tensor(target, device=device, dtype=dtype, requires_grad=False),
+    )
 
 
 __all__ = ["Dictionary", "Corpus", "CorpusFormatError", "read_lines", "batchify", "get_batch"]
