@@ -64,16 +64,17 @@ def batchnorm_backward(
     g: NDArray, xhat: NDArray, weight: NDArray, inv_std: NDArray
 ) -> tuple[NDArray, NDArray, NDArray]:
     """``(grad_x (N, D), grad_weight (D,), grad_bias (D,))`` of :func:`batchnorm_forward`."""
+    return _norm_backward("batchnorm_backward", g, xhat, weight, inv_std)
+
+
+def _norm_backward(
+    kernel: str, g: NDArray, xhat: NDArray, weight: NDArray, inv_std: NDArray
+) -> tuple[NDArray, NDArray, NDArray]:
+    """A norm kernel's ``(grad_x (N, D), grad_weight (D,), grad_bias (D,))``."""
     n, d = g.shape
-    grad_x, grad_weight, grad_bias = (
-        _empty_like(g, (n, d)),
-        _empty_like(g, (d,)),
-        _empty_like(g, (d,)),
-    )
-    g.device.batchnorm_backward(
-        *_handles(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias), n, d
-    )
-    return grad_x, grad_weight, grad_bias
+    grads = (_empty_like(g, (n, d)), _empty_like(g, (d,)), _empty_like(g, (d,)))
+    getattr(g.device, kernel)(*_handles(g, xhat, weight, inv_std, *grads), n, d)
+    return grads
 
 
 def layernorm_forward(
@@ -93,16 +94,7 @@ def layernorm_backward(
     g: NDArray, xhat: NDArray, weight: NDArray, inv_std: NDArray
 ) -> tuple[NDArray, NDArray, NDArray]:
     """``(grad_x, grad_weight, grad_bias)`` of :func:`layernorm_forward` for out_grad g."""
-    n, d = g.shape
-    grad_x, grad_weight, grad_bias = (
-        _empty_like(g, (n, d)),
-        _empty_like(g, (d,)),
-        _empty_like(g, (d,)),
-    )
-    g.device.layernorm_backward(
-        *_handles(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias), n, d
-    )
-    return grad_x, grad_weight, grad_bias
+    return _norm_backward("layernorm_backward", g, xhat, weight, inv_std)
 
 
 def softmax_cross_entropy(logits: NDArray, labels: np.ndarray) -> tuple[NDArray, NDArray]:

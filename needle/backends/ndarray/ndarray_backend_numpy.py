@@ -408,20 +408,50 @@ def batchnorm_backward(
     d: int,
 ) -> None:
     """The input, weight and bias gradients of :func:`batchnorm_forward` for out_grad g."""
+    _norm_backward(
+        "batchnorm_backward",
+        formulas.batchnorm_backward,
+        d,
+        g,
+        xhat,
+        weight,
+        inv_std,
+        grad_x,
+        grad_weight,
+        grad_bias,
+        n,
+        d,
+    )
+
+
+def _norm_backward(
+    name: str,
+    formula,
+    stats: int,
+    g: Array,
+    xhat: Array,
+    weight: Array,
+    inv_std: Array,
+    grad_x: Array,
+    grad_weight: Array,
+    grad_bias: Array,
+    n: int,
+    d: int,
+) -> None:
+    """A norm's gradients through ``formula``, after the checks: ``stats`` is the size of
+    ``inv_std`` (d for batch norm's columns, n for layer norm's rows)."""
     _check_same_dtype(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias)
     _check_sizes(
-        "batchnorm_backward",
+        name,
         (g, n * d),
         (xhat, n * d),
         (grad_x, n * d),
         (weight, d),
-        (inv_std, d),
+        (inv_std, stats),
         (grad_weight, d),
         (grad_bias, d),
     )
-    results = formulas.batchnorm_backward(
-        g.array.reshape(n, d), xhat.array.reshape(n, d), weight.array, inv_std.array
-    )
+    results = formula(g.array.reshape(n, d), xhat.array.reshape(n, d), weight.array, inv_std.array)
     _write((grad_x, grad_weight, grad_bias), results)
 
 
@@ -508,21 +538,20 @@ def layernorm_backward(
     d: int,
 ) -> None:
     """The input, weight and bias gradients of :func:`layernorm_forward` for out_grad g."""
-    _check_same_dtype(g, xhat, weight, inv_std, grad_x, grad_weight, grad_bias)
-    _check_sizes(
+    _norm_backward(
         "layernorm_backward",
-        (g, n * d),
-        (xhat, n * d),
-        (grad_x, n * d),
-        (weight, d),
-        (inv_std, n),
-        (grad_weight, d),
-        (grad_bias, d),
+        formulas.layernorm_backward,
+        n,
+        g,
+        xhat,
+        weight,
+        inv_std,
+        grad_x,
+        grad_weight,
+        grad_bias,
+        n,
+        d,
     )
-    results = formulas.layernorm_backward(
-        g.array.reshape(n, d), xhat.array.reshape(n, d), weight.array, inv_std.array
-    )
-    _write((grad_x, grad_weight, grad_bias), results)
 
 
 def softmax_cross_entropy(
