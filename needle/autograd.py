@@ -805,9 +805,10 @@ class Tensor(Value):
         return array.copy() if copy else array
 
     def __dlpack__(self, **kwargs):
-        """Export through DLPack (``torch.from_dlpack(t)``, ``np.from_dlpack(t)``) on the CPU:
-        the array itself under ``np`` (no copy), a NumPy copy under ``nd``."""
-        return self.numpy().__dlpack__(**kwargs)
+        """Export through DLPack (``torch.from_dlpack(t)``, ``np.from_dlpack(t)``) on the CPU,
+        without a copy on either backend: the receiver shares this tensor's memory (writes show
+        on both sides) and keeps it alive."""
+        return kernels.shared_numpy(self.realize_cached_data()).__dlpack__(**kwargs)
 
     def __dlpack_device__(self) -> tuple[builtins.int, builtins.int]:
         """DLPack's device of this tensor: ``(1, 0)``, the CPU."""

@@ -285,6 +285,26 @@ def test_dlpack_round_trip_through_numpy():
     np.testing.assert_array_equal(ndl.from_dlpack(np.arange(3)).numpy(), [0, 1, 2])
 
 
+def test_dlpack_export_shares_the_buffer_of_any_view(device):
+    base = tensor(np.arange(12.0).reshape(3, 4), device=device)
+    transposed = ndl.array_api.transpose(base.realize_cached_data(), (1, 0))  # a strided view
+    view = ndl.Tensor.make_const(transposed[1:3])
+    shared = np.from_dlpack(view)
+    np.testing.assert_array_equal(shared, np.arange(12.0).reshape(3, 4).T[1:3])
+    shared[0, 0] = -7.0  # one buffer: the write shows in both tensors
+    assert view.numpy()[0, 0] == -7.0 and base.numpy()[0, 1] == -7.0
+    del base, view  # the exported array keeps the buffer alive
+    np.testing.assert_array_equal(shared[1], [2.0, 6.0, 10.0])
+    assert np.from_dlpack(tensor(np.zeros((0, 3)), device=device)).shape == (0, 3)
+
+
+def test_dlpack_export_to_pytorch_shares_memory(torch):
+    t = tensor(np.arange(4.0, dtype=np.float32))
+    received = torch.from_dlpack(t)
+    received[2] = 40.0
+    np.testing.assert_array_equal(t.numpy(), [0.0, 1.0, 40.0, 3.0])
+
+
 def test_dlpack_round_trip_through_pytorch(torch):
     t = tensor(np.arange(4.0))
     np.testing.assert_array_equal(torch.from_dlpack(t).numpy(), t.numpy())

@@ -313,6 +313,30 @@ def share_numpy(array: np.ndarray) -> NDArray:
     return NDArray(array, device=default_device(), dtype=array.dtype)
 
 
+class _BufferView:
+    """NumPy's array interface over an NDArray's buffer, holding the buffer's handle so that
+    the buffer lives as long as any NumPy array made from it."""
+
+    def __init__(self, array: NDArray) -> None:
+        self.handle = array._handle
+        itemsize = np.dtype(array.dtype).itemsize
+        self.__array_interface__ = {
+            "version": 3,
+            "typestr": np.dtype(array.dtype).str,
+            "shape": tuple(array.shape),
+            "strides": tuple(s * itemsize for s in array.strides),
+            "data": (array._handle.ptr() + array._offset * itemsize, False),
+        }
+
+
+def shared_numpy(array: NDArray) -> np.ndarray:
+    """A NumPy array over ``array``'s own buffer, strides and offset: no copy, so writes
+    show on both sides, and the buffer lives while the NumPy array does."""
+    if array.size == 0:  # no buffer to point at
+        return np.empty(array.shape, dtype=array.dtype)
+    return np.asarray(_BufferView(array))
+
+
 def to_numpy(array: NDArray) -> np.ndarray:
     """The array as a new NumPy array."""
     return array.numpy()

@@ -312,6 +312,11 @@ def share_numpy(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def shared_numpy(array: np.ndarray) -> np.ndarray:
+    """The array itself (NumPy memory already)."""
+    return array
+
+
 def to_numpy(array: np.ndarray) -> np.ndarray:
     """The array as NumPy: itself (no copy)."""
     return array
