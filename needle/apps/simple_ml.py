@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 import needle as ndl
+from needle.data.idx import load_mnist_arrays
 
 
 def parse_mnist(image_filename: str, label_filename: str) -> tuple[np.ndarray, np.ndarray]:
@@ -18,8 +19,6 @@ def parse_mnist(image_filename: str, label_filename: str) -> tuple[np.ndarray, n
     numbers, truncated files and image/label count mismatches raise an error naming
     the file.
     """
-    from needle.data.idx import load_mnist_arrays
-
     return load_mnist_arrays(image_filename, label_filename)
 
 

@@ -6,7 +6,7 @@ Data flows file → :mod:`~needle.data.idx` (validated uint8 arrays) → a
 """
 
 from . import datasets
-from .data_basic import DataLoader, Dataset, IterableDataset, stack_items
+from .data_basic import DataLoader, Dataset, IterableDataset
 from .data_transforms import (
     ColorJitter,
     Normalize,
@@ -17,6 +17,7 @@ from .data_transforms import (
     Transform,
 )
 from .datasets import *  # noqa: F401,F403  (every dataset, the downloaders; see its __all__)
+from .fetching import stack_items
 from .idx import IDXFormatError, load_mnist_arrays, read_idx, write_idx
 from .samplers import DistributedSampler
 

@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Tensor
+from .fetching import Batch, batch_fetcher, stack_items
 from .workers import WorkerBatches, batch_seed, fetch_seeded, pickle_dataset
 
 __all__ = ["Dataset", "IterableDataset", "DataLoader", "stack_items"]
 
 TransformLike = Callable[[np.ndarray], np.ndarray]
-Batch = tuple[np.ndarray, ...]
 
 
 class Dataset:
@@ -133,34 +133,6 @@ def _check_transforms(owner: str, transforms: Any) -> list[TransformLike] | None
     return transforms
 
 
-def stack_items(dataset: Any, indices: np.ndarray) -> Batch:
-    """Fetch ``dataset[i]`` for each index in order and stack each field with ``np.stack``.
-
-    A sample that is not a tuple counts as a single field.
-
-    Args:
-        dataset: anything indexable by int.
-        indices: 1-D integer array of length k >= 1.
-
-    Returns:
-        tuple of arrays, each of shape ``(k, *field_shape)``.
-
-    Example:
-        >>> stack_items([(1, 2.0), (3, 4.0)], np.array([1, 0]))
-        (array([3, 1]), array([4., 2.]))
-    """
-    items = [dataset[int(i)] for i in indices]
-    items = [item if isinstance(item, tuple) else (item,) for item in items]
-    n_fields = len(items[0])
-    for k, item in enumerate(items):
-        if len(item) != n_fields:
-            raise ValueError(
-                f"stack_items: sample {int(indices[k])} has {len(item)} fields but sample "
-                f"{int(indices[0])} has {n_fields}; every sample needs the same fields"
-            )
-    return tuple(np.stack([item[f] for item in items]) for f in range(n_fields))
-
-
 def normalize_index(index: Any, length: int, owner: str) -> int | np.ndarray:
     """Turn a dataset index into a non-negative int or a 1-D int64 array of positions.
 
@@ -212,23 +184,6 @@ def _normalize_array_index(index: Any, length: int, owner: str) -> np.ndarray:
     if bad.size:
         raise IndexError(f"{owner}: index {int(array[bad[0]])} is out of range for length {length}")
     return array.astype(np.int64) % max(length, 1)
-
-
-def batch_fetcher(dataset: Any) -> Callable[[np.ndarray], Batch]:
-    """Return the function the loader uses to fetch one batch of ``dataset``.
-
-    ``dataset.get_batch`` is used only if ``__getitem__`` was not overridden in a
-    subclass below the class that defined ``get_batch``; otherwise items are stacked.
-    """
-    get_batch = getattr(dataset, "get_batch", None)
-    if get_batch is None:
-        return lambda indices: stack_items(dataset, indices)
-    mro = type(dataset).__mro__
-    batch_owner = next((k for k, c in enumerate(mro) if "get_batch" in vars(c)), None)
-    item_owner = next((k for k, c in enumerate(mro) if "__getitem__" in vars(c)), None)
-    if batch_owner is not None and item_owner is not None and item_owner < batch_owner:
-        return lambda indices: stack_items(dataset, indices)
-    return get_batch
 
 
 def _check_batch_size(batch_size: Any) -> int:

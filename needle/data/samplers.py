@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import distributed
+
 __all__ = ["DistributedSampler"]
 
 
@@ -77,8 +79,6 @@ class DistributedSampler:
     ) -> None:
         owner = "DistributedSampler"
         if num_replicas is None or rank is None:
-            from .. import distributed
-
             num_replicas = distributed.world_size() if num_replicas is None else num_replicas
             rank = distributed.rank() if rank is None else rank
         size = dataset if isinstance(dataset, (int, np.integer)) else len(dataset)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .fetching import batch_fetcher
+
 Batch = tuple[np.ndarray, ...]
 
 #: Batches kept in flight per worker: enough to keep each busy while the main process
@@ -103,8 +105,6 @@ def _worker_loop(worker: int, dataset_bytes: bytes, tasks: Any, results: Any) ->
     # Ctrl-C reaches the whole process group; the main process decides and stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        from .data_basic import batch_fetcher
-
         fetch = batch_fetcher(pickle.loads(dataset_bytes))
     except Exception as error:
         results.put((None, _WorkerFailure(worker, "unpickling the dataset", error)))
