@@ -310,15 +310,16 @@ def sgd_update(
 ) -> None:
     """needle's SGD step for a list of parameters: each ``u`` in place, the new parameters
     in ``outs`` (every argument but the scalars a list, one buffer per parameter)."""
-    _check_update("sgd_update", outs, params, grads, u)
-    news = formulas.sgd_update(
-        [p.array for p in params],
-        [g.array for g in grads],
-        [b.array for b in u],
-        lr,
-        momentum,
-        weight_decay,
+    _list_update(
+        "sgd_update", formulas.sgd_update, outs, (params, grads, u), (lr, momentum, weight_decay)
     )
+
+
+def _list_update(name: str, formula, outs: list, lists: tuple, scalars: tuple) -> None:
+    """An optimizer step over lists of buffers through ``formula``, after the checks; the new
+    parameters written into ``outs``."""
+    _check_update(name, outs, *lists)
+    news = formula(*([b.array for b in buffers] for buffers in lists), *scalars)
     for out, new in zip(outs, news):
         out.array[:] = new
 
@@ -342,22 +343,8 @@ def adam_update(
 
     ``bias1 = 1 - beta1**t`` and ``bias2 = 1 - beta2**t`` are the bias corrections.
     """
-    _check_update("adam_update", outs, params, grads, m, v)
-    news = formulas.adam_update(
-        [p.array for p in params],
-        [g.array for g in grads],
-        [b.array for b in m],
-        [b.array for b in v],
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weight_decay,
-        bias1,
-        bias2,
-    )
-    for out, new in zip(outs, news):
-        out.array[:] = new
+    scalars = (lr, beta1, beta2, eps, weight_decay, bias1, bias2)
+    _list_update("adam_update", formulas.adam_update, outs, (params, grads, m, v), scalars)
 
 
 # ----- fused batch norm (project extras, mirrored by the compiled module) --------------------
