@@ -160,6 +160,7 @@ def test_group_norm_matches_numpy(shape, groups, device, rng):
         (lambda d: nn.RMSNorm(3, eps=1e-5, device=d, dtype="float64"), (2, 2, 3)),
         (lambda d: nn.GroupNorm(2, 4, device=d, dtype="float64"), (2, 4, 3)),
         (lambda d: nn.GroupNorm(1, 2, device=d, dtype="float64"), (3, 2, 2, 2)),
+        (lambda d: nn.GroupNorm(2, 4, device=d, dtype="float64", fused=False), (2, 4, 3)),
     ],
 )
 def test_norm_gradients(make, shape, device, rng):
@@ -181,6 +182,23 @@ def _with_params(layer, x, values):
     for name, value in zip(names, values):
         setattr(layer, name, value)
     return layer(x)
+
+
+@pytest.mark.parametrize("shape, groups", [((2, 6, 3, 3), 3), ((3, 4, 5), 2), ((2, 4), 4)])
+def test_fused_group_norm_matches_the_composition(shape, groups, device, rng):
+    x = rng.standard_normal(shape) * 3 + 1
+    outs, grads = [], []
+    for fused in (True, False):
+        layer = nn.GroupNorm(groups, shape[1], device=device, dtype="float64", fused=fused)
+        layer.weight.data = tensor(np.linspace(-1, 2, shape[1]), device=device)
+        xt = tensor(x, device=device)
+        out = layer(xt)
+        (out * tensor(np.cos(np.arange(out.size)).reshape(shape), device=device)).sum().backward()
+        outs.append(out.numpy())
+        grads.append([xt.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()])
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_norms_match_pytorch_with_gradients(rng, torch):
