@@ -11,14 +11,17 @@ autodiff.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy
 
 from ..autograd import Tensor, Value, find_topo_sort, record_gradient_graphs
-from ..nn import Module, Parameter
 from .collapse import collapse_modules
 from .model import Edge, Graph, Node
 from .modules import module_place, recorded_name
+
+if TYPE_CHECKING:  # for the annotations only: needle.nn is loaded when first needed
+    from ..nn import Module
 
 __all__ = ["Node", "Edge", "Graph", "graph", "op_label", "COLLAPSE_AUTO_NODES"]
 
@@ -144,6 +147,8 @@ def _node(node_id: str, value: Value, is_forward: bool, labels: dict[int, str]) 
 
 
 def _kind(value: Value, is_forward: bool) -> str:
+    from ..nn import Parameter
+
     if not is_forward:
         return "adjoint"
     if value.op is not None:

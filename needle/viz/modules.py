@@ -20,11 +20,13 @@ import contextlib
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import autograd
 from ..autograd import Value
-from ..nn import Module
+
+if TYPE_CHECKING:  # for the annotations only: needle.nn is loaded when first needed
+    from ..nn import Module
 
 __all__ = ["ModulePlace", "record", "module_place", "recorded_name"]
 
@@ -103,6 +105,8 @@ def record(model: Module) -> Iterator[None]:
     >>> viz.module_place(out).path, viz.recorded_name(model.modules[0].weight)
     ('modules.1', 'modules.0.weight')
     """
+    from ..nn import Module
+
     if not isinstance(model, Module):
         raise TypeError(f"viz.record: expected a needle.nn.Module, got {type(model).__name__}")
     for name, tensor in (*model.named_parameters(), *model.named_buffers()):
@@ -138,6 +142,8 @@ def _place_of(path: str, model) -> ModulePlace:
 
 def _top_child_path(path: str, model) -> str:
     """The shortest prefix of ``path`` that names a Module (a direct child of ``model``)."""
+    from ..nn import Module
+
     parts = path.split(".")
     for end in range(1, len(parts) + 1):
         if isinstance(_resolve(model, ".".join(parts[:end])), Module):
