@@ -977,7 +977,9 @@ Project extras:
       strided 2-D views, transposed views read by the BLAS in place.
   ewise_add_setitem(a, out, shape, strides, offset): out's view += compact a.
   release_cached_buffers() -> int, cached_buffer_bytes() -> int: the pool of freed large
-      buffers that new Arrays of the same size reuse.)";
+      buffers that new Arrays of the same size reuse.
+  set_vector_width(bits) -> int, get_vector_width() -> int: AVX2 (256) or SSE2 (128) for the
+      kernels compiled both ways; the same bits either way.)";
   // Arrays still referenced at interpreter exit (module globals, caches, uncollected cycles) are
   // normal for Python, not a refcount bug here; nanobind would list each one on stderr.
   nb::set_leak_warnings(false);
@@ -1186,6 +1188,12 @@ Project extras:
   m.def(
       "get_num_threads", []() { return ThreadPool::instance().threads(); },
       "Project extra: the threads the kernels use, the caller included.");
+  m.def("set_vector_width", &set_vector_width, "bits"_a,
+        "Project extra: the widest float vectors kernels use, 256 (AVX2, where the CPU has it)\n"
+        "or 128 (SSE2); returns the width in use. Results are the same bits at either.");
+  m.def(
+      "get_vector_width", []() { return use_avx2() ? 256 : 128; },
+      "Project extra: the widest float vectors kernels use now, in bits (256 or 128).");
   m.def("set_flush_denormal", &set_flush_denormal, "enabled"_a,
         "Set (True) or clear FTZ+DAZ in this thread's MXCSR; False if unsupported here.");
   m.def("get_flush_denormal", &get_flush_denormal,
