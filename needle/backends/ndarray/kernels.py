@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import functions
+from . import functions, ndarray
 from .functions import empty, take
 from .ndarray import BackendDevice, NDArray, default_device
 
@@ -251,6 +251,12 @@ DRAW_DTYPE = "float32"
 #: Whether a view at an offset into a flat buffer is as good as its own array (an NDArray
 #: view at an offset is strided, not compact: ops copy it).
 OFFSET_VIEWS_ARE_COMPACT = False
+
+
+def uniform_draws(shape: tuple[int, ...]) -> np.ndarray:
+    """``np.random.rand(*shape)``'s float64 draws, leaving NumPy's global generator where that
+    call would; large draws made by the compiled module (:func:`ndarray.uniform_draws`)."""
+    return ndarray.uniform_draws(shape)
 
 
 def strided_view(a: NDArray, shape: tuple, strides: tuple) -> NDArray:

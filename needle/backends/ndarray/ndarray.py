@@ -67,6 +67,46 @@ def _import_compiled(name: str):
 ndarray_backend_cpu, CPU_IMPORT_ERROR = _import_compiled("ndarray_backend_cpu")
 ndarray_backend_cuda, _CUDA_IMPORT_ERROR = _import_compiled("ndarray_backend_cuda")
 
+#: Fewer draws than this go through NumPy: below it the call costs more than the draws.
+_COMPILED_DRAWS_FROM = 2048
+
+
+def uniform_draws(shape: tuple[int, ...]) -> np.ndarray:
+    """``np.random.rand(*shape)``: the same float64 draws from NumPy's global generator, left
+    where that call leaves it. Large draws are made by the compiled module on the generator's
+    own state (five times faster than NumPy's legacy loop)."""
+    bitgen = np.random.get_bit_generator()
+    if math.prod(shape) < _COMPILED_DRAWS_FROM or not _compiled_draws_match(type(bitgen)):
+        return np.random.rand(*shape)
+    out = np.empty(shape)
+    with bitgen.lock:
+        ndarray_backend_cpu.mt19937_uniform(bitgen, out)
+    return out
+
+
+_DRAWS_CHECKED: dict[type, bool] = {}
+
+
+def _compiled_draws_match(kind: type) -> bool:
+    """Whether the compiled draws reproduce NumPy's for this kind of bit generator: only
+    MT19937, and checked once per process on a private generator (NumPy's state layout is
+    read in place, so a NumPy that changed it falls back to its own loop, never wrong draws)."""
+    if kind not in _DRAWS_CHECKED:
+        match = ndarray_backend_cpu is not None and kind is np.random.MT19937
+        if match:
+            reference, ours = np.random.RandomState(12345), np.random.MT19937()
+            ours.state = reference.get_state(legacy=False)
+            reference.random_sample(623)  # the next draw straddles a refill of the 624 words
+            ours_draws = np.empty(623)
+            with ours.lock:
+                ndarray_backend_cpu.mt19937_uniform(ours, ours_draws)
+            expected, got = reference.random_sample(700), np.empty(700)
+            with ours.lock:
+                ndarray_backend_cpu.mt19937_uniform(ours, got)
+            match = np.array_equal(expected, got)
+        _DRAWS_CHECKED[kind] = match
+    return _DRAWS_CHECKED[kind]
+
 
 def _cuda_module():
     """The CUDA module when it is built and a GPU is usable, else None and the reason."""
@@ -128,9 +168,10 @@ class BackendDevice:
             raise RuntimeError(f"{self.name}() is not available in this build: {self.reason}")
 
     def rand(self, *shape: int, dtype: str = "float32") -> NDArray:
-        """Uniform [0, 1) draws: one ``np.random.rand(*shape)`` call, cast to ``dtype``."""
+        """Uniform [0, 1) draws: ``np.random.rand(*shape)``'s (:func:`uniform_draws`), cast to
+        ``dtype``."""
         self._check_enabled()
-        return NDArray(np.random.rand(*check_shape("rand", shape)), device=self, dtype=dtype)
+        return NDArray(uniform_draws(check_shape("rand", shape)), device=self, dtype=dtype)
 
     def randn(self, *shape: int, dtype: str = "float32") -> NDArray:
         """Standard normal draws: one ``np.random.randn(*shape)`` call, cast to ``dtype``."""

@@ -296,6 +296,11 @@ def basic_view(a: np.ndarray, items: tuple) -> np.ndarray:
     return a[items + (Ellipsis,)]  # the ellipsis keeps a 0-d result an array
 
 
+def uniform_draws(shape: tuple[int, ...]) -> np.ndarray:
+    """``np.random.rand(*shape)``: float64 draws from NumPy's global generator."""
+    return np.random.rand(*shape)
+
+
 def draws(device: Device, kind: str, shape: tuple, dtype: str) -> np.ndarray:
     """``device.rand``/``randn`` draws of ``shape`` for a tensor of ``dtype``: float64, as the
     course's NumPy framework scales them before casting."""
