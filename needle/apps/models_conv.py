@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from needle import nn
+from needle import nn, ops
 from needle.autograd import Tensor
 from needle.backends import Device
 
@@ -49,7 +49,7 @@ class ConvBN(nn.Module):
         layers would convert six times (each a copy under the ``nd`` backend).
         """
         rows = self.relu(self.bn.forward_nhwc(self.conv.forward_nhwc(self.conv.to_nhwc(x))))
-        return rows.transpose((2, 3)).transpose((1, 2))  # NHWC → NCHW, a view
+        return ops.permute(rows, 0, 3, 1, 2)  # NHWC → NCHW, a view
 
 
 class ResNet9(nn.Module):
