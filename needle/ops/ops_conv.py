@@ -27,8 +27,8 @@ Everything runs through ``array_api``, and the strided view through
 
 from __future__ import annotations
 
+import math
 import numbers
-from collections.abc import Callable
 
 from ..autograd import Tensor, TensorOp
 from ..backends import NDArray, array_api, kernels
@@ -114,9 +114,17 @@ def _zero_pad_hw(a: NDArray, top: int, bottom: int, left: int, right: int) -> ND
 
 
 def _im2col(
-    a: NDArray, kernel: Size, stride: Pair, pad_before: Pair, out_hw: Size, dilation: Pair = (1, 1)
+    a: NDArray,
+    kernel: Size,
+    stride: Pair,
+    pad_before: Pair,
+    out_hw: Size,
+    dilation: Pair = (1, 1),
+    groups: int = 1,
 ) -> NDArray:
-    """The patches of ``a`` (N, H, W, C) as the compact matrix (N·H_o·W_o, K_h·K_w·C).
+    """The patches of ``a`` (N, H, W, C) as the compact matrix (N·H_o·W_o, K_h·K_w·C), or
+    with ``groups`` > 1 one such matrix per group of C/groups channels: (G, N·H_o·W_o,
+    K_h·K_w·C/G).
 
     Row (n, i, j) holds the receptive field of output pixel (i, j) of image n, in
     (u, v, c) order, which matches the weight reshaped to (K_h·K_w·C, C_out); tap (u, v)
@@ -131,12 +139,16 @@ def _im2col(
     if top or bottom or left or right:
         a = _zero_pad_hw(a, top, bottom, left, right)
     step_n, step_h, step_w, step_c = _compact_strides(a.shape)
+    taps = (step_n, s_h * step_h, s_w * step_w, d_h * step_h, d_w * step_w)
+    if groups == 1:
+        view = kernels.strided_view(a, (n, ho, wo, kh, kw, c), taps + (step_c,))
+        return view.reshape((n * ho * wo, kh * kw * c))
+    width = c // groups
     view = kernels.strided_view(
-        a,
-        (n, ho, wo, kh, kw, c),
-        (step_n, s_h * step_h, s_w * step_w, d_h * step_h, d_w * step_w, step_c),
+        a, (n, ho, wo, kh, kw, groups, width), taps + (width * step_c, step_c)
     )
-    return view.reshape((n * ho * wo, kh * kw * c))
+    view = array_api.transpose(view, (5, 0, 1, 2, 3, 4, 6))
+    return view.reshape((groups, n * ho * wo, kh * kw * width))
 
 
 def _live_taps(
@@ -165,23 +177,25 @@ def _span(taps: slice) -> int:
     return taps.stop - taps.start
 
 
-def _by_group(
-    groups: int, compute: Callable[[NDArray, NDArray], NDArray], x: NDArray, y: NDArray
-) -> NDArray:
-    """``compute`` on each group's channels, the results joined along axis 3.
+def _weight_by_group(b: NDArray, groups: int, axes: tuple, rows: int) -> NDArray:
+    """A (K_h, K_w, C, G·O) weight as one matrix per group, (G, R, ·): the axes (K_h, K_w, C,
+    O) in the order ``axes`` gives, the first ``rows`` of them making R (a copy)."""
+    kh, kw, c, out = b.shape
+    split = b.reshape((kh, kw, c, groups, out // groups))
+    ordered = array_api.transpose(split, (3,) + tuple((0, 1, 2, 4)[i] for i in axes))
+    return ordered.reshape((groups, math.prod(ordered.shape[1 : 1 + rows]), -1))
 
-    All three convolution ops split both inputs into ``groups`` equal slices of axis 3
-    (the channels; for the weight, its C_out) and join their results' axis 3, so group i
-    of the output only ever sees group i of the inputs. One group calls ``compute`` once.
-    """
-    if groups == 1:
-        return compute(x, y)
-    cx, cy = x.shape[3] // groups, y.shape[3] // groups
-    parts = [
-        compute(x[:, :, :, i * cx : (i + 1) * cx], y[:, :, :, i * cy : (i + 1) * cy])
-        for i in range(groups)
-    ]
-    return array_api.concatenate(parts, axis=3)
+
+def _rows_by_group(x: NDArray, groups: int) -> NDArray:
+    """(..., G·C) as one matrix per group: (G, rows, C) (a copy)."""
+    rows = math.prod(x.shape[:-1])
+    split = x.reshape((rows, groups, x.shape[-1] // groups))
+    return array_api.transpose(split, (1, 0, 2)).reshape((groups, rows, -1))
+
+
+def _join_groups(product: NDArray, shape: tuple) -> NDArray:
+    """(G, rows, C) per-group results as (..., G·C) of ``shape`` (a copy)."""
+    return array_api.transpose(product, (1, 0, 2)).reshape(shape)
 
 
 # ----- the ops -------------------------------------------------------------------------------
@@ -209,10 +223,7 @@ class Conv(TensorOp):
         self.dilation = _pair(dilation)
         self.groups = groups
 
-    def compute(self, a: NDArray, b: NDArray):
-        return _by_group(self.groups, self._compute, a, b)
-
-    def _compute(self, a: NDArray, b: NDArray) -> NDArray:
+    def compute(self, a: NDArray, b: NDArray) -> NDArray:
         n, h, w, _ = a.shape
         out_hw = _out_hw((h, w), b.shape[:2], self.stride, self.padding, self.dilation)
         taps, pad_before = _live_taps(
@@ -220,9 +231,13 @@ class Conv(TensorOp):
         )
         b = b[taps]
         kh, kw, c, o = b.shape
-        patches = _im2col(a, (kh, kw), self.stride, pad_before, out_hw, self.dilation)
-        product = array_api.matmul(patches, b.reshape((kh * kw * c, o)))
-        return product.reshape((n,) + out_hw + (o,))
+        patches = _im2col(a, (kh, kw), self.stride, pad_before, out_hw, self.dilation, self.groups)
+        if self.groups == 1:
+            product = array_api.matmul(patches, b.reshape((kh * kw * c, o)))
+            return product.reshape((n,) + out_hw + (o,))
+        # one product per group, all in one batched matmul: (G, rows, K·C/G) @ (G, K·C/G, O/G)
+        product = array_api.matmul(patches, _weight_by_group(b, self.groups, (0, 1, 2, 3), 3))
+        return _join_groups(product, (n,) + out_hw + (o,))
 
     def gradient(self, out_grad: Tensor, node: Tensor):
         a, b = node.inputs
@@ -257,10 +272,7 @@ class ConvInputGrad(TensorOp):
         self.dilation = _pair(dilation)
         self.groups = groups
 
-    def compute(self, g: NDArray, b: NDArray):
-        return _by_group(self.groups, self._compute, g, b)
-
-    def _compute(self, g: NDArray, b: NDArray) -> NDArray:
+    def compute(self, g: NDArray, b: NDArray) -> NDArray:
         taps, pad_before = _live_taps(
             self.input_hw,
             g.shape[1:3],
@@ -283,11 +295,17 @@ class ConvInputGrad(TensorOp):
         """
         kh, kw, c, o = b.shape
         (h, w), (top, left), (d_h, d_w) = self.input_hw, pad_before, self.dilation
-        flipped = array_api.swapaxes(array_api.flip(b, (0, 1)), 2, 3)  # (K_h, K_w, C_out, C_in)
         full_pad = (_extent(kh, d_h) - 1 - top, _extent(kw, d_w) - 1 - left)
-        patches = _im2col(g, (kh, kw), (1, 1), full_pad, (h, w), self.dilation)
-        product = array_api.matmul(patches, flipped.reshape((kh * kw * o, c)))
-        return product.reshape((g.shape[0], h, w, c))
+        patches = _im2col(g, (kh, kw), (1, 1), full_pad, (h, w), self.dilation, self.groups)
+        flipped = array_api.flip(b, (0, 1))
+        out_shape = (g.shape[0], h, w, c * self.groups)
+        if self.groups == 1:
+            flipped = array_api.swapaxes(flipped, 2, 3)  # (K_h, K_w, C_out, C_in)
+            product = array_api.matmul(patches, flipped.reshape((kh * kw * o, c)))
+            return product.reshape(out_shape)
+        # per group: (K_h·K_w·C_out/G, C_in/G), rows in the patches' (u, v, o) order
+        weight = _weight_by_group(flipped, self.groups, (0, 1, 3, 2), 3)
+        return _join_groups(array_api.matmul(patches, weight), out_shape)
 
     def _col2im(self, g: NDArray, b: NDArray, pad_before: Pair) -> NDArray:
         """Any stride: ``G @ Wᵀ`` (one matmul), each kernel offset's slab added in place."""
@@ -295,9 +313,19 @@ class ConvInputGrad(TensorOp):
         n, ho, wo, _ = g.shape
         (h, w), (top, left) = self.input_hw, pad_before
         (s_h, s_w), (d_h, d_w) = self.stride, self.dilation
-        # cols[n,i,j,u,v,c] = Σ_o g[n,i,j,o]·b[u,v,c,o]
-        b_t = array_api.swapaxes(b.reshape((kh * kw * c, o)), 0, 1)
-        cols = array_api.matmul(g.reshape((n * ho * wo, o)), b_t).reshape((n, ho, wo, kh, kw, c))
+        # cols[n,i,j,u,v,c] = Σ_o g[n,i,j,o]·b[u,v,c,o] (within c's group)
+        if self.groups == 1:
+            b_t = array_api.swapaxes(b.reshape((kh * kw * c, o)), 0, 1)
+            cols = array_api.matmul(g.reshape((n * ho * wo, o)), b_t)
+        else:
+            # (G, rows, O/G) @ (G, O/G, K_h·K_w·C/G), back to (rows, K_h, K_w, G, C/G)
+            per_group = array_api.matmul(
+                _rows_by_group(g, self.groups), _weight_by_group(b, self.groups, (3, 0, 1, 2), 1)
+            )
+            split = per_group.reshape((self.groups, n * ho * wo, kh, kw, c))
+            cols = array_api.transpose(split, (1, 2, 3, 0, 4))
+            c *= self.groups
+        cols = cols.reshape((n, ho, wo, kh, kw, c))
         # The accumulator (the padded input) has two unit axes so that the slab
         # cols[:, :, :, u:u+1, v:v+1] adds without a reshape (slices, not ints: an NDArray
         # int index keeps its axis).
@@ -343,11 +371,8 @@ class ConvWeightGrad(TensorOp):
         self.dilation = _pair(dilation)
         self.groups = groups
 
-    def compute(self, a: NDArray, g: NDArray):
-        return _by_group(self.groups, self._compute, a, g)
-
-    def _compute(self, a: NDArray, g: NDArray) -> NDArray:
-        c, o = a.shape[3], g.shape[3]
+    def compute(self, a: NDArray, g: NDArray) -> NDArray:
+        c, o = a.shape[3] // self.groups, g.shape[3]
         (rows, cols), pad_before = _live_taps(
             a.shape[1:3],
             g.shape[1:3],
@@ -357,10 +382,20 @@ class ConvWeightGrad(TensorOp):
             self.dilation,
         )
         live = (_span(rows), _span(cols))
-        patches = _im2col(a, live, self.stride, pad_before, g.shape[1:3], self.dilation)
-        grad_rows = g.reshape((patches.shape[0], o))
-        grad = array_api.matmul(array_api.swapaxes(patches, 0, 1), grad_rows)
-        grad = grad.reshape(live + (c, o))
+        patches = _im2col(
+            a, live, self.stride, pad_before, g.shape[1:3], self.dilation, self.groups
+        )
+        if self.groups == 1:
+            grad_rows = g.reshape((patches.shape[0], o))
+            grad = array_api.matmul(array_api.swapaxes(patches, 0, 1), grad_rows)
+            grad = grad.reshape(live + (c, o))
+        else:
+            # (G, K·C/G, rows) @ (G, rows, O/G) → (G, K_h, K_w, C/G, O/G) → (K_h, K_w, C/G, O)
+            per_group = array_api.matmul(
+                array_api.swapaxes(patches, 1, 2), _rows_by_group(g, self.groups)
+            )
+            split = per_group.reshape((self.groups,) + live + (c, o // self.groups))
+            grad = array_api.transpose(split, (1, 2, 3, 0, 4)).reshape(live + (c, o))
         if live == self.kernel:
             return grad
         full = array_api.zeros(

@@ -361,6 +361,8 @@ GENERAL_CASES = [
     ((2, 4, 5, 2), (2, 2, 1, 4), 1, "same", 1, 2),  # even kernel: the odd pixel after
     ((1, 6, 6, 2), (3, 3, 2, 2), (3, 2), ((4, 4), (1, 1)), (1, 3), 1),
     ((1, 3, 3, 4), (1, 1, 1, 8), 1, "valid", 1, 4),
+    ((1, 1, 2, 4), (3, 3, 2, 4), 1, 1, 1, 2),  # groups with dead kernel rows
+    ((2, 5, 5, 3), (3, 3, 1, 6), 2, 1, 1, 3),  # depthwise with two outputs per channel
 ]
 
 
