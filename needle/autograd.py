@@ -876,11 +876,12 @@ def compute_gradient_of_variables(
     ``accumulate``: each leaf's gradient is added to the ``.grad`` it had (a constant sum,
     made before the leaf's post-accumulate hooks run); use it with ``create_graph=False``.
     """
-    global _grad_enabled, _record_graph, _queued_callbacks
+    global _grad_enabled, _record_graph, _queued_callbacks, _accumulating
     order = _topo_sort_with_gradient_graphs(output_tensor)
     release_gradient_graphs()
     record = None
-    previous = _grad_enabled, _record_graph, _queued_callbacks
+    previous = _grad_enabled, _record_graph, _queued_callbacks, _accumulating
+    _accumulating = bool(accumulate)
     if create_graph is False:
         _grad_enabled = False
     elif create_graph is None and _grad_enabled and not LAZY_MODE:
@@ -893,7 +894,7 @@ def compute_gradient_of_variables(
         while _queued_callbacks:
             _queued_callbacks.pop(0)()
     finally:
-        _grad_enabled, _record_graph, _queued_callbacks = previous
+        _grad_enabled, _record_graph, _queued_callbacks, _accumulating = previous
 
 
 def _backpropagate(
@@ -1163,6 +1164,14 @@ def _check_hook_result(hook, node: Tensor, result) -> None:
 
 
 _queued_callbacks: list | None = None
+_accumulating = False
+
+
+def backward_accumulates() -> bool:
+    """Whether the ``backward()`` in progress adds each leaf's gradient to the ``.grad`` it
+    had (``accumulate=True``); False outside a backward. A queued callback uses it to tell a
+    leaf this backward did not reach but whose earlier gradient still counts."""
+    return _accumulating
 
 
 def queue_callback(callback) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .. import distributed
-from ..autograd import Tensor, queue_callback
+from ..autograd import Tensor, backward_accumulates, queue_callback
 from ..optim.optimizer import register_step_check
 from .module import IncompatibleKeys, Module
 
@@ -114,7 +114,8 @@ class DistributedDataParallel(Module):
     has the same parameter names, shapes and dtypes, then copies rank 0's parameters and
     buffers to all ranks, so every replica starts identical. Every ``backward()`` through
     the model replaces each parameter's gradient by its mean over the ranks (a parameter
-    that got no gradient counts as zeros), overlapping the all-reduces with the rest of
+    that got no gradient counts as zeros, or in ``backward(accumulate=True)`` as the
+    gradient it holds), overlapping the all-reduces with the rest of
     the backward pass; as every rank then applies the same update to the same weights,
     the replicas stay identical. Inside :meth:`no_sync` nothing is averaged.
 
@@ -239,14 +240,18 @@ class DistributedDataParallel(Module):
             reduction.requests.append(distributed._start_all_reduce(buffer))
 
     def _finish_average(self) -> None:
-        """The end of backward(): parameters that got no gradient count as zeros; start the
-        remaining buckets, wait for them all and hand out the means."""
+        """The end of backward(): parameters this backward did not reach count as zeros, or,
+        when it accumulates, as the gradient they hold (the mean of the earlier micro-batches,
+        the same on every rank); start the remaining buckets, wait for them all and hand out
+        the means."""
         reduction, self._reduction = self._reduction, None
         assert reduction is not None, "queued by the backward's first _gradient_ready"
+        accumulating = backward_accumulates()
         for b, bucket in enumerate(self._grad_buckets):
             for i, t in enumerate(bucket.tensors):
                 if id(t) not in reduction.ready:
-                    bucket.view(i)[...] = 0
+                    kept = t.grad if accumulating else None
+                    bucket.view(i)[...] = 0 if kept is None else kept.numpy()
                     reduction.counts[b] += 1
         self._start_full_buckets(reduction)
         self._average(reduction.requests)

@@ -9,7 +9,7 @@ from helpers import tensor
 
 import needle as ndl
 from needle import nn
-from needle.autograd import queue_callback
+from needle.autograd import backward_accumulates, queue_callback
 
 MODES = [None, True, False]
 
@@ -83,6 +83,17 @@ def test_queued_callbacks_run_after_every_grad_is_set():
     assert sorted(order[:2]) == ["a", "b"] and order[2] == ("end", True, True)
     with pytest.raises(RuntimeError, match="no backward"):
         queue_callback(lambda: None)
+
+
+def test_backward_accumulates_tells_hooks_whether_grads_are_added():
+    w = tensor(np.array([1.0, -1.0]))
+    seen = []
+    w.register_post_accumulate_grad_hook(lambda t: seen.append(backward_accumulates()))
+    (w * w).sum().backward(create_graph=False)
+    (w * w).sum().backward(create_graph=False, accumulate=True)
+    assert seen == [False, True]
+    assert backward_accumulates() is False  # outside a backward
+    np.testing.assert_array_equal(w.grad.numpy(), [4.0, -4.0])
 
 
 def test_second_derivatives_after_a_replacing_hook_match_eager_recording():

@@ -26,6 +26,7 @@ compute the single-process reference with exactly the same code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -171,6 +172,50 @@ def run_pytorch_loop(out: Path) -> None:
     )
 
 
+class _TwoHeads(nn.Module):
+    """A trunk and two heads; ``use_a=False`` leaves head ``a`` out of the graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk, self.a, self.b = nn.Linear(DIM, 8), nn.Linear(8, CLASSES), nn.Linear(8, CLASSES)
+
+    def forward(self, x: ndl.Tensor, use_a: bool) -> ndl.Tensor:
+        h = ndl.ops.relu(self.trunk(x))
+        return self.b(h) + self.a(h) if use_a else self.b(h)
+
+
+def run_unused_accumulate(out: Path) -> None:
+    """Two micro-batches, head ``a`` used only in the first: the gradients DDP leaves after
+    ``backward(); backward(accumulate=True)`` against the same micro-batches run in
+    ``no_sync()`` and averaged once by ``sync_gradients()``."""
+    rank = distributed.rank()
+    np.random.seed(3000 + rank)
+    model = nn.DistributedDataParallel(_TwoHeads())
+    loss_fn = nn.SoftmaxLoss()
+    batches = [
+        (ndl.Tensor(np.random.randn(6, DIM), dtype="float32"), np.random.randint(0, CLASSES, 6))
+        for _ in range(2)
+    ]
+
+    def accumulated(averaging: bool) -> list[np.ndarray]:
+        for p in model.parameters():
+            p.grad = None
+        with contextlib.nullcontext() if averaging else model.no_sync():
+            for position, (X, y) in enumerate(batches):
+                loss = loss_fn(model(X, position == 0), ndl.Tensor(y, dtype="int64"))
+                loss.backward(create_graph=False, accumulate=position > 0)
+        if not averaging:
+            model.sync_gradients()
+        return [p.grad.numpy().copy() for p in model.parameters()]
+
+    expected, got = accumulated(False), accumulated(True)
+    result = {
+        "max_difference": max(float(np.abs(a - b).max()) for a, b in zip(expected, got)),
+        "smallest_gradient_norm": min(float(np.abs(a).max()) for a in expected),
+    }
+    (out / f"rank{rank}.json").write_text(json.dumps(result))
+
+
 def run_die(out: Path, signal_name: str) -> None:
     model = nn.DistributedDataParallel(build_model())
     victim = distributed.world_size() - 1
@@ -197,6 +242,8 @@ def main(argv: list[str]) -> None:
             run_replicas(out)
         elif mode == "pytorch_loop":
             run_pytorch_loop(out)
+        elif mode == "unused_accumulate":
+            run_unused_accumulate(out)
         else:
             run_die(out, argv[2])
     except distributed.DistributedError as e:

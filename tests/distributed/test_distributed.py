@@ -418,6 +418,18 @@ def test_the_pytorch_loop_keeps_replicas_identical_with_no_extra_call(tmp_path):
 
 
 @needs_mpiexec
+def test_a_parameter_unused_in_a_later_micro_batch_keeps_its_accumulated_gradient(tmp_path):
+    """backward(); backward(accumulate=True) with a head used only in the first micro-batch:
+    DDP's gradients equal the micro-batches' local sums averaged once over the ranks."""
+    job = run_worker(2, "unused_accumulate", tmp_path)
+    assert job.returncode == 0, job.stderr
+    for r in range(2):
+        result = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert result["smallest_gradient_norm"] > 1e-3, "every parameter has a gradient"
+        assert result["max_difference"] < 1e-6, result
+
+
+@needs_mpiexec
 def test_a_killed_rank_ends_the_job(tmp_path):
     """SIGKILL on one rank: the MPI launcher ends the job and names what happened."""
     start = time.monotonic()
