@@ -914,13 +914,13 @@ def _backpropagate(
     hooks returned the first time. With ``accumulate``, a leaf's gradient is added to the
     one it had.
     """
-    partial_adjoints: dict[int, list[Value]] = {id(output_tensor): [out_grad]}
+    partial_adjoints: dict[int, list[Any]] = {id(output_tensor): [out_grad]}  # Values, parts
     hook = _partial_adjoint_hook if replayed is None else None
     for node in reversed(order):
         partials = partial_adjoints.pop(id(node), None)
         if partials is None:
             continue  # no path from this node to the output carries a gradient
-        grad = sum_node_list(partials)
+        grad = _tuple_adjoint(node, partials) if _has_parts(partials) else sum_node_list(partials)
         if replayed is not None:
             if replacements:
                 grad = replacements.get(id(node), grad)
@@ -939,6 +939,15 @@ def _backpropagate(
             if node._hooks is not None and node.op is None:
                 node._hooks.run_post_accumulate_hooks(node)
         if node.op is None:
+            continue
+        index = getattr(node.op, "tuple_index", None)
+        if index is not None and hook is None:
+            # one element of a tuple: its adjoint goes to that element alone, instead of a
+            # whole tuple of zeros elsewhere (a sequence split into T steps would otherwise
+            # build T tuples of T elements and add them: T² operations)
+            whole = node.inputs[0]
+            if whole.requires_grad:
+                partial_adjoints.setdefault(id(whole), []).append(_TuplePart(index, grad))
             continue
         input_grads = node.op.gradient_as_tuple(grad, node)
         for inp, inp_grad in zip(node.inputs, input_grads):
@@ -1187,6 +1196,43 @@ def sum_node_list(node_list: list[Value]) -> Value:
     """The sum of a list of adjoints, built from ops (left to right)."""
     # Adjoints are Tensors or TensorTuples, which add; their base class Value does not.
     return functools.reduce(operator.add, node_list)
+
+
+class _TuplePart:
+    """A partial adjoint of element ``index`` of a TensorTuple alone (from an op that takes
+    that element: its ``tuple_index``)."""
+
+    __slots__ = ("index", "grad")
+
+    def __init__(self, index: int, grad: Value) -> None:
+        self.index = index
+        self.grad = grad
+
+
+def _has_parts(partials: list) -> bool:
+    return any(isinstance(p, _TuplePart) for p in partials)
+
+
+def _tuple_adjoint(node: Value, partials: list) -> TensorTuple:
+    """A TensorTuple's adjoint from whole-tuple partials and single-element ones: each
+    element the sum of its partials in order (the values of adding one-hot tuples, whose
+    other elements are zeros), zeros where it has none."""
+    elements = node.realize_cached_data()
+    terms: list[list[Value]] = [[] for _ in elements]
+    for partial in partials:
+        if isinstance(partial, _TuplePart):
+            terms[partial.index].append(partial.grad)
+        else:
+            for i, term in enumerate(terms):
+                term.append(cast(TensorTuple, partial)[i])
+    return ops.make_tuple(
+        *[
+            cast(Tensor, sum_node_list(term))
+            if term
+            else Tensor.make_const(array_api.zeros_like(element))
+            for term, element in zip(terms, elements)
+        ]
+    )
 
 
 def _check_adjoint(node: Value, inp: Value, grad: Value) -> None:

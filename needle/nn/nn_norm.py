@@ -38,8 +38,9 @@ def _standardise_rows(x: Tensor, eps: float) -> Tensor:
     """Each row of ``x`` (R, D) to zero mean and unit (biased) variance."""
     shape, width = x.shape, x.shape[1]
     centred = x - _over_rows(x.sum(axes=(1,)) / width, shape)
-    var = _over_rows((centred * centred).sum(axes=(1,)) / width, shape)
-    return centred / (var + eps) ** 0.5
+    # the square root per row, then broadcast: the same values as per element, D times fewer
+    std = _over_rows(((centred * centred).sum(axes=(1,)) / width + eps) ** 0.5, shape)
+    return centred / std
 
 
 class LayerNorm(LayerNorm1d):
@@ -89,8 +90,10 @@ class RMSNorm(Module):
         """(..., dim) → (..., dim)."""
         _check_last_axis(f"RMSNorm(dim={self.dim})", x, self.dim)
         rows = _rows(x)
-        mean_square = _over_rows((rows * rows).sum(axes=(1,)) / self.dim, rows.shape)
-        normed = rows / (mean_square + self.eps) ** 0.5
+        # the root mean square per row, then broadcast: the same values as taking the root of
+        # the broadcast, with D times fewer powers (a power costs ~20 ns per element)
+        rms = ((rows * rows).sum(axes=(1,)) / self.dim + self.eps) ** 0.5
+        normed = rows / _over_rows(rms, rows.shape)
         return (normed * self.weight.broadcast_to(rows.shape)).reshape(x.shape)
 
     def extra_repr(self) -> str:

@@ -30,12 +30,21 @@ def make_tuple(*args: Tensor) -> TensorTuple:
 
 
 class TupleGetItem(TensorOp):
-    """Element ``index`` of a TensorTuple."""
+    """Element ``index`` of a TensorTuple.
+
+    Its ``tuple_index`` tells the backward pass that it takes one element as it is: the
+    engine adds its adjoint to that element of the tuple's adjoint directly, where
+    :meth:`gradient` (kept for the graph pictures) spells out a whole tuple of zeros.
+    """
 
     takes_integers = True
 
     def __init__(self, index: int):
         self.index = index
+
+    @property
+    def tuple_index(self) -> int:
+        return self.index
 
     def __call__(self, a: TensorTuple, fold_const: bool = True) -> Tensor:
         # Taking an element of a tuple just made by make_tuple is that element itself.
