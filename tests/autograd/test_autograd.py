@@ -7,6 +7,7 @@ import inspect
 
 import numpy as np
 import pytest
+from helpers import tensor
 
 import needle as ndl
 import needle.autograd as autograd
@@ -479,3 +480,40 @@ def test_device_is_spelled_as_in_the_course():
     # Course code branches on str(device) and builds file names from it.
     assert str(ndl.cpu()) == "cpu()" and repr(ndl.cpu()) == "cpu()"
     assert str(ndl.Tensor([1.0]).device) == "cpu()"
+
+
+def _ops_made_by_backward(monkeypatch, steps: int) -> int:
+    """How many ops one backward through a split into ``steps`` parts creates."""
+    x = tensor(np.arange(steps * 3, dtype=np.float64).reshape(steps, 3))
+    loss = ndl.ops.summation(
+        ndl.ops.stack([p * float(i + 1) for i, p in enumerate(ndl.ops.split(x, 0))], 0)
+    )
+    made = []
+    original = ndl.Tensor.make_from_op.__func__
+    monkeypatch.setattr(
+        ndl.Tensor,
+        "make_from_op",
+        classmethod(lambda cls, op, ins: made.append(op) or original(cls, op, ins)),
+    )
+    loss.backward()
+    monkeypatch.undo()
+    return len(made)
+
+
+def test_backward_through_a_split_makes_ops_linear_in_the_parts(monkeypatch):
+    """Each element taken from a split hands its adjoint to that element alone: no tuple of
+    zeros per element (T parts used to make T² additions)."""
+    small, large = _ops_made_by_backward(monkeypatch, 10), _ops_made_by_backward(monkeypatch, 40)
+    assert large < 5 * small, (small, large)
+
+
+@pytest.mark.parametrize("create_graph", [None, True])
+def test_split_gradients_with_unused_parts_and_their_second_derivatives(create_graph):
+    x = tensor(np.array([[1.0, 2.0], [3.0, -1.0], [0.5, 4.0], [2.0, 2.0]]))
+    parts = ndl.ops.split(x, 0)
+    loss = ndl.ops.summation(parts[0] * parts[0] + parts[2] * parts[2] * 3.0 + parts[0])
+    loss.backward(create_graph=create_graph)
+    expected = np.array([[3.0, 5.0], [0.0, 0.0], [3.0, 24.0], [0.0, 0.0]])  # 2x+1, 0, 6x, 0
+    np.testing.assert_array_equal(x.grad.numpy(), expected)
+    ndl.ops.summation(x.grad).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[2.0, 2.0], [0.0, 0.0], [6.0, 6.0], [0.0, 0.0]])
