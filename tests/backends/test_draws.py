@@ -30,22 +30,37 @@ def _state():
     return key.copy(), pos
 
 
+def _advance(used: int, odd_word: bool) -> None:
+    np.random.seed(7)
+    if odd_word:
+        np.random.bytes(4)  # one 32-bit word: then a draw's two words can straddle a refill
+    np.random.rand(used)  # start anywhere in the block, at its end, past a refill
+
+
 @pytest.mark.parametrize("shape", [(5,), (2047,), (2048,), (3000,), (100, 100), (7, 313, 3)])
 @pytest.mark.parametrize("used", [0, 1, 311, 622, 623, 624, 1000])
-def test_uniform_draws_are_np_random_rand(widths, shape, used):
+@pytest.mark.parametrize("odd_word", [False, True])
+def test_uniform_draws_are_np_random_rand(widths, shape, used, odd_word):
     for width in widths:
         if width is not None:
             compiled.set_vector_width(width)
-        np.random.seed(7)
-        np.random.rand(used)  # start anywhere in the block, at its end, past a refill
+        _advance(used, odd_word)
         expected, expected_state = np.random.rand(*shape), _state()
-        np.random.seed(7)
-        np.random.rand(used)
+        _advance(used, odd_word)
         got = kernels.uniform_draws(shape)
         assert got.dtype == np.float64 and got.shape == shape
         assert got.tobytes() == expected.tobytes()
         key, pos = _state()
         assert pos == expected_state[1] and np.array_equal(key, expected_state[0])
+
+
+@pytest.mark.skipif(BACKEND != "nd" or compiled is None, reason="the compiled module's draws")
+def test_the_compiled_draws_are_the_ones_used(monkeypatch):
+    """The comparisons above exercise the compiled generator, not NumPy's loop: the process's
+    self-check passes, and large draws do not call np.random.rand."""
+    assert nd.ndarray._compiled_draws_match(np.random.MT19937)
+    monkeypatch.setattr(np.random, "rand", lambda *shape: pytest.fail("NumPy's loop was used"))
+    assert kernels.uniform_draws((3000,)).shape == (3000,)
 
 
 def test_uniform_draws_continue_the_stream_call_after_call():
