@@ -183,14 +183,16 @@ def _weight_by_group(b: NDArray, groups: int, axes: tuple, rows: int) -> NDArray
     kh, kw, c, out = b.shape
     split = b.reshape((kh, kw, c, groups, out // groups))
     ordered = array_api.transpose(split, (3,) + tuple((0, 1, 2, 4)[i] for i in axes))
-    return ordered.reshape((groups, math.prod(ordered.shape[1 : 1 + rows]), -1))
+    # sizes spelled out, never -1 (ambiguous when a size is 0)
+    shape = ordered.shape[1:]
+    return ordered.reshape((groups, math.prod(shape[:rows]), math.prod(shape[rows:])))
 
 
 def _rows_by_group(x: NDArray, groups: int) -> NDArray:
     """(..., G·C) as one matrix per group: (G, rows, C) (a copy)."""
-    rows = math.prod(x.shape[:-1])
-    split = x.reshape((rows, groups, x.shape[-1] // groups))
-    return array_api.transpose(split, (1, 0, 2)).reshape((groups, rows, -1))
+    rows, width = math.prod(x.shape[:-1]), x.shape[-1] // groups
+    split = x.reshape((rows, groups, width))
+    return array_api.transpose(split, (1, 0, 2)).reshape((groups, rows, width))
 
 
 def _join_groups(product: NDArray, shape: tuple) -> NDArray:

@@ -603,3 +603,16 @@ def test_convolution_errors(name, call, error, words):
         call()
     for word in words:
         assert word in str(info.value), (word, str(info.value))
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_convolution_of_an_empty_batch_has_empty_and_zero_gradients(groups, stride):
+    x = ndl.Tensor(np.zeros((0, 5, 5, 4)), dtype="float32", requires_grad=True)
+    w = ndl.Tensor(np.ones((3, 3, 4 // groups, 4)), dtype="float32", requires_grad=True)
+    out = ndl.convolution(x, w, stride=stride, padding=1, groups=groups)
+    size = (5 + 2 - 3) // stride + 1
+    assert out.shape == (0, size, size, 4)
+    out.sum().backward()
+    assert x.grad.shape == (0, 5, 5, 4)
+    np.testing.assert_array_equal(w.grad.numpy(), np.zeros((3, 3, 4 // groups, 4)))
