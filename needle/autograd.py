@@ -915,12 +915,13 @@ def _backpropagate(
     one it had.
     """
     partial_adjoints: dict[int, list[Any]] = {id(output_tensor): [out_grad]}  # Values, parts
+    with_parts: set[int] = set()  # the tuples that got a _TuplePart
     hook = _partial_adjoint_hook if replayed is None else None
     for node in reversed(order):
         partials = partial_adjoints.pop(id(node), None)
         if partials is None:
             continue  # no path from this node to the output carries a gradient
-        grad = _tuple_adjoint(node, partials) if _has_parts(partials) else sum_node_list(partials)
+        grad = _tuple_adjoint(node, partials) if id(node) in with_parts else sum_node_list(partials)
         if replayed is not None:
             if replacements:
                 grad = replacements.get(id(node), grad)
@@ -948,6 +949,7 @@ def _backpropagate(
             whole = node.inputs[0]
             if whole.requires_grad:
                 partial_adjoints.setdefault(id(whole), []).append(_TuplePart(index, grad))
+                with_parts.add(id(whole))
             continue
         input_grads = node.op.gradient_as_tuple(grad, node)
         for inp, inp_grad in zip(node.inputs, input_grads):
@@ -1207,10 +1209,6 @@ class _TuplePart:
     def __init__(self, index: int, grad: Value) -> None:
         self.index = index
         self.grad = grad
-
-
-def _has_parts(partials: list) -> bool:
-    return any(isinstance(p, _TuplePart) for p in partials)
 
 
 def _tuple_adjoint(node: Value, partials: list) -> TensorTuple:
